@@ -1,0 +1,1 @@
+"""statnet's services: gateway (HTTP edge), registry, submission, validation, aggregation, notify."""

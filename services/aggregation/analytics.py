@@ -1,0 +1,197 @@
+"""``GET /api/analytics``: totals over any subtree and any coarser period.
+
+One SQL statement answers a whole query. Values are first summed over
+combos per (unit, period) when ``dx`` is a data element total (``#{DE}``),
+then aggregated by the element's ``aggregationType``:
+
+* SUM: sum over units and periods;
+* AVERAGE: mean of the (unit, period) values;
+* AVERAGE_SUM_ORG_UNIT: per unit, the mean over its periods; then the sum over units
+  (stocks such as population or staff: a yearly figure is not twelve months added up);
+* LAST: per unit, the value of its latest period in the range; then the sum over units;
+* NONE: not aggregated: only the unit's own value for its own period.
+
+The subtree of ``ou`` is taken *as of each value's period*: the ``path`` of a
+stored value is its unit's path when the period began, and ``ou``'s own path
+at that date is the prefix it must have. A village moved to another district
+counts in its old district for earlier periods and in the new one afterwards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from shared.api import ApiError
+from shared.periods import Period, PeriodError
+from shared.replica import Metadata
+
+_TOTALS = sa.text("""
+WITH tg AS (
+    SELECT * FROM unnest(CAST(:tid AS int[]), CAST(:lo AS text[]), CAST(:hi AS text[]),
+                         CAST(:pfrom AS date[]), CAST(:pto AS date[]),
+                         CAST(:pstart AS date[]), CAST(:pend AS date[]))
+           AS tg(tid, lo, hi, pfrom, pto, pstart, pend)
+),
+dx AS (
+    SELECT * FROM unnest(CAST(:did AS int[]), CAST(:de AS text[]), CAST(:combo AS text[]),
+                         CAST(:atype AS text[]))
+           AS dx(did, de, combo, atype)
+),
+leaf AS (   -- one number per unit and period (combos summed for an element total)
+    SELECT tg.tid, dx.did, f.org_unit, f.start_date, sum(f.value) AS v
+    FROM tg CROSS JOIN dx
+    JOIN aggregation.data_value f
+      ON f.data_element = dx.de
+     AND f.path >= tg.lo AND f.path < tg.hi
+     AND f.start_date >= tg.pstart AND f.end_date <= tg.pend
+     AND f.start_date >= tg.pfrom AND (tg.pto IS NULL OR f.start_date < tg.pto)
+    WHERE (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
+    GROUP BY tg.tid, dx.did, f.org_unit, f.start_date
+),
+per_unit AS (
+    SELECT tid, did, org_unit, sum(v) AS s, count(*) AS n,
+           (array_agg(v ORDER BY start_date DESC))[1] AS last_v
+    FROM leaf GROUP BY tid, did, org_unit
+)
+SELECT p.tid, p.did,
+       CASE dx.atype
+            WHEN 'AVERAGE' THEN sum(p.s) / sum(p.n)
+            WHEN 'AVERAGE_SUM_ORG_UNIT' THEN sum(p.s / p.n)
+            WHEN 'LAST' THEN sum(p.last_v)
+            ELSE sum(p.s)
+       END AS value
+FROM per_unit p JOIN dx ON dx.did = p.did
+GROUP BY p.tid, p.did, dx.atype
+""")
+
+_OWN_VALUE = sa.text("""
+SELECT sum(f.value) FROM aggregation.data_value f
+WHERE f.data_element = :de AND (CAST(:combo AS text) IS NULL OR f.combo = :combo)
+  AND f.org_unit = :ou AND f.period = :pe AND f.value IS NOT NULL
+HAVING count(*) > 0
+""")
+
+
+@dataclass(frozen=True)
+class Item:
+    code: str                 # as asked: POP or POP.F
+    data_element: str
+    combo: str | None
+    aggregation_type: str
+
+
+@dataclass
+class Query:
+    dx: list[Item]
+    ou: list[str]
+    pe: list[Period]
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message})
+
+
+def _split(raw, name: str) -> list[str]:
+    if raw is None or str(raw).strip() == "":
+        raise _bad(f"{name} is required (e.g. dx=POP;POP.F&ou=03&pe=2026)")
+    parts = [p for p in str(raw).split(";") if p != ""]
+    if len(parts) > 200:
+        raise _bad(f"{name} lists {len(parts)} items; at most 200 per query")
+    return parts
+
+
+def parse_query(params: dict, md: Metadata) -> Query:
+    items = []
+    for code in _split(params.get("dx"), "dx"):
+        de_code, _, combo = code.partition(".")
+        de = md.data_elements.get(de_code)
+        if de is None:
+            raise _bad(f"dx: unknown data element {de_code!r}")
+        if combo and combo not in de.combos:
+            raise _bad(f"dx: {code!r}: {de_code} has no category option combo {combo!r} "
+                       f"(one of {', '.join(de.combos)})")
+        if de.value_type == "TEXT":
+            raise _bad(f"dx: {de_code!r} holds text, which is not aggregated")
+        items.append(Item(code, de_code, combo or None, de.aggregation_type))
+    units = []
+    for code in _split(params.get("ou"), "ou"):
+        if code not in md.org_units:
+            raise _bad(f"ou: unknown org unit {code!r}")
+        units.append(code)
+    periods = []
+    for code in _split(params.get("pe"), "pe"):
+        try:
+            periods.append(Period.parse(code))
+        except PeriodError as exc:
+            raise _bad(f"pe: {exc}") from None
+    return Query(items, units, periods)
+
+
+def _upper(prefix: str) -> str:
+    # every path under "/LA/03/" sorts before "/LA/030" bytewise ('/' < '0')
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _number(value: Decimal):
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
+    """Rows ``{dx, ou, pe, value}`` for every combination that has data."""
+    targets = {"tid": [], "lo": [], "hi": [], "pfrom": [], "pto": [], "pstart": [], "pend": []}
+    pairs = []
+    for ou in q.ou:
+        for pe in q.pe:
+            tid = len(pairs)
+            pairs.append((ou, pe))
+            for where in md.org_units[ou].paths:
+                # the unit's place during (part of) the period
+                if where.valid_from > pe.end or (where.valid_to is not None and where.valid_to <= pe.start):
+                    continue
+                targets["tid"].append(tid)
+                targets["lo"].append(where.path)
+                targets["hi"].append(_upper(where.path))
+                targets["pfrom"].append(where.valid_from)
+                targets["pto"].append(where.valid_to)
+                targets["pstart"].append(pe.start)
+                targets["pend"].append(pe.end)
+    aggregated = [item for item in q.dx if item.aggregation_type != "NONE"]
+    rows = []
+    if aggregated and targets["tid"]:
+        dx = {"did": list(range(len(aggregated))), "de": [i.data_element for i in aggregated],
+              "combo": [i.combo for i in aggregated], "atype": [i.aggregation_type for i in aggregated]}
+        for tid, did, value in conn.execute(_TOTALS, {**targets, **dx}):
+            ou, pe = pairs[tid]
+            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code, "value": _number(value)})
+    for item in q.dx:
+        if item.aggregation_type != "NONE":
+            continue
+        for ou, pe in pairs:
+            value = conn.execute(_OWN_VALUE, {"de": item.data_element, "combo": item.combo,
+                                              "ou": ou, "pe": pe.code}).scalar()
+            if value is not None:
+                rows.append({"dx": item.code, "ou": ou, "pe": pe.code, "value": _number(value)})
+    order = ({i.code: n for n, i in enumerate(q.dx)}, {o: n for n, o in enumerate(q.ou)},
+             {p.code: n for n, p in enumerate(q.pe)})
+    rows.sort(key=lambda r: (order[0][r["dx"]], order[1][r["ou"]], order[2][r["pe"]]))
+    return rows
+
+
+def names(q: Query, md: Metadata) -> dict:
+    """Names (English and Lao) of everything in the answer, as DHIS2's ``metaData.items``."""
+    items = {}
+    for item in q.dx:
+        de = md.data_elements[item.data_element]
+        suffix = f" {item.combo}" if item.combo else ""
+        items[item.code] = {"name": de.name + suffix, "nameLo": (de.name_lo + suffix) if de.name_lo else None}
+    for ou in q.ou:
+        unit = md.org_units[ou]
+        items[ou] = {"name": unit.name, "nameLo": unit.name_lo}
+    for pe in q.pe:
+        items[pe.code] = {"name": pe.code}
+    return {"items": items, "dimensions": {"dx": [i.code for i in q.dx], "ou": q.ou,
+                                           "pe": [p.code for p in q.pe]}}

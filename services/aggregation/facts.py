@@ -1,0 +1,129 @@
+"""Applying accepted returns to the stored values, set-based.
+
+One statement per return, whatever its size: the values go to PostgreSQL as
+arrays, are upserted only where the return is newer (by submission seq) than
+what is stored, and are classified against the previous state in the same
+statement, which is where ``importCount`` comes from:
+
+* imported: no value before (or a deleted one), a value now;
+* updated:  a value before, a (possibly equal) value now;
+* deleted:  a value before, ``""`` now;
+* ignored:  ``""`` for a value that did not exist, or a value older than the stored one.
+
+Deletions leave a tombstone so that an older return delivered late cannot
+bring a deleted value back.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from services.aggregation import tables as t
+from shared.periods import Period
+from shared.replica import Metadata
+from shared.values import numeric
+
+_APPLY = sa.text("""
+WITH incoming AS (
+    SELECT * FROM unnest(
+        CAST(:de AS text[]), CAST(:combo AS text[]), CAST(:ou AS text[]), CAST(:period AS text[]),
+        CAST(:ptype AS text[]), CAST(:start AS date[]), CAST(:end AS date[]), CAST(:path AS text[]),
+        CAST(:num AS numeric[]), CAST(:txt AS text[]), CAST(:del AS boolean[]))
+      AS i(de, combo, ou, period, ptype, start_date, end_date, path, num, txt, del)
+),
+old AS (
+    SELECT f.data_element, f.combo, f.org_unit, f.period, f.deleted
+    FROM aggregation.data_value f
+    JOIN incoming i ON f.data_element = i.de AND f.combo = i.combo AND f.org_unit = i.ou AND f.period = i.period
+),
+up AS (
+    INSERT INTO aggregation.data_value AS f
+        (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
+         value, text_value, deleted, seq, return_id, updated_at)
+    SELECT de, combo, ou, period, ptype, start_date, end_date, path,
+           CASE WHEN del THEN NULL ELSE num END, CASE WHEN del THEN NULL ELSE txt END, del,
+           :seq, :return_id, now()
+    FROM incoming
+    ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
+       SET value = excluded.value, text_value = excluded.text_value, deleted = excluded.deleted,
+           seq = excluded.seq, return_id = excluded.return_id, path = excluded.path,
+           updated_at = excluded.updated_at
+       WHERE f.seq < excluded.seq
+    RETURNING f.data_element, f.combo, f.org_unit, f.period
+)
+SELECT
+    count(*) FILTER (WHERE u.data_element IS NOT NULL AND NOT i.del AND (o.data_element IS NULL OR o.deleted)),
+    count(*) FILTER (WHERE u.data_element IS NOT NULL AND NOT i.del AND o.data_element IS NOT NULL AND NOT o.deleted),
+    count(*) FILTER (WHERE u.data_element IS NOT NULL AND i.del AND o.data_element IS NOT NULL AND NOT o.deleted),
+    count(*)
+FROM incoming i
+LEFT JOIN old o ON o.data_element = i.de AND o.combo = i.combo AND o.org_unit = i.ou AND o.period = i.period
+LEFT JOIN up u ON u.data_element = i.de AND u.combo = i.combo AND u.org_unit = i.ou AND u.period = i.period
+""")
+
+
+def path_for(md: Metadata, org_unit: str, period: Period) -> str:
+    """The unit's path as of the period's start (the period belongs where it began)."""
+    unit = md.org_units[org_unit]
+    where = unit.path_on(period.start) or unit.path_on(period.end) or unit.current
+    return where.path
+
+
+def apply_return(conn: sa.Connection, data: dict, md: Metadata) -> dict:
+    """Upsert a validated return's values; returns its importCount."""
+    cols = {k: [] for k in ("de", "combo", "ou", "period", "ptype", "start", "end", "path", "num", "txt", "del")}
+    periods: dict[str, Period] = {}
+    for v in data["values"]:
+        period = periods.get(v["period"]) or periods.setdefault(v["period"], Period.parse(v["period"]))
+        de = md.data_elements[v["data_element"]]
+        cols["de"].append(de.code)
+        cols["combo"].append(v["category_option_combo"])
+        cols["ou"].append(v["org_unit"])
+        cols["period"].append(period.code)
+        cols["ptype"].append(period.type)
+        cols["start"].append(period.start)
+        cols["end"].append(period.end)
+        cols["path"].append(path_for(md, v["org_unit"], period))
+        cols["num"].append(numeric(de.value_type, v["value"]))
+        cols["txt"].append(v["value"])
+        cols["del"].append(v["value"] == "")
+    if not data["values"]:
+        return {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
+    imported, updated, deleted, total = conn.execute(
+        _APPLY, {**cols, "seq": data["seq"], "return_id": data["return_id"]}).one()
+    return {"imported": imported, "updated": updated, "deleted": deleted,
+            "ignored": total - imported - updated - deleted}
+
+
+def register_completeness(conn: sa.Connection, data: dict, accepted_at: dt.datetime) -> None:
+    """The first accepted return of a data set, unit and period counts for completeness."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    c = t.completeness
+    stmt = insert(c).values(data_set=data["data_set"], org_unit=data["org_unit"], period=data["period"],
+                            return_id=data["return_id"], received_at=data["received_at"],
+                            on_time=data["on_time"], accepted_at=accepted_at)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[c.c.data_set, c.c.org_unit, c.c.period],
+        set_={k: stmt.excluded[k] for k in ("return_id", "received_at", "on_time", "accepted_at")},
+        where=c.c.received_at > stmt.excluded.received_at))
+
+
+_REPATH = sa.text("""
+UPDATE aggregation.data_value f SET path = m.path
+FROM unnest(CAST(:code AS text[]), CAST(:path AS text[]), CAST(:valid_from AS date[]), CAST(:valid_to AS date[]))
+     AS m(code, path, valid_from, valid_to)
+WHERE f.org_unit = m.code AND f.start_date >= m.valid_from
+  AND (m.valid_to IS NULL OR f.start_date < m.valid_to) AND f.path <> m.path
+""")
+
+
+def repath(conn: sa.Connection, org_units: list[dict]) -> int:
+    """After a move, give every stored value of the moved units the path of its period (one statement)."""
+    spans = [(u["code"], p["path"], p["valid_from"], p.get("valid_to")) for u in org_units for p in u["paths"]]
+    if not spans:
+        return 0
+    code, path, valid_from, valid_to = (list(x) for x in zip(*spans, strict=True))
+    return conn.execute(_REPATH, {"code": code, "path": path, "valid_from": valid_from,
+                                  "valid_to": valid_to}).rowcount

@@ -1,0 +1,44 @@
+"""Tables of the aggregation service (schema ``aggregation``)."""
+import sqlalchemy as sa
+
+from shared.delivery import delivery_tables
+from shared.replica import replica_tables
+
+metadata = sa.MetaData(schema="aggregation")
+outbox, inbox = delivery_tables(metadata)
+replica = replica_tables(metadata)
+
+# The accepted value of each (element, combo, unit, period): the latest by
+# submission seq. ``path`` is the unit's place in the hierarchy as of the
+# period's start, so a subtree total is a range scan on (element, path) and a
+# unit moved to another district keeps its earlier periods with the old one.
+# ``path`` sorts bytewise (COLLATE "C") so prefix ranges are exact.
+data_value = sa.Table(
+    "data_value", metadata,
+    sa.Column("data_element", sa.Text, primary_key=True),
+    sa.Column("combo", sa.Text, primary_key=True),
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("period_type", sa.Text, nullable=False),
+    sa.Column("start_date", sa.Date, nullable=False),
+    sa.Column("end_date", sa.Date, nullable=False),
+    sa.Column("path", sa.Text(collation="C"), nullable=False),
+    sa.Column("value", sa.Numeric),          # what aggregates count (None: text, or deleted)
+    sa.Column("text_value", sa.Text),        # the value as stored
+    sa.Column("deleted", sa.Boolean, nullable=False),  # tombstone: an older return can't bring it back
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("return_id", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# Completeness and timeliness: the first accepted return of each data set, unit and period.
+completeness = sa.Table(
+    "completeness", metadata,
+    sa.Column("data_set", sa.Text, primary_key=True),
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("return_id", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("on_time", sa.Boolean, nullable=False),
+    sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=False),
+)

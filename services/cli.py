@@ -1,0 +1,131 @@
+"""The ``statnet`` command.
+
+    statnet run [SERVICE ...]      run services (all six in one process by default)
+    statnet demo                   load Luang Namtha and one month of returns, print the outcome
+    statnet migrate [SERVICE ...]  bring database schemas up to date
+    statnet user create ...        create a user (or rotate its token) and print the token
+    statnet dlq list|replay SERVICE
+    statnet topology               print the RabbitMQ definitions of the whole topology
+    statnet asyncapi               print the AsyncAPI document of every event
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from shared import green
+
+
+def main(argv=None) -> int:
+    green.patch()  # before anything opens a socket
+    from shared import logs
+    from shared.config import ConfigError, Settings
+
+    parser = argparse.ArgumentParser(prog="statnet", description="statnet: statistical reporting network")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser("run", help="run services (all of them in one process by default)")
+    p_run.add_argument("services", nargs="*", help="gateway registry submission validation aggregation notify")
+
+    p_demo = sub.add_parser("demo", help="end-to-end demonstration on the local broker and database")
+    p_demo.add_argument("--month", help="period to submit (YYYYMM); default: last month")
+
+    p_mig = sub.add_parser("migrate", help="bring database schemas up to date")
+    p_mig.add_argument("services", nargs="*")
+
+    p_user = sub.add_parser("user", help="manage users")
+    user_sub = p_user.add_subparsers(dest="user_command", required=True)
+    p_create = user_sub.add_parser("create", help="create a user or rotate its token; prints the token")
+    p_create.add_argument("--username", required=True)
+    p_create.add_argument("--role", required=True, choices=["admin", "operator", "supervisor", "reporter"])
+    p_create.add_argument("--org-unit")
+    p_create.add_argument("--focal-point")
+
+    p_dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter queue")
+    p_dlq.add_argument("action", choices=["list", "replay"])
+    p_dlq.add_argument("service")
+    p_dlq.add_argument("--limit", type=int)
+
+    sub.add_parser("topology", help="print RabbitMQ definitions of the topology")
+    sub.add_parser("asyncapi", help="print the AsyncAPI document of the events")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"statnet: {exc}", file=sys.stderr)
+        return 2
+    # the demo's output is its report: only warnings and errors go to the log
+    logs.configure(settings.log_format, level=logging.WARNING if args.command == "demo" else logging.INFO)
+
+    if args.command == "run":
+        from services import runner
+
+        runner.run(settings, tuple(args.services) or runner.ALL)
+        return 0
+    if args.command == "demo":
+        from services import demo
+
+        return demo.main(settings, month=args.month)
+    if args.command == "migrate":
+        from shared import migrations
+
+        for name in args.services or migrations.SERVICES_WITH_SCHEMA:
+            migrations.upgrade(settings, name)
+            print(f"{name}: up to date")
+        return 0
+    if args.command == "user":
+        return _create_user(settings, args)
+    if args.command == "dlq":
+        from shared import topology
+
+        if args.action == "list":
+            for item in topology.dlq_list(settings, args.service, limit=args.limit or 1000):
+                print(json.dumps(item, ensure_ascii=False))
+        else:
+            moved = topology.dlq_replay(settings, args.service, limit=args.limit)
+            print(f"replayed {moved} message(s) from {topology.dlq_name(args.service)}")
+        return 0
+    if args.command == "topology":
+        from services.runner import service_classes
+        from shared import topology
+
+        print(json.dumps(topology.definitions(service_classes().values(), settings), indent=2))
+        return 0
+    if args.command == "asyncapi":
+        from shared import asyncapi
+        from services.runner import service_classes
+
+        print(asyncapi.document(service_classes().values()), end="")
+        return 0
+    return 1
+
+
+def _create_user(settings, args) -> int:
+    """Straight into the registry's schema and outbox: works with the services stopped."""
+    from marshmallow import ValidationError
+
+    from services.registry import tables
+    from services.registry.service import upsert_user
+    from shared import migrations
+    from shared.db import engine_for
+    from shared.delivery import Tx
+
+    migrations.upgrade(settings, "registry")
+
+    body = {"username": args.username, "role": args.role, "orgUnit": args.org_unit,
+            "focalPoint": args.focal_point}
+    try:
+        with engine_for(settings.database_url).begin() as conn:
+            user = upsert_user(Tx(conn, "registry", tables.outbox), body)
+    except ValidationError as exc:
+        print(f"statnet: {exc.normalized_messages()}", file=sys.stderr)
+        return 2
+    print(json.dumps(user, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

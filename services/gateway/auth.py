@@ -1,0 +1,62 @@
+"""Bearer tokens to principals (CONTRACT 2).
+
+The bootstrap admin token comes from ``STATNET_ADMIN_TOKEN``; every other
+token is looked up by its SHA-256 in the registry. Lookups are cached for a
+few seconds: a token rotated through this gateway is dropped at once, and
+``registry.user_changed`` drops it in every gateway; the TTL bounds what a
+lost event could leave behind.
+"""
+from __future__ import annotations
+
+import time
+
+from nameko.extensions import DependencyProvider
+
+from services.gateway.http import HttpError
+from shared.auth import ADMIN, Principal, same_secret, token_hash
+from shared.config import Settings
+
+CACHE_SECONDS = 5.0
+
+
+class Authenticator(DependencyProvider):
+    def setup(self):
+        self.settings = Settings.of(self.container)
+        self.cache: dict[str, tuple[float, Principal]] = {}
+
+    def forget_user(self, username: str) -> None:
+        for key, (_, principal) in list(self.cache.items()):
+            if principal.username == username:
+                self.cache.pop(key, None)
+
+    def get_dependency(self, worker_ctx):
+        return _Auth(self)
+
+
+class _Auth:
+    def __init__(self, provider: Authenticator):
+        self.provider = provider
+
+    def principal(self, request, lookup) -> Principal:
+        """The caller; 401 without a known token. ``lookup(hash)`` asks the registry."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HttpError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+        token = token.strip()
+        admin_token = self.provider.settings.admin_token
+        if admin_token and same_secret(token, admin_token):
+            return Principal("admin", ADMIN, None)
+        key = token_hash(token)
+        cached = self.provider.cache.get(key)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        found = lookup(key)
+        if not found:
+            raise HttpError(401, "unknown or rotated token")
+        principal = Principal.from_dict(found)
+        self.provider.cache[key] = (time.monotonic() + CACHE_SECONDS, principal)
+        return principal
+
+    def forget_user(self, username: str) -> None:
+        self.provider.forget_user(username)

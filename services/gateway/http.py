@@ -1,0 +1,73 @@
+"""The gateway's HTTP entrypoint: JSON errors, request metrics, no HTML pages."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from shared import metrics
+
+log = logging.getLogger(__name__)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(message)
+        self.status = status
+        self.body = {"status": "ERROR", "httpStatusCode": status, "message": message, **extra}
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status,
+                    headers=headers, content_type="application/json; charset=utf-8")
+
+
+class _JsonErrorsApp(WsgiApp):
+    """nameko's WSGI app, with routing errors (404, 405) answered as JSON too."""
+
+    def __call__(self, environ, start_response):
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            adapter.match()
+        except HTTPException as exc:
+            response = json_response({"status": "ERROR", "httpStatusCode": exc.code,
+                                      "message": f"{exc.name}: {environ.get('REQUEST_METHOD')} "
+                                                 f"{environ.get('PATH_INFO')}"}, exc.code)
+            if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+                response.headers["Allow"] = ", ".join(exc.valid_methods)
+            return response(environ, start_response)
+        return super().__call__(environ, start_response)
+
+
+class JsonWebServer(WebServer):
+    def get_wsgi_app(self):
+        return _JsonErrorsApp(self)
+
+
+class Route(HttpRequestHandler):
+    """``@route(method, url)``: like nameko's ``@http``, answering errors as JSON."""
+
+    server = JsonWebServer()
+
+    def handle_request(self, request):
+        started = time.perf_counter()
+        response = super().handle_request(request)
+        method = request.method if request.method != "HEAD" else "GET"
+        metrics.http_requests_total.labels(method=method, route=self.url, status=str(response.status_code)).inc()
+        metrics.http_request_seconds.labels(method=method, route=self.url).observe(time.perf_counter() - started)
+        return response
+
+    def response_from_exception(self, exc):
+        if isinstance(exc, HttpError):
+            return json_response(exc.body, exc.status)
+        log.error("unexpected error on %s %s: %r", self.method, self.url, exc)
+        return json_response({"status": "ERROR", "httpStatusCode": 500,
+                              "message": f"internal error: {type(exc).__name__}"}, 500)
+
+
+route = Route.decorator

@@ -1,0 +1,202 @@
+"""Gateway service: every HTTP route of the contract under one base URL.
+
+Routes read like the contract: authenticate, call the owning service by RPC,
+relay its reply. The gateway has no tables and no domain logic; services
+decide, the gateway translates.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import eventlet
+import sqlalchemy as sa
+from kombu import Connection
+from nameko.exceptions import UnknownService
+from nameko.rpc import RpcProxy
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from werkzeug.wrappers import Response
+
+from services.gateway.auth import Authenticator
+from services.gateway.http import HttpError, json_response, route
+from shared.config import Settings
+from shared.db import engine_for
+from shared.events import subscribe
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 5 * 1024 * 1024
+REPLICA_SERVICES = ("submission", "validation", "aggregation", "notify")
+
+
+class GatewayService:
+    name = "gateway"
+
+    auth = Authenticator()
+    registry = RpcProxy("registry")
+    submission = RpcProxy("submission")
+    validation = RpcProxy("validation")
+    aggregation = RpcProxy("aggregation")
+    notify = RpcProxy("notify")
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def settings(self) -> Settings:
+        return self.auth.provider.settings
+
+    def call(self, service: str, method: str, *args, **kwargs):
+        """An RPC with the gateway's timeout: 503 when the service is down or too slow."""
+        proxy = getattr(self, service)
+        try:
+            with eventlet.Timeout(self.settings.rpc_timeout):
+                return getattr(proxy, method).call_async(*args, **kwargs).result()
+        except UnknownService:
+            raise HttpError(503, f"the {service} service is not running") from None
+        except eventlet.Timeout:
+            raise HttpError(503, f"the {service} service did not answer within "
+                                 f"{self.settings.rpc_timeout:g}s") from None
+
+    def principal(self, request):
+        return self.auth.principal(request, lambda h: self.call("registry", "authenticate", h))
+
+    def relay(self, reply: dict) -> Response:
+        body, status = reply["body"], reply["status"]
+        if reply.get("content_type", "application/json").startswith("application/json"):
+            return json_response(body, status, reply.get("headers"))
+        return Response(body, status=status, headers=reply.get("headers"),
+                        content_type=reply["content_type"])
+
+    def api(self, request, service: str, method: str, *args) -> Response:
+        """Authenticate, then relay ``service.method(principal, *args)``."""
+        principal = self.principal(request)
+        return self.relay(self.call(service, method, principal.to_dict(), *args))
+
+    @staticmethod
+    def body_text(request) -> str:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
+        raw = request.stream.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HttpError(400, f"body is not UTF-8 text: {exc}") from None
+
+    def json_body(self, request):
+        text = self.body_text(request)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise HttpError(400, f"body is not valid JSON: {exc}") from None
+
+    def await_replicas(self, version: int | None) -> None:
+        """Answer a metadata change only once every service's replica has it (read-your-writes)."""
+        if not version:
+            return
+        calls = []
+        for service in REPLICA_SERVICES:
+            try:
+                calls.append((service, getattr(self, service).await_metadata.call_async(version)))
+            except UnknownService:
+                log.warning("%s is not running; it will catch up with metadata version %d when it starts",
+                            service, version)
+        for service, call in calls:
+            try:
+                with eventlet.Timeout(self.settings.rpc_timeout):
+                    call.result()
+            except (eventlet.Timeout, Exception) as exc:  # the import itself has succeeded
+                log.warning("%s has not confirmed metadata version %d: %s", service, version, exc)
+
+    # ------------------------------------------------------------ operations
+
+    @route("GET", "/health")
+    def health(self, request):
+        checks = {}
+        try:
+            with engine_for(self.settings.database_url).connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            with Connection(self.settings.amqp_uri, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1)
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        if all(v == "ok" for v in checks.values()):
+            return json_response({"status": "ok", "checks": checks})
+        return json_response({"status": "error", "checks": checks}, 503)
+
+    @route("GET", "/metrics")
+    def metrics(self, request):
+        return Response(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------ registry
+
+    @route("POST", "/api/users")
+    def create_user(self, request):
+        principal = self.principal(request)
+        reply = self.call("registry", "create_user", principal.to_dict(), self.json_body(request))
+        if reply["status"] == 201:
+            self.auth.forget_user(reply["body"]["username"])
+        return self.relay(reply)
+
+    @subscribe("registry", "user_changed")
+    def forget_changed_user(self, event):
+        self.auth.forget_user(event.data["username"])
+
+    @route("POST", "/api/metadata")
+    def import_metadata(self, request):
+        principal = self.principal(request)
+        reply = self.call("registry", "import_metadata", principal.to_dict(), self.json_body(request))
+        self.await_replicas(reply.get("metadata_version"))
+        return self.relay(reply)
+
+    @route("GET", "/api/orgUnits/<code>")
+    def get_org_unit(self, request, code):
+        return self.api(request, "registry", "get_org_unit", code)
+
+    @route("GET", "/api/orgUnits/<code>/coverage")
+    def coverage(self, request, code):
+        return self.api(request, "registry", "coverage", code)
+
+    @route("GET", "/api/focalPoints")
+    def list_focal_points(self, request):
+        return self.api(request, "registry", "list_focal_points", request.args.get("orgUnit"))
+
+    @route("PUT", "/api/focalPoints/<code>")
+    def put_focal_point(self, request, code):
+        principal = self.principal(request)
+        reply = self.call("registry", "put_focal_point", principal.to_dict(), code, self.json_body(request))
+        self.await_replicas(reply.get("metadata_version"))
+        return self.relay(reply)
+
+    # ------------------------------------------------------------ returns
+
+    @route("POST", "/api/dataValueSets")
+    def post_data_value_set(self, request):
+        principal = self.principal(request)
+        body = self.body_text(request)
+        return self.relay(self.call("submission", "receive", principal.to_dict(),
+                                    request.headers.get("Content-Type", ""), body,
+                                    request.headers.get("Idempotency-Key") or None,
+                                    dict(request.args)))
+
+    @route("GET", "/api/submissions/<return_id>")
+    def get_submission(self, request, return_id):
+        return self.api(request, "submission", "get", return_id)
+
+    # ------------------------------------------------------------ aggregates
+
+    @route("GET", "/api/analytics")
+    def analytics(self, request):
+        return self.api(request, "aggregation", "analytics", dict(request.args))
+
+    # ------------------------------------------------------------ alerts
+
+    @route("GET", "/api/notifications")
+    def notifications(self, request):
+        return self.api(request, "notify", "list_notifications", dict(request.args))

@@ -1,0 +1,33 @@
+"""Tables of the notify service (schema ``notify``)."""
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.delivery import delivery_tables
+from shared.replica import replica_tables
+
+metadata = sa.MetaData(schema="notify")
+outbox, inbox = delivery_tables(metadata)
+replica = replica_tables(metadata)
+
+# The outbox of alerts. The unique key is the contract's "at most once per
+# (type, recipient, orgUnit, dataSet, period)", per channel: a second insert of
+# the same alert, from a redelivery or a second notify instance, does nothing.
+notification = sa.Table(
+    "notification", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("org_unit", sa.Text, nullable=False),
+    sa.Column("data_set", sa.Text, nullable=False),
+    sa.Column("period", sa.Text, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("last_error", sa.Text),
+    sa.Column("details", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.UniqueConstraint("type", "recipient", "org_unit", "data_set", "period", "channel",
+                        name="notification_once"),
+)

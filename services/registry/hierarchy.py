@@ -1,0 +1,122 @@
+"""The org-unit hierarchy over time.
+
+A unit's parent is a timeline of links ``(parent, valid_from, valid_to)``
+(``valid_to`` exclusive, None = open). Re-parenting from a date truncates the
+timeline there and appends the new parent, so every period before the move
+keeps its old parent in every aggregate: DHIS2 loses that history when a
+village is re-districted; statnet does not.
+
+From the links we derive each unit's *paths*: ``/LA/03/0301/030101/`` with
+the interval during which it holds. A path changes when the unit or any
+ancestor moves, so a move is pushed down to every descendant.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+FAR_PAST = dt.date(1900, 1, 1)
+
+
+@dataclass(frozen=True)
+class Link:
+    parent: str | None
+    valid_from: dt.date
+    valid_to: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Path:
+    path: str
+    level: int
+    valid_from: dt.date
+    valid_to: dt.date | None
+
+    def as_state(self) -> dict:
+        return {"path": self.path, "level": self.level, "valid_from": self.valid_from,
+                "valid_to": self.valid_to}
+
+
+class CycleError(ValueError):
+    def __init__(self, units: list[str]):
+        super().__init__(" -> ".join(units))
+        self.units = units
+
+
+def set_parent(links: list[Link], parent: str | None, start: dt.date) -> list[Link]:
+    """The timeline with ``parent`` from ``start`` on (earlier links kept, later ones replaced)."""
+    kept = []
+    for link in sorted(links, key=lambda l: l.valid_from):
+        if link.valid_from >= start:
+            continue
+        if link.valid_to is None or link.valid_to > start:
+            link = Link(link.parent, link.valid_from, start)
+        kept.append(link)
+    kept.append(Link(parent, start, None))
+    return merge(kept)
+
+
+def merge(links: list[Link]) -> list[Link]:
+    """Join adjacent links with the same parent."""
+    out: list[Link] = []
+    for link in sorted(links, key=lambda l: l.valid_from):
+        if out and out[-1].parent == link.parent and out[-1].valid_to == link.valid_from:
+            out[-1] = Link(link.parent, out[-1].valid_from, link.valid_to)
+        else:
+            out.append(link)
+    return out
+
+
+def parent_on(links: list[Link], day: dt.date) -> str | None:
+    for link in links:
+        if link.valid_from <= day and (link.valid_to is None or day < link.valid_to):
+            return link.parent
+    return None
+
+
+def _clip(a_from, a_to, b_from, b_to):
+    start = max(a_from, b_from)
+    ends = [d for d in (a_to, b_to) if d is not None]
+    end = min(ends) if ends else None
+    if end is not None and end <= start:
+        return None
+    return start, end
+
+
+def compute_paths(links: dict[str, list[Link]]) -> dict[str, list[Path]]:
+    """Paths of every unit. Raises CycleError if a unit is ever its own ancestor."""
+    memo: dict[str, list[Path]] = {}
+    visiting: list[str] = []
+
+    def paths(code: str) -> list[Path]:
+        if code in memo:
+            return memo[code]
+        if code in visiting:
+            raise CycleError(visiting[visiting.index(code):] + [code])
+        visiting.append(code)
+        out: list[Path] = []
+        for link in links.get(code, []):
+            if link.parent is None:
+                out.append(Path(f"/{code}/", 1, link.valid_from, link.valid_to))
+                continue
+            for above in paths(link.parent):
+                span = _clip(link.valid_from, link.valid_to, above.valid_from, above.valid_to)
+                if span:
+                    out.append(Path(f"{above.path}{code}/", above.level + 1, *span))
+        visiting.pop()
+        memo[code] = _merge_paths(out)
+        return memo[code]
+
+    for code in links:
+        paths(code)
+    return memo
+
+
+def _merge_paths(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in sorted(paths, key=lambda p: p.valid_from):
+        if out and out[-1].path == p.path and out[-1].valid_to == p.valid_from:
+            out[-1] = Path(p.path, p.level, out[-1].valid_from, p.valid_to)
+        else:
+            out.append(p)
+    return out

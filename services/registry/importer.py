@@ -1,0 +1,418 @@
+"""``POST /api/metadata``: create-or-update by code, all or nothing.
+
+The import is planned in memory against the current registry (``plan``),
+which collects *every* problem before anything is written; only a clean plan
+is written (``write``), in one transaction, as one new metadata version, with
+one ``metadata_changed`` event carrying the new state of every object whose
+state changed, including descendants whose path moved with an ancestor.
+Re-importing the same document changes nothing and creates no version.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from marshmallow import ValidationError
+from sqlalchemy.dialects.postgresql import insert
+
+from services.registry import tables as t
+from services.registry.hierarchy import CycleError, Link, Path, compute_paths, set_parent
+from shared import expressions
+from shared.schemas.api import METADATA_LISTS
+
+KIND = {"orgUnits": "org unit", "dataElements": "data element", "dataSets": "data set",
+        "validationRules": "validation rule", "focalPoints": "focal point"}
+DEFAULT_COMBO = "default"
+DEFAULT_TIMELY_DAYS = 15
+
+
+class ImportRefused(Exception):
+    def __init__(self, errors: list[dict]):
+        super().__init__(f"{len(errors)} error(s)")
+        self.errors = errors
+
+
+@dataclass
+class Registry:
+    """The registry's current metadata, as plain state dicts keyed by code."""
+    version: int
+    org_units: dict[str, dict]
+    links: dict[str, list[Link]]
+    data_elements: dict[str, dict]
+    data_sets: dict[str, dict]
+    validation_rules: dict[str, dict]
+    focal_points: dict[str, dict]
+
+
+@dataclass
+class Plan:
+    since: int
+    org_units: dict[str, dict] = field(default_factory=dict)        # changed unit states
+    links: dict[str, list[Link]] = field(default_factory=dict)      # changed timelines
+    paths: dict[str, list[Path]] = field(default_factory=dict)      # changed paths
+    data_elements: dict[str, dict] = field(default_factory=dict)
+    data_sets: dict[str, dict] = field(default_factory=dict)
+    validation_rules: dict[str, dict] = field(default_factory=dict)
+    focal_points: dict[str, dict] = field(default_factory=dict)
+    created: int = 0
+    updated: int = 0
+    ignored: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return any((self.org_units, self.links, self.paths, self.data_elements, self.data_sets,
+                    self.validation_rules, self.focal_points))
+
+
+# ------------------------------------------------------------------ reading
+
+def load_registry(conn: sa.Connection) -> Registry:
+    version = conn.execute(sa.select(t.state.c.version).where(t.state.c.id == 1)).scalar_one()
+    links: dict[str, list[Link]] = {}
+    for r in conn.execute(sa.select(t.org_unit_link).order_by(t.org_unit_link.c.valid_from)):
+        links.setdefault(r.code, []).append(Link(r.parent, r.valid_from, r.valid_to))
+
+    def by_code(table, skip=("version",)):
+        return {r.code: {k: v for k, v in r._mapping.items() if k not in skip}
+                for r in conn.execute(sa.select(table))}
+
+    return Registry(
+        version=version,
+        org_units=by_code(t.org_unit),
+        links=links,
+        data_elements=by_code(t.data_element),
+        data_sets=by_code(t.data_set),
+        validation_rules=by_code(t.validation_rule),
+        focal_points=by_code(t.focal_point, skip=("version", "last_active_at")),
+    )
+
+
+def load_paths(conn: sa.Connection) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for r in conn.execute(sa.select(t.org_unit_path).order_by(t.org_unit_path.c.valid_from)):
+        out.setdefault(r.code, []).append(Path(r.path, r.level, r.valid_from, r.valid_to))
+    return out
+
+
+# ------------------------------------------------------------------ planning
+
+class _Errors:
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def add(self, obj: str, message: str) -> None:
+        self.items.append({"object": obj, "message": message})
+
+    def __bool__(self):
+        return bool(self.items)
+
+
+def _parse_document(doc, errors: _Errors) -> dict[str, list[dict]]:
+    if not isinstance(doc, dict):
+        errors.add("document", "metadata must be a JSON object with lists such as orgUnits, dataSets")
+        return {}
+    for key in doc:
+        if key not in METADATA_LISTS:
+            errors.add(key, f"unknown list {key!r}; expected one of {', '.join(METADATA_LISTS)}")
+    parsed: dict[str, list[dict]] = {}
+    for key, schema_cls in METADATA_LISTS.items():
+        items = doc.get(key) or []
+        if not isinstance(items, list):
+            errors.add(key, f"{key} must be a list")
+            continue
+        schema, seen, out = schema_cls(), set(), []
+        for i, item in enumerate(items):
+            code = item.get("code") if isinstance(item, dict) else None
+            obj = code if isinstance(code, str) and code else f"{key}[{i}]"
+            try:
+                loaded = schema.load(item)
+            except ValidationError as exc:
+                for name, messages in _flatten(exc.messages):
+                    value = item.get(name) if isinstance(item, dict) and name in item else None
+                    shown = f" (value {value!r})" if value is not None else ""
+                    errors.add(obj, f"{KIND[key]} {obj}: {name}: {'; '.join(messages)}{shown}")
+                continue
+            if loaded["code"] in seen:
+                errors.add(obj, f"duplicate code {loaded['code']!r} in {key}")
+                continue
+            seen.add(loaded["code"])
+            out.append(loaded)
+        parsed[key] = out
+    return parsed
+
+
+def _flatten(messages, prefix="") -> list[tuple[str, list[str]]]:
+    if isinstance(messages, list):
+        return [(prefix or "_schema", [str(m) for m in messages])]
+    out = []
+    for key, value in messages.items():
+        out += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def _merge(current: dict | None, changes: dict, fields: dict[str, str]) -> dict:
+    """Current state with the fields present in the document replaced (import name -> state name)."""
+    state = dict(current or {})
+    for src, dst in fields.items():
+        if src in changes:
+            state[dst] = changes[src]
+    return state
+
+
+def _missing(state: dict, required: dict[str, str]) -> list[str]:
+    return [src for src, dst in required.items() if state.get(dst) in (None, "")]
+
+
+def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -> Plan:
+    errors = _Errors()
+    parsed = _parse_document(doc, errors)
+    p = Plan(since=reg.version)
+    # items with schema errors are left out, and planning goes on with the rest, so
+    # the answer lists every problem of the document at once
+
+    unit_codes = set(reg.org_units) | {u["code"] for u in parsed.get("orgUnits", [])}
+    de_states = dict(reg.data_elements)
+    ds_states = dict(reg.data_sets)
+
+    def count(existing, new_state, store: dict, code: str, moved: bool = False):
+        if existing is None:
+            p.created += 1
+            store[code] = new_state
+        elif existing != new_state or moved:
+            p.updated += 1
+            store[code] = new_state
+        else:
+            p.ignored += 1
+
+    # --- org units and their timelines
+    links = {code: list(ls) for code, ls in reg.links.items()}
+    for item in parsed.get("orgUnits", []):
+        code, existing = item["code"], reg.org_units.get(item["code"])
+        state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "openingDate": "opening_date",
+                                        "closedDate": "closed_date", "generated": "generated"})
+        state["code"] = code
+        state.setdefault("name_lo", None)
+        state.setdefault("closed_date", None)
+        state.setdefault("generated", False)
+        missing = _missing(state, {"name": "name", "openingDate": "opening_date"})
+        if missing:
+            errors.add(code, f"org unit {code}: {', '.join(missing)} required for a new org unit")
+            continue
+        if state["closed_date"] and state["closed_date"] < state["opening_date"]:
+            errors.add(code, f"org unit {code}: closedDate {state['closed_date']} is before "
+                             f"openingDate {state['opening_date']}")
+        if "parent" in item or existing is None:
+            parent = item.get("parent")
+            if parent is not None and parent not in unit_codes:
+                errors.add(code, f"org unit {code}: unknown parent {parent!r}")
+                continue
+            if parent == code:
+                errors.add(code, f"org unit {code}: cycle in the hierarchy: {code} -> {code}")
+                continue
+            current = links.get(code, [])
+            start = item.get("parentFrom")
+            if existing is None:
+                start = start or state["opening_date"]
+            elif start is None:
+                moved = not current or current[-1].parent != parent
+                start = today if moved else None
+            if start is not None:
+                timeline = set_parent(current, parent, start)
+                if timeline != current:
+                    links[code] = timeline
+                    p.links[code] = timeline
+        count(existing, state, p.org_units, code, moved=code in p.links)
+
+    try:
+        new_paths = compute_paths(links)
+    except CycleError as exc:
+        errors.add(exc.units[0], "cycle in the hierarchy: " + " -> ".join(exc.units))
+        new_paths = {}
+    for code, paths in new_paths.items():
+        if paths != old_paths.get(code):
+            p.paths[code] = paths
+    for code in set(p.paths) - set(p.org_units):
+        # moved with an ancestor: same attributes, new place; replicas need its new paths
+        p.org_units[code] = reg.org_units[code]
+
+    # --- data elements
+    for item in parsed.get("dataElements", []):
+        code, existing = item["code"], reg.data_elements.get(item["code"])
+        state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "valueType": "value_type",
+                                        "aggregationType": "aggregation_type",
+                                        "disaggregation": "combos", "outliers": "outliers"})
+        state["code"] = code
+        state.setdefault("name_lo", None)
+        if not state.get("combos"):
+            state["combos"] = [DEFAULT_COMBO]
+        if len(set(state["combos"])) != len(state["combos"]):
+            errors.add(code, f"data element {code}: duplicate category option combo in disaggregation")
+        state["outliers"] = {k: (str(v) if v is not None and k in ("min", "max") else v)
+                             for k, v in (state.get("outliers") or {"enabled": True}).items()}
+        missing = _missing(state, {"name": "name", "valueType": "value_type",
+                                   "aggregationType": "aggregation_type"})
+        if missing:
+            errors.add(code, f"data element {code}: {', '.join(missing)} required for a new data element")
+            continue
+        de_states[code] = state
+        count(existing, state, p.data_elements, code)
+
+    # --- data sets
+    for item in parsed.get("dataSets", []):
+        code, existing = item["code"], reg.data_sets.get(item["code"])
+        state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "periodType": "period_type",
+                                        "dataElements": "data_elements", "orgUnitLevel": "org_unit_level",
+                                        "orgUnits": "org_units", "timelyDays": "timely_days",
+                                        "expiryDays": "expiry_days"})
+        state["code"] = code
+        state.setdefault("name_lo", None)
+        state.setdefault("org_unit_level", None)
+        state.setdefault("org_units", [])
+        state.setdefault("timely_days", DEFAULT_TIMELY_DAYS)
+        state.setdefault("expiry_days", 0)
+        state.setdefault("data_elements", [])
+        missing = _missing(state, {"name": "name", "periodType": "period_type"})
+        if missing:
+            errors.add(code, f"data set {code}: {', '.join(missing)} required for a new data set")
+            continue
+        for de in state["data_elements"]:
+            if de not in de_states:
+                errors.add(code, f"data set {code}: unknown data element {de!r}")
+        for ou in state["org_units"]:
+            if ou not in unit_codes:
+                errors.add(code, f"data set {code}: unknown org unit {ou!r}")
+        if len(set(state["data_elements"])) != len(state["data_elements"]):
+            errors.add(code, f"data set {code}: a data element is listed twice")
+        ds_states[code] = state
+        count(existing, state, p.data_sets, code)
+
+    # --- validation rules (expressions parsed here: a bad one never reaches validation)
+    for item in parsed.get("validationRules", []):
+        code, existing = item["code"], reg.validation_rules.get(item["code"])
+        state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "importance": "importance",
+                                        "left": "left", "operator": "operator", "right": "right",
+                                        "missingValueStrategy": "missing_value_strategy",
+                                        "dataSet": "data_set"})
+        state["code"] = code
+        state.setdefault("name_lo", None)
+        state.setdefault("data_set", None)
+        state.setdefault("missing_value_strategy", "SKIP_IF_ALL_VALUES_MISSING")
+        missing = _missing(state, {"name": "name", "importance": "importance", "left": "left",
+                                   "operator": "operator", "right": "right"})
+        if missing:
+            errors.add(code, f"validation rule {code}: {', '.join(missing)} required for a new rule")
+            continue
+        if state["data_set"] is not None and state["data_set"] not in ds_states:
+            errors.add(code, f"validation rule {code}: unknown data set {state['data_set']!r}")
+        for side in ("left", "right"):
+            try:
+                tree = expressions.parse(state[side])
+            except expressions.ExpressionError as exc:
+                errors.add(code, f"validation rule {code}: bad {side} expression "
+                                 f"{state[side]!r}: {exc}")
+                continue
+            for ref in expressions.references(tree):
+                de = de_states.get(ref.data_element)
+                if de is None:
+                    errors.add(code, f"validation rule {code}: {side} expression refers to unknown "
+                                     f"data element {ref.data_element!r}")
+                elif ref.combo is not None and ref.combo not in de["combos"]:
+                    errors.add(code, f"validation rule {code}: {side} expression refers to "
+                                     f"{ref.data_element}.{ref.combo}, but {ref.data_element} has combos "
+                                     f"{', '.join(de['combos'])}")
+        count(existing, state, p.validation_rules, code)
+
+    # --- focal points
+    for item in parsed.get("focalPoints", []):
+        code, existing = item["code"], reg.focal_points.get(item["code"])
+        state = _merge(existing, item, {"name": "name", "orgUnit": "org_unit", "role": "role",
+                                        "email": "email", "phone": "phone", "language": "language",
+                                        "digest": "digest"})
+        state["code"] = code
+        for key, default in (("email", None), ("phone", None), ("language", "lo"), ("digest", False)):
+            state.setdefault(key, default)
+        missing = _missing(state, {"name": "name", "orgUnit": "org_unit", "role": "role"})
+        if missing:
+            errors.add(code, f"focal point {code}: {', '.join(missing)} required for a new focal point")
+            continue
+        if state["org_unit"] not in unit_codes:
+            errors.add(code, f"focal point {code}: unknown org unit {state['org_unit']!r}")
+        count(existing, state, p.focal_points, code)
+
+    if errors:
+        raise ImportRefused(errors.items)
+    return p
+
+
+# ------------------------------------------------------------------ writing
+
+def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
+    for i in range(0, len(rows), 1000):
+        stmt = insert(table).values(rows[i:i + 1000])
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[table.c.code],
+            set_={c.name: stmt.excluded[c.name] for c in table.columns
+                  if c.name in rows[0] and c.name != "code"}))
+
+
+def write(conn: sa.Connection, p: Plan) -> int:
+    """Write a clean plan as one new metadata version; returns that version."""
+    version = p.since + 1
+    conn.execute(t.state.update().where(t.state.c.id == 1).values(version=version))
+    for table, states in ((t.org_unit, p.org_units), (t.data_element, p.data_elements),
+                          (t.data_set, p.data_sets), (t.validation_rule, p.validation_rules),
+                          (t.focal_point, p.focal_points)):
+        if states:
+            _upsert(conn, table, [{**s, "version": version} for s in states.values()])
+    for table, changed, rows in (
+            (t.org_unit_link, p.links, [{"code": c, "parent": l.parent, "valid_from": l.valid_from,
+                                         "valid_to": l.valid_to} for c, ls in p.links.items() for l in ls]),
+            (t.org_unit_path, p.paths, [{"code": c, **x.as_state()} for c, xs in p.paths.items() for x in xs])):
+        codes = sorted(changed)
+        for i in range(0, len(codes), 1000):
+            conn.execute(table.delete().where(table.c.code.in_(codes[i:i + 1000])))
+        for i in range(0, len(rows), 1000):
+            conn.execute(insert(table).values(rows[i:i + 1000]))
+    return version
+
+
+def changes_payload(p: Plan, version: int, all_paths: dict[str, list[Path]]) -> dict:
+    """The ``metadata_changed`` payload for a written plan."""
+    return {
+        "since": p.since,
+        "version": version,
+        "org_units": [{**s, "version": version,
+                       "paths": [x.as_state() for x in all_paths.get(code, [])]}
+                      for code, s in p.org_units.items()],
+        "data_elements": [{**s, "version": version} for s in p.data_elements.values()],
+        "data_sets": [{**s, "version": version} for s in p.data_sets.values()],
+        "validation_rules": [{**s, "version": version} for s in p.validation_rules.values()],
+        "focal_points": [{**s, "version": version} for s in p.focal_points.values()],
+    }
+
+
+def changes_since(conn: sa.Connection, since: int) -> dict:
+    """Everything whose version is newer than ``since`` (a replica's catch-up)."""
+    version = conn.execute(sa.select(t.state.c.version).where(t.state.c.id == 1)).scalar_one()
+
+    def newer(table, skip=()):
+        return [{k: v for k, v in r._mapping.items() if k not in skip}
+                for r in conn.execute(sa.select(table).where(table.c.version > since))]
+
+    units = newer(t.org_unit)
+    paths: dict[str, list[dict]] = {}
+    if units:
+        codes = [u["code"] for u in units]
+        for r in conn.execute(sa.select(t.org_unit_path).where(t.org_unit_path.c.code.in_(codes))
+                              .order_by(t.org_unit_path.c.valid_from)):
+            paths.setdefault(r.code, []).append(Path(r.path, r.level, r.valid_from, r.valid_to).as_state())
+    return {
+        "since": since,
+        "version": version,
+        "org_units": [{**u, "paths": paths.get(u["code"], [])} for u in units],
+        "data_elements": newer(t.data_element),
+        "data_sets": newer(t.data_set),
+        "validation_rules": newer(t.validation_rule),
+        "focal_points": newer(t.focal_point, skip=("last_active_at",)),
+    }

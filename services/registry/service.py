@@ -1,0 +1,300 @@
+"""Registry service: the source of metadata, users and what the traffic shows.
+
+Event flow::
+
+    POST /api/metadata  -> import_metadata -> registry.metadata_changed  -> every replica
+    POST /api/users     -> create_user     -> registry.user_changed      -> gateway token cache
+    validation.return_validated -> learn_from_accepted_return (lastSubmission, lastActiveAt)
+"""
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from marshmallow import ValidationError
+from nameko.rpc import rpc
+from sqlalchemy.dialects.postgresql import insert
+
+from services.registry import importer
+from services.registry import tables as t
+from shared import auth
+from shared.api import api_rpc, error, not_found, reply
+from shared.delivery import Database
+from shared.events import subscribe
+from shared.periods import show, today
+from shared.schemas.api import FocalPointUpdateSchema, UserSchema
+
+log = logging.getLogger(__name__)
+
+
+def _conflicts(exc: ValidationError, body) -> list[dict]:
+    out = []
+    for name, messages in exc.normalized_messages().items():
+        value = body.get(name) if isinstance(body, dict) else None
+        out.append({"object": name, "value": value,
+                    "message": f"{name}: {'; '.join(map(str, messages if isinstance(messages, list) else [messages]))}"})
+    return out
+
+
+def import_document(tx, document) -> tuple[importer.Plan, int]:
+    """Plan and write an import in ``tx`` (serialised with every other import)."""
+    tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
+    reg = importer.load_registry(tx.conn)
+    old_paths = importer.load_paths(tx.conn)
+    plan = importer.plan(document, reg, old_paths, today())
+    if not plan.changed:
+        return plan, reg.version
+    version = importer.write(tx.conn, plan)
+    all_paths = {**old_paths, **plan.paths}
+    tx.emit("metadata_changed", importer.changes_payload(plan, version, all_paths))
+    return plan, version
+
+
+def upsert_user(tx, body: dict) -> dict:
+    """Create a user or rotate its token (CONTRACT 2); returns the user with the new token."""
+    data = UserSchema().load(body)
+    if data.get("orgUnit") is not None:
+        exists = tx.execute(sa.select(t.org_unit.c.code).where(t.org_unit.c.code == data["orgUnit"])).first()
+        if not exists:
+            raise ValidationError({"orgUnit": [f"unknown org unit {data['orgUnit']!r}"]})
+    focal_point = data.get("focalPoint")
+    if focal_point is not None:
+        if not tx.execute(sa.select(t.focal_point.c.code).where(t.focal_point.c.code == focal_point)).first():
+            raise ValidationError({"focalPoint": [f"unknown focal point {focal_point!r}"]})
+    else:
+        # a user named like a focal point's code acts for that focal point
+        focal_point = tx.execute(sa.select(t.focal_point.c.code)
+                                 .where(t.focal_point.c.code == data["username"])).scalar()
+    token = auth.new_token()
+    row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
+           "focal_point": focal_point, "token_hash": auth.token_hash(token)}
+    stmt = insert(t.user_account).values(**row)
+    tx.execute(stmt.on_conflict_do_update(
+        index_elements=[t.user_account.c.username],
+        set_={"role": stmt.excluded.role, "org_unit": stmt.excluded.org_unit,
+              "focal_point": stmt.excluded.focal_point, "token_hash": stmt.excluded.token_hash,
+              "token_rotated_at": sa.func.now()}))
+    tx.emit("user_changed", {"username": row["username"], "role": row["role"], "org_unit": row["org_unit"]})
+    return {"username": row["username"], "role": row["role"], "orgUnit": row["org_unit"],
+            "focalPoint": focal_point, "token": token}
+
+
+class RegistryService:
+    name = "registry"
+
+    db = Database(t.metadata)
+
+    # ---------------------------------------------------------------- metadata
+
+    @api_rpc
+    def import_metadata(self, principal, document):
+        principal.require("metadata.write")
+        try:
+            with self.db.transaction() as tx:
+                plan, version = import_document(tx, document)
+        except importer.ImportRefused as exc:
+            return reply({"status": "ERROR", "httpStatusCode": 409, "errors": exc.errors}, 409)
+        log.info("metadata import: %d created, %d updated, %d unchanged; version %d",
+                 plan.created, plan.updated, plan.ignored, version)
+        body = {"status": "OK", "stats": {"created": plan.created, "updated": plan.updated,
+                                          "ignored": plan.ignored,
+                                          "total": plan.created + plan.updated + plan.ignored}}
+        return {**reply(body), "metadata_version": version}
+
+    @rpc
+    def metadata_since(self, since: int) -> dict:
+        """Catch-up for replicas: every object changed after version ``since``."""
+        from shared.schemas.metadata import MetadataChangesSchema
+
+        with self.db.connect() as conn:
+            return MetadataChangesSchema().dump(importer.changes_since(conn, since))
+
+    @rpc
+    def metadata_version(self) -> int:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(t.state.c.version).where(t.state.c.id == 1)).scalar_one()
+
+    # ---------------------------------------------------------------- org units
+
+    def _current_path(self, conn, code: str) -> str | None:
+        day = today()
+        p = t.org_unit_path
+        return conn.execute(sa.select(p.c.path).where(
+            p.c.code == code, p.c.valid_from <= day,
+            sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day))).scalar()
+
+    def _visible(self, conn, principal, code: str) -> str:
+        """The unit's current path, after checking it exists and is in scope."""
+        if not conn.execute(sa.select(t.org_unit.c.code).where(t.org_unit.c.code == code)).first():
+            raise not_found(f"org unit {code!r}")
+        path = self._current_path(conn, code)
+        principal.require_path(code, path)
+        return path
+
+    @api_rpc
+    def get_org_unit(self, principal, code: str):
+        principal.require("read")
+        day = today()
+        with self.db.connect() as conn:
+            path = self._visible(conn, principal, code)
+            unit = conn.execute(sa.select(t.org_unit).where(t.org_unit.c.code == code)).one()
+            link = t.org_unit_link
+            current = sa.and_(link.c.valid_from <= day, sa.or_(link.c.valid_to.is_(None), link.c.valid_to > day))
+            parent = conn.execute(sa.select(link.c.parent).where(link.c.code == code, current)).scalar()
+            children = conn.execute(sa.select(link.c.code).where(link.c.parent == code, current)
+                                    .order_by(link.c.code)).scalars().all()
+            history = [{"parent": r.parent, "from": r.valid_from.isoformat(),
+                        "to": r.valid_to.isoformat() if r.valid_to else None}
+                       for r in conn.execute(sa.select(link).where(link.c.code == code)
+                                             .order_by(link.c.valid_from))]
+            fps = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.org_unit == code)
+                               .order_by(t.focal_point.c.code)).all()
+            last = conn.execute(sa.select(t.last_submission).where(t.last_submission.c.org_unit == code)
+                                .order_by(t.last_submission.c.data_set)).all()
+        return reply({
+            "code": unit.code, "name": unit.name, "nameLo": unit.name_lo,
+            "level": path.count("/") - 1 if path else None, "path": path,
+            "parent": parent, "children": list(children), "hierarchy": history,
+            "openingDate": unit.opening_date.isoformat(),
+            "closedDate": unit.closed_date.isoformat() if unit.closed_date else None,
+            "generated": unit.generated,
+            "focalPoints": [_focal_point_out(f) for f in fps],
+            "lastSubmission": [_last_submission_out(r) for r in last],
+        })
+
+    @api_rpc
+    def coverage(self, principal, code: str):
+        """Units of a subtree without a reporter or supervisor, and each unit's last returns."""
+        principal.require("read")
+        day = today()
+        with self.db.connect() as conn:
+            root_path = self._visible(conn, principal, code)
+            p, fp, ls = t.org_unit_path, t.focal_point, t.last_submission
+            units = conn.execute(
+                sa.select(p.c.code, p.c.path, p.c.level, t.org_unit.c.name, t.org_unit.c.name_lo,
+                          t.org_unit.c.generated)
+                .join(t.org_unit, t.org_unit.c.code == p.c.code)
+                .where(p.c.path.startswith(root_path, autoescape=True), p.c.valid_from <= day,
+                       sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day),
+                       sa.or_(t.org_unit.c.closed_date.is_(None), t.org_unit.c.closed_date >= day))
+                .order_by(p.c.path)).all()
+            roles = {}
+            for r in conn.execute(sa.select(fp.c.org_unit, fp.c.role, sa.func.count())
+                                  .group_by(fp.c.org_unit, fp.c.role)):
+                roles[(r.org_unit, r.role)] = r[2]
+            last: dict[str, list] = {}
+            for r in conn.execute(sa.select(ls).join(p, p.c.code == ls.c.org_unit)
+                                  .where(p.c.path.startswith(root_path, autoescape=True),
+                                         p.c.valid_from <= day,
+                                         sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day))
+                                  .order_by(ls.c.data_set)):
+                last.setdefault(r.org_unit, []).append(_last_submission_out(r))
+        out, no_reporter, no_supervisor = [], [], []
+        for u in units:
+            ancestors = [c for c in u.path.split("/") if c]
+            supervisors = sum(roles.get((a, "supervisor"), 0) for a in ancestors)
+            reporters = roles.get((u.code, "reporter"), 0)
+            missing = [r for r, n in (("reporter", reporters), ("supervisor", supervisors)) if n == 0]
+            if reporters == 0:
+                no_reporter.append(u.code)
+            if supervisors == 0:
+                no_supervisor.append(u.code)
+            out.append({"code": u.code, "name": u.name, "nameLo": u.name_lo, "level": u.level,
+                        "generated": u.generated, "reporters": reporters,
+                        "supervisors": supervisors, "missing": missing,
+                        "lastSubmission": last.get(u.code, [])})
+        return reply({"orgUnit": code, "units": out,
+                      "withoutReporter": no_reporter, "withoutSupervisor": no_supervisor,
+                      "summary": {"units": len(out), "withoutReporter": len(no_reporter),
+                                  "withoutSupervisor": len(no_supervisor)}})
+
+    # ---------------------------------------------------------------- focal points
+
+    @api_rpc
+    def list_focal_points(self, principal, org_unit: str | None = None):
+        principal.require("read")
+        with self.db.connect() as conn:
+            query = sa.select(t.focal_point).order_by(t.focal_point.c.code)
+            if org_unit:
+                self._visible(conn, principal, org_unit)
+                query = query.where(t.focal_point.c.org_unit == org_unit)
+            rows = conn.execute(query).all()
+            if not principal.unscoped:
+                rows = [r for r in rows if principal.covers_path(self._current_path(conn, r.org_unit))]
+        return reply({"focalPoints": [_focal_point_out(r) for r in rows]})
+
+    @api_rpc
+    def put_focal_point(self, principal, code: str, body):
+        principal.require("focal_points.write")
+        try:
+            item = FocalPointUpdateSchema().load(body if isinstance(body, dict) else {})
+        except ValidationError as exc:
+            raise error(400, "invalid focal point", conflicts=_conflicts(exc, body))
+        if item.get("code", code) != code:
+            raise error(400, f"code {item['code']!r} in the body differs from {code!r} in the path")
+        with self.db.connect() as conn:
+            existing = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.code == code)).first()
+            for unit in {existing.org_unit if existing else None, item.get("orgUnit")} - {None}:
+                self._visible(conn, principal, unit)
+        document = {"focalPoints": [{**{k: v for k, v in body.items()}, "code": code}]}
+        try:
+            with self.db.transaction() as tx:
+                plan, version = import_document(tx, document)
+        except importer.ImportRefused as exc:
+            return reply({"status": "ERROR", "httpStatusCode": 409, "errors": exc.errors}, 409)
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.code == code)).one()
+        return {**reply(_focal_point_out(row), 201 if plan.created else 200), "metadata_version": version}
+
+    # ---------------------------------------------------------------- users
+
+    @api_rpc
+    def create_user(self, principal, body):
+        principal.require("users.write")
+        try:
+            with self.db.transaction() as tx:
+                user = upsert_user(tx, body if isinstance(body, dict) else {})
+        except ValidationError as exc:
+            raise error(400, "invalid user", conflicts=_conflicts(exc, body))
+        return reply(user, 201)
+
+    @rpc
+    def authenticate(self, token_hash: str) -> dict | None:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(t.user_account).where(t.user_account.c.token_hash == token_hash)).first()
+        if row is None:
+            return None
+        return auth.Principal(row.username, row.role, row.org_unit, row.focal_point).to_dict()
+
+    # ---------------------------------------------------------------- learning from traffic
+
+    @subscribe("validation", "return_validated")
+    def learn_from_accepted_return(self, event):
+        data = event.data
+        with self.db.consume(event) as tx:
+            if tx.duplicate:
+                return
+            stmt = insert(t.last_submission).values(
+                org_unit=data["org_unit"], data_set=data["data_set"], period=data["period"],
+                return_id=data["return_id"], received_at=data["received_at"],
+                accepted_at=event.occurred_at)
+            tx.execute(stmt.on_conflict_do_update(
+                index_elements=[t.last_submission.c.org_unit, t.last_submission.c.data_set],
+                set_={c: stmt.excluded[c] for c in ("period", "return_id", "received_at", "accepted_at")},
+                where=t.last_submission.c.received_at < stmt.excluded.received_at))
+            focal_point = sa.select(t.user_account.c.focal_point).where(
+                t.user_account.c.username == data["submitted_by"]).scalar_subquery()
+            tx.execute(t.focal_point.update().where(t.focal_point.c.code == focal_point).values(
+                last_active_at=sa.func.greatest(sa.func.coalesce(t.focal_point.c.last_active_at,
+                                                                 event.occurred_at), event.occurred_at)))
+
+
+def _focal_point_out(r) -> dict:
+    return {"code": r.code, "name": r.name, "orgUnit": r.org_unit, "role": r.role, "email": r.email,
+            "phone": r.phone, "language": r.language, "digest": r.digest,
+            "lastActiveAt": show(r.last_active_at)}
+
+
+def _last_submission_out(r) -> dict:
+    return {"dataSet": r.data_set, "period": r.period, "receivedAt": show(r.received_at),
+            "returnId": r.return_id}

@@ -1,0 +1,90 @@
+"""Starting statnet services: migrate, declare the topology, run the containers.
+
+``statnet run`` puts all six services in one process (one nameko runner, one
+HTTP address owned by the gateway); ``statnet run submission`` runs one, and
+several such processes share that service's queues.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+
+import eventlet
+from nameko.runners import ServiceRunner
+
+from shared import migrations, topology
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def service_classes() -> dict:
+    from services.aggregation.service import AggregationService
+    from services.gateway.service import GatewayService
+    from services.notify.service import NotifyService
+    from services.registry.service import RegistryService
+    from services.submission.service import SubmissionService
+    from services.validation.service import ValidationService
+
+    return {cls.name: cls for cls in (GatewayService, RegistryService, SubmissionService,
+                                      ValidationService, AggregationService, NotifyService)}
+
+
+ALL = ("gateway", "registry", "submission", "validation", "aggregation", "notify")
+
+
+def prepare(settings: Settings, names=ALL) -> None:
+    """Everything a service needs before its first message: its schema and the broker topology."""
+    for name in names:
+        if name in migrations.SERVICES_WITH_SCHEMA:
+            migrations.upgrade(settings, name)
+    # the whole topology, not just these services': an event published by a
+    # service that starts first must already have its consumers' queues to go to
+    topology.declare_all(settings, service_classes().values())
+
+
+def build(settings: Settings, names=ALL) -> ServiceRunner:
+    classes = service_classes()
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise SystemExit(f"unknown service(s): {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    prepare(settings, names)
+    runner = ServiceRunner(settings.to_nameko())
+    for name in names:
+        runner.add_service(classes[name])
+    return runner
+
+
+def run(settings: Settings, names=ALL) -> None:
+    """Run until SIGTERM or Ctrl-C; SIGTERM finishes in-flight work first."""
+    runner = build(settings, names)
+    if settings.metrics_port and "gateway" not in names:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+
+    def shutdown(signum, frame):
+        # signal handlers can't use eventlet primitives: stop from a green thread
+        eventlet.spawn_n(runner.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    runner.start()
+    log.info("statnet running: %s%s", ", ".join(names),
+             f" (HTTP on {settings.http_address})" if "gateway" in names else "")
+    waiter = eventlet.spawn(runner.wait)
+    while True:
+        try:
+            waiter.wait()
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            raise
+        except KeyboardInterrupt:
+            try:
+                runner.stop()
+            except KeyboardInterrupt:
+                runner.kill()
+        else:
+            break

@@ -1,0 +1,44 @@
+"""DHIS2 data value set JSON (``application/json``)."""
+from __future__ import annotations
+
+import json
+
+from services.submission.formats import ParseError, RawReturn, RawValue, conflict
+
+HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
+                 # DHIS2 exports carry these; accepted so a DHIS2 payload imports unchanged
+                 "attributeOptionCombo", "dataSetComplete", "id", "idScheme",
+                 "dataElementIdScheme", "orgUnitIdScheme"}
+VALUE_FIELDS = {"dataElement", "categoryOptionCombo", "value", "comment", "period", "orgUnit",
+                "attributeOptionCombo", "storedBy", "created", "lastUpdated", "followup"}
+
+
+def parse(body: str) -> RawReturn:
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ParseError([conflict("body", None, f"body is not valid JSON: {exc}")]) from None
+    if not isinstance(doc, dict):
+        raise ParseError([conflict("body", None, "body must be a JSON object (a data value set)")])
+    problems = [conflict(key, None, f"unknown field {key!r} in the data value set")
+                for key in doc if key not in HEADER_FIELDS]
+    values = doc.get("dataValues", [])
+    if not isinstance(values, list):
+        problems.append(conflict("dataValues", None, "dataValues must be a list"))
+        values = []
+    raw = RawReturn(doc.get("dataSet"), doc.get("period"), doc.get("orgUnit"), doc.get("completeDate"))
+    for i, item in enumerate(values):
+        if not isinstance(item, dict):
+            problems.append(conflict(f"dataValues[{i}]", None, f"dataValues[{i}] must be an object"))
+            continue
+        problems += [conflict(f"dataValues[{i}].{key}", None, f"unknown field {key!r} in dataValues[{i}]")
+                     for key in item if key not in VALUE_FIELDS]
+        if "value" not in item:
+            problems.append(conflict(f"dataValues[{i}].value", None, f"dataValues[{i}] has no value"))
+            continue
+        raw.values.append(RawValue(i, item.get("dataElement"), item.get("categoryOptionCombo"),
+                                   item.get("value"), item.get("comment"), item.get("period"),
+                                   item.get("orgUnit")))
+    if problems:
+        raise ParseError(problems)
+    return raw

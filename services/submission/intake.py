@@ -1,0 +1,173 @@
+"""The synchronous checks of a return (CONTRACT 4), the same for every format.
+
+``check`` reads a parsed ``RawReturn`` against the service's metadata replica
+and either returns a ``CheckedReturn`` (values normalised, ready to store and
+publish) or raises ``Refused``:
+
+* 400 with *every* problem listed (object, value, message): missing header
+  fields, unknown codes, a value not of its element's type, an element not in
+  the data set, a unit not assigned the data set or not open in the period,
+  a malformed, mistyped or future period, a value given twice;
+* 403 when a unit is outside the sender's scope, or the period has closed
+  (``expiryDays``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from services.submission.formats import RawReturn, conflict
+from shared.auth import Principal
+from shared.periods import Period, PeriodError, is_closed, local_date, on_time
+from shared.replica import DataSet, Metadata
+from shared.values import ValueTypeError, normalise
+
+
+class Refused(Exception):
+    def __init__(self, status: int, body: dict):
+        super().__init__(body.get("message"))
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class CheckedReturn:
+    data_set: DataSet
+    period: Period
+    org_unit: str
+    values: list[dict]
+    on_time: bool
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.datetime) -> CheckedReturn:
+    conflicts: list[dict] = []
+    today = local_date(received_at)
+
+    ds = None
+    if _text(raw.data_set) is None:
+        conflicts.append(conflict("dataSet", raw.data_set, "dataSet is missing"))
+    else:
+        ds = md.data_sets.get(raw.data_set)
+        if ds is None:
+            conflicts.append(conflict("dataSet", raw.data_set, f"unknown data set {raw.data_set!r}"))
+
+    def read_period(obj: str, code) -> Period | None:
+        if _text(code) is None:
+            conflicts.append(conflict(obj, code, f"{obj} is missing"))
+            return None
+        try:
+            period = Period.parse(code)
+        except PeriodError as exc:
+            conflicts.append(conflict(obj, code, str(exc)))
+            return None
+        if ds is not None and period.type != ds.period_type:
+            conflicts.append(conflict(obj, code, f"period {code!r} is {period.type}, but data set "
+                                                 f"{ds.code!r} is {ds.period_type}"))
+            return None
+        if period.start > today:
+            conflicts.append(conflict(obj, code, f"period {code!r} is in the future"))
+            return None
+        return period
+
+    def read_unit(obj: str, code) -> str | None:
+        if _text(code) is None:
+            conflicts.append(conflict(obj, code, f"{obj} is missing"))
+            return None
+        if code not in md.org_units:
+            conflicts.append(conflict(obj, code, f"unknown org unit {code!r}"))
+            return None
+        return code
+
+    period = read_period("period", raw.period)
+    org_unit = read_unit("orgUnit", raw.org_unit)
+
+    values: list[dict] = []
+    seen: dict[tuple, int] = {}
+    places: set[tuple[str, Period]] = set()
+    for v in raw.values:
+        at = f"dataValues[{v.index}]"
+        ok = True
+        de = None
+        if _text(v.data_element) is None:
+            conflicts.append(conflict(f"{at}.dataElement", v.data_element, f"{at} has no dataElement"))
+            ok = False
+        else:
+            de = md.data_elements.get(v.data_element)
+            if de is None:
+                conflicts.append(conflict(f"{at}.dataElement", v.data_element,
+                                          f"unknown data element {v.data_element!r}"))
+                ok = False
+            elif ds is not None and de.code not in ds.data_elements:
+                conflicts.append(conflict(f"{at}.dataElement", v.data_element,
+                                          f"data element {de.code!r} is not in data set {ds.code!r}"))
+                ok = False
+        combo = v.combo
+        if de is not None:
+            if _text(combo) is None:
+                if len(de.combos) == 1:
+                    combo = de.combos[0]
+                else:
+                    conflicts.append(conflict(f"{at}.categoryOptionCombo", combo,
+                                              f"categoryOptionCombo is required for {de.code!r} "
+                                              f"(one of {', '.join(de.combos)})"))
+                    ok = False
+            elif combo not in de.combos:
+                conflicts.append(conflict(f"{at}.categoryOptionCombo", combo,
+                                          f"unknown category option combo {combo!r} for data element "
+                                          f"{de.code!r} (one of {', '.join(de.combos)})"))
+                ok = False
+        value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period)
+        value_unit = org_unit if v.org_unit in (None, "") else read_unit(f"{at}.orgUnit", v.org_unit)
+        ok = ok and value_period is not None and value_unit is not None
+        text = None
+        if de is not None:
+            try:
+                text = normalise(de.value_type, v.value)
+            except ValueTypeError as exc:
+                conflicts.append(conflict(f"{at}.value", v.value, f"{de.code}: {exc}"))
+                ok = False
+        if v.comment is not None and not isinstance(v.comment, str):
+            conflicts.append(conflict(f"{at}.comment", v.comment, "comment must be text"))
+            ok = False
+        if not ok:
+            continue
+        key = (de.code, combo, value_unit, value_period.code)
+        if key in seen:
+            conflicts.append(conflict(at, None, f"{de.code}.{combo} for {value_unit} {value_period.code} "
+                                                f"is given twice (also dataValues[{seen[key]}])"))
+            continue
+        seen[key] = v.index
+        places.add((value_unit, value_period))
+        values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
+                       "period": value_period.code, "value": text, "comment": v.comment})
+
+    if ds is not None and org_unit is not None and period is not None:
+        places.add((org_unit, period))
+    for unit, p in sorted(places, key=lambda x: (x[0], x[1].code)):
+        if ds is None:
+            break
+        if not md.assigned(ds, unit, p.start):
+            conflicts.append(conflict("orgUnit", unit, f"org unit {unit!r} is not assigned data set {ds.code!r}"))
+        elif not md.org_units[unit].open_during(p):
+            conflicts.append(conflict("orgUnit", unit, f"org unit {unit!r} is not open in period {p.code}"))
+    if conflicts:
+        raise Refused(400, {"status": "ERROR", "httpStatusCode": 400,
+                            "message": f"{len(conflicts)} conflict(s): nothing was stored",
+                            "conflicts": conflicts})
+
+    for unit in sorted({u for u, _ in places}):
+        where = md.org_units[unit].current
+        if not principal.covers_path(where.path if where else None):
+            raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
+                                "message": f"org unit {unit!r} is outside the scope of user "
+                                           f"{principal.username!r} (subtree of {principal.org_unit!r})"})
+    for p in sorted({p for _, p in places}):
+        if is_closed(p, ds.expiry_days, today):
+            raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
+                                "message": f"period closed: data set {ds.code!r} accepts data for {p.code} "
+                                           f"until {p.end + dt.timedelta(days=ds.expiry_days)}"})
+    return CheckedReturn(ds, period, org_unit, values, on_time(period, received_at, ds.timely_days))

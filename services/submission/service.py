@@ -1,0 +1,193 @@
+"""Submission service.
+
+Event flow::
+
+    POST /api/dataValueSets -> receive -> [return + outbox, one transaction] -> submission.return_received
+    validation.return_validated | validation.return_rejected -> status VALIDATED | REJECTED
+    aggregation.return_aggregated                            -> status AGGREGATED (+ importCount)
+
+A return is acknowledged (202) only after it and its event are committed
+together: if the process dies right after answering, the outbox relay of
+the next process publishes the event.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+
+import sqlalchemy as sa
+from nameko.rpc import RpcProxy
+
+from services.submission import formats, intake
+from services.submission import tables as t
+from shared import metrics
+from shared.api import api_rpc, error, not_found, reply
+from shared.delivery import Database
+from shared.events import subscribe
+from shared.periods import show
+from shared.replica import KeepsMetadataReplica, Replica
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
+NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
+
+R = t.submission_return
+
+
+def _receipt(return_id: str) -> dict:
+    return reply({"id": return_id, "status": "RECEIVED"}, 202)
+
+
+class SubmissionService(KeepsMetadataReplica):
+    name = "submission"
+
+    db = Database(t.metadata)
+    replica = Replica(t.replica)
+    validation_rpc = RpcProxy("validation")
+
+    # ---------------------------------------------------------------- intake
+
+    @api_rpc
+    def receive(self, principal, content_type: str, body: str, idempotency_key: str | None = None,
+                params: dict | None = None):
+        principal.require("returns.submit")
+        params = params or {}
+        if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+            raise error(413, f"body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        try:
+            raw = formats.parse(content_type, body, params)
+        except formats.UnsupportedMediaType as exc:
+            raise error(415, f"content type {exc} is not supported; use application/json, "
+                             "application/adx+xml or text/csv")
+        except formats.ParseError as exc:
+            raise error(400, "the body could not be read: nothing was stored", conflicts=exc.conflicts)
+        received_at = dt.datetime.now(dt.timezone.utc)
+        try:
+            checked = intake.check(raw, self.replica.current(), principal, received_at)
+        except intake.Refused as exc:
+            return reply(exc.body, exc.status)
+
+        if str(params.get("dryRun", "")).lower() == "true":
+            return reply(self._dry_run(checked, principal, received_at))
+
+        digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        with self.db.transaction() as tx:
+            # one intake at a time per user and (data set, unit, period): two identical
+            # bodies sent together are stored once
+            tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                       {"k": f"{principal.username}|{checked.data_set.code}|{checked.org_unit}|"
+                             f"{checked.period.code}"})
+            if idempotency_key:
+                first = tx.execute(sa.select(R.c.id).where(
+                    R.c.submitted_by == principal.username, R.c.idempotency_key == idempotency_key)).scalar()
+                if first:
+                    return _receipt(first)
+            latest = tx.execute(
+                sa.select(R.c.id, R.c.body_sha256).where(
+                    R.c.submitted_by == principal.username, R.c.data_set == checked.data_set.code,
+                    R.c.org_unit == checked.org_unit, R.c.period == checked.period.code)
+                .order_by(R.c.seq.desc()).limit(1)).first()
+            if latest is not None and latest.body_sha256 == digest:
+                return _receipt(latest.id)
+            return_id = str(uuid.uuid4())
+            seq = tx.execute(R.insert().values(
+                id=return_id, data_set=checked.data_set.code, org_unit=checked.org_unit,
+                period=checked.period.code, submitted_by=principal.username, received_at=received_at,
+                on_time=checked.on_time, status="RECEIVED", status_rank=0,
+                content_type=formats.media_type(content_type), body_sha256=digest,
+                idempotency_key=idempotency_key, body=body, data_values=checked.values,
+                value_count=len(checked.values)).returning(R.c.seq)).scalar_one()
+            tx.emit("return_received", {
+                "return_id": return_id, "seq": seq, "data_set": checked.data_set.code,
+                "org_unit": checked.org_unit, "period": checked.period.code,
+                "received_at": received_at, "on_time": checked.on_time,
+                "submitted_by": principal.username, "values": checked.values,
+            }, correlation_id=return_id)
+        metrics.submissions_total.labels(status="RECEIVED").inc()
+        log.info("return %s received: %s %s %s, %d values", return_id, checked.data_set.code,
+                 checked.org_unit, checked.period.code, len(checked.values))
+        return _receipt(return_id)
+
+    def _dry_run(self, checked, principal, received_at) -> dict:
+        """What the return's final status would say, storing nothing (validation by RPC)."""
+        outcome = self.validation_rpc.check_return({
+            "data_set": checked.data_set.code, "org_unit": checked.org_unit,
+            "period": checked.period.code, "values": checked.values})
+        return {"id": None, "status": outcome["status"], "dryRun": True,
+                "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
+                "period": checked.period.code, "receivedAt": show(received_at),
+                "onTime": checked.on_time, "importCount": outcome["import_count"],
+                "violations": [_violation_out(v) for v in outcome["violations"]]}
+
+    # ---------------------------------------------------------------- reading
+
+    @api_rpc
+    def get(self, principal, return_id: str):
+        principal.require("read")
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(R).where(R.c.id == return_id)).first()
+        if row is None:
+            raise not_found(f"submission {return_id!r}")
+        if row.submitted_by != principal.username:
+            unit = self.replica.current().org_units.get(row.org_unit)
+            where = unit.current if unit else None
+            principal.require_path(row.org_unit, where.path if where else None)
+        import_count = row.import_count or (
+            {**NO_IMPORT, "ignored": row.value_count} if row.status == "REJECTED" else NO_IMPORT)
+        return reply({
+            "id": row.id, "status": row.status, "dataSet": row.data_set, "orgUnit": row.org_unit,
+            "period": row.period, "receivedAt": show(row.received_at), "onTime": row.on_time,
+            "submittedBy": row.submitted_by, "validatedAt": show(row.validated_at),
+            "aggregatedAt": show(row.aggregated_at), "importCount": import_count,
+            "violations": [_violation_out(v) for v in row.violations],
+        })
+
+    # ---------------------------------------------------------------- following the return
+
+    def _advance(self, event, status: str, **values) -> None:
+        """Move a return forward (never backward: events of one return may arrive out of order)."""
+        with self.db.consume(event) as tx:
+            if tx.duplicate:
+                return
+            moved = tx.execute(R.update().where(R.c.id == event.data["return_id"],
+                                                R.c.status_rank < STATUS_RANK[status])
+                               .values(status=status, status_rank=STATUS_RANK[status], **values)).rowcount
+            if not moved:
+                # a later status got here first; keep what this event adds
+                extra = {k: v for k, v in values.items() if k in ("violations", "validated_at",
+                                                                   "import_count", "aggregated_at")}
+                if extra:
+                    tx.execute(R.update().where(R.c.id == event.data["return_id"]).values(**extra))
+        if moved:
+            metrics.submissions_total.labels(status=status).inc()
+
+    @subscribe("validation", "return_validated")
+    def on_return_validated(self, event):
+        self._advance(event, "VALIDATED", violations=event.data["violations"],
+                      validated_at=event.occurred_at)
+
+    @subscribe("validation", "return_rejected")
+    def on_return_rejected(self, event):
+        self._advance(event, "REJECTED", violations=event.data["violations"],
+                      validated_at=event.occurred_at)
+
+    @subscribe("aggregation", "return_aggregated")
+    def on_return_aggregated(self, event):
+        self._advance(event, "AGGREGATED", import_count=event.data["import_count"],
+                      aggregated_at=event.data["aggregated_at"])
+
+
+def _number(x):
+    if x is None:
+        return None
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def _violation_out(v: dict) -> dict:
+    return {"rule": v["rule"], "importance": v["importance"], "left": _number(v.get("left")),
+            "operator": v["operator"], "right": _number(v.get("right")),
+            "orgUnit": v.get("org_unit"), "period": v.get("period"), "message": v.get("message", "")}

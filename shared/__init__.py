@@ -1,0 +1,1 @@
+"""Code shared by every statnet service: config, database, events, schemas, metrics."""

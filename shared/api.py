@@ -1,0 +1,64 @@
+"""How services answer the gateway: an explicit reply envelope over RPC.
+
+A service's API method returns ``reply(body, status)``; a refusal raises
+``ApiError`` (or ``Forbidden``), which ``@api_rpc`` turns into the same
+envelope. The gateway maps the envelope onto an HTTP response without
+knowing anything about the domain, and nameko never logs an expected
+refusal as a crash.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+from nameko.rpc import rpc
+
+from shared import metrics
+from shared.auth import Forbidden, Principal
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict):
+        super().__init__(body.get("message") or body)
+        self.status = status
+        self.body = body
+
+
+def reply(body, status: int = 200, content_type: str = JSON, headers: dict | None = None) -> dict:
+    return {"status": status, "body": body, "content_type": content_type, "headers": headers or {}}
+
+
+def error(status: int, message: str, **extra) -> ApiError:
+    return ApiError(status, {"status": "ERROR", "httpStatusCode": status, "message": message, **extra})
+
+
+def not_found(what: str) -> ApiError:
+    return error(404, f"{what} not found")
+
+
+def api_rpc(fn):
+    """An RPC method serving the gateway: first argument after self is the principal dict."""
+
+    @functools.wraps(fn)
+    def wrapper(self, principal, *args, **kwargs):
+        started = time.perf_counter()
+        service = getattr(self, "name", "?")
+        try:
+            return fn(self, Principal.from_dict(principal), *args, **kwargs)
+        except ApiError as exc:
+            return reply(exc.body, exc.status)
+        except Forbidden as exc:
+            return reply({"status": "ERROR", "httpStatusCode": 403, "message": str(exc)}, 403)
+        except Exception:
+            metrics.rpc_errors_total.labels(service=service, method=fn.__name__).inc()
+            raise
+        finally:
+            metrics.rpc_seconds.labels(service=service, method=fn.__name__).observe(
+                time.perf_counter() - started)
+
+    return rpc(wrapper)

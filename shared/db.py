@@ -1,0 +1,108 @@
+"""PostgreSQL access: one engine per process, one schema per service.
+
+Each service owns one PostgreSQL schema named after it and reads no other
+(``tests/unit/test_layout.py`` checks that no service's SQL names another's
+schema). All services of one process share one connection pool, so running
+the five of them together costs one pool, not five.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+log = logging.getLogger(__name__)
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """DATABASE_URL as SQLAlchemy wants it: psycopg2 (made cooperative by psycogreen)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def engine_for(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """The process-wide engine for ``url``."""
+    url = sqlalchemy_url(url)
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = sa.create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                # a dropped connection is noticed before use, not mid-transaction
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                future=True,
+            )
+            _engines[url] = engine
+        return engine
+
+
+def dispose_all() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named by ``url`` if it is missing (CONTRACT 1).
+
+    Returns True when it was created. Safe against a concurrent creator.
+    """
+    target = make_url(sqlalchemy_url(url))
+    name = target.database
+    admin = engine_for_maintenance(target)
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                  {"n": name}).scalar()
+            if exists:
+                return False
+            try:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
+            except sa.exc.ProgrammingError as exc:  # created meanwhile by another process
+                if "already exists" not in str(exc):
+                    raise
+                return False
+            log.info("created database %s", name)
+            return True
+    finally:
+        admin.dispose()
+
+
+def drop_database(url: str) -> None:
+    target = make_url(sqlalchemy_url(url))
+    admin = engine_for_maintenance(target)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": target.database})
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
+def engine_for_maintenance(target) -> Engine:
+    return sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                            poolclass=sa.pool.NullPool)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)

@@ -1,0 +1,237 @@
+"""One answer, for every service, to "what if it fails half-way".
+
+* **Outbox.** A service never publishes an event directly. ``tx.emit(...)``
+  writes the event into the service's ``outbox`` table in the same
+  transaction as the change that caused it. If the transaction rolls back,
+  the event never existed; if it commits, the event will be published even
+  if the process dies the next instant.
+* **Relay.** ``OutboxRelay`` (one per service container) publishes outbox rows
+  in order, with publisher confirms and ``mandatory`` routing, and deletes
+  them once the broker has confirmed them. It is woken right after a commit
+  that emitted something, and polls every second for rows left by a crashed
+  process. Two instances of a service relay disjoint rows (``SKIP LOCKED``).
+  A crash between confirm and delete publishes a row twice: delivery is
+  at-least-once, which is why consumers are idempotent.
+* **Inbox.** ``db.consume(event)`` records the event id in the service's
+  ``inbox`` table in the same transaction as the handler's effect. A
+  redelivered event finds its id there and the handler does nothing twice.
+
+Usage inside a service::
+
+    db = Database(tables.metadata)
+
+    @subscribe("submission", "return_received")
+    def validate_return(self, event):
+        with self.db.consume(event) as tx:
+            if tx.duplicate:
+                return
+            tx.execute(...)
+            tx.emit("return_validated", {...})
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import sqlalchemy as sa
+from nameko.amqp.publish import Publisher, UndeliverableMessage
+from nameko.extensions import DependencyProvider
+from sqlalchemy.dialects.postgresql import JSONB, insert
+
+from shared import metrics, topology
+from shared.background import Pump
+from shared.config import Settings
+from shared.db import engine_for
+from shared.events import envelope
+from shared.logs import set_correlation
+
+log = logging.getLogger(__name__)
+
+RELAY_BATCH = 200
+RELAY_POLL_SECONDS = 1.0
+
+
+def delivery_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The outbox and inbox of the service whose schema ``metadata`` describes."""
+    outbox = sa.Table(
+        "outbox", metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("event_id", sa.Text, nullable=False, unique=True),
+        sa.Column("event_type", sa.Text, nullable=False),
+        sa.Column("message", JSONB, nullable=False),
+        sa.Column("correlation_id", sa.Text),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.func.now()),
+    )
+    inbox = sa.Table(
+        "inbox", metadata,
+        sa.Column("handler", sa.Text, primary_key=True),
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.func.now()),
+    )
+    return outbox, inbox
+
+
+class Tx:
+    """One database transaction, able to emit events atomically with its changes."""
+
+    def __init__(self, conn: sa.Connection, service_name: str, outbox: sa.Table,
+                 correlation_id: str | None = None):
+        self.conn = conn
+        self.service_name = service_name
+        self.outbox = outbox
+        self.correlation_id = correlation_id
+        self.emitted = 0
+        self.duplicate = False
+
+    def execute(self, statement, params=None):
+        return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
+
+    def emit(self, event_type: str, data: dict, correlation_id: str | None = None) -> str:
+        """Queue an event for publication when (and only if) this transaction commits."""
+        message = envelope(self.service_name, event_type, data, correlation_id or self.correlation_id)
+        self.conn.execute(self.outbox.insert().values(
+            event_id=message["event_id"], event_type=event_type, message=message,
+            correlation_id=message["correlation_id"]))
+        self.emitted += 1
+        return message["event_id"]
+
+
+class Store:
+    """What a worker sees of its service's database (``self.db``)."""
+
+    def __init__(self, provider: "Database", worker_ctx):
+        self.provider = provider
+        self.worker_ctx = worker_ctx
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.provider.engine
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self.worker_ctx.context_data.get("correlation_id") if self.worker_ctx else None
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """A read-write transaction; events emitted in it are published after commit."""
+        provider = self.provider
+        with self.engine.begin() as conn:
+            tx = Tx(conn, provider.service_name, provider.outbox, self.correlation_id)
+            yield tx
+        if tx.emitted:
+            self.provider.relay.wake()
+
+    @contextlib.contextmanager
+    def consume(self, event):
+        """A transaction that handles ``event`` at most once (see module docstring).
+
+        ``tx.duplicate`` is True when this handler already handled the event;
+        the handler should then return without doing anything.
+        """
+        handler = f"{self.provider.service_name}.{self.worker_ctx.entrypoint.method_name}"
+        with self.transaction() as tx:
+            inserted = tx.execute(
+                insert(self.provider.inbox).values(handler=handler, event_id=event.event_id)
+                .on_conflict_do_nothing()).rowcount
+            tx.duplicate = inserted == 0
+            if tx.duplicate:
+                log.info("event %s already handled by %s: ignored", event.event_id, handler)
+            yield tx
+
+    @contextlib.contextmanager
+    def connect(self):
+        """A connection for reads; nothing done on it is committed."""
+        with self.engine.connect() as conn:
+            yield conn
+
+
+class OutboxRelay(Pump):
+    """Publishes a service's outbox to RabbitMQ (see module docstring)."""
+
+    name = "outbox-relay"
+    poll_seconds = RELAY_POLL_SECONDS
+    batch = RELAY_BATCH
+
+    def __init__(self):
+        super().__init__()
+        self.engine = None
+        self.outbox = None
+
+    def configure(self, engine: sa.Engine, outbox: sa.Table, service_name: str) -> None:
+        self.engine, self.outbox, self.service_name = engine, outbox, service_name
+
+    def ready(self) -> bool:
+        return self.outbox is not None
+
+    def setup(self):
+        self.settings = Settings.of(self.container)
+        self.publisher = Publisher(self.settings.amqp_uri, use_confirms=True, mandatory=True,
+                                   retry=True, retry_policy={"max_retries": 2})
+        self.published = metrics.outbox_published_total.labels(service=self.container.service_name)
+
+    def work(self) -> int:
+        return self.relay_batch()
+
+    def relay_batch(self) -> int:
+        """Publish up to RELAY_BATCH outbox rows; returns how many were published."""
+        outbox = self.outbox
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(outbox.c.id, outbox.c.event_type, outbox.c.message)
+                .order_by(outbox.c.id).limit(RELAY_BATCH)
+                .with_for_update(skip_locked=True)).all()
+            if not rows:
+                return 0
+            exchange = topology.events_exchange(self.service_name)
+            started = time.perf_counter()
+            for row in rows:
+                try:
+                    self.publisher.publish(
+                        row.message, exchange=exchange, routing_key=row.event_type,
+                        correlation_id=row.message.get("correlation_id"),
+                        message_id=row.message["event_id"])
+                except UndeliverableMessage:
+                    # no queue bound: the topology was not declared (or was deleted).
+                    # Keep the event; it goes out once the topology is back.
+                    raise RuntimeError(f"event {self.service_name}.{row.event_type} is unroutable: "
+                                       "is the topology declared?") from None
+            conn.execute(outbox.delete().where(outbox.c.id.in_([r.id for r in rows])))
+        self.published.inc(len(rows))
+        log.debug("relayed %d events of %s in %.1f ms", len(rows), self.service_name,
+                  (time.perf_counter() - started) * 1000)
+        return len(rows)
+
+
+class Database(DependencyProvider):
+    """A service's own schema, with its outbox relay and inbox (``self.db``)."""
+
+    relay = OutboxRelay()
+
+    def __init__(self, metadata: sa.MetaData):
+        self.metadata = metadata
+        self.schema = metadata.schema
+
+    def setup(self):
+        self.settings = Settings.of(self.container)
+        self.service_name = self.container.service_name
+        self.engine = engine_for(self.settings.database_url)
+        self.outbox = self.metadata.tables[f"{self.schema}.outbox"]
+        self.inbox = self.metadata.tables[f"{self.schema}.inbox"]
+        self.relay.configure(self.engine, self.outbox, self.service_name)
+
+    def get_dependency(self, worker_ctx):
+        return Store(self, worker_ctx)
+
+    def worker_setup(self, worker_ctx):
+        # every log line of this worker carries the return's id (shared.logs)
+        set_correlation(worker_ctx.context_data.get("correlation_id"))
+
+    def worker_teardown(self, worker_ctx):
+        set_correlation(None)
+
+    def store(self) -> Store:
+        """Database access outside a worker (timers' helpers, background threads)."""
+        return Store(self, None)

@@ -1,0 +1,232 @@
+"""DHIS2 validation-rule expressions by code, parsed once, never ``eval``-ed.
+
+Grammar (what the contract allows)::
+
+    expr   := term (('+' | '-') term)*
+    term   := unary (('*' | '/') unary)*
+    unary  := '-' unary | '+' unary | atom
+    atom   := NUMBER | '#{' CODE ('.' CODE)? '}' | '(' expr ')'
+
+``#{DE.COC}`` is one value; ``#{DE}`` is the sum over the combos of DE that
+have a value. Arithmetic is exact (``Decimal``). The registry parses every
+rule when metadata arrives, so a bad expression is refused at import;
+validation evaluates the parsed tree.
+
+Defined behaviours instead of crashes:
+
+* a reference with no value is *missing*; what that means is the rule's
+  missing-value strategy (``evaluate`` reports how many references were
+  missing; with ``NEVER_SKIP`` a missing value counts as 0);
+* division by zero makes that side *undefined* (``None``): the rule cannot be
+  judged and is skipped, exactly like a rule whose values are missing.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, DivisionByZero, InvalidOperation
+from typing import Mapping, Union
+
+from shared.schemas.common import CODE_PATTERN
+
+_CODE = CODE_PATTERN.strip("^$")
+_TOKEN = re.compile(
+    rf"\s*(?:(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<ref>#\{{(?P<de>{_CODE})(?:\.(?P<coc>{_CODE}))?\}})"
+    r"|(?P<op>[-+*/()]))")
+
+MAX_LENGTH = 2000
+MAX_DEPTH = 50
+
+
+class ExpressionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Num:
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class Ref:
+    data_element: str
+    combo: str | None  # None: total over the element's combos
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Node"
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str
+    left: "Node"
+    right: "Node"
+
+
+Node = Union[Num, Ref, Neg, BinOp]
+
+
+def _tokens(text: str) -> list[tuple[str, str, re.Match]]:
+    out, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            snippet = text[pos:pos + 15].strip()
+            raise ExpressionError(f"unexpected {snippet!r} at position {pos + 1}")
+        kind = m.lastgroup if m.lastgroup in ("number", "op") else "ref"
+        out.append((kind, m.group(kind if kind != "ref" else "ref"), m))
+        pos = m.end()
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = _tokens(text)
+        self.i = 0
+        self.depth = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i][:2] if self.i < len(self.tokens) else None
+
+    def take(self):
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
+
+    def parse(self) -> Node:
+        if not self.tokens:
+            raise ExpressionError("expression is empty")
+        node = self.expr()
+        if self.i != len(self.tokens):
+            raise ExpressionError(f"unexpected {self.tokens[self.i][1]!r} after a complete expression")
+        return node
+
+    def expr(self) -> Node:
+        node = self.term()
+        while self.peek() in (("op", "+"), ("op", "-")):
+            op = self.take()[1]
+            node = BinOp(op, node, self.term())
+        return node
+
+    def term(self) -> Node:
+        node = self.unary()
+        while self.peek() in (("op", "*"), ("op", "/")):
+            op = self.take()[1]
+            node = BinOp(op, node, self.unary())
+        return node
+
+    def unary(self) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"expression nests deeper than {MAX_DEPTH}")
+        try:
+            if self.peek() == ("op", "-"):
+                self.take()
+                return Neg(self.unary())
+            if self.peek() == ("op", "+"):
+                self.take()
+                return self.unary()
+            return self.atom()
+        finally:
+            self.depth -= 1
+
+    def atom(self) -> Node:
+        tok = self.peek()
+        if tok is None:
+            raise ExpressionError("expression ends where a value was expected")
+        kind, text = tok
+        if kind == "number":
+            self.take()
+            return Num(Decimal(text))
+        if kind == "ref":
+            m = self.take()[2]
+            return Ref(m.group("de"), m.group("coc"))
+        if tok == ("op", "("):
+            self.take()
+            node = self.expr()
+            if self.peek() != ("op", ")"):
+                raise ExpressionError("missing closing parenthesis")
+            self.take()
+            return node
+        raise ExpressionError(f"unexpected {text!r} where a value was expected")
+
+
+def parse(text: str) -> Node:
+    if not isinstance(text, str):
+        raise ExpressionError("expression must be text")
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"expression is longer than {MAX_LENGTH} characters")
+    return _Parser(text).parse()
+
+
+def references(node: Node) -> list[Ref]:
+    if isinstance(node, Ref):
+        return [node]
+    if isinstance(node, Neg):
+        return references(node.operand)
+    if isinstance(node, BinOp):
+        return references(node.left) + references(node.right)
+    return []
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    value: Decimal | None   # None: undefined (division by zero) or every reference missing
+    refs: int               # references in the expression
+    missing: int            # references that had no value
+
+
+def evaluate(node: Node, values: Mapping[tuple[str, str], Decimal],
+             missing_as_zero: bool = False) -> Evaluation:
+    """Evaluate with ``values[(data_element, combo)]``; see the module docstring."""
+    counts = [0, 0]  # refs, missing
+
+    def ev(n: Node) -> Decimal | None:
+        if isinstance(n, Num):
+            return n.value
+        if isinstance(n, Ref):
+            counts[0] += 1
+            if n.combo is not None:
+                v = values.get((n.data_element, n.combo))
+            else:
+                found = [v for (de, _), v in values.items() if de == n.data_element]
+                v = sum(found, Decimal(0)) if found else None
+            if v is None:
+                counts[1] += 1
+                return Decimal(0) if missing_as_zero else None
+            return v
+        if isinstance(n, Neg):
+            v = ev(n.operand)
+            return None if v is None else -v
+        left, right = ev(n.left), ev(n.right)
+        if left is None or right is None:
+            return None
+        try:
+            if n.op == "+":
+                return left + right
+            if n.op == "-":
+                return left - right
+            if n.op == "*":
+                return left * right
+            if right == 0:
+                return None
+            return left / right
+        except (DivisionByZero, InvalidOperation):
+            return None
+
+    value = ev(node)
+    return Evaluation(value, counts[0], counts[1])
+
+
+OPERATORS = {
+    "equal_to": lambda a, b: a == b,
+    "not_equal_to": lambda a, b: a != b,
+    "greater_than": lambda a, b: a > b,
+    "greater_than_or_equal_to": lambda a, b: a >= b,
+    "less_than": lambda a, b: a < b,
+    "less_than_or_equal_to": lambda a, b: a <= b,
+}

@@ -1,0 +1,61 @@
+"""Logging: one JSON object per line, with the return's id as correlation id.
+
+Every worker that handles an event carries the event's ``correlation_id`` (the
+return's id for everything about a return); ``CorrelationFilter`` puts it on
+every log record made in that worker, so one grep follows a return through
+submission, validation, aggregation, registry and notify.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+
+import eventlet.corolocal
+
+_local = eventlet.corolocal.local()
+
+
+def set_correlation(correlation_id: str | None) -> None:
+    _local.correlation_id = correlation_id
+
+
+def correlation() -> str | None:
+    return getattr(_local, "correlation_id", None)
+
+
+class CorrelationFilter(logging.Filter):
+    def filter(self, record):
+        record.correlation_id = correlation()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record):
+        out = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "correlation_id", None):
+            out["correlation_id"] = record.correlation_id
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure(fmt: str = "json", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(CorrelationFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("amqp", "kombu", "nameko", "alembic", "eventlet.wsgi", "nameko.web.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,94 @@
+"""A local SMTP server that keeps what it receives, for the demo and the tests.
+
+    python -m shared.mailsink --listen 127.0.0.1:8025 --maildir /tmp/mail
+
+Each message is written to ``<maildir>/<n>.eml`` exactly as received. It is a
+real SMTP server (aiosmtpd), run as its own process: the code that talks to
+it is the same code that talks to a province's mail relay.
+"""
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import itertools
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+class _Keep:
+    def __init__(self, maildir: pathlib.Path):
+        self.maildir = maildir
+        self.counter = itertools.count(len(list(maildir.glob("*.eml"))) + 1)
+
+    async def handle_DATA(self, server, session, envelope):
+        n = next(self.counter)
+        tmp = self.maildir / f".{n}.tmp"
+        tmp.write_bytes(envelope.original_content or envelope.content)
+        tmp.rename(self.maildir / f"{n:06d}.eml")  # readers never see half a message
+        return "250 OK"
+
+
+def serve(host: str, port: int, maildir: str) -> None:
+    from aiosmtpd.controller import Controller
+
+    path = pathlib.Path(maildir)
+    path.mkdir(parents=True, exist_ok=True)
+    controller = Controller(_Keep(path), hostname=host, port=port)
+    controller.start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        controller.stop()
+
+
+def read(maildir: str) -> list[email.message.EmailMessage]:
+    """Every message received so far, oldest first, parsed."""
+    out = []
+    for path in sorted(pathlib.Path(maildir).glob("*.eml")):
+        out.append(email.message_from_bytes(path.read_bytes(), policy=email.policy.default))
+    return out
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start(host: str, port: int, maildir: str) -> subprocess.Popen:
+    """Start a sink process and wait until it accepts connections."""
+    proc = subprocess.Popen([sys.executable, "-m", "shared.mailsink", "--listen", f"{host}:{port}",
+                             "--maildir", maildir], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mail sink exited: {proc.stderr.read().decode(errors='replace')}")
+        if listening(host, port):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"mail sink did not listen on {host}:{port}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--listen", default="127.0.0.1:8025")
+    parser.add_argument("--maildir", required=True)
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    serve(host or "127.0.0.1", int(port), args.maildir)
+
+
+if __name__ == "__main__":
+    main()

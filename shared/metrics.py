@@ -1,0 +1,50 @@
+"""Every Prometheus metric statnet exports, declared once (CONTRACT section 8).
+
+All services of a process register into the one default registry, so
+``statnet run`` serves them together on ``/metrics`` with no duplicated
+series, and a service running alone serves its own on ``STATNET_METRICS_PORT``.
+Domain metrics (returns, values, violations, late returns, completeness) are
+first class: they are what DHIS2 does not give an operator.
+"""
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- domain: CONTRACT 8 -----------------------------------------------------
+submissions_total = Counter(
+    "statnet_submissions", "Returns by the status they reached (counted once per return and status)",
+    ["status"])
+data_values_total = Counter(
+    "statnet_data_values", "Data values of applied returns by what happened to them",
+    ["result"])  # imported | updated | ignored | deleted
+validation_violations_total = Counter(
+    "statnet_validation_violations", "Validation rule and outlier violations found",
+    ["importance"])
+late_returns = Gauge(
+    "statnet_late_returns", "Assigned, open units without an accepted return past due date + timelyDays, "
+    "as of the last deadline check", ["dataset"])
+notifications_total = Counter(
+    "statnet_notifications", "Alert deliveries by type, channel and outcome",
+    ["type", "channel", "status"])
+dead_letters_total = Counter(
+    "statnet_dead_letters", "Messages a service parked in its dead-letter queue", ["service"])
+
+# --- plumbing -----------------------------------------------------------------
+event_handler_seconds = Histogram(
+    "statnet_event_handler_seconds", "Time an event handler took, by service and event",
+    ["service", "event"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+event_handler_failures = Counter(
+    "statnet_event_handler_failures", "Event handler runs that raised",
+    ["service", "event", "transient"])
+rpc_seconds = Histogram(
+    "statnet_rpc_seconds", "Time an RPC method took in the serving service",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+rpc_errors_total = Counter(
+    "statnet_rpc_errors", "RPC methods that raised", ["service", "method"])
+http_requests_total = Counter(
+    "statnet_http_requests", "HTTP requests by route and status", ["method", "route", "status"])
+http_request_seconds = Histogram(
+    "statnet_http_request_seconds", "HTTP request latency by route", ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+outbox_published_total = Counter(
+    "statnet_outbox_published", "Events relayed from a service's outbox to the broker", ["service"])

@@ -1,0 +1,506 @@
+"""A service's own copy of the registry's metadata.
+
+The registry owns metadata. Submission, validation, aggregation and notify
+each keep a replica in their own schema (``md_*`` tables) and an in-memory
+snapshot of it, so checking a return, evaluating its rules, rolling it up or
+finding its supervisors needs no call to the registry.
+
+How a replica stays current:
+
+* **Events.** ``registry.metadata_changed`` carries the new state of every
+  changed object, each stamped with the registry version at which it last
+  changed, plus ``since``/``version`` (the registry version before and after
+  the change). Objects are upserted only when their version is newer, so
+  events may be applied in any order and more than once.
+* **Catch-up.** ``md_state.version`` advances only over contiguous changes
+  (``since <= version``). If an event arrives after a gap (one still in
+  flight, one dead-lettered, a schema reset), the replica asks the registry
+  for everything since its own version (``registry.metadata_since``) and
+  applies that. Each service also catches up once at start.
+* **Read-your-writes for clients.** The gateway answers ``POST /api/metadata``
+  only after every replica reports the new version (``await_metadata``), so a
+  client that imports a data set and submits a return right after is never
+  told the data set is unknown.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import eventlet
+import sqlalchemy as sa
+from nameko.extensions import DependencyProvider
+from nameko.rpc import RpcProxy, rpc
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
+
+from shared.config import Settings
+from shared.db import engine_for
+from shared.events import subscribe
+from shared.periods import Period, today
+from shared.schemas.metadata import MetadataChangesSchema
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1000
+
+
+# ------------------------------------------------------------------ tables
+
+def replica_tables(metadata: sa.MetaData) -> "ReplicaTables":
+    t = ReplicaTables()
+    t.org_unit = sa.Table(
+        "md_org_unit", metadata,
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("name_lo", sa.Text),
+        sa.Column("opening_date", sa.Date, nullable=False),
+        sa.Column("closed_date", sa.Date),
+        sa.Column("generated", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    t.org_unit_path = sa.Table(
+        "md_org_unit_path", metadata,
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("valid_from", sa.Date, primary_key=True),
+        sa.Column("valid_to", sa.Date),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("level", sa.Integer, nullable=False),
+    )
+    t.data_element = sa.Table(
+        "md_data_element", metadata,
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("name_lo", sa.Text),
+        sa.Column("value_type", sa.Text, nullable=False),
+        sa.Column("aggregation_type", sa.Text, nullable=False),
+        sa.Column("combos", ARRAY(sa.Text), nullable=False),
+        sa.Column("outliers", JSONB, nullable=False, server_default="{}"),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    t.data_set = sa.Table(
+        "md_data_set", metadata,
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("name_lo", sa.Text),
+        sa.Column("period_type", sa.Text, nullable=False),
+        sa.Column("data_elements", ARRAY(sa.Text), nullable=False),
+        sa.Column("org_unit_level", sa.Integer),
+        sa.Column("org_units", ARRAY(sa.Text), nullable=False),
+        sa.Column("timely_days", sa.Integer, nullable=False),
+        sa.Column("expiry_days", sa.Integer, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    t.validation_rule = sa.Table(
+        "md_validation_rule", metadata,
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("name_lo", sa.Text),
+        sa.Column("importance", sa.Text, nullable=False),
+        sa.Column("left", sa.Text, nullable=False),
+        sa.Column("operator", sa.Text, nullable=False),
+        sa.Column("right", sa.Text, nullable=False),
+        sa.Column("missing_value_strategy", sa.Text, nullable=False),
+        sa.Column("data_set", sa.Text),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    t.focal_point = sa.Table(
+        "md_focal_point", metadata,
+        sa.Column("code", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.Column("org_unit", sa.Text, nullable=False),
+        sa.Column("role", sa.Text, nullable=False),
+        sa.Column("email", sa.Text),
+        sa.Column("phone", sa.Text),
+        sa.Column("language", sa.Text, nullable=False),
+        sa.Column("digest", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    t.state = sa.Table(
+        "md_state", metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )
+    return t
+
+
+@dataclass
+class ReplicaTables:
+    org_unit: sa.Table = None
+    org_unit_path: sa.Table = None
+    data_element: sa.Table = None
+    data_set: sa.Table = None
+    validation_rule: sa.Table = None
+    focal_point: sa.Table = None
+    state: sa.Table = None
+
+    @property
+    def objects(self) -> dict[str, sa.Table]:
+        """Change-list key -> table of the versioned objects."""
+        return {"org_units": self.org_unit, "data_elements": self.data_element,
+                "data_sets": self.data_set, "validation_rules": self.validation_rule,
+                "focal_points": self.focal_point}
+
+
+# ------------------------------------------------------------- snapshot
+
+@dataclass(frozen=True)
+class UnitPath:
+    path: str
+    level: int
+    valid_from: dt.date
+    valid_to: dt.date | None  # exclusive
+
+    def valid_on(self, day: dt.date) -> bool:
+        return self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
+
+
+@dataclass(frozen=True)
+class OrgUnit:
+    code: str
+    name: str
+    name_lo: str | None
+    opening_date: dt.date
+    closed_date: dt.date | None
+    generated: bool
+    paths: tuple[UnitPath, ...]
+
+    def path_on(self, day: dt.date) -> UnitPath | None:
+        for p in self.paths:
+            if p.valid_on(day):
+                return p
+        return None
+
+    @property
+    def current(self) -> UnitPath:
+        """Where the unit sits today (or last sat, or will first sit)."""
+        return self.path_on(today()) or max(self.paths, key=lambda p: p.valid_from)
+
+    def open_during(self, period: Period) -> bool:
+        return self.opening_date <= period.end and (self.closed_date is None
+                                                     or self.closed_date >= period.start)
+
+
+@dataclass(frozen=True)
+class DataElement:
+    code: str
+    name: str
+    name_lo: str | None
+    value_type: str
+    aggregation_type: str
+    combos: tuple[str, ...]
+    outliers: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    code: str
+    name: str
+    name_lo: str | None
+    period_type: str
+    data_elements: tuple[str, ...]
+    org_unit_level: int | None
+    org_units: frozenset[str]
+    timely_days: int
+    expiry_days: int
+
+
+@dataclass(frozen=True)
+class ValidationRule:
+    code: str
+    name: str
+    name_lo: str | None
+    importance: str
+    left: str
+    operator: str
+    right: str
+    missing_value_strategy: str
+    data_set: str | None
+
+
+@dataclass(frozen=True)
+class FocalPoint:
+    code: str
+    name: str
+    org_unit: str
+    role: str
+    email: str | None
+    phone: str | None
+    language: str
+    digest: bool
+
+
+class Metadata:
+    """An immutable snapshot of a replica at one version."""
+
+    def __init__(self, version: int, org_units, data_elements, data_sets, rules, focal_points):
+        self.version = version
+        self.org_units: dict[str, OrgUnit] = org_units
+        self.data_elements: dict[str, DataElement] = data_elements
+        self.data_sets: dict[str, DataSet] = data_sets
+        self.rules: dict[str, ValidationRule] = rules
+        self.focal_points: dict[str, FocalPoint] = focal_points
+        self.rules_by_data_set: dict[str | None, list[ValidationRule]] = {}
+        for rule in rules.values():
+            self.rules_by_data_set.setdefault(rule.data_set, []).append(rule)
+        self.focal_points_by_unit: dict[str, list[FocalPoint]] = {}
+        for fp in focal_points.values():
+            self.focal_points_by_unit.setdefault(fp.org_unit, []).append(fp)
+
+    def path_on(self, org_unit: str, day: dt.date) -> UnitPath | None:
+        unit = self.org_units.get(org_unit)
+        return unit.path_on(day) if unit else None
+
+    def assigned(self, data_set: DataSet, org_unit: str, day: dt.date | None = None) -> bool:
+        """Is the data set assigned to the unit (explicitly, or by the unit's level on ``day``)?"""
+        if org_unit in data_set.org_units:
+            return True
+        if data_set.org_unit_level is None:
+            return False
+        unit = self.org_units.get(org_unit)
+        if unit is None:
+            return False
+        where = unit.path_on(day) if day else unit.current
+        return where is not None and where.level == data_set.org_unit_level
+
+    def ancestors(self, org_unit: str, day: dt.date | None = None) -> list[str]:
+        """Codes from the unit itself up to the root, as of ``day`` (default today)."""
+        unit = self.org_units.get(org_unit)
+        if unit is None:
+            return []
+        where = unit.path_on(day) if day else unit.current
+        if where is None:
+            return [org_unit]
+        return list(reversed([c for c in where.path.split("/") if c]))
+
+
+def _load(conn: sa.Connection, t: ReplicaTables, version: int) -> Metadata:
+    paths: dict[str, list[UnitPath]] = {}
+    for r in conn.execute(sa.select(t.org_unit_path).order_by(t.org_unit_path.c.code,
+                                                              t.org_unit_path.c.valid_from)):
+        paths.setdefault(r.code, []).append(UnitPath(r.path, r.level, r.valid_from, r.valid_to))
+    org_units = {r.code: OrgUnit(r.code, r.name, r.name_lo, r.opening_date, r.closed_date, r.generated,
+                                 tuple(paths.get(r.code, ())))
+                 for r in conn.execute(sa.select(t.org_unit))}
+    data_elements = {r.code: DataElement(r.code, r.name, r.name_lo, r.value_type, r.aggregation_type,
+                                         tuple(r.combos), dict(r.outliers or {}))
+                     for r in conn.execute(sa.select(t.data_element))}
+    data_sets = {r.code: DataSet(r.code, r.name, r.name_lo, r.period_type, tuple(r.data_elements),
+                                 r.org_unit_level, frozenset(r.org_units), r.timely_days, r.expiry_days)
+                 for r in conn.execute(sa.select(t.data_set))}
+    rules = {r.code: ValidationRule(r.code, r.name, r.name_lo, r.importance, r.left, r.operator,
+                                    r.right, r.missing_value_strategy, r.data_set)
+             for r in conn.execute(sa.select(t.validation_rule))}
+    focal_points = {r.code: FocalPoint(r.code, r.name, r.org_unit, r.role, r.email, r.phone,
+                                       r.language, r.digest)
+                    for r in conn.execute(sa.select(t.focal_point))}
+    return Metadata(version, org_units, data_elements, data_sets, rules, focal_points)
+
+
+# ------------------------------------------------------------ applying
+
+def _rows(key: str, objects: list[dict]) -> list[dict]:
+    if key == "org_units":
+        return [{k: o[k] for k in ("code", "name", "name_lo", "opening_date", "closed_date",
+                                   "generated", "version")} for o in objects]
+    if key == "data_elements":
+        return [{**{k: o[k] for k in ("code", "name", "name_lo", "value_type", "aggregation_type",
+                                      "combos", "version")},
+                 "outliers": {k: (str(v) if v is not None and k in ("min", "max") else v)
+                              for k, v in (o.get("outliers") or {}).items()}}
+                for o in objects]
+    if key == "data_sets":
+        return [{k: o[k] for k in ("code", "name", "name_lo", "period_type", "data_elements",
+                                   "org_unit_level", "org_units", "timely_days", "expiry_days",
+                                   "version")} for o in objects]
+    if key == "validation_rules":
+        return [{k: o[k] for k in ("code", "name", "name_lo", "importance", "left", "operator",
+                                   "right", "missing_value_strategy", "data_set", "version")}
+                for o in objects]
+    if key == "focal_points":
+        return [{k: o[k] for k in ("code", "name", "org_unit", "role", "email", "phone", "language",
+                                   "digest", "version")} for o in objects]
+    raise KeyError(key)
+
+
+def apply_changes(conn: sa.Connection, t: ReplicaTables, changes: dict) -> bool:
+    """Apply a ``MetadataChanges`` payload; True when it continued the replica's history."""
+    for key, table in t.objects.items():
+        objects = changes.get(key) or []
+        rows = _rows(key, objects)
+        changed: set[str] = set()
+        for i in range(0, len(rows), CHUNK):
+            stmt = insert(table).values(rows[i:i + CHUNK])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.code],
+                set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name != "code"},
+                where=table.c.version < stmt.excluded.version,
+            ).returning(table.c.code)
+            changed.update(conn.execute(stmt).scalars())
+        if key == "org_units" and changed:
+            # a unit's paths are replaced whole when the unit itself was newer
+            paths = [{"code": o["code"], "path": p["path"], "level": p["level"],
+                      "valid_from": p["valid_from"], "valid_to": p.get("valid_to")}
+                     for o in objects if o["code"] in changed for p in o["paths"]]
+            codes = sorted(changed)
+            for i in range(0, len(codes), CHUNK):
+                conn.execute(t.org_unit_path.delete().where(
+                    t.org_unit_path.c.code.in_(codes[i:i + CHUNK])))
+            for i in range(0, len(paths), CHUNK):
+                conn.execute(insert(t.org_unit_path).values(paths[i:i + CHUNK]))
+    advanced = conn.execute(
+        t.state.update().where(t.state.c.id == 1, t.state.c.version >= changes["since"])
+        .values(version=sa.func.greatest(t.state.c.version, changes["version"]),
+                updated_at=sa.func.now())).rowcount
+    return advanced == 1
+
+
+def replica_version(conn: sa.Connection, t: ReplicaTables) -> int:
+    return conn.execute(sa.select(t.state.c.version).where(t.state.c.id == 1)).scalar() or 0
+
+
+# ------------------------------------------------------------ dependency
+
+class _Cache:
+    """The process-wide snapshot of one service's replica, reloaded when its version moves."""
+
+    def __init__(self):
+        self.snapshot: Metadata | None = None
+        self.lock = threading.Lock()  # green under eventlet
+
+
+_caches: dict[tuple[str, str], _Cache] = {}
+
+
+class ReplicaAccess:
+    def __init__(self, provider: "Replica"):
+        self.provider = provider
+        self.tables = provider.tables
+
+    def version(self) -> int:
+        with self.provider.engine.connect() as conn:
+            return replica_version(conn, self.tables)
+
+    def current(self, conn: sa.Connection | None = None) -> Metadata:
+        """The newest snapshot (one cheap version query; a reload only after a change)."""
+        if conn is None:
+            with self.provider.engine.connect() as own:
+                return self.current(own)
+        cache = self.provider.cache
+        version = replica_version(conn, self.tables)
+        snap = cache.snapshot
+        if snap is not None and snap.version == version:
+            return snap
+        with cache.lock:
+            snap = cache.snapshot
+            if snap is None or snap.version != version:
+                started = time.perf_counter()
+                snap = _load(conn, self.tables, version)
+                cache.snapshot = snap
+                log.info("%s metadata replica loaded at version %d in %.0f ms", self.tables.state.schema,
+                         version, (time.perf_counter() - started) * 1000)
+        return snap
+
+    def apply(self, conn: sa.Connection, changes: dict) -> bool:
+        contiguous = apply_changes(conn, self.tables, changes)
+        if self.provider.on_apply is not None:
+            self.provider.on_apply(conn, changes)
+        return contiguous
+
+
+class Replica(DependencyProvider):
+    """``self.replica`` of a service that keeps a metadata replica.
+
+    ``on_apply(conn, changes)`` runs in the same transaction as every applied
+    change, for a service whose own data depends on metadata (aggregation
+    re-paths stored values when units move).
+    """
+
+    def __init__(self, tables: ReplicaTables, on_apply=None):
+        self.tables = tables
+        self.on_apply = on_apply
+
+    def setup(self):
+        self.settings = Settings.of(self.container)
+        self.engine = engine_for(self.settings.database_url)
+        key = (self.settings.database_url, self.tables.state.schema)
+        self.cache = _caches.setdefault(key, _Cache())
+
+    def start(self):
+        self._gt = self.container.spawn_managed_thread(self._catch_up_at_start,
+                                                       identifier="replica-catch-up")
+
+    def stop(self):
+        gt = getattr(self, "_gt", None)
+        if gt is not None:
+            gt.kill()
+
+    kill = stop
+
+    def _catch_up_at_start(self):
+        """Fetch what the registry changed while this service was away (or before it existed)."""
+        from nameko.standalone.rpc import ClusterRpcProxy
+
+        delay = 0.5
+        while True:
+            try:
+                access = ReplicaAccess(self)
+                since = access.version()
+                with ClusterRpcProxy(self.container.config, timeout=30) as cluster:
+                    changes = MetadataChangesSchema().load(cluster.registry.metadata_since(since))
+                with self.engine.begin() as conn:
+                    access.apply(conn, changes)
+                log.info("%s replica caught up from version %d to %d", self.tables.state.schema,
+                         since, changes["version"])
+                return
+            except Exception as exc:  # registry not up yet, broker hiccup: try again
+                log.info("%s replica catch-up not possible yet (%s); retrying in %.0fs",
+                         self.tables.state.schema, exc, delay)
+                eventlet.sleep(delay)
+                delay = min(delay * 2, 30)
+
+    def get_dependency(self, worker_ctx):
+        return ReplicaAccess(self)
+
+
+class KeepsMetadataReplica:
+    """Mixin for services with a replica: the event handler and the RPCs the gateway uses.
+
+    The service must define ``db`` (shared.delivery.Database), ``replica``
+    (Replica) and ``registry_rpc`` (RpcProxy("registry")).
+    """
+
+    registry_rpc = RpcProxy("registry")
+
+    @subscribe("registry", "metadata_changed")
+    def apply_metadata_changes(self, event):
+        with self.db.consume(event) as tx:
+            if tx.duplicate:
+                return
+            contiguous = self.replica.apply(tx.conn, event.data)
+        if not contiguous:
+            self.catch_up_metadata()
+
+    def catch_up_metadata(self) -> int:
+        since = self.replica.version()
+        changes = MetadataChangesSchema().load(self.registry_rpc.metadata_since(since))
+        with self.db.transaction() as tx:
+            self.replica.apply(tx.conn, changes)
+        log.info("%s replica caught up from version %d to %d", self.name, since, changes["version"])
+        return changes["version"]
+
+    @rpc
+    def await_metadata(self, version: int, timeout: float = 15.0) -> int:
+        """Return once this service's replica has applied registry version ``version``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.replica.version()
+            if current >= version:
+                return current
+            if time.monotonic() >= deadline:
+                # the event is late or lost: fetch the changes directly
+                return self.catch_up_metadata()
+            eventlet.sleep(0.02)

@@ -1,0 +1,1 @@
+"""marshmallow schemas, declared once: metadata states, event payloads, API bodies."""

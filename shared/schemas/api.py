@@ -1,0 +1,137 @@
+"""Bodies of the public HTTP API (CONTRACT sections 2-4), camelCase as DHIS2 writes them.
+
+Every request body is loaded through one of these before anything acts on
+it; unknown fields are refused, and every error names the field and value.
+"""
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from shared.schemas.common import CODE, StrictSchema
+from shared.schemas.metadata import (AGGREGATION_TYPES, FOCAL_POINT_ROLES, IMPORTANCES, LANGUAGES,
+                                     MISSING_VALUE_STRATEGIES, OPERATORS, PERIOD_TYPES, ROLES,
+                                     VALUE_TYPES)
+
+_NAME = validate.Length(min=1, max=230)
+
+
+def _one_of(choices):
+    return validate.OneOf(choices, error="must be one of " + ", ".join(choices))
+
+
+# --- metadata import (CONTRACT 3) ----------------------------------------------
+# Only ``code`` is required by the schema: for an object that already exists,
+# absent fields keep their current value; the importer checks that a *new*
+# object has everything it needs.
+
+class OrgUnitImportSchema(StrictSchema):
+    code = fields.Str(required=True, validate=CODE)
+    name = fields.Str(validate=_NAME)
+    nameLo = fields.Str(allow_none=True)
+    parent = fields.Str(allow_none=True)
+    parentFrom = fields.Date(allow_none=True)
+    openingDate = fields.Date()
+    closedDate = fields.Date(allow_none=True)
+    generated = fields.Bool()
+
+
+class OutlierImportSchema(StrictSchema):
+    enabled = fields.Bool(load_default=True)
+    min = fields.Decimal(allow_none=True, load_default=None, as_string=True)
+    max = fields.Decimal(allow_none=True, load_default=None, as_string=True)
+
+
+class DataElementImportSchema(StrictSchema):
+    code = fields.Str(required=True, validate=CODE)
+    name = fields.Str(validate=_NAME)
+    nameLo = fields.Str(allow_none=True)
+    valueType = fields.Str(validate=_one_of(VALUE_TYPES))
+    aggregationType = fields.Str(validate=_one_of(AGGREGATION_TYPES))
+    disaggregation = fields.List(fields.Str(validate=CODE), allow_none=True)
+    outliers = fields.Nested(OutlierImportSchema, allow_none=True)
+
+
+class DataSetImportSchema(StrictSchema):
+    code = fields.Str(required=True, validate=CODE)
+    name = fields.Str(validate=_NAME)
+    nameLo = fields.Str(allow_none=True)
+    periodType = fields.Str(validate=_one_of(PERIOD_TYPES))
+    dataElements = fields.List(fields.Str())
+    orgUnitLevel = fields.Int(allow_none=True, validate=validate.Range(min=1))
+    orgUnits = fields.List(fields.Str())
+    timelyDays = fields.Int(validate=validate.Range(min=0))
+    expiryDays = fields.Int(validate=validate.Range(min=0))
+
+
+class ValidationRuleImportSchema(StrictSchema):
+    code = fields.Str(required=True, validate=CODE)
+    name = fields.Str(validate=_NAME)
+    nameLo = fields.Str(allow_none=True)
+    importance = fields.Str(validate=_one_of(IMPORTANCES))
+    left = fields.Str()
+    operator = fields.Str(validate=_one_of(OPERATORS))
+    right = fields.Str()
+    missingValueStrategy = fields.Str(validate=_one_of(MISSING_VALUE_STRATEGIES))
+    dataSet = fields.Str(allow_none=True)
+
+
+class FocalPointImportSchema(StrictSchema):
+    code = fields.Str(required=True, validate=CODE)
+    name = fields.Str(validate=_NAME)
+    orgUnit = fields.Str()
+    role = fields.Str(validate=_one_of(FOCAL_POINT_ROLES))
+    email = fields.Email(allow_none=True)
+    phone = fields.Str(allow_none=True, validate=validate.Length(max=40))
+    language = fields.Str(validate=_one_of(LANGUAGES))
+    digest = fields.Bool()
+
+
+# the import document lists are loaded item by item so every bad item is reported
+METADATA_LISTS = {
+    "orgUnits": OrgUnitImportSchema,
+    "dataElements": DataElementImportSchema,
+    "dataSets": DataSetImportSchema,
+    "validationRules": ValidationRuleImportSchema,
+    "focalPoints": FocalPointImportSchema,
+}
+
+
+class FocalPointUpdateSchema(FocalPointImportSchema):
+    """``PUT /api/focalPoints/{code}``: the code comes from the path."""
+    code = fields.Str(validate=CODE)
+
+
+# --- users (CONTRACT 2) ----------------------------------------------------------
+
+class UserSchema(StrictSchema):
+    username = fields.Str(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,79}$", error="must be 1-80 letters, digits, '_', '.', '@' or '-'"))
+    role = fields.Str(required=True, validate=_one_of(ROLES))
+    orgUnit = fields.Str(allow_none=True)
+    focalPoint = fields.Str(allow_none=True)
+
+    @validates_schema
+    def scoped_roles_need_org_unit(self, data, **kwargs):
+        if data.get("role") in ("supervisor", "reporter") and not data.get("orgUnit"):
+            raise ValidationError(f"a {data['role']} needs the org unit at the root of its scope",
+                                  "orgUnit")
+
+
+# --- data value sets (CONTRACT 4, application/json) -----------------------------------
+
+class DataValueSchema(Schema):
+    """One value; its own ``period``/``orgUnit`` override the header's."""
+
+    class Meta:
+        unknown = "raise"
+
+    dataElement = fields.Raw(required=True)
+    categoryOptionCombo = fields.Raw(allow_none=True)
+    value = fields.Raw(required=True, allow_none=True)
+    comment = fields.Raw(allow_none=True)
+    period = fields.Raw(allow_none=True)
+    orgUnit = fields.Raw(allow_none=True)
+    # DHIS2 exports carry these; accepted so a DHIS2 payload imports unchanged
+    attributeOptionCombo = fields.Raw(allow_none=True)
+    storedBy = fields.Raw(allow_none=True)
+    created = fields.Raw(allow_none=True)
+    lastUpdated = fields.Raw(allow_none=True)
+    followup = fields.Raw(allow_none=True)

@@ -1,0 +1,108 @@
+"""Payloads of the events services exchange (CONTRACT section 9).
+
+One message per return, never one per value: a return's values travel inside
+its events, so validation and aggregation need no lookup to do their work.
+The catalogue that maps (source, event type) to these schemas and their
+``schema_version`` is ``shared.events.CATALOGUE``; ``docs/asyncapi.yaml`` is
+generated from it.
+"""
+from marshmallow import fields, validate
+
+from shared.schemas.common import EventSchema
+from shared.schemas.metadata import IMPORTANCES, MetadataChangesSchema
+
+
+class ReturnValueSchema(EventSchema):
+    """One data value of a return, identified by code. ``value == ""`` deletes it."""
+    data_element = fields.Str(required=True)
+    category_option_combo = fields.Str(required=True)
+    org_unit = fields.Str(required=True)
+    period = fields.Str(required=True)
+    value = fields.Str(required=True)
+    comment = fields.Str(allow_none=True, load_default=None)
+
+
+class ViolationSchema(EventSchema):
+    """A failed check. ``left``/``right`` are the evaluated sides (None when missing)."""
+    rule = fields.Str(required=True)
+    importance = fields.Str(required=True, validate=validate.OneOf(IMPORTANCES))
+    left = fields.Float(allow_none=True, load_default=None)
+    operator = fields.Str(required=True)
+    right = fields.Float(allow_none=True, load_default=None)
+    org_unit = fields.Str(required=True)
+    period = fields.Str(required=True)
+    message = fields.Str(load_default="")
+
+
+class ReturnRefSchema(EventSchema):
+    """What every event about one return says about it."""
+    return_id = fields.Str(required=True)
+    # submission's sequence number: a later return for the same values has a
+    # higher one, so consumers can ignore an older return that arrives late
+    seq = fields.Int(required=True)
+    data_set = fields.Str(required=True)
+    org_unit = fields.Str(required=True)
+    period = fields.Str(required=True)
+    received_at = fields.AwareDateTime(required=True)
+    on_time = fields.Bool(required=True)
+    submitted_by = fields.Str(required=True)
+
+
+class ReturnReceivedSchema(ReturnRefSchema):
+    values = fields.List(fields.Nested(ReturnValueSchema), required=True)
+
+
+class ReturnValidatedSchema(ReturnRefSchema):
+    """Accepted: no HIGH violation. MEDIUM/LOW ones ride along as warnings."""
+    values = fields.List(fields.Nested(ReturnValueSchema), required=True)
+    violations = fields.List(fields.Nested(ViolationSchema), required=True)
+
+
+class ReturnRejectedSchema(ReturnRefSchema):
+    """At least one HIGH violation: nothing of the return is aggregated."""
+    violations = fields.List(fields.Nested(ViolationSchema), required=True)
+
+
+class ImportCountSchema(EventSchema):
+    imported = fields.Int(required=True)
+    updated = fields.Int(required=True)
+    ignored = fields.Int(required=True)
+    deleted = fields.Int(required=True)
+
+
+class ReturnAggregatedSchema(EventSchema):
+    """The return's values are in every total: analytics already shows them."""
+    return_id = fields.Str(required=True)
+    data_set = fields.Str(required=True)
+    org_unit = fields.Str(required=True)
+    period = fields.Str(required=True)
+    import_count = fields.Nested(ImportCountSchema, required=True)
+    aggregated_at = fields.AwareDateTime(required=True)
+
+
+class UserChangedSchema(EventSchema):
+    """A user was created or its token rotated: caches of tokens drop it."""
+    username = fields.Str(required=True)
+    role = fields.Str(required=True)
+    org_unit = fields.Str(allow_none=True, load_default=None)
+
+
+class DeadlineSchema(EventSchema):
+    """Units of one data set and period that a deadline check found wanting."""
+    data_set = fields.Str(required=True)
+    period = fields.Str(required=True)
+    due_date = fields.Date(required=True)
+    as_of = fields.Date(required=True)
+    org_units = fields.List(fields.Str(), required=True)
+
+
+class ReturnsLateSchema(DeadlineSchema):
+    """Due date plus ``timelyDays`` has passed without an accepted return."""
+    deadline = fields.Date(required=True)
+
+
+class ReturnsDueSchema(DeadlineSchema):
+    """The due date is near and no accepted return has arrived yet."""
+
+
+MetadataChangedSchema = MetadataChangesSchema

@@ -1,0 +1,294 @@
+"""RabbitMQ topology: names, arguments and declaration of every exchange and queue.
+
+An event published before any queue is bound to its routing key is dropped by
+the broker. statnet therefore declares the *whole* topology (every service's
+event queues, delay queues and dead-letter queues) whenever any service
+starts, from the service classes themselves, so a producer that starts first
+never publishes into the void. ``deploy/rabbitmq/definitions.json`` holds the
+same topology for operators who pre-provision brokers; a test keeps the two
+equal.
+
+Layout (per event queue ``evt-<source>-<event>--<service>.<handler>``, the
+queue names nameko itself uses):
+
+* ``<source>.events``: topic exchange per publishing service, routing key = event type.
+* ``statnet.delay.<N>ms``: fanout exchange + queue with a TTL of N ms that
+  dead-letters to the default exchange. A message parked there with routing key
+  = its origin queue's name comes back to that queue after N ms: retry with
+  backoff without a hot loop and without a broker plugin.
+* ``statnet.dlq`` direct exchange, ``statnet.dlq.<service>`` queue per service:
+  messages that keep failing. ``statnet dlq list|replay`` reads them.
+
+Queue type is configurable (``STATNET_QUEUE_TYPE``): ``classic`` for one
+broker node; ``quorum`` for a cluster, where ``x-delivery-limit`` also catches a
+message that crashes its consumer process over and over (which no handler code
+can see) and dead-letters it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Iterable
+
+from kombu import Connection, Exchange, Queue
+from nameko.amqp.publish import Publisher
+from nameko.events import EventHandler
+from nameko.extensions import SharedExtension
+
+from shared import metrics
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+# retry delays by attempt number (1-based); the last one repeats
+RETRY_DELAYS_MS = (1_000, 5_000, 30_000, 120_000)
+DLQ_EXCHANGE = "statnet.dlq"
+
+ATTEMPTS_HEADER = "x-statnet-attempts"
+ORIGIN_QUEUE_HEADER = "x-statnet-origin-queue"
+ERROR_HEADER = "x-statnet-error"
+DEAD_LETTERED_AT_HEADER = "x-statnet-dead-lettered-at"
+
+
+def events_exchange(source: str) -> Exchange:
+    # the same exchange nameko's EventDispatcher would declare
+    return Exchange(f"{source}.events", type="topic", durable=True, delivery_mode=2)
+
+
+def _queue_arguments(settings: Settings, service: str) -> dict:
+    args = {
+        # broker-side dead-lettering (quorum delivery limit, rejected messages)
+        "x-dead-letter-exchange": DLQ_EXCHANGE,
+        "x-dead-letter-routing-key": service,
+    }
+    if settings.queue_type == "quorum":
+        args["x-queue-type"] = "quorum"
+        args["x-delivery-limit"] = settings.delivery_limit
+    return args
+
+
+def event_queue_name(source: str, event: str, service: str, handler: str) -> str:
+    return f"evt-{source}-{event}--{service}.{handler}"
+
+
+def event_queue(source: str, event: str, service: str, handler: str, settings: Settings) -> Queue:
+    return Queue(event_queue_name(source, event, service, handler),
+                 exchange=events_exchange(source), routing_key=event, durable=True,
+                 queue_arguments=_queue_arguments(settings, service))
+
+
+def delay_exchange(delay_ms: int) -> Exchange:
+    return Exchange(f"statnet.delay.{delay_ms}ms", type="fanout", durable=True, delivery_mode=2)
+
+
+def delay_queue(delay_ms: int) -> Queue:
+    return Queue(f"statnet.delay.{delay_ms}ms", exchange=delay_exchange(delay_ms), durable=True,
+                 queue_arguments={"x-message-ttl": delay_ms,
+                                  # back to the default exchange, keyed by the origin queue's name
+                                  "x-dead-letter-exchange": ""})
+
+
+def dlq_exchange() -> Exchange:
+    return Exchange(DLQ_EXCHANGE, type="direct", durable=True, delivery_mode=2)
+
+
+def dlq_name(service: str) -> str:
+    return f"statnet.dlq.{service}"
+
+
+def dlq(service: str, settings: Settings) -> Queue:
+    args = {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else {}
+    return Queue(dlq_name(service), exchange=dlq_exchange(), routing_key=service, durable=True,
+                 queue_arguments=args)
+
+
+def subscriptions(service_cls) -> Iterable[tuple[str, str, str]]:
+    """(source, event type, handler method) of every event entrypoint of a service class."""
+    for attr in sorted(dir(service_cls)):  # dir, not vars: handlers may come from a mixin
+        method = getattr(service_cls, attr)
+        for entrypoint in getattr(method, "nameko_entrypoints", ()):
+            if isinstance(entrypoint, EventHandler):
+                yield entrypoint.source_service, entrypoint.event_type, attr
+
+
+def entities(service_classes, settings: Settings) -> list:
+    """Every exchange and queue of the system, in declaration order."""
+    from shared.events import CATALOGUE
+
+    out: list = [events_exchange(source) for source in sorted({s for s, _ in CATALOGUE})]
+    out += [delay_exchange(ms) for ms in RETRY_DELAYS_MS]
+    out += [delay_queue(ms) for ms in RETRY_DELAYS_MS]
+    out.append(dlq_exchange())
+    for cls in service_classes:
+        out.append(dlq(cls.name, settings))
+        for source, event, handler in subscriptions(cls):
+            out.append(event_queue(source, event, cls.name, handler, settings))
+    return out
+
+
+def declare_all(settings: Settings, service_classes) -> None:
+    """Declare the whole topology (idempotent; run by every service at start)."""
+    with Connection(settings.amqp_uri, connect_timeout=10) as conn:
+        channel = conn.channel()
+        try:
+            for entity in entities(service_classes, settings):
+                entity(channel).declare()
+        finally:
+            channel.close()
+
+
+def definitions(service_classes, settings: Settings) -> dict:
+    """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``)."""
+    exchanges, queues, bindings = [], [], []
+    for entity in entities(service_classes, settings):
+        if isinstance(entity, Exchange):
+            exchanges.append({"name": entity.name, "vhost": "/", "type": entity.type,
+                              "durable": True, "auto_delete": False, "internal": False,
+                              "arguments": {}})
+        else:
+            queues.append({"name": entity.name, "vhost": "/", "durable": True, "auto_delete": False,
+                           "arguments": dict(entity.queue_arguments or {})})
+            if entity.exchange is not None and entity.exchange.name:
+                bindings.append({"source": entity.exchange.name, "vhost": "/",
+                                 "destination": entity.name, "destination_type": "queue",
+                                 "routing_key": entity.routing_key or "", "arguments": {}})
+    return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
+
+
+def _delay_for(attempt: int) -> int:
+    return RETRY_DELAYS_MS[min(attempt, len(RETRY_DELAYS_MS)) - 1]
+
+
+class Bouncer(SharedExtension):
+    """Parks failed messages: in a delay queue to retry, or in the service's DLQ.
+
+    One per service container; publishes with confirms and ``mandatory`` so a
+    parked message is known to be on the broker before the original is acked.
+    """
+
+    def setup(self):
+        self.settings = Settings.of(self.container)
+        self.publisher = Publisher(self.settings.amqp_uri, use_confirms=True, mandatory=True)
+
+    def _republish(self, message, exchange: Exchange, routing_key: str, headers: dict, declare) -> None:
+        merged = dict(message.headers or {})
+        merged.update(headers)
+        self.publisher.publish(
+            message.body, exchange=exchange, routing_key=routing_key, headers=merged,
+            content_type=message.content_type, content_encoding=message.content_encoding,
+            declare=declare)
+
+    def retry_later(self, message, origin_queue: str, attempts: int, reason: str) -> None:
+        delay = _delay_for(attempts)
+        log.warning("retrying a message of %s in %d ms (attempt %d): %s",
+                    origin_queue, delay, attempts, reason)
+        self._republish(message, delay_exchange(delay), origin_queue,
+                        {ATTEMPTS_HEADER: attempts, ERROR_HEADER: reason},
+                        declare=[delay_exchange(delay), delay_queue(delay)])
+
+    def dead_letter(self, message, service: str, origin_queue: str, attempts: int, reason: str) -> None:
+        log.error("dead-lettering a message of %s after %d attempt(s): %s",
+                  origin_queue, attempts, reason)
+        self._republish(message, dlq_exchange(), service,
+                        {ATTEMPTS_HEADER: attempts, ERROR_HEADER: reason,
+                         ORIGIN_QUEUE_HEADER: origin_queue,
+                         DEAD_LETTERED_AT_HEADER: dt.datetime.now(dt.timezone.utc).isoformat()},
+                        declare=[dlq_exchange(), dlq(service, self.settings)])
+        metrics.dead_letters_total.labels(service=service).inc()
+
+
+# ----------------------------------------------------------------- DLQ tools
+
+def _origin_of(message) -> str | None:
+    headers = message.headers or {}
+    origin = headers.get(ORIGIN_QUEUE_HEADER)
+    if origin:
+        return origin
+    deaths = headers.get("x-death") or []  # dead-lettered by the broker itself
+    return deaths[0].get("queue") if deaths else None
+
+
+def _describe(message) -> dict:
+    headers = message.headers or {}
+    try:
+        body = json.loads(message.body)
+    except (ValueError, TypeError):
+        body = None
+    return {
+        "origin_queue": _origin_of(message),
+        "error": headers.get(ERROR_HEADER),
+        "attempts": headers.get(ATTEMPTS_HEADER),
+        "dead_lettered_at": headers.get(DEAD_LETTERED_AT_HEADER),
+        "event_id": body.get("event_id") if isinstance(body, dict) else None,
+        "event_type": body.get("event_type") if isinstance(body, dict) else None,
+        "correlation_id": body.get("correlation_id") if isinstance(body, dict) else None,
+    }
+
+
+def dlq_list(settings: Settings, service: str, limit: int = 1000) -> list[dict]:
+    """What sits in a service's DLQ, without consuming it."""
+    out = []
+    with Connection(settings.amqp_uri, connect_timeout=10) as conn:
+        channel = conn.channel()
+        queue = dlq(service, settings)(channel)
+        queue.declare()
+        while len(out) < limit:
+            message = queue.get(no_ack=False)
+            if message is None:
+                break
+            out.append(_describe(message))
+        # closing the channel returns every unacked message to the queue, in order
+        channel.close()
+    return out
+
+
+def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> int:
+    """Move dead letters back to the queues they came from, attempts reset."""
+    moved = 0
+    publisher = Publisher(settings.amqp_uri, use_confirms=True, mandatory=True)
+    with Connection(settings.amqp_uri, connect_timeout=10) as conn:
+        channel = conn.channel()
+        queue = dlq(service, settings)(channel)
+        queue.declare()
+        while limit is None or moved < limit:
+            message = queue.get(no_ack=False)
+            if message is None:
+                break
+            origin = _origin_of(message)
+            if not origin:
+                log.error("dead letter without origin queue left in place: %s", _describe(message))
+                message.requeue()
+                break
+            headers = {k: v for k, v in (message.headers or {}).items()
+                       if k not in (ATTEMPTS_HEADER, ERROR_HEADER, ORIGIN_QUEUE_HEADER,
+                                    DEAD_LETTERED_AT_HEADER, "x-death", "x-first-death-exchange",
+                                    "x-first-death-queue", "x-first-death-reason",
+                                    "x-last-death-exchange", "x-last-death-queue",
+                                    "x-last-death-reason")}
+            publisher.publish(message.body, exchange="", routing_key=origin, headers=headers,
+                              content_type=message.content_type,
+                              content_encoding=message.content_encoding)
+            message.ack()
+            moved += 1
+        channel.close()
+    return moved
+
+
+def queue_depths(settings: Settings, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(messages ready, consumers) per queue, by passive declaration (no management plugin)."""
+    out = {}
+    with Connection(settings.amqp_uri, connect_timeout=10) as conn:
+        for name in names:
+            channel = conn.channel()
+            try:
+                _, count, consumers = channel.queue_declare(queue=name, passive=True)
+                out[name] = (count, consumers)
+            except Exception:  # queue missing: the passive declare closed the channel
+                out[name] = (0, 0)
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+    return out

@@ -1,0 +1,65 @@
+"""Every route answers under the one base URL, every time.
+
+nameko's web server is one per service container: two services with @http
+in one process would both bind the address and the kernel would split
+requests between them (about half would 404). statnet has one HTTP owner,
+the gateway; this test calls each route many times in a row and must never
+see a stray 404.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.builders import tree, village_data_set, village_return
+
+CALLS = 40
+
+
+@pytest.fixture(scope="module")
+def world(system):
+    t, units = tree("RT", districts=1, villages=1)
+    codes, doc = village_data_set("RT")
+    doc["orgUnits"] = units
+    doc["focalPoints"] = [{"code": "FPRT", "name": "Supervisor", "orgUnit": t.province, "role": "supervisor",
+                           "email": "s@example.la"}]
+    system.import_metadata(doc)
+    village = t.all_villages[0]
+    r = system.submit(village_return(codes, village, "2024", 10, 11))
+    assert r.status_code == 202, r.text
+    system.wait_status(r.json()["id"])
+    return t, codes, village, r.json()["id"]
+
+
+def routes(t, codes, village, return_id):
+    """(method, path, json body, expected status) for every route of the contract."""
+    return [
+        ("GET", "/health", None, 200),
+        ("GET", "/metrics", None, 200),
+        ("POST", "/api/users", {"username": "rt-user", "role": "operator", "orgUnit": None}, 201),
+        ("POST", "/api/metadata", {"orgUnits": [{"code": t.province, "name": "Province RT",
+                                                 "parent": t.country, "openingDate": "2000-01-01"}]}, 200),
+        ("GET", f"/api/orgUnits/{village}", None, 200),
+        ("GET", f"/api/orgUnits/{t.province}/coverage", None, 200),
+        ("GET", f"/api/focalPoints?orgUnit={t.province}", None, 200),
+        ("PUT", "/api/focalPoints/FPRT", {"name": "Supervisor", "orgUnit": t.province, "role": "supervisor",
+                                          "email": "s@example.la"}, 200),
+        ("POST", "/api/dataValueSets", village_return(codes, village, "2024", 10, 11), 202),
+        ("GET", f"/api/submissions/{return_id}", None, 200),
+        ("GET", f"/api/analytics?dx={codes['pop']}&ou={t.province}&pe=2024", None, 200),
+        ("GET", "/api/notifications?recipient=FPRT", None, 200),
+    ]
+
+
+def test_every_route_answers_every_time(system, world):
+    t, codes, village, return_id = world
+    seen = {}
+    for method, path, body, expected in routes(t, codes, village, return_id):
+        statuses = [system.request(method, path, json=body).status_code for _ in range(CALLS)]
+        seen[(method, path)] = statuses
+        assert statuses == [expected] * CALLS, f"{method} {path}: {sorted(set(statuses))}"
+
+
+def test_unknown_route_is_a_json_404(system):
+    r = system.get("/api/nothing-here")
+    assert r.status_code == 404
+    assert r.json()["status"] == "ERROR"

@@ -1,0 +1,35 @@
+import pytest
+
+from shared.config import ConfigError, Settings
+
+
+def test_defaults_are_the_contracts():
+    s = Settings.from_env({})
+    assert s.amqp_uri == "amqp://guest:guest@127.0.0.1:5672/"
+    assert s.database_url == "postgresql://postgres@127.0.0.1:5432/statnet"
+    assert s.http_address == "127.0.0.1:8000"
+    assert s.admin_token is None
+    assert (s.smtp_host, s.smtp_port, s.smtp_from) == ("127.0.0.1", 8025, "statnet@localhost")
+    assert s.alert_webhook is None
+
+
+def test_environment_overrides():
+    s = Settings.from_env({"AMQP_URI": "amqp://u:p@mq:5672/x", "DATABASE_URL": "postgresql://db/x",
+                           "STATNET_HTTP": "0.0.0.0:9000", "STATNET_ADMIN_TOKEN": "t", "SMTP_PORT": "25",
+                           "STATNET_ALERT_WEBHOOK": "http://hook"})
+    assert (s.http_host, s.http_port, s.smtp_port, s.admin_token) == ("0.0.0.0", 9000, 25, "t")
+    assert s.to_nameko()["WEB_SERVER_ADDRESS"] == "0.0.0.0:9000"
+    assert s.to_nameko()["AMQP_URI"] == "amqp://u:p@mq:5672/x"
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"SMTP_PORT": "smtp"}, ["SMTP_PORT", "smtp"]),
+    ({"STATNET_HTTP": "8000"}, ["STATNET_HTTP", "8000"]),
+    ({"STATNET_QUEUE_TYPE": "stream"}, ["STATNET_QUEUE_TYPE", "stream"]),
+    ({"DATABASE_URL": "mysql://x"}, ["DATABASE_URL", "mysql://x"]),
+])
+def test_a_bad_setting_is_named_with_its_value(env, names):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    for name in names:
+        assert name in str(err.value)

@@ -1,0 +1,51 @@
+import datetime as dt
+
+import pytest
+
+from services.registry.hierarchy import CycleError, Link, compute_paths, merge, parent_on, set_parent
+
+D = dt.date
+
+
+def test_moving_keeps_the_old_parent_before_the_move():
+    links = [Link("D1", D(2000, 1, 1))]
+    moved = set_parent(links, "D2", D(2026, 7, 1))
+    assert moved == [Link("D1", D(2000, 1, 1), D(2026, 7, 1)), Link("D2", D(2026, 7, 1))]
+    assert parent_on(moved, D(2026, 6, 30)) == "D1"
+    assert parent_on(moved, D(2026, 7, 1)) == "D2"
+
+
+def test_moving_back_and_correcting_a_move_date():
+    links = set_parent([Link("D1", D(2000, 1, 1))], "D2", D(2026, 7, 1))
+    corrected = set_parent(links, "D2", D(2026, 3, 1))
+    assert corrected == [Link("D1", D(2000, 1, 1), D(2026, 3, 1)), Link("D2", D(2026, 3, 1))]
+    back = set_parent(corrected, "D1", D(2026, 3, 1))
+    assert back == [Link("D1", D(2000, 1, 1))]  # merged again
+
+
+def test_merge_joins_adjacent_links_with_the_same_parent():
+    assert merge([Link("A", D(2000, 1, 1), D(2001, 1, 1)), Link("A", D(2001, 1, 1))]) == [Link("A", D(2000, 1, 1))]
+
+
+def test_paths_follow_moves_down_the_tree():
+    links = {
+        "LA": [Link(None, D(1975, 1, 1))],
+        "03": [Link("LA", D(1990, 1, 1))],
+        "D1": [Link("03", D(1990, 1, 1))],
+        "D2": [Link("03", D(1990, 1, 1))],
+        "V": set_parent([Link("D1", D(1990, 1, 1))], "D2", D(2026, 7, 1)),
+        "H": [Link("V", D(2000, 1, 1))],  # a unit under the village moves with it
+    }
+    paths = compute_paths(links)
+    assert [(p.path, p.level, p.valid_from, p.valid_to) for p in paths["H"]] == [
+        ("/LA/03/D1/V/H/", 5, D(2000, 1, 1), D(2026, 7, 1)),
+        ("/LA/03/D2/V/H/", 5, D(2026, 7, 1), None),
+    ]
+    assert paths["03"][0].path == "/LA/03/" and paths["03"][0].level == 2
+
+
+def test_a_cycle_is_named():
+    links = {"A": [Link("B", D(2000, 1, 1))], "B": [Link("C", D(2000, 1, 1))], "C": [Link("A", D(2000, 1, 1))]}
+    with pytest.raises(CycleError) as err:
+        compute_paths(links)
+    assert set(err.value.units) == {"A", "B", "C"}

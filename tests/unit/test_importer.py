@@ -1,0 +1,98 @@
+"""Metadata import planning, without a database."""
+import datetime as dt
+
+import pytest
+
+from services.registry.hierarchy import Link
+from services.registry.importer import ImportRefused, Registry, plan
+
+TODAY = dt.date(2026, 11, 24)
+
+
+def empty() -> Registry:
+    return Registry(0, {}, {}, {}, {}, {}, {})
+
+
+BASE = {
+    "orgUnits": [{"code": "LA", "name": "Lao PDR", "openingDate": "1975-12-02"},
+                 {"code": "03", "name": "Luang Namtha", "nameLo": "ຫຼວງນ້ຳທາ", "parent": "LA",
+                  "openingDate": "1990-01-01"}],
+    "dataElements": [{"code": "POP", "name": "Population", "valueType": "INTEGER", "aggregationType": "SUM",
+                      "disaggregation": ["M", "F"]}],
+    "dataSets": [{"code": "DS", "name": "Return", "periodType": "Yearly", "dataElements": ["POP"],
+                  "orgUnitLevel": 2}],
+    "validationRules": [{"code": "R", "name": "Rule", "importance": "HIGH", "left": "#{POP.M} + #{POP.F}",
+                         "operator": "greater_than", "right": "0"}],
+    "focalPoints": [{"code": "FP", "name": "ສົມສັກ", "orgUnit": "03", "role": "supervisor",
+                     "email": "a@b.la", "language": "lo"}],
+}
+
+
+def test_a_clean_document_plans_every_object():
+    p = plan(BASE, empty(), {}, TODAY)
+    assert (p.created, p.updated, p.ignored) == (6, 0, 0)
+    assert [x.path for x in p.paths["03"]] == ["/LA/03/"]
+    assert p.validation_rules["R"]["missing_value_strategy"] == "SKIP_IF_ALL_VALUES_MISSING"
+    assert p.data_elements["POP"]["combos"] == ["M", "F"]
+
+
+def errors_of(doc, reg=None) -> list[dict]:
+    with pytest.raises(ImportRefused) as err:
+        plan(doc, reg or empty(), {}, TODAY)
+    return err.value.errors
+
+
+def test_every_error_is_listed_not_just_the_first():
+    doc = {
+        "orgUnits": [{"code": "X1", "name": "x", "parent": "NOWHERE", "openingDate": "2000-01-01"},
+                     {"code": "X2", "name": "y", "openingDate": "2000-01-01"},
+                     {"code": "X2", "name": "dup", "openingDate": "2000-01-01"}],
+        "dataElements": [{"code": "E", "name": "e", "valueType": "MONEY", "aggregationType": "SUM"}],
+        "dataSets": [{"code": "S", "name": "s", "periodType": "Monthly", "dataElements": ["NOPE"]}],
+        "validationRules": [{"code": "R", "name": "r", "importance": "HIGH", "left": "#{POP.M} +",
+                             "operator": "equal_to", "right": "1"}],
+    }
+    errors = errors_of(doc)
+    text = " | ".join(e["message"] for e in errors)
+    assert "unknown parent 'NOWHERE'" in text
+    assert "duplicate code 'X2'" in text
+    assert "valueType" in text and "MONEY" in text
+    assert "unknown data element 'NOPE'" in text
+    assert "bad left expression" in text
+    assert all(e["object"] in ("X1", "X2", "E", "S", "R") for e in errors)
+
+
+def test_rule_references_must_exist_with_their_combos():
+    doc = {**BASE, "validationRules": [{"code": "R", "name": "r", "importance": "LOW", "left": "#{POP.X}",
+                                        "operator": "equal_to", "right": "#{GHOST}"}]}
+    text = " | ".join(e["message"] for e in errors_of(doc))
+    assert "POP.X" in text and "GHOST" in text
+
+
+def test_a_cycle_is_refused():
+    doc = {"orgUnits": [{"code": "A", "name": "a", "parent": "B", "openingDate": "2000-01-01"},
+                        {"code": "B", "name": "b", "parent": "A", "openingDate": "2000-01-01"}]}
+    assert any("cycle in the hierarchy" in e["message"] for e in errors_of(doc))
+
+
+def test_reimporting_the_same_document_changes_nothing():
+    first = plan(BASE, empty(), {}, TODAY)
+    reg = Registry(1, first.org_units, first.links, first.data_elements, first.data_sets,
+                   first.validation_rules, first.focal_points)
+    again = plan(BASE, reg, first.paths, TODAY)
+    assert not again.changed
+    assert (again.created, again.updated, again.ignored) == (0, 0, 6)
+
+
+def test_moving_a_unit_defaults_to_today_and_moves_its_descendants():
+    doc = {"orgUnits": BASE["orgUnits"] + [
+        {"code": "04", "name": "Bokeo", "parent": "LA", "openingDate": "1990-01-01"},
+        {"code": "D", "name": "District", "parent": "03", "openingDate": "1990-01-01"},
+        {"code": "V", "name": "Village", "parent": "D", "openingDate": "1990-01-01"}]}
+    first = plan(doc, empty(), {}, TODAY)
+    reg = Registry(1, first.org_units, first.links, {}, {}, {}, {})
+    moved = plan({"orgUnits": [{"code": "D", "parent": "04"}]}, reg, first.paths, TODAY)
+    assert moved.links["D"] == [Link("03", dt.date(1990, 1, 1), TODAY), Link("04", TODAY)]
+    assert set(moved.paths) == {"D", "V"}
+    assert [p.path for p in moved.paths["V"]] == ["/LA/03/D/V/", "/LA/04/D/V/"]
+    assert moved.updated == 1 and "V" in moved.org_units  # V travels in the event, unchanged itself

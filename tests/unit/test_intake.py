@@ -1,0 +1,86 @@
+"""The synchronous checks of a return, against an in-memory replica."""
+import datetime as dt
+
+import pytest
+
+from services.submission.formats import RawReturn, RawValue
+from services.submission.intake import Refused, check
+from shared.auth import Principal
+from tests.support.metadata import data_set, element, snapshot
+
+NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.timezone.utc)
+MD = snapshot({"LA": None, "03": "LA", "D1": "03", "D2": "03", "V1": "D1", "V2": "D2"},
+              elements=[element("POP", combos=("M", "F")), element("HH"), element("OTHER")],
+              data_sets=[data_set("DS", ["POP", "HH"], level=4),
+                         data_set("M", ["HH"], period_type="Monthly", units=["D1"], expiry=30)])
+REPORTER = Principal("r", "reporter", "D1")
+
+
+def raw(values, ds="DS", period="2025", ou="V1"):
+    return RawReturn(ds, period, ou, None, [RawValue(i, *v) for i, v in enumerate(values)])
+
+
+def test_a_good_return_is_normalised():
+    ok = check(raw([("POP", "M", " 12 "), ("POP", "F", 13), ("HH", None, "4")]), MD, REPORTER, NOW)
+    assert [(v["data_element"], v["category_option_combo"], v["value"]) for v in ok.values] == [
+        ("POP", "M", "12"), ("POP", "F", "13"), ("HH", "default", "4")]
+    assert ok.period.code == "2025" and ok.org_unit == "V1"
+    assert ok.on_time is False  # 2025 + 15 days is long past
+
+
+def conflicts(ret, principal=REPORTER) -> list[dict]:
+    with pytest.raises(Refused) as err:
+        check(ret, MD, principal, NOW)
+    assert err.value.status == 400
+    return err.value.body["conflicts"]
+
+
+def test_every_problem_is_listed():
+    found = conflicts(raw([("POP", None, "1"), ("POP", "X", "1"), ("OTHER", None, "1"), ("GHOST", None, "1"),
+                           ("HH", None, "1.5")], period="2025Q1"))
+    messages = " | ".join(c["message"] for c in found)
+    assert "categoryOptionCombo is required for 'POP'" in messages
+    assert "unknown category option combo 'X'" in messages
+    assert "'OTHER' is not in data set 'DS'" in messages
+    assert "unknown data element 'GHOST'" in messages
+    assert "is not an integer" in messages and any(c["value"] == "1.5" for c in found)
+    assert "Quarterly, but data set 'DS' is Yearly" in messages
+
+
+def test_missing_header_fields():
+    found = conflicts(RawReturn(None, None, None, None, []))
+    assert {c["object"] for c in found} == {"dataSet", "period", "orgUnit"}
+
+
+def test_unit_not_assigned_and_future_period():
+    messages = " | ".join(c["message"] for c in conflicts(raw([("HH", None, "1")], ou="D1")))
+    assert "not assigned data set 'DS'" in messages
+    messages = " | ".join(c["message"] for c in conflicts(raw([("HH", None, "1")], period="2027")))
+    assert "in the future" in messages
+
+
+def test_a_value_given_twice():
+    messages = " | ".join(c["message"] for c in conflicts(raw([("HH", None, "1"), ("HH", None, "2")])))
+    assert "given twice" in messages
+
+
+def test_outside_scope_is_403_naming_the_unit():
+    with pytest.raises(Refused) as err:
+        check(raw([("HH", None, "1")], ou="V2"), MD, REPORTER, NOW)
+    assert err.value.status == 403 and "'V2'" in err.value.body["message"]
+
+
+def test_a_value_for_another_unit_is_scope_checked_too():
+    ret = raw([("HH", None, "1")])
+    ret.values.append(RawValue(1, "HH", None, "2", None, None, "V2"))
+    with pytest.raises(Refused) as err:
+        check(ret, MD, REPORTER, NOW)
+    assert err.value.status == 403 and "'V2'" in err.value.body["message"]
+
+
+def test_closed_period_is_403():
+    with pytest.raises(Refused) as err:
+        check(raw([("HH", None, "1")], ds="M", period="202609", ou="D1"), MD, REPORTER, NOW)
+    assert err.value.status == 403 and "period closed" in err.value.body["message"]
+    ok = check(raw([("HH", None, "1")], ds="M", period="202610", ou="D1"), MD, REPORTER, NOW)
+    assert ok.on_time is False  # due 31 Oct + 15 days

@@ -1,0 +1,67 @@
+import datetime as dt
+
+import pytest
+
+from shared.periods import Period, PeriodError, deadline, is_closed, on_time, show
+
+
+@pytest.mark.parametrize("code, ptype, start, end", [
+    ("202609", "Monthly", dt.date(2026, 9, 1), dt.date(2026, 9, 30)),
+    ("202402", "Monthly", dt.date(2024, 2, 1), dt.date(2024, 2, 29)),
+    ("2026Q3", "Quarterly", dt.date(2026, 7, 1), dt.date(2026, 9, 30)),
+    ("2026Q4", "Quarterly", dt.date(2026, 10, 1), dt.date(2026, 12, 31)),
+    ("2026", "Yearly", dt.date(2026, 1, 1), dt.date(2026, 12, 31)),
+])
+def test_parse(code, ptype, start, end):
+    p = Period.parse(code)
+    assert (p.type, p.start, p.end, p.code) == (ptype, start, end, code)
+
+
+@pytest.mark.parametrize("code", ["2026-09", "202613", "2026Q5", "26", "", "2026W1", "20260", "abc"])
+def test_malformed_periods_are_refused_with_the_value(code):
+    with pytest.raises(PeriodError) as err:
+        Period.parse(code)
+    assert repr(code) in str(err.value)
+
+
+@pytest.mark.parametrize("iso, code", [("2026-09-01/P1M", "202609"), ("2026-07-01/P3M", "2026Q3"),
+                                       ("2026-01-01/P1Y", "2026")])
+def test_adx_periods_round_trip(iso, code):
+    assert Period.from_iso(iso).code == code
+    assert Period.parse(code).to_iso() == iso
+
+
+@pytest.mark.parametrize("iso", ["2026-09-15/P1M", "2026-08-01/P3M", "2026-09-01/P2W", "2026-09-01"])
+def test_bad_adx_periods(iso):
+    with pytest.raises(PeriodError):
+        Period.from_iso(iso)
+
+
+def test_rolling_up():
+    m = Period.parse("202608")
+    assert m.rolls_up_to("Quarterly").code == "2026Q3"
+    assert m.rolls_up_to("Yearly").code == "2026"
+    assert Period.parse("2026Q3").contains(m) and not Period.parse("2026Q4").contains(m)
+    assert m.previous().code == "202607" and Period.parse("202612").next().code == "202701"
+    with pytest.raises(PeriodError):
+        Period.parse("2026").rolls_up_to("Monthly")
+
+
+def test_timeliness_is_judged_on_the_local_date_in_vientiane():
+    p = Period.parse("202609")
+    assert deadline(p, 15) == dt.date(2026, 10, 15)
+    # 16:59 UTC on 15 Oct is 23:59 in Vientiane: still on time
+    assert on_time(p, dt.datetime(2026, 10, 15, 16, 59, tzinfo=dt.timezone.utc), 15)
+    # 17:00 UTC on 15 Oct is already 16 Oct in Vientiane: late
+    assert not on_time(p, dt.datetime(2026, 10, 15, 17, 0, tzinfo=dt.timezone.utc), 15)
+
+
+def test_expiry():
+    p = Period.parse("202609")
+    assert not is_closed(p, 0, dt.date(2030, 1, 1))  # 0: never closes
+    assert not is_closed(p, 30, dt.date(2026, 10, 30))
+    assert is_closed(p, 30, dt.date(2026, 10, 31))
+
+
+def test_times_are_shown_in_vientiane():
+    assert show(dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.timezone.utc)) == "2026-01-01T07:00:00+07:00"

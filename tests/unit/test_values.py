@@ -1,0 +1,34 @@
+from decimal import Decimal
+
+import pytest
+
+from shared.values import ValueTypeError, normalise, numeric
+
+
+@pytest.mark.parametrize("vtype, raw, out", [
+    ("INTEGER", "12", "12"), ("INTEGER", " -3 ", "-3"), ("INTEGER", 7, "7"), ("INTEGER", "12.0", "12"),
+    ("INTEGER_ZERO_OR_POSITIVE", "0", "0"), ("NUMBER", "1.50", "1.5"), ("NUMBER", "1e3", "1000"),
+    ("NUMBER", 2.25, "2.25"), ("PERCENTAGE", "100", "100"), ("PERCENTAGE", "0.5", "0.5"),
+    ("BOOLEAN", "TRUE", "true"), ("BOOLEAN", "0", "false"), ("BOOLEAN", True, "true"),
+    ("TEXT", "ບ້ານນ້ຳແກ້ວ", "ບ້ານນ້ຳແກ້ວ"), ("INTEGER", "", ""), ("TEXT", "", ""),
+])
+def test_normalise(vtype, raw, out):
+    assert normalise(vtype, raw) == out
+
+
+@pytest.mark.parametrize("vtype, raw", [
+    ("INTEGER", "1.5"), ("INTEGER", "ten"), ("INTEGER_ZERO_OR_POSITIVE", "-1"), ("NUMBER", "NaN"),
+    ("NUMBER", "Infinity"), ("NUMBER", "1,5"), ("PERCENTAGE", "101"), ("PERCENTAGE", "-0.1"),
+    ("BOOLEAN", "yes"), ("INTEGER", None), ("INTEGER", [1]),
+])
+def test_bad_values_name_the_value_and_type(vtype, raw):
+    with pytest.raises(ValueTypeError) as err:
+        normalise(vtype, raw)
+    if raw is not None and not isinstance(raw, list):
+        assert repr(raw) in str(err.value)
+
+
+def test_numeric():
+    assert numeric("INTEGER", "12") == Decimal(12)
+    assert numeric("BOOLEAN", "true") == 1 and numeric("BOOLEAN", "false") == 0
+    assert numeric("TEXT", "x") is None and numeric("NUMBER", "") is None
