@@ -1,0 +1,317 @@
+"""Registry on the real database and broker: metadata import, hierarchy over time,
+users and scopes, and what the registry learns from traffic (CONTRACT 2-3)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from shared.auth import token_hash
+from shared.db import engine_for
+from tests.support.builders import tree, village_data_set, village_return
+
+
+@pytest.fixture(scope="module")
+def world(system):
+    t, units = tree("REG", districts=2, villages=2)
+    codes, doc = village_data_set("REG", period_type="Yearly", rules=False)
+    doc["orgUnits"] = units
+    doc["focalPoints"] = [
+        {"code": "FPREGSUP", "name": "ຜູ້ກວດກາ", "orgUnit": t.province, "role": "supervisor",
+         "email": "sup@example.la", "language": "lo"},
+        {"code": "FPREGREP", "name": "Village collector", "orgUnit": t.villages[t.districts[0]][0],
+         "role": "reporter", "phone": "+856 20 5555 1234", "language": "en"},
+    ]
+    first = system.import_metadata(doc)
+    return t, codes, doc, first
+
+
+def unit(system, code, token=None):
+    r = system.get(f"/api/orgUnits/{code}", token=token)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# ------------------------------------------------------------------ metadata import
+
+def test_import_creates_everything_and_reimport_creates_nothing(system, world):
+    t, codes, doc, first = world
+    n = len(doc["orgUnits"]) + len(doc["dataElements"]) + len(doc["dataSets"]) + len(doc["focalPoints"])
+    assert first == {"status": "OK", "stats": {"created": n, "updated": 0, "ignored": 0, "total": n}}
+    again = system.import_metadata(doc)
+    assert again["stats"] == {"created": 0, "updated": 0, "ignored": n, "total": n}
+
+
+def test_lao_names_round_trip(system, world):
+    t, *_ = world
+    district = unit(system, t.districts[0])
+    assert district["nameLo"] == "ເມືອງ 1"
+    assert district["focalPoints"] == []
+    province = unit(system, t.province)
+    assert province["focalPoints"][0]["name"] == "ຜູ້ກວດກາ"
+    assert province["level"] == 2 and province["parent"] == t.country
+    assert set(province["children"]) == set(t.districts)
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ({"orgUnits": [{"code": "NEWREG1", "name": "x", "parent": "NOWHERE", "openingDate": "2000-01-01"}]},
+     "unknown parent 'NOWHERE'"),
+    ({"dataElements": [{"code": "NEWDE", "name": "x", "valueType": "MONEY", "aggregationType": "SUM"}]},
+     "MONEY"),
+    ({"dataSets": [{"code": "NEWDS", "name": "x", "periodType": "Weekly", "dataElements": []}]}, "Weekly"),
+    ({"validationRules": [{"code": "NEWR", "name": "x", "importance": "HIGH", "left": "#{POPREG.M} +",
+                           "operator": "equal_to", "right": "0"}]}, "bad left expression"),
+    ({"validationRules": [{"code": "NEWR", "name": "x", "importance": "URGENT", "left": "1",
+                           "operator": "equal_to", "right": "1"}]}, "URGENT"),
+    ({"orgUnits": [{"code": "DUPREG", "name": "a", "openingDate": "2000-01-01"},
+                   {"code": "DUPREG", "name": "b", "openingDate": "2000-01-01"}]}, "duplicate code 'DUPREG'"),
+    ({"focalPoints": [{"code": "NEWFP", "name": "x", "orgUnit": "NOWHERE", "role": "supervisor"}]},
+     "unknown org unit 'NOWHERE'"),
+])
+def test_an_invalid_document_is_409_and_changes_nothing(system, world, bad, expected):
+    t, *_ = world
+    # one valid change rides along: it must not be applied either
+    doc = {**bad, "orgUnits": bad.get("orgUnits", []) + [
+        {"code": t.province, "name": "Renamed province", "parent": t.country, "openingDate": "2000-01-01"}]}
+    r = system.post("/api/metadata", json=doc)
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["status"] == "ERROR"
+    assert any(expected in e["message"] for e in body["errors"]), body["errors"]
+    assert all(set(e) >= {"object", "message"} for e in body["errors"])
+    assert unit(system, t.province)["name"] == f"Province {t.uid}"
+
+
+def test_a_cycle_is_refused(system, world):
+    t, *_ = world
+    r = system.post("/api/metadata", json={"orgUnits": [{"code": t.province, "parent": t.villages[t.districts[0]][0]}]})
+    assert r.status_code == 409
+    assert any("cycle in the hierarchy" in e["message"] for e in r.json()["errors"])
+
+
+def test_non_admin_may_not_import_and_unparseable_json_is_400(system, world):
+    t, *_ = world
+    token = system.create_user("reg-operator", "operator", None)
+    r = system.post("/api/metadata", json={}, token=token)
+    assert r.status_code == 403 and "import metadata" in r.json()["message"]
+    r = system.post("/api/metadata", data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_a_metadata_change_takes_effect_at_once_without_restart(system, world):
+    """Replicas are updated from events before the import answers: the very next return may use it."""
+    t, codes, doc, _ = world
+    extra = {"code": "BIRTHSREG", "name": "Births", "valueType": "INTEGER_ZERO_OR_POSITIVE",
+             "aggregationType": "SUM"}
+    ds = dict(doc["dataSets"][0], dataElements=doc["dataSets"][0]["dataElements"] + ["BIRTHSREG"])
+    system.import_metadata({"dataElements": [extra], "dataSets": [ds]})
+    village = t.villages[t.districts[0]][1]
+    body = {"dataSet": codes["ds"], "period": "2024", "orgUnit": village,
+            "dataValues": [{"dataElement": "BIRTHSREG", "value": "7"}]}
+    r = system.submit(body)
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert system.analytics("BIRTHSREG", t.province, "2024") == {("BIRTHSREG", t.province, "2024"): 7}
+
+
+# ------------------------------------------------------------------ hierarchy over time
+
+def test_a_moved_village_keeps_its_history_with_the_old_district(system, world):
+    t, codes, doc, _ = world
+    d1, d2 = t.districts
+    village = t.villages[d1][0]
+    for period, males in (("2023", 100), ("2025", 300)):
+        r = system.submit(village_return(codes, village, period, males, 0))
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    # re-districted from 2025-01-01: 2023 stays with d1, 2025 moves to d2
+    system.import_metadata({"orgUnits": [{"code": village, "parent": d2, "parentFrom": "2025-01-01"}]})
+    pop = codes["pop"]
+    totals = system.analytics(pop, f"{d1};{d2};{t.province}", "2023;2025")
+    assert totals.get((pop, d1, "2023")) == 100 and (pop, d2, "2023") not in totals
+    assert totals.get((pop, d2, "2025")) == 300 and (pop, d1, "2025") not in totals
+    assert totals[(pop, t.province, "2023")] == 100 and totals[(pop, t.province, "2025")] == 300
+    moved = unit(system, village)
+    assert moved["parent"] == d2
+    assert moved["hierarchy"] == [{"parent": d1, "from": "2000-01-01", "to": "2025-01-01"},
+                                  {"parent": d2, "from": "2025-01-01", "to": None}]
+    # a return arriving after the move, for a period before it, still counts for the old district
+    r = system.submit(village_return(codes, village, "2024", 50, 0))
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert system.analytics(pop, d1, "2024") == {(pop, d1, "2024"): 50}
+    assert system.analytics(pop, d2, "2024") == {}
+
+
+def test_moving_a_district_moves_its_villages(system, world):
+    t, codes, doc, _ = world
+    other = f"P2{t.uid}"
+    system.import_metadata({"orgUnits": [
+        {"code": other, "name": "Second province", "parent": t.country, "openingDate": "2000-01-01"}]})
+    d2 = t.districts[1]
+    village = t.villages[d2][1]
+    r = system.submit(village_return(codes, village, "2022", 11, 12))
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    system.import_metadata({"orgUnits": [{"code": d2, "parent": other, "parentFrom": "2022-01-01"}]})
+    assert unit(system, village)["path"] == f"/{t.country}/{other}/{d2}/{village}/"
+    assert system.analytics(codes["pop"], other, "2022") == {(codes["pop"], other, "2022"): 23}
+    assert system.analytics(codes["pop"], t.province, "2022") == {}
+    # move it back for the other tests, from the same date
+    system.import_metadata({"orgUnits": [{"code": d2, "parent": t.province, "parentFrom": "2022-01-01"}]})
+    assert system.analytics(codes["pop"], t.province, "2022") == {(codes["pop"], t.province, "2022"): 23}
+
+
+def test_deeper_units_are_allowed(system, world):
+    """Depth is open: an office under a village is level 5."""
+    t, *_ = world
+    village = t.villages[t.districts[0]][1]
+    system.import_metadata({"orgUnits": [{"code": f"OFF{t.uid}", "name": "Health post", "parent": village,
+                                          "openingDate": "2010-01-01"}]})
+    assert unit(system, f"OFF{t.uid}")["level"] == 5
+
+
+def test_a_closed_unit_accepts_no_return_for_periods_after_closing(system, world):
+    t, codes, doc, _ = world
+    village = f"VCL{t.uid}"
+    system.import_metadata({"orgUnits": [{"code": village, "name": "Closed village", "parent": t.districts[0],
+                                          "openingDate": "2000-01-01", "closedDate": "2023-06-30"}]})
+    ok = system.submit(village_return(codes, village, "2023", 1, 1))
+    assert ok.status_code == 202
+    r = system.submit(village_return(codes, village, "2024", 1, 1))
+    assert r.status_code == 400
+    assert any("not open in period 2024" in c["message"] for c in r.json()["conflicts"])
+
+
+# ------------------------------------------------------------------ users and scopes
+
+def test_users_get_a_token_and_reposting_rotates_it(system, world, settings):
+    t, *_ = world
+    r = system.post("/api/users", json={"username": "reg-sup", "role": "supervisor", "orgUnit": t.districts[0]})
+    assert r.status_code == 201
+    body = r.json()
+    assert {k: body[k] for k in ("username", "role", "orgUnit")} == \
+        {"username": "reg-sup", "role": "supervisor", "orgUnit": t.districts[0]}
+    old = body["token"]
+    assert system.get(f"/api/orgUnits/{t.districts[0]}", token=old).status_code == 200
+    new = system.create_user("reg-sup", "supervisor", t.districts[0])
+    assert new != old
+    assert system.get(f"/api/orgUnits/{t.districts[0]}", token=old).status_code == 401
+    assert system.get(f"/api/orgUnits/{t.districts[0]}", token=new).status_code == 200
+    # only the hash is stored
+    with engine_for(settings.database_url).connect() as conn:
+        stored = conn.execute(sa.text("SELECT token_hash FROM registry.user_account WHERE username = 'reg-sup'")).scalar()
+    assert stored == token_hash(new) and new not in stored
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"username": "x", "role": "king", "orgUnit": None}, "role"),
+    ({"username": "x", "role": "reporter", "orgUnit": "NOWHERE"}, "orgUnit"),
+    ({"username": "x", "role": "reporter"}, "orgUnit"),
+    ({"username": "bad name!", "role": "admin"}, "username"),
+])
+def test_bad_users_are_400_naming_the_field(system, world, body, field):
+    r = system.post("/api/users", json=body)
+    assert r.status_code == 400, r.text
+    assert any(c["object"] == field for c in r.json()["conflicts"])
+
+
+def test_only_admins_create_users(system, world):
+    t, *_ = world
+    token = system.create_user("reg-rep", "reporter", t.districts[0])
+    r = system.post("/api/users", json={"username": "sneaky", "role": "admin"}, token=token)
+    assert r.status_code == 403 and "manage users" in r.json()["message"]
+
+
+def test_a_supervisor_sees_only_its_subtree(system, world):
+    t, codes, *_ = world
+    d1, d2 = t.districts
+    token = system.create_user("reg-sup-scope", "supervisor", d1)
+    stayed = t.villages[d1][1]  # (villages[d1][0] was moved to d2 by an earlier test)
+    assert system.get(f"/api/orgUnits/{stayed}", token=token).status_code == 200
+    r = system.get(f"/api/orgUnits/{d2}", token=token)
+    assert r.status_code == 403 and d2 in r.json()["message"]
+    assert system.get(f"/api/orgUnits/{t.province}", token=token).status_code == 403
+    r = system.get(f"/api/analytics?dx={codes['pop']}&ou={d2}&pe=2023", token=token)
+    assert r.status_code == 403 and d2 in r.json()["message"]
+    assert system.get(f"/api/analytics?dx={codes['pop']}&ou={d1}&pe=2023", token=token).status_code == 200
+    # supervisors read, they do not submit
+    r = system.submit(village_return(codes, stayed, "2023", 1, 1), token=token)
+    assert r.status_code == 403 and "submit returns" in r.json()["message"]
+
+
+def test_statnet_user_create_on_the_command_line(system, world, settings):
+    t, *_ = world
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "AMQP_URI": settings.amqp_uri,
+           "STATNET_LOG_FORMAT": "text"}
+    done = subprocess.run([sys.executable, "-m", "services.cli", "user", "create", "--username", "cli-rep",
+                           "--role", "reporter", "--org-unit", t.districts[0]],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    token = json.loads(done.stdout)["token"]
+    assert system.get(f"/api/orgUnits/{t.districts[0]}", token=token).status_code == 200
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "user", "create", "--username", "cli-rep2",
+                          "--role", "reporter", "--org-unit", "NOWHERE"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "NOWHERE" in bad.stderr
+
+
+# ------------------------------------------------------------------ focal points and learning
+
+def test_focal_points_listed_and_updated(system, world):
+    t, *_ = world
+    r = system.get(f"/api/focalPoints?orgUnit={t.province}")
+    assert [fp["code"] for fp in r.json()["focalPoints"]] == ["FPREGSUP"]
+    r = system.put("/api/focalPoints/FPREGSUP", json={"email": "new.sup@example.la", "language": "en"})
+    assert r.status_code == 200, r.text
+    assert r.json()["email"] == "new.sup@example.la" and r.json()["name"] == "ຜູ້ກວດກາ"
+    r = system.put("/api/focalPoints/FPREGSUP", json={"email": "not-an-email"})
+    assert r.status_code == 400 and any(c["object"] == "email" for c in r.json()["conflicts"])
+
+
+def test_accepted_returns_update_last_submission_and_last_active(system, world):
+    t, codes, *_ = world
+    village = t.villages[t.districts[0]][0]
+    r = system.post("/api/users", json={"username": "FPREGREP", "role": "reporter", "orgUnit": village})
+    token = r.json()["token"]
+    assert r.json()["focalPoint"] == "FPREGREP"  # a user named like a focal point acts for it
+    sent = system.submit(village_return(codes, village, "2021", 5, 6), token=token)
+    sub = system.wait_status(sent.json()["id"])
+    assert sub["status"] == "AGGREGATED"
+    shown = unit(system, village)
+    last = {s["dataSet"]: s for s in shown["lastSubmission"]}
+    assert codes["ds"] in last
+    reporter = next(fp for fp in shown["focalPoints"] if fp["code"] == "FPREGREP")
+    assert reporter["lastActiveAt"] is not None and reporter["lastActiveAt"].endswith("+07:00")
+
+
+def test_coverage_lists_units_without_focal_points(system, world):
+    t, *_ = world
+    r = system.get(f"/api/orgUnits/{t.province}/coverage")
+    assert r.status_code == 200
+    body = r.json()
+    assert t.villages[t.districts[0]][0] not in body["withoutReporter"]  # has FPREGREP
+    assert t.villages[t.districts[1]][0] in body["withoutReporter"]
+    assert body["withoutSupervisor"] == []  # the province supervisor covers the subtree
+    units = {u["code"]: u for u in body["units"]}
+    assert units[t.villages[t.districts[0]][0]]["missing"] == []
+
+
+def test_the_luang_namtha_reference_metadata_loads(system):
+    from services.registry import reference
+
+    doc = reference.load()
+    r = system.import_metadata(doc)
+    total = sum(len(doc[k]) for k in doc)
+    assert r["stats"]["created"] == total and r["stats"]["updated"] == 0
+    province = unit(system, "03")
+    assert province["nameLo"] == "ຫຼວງນ້ຳທາ"
+    assert {"0301", "0302", "0303", "0304", "0305"} <= set(province["children"])
+    assert unit(system, "0301001")["generated"] is True
+    coverage = system.get("/api/orgUnits/03/coverage").json()
+    villages = [u for u in coverage["units"] if u["level"] == 4]
+    assert len(villages) == 412
+    # every village has a supervisor (its district's); about a fifth have no collector yet
+    assert not [u for u in villages if "supervisor" in u["missing"]]
+    assert 40 < len([u for u in villages if "reporter" in u["missing"]]) < 130
