@@ -12,9 +12,15 @@ then aggregated by the element's ``aggregationType``:
 * NONE: not aggregated: only the unit's own value for its own period.
 
 The subtree of ``ou`` is taken *as of each value's period*: the ``path`` of a
-stored value is its unit's path when the period began, and ``ou``'s own path
-at that date is the prefix it must have. A village moved to another district
-counts in its old district for earlier periods and in the new one afterwards.
+stored value is its unit's ancestry when the period began, so the value is in
+``ou``'s subtree exactly when its path starts with one of ``ou``'s paths. A
+village moved to another district counts in its old district for earlier
+periods and in the new one afterwards.
+
+Where the numbers come from: a period asked at the data's own type reads the
+stored values; a quarter of monthly data reads its three months; a year of
+monthly or quarterly data reads ``year_total`` (one row per unit, kept exact
+at every return), so a country-by-year total touches one row per village.
 """
 from __future__ import annotations
 
@@ -28,32 +34,52 @@ from shared.periods import Period, PeriodError
 from shared.replica import Metadata
 
 _TOTALS = sa.text("""
-WITH tg AS (
+WITH tg AS (      -- one row per (ou path, asked period); tid names the (ou, pe) pair
     SELECT * FROM unnest(CAST(:tid AS int[]), CAST(:lo AS text[]), CAST(:hi AS text[]),
-                         CAST(:pfrom AS date[]), CAST(:pto AS date[]),
-                         CAST(:pstart AS date[]), CAST(:pend AS date[]))
-           AS tg(tid, lo, hi, pfrom, pto, pstart, pend)
+                         CAST(:ptype AS text[]), CAST(:pstart AS date[]), CAST(:pend AS date[]))
+           AS tg(tid, lo, hi, ptype, pstart, pend)
 ),
 dx AS (
     SELECT * FROM unnest(CAST(:did AS int[]), CAST(:de AS text[]), CAST(:combo AS text[]),
                          CAST(:atype AS text[]))
            AS dx(did, de, combo, atype)
 ),
-leaf AS (   -- one number per unit and period (combos summed for an element total)
-    SELECT tg.tid, dx.did, f.org_unit, f.start_date, sum(f.value) AS v
+-- the unit's values for periods of exactly the asked type (a month asked as a month)
+native AS (
+    SELECT tg.tid, dx.did, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
+           sum(f.value) AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
-      ON f.data_element = dx.de
+      ON f.data_element = dx.de AND f.start_date = tg.pstart AND f.period_type = tg.ptype
      AND f.path >= tg.lo AND f.path < tg.hi
-     AND f.start_date >= tg.pstart AND f.end_date <= tg.pend
-     AND f.start_date >= tg.pfrom AND (tg.pto IS NULL OR f.start_date < tg.pto)
     WHERE (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
     GROUP BY tg.tid, dx.did, f.org_unit, f.start_date
 ),
+-- months inside an asked quarter, one number per unit and month
+months AS (
+    SELECT tg.tid, dx.did, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
+           sum(f.value) AS last_v
+    FROM tg CROSS JOIN dx
+    JOIN aggregation.data_value f
+      ON f.data_element = dx.de AND f.start_date >= tg.pstart AND f.start_date <= tg.pend
+     AND f.period_type = 'Monthly' AND f.path >= tg.lo AND f.path < tg.hi
+    WHERE tg.ptype = 'Quarterly' AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
+    GROUP BY tg.tid, dx.did, f.org_unit, f.start_date
+),
+-- months and quarters inside an asked year, already summarised per unit
+years AS (
+    SELECT tg.tid, dx.did, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v
+    FROM tg CROSS JOIN dx
+    JOIN aggregation.year_total y
+      ON y.data_element = dx.de AND y.year = CAST(extract(year FROM tg.pstart) AS int)
+     AND y.combo = coalesce(dx.combo, '*') AND y.path >= tg.lo AND y.path < tg.hi
+    WHERE tg.ptype = 'Yearly'
+),
 per_unit AS (
-    SELECT tid, did, org_unit, sum(v) AS s, count(*) AS n,
-           (array_agg(v ORDER BY start_date DESC))[1] AS last_v
-    FROM leaf GROUP BY tid, did, org_unit
+    SELECT tid, did, org_unit, sum(s) AS s, sum(n) AS n,
+           (array_agg(last_v ORDER BY last_start DESC))[1] AS last_v
+    FROM (SELECT * FROM native UNION ALL SELECT * FROM months UNION ALL SELECT * FROM years) u
+    GROUP BY tid, did, org_unit
 )
 SELECT p.tid, p.did,
        CASE dx.atype
@@ -142,21 +168,20 @@ def _number(value: Decimal):
 
 def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
     """Rows ``{dx, ou, pe, value}`` for every combination that has data."""
-    targets = {"tid": [], "lo": [], "hi": [], "pfrom": [], "pto": [], "pstart": [], "pend": []}
+    targets = {"tid": [], "lo": [], "hi": [], "ptype": [], "pstart": [], "pend": []}
     pairs = []
     for ou in q.ou:
+        # A stored value's path is its unit's ancestry when its period began, so it is in
+        # ou's subtree "as of that period" exactly when it starts with one of ou's paths.
+        paths = sorted({p.path for p in md.org_units[ou].paths})
         for pe in q.pe:
             tid = len(pairs)
             pairs.append((ou, pe))
-            for where in md.org_units[ou].paths:
-                # the unit's place during (part of) the period
-                if where.valid_from > pe.end or (where.valid_to is not None and where.valid_to <= pe.start):
-                    continue
+            for path in paths:
                 targets["tid"].append(tid)
-                targets["lo"].append(where.path)
-                targets["hi"].append(_upper(where.path))
-                targets["pfrom"].append(where.valid_from)
-                targets["pto"].append(where.valid_to)
+                targets["lo"].append(path)
+                targets["hi"].append(_upper(path))
+                targets["ptype"].append(pe.type)
                 targets["pstart"].append(pe.start)
                 targets["pend"].append(pe.end)
     aggregated = [item for item in q.dx if item.aggregation_type != "NONE"]

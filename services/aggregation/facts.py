@@ -20,7 +20,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from services.aggregation import tables as t
-from shared.periods import Period
+from shared.periods import YEARLY, Period
 from shared.replica import Metadata
 from shared.values import numeric
 
@@ -96,6 +96,56 @@ def apply_return(conn: sa.Connection, data: dict, md: Metadata) -> dict:
             "ignored": total - imported - updated - deleted}
 
 
+_CLEAR_YEARS = sa.text("""
+DELETE FROM aggregation.year_total y
+USING unnest(CAST(:ou AS text[]), CAST(:year AS int[]), CAST(:de AS text[])) AS k(ou, year, de)
+WHERE y.org_unit = k.ou AND y.year = k.year AND y.data_element = k.de
+""")
+
+_FILL_YEARS = sa.text("""
+INSERT INTO aggregation.year_total
+    (data_element, combo, org_unit, year, path, s, n, last_start, last_value)
+WITH k AS (
+    SELECT DISTINCT * FROM unnest(CAST(:ou AS text[]), CAST(:year AS int[]), CAST(:de AS text[]))
+           AS k(ou, year, de)
+),
+leaf AS (
+    SELECT f.data_element, f.combo, f.org_unit, k.year, f.path, f.start_date, f.value
+    FROM k JOIN aggregation.data_value f
+      ON f.org_unit = k.ou AND f.data_element = k.de
+     AND f.start_date >= make_date(k.year, 1, 1) AND f.start_date < make_date(k.year + 1, 1, 1)
+    WHERE f.period_type <> 'Yearly' AND f.value IS NOT NULL
+),
+per_period AS (
+    SELECT data_element, combo, org_unit, year, path, start_date, value AS v FROM leaf
+    UNION ALL
+    SELECT data_element, '*', org_unit, year, path, start_date, sum(value) FROM leaf
+    GROUP BY data_element, org_unit, year, path, start_date
+)
+SELECT data_element, combo, org_unit, year, path, sum(v), count(*), max(start_date),
+       (array_agg(v ORDER BY start_date DESC))[1]
+FROM per_period
+GROUP BY data_element, combo, org_unit, year, path
+""")
+
+
+def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) -> None:
+    """Recompute the yearly rows of (org unit, year, data element) keys from the stored values."""
+    if not keys:
+        return
+    ou, year, de = (list(x) for x in zip(*sorted(keys), strict=True))
+    params = {"ou": ou, "year": year, "de": de}
+    conn.execute(_CLEAR_YEARS, params)
+    conn.execute(_FILL_YEARS, params)
+
+
+def year_keys(values: list[dict]) -> set[tuple[str, int, str]]:
+    """The yearly rows a return's finer-than-yearly values feed."""
+    periods = {code: Period.parse(code) for code in {v["period"] for v in values}}
+    return {(v["org_unit"], periods[v["period"]].start.year, v["data_element"]) for v in values
+            if periods[v["period"]].type != YEARLY}
+
+
 def register_completeness(conn: sa.Connection, data: dict, accepted_at: dt.datetime) -> None:
     """The first accepted return of a data set, unit and period counts for completeness."""
     from sqlalchemy.dialects.postgresql import insert
@@ -119,11 +169,22 @@ WHERE f.org_unit = m.code AND f.start_date >= m.valid_from
 """)
 
 
+_MOVED_KEYS = sa.text("""
+SELECT DISTINCT org_unit, CAST(extract(year FROM start_date) AS int), data_element
+FROM aggregation.data_value WHERE org_unit = ANY(CAST(:units AS text[])) AND period_type <> 'Yearly'
+""")
+
+
 def repath(conn: sa.Connection, org_units: list[dict]) -> int:
-    """After a move, give every stored value of the moved units the path of its period (one statement)."""
+    """After a move, give every stored value of the moved units the path of its period,
+    and rebuild their yearly rows (which are keyed by path)."""
     spans = [(u["code"], p["path"], p["valid_from"], p.get("valid_to")) for u in org_units for p in u["paths"]]
     if not spans:
         return 0
     code, path, valid_from, valid_to = (list(x) for x in zip(*spans, strict=True))
-    return conn.execute(_REPATH, {"code": code, "path": path, "valid_from": valid_from,
-                                  "valid_to": valid_to}).rowcount
+    moved = conn.execute(_REPATH, {"code": code, "path": path, "valid_from": valid_from,
+                                   "valid_to": valid_to}).rowcount
+    if moved:
+        keys = {tuple(r) for r in conn.execute(_MOVED_KEYS, {"units": sorted(set(code))})}
+        refresh_year_totals(conn, keys)
+    return moved

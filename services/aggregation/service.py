@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from services.aggregation import analytics, facts
+from services.aggregation import analytics, completeness, exports, facts
 from services.aggregation import tables as t
 from shared import metrics
 from shared.api import api_rpc, reply
@@ -51,6 +51,7 @@ class AggregationService(KeepsMetadataReplica):
             if tx.duplicate:
                 return
             counts = facts.apply_return(tx.conn, data, md)
+            facts.refresh_year_totals(tx.conn, facts.year_keys(data["values"]))
             facts.register_completeness(tx.conn, data, event.occurred_at)
             tx.emit("return_aggregated", {
                 "return_id": data["return_id"], "data_set": data["data_set"],
@@ -61,13 +62,34 @@ class AggregationService(KeepsMetadataReplica):
                 metrics.data_values_total.labels(result=result).inc(n)
         log.info("return %s aggregated: %s", data["return_id"], counts)
 
+    # ---------------------------------------------------------------- reading
+
+    def _in_scope(self, principal, md, org_units) -> None:
+        for ou in org_units:
+            principal.require_path(ou, md.org_units[ou].current.path)
+
     @api_rpc
-    def analytics(self, principal, params: dict):
+    def analytics(self, principal, params: dict, fmt: str = "json"):
+        """``GET /api/analytics`` (JSON), ``.csv`` and ``.sdmx.csv``: one query, three shapes."""
         principal.require("read")
         md = self.replica.current()
         query = analytics.parse_query(params, md)
-        for ou in query.ou:
-            principal.require_path(ou, md.org_units[ou].current.path)
+        self._in_scope(principal, md, query.ou)
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
+        if fmt == "csv":
+            return reply(exports.analytics_csv(rows, md), content_type=exports.CSV)
+        if fmt == "sdmx":
+            flow = exports.dataflow_for(params, [i.data_element for i in query.dx], md)
+            body = exports.sdmx_csv(rows, md, flow, params.get("labels", "id"), params.get("locale", "en"))
+            return reply(body, content_type=exports.SDMX_CSV)
         return reply({"rows": rows, "metaData": analytics.names(query, md)})
+
+    @api_rpc
+    def completeness(self, principal, params: dict):
+        principal.require("read")
+        md = self.replica.current()
+        with self.db.connect() as conn:
+            ou, body = completeness.completeness(conn, md, params)
+        self._in_scope(principal, md, [ou])
+        return reply(body)

@@ -31,6 +31,25 @@ data_value = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
 
+# Per unit and year, the statistics every aggregation type needs over the
+# unit's finer (monthly, quarterly) values, per combo and for the total over
+# combos ('*'). Recomputed from data_value for the (unit, year, element) keys a
+# return touched, in the same transaction: exact by construction, and a year
+# query for the whole country reads one row per unit instead of twelve.
+# A unit moved during the year has one row per path it held.
+year_total = sa.Table(
+    "year_total", metadata,
+    sa.Column("data_element", sa.Text, primary_key=True),
+    sa.Column("combo", sa.Text, primary_key=True),
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("path", sa.Text(collation="C"), primary_key=True),
+    sa.Column("s", sa.Numeric, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("last_start", sa.Date, nullable=False),
+    sa.Column("last_value", sa.Numeric, nullable=False),
+)
+
 # Completeness and timeliness: the first accepted return of each data set, unit and period.
 completeness = sa.Table(
     "completeness", metadata,

@@ -195,6 +195,18 @@ class GatewayService:
     def analytics(self, request):
         return self.api(request, "aggregation", "analytics", dict(request.args))
 
+    @route("GET", "/api/analytics.csv")
+    def analytics_csv(self, request):
+        return self.api(request, "aggregation", "analytics", dict(request.args), "csv")
+
+    @route("GET", "/api/analytics.sdmx.csv")
+    def analytics_sdmx(self, request):
+        return self.api(request, "aggregation", "analytics", dict(request.args), "sdmx")
+
+    @route("GET", "/api/completeness")
+    def completeness(self, request):
+        return self.api(request, "aggregation", "completeness", dict(request.args))
+
     # ------------------------------------------------------------ alerts
 
     @route("GET", "/api/notifications")

@@ -1,0 +1,101 @@
+"""``GET /api/completeness``: expected, actual and on-time returns over a subtree.
+
+Computed from facts, not from a "complete" button (DHIS2's weak spot):
+
+* expected: units in the subtree of ``ou`` as of each period, assigned the data
+  set (explicitly, or by their level as of that period) and open during it;
+* actual: those of them with an accepted return (the first accepted return
+  of each data set, unit and period is registered as it is aggregated);
+* on time: accepted returns received within ``timelyDays`` after the period's
+  end (judged at receipt, on the date in Asia/Vientiane).
+
+A period coarser than the data set's counts unit-periods (three months of a
+monthly return in a quarter). One statement answers the unit and each child.
+"""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from shared.api import ApiError
+from shared.periods import ORDER, Period, PeriodError
+from shared.replica import Metadata
+
+_COUNTS = sa.text("""
+WITH periods AS (
+    SELECT * FROM unnest(CAST(:pcode AS text[]), CAST(:pstart AS date[]), CAST(:pend AS date[]))
+           AS p(period, start_date, end_date)
+),
+ou_paths AS (SELECT unnest(CAST(:ou_paths AS text[])) AS path),
+expected AS (
+    SELECT per.period, p.code,
+           split_part(substr(p.path, length(o.path) + 1), '/', 1) AS child
+    FROM periods per
+    JOIN aggregation.md_org_unit_path p
+      ON p.valid_from <= per.start_date AND (p.valid_to IS NULL OR p.valid_to > per.start_date)
+    JOIN ou_paths o ON starts_with(p.path, o.path)
+    JOIN aggregation.md_org_unit u ON u.code = p.code
+    WHERE u.opening_date <= per.end_date AND (u.closed_date IS NULL OR u.closed_date >= per.start_date)
+      AND (p.code = ANY(CAST(:explicit AS text[])) OR p.level = CAST(:level AS int))
+)
+SELECT e.child, count(*) AS expected, count(c.org_unit) AS actual,
+       count(*) FILTER (WHERE c.on_time) AS on_time
+FROM expected e
+LEFT JOIN aggregation.completeness c
+       ON c.data_set = :ds AND c.org_unit = e.code AND c.period = e.period
+GROUP BY ROLLUP (e.child)
+""")
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message})
+
+
+def native_periods(ptype: str, within: Period) -> list[Period]:
+    """The data set's own periods inside the asked one."""
+    out, p = [], Period.containing(ptype, within.start)
+    while p.start <= within.end:
+        out.append(p)
+        p = p.next()
+    return out
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 2) if whole else None
+
+
+def _entry(ds: str, ou: str, pe: str, expected: int, actual: int, on_time: int) -> dict:
+    return {"dataSet": ds, "orgUnit": ou, "period": pe, "expected": expected, "actual": actual,
+            "onTime": on_time, "rate": _rate(actual, expected), "onTimeRate": _rate(on_time, expected)}
+
+
+def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, dict]:
+    """(the org unit asked, the answer); raises ApiError(400) naming a bad parameter."""
+    ds_code, ou, pe_code = params.get("ds"), params.get("ou"), params.get("pe")
+    for name, value in (("ds", ds_code), ("ou", ou), ("pe", pe_code)):
+        if not value:
+            raise _bad(f"{name} is required (e.g. ds=VILLAGE_Y&ou=03&pe=2026)")
+    ds = md.data_sets.get(ds_code)
+    if ds is None:
+        raise _bad(f"ds: unknown data set {ds_code!r}")
+    if ou not in md.org_units:
+        raise _bad(f"ou: unknown org unit {ou!r}")
+    try:
+        pe = Period.parse(pe_code)
+    except PeriodError as exc:
+        raise _bad(f"pe: {exc}") from None
+    if ORDER[pe.type] < ORDER[ds.period_type]:
+        raise _bad(f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})")
+    periods = native_periods(ds.period_type, pe)
+    rows = conn.execute(_COUNTS, {
+        "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],
+        "pend": [p.end for p in periods], "ou_paths": sorted({p.path for p in md.org_units[ou].paths}),
+        "explicit": sorted(ds.org_units), "level": ds.org_unit_level, "ds": ds.code}).all()
+    total = next((r for r in rows if r.child is None), None)
+    children = [_entry(ds.code, r.child, pe.code, r.expected, r.actual, r.on_time)
+                for r in sorted(rows, key=lambda r: r.child or "") if r.child]
+    for child in children:
+        child["children"] = []
+    body = _entry(ds.code, ou, pe.code, *(total[1:] if total else (0, 0, 0)))
+    body["children"] = children
+    return ou, body
+

@@ -1,0 +1,90 @@
+"""Analytics as CSV and as SDMX-CSV 1.0 (CONTRACT 5).
+
+SDMX-CSV 1.0: one row per observation, first column ``DATAFLOW`` holding the
+dataflow reference ``STATNET:<dataSet>(1.0)``, then the dimensions
+``DATA_ELEMENT``, ``DISAGGREGATION`` (``_T`` for the total over combos, the SDMX
+code for "total"), ``REF_AREA`` (org unit code), ``TIME_PERIOD`` (SDMX format:
+2026, 2026-Q3, 2026-09), then ``OBS_VALUE``. ``labels=both`` gives
+``code: name`` headers and values as SDMX-CSV allows, in Lao with ``locale=lo``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+
+from shared.api import ApiError
+from shared.periods import Period
+from shared.replica import Metadata
+
+TOTAL = "_T"
+SDMX_CSV = "application/vnd.sdmx.data+csv; version=1.0.0; charset=utf-8"
+CSV = "text/csv; charset=utf-8"
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message})
+
+
+def _name(obj, lang: str) -> str:
+    return (obj.name_lo or obj.name) if lang == "lo" else obj.name
+
+
+def analytics_csv(rows: list[dict], md: Metadata) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["dx", "ou", "pe", "value", "dxname", "dxnamelo", "ouname", "ounamelo"])
+    for r in rows:
+        de_code, _, combo = r["dx"].partition(".")
+        de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
+        suffix = f" {combo}" if combo else ""
+        writer.writerow([r["dx"], r["ou"], r["pe"], str(r["value"]), de.name + suffix,
+                         (de.name_lo + suffix) if de.name_lo else "", unit.name, unit.name_lo or ""])
+    return out.getvalue()
+
+
+def dataflow_for(params: dict, elements: list[str], md: Metadata) -> str:
+    """The data set whose dataflow the export belongs to: ``ds`` if given, else the one
+    holding most of the asked elements (ties: first by code)."""
+    asked = params.get("ds")
+    if asked:
+        ds = md.data_sets.get(asked)
+        if ds is None:
+            raise _bad(f"ds: unknown data set {asked!r}")
+        missing = [e for e in elements if e not in ds.data_elements]
+        if missing:
+            raise _bad(f"ds: data set {asked!r} does not contain {', '.join(missing)}")
+        return ds.code
+    ranked = sorted(md.data_sets.values(),
+                    key=lambda d: (-sum(e in d.data_elements for e in elements), d.code))
+    if not ranked or not any(e in ranked[0].data_elements for e in elements):
+        raise _bad("no data set contains the asked data elements; name one with ds=")
+    return ranked[0].code
+
+
+def sdmx_csv(rows: list[dict], md: Metadata, dataflow: str, labels: str = "id", lang: str = "en") -> str:
+    if labels not in ("id", "both"):
+        raise _bad(f"labels: {labels!r} must be id or both")
+    both = labels == "both"
+    ds = md.data_sets[dataflow]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["DATAFLOW", "DATA_ELEMENT", "DISAGGREGATION", "REF_AREA", "TIME_PERIOD", "OBS_VALUE"]
+    if both:
+        header = ["DATAFLOW", "DATA_ELEMENT: Data element", "DISAGGREGATION: Disaggregation",
+                  "REF_AREA: Reference area", "TIME_PERIOD: Time period", "OBS_VALUE: Observation value"]
+    writer.writerow(header)
+    flow = f"STATNET:{ds.code}(1.0)"
+    if both:
+        flow = f"{flow}: {_name(ds, lang)}"
+    for r in rows:
+        de_code, _, combo = r["dx"].partition(".")
+        combo = combo or TOTAL
+        period = Period.parse(r["pe"]).sdmx()
+        de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
+        if both:
+            cells = [f"{de_code}: {_name(de, lang)}", f"{combo}: {'Total' if combo == TOTAL else combo}",
+                     f"{r['ou']}: {_name(unit, lang)}", f"{period}: {period}"]
+        else:
+            cells = [de_code, combo, r["ou"], period]
+        writer.writerow([flow, *cells, str(r["value"])])
+    return out.getvalue()

@@ -1,0 +1,404 @@
+"""Aggregates are exact (CONTRACT 5-6): every aggregation type, at village, district,
+province and country, for months, quarters and the year, compared cell by cell with
+totals this test computes itself from what it submitted; after corrections,
+deletions and re-parenting; and through redelivered and out-of-order events."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import random
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+from kombu import Connection
+from prometheus_client import REGISTRY
+
+from shared import topology
+from shared.events import envelope
+from shared.periods import Period
+from tests.support.builders import tree
+from tests.support.client import wait_until
+
+UID = "AGG"
+YEAR = 2025
+MONTHS = [f"{YEAR}{m:02d}" for m in range(1, 13)]
+QUARTERS = [f"{YEAR}Q{q}" for q in range(1, 5)]
+
+# element -> (value type, aggregation type, combos)
+ELEMENTS = {
+    "S": ("INTEGER", "SUM", ["M", "F"]),
+    "A": ("NUMBER", "AVERAGE", ["M", "F"]),
+    "O": ("INTEGER", "AVERAGE_SUM_ORG_UNIT", ["default"]),
+    "L": ("INTEGER", "LAST", ["M", "F"]),
+    "N": ("INTEGER", "NONE", ["default"]),
+    "B": ("BOOLEAN", "SUM", ["default"]),
+    "D": ("NUMBER", "SUM", ["default"]),      # decimals: the sums must be exact
+    "Q": ("INTEGER", "SUM", ["default"]),     # quarterly
+    "QL": ("INTEGER", "LAST", ["default"]),   # quarterly
+    "Y": ("INTEGER", "AVERAGE_SUM_ORG_UNIT", ["default"]),  # yearly
+}
+MONTHLY = ["S", "A", "O", "L", "N", "B", "D"]
+QUARTERLY = ["Q", "QL"]
+YEARLY = ["Y"]
+
+
+def code(de: str) -> str:
+    return f"{de}{UID}"
+
+
+class Model:
+    """What the stored values and totals must be, computed independently of statnet."""
+
+    def __init__(self, parents: dict[str, list[tuple[dt.date, str]]]):
+        self.values: dict[tuple, Decimal] = {}
+        self.received: set[tuple[str, str, str]] = set()  # accepted (data set, period, unit)
+        self.parents = parents  # unit -> [(from, parent)], sorted
+
+    def apply(self, values: list[dict], period: str, org_unit: str) -> None:
+        for v in values:
+            key = (v["dataElement"], v.get("categoryOptionCombo", "default"), org_unit, period)
+            if v["value"] == "":
+                self.values.pop(key, None)
+            else:
+                raw = v["value"]
+                self.values[key] = Decimal(1 if raw == "true" else 0) if raw in ("true", "false") else Decimal(raw)
+
+    def parent(self, unit: str, day: dt.date) -> str | None:
+        current = None
+        for start, parent in self.parents.get(unit, []):
+            if start <= day:
+                current = parent
+        return current
+
+    def ancestors(self, unit: str, day: dt.date) -> list[str]:
+        out = [unit]
+        while (p := self.parent(out[-1], day)) is not None:
+            out.append(p)
+        return out
+
+    def total(self, dx: str, ou: str, pe: Period):
+        de, _, combo = dx.partition(".")
+        atype = ELEMENTS[de[:-len(UID)]][1]
+        leaf: dict[tuple, Decimal] = defaultdict(Decimal)
+        for (d, c, unit, period), v in self.values.items():
+            if d != de or (combo and c != combo):
+                continue
+            p = Period.parse(period)
+            if not (pe.start <= p.start and p.end <= pe.end):
+                continue
+            if atype == "NONE" and (unit != ou or p != pe):
+                continue
+            if ou not in self.ancestors(unit, p.start):
+                continue
+            leaf[(unit, p.start)] += v
+        if not leaf:
+            return None
+        units: dict[str, list[tuple[dt.date, Decimal]]] = defaultdict(list)
+        for (unit, start), v in leaf.items():
+            units[unit].append((start, v))
+        if atype in ("SUM", "NONE"):
+            return sum(leaf.values())
+        if atype == "AVERAGE":
+            return sum(leaf.values()) / len(leaf)
+        if atype == "AVERAGE_SUM_ORG_UNIT":
+            return sum(sum(v for _, v in vs) / len(vs) for vs in units.values())
+        if atype == "LAST":
+            return sum(max(vs)[1] for vs in units.values())
+        raise AssertionError(atype)
+
+
+def same(expected: Decimal, got) -> bool:
+    if expected == expected.to_integral_value():
+        return got == int(expected)
+    return got == pytest.approx(float(expected), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def world(system):
+    t, units = tree(UID, districts=2, villages=3, opening="2000-01-01")
+    # one village closes after March, one opens in June: they count only while open
+    closing, opening = f"VX{UID}", f"VN{UID}"
+    units += [{"code": closing, "name": "Closing village", "parent": t.districts[0],
+               "openingDate": "2000-01-01", "closedDate": f"{YEAR}-03-31"},
+              {"code": opening, "name": "New village", "parent": t.districts[1], "openingDate": f"{YEAR}-06-01"}]
+    elements = [{"code": code(de), "name": f"Element {de}", "nameLo": f"ຕົວຊີ້ວັດ {de}", "valueType": vt,
+                 "aggregationType": at, "disaggregation": combos}
+                for de, (vt, at, combos) in ELEMENTS.items()]
+    data_sets = [
+        {"code": f"MDS{UID}", "name": "Monthly", "nameLo": "ປະຈຳເດືອນ", "periodType": "Monthly",
+         "dataElements": [code(d) for d in MONTHLY], "orgUnitLevel": 4, "timelyDays": 10},
+        {"code": f"QDS{UID}", "name": "Quarterly", "periodType": "Quarterly",
+         "dataElements": [code(d) for d in QUARTERLY], "orgUnitLevel": 4, "timelyDays": 10},
+        {"code": f"YDS{UID}", "name": "Yearly", "periodType": "Yearly",
+         "dataElements": [code(d) for d in YEARLY], "orgUnitLevel": 4, "timelyDays": 10},
+    ]
+    rules = [{"code": f"NEG{UID}", "name": "No negative count", "importance": "HIGH",
+              "left": f"#{{{code('S')}}}", "operator": "greater_than_or_equal_to", "right": "0",
+              "missingValueStrategy": "SKIP_IF_ANY_VALUE_MISSING", "dataSet": f"MDS{UID}"}]
+    system.import_metadata({"orgUnits": units, "dataElements": elements, "dataSets": data_sets,
+                            "validationRules": rules})
+    parents = {u["code"]: [(dt.date(1900, 1, 1), u.get("parent"))] for u in units}
+    return t, Model(parents), closing, opening
+
+
+def values_for(rng: random.Random, elements: list[str], keep: float = 0.85) -> list[dict]:
+    out = []
+    for de in elements:
+        vt, _, combos = ELEMENTS[de]
+        for combo in combos:
+            if rng.random() > keep:
+                continue  # a value not reported
+            if vt == "BOOLEAN":
+                value = rng.choice(["true", "false"])
+            elif vt == "NUMBER":
+                value = str(Decimal(rng.randint(0, 400)) / 10)
+            else:
+                value = str(rng.randint(0, 500))
+            item = {"dataElement": code(de), "value": value}
+            if combo != "default":
+                item["categoryOptionCombo"] = combo
+            out.append(item)
+    return out
+
+
+def submit_all(system, model, returns) -> None:
+    """Submit (data set, period, unit, values), wait for each, and apply it to the model."""
+    ids = []
+    for ds, period, unit, values in returns:
+        r = system.submit({"dataSet": f"{ds}{UID}", "period": period, "orgUnit": unit, "dataValues": values})
+        assert r.status_code == 202, r.text
+        ids.append((r.json()["id"], period, unit, values))
+    for rid, period, unit, values in ids:
+        status = system.wait_status(rid)["status"]
+        assert status == "AGGREGATED", (rid, status)
+        model.apply(values, period, unit)
+    model.received.update((ds, period, unit) for ds, period, unit, _ in returns)
+
+
+def check_every_cell(system, t, model: Model, extra_units=()) -> int:
+    dx = []
+    for de, (_, _, combos) in ELEMENTS.items():
+        dx.append(code(de))
+        dx += [f"{code(de)}.{c}" for c in combos if c != "default"]
+    ous = [t.country, t.province, *t.districts, *t.all_villages, *extra_units]
+    pes = MONTHS + QUARTERS + [str(YEAR)]
+    r = system.get(f"/api/analytics?dx={';'.join(dx)}&ou={';'.join(ous)}&pe={';'.join(pes)}")
+    assert r.status_code == 200, r.text
+    got = {(row["dx"], row["ou"], row["pe"]): row["value"] for row in r.json()["rows"]}
+    checked, wrong = 0, []
+    for x in dx:
+        for ou in ous:
+            for pe in pes:
+                expected = model.total(x, ou, Period.parse(pe))
+                actual = got.pop((x, ou, pe), None)
+                if expected is None:
+                    if actual is not None:
+                        wrong.append((x, ou, pe, None, actual))
+                elif not same(expected, actual):
+                    wrong.append((x, ou, pe, expected, actual))
+                checked += expected is not None
+    assert not wrong, f"{len(wrong)} wrong cells, e.g. {wrong[:8]}"
+    assert not got
+    return checked
+
+
+def test_every_type_at_every_level_and_period(system, world):
+    t, model, closing, opening = world
+    rng = random.Random(2025)
+    returns = []
+    for unit in t.all_villages:
+        for month in MONTHS:
+            if rng.random() < 0.1:
+                continue  # a month not reported at all
+            returns.append(("MDS", month, unit, values_for(rng, MONTHLY)))
+        for quarter in QUARTERS[:3]:
+            returns.append(("QDS", quarter, unit, values_for(rng, QUARTERLY, keep=1)))
+        returns.append(("YDS", str(YEAR), unit, values_for(rng, YEARLY, keep=1)))
+    returns += [("MDS", m, closing, values_for(rng, MONTHLY)) for m in MONTHS[:3]]
+    returns += [("MDS", m, opening, values_for(rng, MONTHLY)) for m in MONTHS[5:]]
+    submit_all(system, model, returns)
+    assert check_every_cell(system, t, model, [closing, opening]) > 1500
+
+
+def test_corrections_and_deletions_leave_every_total(system, world):
+    t, model, closing, opening = world
+    rng = random.Random(7)
+    returns = []
+    for unit in t.all_villages[:4]:
+        for month in rng.sample(MONTHS, 5):
+            values = []
+            for de in MONTHLY:
+                for combo in ELEMENTS[de][2]:
+                    roll = rng.random()
+                    item = {"dataElement": code(de)}
+                    if combo != "default":
+                        item["categoryOptionCombo"] = combo
+                    if roll < 0.3:
+                        values.append({**item, "value": ""})  # deleted
+                    elif roll < 0.6:
+                        v = values_for(random.Random(rng.random()), [de], keep=1)
+                        values.append(next(x for x in v if x.get("categoryOptionCombo", "default") == combo))
+                    # else: not sent, so it stays as it was
+            returns.append(("MDS", month, unit, values))
+    # the last quarter of a LAST element removed: the unit's last value is now Q2's
+    returns.append(("QDS", QUARTERS[2], t.all_villages[0], [{"dataElement": code("QL"), "value": ""}]))
+    submit_all(system, model, returns)
+    check_every_cell(system, t, model, [closing, opening])
+
+
+def test_a_rejected_correction_changes_nothing(system, world):
+    t, model, closing, opening = world
+    village = t.all_villages[0]
+    before = system.analytics(code("S"), village, MONTHS[0])
+    r = system.submit({"dataSet": f"MDS{UID}", "period": MONTHS[0], "orgUnit": village,
+                       "dataValues": [{"dataElement": code("S"), "categoryOptionCombo": "M", "value": "-1000"}]})
+    sub = system.wait_status(r.json()["id"])
+    assert sub["status"] == "REJECTED"
+    assert sub["importCount"]["imported"] == 0 and sub["importCount"]["ignored"] == 1
+    assert system.analytics(code("S"), village, MONTHS[0]) == before
+
+
+def test_re_parenting_mid_year_splits_the_year_between_districts(system, world):
+    t, model, closing, opening = world
+    d1, d2 = t.districts
+    moving, whole = t.villages[d1][2], t.villages[d2][0]
+    system.import_metadata({"orgUnits": [
+        {"code": moving, "parent": d2, "parentFrom": f"{YEAR}-07-01"},
+        {"code": whole, "parent": d1, "parentFrom": f"{YEAR}-01-01"}]})
+    model.parents[moving].append((dt.date(YEAR, 7, 1), d2))
+    model.parents[whole] = [(dt.date(1900, 1, 1), d2), (dt.date(YEAR, 1, 1), d1)]
+    check_every_cell(system, t, model, [closing, opening])
+    # a return arriving after the move for a month before it still counts in the old district
+    rng = random.Random(99)
+    submit_all(system, model, [("MDS", MONTHS[2], moving, values_for(rng, MONTHLY, keep=1))])
+    check_every_cell(system, t, model, [closing, opening])
+
+
+# ------------------------------------------------------------------ delivery
+
+def _handled(event: str) -> float:
+    return REGISTRY.get_sample_value("statnet_event_handler_seconds_count",
+                                     {"service": "aggregation", "event": event}) or 0.0
+
+
+def _publish(settings, message: dict) -> None:
+    with Connection(settings.amqp_uri) as conn:
+        producer = conn.Producer()
+        producer.publish(message, exchange=topology.events_exchange("validation"), routing_key="return_validated",
+                         serializer="json", declare=[topology.events_exchange("validation")])
+
+
+def _validated(seq: int, unit: str, period: str, value: str) -> dict:
+    return envelope("validation", "return_validated", {
+        "return_id": f"crafted-{seq}", "seq": seq, "data_set": f"MDS{UID}", "org_unit": unit, "period": period,
+        "received_at": dt.datetime.now(dt.timezone.utc), "on_time": False, "submitted_by": "test",
+        "values": [{"data_element": code("S"), "category_option_combo": "M", "org_unit": unit,
+                    "period": period, "value": value, "comment": None}],
+        "violations": []})
+
+
+def test_a_redelivered_event_counts_once(system, world, settings):
+    t, model, *_ = world
+    unit, period = t.all_villages[1], "202401"
+    message = _validated(10**12, unit, period, "40")
+    before = _handled("return_validated")
+    _publish(settings, message)
+    _publish(settings, message)  # the broker delivering the same event again
+    wait_until(lambda: _handled("return_validated") >= before + 2, message="both deliveries handled")
+    assert system.analytics(code("S"), unit, period) == {(code("S"), unit, period): 40}
+    assert system.analytics(code("S"), t.province, period) == {(code("S"), t.province, period): 40}
+
+
+def test_an_older_return_arriving_late_does_not_overwrite_a_newer_one(system, world, settings):
+    t, model, *_ = world
+    unit, period = t.all_villages[1], "202402"
+    before = _handled("return_validated")
+    _publish(settings, _validated(10**12 + 20, unit, period, "5"))   # newer
+    _publish(settings, _validated(10**12 + 10, unit, period, "9"))   # older, delivered after it
+    wait_until(lambda: _handled("return_validated") >= before + 2, message="both events handled")
+    assert system.analytics(code("S"), unit, period) == {(code("S"), unit, period): 5}
+
+
+# ------------------------------------------------------------------ exports
+
+def test_csv_and_sdmx_exports_carry_the_same_numbers(system, world):
+    t, *_ = world
+    query = f"dx={code('S')};{code('S')}.F;{code('O')}&ou={t.province};{t.districts[0]}&pe={YEAR};{YEAR}Q1"
+    rows = system.get(f"/api/analytics?{query}").json()["rows"]
+    assert rows
+    r = system.get(f"/api/analytics.csv?{query}")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(x["dx"], x["ou"], x["pe"], float(x["value"])) for x in table] == \
+        [(x["dx"], x["ou"], x["pe"], float(x["value"])) for x in rows]
+    assert table[0]["ounamelo"] == "ແຂວງ"
+
+    from pysdmx.io import read_sdmx
+
+    r = system.get(f"/api/analytics.sdmx.csv?{query}")
+    assert r.status_code == 200 and "sdmx" in r.headers["Content-Type"]
+    message = read_sdmx(r.text)
+    (dataset,) = message.data
+    assert dataset.short_urn == f"Dataflow=STATNET:MDS{UID}(1.0)"
+    frame = dataset.data
+    assert list(frame.columns) == ["DATA_ELEMENT", "DISAGGREGATION", "REF_AREA", "TIME_PERIOD", "OBS_VALUE"]
+    sdmx = sorted((str(x.DATA_ELEMENT), str(x.DISAGGREGATION), str(x.REF_AREA), str(x.TIME_PERIOD),
+                   float(x.OBS_VALUE)) for x in frame.itertuples())
+    expected = sorted((x["dx"].partition(".")[0], x["dx"].partition(".")[2] or "_T", x["ou"],
+                       Period.parse(x["pe"]).sdmx(), float(x["value"])) for x in rows)
+    assert sdmx == expected
+    # Lao labels, SDMX-CSV "both" style
+    r = system.get(f"/api/analytics.sdmx.csv?{query}&labels=both&locale=lo")
+    both = read_sdmx(r.text).data[0].data
+    assert any("ຕົວຊີ້ວັດ" in str(v) for v in both.to_dict("list")[both.columns[0]]) or "ຕົວຊີ້ວັດ" in r.text
+
+
+# ------------------------------------------------------------------ completeness
+
+def test_completeness_counts_expected_actual_and_on_time(system, world):
+    t, model, closing, opening = world
+    d1, d2 = t.districts
+    ds = f"MDS{UID}"
+    # the current month: these returns are on time (due at month end + 10 days)
+    current = Period.containing("Monthly", dt.date.today())
+    sent = t.villages[d1][:2]
+    for unit in sent:
+        r = system.submit({"dataSet": ds, "period": current.code, "orgUnit": unit,
+                           "dataValues": [{"dataElement": code("O"), "value": "1"}]})
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    # a rejected return is not "actual"
+    rejected = t.villages[d2][1]
+    r = system.submit({"dataSet": ds, "period": current.code, "orgUnit": rejected,
+                       "dataValues": [{"dataElement": code("S"), "categoryOptionCombo": "M", "value": "-1"}]})
+    assert system.wait_status(r.json()["id"])["status"] == "REJECTED"
+
+    c = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={current.code}").json()
+    expected_units = 7  # 3 + 3 villages + the new one; the closed one is gone
+    assert (c["dataSet"], c["orgUnit"], c["period"]) == (ds, t.province, current.code)
+    assert (c["expected"], c["actual"], c["onTime"]) == (expected_units, 2, 2)
+    assert c["rate"] == round(100 * 2 / expected_units, 2) and c["onTimeRate"] == c["rate"]
+    children = {x["orgUnit"]: x for x in c["children"]}
+    # after the move: d1 holds its own two villages plus `whole`; d2 holds `moving` and the rest
+    assert sum(x["expected"] for x in children.values()) == expected_units
+    assert children[d1]["actual"] == 2
+
+    # a month of last year, after the returns of the tests above: all late
+    january = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={MONTHS[0]}").json()
+    reported = {unit for ds_, period, unit in model.received if ds_ == "MDS" and period == MONTHS[0]}
+    assert january["expected"] == 7  # six villages + the closing one; the new one is not open yet
+    assert january["actual"] == len(reported) and january["onTime"] == 0
+    # a quarter counts unit-months: the closing village 3, the new one 0 in Q1
+    q1 = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={QUARTERS[0]}").json()
+    assert q1["expected"] == 6 * 3 + 3
+
+
+def test_completeness_refuses_bad_parameters_by_name(system, world):
+    t, *_ = world
+    r = system.get(f"/api/completeness?ds=NOPE&ou={t.province}&pe=2025")
+    assert r.status_code == 400 and "NOPE" in r.json()["message"]
+    r = system.get(f"/api/completeness?ds=YDS{UID}&ou={t.province}&pe=202501")
+    assert r.status_code == 400 and "finer" in r.json()["message"]
+    r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}")
+    assert r.status_code == 400 and "pe" in r.json()["message"]
