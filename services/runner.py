@@ -13,7 +13,7 @@ import signal
 import eventlet
 from nameko.runners import ServiceRunner
 
-from shared import migrations, topology
+from shared import compat, migrations, topology
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def prepare(settings: Settings, names=ALL) -> None:
 
 
 def build(settings: Settings, names=ALL) -> ServiceRunner:
+    compat.apply()
     classes = service_classes()
     unknown = [n for n in names if n not in classes]
     if unknown:

@@ -16,6 +16,7 @@ from nameko.rpc import rpc
 
 from shared import metrics
 from shared.auth import Forbidden, Principal
+from shared.events import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,16 @@ def api_rpc(fn):
             return reply(exc.body, exc.status)
         except Forbidden as exc:
             return reply({"status": "ERROR", "httpStatusCode": 403, "message": str(exc)}, 403)
-        except Exception:
+        except Exception as exc:
             metrics.rpc_errors_total.labels(service=service, method=fn.__name__).inc()
-            raise
+            if not is_transient(exc):
+                raise
+            # the database or broker went away mid-call; nothing was committed,
+            # so the client may simply try again
+            log.warning("%s.%s: transient failure, answered 503: %s", service, fn.__name__, exc)
+            return reply({"status": "ERROR", "httpStatusCode": 503,
+                          "message": f"temporarily unavailable ({type(exc).__name__}); retry"},
+                         503, headers={"Retry-After": "1"})
         finally:
             metrics.rpc_seconds.labels(service=service, method=fn.__name__).observe(
                 time.perf_counter() - started)

@@ -244,14 +244,21 @@ def dlq_list(settings: Settings, service: str, limit: int = 1000) -> list[dict]:
 
 
 def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> int:
-    """Move dead letters back to the queues they came from, attempts reset."""
+    """Move dead letters back to the queues they came from, attempts reset.
+
+    Only what is in the queue when the replay starts is moved: a message that
+    is still poisonous comes straight back, and must not be replayed again in
+    the same run.
+    """
     moved = 0
     publisher = Publisher(settings.amqp_uri, use_confirms=True, mandatory=True)
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
         queue = dlq(service, settings)(channel)
         queue.declare()
-        while limit is None or moved < limit:
+        _, waiting, _ = channel.queue_declare(queue=queue.name, passive=True)
+        limit = waiting if limit is None else min(limit, waiting)
+        while moved < limit:
             message = queue.get(no_ack=False)
             if message is None:
                 break

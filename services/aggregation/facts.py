@@ -74,7 +74,11 @@ def apply_return(conn: sa.Connection, data: dict, md: Metadata) -> dict:
     """Upsert a validated return's values; returns its importCount."""
     cols = {k: [] for k in ("de", "combo", "ou", "period", "ptype", "start", "end", "path", "num", "txt", "del")}
     periods: dict[str, Period] = {}
-    for v in data["values"]:
+    # one key order for every transaction: concurrent returns touching the same
+    # values lock their rows in the same order and cannot deadlock
+    ordered = sorted(data["values"], key=lambda v: (v["data_element"], v["category_option_combo"],
+                                                     v["org_unit"], v["period"]))
+    for v in ordered:
         period = periods.get(v["period"]) or periods.setdefault(v["period"], Period.parse(v["period"]))
         de = md.data_elements[v["data_element"]]
         cols["de"].append(de.code)
@@ -129,10 +133,26 @@ GROUP BY data_element, combo, org_unit, year, path
 """)
 
 
+_LOCK_UNIT_YEAR = sa.text("SELECT pg_advisory_xact_lock(4242, :h)")
+_HASH = sa.text("SELECT hashtext(k) FROM unnest(CAST(:keys AS text[])) AS k")
+
+
 def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) -> None:
-    """Recompute the yearly rows of (org unit, year, data element) keys from the stored values."""
+    """Recompute the yearly rows of (org unit, year, data element) keys from the stored values.
+
+    Two returns of one village and year (January's and February's) may be
+    aggregated at once. Each transaction must recompute the year *after* the
+    other's months are committed, or the last to commit would write a year
+    without the other's month. So recomputation takes a transaction lock per
+    (unit, year), in one global order (no deadlock), after this transaction's
+    values are written; the statements that follow see every month committed
+    before the lock was granted.
+    """
     if not keys:
         return
+    units_years = sorted({f"{ou}:{year}" for ou, year, _ in keys})
+    for h in sorted(set(conn.execute(_HASH, {"keys": units_years}).scalars())):
+        conn.execute(_LOCK_UNIT_YEAR, {"h": h})
     ou, year, de = (list(x) for x in zip(*sorted(keys), strict=True))
     params = {"ou": ou, "year": year, "de": de}
     conn.execute(_CLEAR_YEARS, params)

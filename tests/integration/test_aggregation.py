@@ -402,3 +402,19 @@ def test_completeness_refuses_bad_parameters_by_name(system, world):
     assert r.status_code == 400 and "finer" in r.json()["message"]
     r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}")
     assert r.status_code == 400 and "pe" in r.json()["message"]
+
+
+def test_months_of_one_village_aggregated_concurrently_add_up_in_the_year(system, world):
+    """Regression: each return recomputes its village's year; concurrent ones must not lose a month."""
+    import eventlet
+
+    t, model, *_ = world
+    village, year = t.all_villages[3], 2019
+    bodies = [{"dataSet": f"MDS{UID}", "period": f"{year}{m:02d}", "orgUnit": village,
+               "dataValues": [{"dataElement": code("S"), "categoryOptionCombo": "F", "value": str(m * 11)}]}
+              for m in range(1, 13)]
+    pool = eventlet.GreenPool(12)
+    ids = list(pool.imap(lambda b: system.submit(b).json()["id"], bodies))
+    for rid in ids:
+        assert system.wait_status(rid)["status"] == "AGGREGATED"
+    assert system.analytics(code("S"), village, str(year)) == {(code("S"), village, str(year)): 11 * 78}

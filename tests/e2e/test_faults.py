@@ -1,0 +1,267 @@
+"""Nothing lost, nothing counted twice, measured with real processes (issue 9).
+
+Each test sends a burst of 120 returns (ten villages, twelve months of one year
+of its own) through the HTTP API while something goes wrong: statnet is
+SIGKILLed and restarted, SIGTERMed, the broker is stopped and started, the
+database drops every connection, two instances of every service share the
+work, or poison messages sit among the good ones. Then it checks, with exact
+counts, that every return was stored once, reached AGGREGATED, and is in the
+totals exactly once; and that nothing is left in a dead-letter queue except
+the poison.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+from kombu import Connection
+
+from shared import topology
+from shared.db import engine_for
+from shared.events import envelope
+from tests.conftest import free_port
+from tests.support.builders import tree
+from tests.support.burst import Burst
+from tests.support.client import wait_until
+from tests.support.processes import PrivateBroker, StatnetProcess, cli
+
+pytestmark = pytest.mark.e2e
+
+UID = "FLT"
+DS, S = f"DS{UID}", f"S{UID}"
+
+
+def metadata() -> tuple:
+    t, units = tree(UID, districts=2, villages=5)
+    doc = {"orgUnits": units,
+           "dataElements": [{"code": S, "name": "Count", "valueType": "INTEGER", "aggregationType": "SUM",
+                             "disaggregation": ["M", "F"]},
+                            {"code": f"T{UID}", "name": "Note", "valueType": "INTEGER", "aggregationType": "SUM"}],
+           "dataSets": [{"code": DS, "name": "Monthly", "periodType": "Monthly", "orgUnitLevel": 4,
+                         "dataElements": [S, f"T{UID}"], "timelyDays": 10}]}
+    return t, doc
+
+
+def workload(t, year: int) -> list[tuple[str, dict]]:
+    out = []
+    for i, village in enumerate(t.all_villages):
+        for month in range(1, 13):
+            m, f = 10 * i + month, 100 + i + month
+            body = {"dataSet": DS, "period": f"{year}{month:02d}", "orgUnit": village,
+                    "dataValues": [{"dataElement": S, "categoryOptionCombo": "M", "value": str(m)},
+                                   {"dataElement": S, "categoryOptionCombo": "F", "value": str(f)}]}
+            out.append((f"{year}-{village}-{month}", body))
+    return out
+
+
+def expected_total(returns) -> int:
+    return sum(int(v["value"]) for _, body in returns for v in body["dataValues"])
+
+
+def assert_exactly_once(api, settings, t, year: int, burst: Burst) -> None:
+    """Every acknowledged return stored once, AGGREGATED, in every total exactly once."""
+    for key, rid in burst.acknowledged.items():
+        status = api.wait_status(rid, timeout=240)["status"]
+        assert status == "AGGREGATED", (key, rid, status)
+    assert len(set(burst.acknowledged.values())) == len(burst.returns)
+    total = expected_total(burst.returns)
+    assert api.analytics(S, t.province, str(year)) == {(S, t.province, str(year)): total}
+    with engine_for(settings.database_url).connect() as conn:
+        def count(sql):
+            return conn.execute(sa.text(sql), {"y": f"{year}%"}).scalar()
+
+        assert count("SELECT count(*) FROM submission.return WHERE period LIKE :y") == len(burst.returns)
+        assert count("SELECT count(*) FROM aggregation.data_value WHERE period LIKE :y") == 2 * len(burst.returns)
+        assert count("SELECT count(*) FROM aggregation.completeness WHERE period LIKE :y") == len(burst.returns)
+        assert count("SELECT count(*) FROM validation.result WHERE period LIKE :y") == len(burst.returns)
+    # an event whose outbox row survived a failed delete is published again and then
+    # removed: every outbox drains (a relay may be backing off for a few seconds)
+    engine = engine_for(settings.database_url)
+
+    def drained():
+        with engine.connect() as conn:
+            return all(conn.execute(sa.text(f"SELECT count(*) FROM {s}.outbox")).scalar() == 0
+                       for s in ("registry", "submission", "validation", "aggregation", "notify"))
+
+    try:
+        wait_until(drained, timeout=60, message="every outbox drained")
+    except AssertionError:
+        with engine.connect() as conn:
+            locks = conn.execute(sa.text(
+                "SELECT a.pid, a.state, a.xact_start, left(a.query, 120) FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.relation = 'submission.outbox'::regclass")).all()
+        raise AssertionError(f"outbox not drained; lock holders: {locks}")
+    depths = topology.queue_depths(settings, [topology.dlq_name(s) for s in
+                                              ("registry", "submission", "validation", "aggregation", "notify")])
+    assert all(ready == 0 for ready, _ in depths.values()), depths
+
+
+@pytest.fixture(scope="module")
+def world(settings):
+    p = StatnetProcess(settings, name="statnet").start()
+    t, doc = metadata()
+    p.api.import_metadata(doc)
+    yield t, p
+    p.close()
+
+
+@pytest.fixture
+def statnet(world):
+    """The module's statnet process, running (a test may have killed it)."""
+    t, p = world
+    if not p.alive():
+        p.start()
+    return p
+
+
+def test_sigkill_in_the_middle_of_a_burst_loses_nothing(settings, world, statnet):
+    t, _ = world
+    burst = Burst([statnet.api], workload(t, 2011)).start()
+    burst.wait_acknowledged(30)
+    statnet.kill()
+    statnet.start()
+    burst.finish()
+    assert_exactly_once(statnet.api, settings, t, 2011, burst)
+
+
+def test_sigterm_finishes_in_flight_work_and_exits(settings, world, statnet):
+    t, _ = world
+    burst = Burst([statnet.api], workload(t, 2012)).start()
+    burst.wait_acknowledged(30)
+    assert statnet.terminate() == 0
+    statnet.start()
+    burst.finish()
+    assert_exactly_once(statnet.api, settings, t, 2012, burst)
+
+
+def test_dropped_database_connections_during_a_burst(settings, world, statnet):
+    t, _ = world
+    burst = Burst([statnet.api], workload(t, 2013)).start()
+    burst.wait_acknowledged(20)
+    admin = sa.create_engine(engine_for(settings.database_url).url.set(database="postgres"),
+                             isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = engine_for(settings.database_url).url.database
+    dropped = 0
+    deadline = time.monotonic() + 8
+    with admin.connect() as conn:
+        while time.monotonic() < deadline:
+            dropped += len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :n AND pid <> pg_backend_pid() AND application_name NOT LIKE 'pytest%'"),
+                {"n": name}).all())
+            time.sleep(0.3)
+    admin.dispose()
+    assert dropped > 0
+    burst.finish()
+    assert_exactly_once(statnet.api, settings, t, 2013, burst)
+
+
+def test_two_instances_of_every_service_share_the_work(settings, world, statnet):
+    t, _ = world
+    second = StatnetProcess(settings, name="second", http_address=f"127.0.0.1:{free_port()}").start()
+    try:
+        burst = Burst([statnet.api, second.api], workload(t, 2014)).start().finish()
+        assert_exactly_once(statnet.api, settings, t, 2014, burst)
+        # both instances consume: the event queues have two consumers each
+        names = ["evt-submission-return_received--validation.validate_return",
+                 "evt-validation-return_validated--aggregation.aggregate_return"]
+        consumers = topology.queue_depths(settings, names)
+        assert all(c == 2 for _, c in consumers.values()), consumers
+    finally:
+        second.terminate()
+
+
+def _publish(settings, message, routing_key: str = "return_validated") -> None:
+    with Connection(settings.amqp_uri) as conn:
+        conn.Producer().publish(message, exchange=topology.events_exchange("validation"),
+                                routing_key=routing_key, serializer="json",
+                                declare=[topology.events_exchange("validation")])
+
+
+def _metric(api, name: str, labels: str) -> float:
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith(f"{name}{{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_flows(settings, world, statnet):
+    t, _ = world
+    village = t.all_villages[0]
+    # one message that can never fit its schema, one that fits but keeps failing:
+    # a value that is not a number for an INTEGER element (validation was bypassed)
+    _publish(settings, {"this is": "not an event"})
+    bad = envelope("validation", "return_validated", {
+        "return_id": "poison-1", "seq": 10**13, "data_set": DS, "org_unit": village, "period": "201501",
+        "received_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), "on_time": False, "submitted_by": "test",
+        "values": [{"data_element": f"T{UID}", "category_option_combo": "default", "org_unit": village,
+                    "period": "201501", "value": "abc", "comment": None}],
+        "violations": []})
+    _publish(settings, bad)
+    burst = Burst([statnet.api], workload(t, 2015)).start().finish()
+
+    def parked(service, n):
+        return topology.queue_depths(settings, [topology.dlq_name(service)])[topology.dlq_name(service)][0] >= n
+
+    wait_until(lambda: parked("aggregation", 2), timeout=90, message="poison parked in aggregation's DLQ")
+    for service in ("registry", "submission", "notify"):  # the malformed one reached every consumer
+        wait_until(lambda s=service: parked(s, 1), timeout=30, message=f"malformed event parked by {service}")
+    assert _metric(statnet.api, "statnet_dead_letters_total", 'service="aggregation"') == 2
+
+    listed = cli(settings, "dlq", "list", "aggregation")
+    assert listed.returncode == 0, listed.stderr
+    items = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(items) == 2
+    assert any("does not fit" in i["error"] for i in items)
+    assert any("InvalidOperation" in i["error"] and i["attempts"] == 3 for i in items)
+    assert all(i["origin_queue"] == "evt-validation-return_validated--aggregation.aggregate_return"
+               for i in items)
+
+    # the good returns flowed past the poison
+    for service in ("registry", "submission", "notify"):
+        assert cli(settings, "dlq", "replay", service).returncode == 0  # back to DLQ again: still poison
+    wait_until(lambda: all(parked(s, 1) for s in ("registry", "submission", "notify")), timeout=30,
+               message="malformed events parked again")
+
+    # fix the cause (the element holds text after all) and replay: the fixable one succeeds
+    statnet.api.import_metadata({"dataElements": [{"code": f"T{UID}", "valueType": "TEXT"}]})
+    replayed = cli(settings, "dlq", "replay", "aggregation")
+    assert replayed.returncode == 0 and "replayed 2" in replayed.stdout
+    wait_until(lambda: topology.queue_depths(settings, [topology.dlq_name("aggregation")])
+               [topology.dlq_name("aggregation")][0] == 1, timeout=30, message="only the malformed one left")
+    with engine_for(settings.database_url).connect() as conn:
+        stored = conn.execute(sa.text("SELECT text_value FROM aggregation.data_value WHERE return_id = 'poison-1'"))
+        assert stored.scalar() == "abc"
+    # empty the DLQs for the other tests' checks
+    for service in ("registry", "submission", "notify", "aggregation"):
+        with Connection(settings.amqp_uri) as conn:
+            conn.default_channel.queue_purge(topology.dlq_name(service))
+    assert len(burst.acknowledged) == 120
+
+
+@pytest.fixture(scope="module")
+def private_broker(backend):
+    broker = PrivateBroker(backend)
+    yield broker
+    broker.close()
+
+
+def test_broker_stopped_and_started_during_a_burst(settings, private_broker):
+    settings = settings.replace(amqp_uri=private_broker.amqp_uri)
+    p = StatnetProcess(settings, name="broker-restart", http_address=f"127.0.0.1:{free_port()}").start()
+    try:
+        t, doc = metadata()
+        p.api.import_metadata(doc)
+        burst = Burst([p.api], workload(t, 2016)).start()
+        burst.wait_acknowledged(30)
+        private_broker.stop_app()
+        time.sleep(3)  # an outage, not a blip
+        private_broker.start_app()
+        burst.finish()
+        assert burst.retries > 0  # the outage was felt by the clients
+        assert_exactly_once(p.api, settings, t, 2016, burst)
+    finally:
+        p.terminate()

@@ -1,0 +1,32 @@
+"""STATNET_QUEUE_TYPE=quorum: the same flow on quorum queues, with a delivery limit."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.support.builders import tree, village_data_set, village_return
+
+
+@pytest.fixture(scope="module")
+def settings(settings):
+    return settings.replace(queue_type="quorum", delivery_limit=5)
+
+
+def test_quorum_queues_carry_the_whole_flow(system, settings, backend):
+    t, units = tree("QQ", districts=1, villages=1)
+    codes, doc = village_data_set("QQ", rules=False)
+    doc["orgUnits"] = units
+    system.import_metadata(doc)
+    r = system.submit(village_return(codes, t.all_villages[0], "2024", 4, 5))
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert system.analytics(codes["pop"], t.province, "2024") == {(codes["pop"], t.province, "2024"): 9}
+
+    vhost = settings.amqp_uri.rsplit("/", 1)[1]
+    listed = subprocess.run(backend.rabbitmqctl + ["list_queues", "-p", vhost, "name", "type", "arguments"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines() if line.startswith(("evt-", "statnet.dlq"))]
+    assert rows and all(row[1] == "quorum" for row in rows), rows
+    event_queues = [row for row in rows if row[0].startswith("evt-")]
+    assert all("x-delivery-limit" in row[2] and "statnet.dlq" in row[2] for row in event_queues)
