@@ -4,6 +4,7 @@
     statnet demo                   load Luang Namtha and one month of returns, print the outcome
     statnet migrate [SERVICE ...]  bring database schemas up to date
     statnet user create ...        create a user (or rotate its token) and print the token
+    statnet history load FILE --data-set CODE   bulk-load past years (DHIS2 CSV)
     statnet dlq list|replay SERVICE
     statnet topology               print the RabbitMQ definitions of the whole topology
     statnet asyncapi               print the AsyncAPI document of every event
@@ -48,6 +49,14 @@ def main(argv=None) -> int:
     p_dlq.add_argument("service")
     p_dlq.add_argument("--limit", type=int)
 
+    p_hist = sub.add_parser("history", help="bulk-load past years")
+    hist_sub = p_hist.add_subparsers(dest="history_command", required=True)
+    p_load = hist_sub.add_parser("load", help="load a DHIS2 CSV file through POST /api/history")
+    p_load.add_argument("file")
+    p_load.add_argument("--data-set", required=True)
+    p_load.add_argument("--url", help="base URL (default http://$STATNET_HTTP)")
+    p_load.add_argument("--token", help="admin token (default $STATNET_ADMIN_TOKEN)")
+
     sub.add_parser("topology", help="print RabbitMQ definitions of the topology")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of the events")
 
@@ -88,6 +97,14 @@ def main(argv=None) -> int:
             moved = topology.dlq_replay(settings, args.service, limit=args.limit)
             print(f"replayed {moved} message(s) from {topology.dlq_name(args.service)}")
         return 0
+    if args.command == "history":
+        from services import history_cli
+
+        token = args.token or settings.admin_token
+        if not token:
+            print("statnet: an admin token is needed (--token or STATNET_ADMIN_TOKEN)", file=sys.stderr)
+            return 2
+        return history_cli.load(args.url or f"http://{settings.http_address}", token, args.file, args.data_set)
     if args.command == "topology":
         from services.runner import service_classes
         from shared import topology

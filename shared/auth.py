@@ -21,6 +21,7 @@ PERMISSIONS = {
     "focal_points.write": {ADMIN, SUPERVISOR},
     "returns.submit": {ADMIN, REPORTER},
     "deadlines.check": {ADMIN, OPERATOR},
+    "history.load": {ADMIN},
     "read": {ADMIN, OPERATOR, SUPERVISOR, REPORTER},
 }
 DESCRIPTIONS = {
@@ -29,6 +30,7 @@ DESCRIPTIONS = {
     "focal_points.write": "edit focal points",
     "returns.submit": "submit returns",
     "deadlines.check": "run the deadline check",
+    "history.load": "load history",
     "read": "read data",
 }
 

@@ -9,6 +9,8 @@ import re
 from decimal import Decimal, InvalidOperation
 
 _INTEGER = re.compile(r"^[+-]?\d+$")
+# JSON clients send 12.0 for 12; exponents (1e3) are not a way anyone writes a count
+_INTEGRAL_DECIMAL = re.compile(r"^([+-]?\d+)\.0*$")
 MAX_TEXT = 50_000
 
 
@@ -44,11 +46,10 @@ def normalise(value_type: str, raw) -> str:
     text = raw.strip()
     if value_type in ("INTEGER", "INTEGER_ZERO_OR_POSITIVE"):
         if not _INTEGER.match(text):
-            # JSON clients send 12.0 for 12: accept an integral number
-            number = _decimal(text, value_type)
-            if number != number.to_integral_value():
+            integral = _INTEGRAL_DECIMAL.match(text)
+            if not integral:
                 raise ValueTypeError(f"value {raw!r} is not an integer ({value_type})")
-            text = str(int(number))
+            text = integral.group(1)
         number = int(text)
         if value_type == "INTEGER_ZERO_OR_POSITIVE" and number < 0:
             raise ValueTypeError(f"value {raw!r} is negative ({value_type})")

@@ -133,8 +133,18 @@ GROUP BY data_element, combo, org_unit, year, path
 """)
 
 
-_LOCK_UNIT_YEAR = sa.text("SELECT pg_advisory_xact_lock(4242, :h)")
-_HASH = sa.text("SELECT hashtext(k) FROM unnest(CAST(:keys AS text[])) AS k")
+# Locks on yearly totals (transaction-scoped advisory locks):
+# - a return holds the namespace lock shared and one lock per (unit, year) it touches;
+# - a history load holds the namespace lock exclusively (one lock, however many keys).
+_YEAR_TOTALS = 4243
+_UNIT_YEAR = 4242
+_SHARED = sa.text(f"SELECT pg_advisory_xact_lock_shared({_YEAR_TOTALS}, 0)")
+_EXCLUSIVE = sa.text(f"SELECT pg_advisory_xact_lock({_YEAR_TOTALS}, 0)")
+# the ordered subquery makes every transaction take its locks in the same order
+_UNIT_YEARS = sa.text(f"""
+SELECT count(pg_advisory_xact_lock({_UNIT_YEAR}, h))
+FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) ordered
+""")
 
 
 def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) -> None:
@@ -150,10 +160,19 @@ def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) ->
     """
     if not keys:
         return
-    units_years = sorted({f"{ou}:{year}" for ou, year, _ in keys})
-    for h in sorted(set(conn.execute(_HASH, {"keys": units_years}).scalars())):
-        conn.execute(_LOCK_UNIT_YEAR, {"h": h})
+    conn.execute(_SHARED)
+    conn.execute(_UNIT_YEARS, {"keys": sorted({f"{ou}:{year}" for ou, year, _ in keys})})
     ou, year, de = (list(x) for x in zip(*sorted(keys), strict=True))
+    rebuild_year_totals(conn, ou, year, de)
+
+
+def lock_all_year_totals(conn: sa.Connection) -> None:
+    """For a bulk change: wait for returns being aggregated, and hold off new ones."""
+    conn.execute(_EXCLUSIVE)
+
+
+def rebuild_year_totals(conn: sa.Connection, ou: list[str], year: list[int], de: list[str]) -> None:
+    """Rebuild the yearly rows of the given keys (the caller holds the locks)."""
     params = {"ou": ou, "year": year, "de": de}
     conn.execute(_CLEAR_YEARS, params)
     conn.execute(_FILL_YEARS, params)

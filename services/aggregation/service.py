@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from services.aggregation import analytics, completeness, exports, facts
+from services.aggregation import analytics, completeness, exports, facts, history
 from services.aggregation import tables as t
 from shared import metrics
 from shared.api import api_rpc, reply
@@ -61,6 +61,20 @@ class AggregationService(KeepsMetadataReplica):
             if n:
                 metrics.data_values_total.labels(result=result).inc(n)
         log.info("return %s aggregated: %s", data["return_id"], counts)
+
+    @api_rpc
+    def load_history(self, principal, params: dict, body: str):
+        """``POST /api/history``: one chunk of past years' values, all or nothing."""
+        principal.require("history.load")
+        md = self.replica.current()
+        with self.db.transaction() as tx:
+            loaded = history.load(tx.conn, md, params.get("dataSet"), body)
+        for result, n in loaded["importCount"].items():
+            if n:
+                metrics.data_values_total.labels(result=result).inc(n)
+        log.info("history %s: %d rows into %s, %s", loaded["batch"], loaded["rows"], params.get("dataSet"),
+                 loaded["importCount"])
+        return reply({"status": "OK", **loaded})
 
     # ---------------------------------------------------------------- reading
 

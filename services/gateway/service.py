@@ -185,6 +185,12 @@ class GatewayService:
                                     request.headers.get("Idempotency-Key") or None,
                                     dict(request.args)))
 
+    @route("POST", "/api/history")
+    def load_history(self, request):
+        principal = self.principal(request)
+        return self.relay(self.call("aggregation", "load_history", principal.to_dict(), dict(request.args),
+                                    self.body_text(request)))
+
     @route("GET", "/api/submissions/<return_id>")
     def get_submission(self, request, return_id):
         return self.api(request, "submission", "get", return_id)

@@ -17,7 +17,7 @@ def test_normalise(vtype, raw, out):
 
 
 @pytest.mark.parametrize("vtype, raw", [
-    ("INTEGER", "1.5"), ("INTEGER", "ten"), ("INTEGER_ZERO_OR_POSITIVE", "-1"), ("NUMBER", "NaN"),
+    ("INTEGER", "1.5"), ("INTEGER", "ten"), ("INTEGER", "1e3"), ("INTEGER_ZERO_OR_POSITIVE", "-1"), ("NUMBER", "NaN"),
     ("NUMBER", "Infinity"), ("NUMBER", "1,5"), ("PERCENTAGE", "101"), ("PERCENTAGE", "-0.1"),
     ("BOOLEAN", "yes"), ("INTEGER", None), ("INTEGER", [1]),
 ])

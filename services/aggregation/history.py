@@ -1,0 +1,233 @@
+"""The bulk path: a province bringing in past years (``POST /api/history``).
+
+Years of paper and spreadsheet data are not returns: nobody reviews them one
+by one, no alert should fire, and there are millions of values. So history
+skips the per-return event flow and goes straight into the aggregates, with
+PostgreSQL doing the work a value at a time would cost in Python:
+
+1. the DHIS2 CSV chunk is read by Python's C csv reader and staged, column by
+   column, into a temporary table in one statement;
+2. one statement derives each row's period type and dates, its combo, its
+   unit's path as of the period, and one statement lists every problem (unknown
+   codes, elements outside the data set, units not assigned or not open,
+   malformed, mistyped or future periods, values not of their type, rows given
+   twice), with line numbers: any problem refuses the whole chunk (nothing is
+   stored half-way);
+3. the values are upserted set-based with submission ``seq`` 0: history may
+   correct history, but never overwrites a value that came with a return, and
+   any later return replaces it;
+4. the yearly totals of every touched (unit, year, element) are rebuilt in one
+   pass, and each (data set, unit, period) counts as reported for completeness
+   (not on time: its receipt date is unknown).
+
+The value-type rules are the same as ``shared.values.normalise``, written in
+SQL; ``tests/integration/test_history.py`` feeds both the same values.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import sqlalchemy as sa
+
+from services.aggregation import facts
+from shared.api import ApiError
+from shared.periods import today
+from shared.replica import Metadata
+
+COLUMNS = ("dataelement", "period", "orgunit", "categoryoptioncombo", "attributeoptioncombo", "value",
+           "storedby", "lastupdated", "comment", "followup")
+MAX_PROBLEMS = 100
+
+# columns arrive as arrays: one statement stages the whole chunk, whatever its size
+# (COPY would be faster still, but psycopg2 refuses it under psycogreen's cooperative wait)
+_STAGE = sa.text(f"""
+CREATE TEMP TABLE history_in ON COMMIT DROP AS
+SELECT ord AS n, {", ".join(COLUMNS)}
+FROM unnest({", ".join(f"CAST(:{c} AS text[])" for c in COLUMNS)}) WITH ORDINALITY
+     AS u({", ".join(COLUMNS)}, ord)
+""")
+
+_DERIVE = sa.text(r"""
+CREATE TEMP TABLE history_rows ON COMMIT DROP AS
+WITH typed AS (
+    SELECT h.*, btrim(coalesce(h.value, '')) AS raw,
+           CASE WHEN h.period ~ '^[0-9]{4}(0[1-9]|1[0-2])$' THEN 'Monthly'
+                WHEN h.period ~ '^[0-9]{4}Q[1-4]$' THEN 'Quarterly'
+                WHEN h.period ~ '^[0-9]{4}$' THEN 'Yearly' END AS ptype
+    FROM history_in h
+), dated AS (
+    SELECT t.*,
+           CASE t.ptype WHEN 'Monthly' THEN make_date(left(t.period, 4)::int, right(t.period, 2)::int, 1)
+                        WHEN 'Quarterly' THEN make_date(left(t.period, 4)::int, right(t.period, 1)::int * 3 - 2, 1)
+                        WHEN 'Yearly' THEN make_date(left(t.period, 4)::int, 1, 1) END AS start_date
+    FROM typed t
+)
+SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_date,
+       (d.start_date + CASE d.ptype WHEN 'Monthly' THEN interval '1 month'
+                                    WHEN 'Quarterly' THEN interval '3 months'
+                                    ELSE interval '1 year' END - interval '1 day')::date AS end_date,
+       coalesce(nullif(d.categoryoptioncombo, ''),
+                CASE WHEN cardinality(e.combos) = 1 THEN e.combos[1] END) AS combo,
+       e.code IS NOT NULL AS de_known, e.value_type, e.combos,
+       u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
+       w.path, w.level, d.raw, d.value AS original
+FROM dated d
+LEFT JOIN aggregation.md_data_element e ON e.code = d.dataelement
+LEFT JOIN aggregation.md_org_unit u ON u.code = d.orgunit
+LEFT JOIN LATERAL (
+    SELECT q.path, q.level FROM aggregation.md_org_unit_path q
+    WHERE q.code = d.orgunit
+    ORDER BY (d.start_date IS NOT NULL AND q.valid_from <= d.start_date
+              AND (q.valid_to IS NULL OR q.valid_to > d.start_date)) DESC, q.valid_from DESC
+    LIMIT 1
+) w ON true
+""")
+
+# the same acceptance as shared.values.normalise
+_VALUE_OK = r"""
+CASE r.value_type
+    WHEN 'INTEGER' THEN r.raw ~ '^[+-]?[0-9]+(\.0*)?$'
+    WHEN 'INTEGER_ZERO_OR_POSITIVE' THEN r.raw ~ '^\+?[0-9]+(\.0*)?$' OR r.raw ~ '^-0+(\.0*)?$'
+    WHEN 'NUMBER' THEN r.raw ~ '^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$'
+    WHEN 'PERCENTAGE' THEN r.raw ~ '^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$'
+                           AND r.raw::numeric BETWEEN 0 AND 100
+    WHEN 'BOOLEAN' THEN lower(r.raw) IN ('true', 'false', '1', '0')
+    WHEN 'TEXT' THEN length(r.original) <= 50000
+    ELSE false
+END
+"""
+
+_PROBLEMS = sa.text(f"""
+SELECT n + 1 AS line, object, value, message FROM (
+    SELECT r.n, 'dataelement' AS object, r.de AS value, 'unknown data element ' || quote_literal(coalesce(r.de, ''))
+           AS message FROM history_rows r WHERE NOT r.de_known
+    UNION ALL
+    SELECT r.n, 'dataelement', r.de, 'data element ' || quote_literal(r.de) || ' is not in data set '
+           || quote_literal(:ds) FROM history_rows r WHERE r.de_known AND NOT r.de = ANY(CAST(:elements AS text[]))
+    UNION ALL
+    SELECT r.n, 'orgunit', r.ou, 'unknown org unit ' || quote_literal(coalesce(r.ou, ''))
+           FROM history_rows r WHERE NOT r.ou_known
+    UNION ALL
+    SELECT r.n, 'period', r.period, 'period ' || quote_literal(coalesce(r.period, '')) || ' is not a Monthly '
+           || '(YYYYMM), Quarterly (YYYYQn) or Yearly (YYYY) period' FROM history_rows r WHERE r.ptype IS NULL
+    UNION ALL
+    SELECT r.n, 'period', r.period, 'period ' || quote_literal(r.period) || ' is ' || r.ptype
+           || ', but data set ' || quote_literal(:ds) || ' is ' || :ptype
+           FROM history_rows r WHERE r.ptype IS NOT NULL AND r.ptype <> :ptype
+    UNION ALL
+    SELECT r.n, 'period', r.period, 'period ' || quote_literal(r.period) || ' is in the future'
+           FROM history_rows r WHERE r.start_date > :today
+    UNION ALL
+    SELECT r.n, 'categoryoptioncombo', r.combo, 'category option combo '
+           || coalesce(quote_literal(r.combo), 'missing') || ' for data element ' || quote_literal(r.de)
+           || ' (one of ' || array_to_string(r.combos, ', ') || ')'
+           FROM history_rows r WHERE r.de_known AND (r.combo IS NULL OR NOT r.combo = ANY(r.combos))
+    UNION ALL
+    SELECT r.n, 'orgunit', r.ou, 'org unit ' || quote_literal(r.ou) || ' is not assigned data set '
+           || quote_literal(:ds) FROM history_rows r
+           WHERE r.ou_known AND r.start_date IS NOT NULL
+             AND NOT (r.ou = ANY(CAST(:explicit AS text[])) OR r.level IS NOT DISTINCT FROM CAST(:level AS int))
+    UNION ALL
+    SELECT r.n, 'orgunit', r.ou, 'org unit ' || quote_literal(r.ou) || ' is not open in period ' || r.period
+           FROM history_rows r WHERE r.ou_known AND r.start_date IS NOT NULL
+             AND (r.opening_date > r.end_date OR r.closed_date < r.start_date)
+    UNION ALL
+    SELECT r.n, 'value', r.original, r.de || ': value ' || quote_literal(r.original) || ' is not of type '
+           || r.value_type FROM history_rows r WHERE r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})
+    UNION ALL
+    SELECT max(r.n), 'row', r.de || '.' || coalesce(r.combo, '') || ' ' || r.ou || ' ' || r.period,
+           'value given ' || count(*) || ' times in this chunk' FROM history_rows r
+           WHERE r.de_known AND r.combo IS NOT NULL GROUP BY r.de, r.combo, r.ou, r.period HAVING count(*) > 1
+) problems
+ORDER BY line, object
+LIMIT {MAX_PROBLEMS}
+""")
+
+_UPSERT = sa.text("""
+WITH up AS (
+    INSERT INTO aggregation.data_value AS f
+        (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
+         value, text_value, deleted, seq, return_id, updated_at)
+    SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
+           CASE r.value_type WHEN 'TEXT' THEN NULL
+                             WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 1 ELSE 0 END
+                             ELSE r.raw::numeric END,
+           CASE r.value_type WHEN 'TEXT' THEN r.original
+                             WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 'true' ELSE 'false' END
+                             ELSE trim_scale(r.raw::numeric)::text END,
+           false, 0, :batch, now()
+    FROM history_rows r WHERE r.raw <> ''
+    ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
+       SET value = excluded.value, text_value = excluded.text_value, deleted = false, path = excluded.path,
+           return_id = excluded.return_id, updated_at = excluded.updated_at
+       WHERE f.seq = 0
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+""")
+
+_YEAR_KEYS = sa.text("""
+SELECT array_agg(ou), array_agg(y), array_agg(de) FROM (
+    SELECT DISTINCT ou, extract(year FROM start_date)::int AS y, de FROM history_rows
+    WHERE raw <> '' AND ptype <> 'Yearly'
+) k
+""")
+
+_COMPLETENESS = sa.text("""
+INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, received_at, on_time, accepted_at)
+SELECT DISTINCT :ds, ou, period, :batch, now(), false, now() FROM history_rows WHERE raw <> ''
+ON CONFLICT (data_set, org_unit, period) DO NOTHING
+""")
+
+
+def _bad(message: str, **extra) -> ApiError:
+    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message, **extra})
+
+
+def _columns(body: str) -> dict[str, list]:
+    """The chunk's rows as one list per column (line numbers: header = 1)."""
+    reader = csv.reader(io.StringIO(body.lstrip("\ufeff")))
+    header = tuple(c.strip().lower() for c in next(reader, []))
+    if header != COLUMNS:
+        raise _bad(f"the first line must be the DHIS2 CSV header {','.join(COLUMNS)}; "
+                   f"got {','.join(header)[:200]!r}")
+    rows = [row for row in reader if row]
+    short = [(n + 2, len(row)) for n, row in enumerate(rows) if len(row) != len(COLUMNS)]
+    if short:
+        raise _bad(f"{len(short)} line(s) do not have {len(COLUMNS)} fields: nothing was loaded",
+                   conflicts=[{"object": f"line {line}", "value": None,
+                               "message": f"line {line} has {n} fields, not {len(COLUMNS)}"}
+                              for line, n in short[:MAX_PROBLEMS]])
+    return {c: [row[i] for row in rows] for i, c in enumerate(COLUMNS)}
+
+
+def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> dict:
+    """Load one chunk of DHIS2 CSV into the aggregates (in the caller's transaction)."""
+    if not data_set:
+        raise _bad("dataSet is required (?dataSet=CODE): history is loaded one data set at a time")
+    ds = md.data_sets.get(data_set)
+    if ds is None:
+        raise _bad(f"dataSet: unknown data set {data_set!r}")
+    columns = _columns(body)
+    batch = f"history:{uuid.uuid4()}"
+    conn.execute(_STAGE, columns)
+    conn.execute(_DERIVE)
+    problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
+                                        "ptype": ds.period_type, "today": today(),
+                                        "explicit": sorted(ds.org_units), "level": ds.org_unit_level}).all()
+    if problems:
+        raise _bad(f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): nothing was loaded",
+                   conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
+                              for p in problems])
+    rows = conn.execute(sa.text("SELECT count(*) FROM history_rows")).scalar()
+    facts.lock_all_year_totals(conn)
+    imported, updated = conn.execute(_UPSERT, {"batch": batch}).one()
+    ou, year, de = conn.execute(_YEAR_KEYS).one()
+    if ou:
+        facts.rebuild_year_totals(conn, ou, year, de)
+    conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch})
+    return {"batch": batch, "rows": rows,
+            "importCount": {"imported": imported, "updated": updated,
+                            "ignored": rows - imported - updated, "deleted": 0}}

@@ -1,0 +1,169 @@
+"""The bulk history path (POST /api/history, statnet history load)."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from services.aggregation.history import COLUMNS
+from shared.values import ValueTypeError, normalise
+from tests.support.builders import tree
+
+UID = "HIS"
+
+
+def csv_text(rows) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for de, pe, ou, coc, value in rows:
+        w.writerow([de, pe, ou, coc, "", value, "history", "", "", ""])
+    return out.getvalue()
+
+
+def load(system, body: str, ds=f"MDS{UID}", token=None):
+    return system.post(f"/api/history?dataSet={ds}", data=body.encode("utf-8"),
+                       headers={"Content-Type": "text/csv"}, token=token)
+
+
+@pytest.fixture(scope="module")
+def world(system):
+    t, units = tree(UID, districts=2, villages=2)
+    elements = [
+        {"code": f"P{UID}", "name": "People", "nameLo": "ຄົນ", "valueType": "INTEGER", "aggregationType": "SUM",
+         "disaggregation": ["M", "F"]},
+        {"code": f"R{UID}", "name": "Rate", "valueType": "PERCENTAGE", "aggregationType": "AVERAGE"},
+        {"code": f"N{UID}", "name": "Number", "valueType": "NUMBER", "aggregationType": "SUM"},
+        {"code": f"B{UID}", "name": "Flag", "valueType": "BOOLEAN", "aggregationType": "SUM"},
+        {"code": f"Z{UID}", "name": "Zero or more", "valueType": "INTEGER_ZERO_OR_POSITIVE",
+         "aggregationType": "SUM"},
+        {"code": f"T{UID}", "name": "Text", "valueType": "TEXT", "aggregationType": "NONE"},
+    ]
+    system.import_metadata({"orgUnits": units, "dataElements": elements, "dataSets": [
+        {"code": f"MDS{UID}", "name": "Monthly", "periodType": "Monthly", "orgUnitLevel": 4,
+         "dataElements": [e["code"] for e in elements]}]})
+    return t
+
+
+def test_a_chunk_of_history_lands_in_every_total(system, world):
+    t = world
+    rows, expected = [], 0
+    for i, village in enumerate(t.all_villages):
+        for month in range(1, 13):
+            for coc, v in (("M", 10 * i + month), ("F", 100 + month)):
+                rows.append((f"P{UID}", f"2018{month:02d}", village, coc, str(v)))
+                expected += v
+    r = load(system, csv_text(rows))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["rows"] == len(rows) and body["importCount"] == {
+        "imported": len(rows), "updated": 0, "ignored": 0, "deleted": 0}
+    assert system.analytics(f"P{UID}", t.country, "2018") == {(f"P{UID}", t.country, "2018"): expected}
+    assert system.analytics(f"P{UID}.F", t.districts[0], "2018Q1")[(f"P{UID}.F", t.districts[0], "2018Q1")] == \
+        2 * (101 + 102 + 103)
+    # loading the same chunk again changes nothing but counts as updates
+    again = load(system, csv_text(rows)).json()
+    assert again["importCount"]["updated"] == len(rows)
+    assert system.analytics(f"P{UID}", t.country, "2018") == {(f"P{UID}", t.country, "2018"): expected}
+    c = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}&pe=201803").json()
+    assert (c["expected"], c["actual"], c["onTime"]) == (4, 4, 0)
+
+
+def test_a_bad_chunk_is_refused_whole_with_line_numbers(system, world):
+    t = world
+    village = t.all_villages[0]
+    rows = [(f"P{UID}", "201701", village, "M", "5"),          # fine
+            (f"P{UID}", "2017-02", village, "M", "5"),          # malformed period
+            ("GHOST", "201701", village, "", "1"),              # unknown element
+            (f"P{UID}", "201701", "NOWHERE", "M", "1"),         # unknown unit
+            (f"P{UID}", "201701", village, "X", "1"),           # unknown combo
+            (f"P{UID}", "201702", village, "F", "many"),        # not an integer
+            (f"P{UID}", "201701", village, "M", "6"),           # the same value twice
+            (f"P{UID}", "201701", t.districts[0], "M", "1")]    # district not assigned
+    r = load(system, csv_text(rows))
+    assert r.status_code == 400
+    conflicts = r.json()["conflicts"]
+    by_line = {c["object"].split(":")[0]: c for c in conflicts}
+    assert "line 3" in by_line and "2017-02" in by_line["line 3"]["message"]
+    assert "GHOST" in by_line["line 4"]["message"]
+    assert "NOWHERE" in by_line["line 5"]["message"]
+    assert "'X'" in by_line["line 6"]["message"]
+    assert by_line["line 7"]["value"] == "many"
+    assert any("given 2 times" in c["message"] for c in conflicts)
+    assert any("not assigned" in c["message"] for c in conflicts)
+    assert system.analytics(f"P{UID}", village, "201701") == {}
+
+
+def test_history_never_overwrites_a_return_but_a_return_overwrites_history(system, world):
+    t = world
+    village = t.all_villages[1]
+    r = system.submit({"dataSet": f"MDS{UID}", "period": "201605", "orgUnit": village,
+                       "dataValues": [{"dataElement": f"P{UID}", "categoryOptionCombo": "M", "value": "50"}]})
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    loaded = load(system, csv_text([(f"P{UID}", "201605", village, "M", "999"),
+                                    (f"P{UID}", "201606", village, "M", "7")])).json()
+    assert loaded["importCount"] == {"imported": 1, "updated": 0, "ignored": 1, "deleted": 0}
+    assert system.analytics(f"P{UID}.M", village, "201605") == {(f"P{UID}.M", village, "201605"): 50}
+    r = system.submit({"dataSet": f"MDS{UID}", "period": "201606", "orgUnit": village,
+                       "dataValues": [{"dataElement": f"P{UID}", "categoryOptionCombo": "M", "value": "8"}]})
+    sub = system.wait_status(r.json()["id"])
+    assert sub["importCount"]["updated"] == 1
+    assert system.analytics(f"P{UID}.M", village, "201606") == {(f"P{UID}.M", village, "201606"): 8}
+
+
+CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", " 7 ")] + \
+        [("INTEGER_ZERO_OR_POSITIVE", v) for v in ("0", "5", "-1", "-0", "3.00")] + \
+        [("NUMBER", v) for v in ("1.5", ".5", "-2.", "1e3", "1E-2", "NaN", "1,5", "Infinity")] + \
+        [("PERCENTAGE", v) for v in ("0", "100", "100.0", "100.5", "-1", "55.5")] + \
+        [("BOOLEAN", v) for v in ("true", "FALSE", "1", "0", "yes")]
+ELEMENT = {"INTEGER": "P", "INTEGER_ZERO_OR_POSITIVE": "Z", "NUMBER": "N", "PERCENTAGE": "R", "BOOLEAN": "B"}
+
+
+@pytest.mark.parametrize("value_type, raw", CASES)
+def test_history_accepts_exactly_what_returns_accept(system, world, value_type, raw):
+    t = world
+    try:
+        normalise(value_type, raw)
+        python_ok = True
+    except ValueTypeError:
+        python_ok = False
+    de = f"{ELEMENT[value_type]}{UID}"
+    coc = "M" if value_type == "INTEGER" else ""
+    r = load(system, csv_text([(de, "201501", t.all_villages[2], coc, raw)]))
+    assert (r.status_code == 200) == python_ok, r.text
+
+
+def test_only_admins_load_history(system, world):
+    token = system.create_user(f"op-{UID}", "operator", None)
+    r = load(system, csv_text([]), token=token)
+    assert r.status_code == 403 and "load history" in r.json()["message"]
+    r = load(system, "not,a,header\n")
+    assert r.status_code == 400 and "header" in r.json()["message"]
+
+
+def test_statnet_history_load_sends_a_big_file_in_chunks(system, world, settings, monkeypatch):
+    t = world
+    from services import history_cli
+
+    monkeypatch.setattr(history_cli, "CHUNK_BYTES", 2000)  # force several chunks on a small file
+    rows = [(f"N{UID}", f"2014{m:02d}", v, "", f"{m}.5") for v in t.all_villages for m in range(1, 13)]
+    path = os.path.join(tempfile.mkdtemp(), "history.csv")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(csv_text(rows))
+    code = history_cli.load(f"http://{settings.http_address}", settings.admin_token, path, f"MDS{UID}")
+    assert code == 0
+    assert system.analytics(f"N{UID}", t.country, "2014") == \
+        {(f"N{UID}", t.country, "2014"): pytest.approx(sum(m + 0.5 for m in range(1, 13)) * 4)}
+    # the command line, end to end, with a bad file: the line number is the file's
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"N{UID},2013-01,{t.all_villages[0]},,,1,,,,\n")
+    env = {**os.environ, "STATNET_HTTP": settings.http_address, "STATNET_ADMIN_TOKEN": settings.admin_token}
+    done = subprocess.run([sys.executable, "-m", "services.cli", "history", "load", path, "--data-set",
+                           f"MDS{UID}"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"line {len(rows) + 2}" in done.stderr and "2013-01" in done.stderr
