@@ -27,30 +27,59 @@ def chunks(path: str):
             yield first, header + "".join(lines)
 
 
-def load(base_url: str, token: str, path: str, data_set: str) -> int:
+def post_chunk(base_url: str, token: str, data_set: str, first: int, body: str) -> tuple[int, dict]:
+    """(HTTP status, answer) for one chunk; conflicts re-numbered to the file's lines."""
+    request = urllib.request.Request(
+        f"{base_url}/api/history?dataSet={data_set}", data=body.encode("utf-8"), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        answer = json.loads(exc.read() or b"{}")
+        for c in answer.get("conflicts", []):
+            if c["object"].startswith("line "):  # chunk line -> file line (header is chunk line 1)
+                n, _, rest = c["object"][5:].partition(":")
+                c["object"] = f"line {first + int(n) - 2}:{rest}"
+        answer["first_line"] = first
+        return exc.code, answer
+
+
+def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2) -> int:
+    """Chunks go ``parallel`` at a time: PostgreSQL writes them on as many cores."""
+    import eventlet
+
     total = {"rows": 0, "imported": 0, "updated": 0, "ignored": 0}
     started = time.monotonic()
-    for first, body in chunks(path):
-        request = urllib.request.Request(
-            f"{base_url}/api/history?dataSet={data_set}", data=body.encode("utf-8"), method="POST",
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
-        try:
-            with urllib.request.urlopen(request, timeout=600) as response:
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            answer = json.loads(exc.read() or b"{}")
-            print(f"chunk from line {first} refused ({exc.code}): {answer.get('message')}", file=sys.stderr)
+    pool = eventlet.GreenPool(parallel)
+    results = pool.imap(lambda c: post_chunk(base_url, token, data_set, *c), chunks(path))
+    for status, answer in results:
+        if status != 200:
+            print(f"chunk from line {answer.get('first_line')} refused ({status}): {answer.get('message')}",
+                  file=sys.stderr)
             for c in answer.get("conflicts", [])[:20]:
-                where = c["object"]
-                if where.startswith("line "):  # chunk line -> file line (header is chunk line 1)
-                    n, _, rest = where[5:].partition(":")
-                    where = f"line {first + int(n) - 2}:{rest}"
-                print(f"  {where}: {c['message']}", file=sys.stderr)
+                print(f"  {c['object']}: {c['message']}", file=sys.stderr)
             return 1
         total["rows"] += answer["rows"]
         for k in ("imported", "updated", "ignored"):
             total[k] += answer["importCount"][k]
         rate = total["rows"] / max(time.monotonic() - started, 1e-9)
         print(f"{total['rows']:>12,} rows  ({rate:,.0f} values/s)", file=sys.stderr)
+    wait_for_year_totals(base_url, token)
     print(json.dumps({**total, "seconds": round(time.monotonic() - started, 1)}))
     return 0
+
+
+def wait_for_year_totals(base_url: str, token: str, timeout: float = 3600) -> None:
+    """Yearly totals are rebuilt in the background after a load: done means they are too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(f"{base_url}/api/history", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            pending = json.loads(response.read())["pendingYearTotals"]
+        if pending == 0:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{pending} yearly totals still pending after {timeout:.0f}s")
+        print(f"  yearly totals: {pending:,} pending", file=sys.stderr)
+        time.sleep(1)

@@ -32,6 +32,12 @@ def service_classes() -> dict:
 
 
 ALL = ("gateway", "registry", "submission", "validation", "aggregation", "notify")
+STOP_SECONDS = 30
+
+
+def _force(runner: ServiceRunner) -> None:
+    log.warning("graceful stop did not finish within %ds; stopping now", STOP_SECONDS)
+    runner.kill()
 
 
 def prepare(settings: Settings, names=ALL) -> None:
@@ -66,9 +72,18 @@ def run(settings: Settings, names=ALL) -> None:
         start_http_server(settings.metrics_port)
         log.info("metrics on :%d/metrics", settings.metrics_port)
 
+    stopping = []
+
     def shutdown(signum, frame):
-        # signal handlers can't use eventlet primitives: stop from a green thread
+        # signal handlers can't use eventlet primitives: stop from a green thread.
+        # A graceful stop finishes in-flight work, but waits on the broker; it gets
+        # STOP_SECONDS, and a second signal ends it at once.
+        if stopping:
+            eventlet.spawn_n(runner.kill)
+            return
+        stopping.append(signum)
         eventlet.spawn_n(runner.stop)
+        eventlet.spawn_after(STOP_SECONDS, _force, runner)
 
     signal.signal(signal.SIGTERM, shutdown)
     runner.start()

@@ -15,7 +15,9 @@ from shared.events import CATALOGUE, EnvelopeSchema
 
 
 def _field(f: fields.Field) -> dict:
-    if isinstance(f, fields.Nested):
+    if hasattr(f, "json_schema"):  # a custom field that describes itself
+        out = dict(f.json_schema)
+    elif isinstance(f, fields.Nested):
         schema = f.nested() if callable(f.nested) and not isinstance(f.nested, type) else f.nested
         out = _schema(schema if isinstance(schema, Schema) else schema())
     elif isinstance(f, fields.List):

@@ -12,6 +12,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from shared import serialization
+
 NAMEKO_KEY = "STATNET"
 
 
@@ -144,7 +146,9 @@ class Settings:
             "AMQP_URI": self.amqp_uri,
             "WEB_SERVER_ADDRESS": self.http_address,
             "max_workers": self.max_workers,
-            "serializer": "json",
+            "SERIALIZERS": serialization.NAMEKO_CONFIG,
+            "serializer": serialization.NAME,
+            "ACCEPT": [serialization.NAME, "json"],
             # fail fast on a dead broker instead of nameko's long default backoff
             "TRANSPORT_OPTIONS": {"max_retries": 3, "interval_start": 1,
                                   "interval_step": 1, "interval_max": 3},

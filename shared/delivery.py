@@ -39,7 +39,7 @@ from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.extensions import DependencyProvider
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from shared import metrics, topology
+from shared import metrics, serialization, topology
 from shared.background import Pump
 from shared.config import Settings
 from shared.db import engine_for
@@ -92,8 +92,10 @@ class Tx:
     def emit(self, event_type: str, data: dict, correlation_id: str | None = None) -> str:
         """Queue an event for publication when (and only if) this transaction commits."""
         message = envelope(self.service_name, event_type, data, correlation_id or self.correlation_id)
+        # encoded once, here; the relay sends these very bytes (no decode/re-encode)
         self.conn.execute(self.outbox.insert().values(
-            event_id=message["event_id"], event_type=event_type, message=message,
+            event_id=message["event_id"], event_type=event_type,
+            message=sa.cast(sa.bindparam("message_text", serialization.dumps(message), type_=sa.Text), JSONB),
             correlation_id=message["correlation_id"]))
         self.emitted += 1
         return message["event_id"]
@@ -180,7 +182,8 @@ class OutboxRelay(Pump):
         outbox = self.outbox
         with self.engine.begin() as conn:
             rows = conn.execute(
-                sa.select(outbox.c.id, outbox.c.event_type, outbox.c.message)
+                sa.select(outbox.c.id, outbox.c.event_id, outbox.c.event_type, outbox.c.correlation_id,
+                          sa.cast(outbox.c.message, sa.Text).label("body"))
                 .order_by(outbox.c.id).limit(RELAY_BATCH)
                 .with_for_update(skip_locked=True)).all()
             if not rows:
@@ -190,9 +193,9 @@ class OutboxRelay(Pump):
             for row in rows:
                 try:
                     self.publisher.publish(
-                        row.message, exchange=exchange, routing_key=row.event_type,
-                        correlation_id=row.message.get("correlation_id"),
-                        message_id=row.message["event_id"])
+                        row.body, exchange=exchange, routing_key=row.event_type,
+                        content_type=serialization.CONTENT_TYPE, content_encoding="utf-8",
+                        correlation_id=row.correlation_id, message_id=row.event_id)
                 except UndeliverableMessage:
                     # no queue bound: the topology was not declared (or was deleted).
                     # Keep the event; it goes out once the topology is back.

@@ -16,13 +16,19 @@ bring a deleted value back.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import sqlalchemy as sa
 
 from services.aggregation import tables as t
+from shared.background import Pump
+from shared.config import Settings
+from shared.db import engine_for
 from shared.periods import YEARLY, Period
 from shared.replica import Metadata
 from shared.values import numeric
+
+log = logging.getLogger(__name__)
 
 _APPLY = sa.text("""
 WITH incoming AS (
@@ -100,23 +106,29 @@ def apply_return(conn: sa.Connection, data: dict, md: Metadata) -> dict:
             "ignored": total - imported - updated - deleted}
 
 
-_CLEAR_YEARS = sa.text("""
-DELETE FROM aggregation.year_total y
-USING unnest(CAST(:ou AS text[]), CAST(:year AS int[]), CAST(:de AS text[])) AS k(ou, year, de)
-WHERE y.org_unit = k.ou AND y.year = k.year AND y.data_element = k.de
+# keys arrive as (unit, year, element) triples and are grouped per (unit, year), so
+# each unit-year is read once, by the primary key (org_unit, data_element, ...)
+_KEYS = """
+k AS (
+    SELECT ou, year, array_agg(DISTINCT de) AS des
+    FROM unnest(CAST(:ou AS text[]), CAST(:year AS int[]), CAST(:de AS text[])) AS u(ou, year, de)
+    GROUP BY ou, year
+)"""
+
+_CLEAR_YEARS = sa.text(f"""
+WITH {_KEYS}
+DELETE FROM aggregation.year_total y USING k
+WHERE y.org_unit = k.ou AND y.year = k.year AND y.data_element = ANY(k.des)
 """)
 
-_FILL_YEARS = sa.text("""
+_FILL_YEARS = sa.text(f"""
 INSERT INTO aggregation.year_total
     (data_element, combo, org_unit, year, path, s, n, last_start, last_value)
-WITH k AS (
-    SELECT DISTINCT * FROM unnest(CAST(:ou AS text[]), CAST(:year AS int[]), CAST(:de AS text[]))
-           AS k(ou, year, de)
-),
+WITH {_KEYS},
 leaf AS (
     SELECT f.data_element, f.combo, f.org_unit, k.year, f.path, f.start_date, f.value
     FROM k JOIN aggregation.data_value f
-      ON f.org_unit = k.ou AND f.data_element = k.de
+      ON f.org_unit = k.ou AND f.data_element = ANY(k.des)
      AND f.start_date >= make_date(k.year, 1, 1) AND f.start_date < make_date(k.year + 1, 1, 1)
     WHERE f.period_type <> 'Yearly' AND f.value IS NOT NULL
 ),
@@ -176,6 +188,43 @@ def rebuild_year_totals(conn: sa.Connection, ou: list[str], year: list[int], de:
     params = {"ou": ou, "year": year, "de": de}
     conn.execute(_CLEAR_YEARS, params)
     conn.execute(_FILL_YEARS, params)
+
+
+_TAKE_PENDING = sa.text("""
+WITH taken AS (
+    DELETE FROM aggregation.year_total_pending
+    WHERE (org_unit, year, data_element) IN (
+        SELECT org_unit, year, data_element FROM aggregation.year_total_pending
+        ORDER BY org_unit, year LIMIT :n FOR UPDATE SKIP LOCKED)
+    RETURNING org_unit, year, data_element
+)
+SELECT array_agg(org_unit), array_agg(year), array_agg(data_element), count(*) FROM taken
+""")
+
+
+class YearTotalsRebuilder(Pump):
+    """Rebuilds the yearly rows a history load left pending, a large batch at a time."""
+
+    name = "year-totals"
+    batch = 20_000
+    poll_seconds = 2.0
+
+    def setup(self):
+        self.engine = engine_for(Settings.of(self.container).database_url)
+
+    def work(self) -> int:
+        with self.engine.begin() as conn:
+            lock_all_year_totals(conn)
+            ou, year, de, n = conn.execute(_TAKE_PENDING, {"n": self.batch}).one()
+            if n:
+                rebuild_year_totals(conn, ou, year, de)
+        if n:
+            log.info("rebuilt %d pending yearly totals", n)
+        return n
+
+
+def pending_year_totals(conn: sa.Connection) -> int:
+    return conn.execute(sa.text("SELECT count(*) FROM aggregation.year_total_pending")).scalar()
 
 
 def year_keys(values: list[dict]) -> set[tuple[str, int, str]]:

@@ -5,8 +5,8 @@ by one, no alert should fire, and there are millions of values. So history
 skips the per-return event flow and goes straight into the aggregates, with
 PostgreSQL doing the work a value at a time would cost in Python:
 
-1. the DHIS2 CSV chunk is read by Python's C csv reader and staged, column by
-   column, into a temporary table in one statement;
+1. the DHIS2 CSV chunk is checked by Python's csv reader (header, ten fields a
+   line) and ``COPY``-ed into a temporary table;
 2. one statement derives each row's period type and dates, its combo, its
    unit's path as of the period, and one statement lists every problem (unknown
    codes, elements outside the data set, units not assigned or not open,
@@ -16,22 +16,27 @@ PostgreSQL doing the work a value at a time would cost in Python:
 3. the values are upserted set-based with submission ``seq`` 0: history may
    correct history, but never overwrites a value that came with a return, and
    any later return replaces it;
-4. the yearly totals of every touched (unit, year, element) are rebuilt in one
-   pass, and each (data set, unit, period) counts as reported for completeness
-   (not on time: its receipt date is unknown).
+4. each (data set, unit, period) counts as reported for completeness (not on
+   time: its receipt date is unknown); months and quarters are in every total
+   at once, while the touched (unit, year, element) keys are queued for
+   ``YearTotalsRebuilder``, which rebuilds yearly totals in large batches (a year
+   of history arrives in many chunks; rebuilding its rows after each would
+   rewrite them a dozen times). ``GET /api/history`` tells how many are pending,
+   and ``statnet history load`` waits for none before it reports done.
 
 The value-type rules are the same as ``shared.values.normalise``, written in
 SQL; ``tests/integration/test_history.py`` feeds both the same values.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import uuid
 
+import psycopg2.extensions
 import sqlalchemy as sa
 
-from services.aggregation import facts
 from shared.api import ApiError
 from shared.periods import today
 from shared.replica import Metadata
@@ -40,14 +45,13 @@ COLUMNS = ("dataelement", "period", "orgunit", "categoryoptioncombo", "attribute
            "storedby", "lastupdated", "comment", "followup")
 MAX_PROBLEMS = 100
 
-# columns arrive as arrays: one statement stages the whole chunk, whatever its size
-# (COPY would be faster still, but psycopg2 refuses it under psycogreen's cooperative wait)
-_STAGE = sa.text(f"""
-CREATE TEMP TABLE history_in ON COMMIT DROP AS
-SELECT ord AS n, {", ".join(COLUMNS)}
-FROM unnest({", ".join(f"CAST(:{c} AS text[])" for c in COLUMNS)}) WITH ORDINALITY
-     AS u({", ".join(COLUMNS)}, ord)
-""")
+_STAGE = f"""
+CREATE TEMP TABLE history_in (
+    n bigint GENERATED ALWAYS AS IDENTITY,
+    {", ".join(f"{c} text" for c in COLUMNS)}
+) ON COMMIT DROP
+"""
+_COPY = f"COPY history_in ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 
 _DERIVE = sa.text(r"""
 CREATE TEMP TABLE history_rows ON COMMIT DROP AS
@@ -63,6 +67,16 @@ WITH typed AS (
                         WHEN 'Quarterly' THEN make_date(left(t.period, 4)::int, right(t.period, 1)::int * 3 - 2, 1)
                         WHEN 'Yearly' THEN make_date(left(t.period, 4)::int, 1, 1) END AS start_date
     FROM typed t
+), places AS (    -- each unit's path as of each period start, looked up once per pair
+    SELECT p.orgunit, p.start_date, w.path, w.level
+    FROM (SELECT DISTINCT orgunit, start_date FROM dated) p
+    JOIN LATERAL (
+        SELECT q.path, q.level FROM aggregation.md_org_unit_path q
+        WHERE q.code = p.orgunit
+        ORDER BY (p.start_date IS NOT NULL AND q.valid_from <= p.start_date
+                  AND (q.valid_to IS NULL OR q.valid_to > p.start_date)) DESC, q.valid_from DESC
+        LIMIT 1
+    ) w ON true
 )
 SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_date,
        (d.start_date + CASE d.ptype WHEN 'Monthly' THEN interval '1 month'
@@ -76,13 +90,7 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
 FROM dated d
 LEFT JOIN aggregation.md_data_element e ON e.code = d.dataelement
 LEFT JOIN aggregation.md_org_unit u ON u.code = d.orgunit
-LEFT JOIN LATERAL (
-    SELECT q.path, q.level FROM aggregation.md_org_unit_path q
-    WHERE q.code = d.orgunit
-    ORDER BY (d.start_date IS NOT NULL AND q.valid_from <= d.start_date
-              AND (q.valid_to IS NULL OR q.valid_to > d.start_date)) DESC, q.valid_from DESC
-    LIMIT 1
-) w ON true
+LEFT JOIN places w ON w.orgunit = d.orgunit AND w.start_date IS NOT DISTINCT FROM d.start_date
 """)
 
 # the same acceptance as shared.values.normalise
@@ -168,11 +176,11 @@ WITH up AS (
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
 """)
 
-_YEAR_KEYS = sa.text("""
-SELECT array_agg(ou), array_agg(y), array_agg(de) FROM (
-    SELECT DISTINCT ou, extract(year FROM start_date)::int AS y, de FROM history_rows
-    WHERE raw <> '' AND ptype <> 'Yearly'
-) k
+_PENDING = sa.text("""
+INSERT INTO aggregation.year_total_pending (org_unit, year, data_element)
+SELECT DISTINCT ou, extract(year FROM start_date)::int, de FROM history_rows
+WHERE raw <> '' AND ptype <> 'Yearly'
+ON CONFLICT DO NOTHING
 """)
 
 _COMPLETENESS = sa.text("""
@@ -186,8 +194,12 @@ def _bad(message: str, **extra) -> ApiError:
     return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message, **extra})
 
 
-def _columns(body: str) -> dict[str, list]:
-    """The chunk's rows as one list per column (line numbers: header = 1)."""
+def _rows(body: str) -> str:
+    """The chunk's data lines, re-written as clean CSV for COPY (line numbers: header = 1).
+
+    Python's csv reader checks the header and that every line has its ten fields
+    (and says which do not); COPY then reads the rows without surprises.
+    """
     reader = csv.reader(io.StringIO(body.lstrip("\ufeff")))
     header = tuple(c.strip().lower() for c in next(reader, []))
     if header != COLUMNS:
@@ -200,7 +212,23 @@ def _columns(body: str) -> dict[str, list]:
                    conflicts=[{"object": f"line {line}", "value": None,
                                "message": f"line {line} has {n} fields, not {len(COLUMNS)}"}
                               for line, n in short[:MAX_PROBLEMS]])
-    return {c: [row[i] for row in rows] for i, c in enumerate(COLUMNS)}
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def _blocking():
+    """psycopg2 refuses COPY while psycogreen's wait callback is set. The COPY runs
+    with the callback set aside; nothing else in the process runs meanwhile (the
+    call blocks the hub), so no other greenlet can notice, and it is back before
+    anything yields."""
+    callback = psycopg2.extensions.get_wait_callback()
+    psycopg2.extensions.set_wait_callback(None)
+    try:
+        yield
+    finally:
+        psycopg2.extensions.set_wait_callback(callback)
 
 
 def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> dict:
@@ -210,9 +238,13 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
     ds = md.data_sets.get(data_set)
     if ds is None:
         raise _bad(f"dataSet: unknown data set {data_set!r}")
-    columns = _columns(body)
+    rows_csv = _rows(body)
     batch = f"history:{uuid.uuid4()}"
-    conn.execute(_STAGE, columns)
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cur:
+        cur.execute(_STAGE)
+        with _blocking():
+            cur.copy_expert(_COPY, io.StringIO(rows_csv))
     conn.execute(_DERIVE)
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
                                         "ptype": ds.period_type, "today": today(),
@@ -222,11 +254,8 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
                    conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
                               for p in problems])
     rows = conn.execute(sa.text("SELECT count(*) FROM history_rows")).scalar()
-    facts.lock_all_year_totals(conn)
     imported, updated = conn.execute(_UPSERT, {"batch": batch}).one()
-    ou, year, de = conn.execute(_YEAR_KEYS).one()
-    if ou:
-        facts.rebuild_year_totals(conn, ou, year, de)
+    conn.execute(_PENDING)
     conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch})
     return {"batch": batch, "rows": rows,
             "importCount": {"imported": imported, "updated": updated,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from nameko.extensions import DependencyProvider
+
 from services.aggregation import analytics, completeness, exports, facts, history
 from services.aggregation import tables as t
 from shared import metrics
@@ -32,11 +34,21 @@ def _repath_moved_units(conn, changes: dict) -> None:
             log.info("re-pathed %d stored values after a hierarchy change", moved)
 
 
+class YearTotals(DependencyProvider):
+    """``self.year_totals``: the background rebuild of yearly totals a history load left pending."""
+
+    rebuilder = facts.YearTotalsRebuilder()
+
+    def get_dependency(self, worker_ctx):
+        return self.rebuilder
+
+
 class AggregationService(KeepsMetadataReplica):
     name = "aggregation"
 
     db = Database(t.metadata)
     replica = Replica(t.replica, on_apply=_repath_moved_units)
+    year_totals = YearTotals()
 
     @subscribe("validation", "return_validated")
     def aggregate_return(self, event):
@@ -69,12 +81,19 @@ class AggregationService(KeepsMetadataReplica):
         md = self.replica.current()
         with self.db.transaction() as tx:
             loaded = history.load(tx.conn, md, params.get("dataSet"), body)
+        self.year_totals.wake()
         for result, n in loaded["importCount"].items():
             if n:
                 metrics.data_values_total.labels(result=result).inc(n)
         log.info("history %s: %d rows into %s, %s", loaded["batch"], loaded["rows"], params.get("dataSet"),
                  loaded["importCount"])
         return reply({"status": "OK", **loaded})
+
+    @api_rpc
+    def history_status(self, principal):
+        principal.require("history.load")
+        with self.db.connect() as conn:
+            return reply({"pendingYearTotals": facts.pending_year_totals(conn)})
 
     # ---------------------------------------------------------------- reading
 

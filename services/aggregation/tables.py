@@ -15,9 +15,9 @@ replica = replica_tables(metadata)
 # ``path`` sorts bytewise (COLLATE "C") so prefix ranges are exact.
 data_value = sa.Table(
     "data_value", metadata,
+    sa.Column("org_unit", sa.Text, primary_key=True),
     sa.Column("data_element", sa.Text, primary_key=True),
     sa.Column("combo", sa.Text, primary_key=True),
-    sa.Column("org_unit", sa.Text, primary_key=True),
     sa.Column("period", sa.Text, primary_key=True),
     sa.Column("period_type", sa.Text, nullable=False),
     sa.Column("start_date", sa.Date, nullable=False),
@@ -39,15 +39,24 @@ data_value = sa.Table(
 # A unit moved during the year has one row per path it held.
 year_total = sa.Table(
     "year_total", metadata,
-    sa.Column("data_element", sa.Text, primary_key=True),
-    sa.Column("combo", sa.Text, primary_key=True),
     sa.Column("org_unit", sa.Text, primary_key=True),
     sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("data_element", sa.Text, primary_key=True),
+    sa.Column("combo", sa.Text, primary_key=True),
     sa.Column("path", sa.Text(collation="C"), primary_key=True),
     sa.Column("s", sa.Numeric, nullable=False),
     sa.Column("n", sa.Integer, nullable=False),
     sa.Column("last_start", sa.Date, nullable=False),
     sa.Column("last_value", sa.Numeric, nullable=False),
+)
+
+# (unit, year, element) keys whose yearly rows a history chunk made stale; the
+# YearTotalsRebuilder works through them in large batches
+year_total_pending = sa.Table(
+    "year_total_pending", metadata,
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("data_element", sa.Text, primary_key=True),
 )
 
 # Completeness and timeliness: the first accepted return of each data set, unit and period.

@@ -8,7 +8,7 @@ import time
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from shared import metrics
 
@@ -31,17 +31,19 @@ class _JsonErrorsApp(WsgiApp):
     """nameko's WSGI app, with routing errors (404, 405) answered as JSON too."""
 
     def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:
-            adapter.match()
+            provider, values = adapter.match()
         except HTTPException as exc:
             response = json_response({"status": "ERROR", "httpStatusCode": exc.code,
                                       "message": f"{exc.name}: {environ.get('REQUEST_METHOD')} "
                                                  f"{environ.get('PATH_INFO')}"}, exc.code)
-            if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            if exc.code == 405 and getattr(exc, "valid_methods", None):
                 response.headers["Allow"] = ", ".join(exc.valid_methods)
             return response(environ, start_response)
-        return super().__call__(environ, start_response)
+        request.path_values = values
+        return provider.handle_request(request)(environ, start_response)
 
 
 class JsonWebServer(WebServer):

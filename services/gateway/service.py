@@ -191,6 +191,10 @@ class GatewayService:
         return self.relay(self.call("aggregation", "load_history", principal.to_dict(), dict(request.args),
                                     self.body_text(request)))
 
+    @route("GET", "/api/history")
+    def history_status(self, request):
+        return self.api(request, "aggregation", "history_status")
+
     @route("GET", "/api/submissions/<return_id>")
     def get_submission(self, request, return_id):
         return self.api(request, "submission", "get", return_id)

@@ -6,20 +6,48 @@ The catalogue that maps (source, event type) to these schemas and their
 ``schema_version`` is ``shared.events.CATALOGUE``; ``docs/asyncapi.yaml`` is
 generated from it.
 """
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from shared.schemas.common import EventSchema
 from shared.schemas.metadata import IMPORTANCES, MetadataChangesSchema
 
 
-class ReturnValueSchema(EventSchema):
-    """One data value of a return, identified by code. ``value == ""`` deletes it."""
-    data_element = fields.Str(required=True)
-    category_option_combo = fields.Str(required=True)
-    org_unit = fields.Str(required=True)
-    period = fields.Str(required=True)
-    value = fields.Str(required=True)
-    comment = fields.Str(allow_none=True, load_default=None)
+class ReturnValues(fields.Field):
+    """The values of a return: a list of ``{data_element, category_option_combo,
+    org_unit, period, value, comment}``, all text (``comment`` may be null);
+    ``value == ""`` deletes the value.
+
+    Checked with plain Python rather than a nested schema per value: every
+    consumer of every return event loads hundreds of them, and the nested
+    schema was a fifth of all CPU under load (profiled). The contract of each
+    value is the same; only the cost differs.
+    """
+
+    REQUIRED = ("data_element", "category_option_combo", "org_unit", "period", "value")
+    json_schema = {"type": "array", "items": {
+        "type": "object", "required": list(REQUIRED),
+        "properties": {**{k: {"type": "string"} for k in REQUIRED},
+                       "comment": {"oneOf": [{"type": "string"}, {"type": "null"}]}}}}
+
+    def _check(self, value):
+        if not isinstance(value, list):
+            raise ValidationError("values must be a list")
+        for i, item in enumerate(value):
+            if type(item) is not dict:
+                raise ValidationError(f"values[{i}] must be an object")
+            for key in self.REQUIRED:
+                if type(item.get(key)) is not str:
+                    raise ValidationError(f"values[{i}].{key} must be text, not {item.get(key)!r}")
+            comment = item.get("comment")
+            if comment is not None and type(comment) is not str:
+                raise ValidationError(f"values[{i}].comment must be text or null")
+        return value
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self._check(value)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return self._check(value)
 
 
 class ViolationSchema(EventSchema):
@@ -49,12 +77,12 @@ class ReturnRefSchema(EventSchema):
 
 
 class ReturnReceivedSchema(ReturnRefSchema):
-    values = fields.List(fields.Nested(ReturnValueSchema), required=True)
+    values = ReturnValues(required=True)
 
 
 class ReturnValidatedSchema(ReturnRefSchema):
     """Accepted: no HIGH violation. MEDIUM/LOW ones ride along as warnings."""
-    values = fields.List(fields.Nested(ReturnValueSchema), required=True)
+    values = ReturnValues(required=True)
     violations = fields.List(fields.Nested(ViolationSchema), required=True)
 
 

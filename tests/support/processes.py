@@ -44,7 +44,7 @@ class StatnetProcess:
     def start(self, wait: bool = True) -> "StatnetProcess":
         self.starts += 1
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", *self.services],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.orphan_guard", "run", *self.services],
                                      env=self.env, stdout=log, stderr=log, cwd=ROOT)
         log.close()
         if wait:
