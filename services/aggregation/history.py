@@ -37,21 +37,18 @@ import uuid
 import psycopg2.extensions
 import sqlalchemy as sa
 
+from shared import dhis2_csv
 from shared.api import ApiError
 from shared.periods import today
 from shared.replica import Metadata
 
-COLUMNS = ("dataelement", "period", "orgunit", "categoryoptioncombo", "attributeoptioncombo", "value",
-           "storedby", "lastupdated", "comment", "followup")
+COLUMNS = dhis2_csv.COLUMNS
 MAX_PROBLEMS = 100
 
 _STAGE = f"""
-CREATE TEMP TABLE history_in (
-    n bigint GENERATED ALWAYS AS IDENTITY,
-    {", ".join(f"{c} text" for c in COLUMNS)}
-) ON COMMIT DROP
+CREATE TEMP TABLE history_in (n int, {", ".join(f"{c} text" for c in COLUMNS)}) ON COMMIT DROP
 """
-_COPY = f"COPY history_in ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+_COPY = f"COPY history_in (n, {', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 
 _DERIVE = sa.text(r"""
 CREATE TEMP TABLE history_rows ON COMMIT DROP AS
@@ -108,7 +105,7 @@ END
 """
 
 _PROBLEMS = sa.text(f"""
-SELECT n + 1 AS line, object, value, message FROM (
+SELECT n AS line, object, value, message FROM (
     SELECT r.n, 'dataelement' AS object, r.de AS value, 'unknown data element ' || quote_literal(coalesce(r.de, ''))
            AS message FROM history_rows r WHERE NOT r.de_known
     UNION ALL
@@ -195,25 +192,21 @@ def _bad(message: str, **extra) -> ApiError:
 
 
 def _rows(body: str) -> str:
-    """The chunk's data lines, re-written as clean CSV for COPY (line numbers: header = 1).
+    """The chunk's data lines as clean CSV for COPY, each led by its line number in the chunk.
 
-    Python's csv reader checks the header and that every line has its ten fields
-    (and says which do not); COPY then reads the rows without surprises.
+    ``shared.dhis2_csv`` checks the header and the fields of every line (and
+    says which are wrong); COPY then reads the rows without surprises.
     """
-    reader = csv.reader(io.StringIO(body.lstrip("\ufeff")))
-    header = tuple(c.strip().lower() for c in next(reader, []))
-    if header != COLUMNS:
-        raise _bad(f"the first line must be the DHIS2 CSV header {','.join(COLUMNS)}; "
-                   f"got {','.join(header)[:200]!r}")
-    rows = [row for row in reader if row]
-    short = [(n + 2, len(row)) for n, row in enumerate(rows) if len(row) != len(COLUMNS)]
-    if short:
-        raise _bad(f"{len(short)} line(s) do not have {len(COLUMNS)} fields: nothing was loaded",
-                   conflicts=[{"object": f"line {line}", "value": None,
-                               "message": f"line {line} has {n} fields, not {len(COLUMNS)}"}
-                              for line, n in short[:MAX_PROBLEMS]])
+    try:
+        rows = dhis2_csv.read(body)
+    except dhis2_csv.CsvError as exc:
+        first = exc.problems[0][1]
+        raise _bad(first if len(exc.problems) == 1 else f"{len(exc.problems)} problems reading the CSV, "
+                                                           f"the first: {first}",
+                   conflicts=[{"object": f"line {line}", "value": None, "message": message}
+                              for line, message in exc.problems[:MAX_PROBLEMS]]) from None
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(rows)
+    csv.writer(out, lineterminator="\n").writerows([line, *fields] for line, fields in rows)
     return out.getvalue()
 
 

@@ -89,7 +89,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     seen: dict[tuple, int] = {}
     places: set[tuple[str, Period]] = set()
     for v in raw.values:
-        at = f"dataValues[{v.index}]"
+        at = v.where
         ok = True
         de = None
         if _text(v.data_element) is None:
@@ -138,9 +138,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         key = (de.code, combo, value_unit, value_period.code)
         if key in seen:
             conflicts.append(conflict(at, None, f"{de.code}.{combo} for {value_unit} {value_period.code} "
-                                                f"is given twice (also dataValues[{seen[key]}])"))
+                                                f"is given twice (also {seen[key]})"))
             continue
-        seen[key] = v.index
+        seen[key] = v.where
         places.add((value_unit, value_period))
         values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
                        "period": value_period.code, "value": text, "comment": v.comment})
@@ -154,6 +154,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             conflicts.append(conflict("orgUnit", unit, f"org unit {unit!r} is not assigned data set {ds.code!r}"))
         elif not md.org_units[unit].open_during(p):
             conflicts.append(conflict("orgUnit", unit, f"org unit {unit!r} is not open in period {p.code}"))
+    if ds is not None and org_unit is not None and period is None and not md.assigned(ds, org_unit):
+        # the period could not be read: still say whether the unit may send this data set at all
+        conflicts.append(conflict("orgUnit", org_unit, f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))
     if conflicts:
         raise Refused(400, {"status": "ERROR", "httpStatusCode": 400,
                             "message": f"{len(conflicts)} conflict(s): nothing was stored",

@@ -66,8 +66,12 @@ class SubmissionService(KeepsMetadataReplica):
         except formats.ParseError as exc:
             raise error(400, "the body could not be read: nothing was stored", conflicts=exc.conflicts)
         received_at = dt.datetime.now(dt.timezone.utc)
+        md = self.replica.current()
         try:
-            checked = intake.check(raw, self.replica.current(), principal, received_at)
+            formats.infer_data_set(raw, md)
+            checked = intake.check(raw, md, principal, received_at)
+        except formats.ParseError as exc:
+            raise error(400, "the data set could not be determined: nothing was stored", conflicts=exc.conflicts)
         except intake.Refused as exc:
             return reply(exc.body, exc.status)
 

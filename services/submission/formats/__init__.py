@@ -19,6 +19,11 @@ class RawValue:
     comment: object = None
     period: object = None          # None: the return's period
     org_unit: object = None        # None: the return's org unit
+    line: int | None = None        # CSV: the line it came from
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line}" if self.line is not None else f"dataValues[{self.index}]"
 
 
 @dataclass
@@ -28,6 +33,7 @@ class RawReturn:
     org_unit: object = None
     complete_date: object = None
     values: list[RawValue] = field(default_factory=list)
+    infer_data_set: bool = False   # CSV without ?dataSet=: find the one that fits
 
 
 class ParseError(Exception):
@@ -50,10 +56,38 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
+JSON, ADX, CSV = "application/json", "application/adx+xml", "text/csv"
+# what DHIS2 clients also send for the same formats
+ALIASES = {"application/csv": CSV, "application/xml+adx": ADX}
+
+
 def parse(content_type: str | None, body: str, params: dict) -> RawReturn:
-    from services.submission.formats import json_format
+    from services.submission.formats import adx_format, csv_format, json_format
 
     kind = media_type(content_type)
-    if kind == "application/json":
+    kind = ALIASES.get(kind, kind)
+    if kind == JSON:
         return json_format.parse(body)
+    if kind == ADX:
+        return adx_format.parse(body)
+    if kind == CSV:
+        return csv_format.parse(body, params)
     raise UnsupportedMediaType(kind or "(none)")
+
+
+def infer_data_set(raw: RawReturn, md) -> None:
+    """For a CSV without ?dataSet=: the one data set holding every element, assigned to every unit."""
+    if not raw.infer_data_set:
+        return
+    elements = {v.data_element for v in raw.values}
+    units = {v.org_unit for v in raw.values} - {None, ""}
+    candidates = sorted(ds.code for ds in md.data_sets.values()
+                        if elements <= set(ds.data_elements) and all(md.assigned(ds, u) for u in units))
+    if len(candidates) == 1:
+        raw.data_set = candidates[0]
+        return
+    if candidates:
+        raise ParseError([conflict("dataSet", None, f"the file fits data sets {', '.join(candidates)}: "
+                                                    "name one with ?dataSet=")])
+    raise ParseError([conflict("dataSet", None, "no data set holds every data element of the file for its "
+                                                "org units: name one with ?dataSet=")])

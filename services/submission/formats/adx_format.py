@@ -1,0 +1,85 @@
+"""ADX 1.0 (``application/adx+xml``), IHE QRPH's aggregate data exchange.
+
+``<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet= orgUnit= period="2026-09-01/P1M">
+<dataValue dataElement= categoryOptionCombo= value=/></group></adx>``, periods in
+ADX's ISO 8601 form, a comment as ``<annotation>``. Several groups may come in
+one message (units or periods of one data set); the first group is the
+return's. ADX disaggregates with category attributes (``SEX="F"``); a single
+such attribute whose value is one of the element's combos is read as that
+combo (the combo is checked with the metadata later, like every other).
+
+The parser refuses DTDs, entity declarations and external references
+(defusedxml): a billion-laughs or XXE body is a 400, never an expansion.
+"""
+from __future__ import annotations
+
+from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.ElementTree import ParseError as XmlParseError
+from defusedxml.ElementTree import fromstring
+
+from services.submission.formats import ParseError, RawReturn, RawValue, conflict
+from shared.periods import Period, PeriodError
+
+NS = "urn:ihe:qrph:adx:2015"
+VALUE_ATTRIBUTES = {"dataElement", "categoryOptionCombo", "value"}
+
+
+def _local(tag: str) -> tuple[str | None, str]:
+    if tag.startswith("{"):
+        ns, _, name = tag[1:].partition("}")
+        return ns, name
+    return None, tag
+
+
+def parse(body: str) -> RawReturn:
+    try:
+        root = fromstring(body.encode("utf-8"), forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
+        raise ParseError([conflict("body", None, f"XML with a DTD, entities or external references is "
+                                                 f"refused ({type(exc).__name__})")]) from None
+    except XmlParseError as exc:
+        raise ParseError([conflict("body", None, f"body is not well-formed XML: {exc}")]) from None
+    ns, name = _local(root.tag)
+    if name != "adx" or ns not in (NS, None):
+        raise ParseError([conflict("body", root.tag, f"root element must be <adx xmlns=\"{NS}\">")])
+    problems, raw, index = [], RawReturn(), 0
+    groups = [g for g in root if _local(g.tag)[1] == "group"]
+    if not groups:
+        problems.append(conflict("adx", None, "no <group> in the message"))
+    for gi, group in enumerate(groups, 1):
+        where = f"group[{gi}]"
+        data_set, org_unit, iso = group.get("dataSet"), group.get("orgUnit"), group.get("period")
+        try:
+            period = Period.from_iso(iso).code if iso else None
+        except PeriodError as exc:
+            problems.append(conflict(f"{where}.period", iso, str(exc)))
+            period = None
+        if gi == 1:
+            raw.data_set, raw.org_unit, raw.period = data_set, org_unit, period
+            raw.complete_date = group.get("completeDate")
+            if iso and period is None:
+                raw.period = iso  # reported above; keeps "period is missing" from adding noise
+        elif data_set != raw.data_set:
+            problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
+                                                                   f"set {raw.data_set!r}"))
+        for dv in group:
+            if _local(dv.tag)[1] != "dataValue":
+                continue
+            at = f"{where}.dataValue[{index}]"
+            combo = dv.get("categoryOptionCombo")
+            categories = {k: v for k, v in dv.attrib.items() if k not in VALUE_ATTRIBUTES and "}" not in k}
+            if combo is None and len(categories) == 1:
+                combo = next(iter(categories.values()))
+            elif combo is None and len(categories) > 1:
+                problems.append(conflict(at, None, f"categories {', '.join(sorted(categories))}: give the "
+                                                   "statnet combo as categoryOptionCombo="))
+            if "value" not in dv.attrib:
+                problems.append(conflict(f"{at}.value", None, f"{at} has no value attribute"))
+                continue
+            comment = next((a.text for a in dv if _local(a.tag)[1] == "annotation"), None)
+            raw.values.append(RawValue(index, dv.get("dataElement"), combo, dv.get("value"), comment,
+                                       period if gi > 1 else None, org_unit if gi > 1 else None))
+            index += 1
+    if problems:
+        raise ParseError(problems)
+    return raw

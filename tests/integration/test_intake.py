@@ -1,0 +1,327 @@
+"""Submission intake on the real broker and database: three formats, every refusal
+stores and events nothing, idempotency, replacement, dry runs and the lifecycle.
+
+The DHIS2-shaped payloads under tests/fixtures/dhis2 are the documentation's
+examples with our codes (see its README); the metadata below gives them a home.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from shared import metrics
+from shared.db import engine_for
+from tests.support.client import wait_until
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "dhis2"
+JSON_BODY = (FIXTURES / "datavalueset.json").read_text(encoding="utf-8")
+ADX_BODY = (FIXTURES / "datavalueset.adx.xml").read_text(encoding="utf-8")
+CSV_BODY = (FIXTURES / "datavalueset.csv").read_text(encoding="utf-8")
+ADX, CSV = "application/adx+xml", "text/csv"
+
+# what the three fixtures say, as analytics keys
+EXPECTED = {"DEATHS_MALARIA": 21, "DEATHS_MALARIA.F": 12, "DEATHS_MALARIA.M": 9, "DEATHS_MEASLES": 3,
+            "DEATHS_MEASLES.F": 3, "BEDS": 40}
+
+
+@pytest.fixture(scope="module")
+def world(system, settings):
+    units = [{"code": "SL", "name": "Sierra Leone", "openingDate": "2000-01-01"},
+             {"code": "BO", "name": "Bo", "parent": "SL", "openingDate": "2000-01-01"},
+             {"code": "BADJIA", "name": "Badjia", "parent": "BO", "openingDate": "2000-01-01"},
+             {"code": "NGELEHUN", "name": "Ngelehun CHC", "nameLo": "ສຸກສາລາ ງເລເຮິນ", "parent": "BADJIA",
+              "openingDate": "2000-01-01"},
+             {"code": "BAOMA", "name": "Baoma Station CHP", "parent": "BADJIA", "openingDate": "2000-01-01"},
+             {"code": "KENEMA", "name": "Kenema", "parent": "SL", "openingDate": "2000-01-01"},
+             {"code": "GBO", "name": "Gbo CHC", "parent": "KENEMA", "openingDate": "2000-01-01"}]
+    deaths = {"valueType": "INTEGER_ZERO_OR_POSITIVE", "aggregationType": "SUM", "disaggregation": ["F", "M"]}
+    system.import_metadata({
+        "orgUnits": units,
+        "dataElements": [
+            {"code": "DEATHS_MALARIA", "name": "Malaria deaths", "nameLo": "ເສຍຊີວິດຍ້ອນໄຂ້ຍຸງ", **deaths},
+            {"code": "DEATHS_MEASLES", "name": "Measles deaths", **deaths},
+            {"code": "BEDS", "name": "Beds", "valueType": "INTEGER_ZERO_OR_POSITIVE", "aggregationType": "SUM"},
+            {"code": "PRICE_RICE", "name": "Rice price", "valueType": "NUMBER", "aggregationType": "AVERAGE"},
+        ],
+        "dataSets": [
+            {"code": "MORT5", "name": "Mortality < 5 years", "periodType": "Monthly",
+             "dataElements": ["DEATHS_MALARIA", "DEATHS_MEASLES", "BEDS"], "orgUnits": ["NGELEHUN", "GBO"],
+             "timelyDays": 15, "expiryDays": 0},
+            # the same beds in a second data set: a CSV of beds alone fits both
+            {"code": "BEDS_Q", "name": "Beds census", "periodType": "Monthly", "dataElements": ["BEDS"],
+             "orgUnits": ["NGELEHUN"], "timelyDays": 15, "expiryDays": 0},
+            {"code": "PRICES", "name": "Market prices", "periodType": "Monthly", "dataElements": ["PRICE_RICE"],
+             "orgUnits": ["NGELEHUN"], "timelyDays": 5, "expiryDays": 10},
+        ],
+    })
+    return {"bo": system.create_user("rep-bo", "reporter", "BO"),
+            "kenema": system.create_user("rep-kenema", "reporter", "KENEMA")}
+
+
+def stored(settings) -> tuple[int, int]:
+    """Returns stored and events ever written to the outbox: what a refusal must leave unchanged."""
+    with engine_for(settings.database_url).connect() as conn:
+        return (conn.execute(sa.text("SELECT count(*) FROM submission.return")).scalar_one(),
+                # the relay deletes what it has sent: count what was ever written
+                conn.execute(sa.text("SELECT last_value FROM submission.outbox_id_seq")).scalar_one())
+
+
+def with_period(body: str, month: int) -> str:
+    """The fixture moved to another month of 2014, in each format's own spelling."""
+    return (body.replace('"201401"', f'"2014{month:02d}"')
+            .replace("2014-01-01/P1M", f"2014-{month:02d}-01/P1M"))
+
+
+def values_at(system, ou: str, pe: str) -> dict:
+    dx = ";".join(EXPECTED)
+    return {k[0]: v for k, v in system.analytics(dx, ou, pe).items()}
+
+
+# ------------------------------------------------------------------ the three formats
+
+@pytest.mark.parametrize("content_type, body, month", [
+    ("application/json", JSON_BODY, 1),
+    (ADX, ADX_BODY, 2),
+    (CSV, CSV_BODY, 3),
+    ("application/csv", CSV_BODY, 4),          # DHIS2 clients' other spelling
+])
+def test_dhis2_examples_are_accepted_and_aggregated_in_every_format(system, world, content_type, body, month):
+    pe = f"2014{month:02d}"
+    r = system.submit(with_period(body, month), token=world["bo"], content_type=content_type)
+    assert r.status_code == 202, r.text
+    sub = system.wait_status(r.json()["id"])
+    assert sub["status"] == "AGGREGATED", sub
+    assert (sub["dataSet"], sub["orgUnit"], sub["period"]) == ("MORT5", "NGELEHUN", pe)
+    assert sub["importCount"] == {"imported": 4, "updated": 0, "ignored": 0, "deleted": 0}
+    for ou in ("NGELEHUN", "BADJIA", "BO", "SL"):
+        assert values_at(system, ou, pe) == EXPECTED, ou
+
+
+def test_an_adx_message_with_several_groups_is_one_return_per_data_set(system, world):
+    body = """<adx xmlns="urn:ihe:qrph:adx:2015">
+      <group dataSet="MORT5" orgUnit="NGELEHUN" period="2014-05-01/P1M">
+        <dataValue dataElement="BEDS" value="41"/></group>
+      <group dataSet="MORT5" orgUnit="NGELEHUN" period="2014-06-01/P1M">
+        <dataValue dataElement="BEDS" value="42"/></group>
+    </adx>"""
+    r = system.submit(body, token=world["bo"], content_type=ADX)
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert system.analytics("BEDS", "NGELEHUN", "201405;201406") == {
+        ("BEDS", "NGELEHUN", "201405"): 41, ("BEDS", "NGELEHUN", "201406"): 42}
+
+
+def test_csv_data_set_is_inferred_or_named_and_ambiguity_is_a_clear_400(system, world, settings):
+    beds_only = ('dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,'
+                 'lastupdated,comment,followup\nBEDS,201407,NGELEHUN,,,44,,,,\n')
+    before = stored(settings)
+    r = system.submit(beds_only, token=world["bo"], content_type=CSV)
+    assert r.status_code == 400, r.text
+    assert "BEDS_Q, MORT5" in r.json()["conflicts"][0]["message"]
+    assert stored(settings) == before
+
+    r = system.post("/api/dataValueSets?dataSet=BEDS_Q", data=beds_only.encode(), token=world["bo"],
+                    headers={"Content-Type": CSV})
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["dataSet"] == "BEDS_Q"
+
+    # malaria deaths are only in MORT5: no parameter needed
+    r = system.submit(beds_only.replace("BEDS,201407,NGELEHUN,,", "DEATHS_MALARIA,201407,NGELEHUN,F,"),
+                      token=world["bo"], content_type=CSV)
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["dataSet"] == "MORT5"
+
+
+# ------------------------------------------------------------------ refusals store nothing
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="MORT5" orgUnit="NGELEHUN" period="2014-08-01/P1M">
+<dataValue dataElement="BEDS" value="1"><annotation>&lol3;</annotation></dataValue></group></adx>"""
+XXE = """<?xml version="1.0"?>
+<!DOCTYPE adx [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="MORT5" orgUnit="NGELEHUN" period="2014-08-01/P1M">
+<dataValue dataElement="BEDS" value="1"><annotation>&secret;</annotation></dataValue></group></adx>"""
+CSV_HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment\n"
+
+
+@pytest.mark.parametrize("name, content_type, body, expect", [
+    ("billion laughs", ADX, BILLION_LAUGHS, "DTD"),
+    ("external entity", ADX, XXE, "DTD"),
+    ("not XML", ADX, "<adx><group", "not well-formed"),
+    ("wrong root", ADX, '<dxf xmlns="urn:ihe:qrph:adx:2015"/>', "root element"),
+    ("ISO period", ADX, ADX_BODY.replace("2014-01-01/P1M", "2014-01-01/P2M"), "P2M"),
+    ("no header", CSV, "BEDS,201401,NGELEHUN,,,40,,,\n", "header row"),
+    ("columns reordered", CSV, CSV_HEADER.replace("period,orgunit", "orgunit,period") + "x\n", "DHIS2 column order"),
+    ("short line", CSV, CSV_HEADER + "BEDS,201401,NGELEHUN,,,40,,,\nBEDS,201401\n", "line 3"),
+    ("not JSON", "application/json", '{"dataSet": "MORT5",', "JSON"),
+])
+def test_unreadable_bodies_are_400_and_store_nothing(system, world, settings, name, content_type, body, expect):
+    before = stored(settings)
+    r = system.submit(body, token=world["bo"], content_type=content_type)
+    assert r.status_code == 400, (name, r.text)
+    payload = r.json()
+    assert payload["status"] == "ERROR" and payload["conflicts"], payload
+    assert expect in json.dumps(payload["conflicts"], ensure_ascii=False), payload
+    assert "root:" not in r.text  # nothing of /etc/passwd came back
+    assert stored(settings) == before
+
+
+def test_every_problem_of_a_csv_is_listed_with_its_line(system, world, settings):
+    body = CSV_HEADER + ("DEATHS_MALARIA,201409,NGELEHUN,F,,twelve,,,\n"
+                         "NOSUCH,201409,NGELEHUN,,,1,,,\n"
+                         "PRICE_RICE,201409,NGELEHUN,,,5,,,\n")
+    before = stored(settings)
+    r = system.post("/api/dataValueSets?dataSet=MORT5", data=body.encode(), token=world["bo"],
+                    headers={"Content-Type": CSV})
+    assert r.status_code == 400, r.text
+    conflicts = r.json()["conflicts"]
+    by_object = {c["object"]: c for c in conflicts}
+    assert "line 2" in json.dumps(conflicts) and by_object, conflicts
+    assert any(c["value"] == "twelve" and "line 2" in c["object"] for c in conflicts), conflicts
+    assert any(c["value"] == "NOSUCH" and "line 3" in c["object"] for c in conflicts), conflicts
+    assert any(c["value"] == "PRICE_RICE" and "line 4" in c["object"] for c in conflicts), conflicts
+    assert stored(settings) == before
+
+
+def test_every_json_problem_is_listed_by_field_and_value(system, world, settings):
+    before = stored(settings)
+    r = system.submit({"dataSet": "MORT5", "period": "2014-13", "orgUnit": "BAOMA", "dataValues": [
+        {"dataElement": "BEDS", "value": "-1"},
+        {"dataElement": "DEATHS_MALARIA", "categoryOptionCombo": "X", "value": "1"},
+        {"dataElement": "PRICE_RICE", "value": "7.5"}]}, token=world["bo"])
+    assert r.status_code == 400, r.text
+    values = {(c["object"], c["value"]) for c in r.json()["conflicts"]}
+    assert ("period", "2014-13") in values, values
+    assert any(v == "BAOMA" for _, v in values), values            # not assigned MORT5
+    assert any(v == "-1" for _, v in values), values               # not zero or positive
+    assert any(v == "X" for _, v in values), values                # no such combo
+    assert any(v == "PRICE_RICE" for _, v in values), values       # not in the data set
+    assert stored(settings) == before
+
+
+def test_a_future_period_is_400(system, world, settings):
+    future = (dt.date.today() + dt.timedelta(days=70)).strftime("%Y%m")
+    before = stored(settings)
+    r = system.submit({"dataSet": "MORT5", "period": future, "orgUnit": "NGELEHUN",
+                       "dataValues": [{"dataElement": "BEDS", "value": "1"}]}, token=world["bo"])
+    assert r.status_code == 400, r.text
+    assert r.json()["conflicts"][0]["value"] == future
+    assert stored(settings) == before
+
+
+def test_outside_scope_and_closed_period_are_403(system, world, settings):
+    before = stored(settings)
+    r = system.submit(JSON_BODY, token=world["kenema"], content_type="application/json")
+    assert r.status_code == 403, r.text
+    assert "NGELEHUN" in r.text
+    # PRICES closes 10 days after each month: January 2014 is long closed
+    r = system.submit({"dataSet": "PRICES", "period": "201401", "orgUnit": "NGELEHUN",
+                       "dataValues": [{"dataElement": "PRICE_RICE", "value": "7.5"}]}, token=world["bo"])
+    assert r.status_code == 403, r.text
+    assert "closed" in r.text
+    assert stored(settings) == before
+
+
+def test_too_large_unsupported_and_unauthenticated_store_nothing(system, world, settings):
+    before = stored(settings)
+    huge = json.dumps({"dataSet": "MORT5", "period": "201410", "orgUnit": "NGELEHUN",
+                       "dataValues": [{"dataElement": "BEDS", "value": "1", "comment": "x" * 1000}] * 5300})
+    assert len(huge) > 5 * 1024 * 1024
+    r = system.submit(huge, token=world["bo"], content_type="application/json")
+    assert r.status_code == 413, r.text
+    r = system.submit("dataelement\tperiod", token=world["bo"], content_type="text/tab-separated-values")
+    assert r.status_code == 415, r.text
+    assert "text/tab-separated-values" in r.json()["message"]
+    r = system.submit(JSON_BODY, token="not-a-token", content_type="application/json")
+    assert r.status_code == 401, r.text
+    assert stored(settings) == before
+
+
+# ------------------------------------------------------------------ idempotency and replacement
+
+def test_same_idempotency_key_or_same_body_is_one_return_counted_once(system, world, settings):
+    counted = metrics.submissions_total.labels(status="RECEIVED")._value.get()
+    body = with_period(JSON_BODY, 11)
+    first = system.submit(body, token=world["bo"], content_type="application/json",
+                          headers={"Idempotency-Key": "k-201411"})
+    assert first.status_code == 202, first.text
+    rows = stored(settings)
+    again = system.submit(body.replace('"40"', '"41"'), token=world["bo"], content_type="application/json",
+                          headers={"Idempotency-Key": "k-201411"})
+    same = system.submit(body, token=world["bo"], content_type="application/json")
+    assert again.json()["id"] == same.json()["id"] == first.json()["id"]
+    assert (again.status_code, same.status_code) == (202, 202)
+    assert stored(settings) == rows
+    assert metrics.submissions_total.labels(status="RECEIVED")._value.get() == counted + 1
+    system.wait_status(first.json()["id"])
+    assert values_at(system, "SL", "201411")["BEDS"] == 40
+
+
+def test_a_later_return_replaces_updates_deletes_and_keeps_omitted_values(system, world):
+    body = json.loads(with_period(JSON_BODY, 12))
+    r = system.submit(body, token=world["bo"])
+    first = system.wait_status(r.json()["id"])
+    assert first["importCount"]["imported"] == 4
+
+    body["dataValues"] = [
+        {"dataElement": "DEATHS_MALARIA", "categoryOptionCombo": "F", "value": "13"},   # updated
+        {"dataElement": "DEATHS_MALARIA", "categoryOptionCombo": "M", "value": "9"},    # unchanged
+        {"dataElement": "DEATHS_MEASLES", "categoryOptionCombo": "F", "value": ""},     # deleted
+        {"dataElement": "DEATHS_MEASLES", "categoryOptionCombo": "M", "value": "2"},    # new
+    ]                                                                                   # BEDS omitted: stays
+    r = system.submit(body, token=world["bo"])
+    second = system.wait_status(r.json()["id"])
+    assert second["status"] == "AGGREGATED"
+    # an unchanged value is still a value the return carries again: updated, as in DHIS2
+    assert second["importCount"] == {"imported": 1, "updated": 2, "ignored": 0, "deleted": 1}
+    assert values_at(system, "BO", "201412") == {
+        "DEATHS_MALARIA": 22, "DEATHS_MALARIA.F": 13, "DEATHS_MALARIA.M": 9,
+        "DEATHS_MEASLES": 2, "BEDS": 40}
+
+    # the reporter may go back to the first version on purpose: it is a new return
+    r = system.submit(with_period(JSON_BODY, 12), token=world["bo"], content_type="application/json")
+    assert r.json()["id"] not in (first["id"], second["id"])
+    system.wait_status(r.json()["id"])
+    # the earlier version says nothing of measles in males: that value stays
+    assert values_at(system, "BO", "201412") == {**EXPECTED, "DEATHS_MEASLES": 5}
+
+
+def test_dry_run_answers_the_final_shape_and_stores_nothing(system, world, settings):
+    before = stored(settings)
+    r = system.post("/api/dataValueSets?dryRun=true", data=with_period(JSON_BODY, 10).encode(),
+                    token=world["bo"], headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "VALIDATED" and body["dryRun"] is True
+    assert (body["dataSet"], body["orgUnit"], body["period"]) == ("MORT5", "NGELEHUN", "201410")
+    assert body["importCount"]["imported"] == 4 and body["violations"] == []
+    assert {"id", "status", "dataSet", "orgUnit", "period", "receivedAt", "onTime", "importCount",
+            "violations"} <= set(body)
+    assert stored(settings) == before
+    assert values_at(system, "NGELEHUN", "201410") == {}
+
+
+def test_the_lifecycle_is_visible_with_on_time(system, world):
+    this_month = dt.date.today().strftime("%Y%m")
+    r = system.submit({"dataSet": "MORT5", "period": this_month, "orgUnit": "NGELEHUN",
+                       "dataValues": [{"dataElement": "BEDS", "value": "12"}]}, token=world["bo"])
+    assert r.status_code == 202 and r.json() == {"id": r.json()["id"], "status": "RECEIVED"}
+    seen = set()
+
+    def aggregated():
+        s = system.get(f"/api/submissions/{r.json()['id']}").json()
+        seen.add(s["status"])
+        return s if s["status"] == "AGGREGATED" else None
+
+    sub = wait_until(aggregated, interval=0.005, message="AGGREGATED")
+    assert seen <= {"RECEIVED", "VALIDATED", "AGGREGATED"}
+    assert sub["onTime"] is True  # sent before the month has even ended
+    assert sub["receivedAt"].endswith("+07:00")  # shown in Asia/Vientiane
+    # another reporter outside the unit's subtree may not follow it
+    assert system.get(f"/api/submissions/{sub['id']}", token=world["kenema"]).status_code == 403

@@ -1,0 +1,67 @@
+"""The three readers, without a database: what each makes of a body."""
+from pathlib import Path
+
+import pytest
+
+from services.submission import formats
+from shared import dhis2_csv
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "dhis2"
+
+
+def read(name: str, content_type: str, params=None) -> formats.RawReturn:
+    return formats.parse(content_type, (FIXTURES / name).read_text(encoding="utf-8"), params or {})
+
+
+def values(raw):
+    return [(v.data_element, v.combo, v.value, v.comment) for v in raw.values]
+
+
+def test_the_three_dhis2_examples_read_alike():
+    js = read("datavalueset.json", "application/json")
+    adx = read("datavalueset.adx.xml", "application/adx+xml; charset=utf-8")
+    csv = read("datavalueset.csv", "text/csv", {"dataSet": "MORT5"})
+    for raw in (js, adx, csv):
+        assert (raw.data_set, raw.org_unit, raw.period) == ("MORT5", "NGELEHUN", "201401")
+        assert [v[:3] for v in values(raw)] == [("DEATHS_MALARIA", "F", "12"), ("DEATHS_MALARIA", "M", "9"),
+                                                ("DEATHS_MEASLES", "F", "3"), ("BEDS", None, "40")]
+        assert values(raw)[0][3] == "ຂໍ້ມູນຈາກສຸກສາລາ"  # Lao comment, annotation and CSV alike
+    assert [v.where for v in csv.values][:2] == ["line 2", "line 3"]
+    assert not csv.infer_data_set and read("datavalueset.csv", "text/csv").infer_data_set
+
+
+@pytest.mark.parametrize("iso, code", [("2026-09-01/P1M", "202609"), ("2026-07-01/P3M", "2026Q3"),
+                                       ("2026-01-01/P1Y", "2026")])
+def test_adx_periods_are_iso_intervals(iso, code):
+    body = (f'<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="{iso}">'
+            '<dataValue dataElement="E" value="1"/></group></adx>')
+    assert formats.parse("application/adx+xml", body, {}).period == code
+
+
+def test_adx_with_several_categories_asks_for_the_combo():
+    body = ('<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="2026-01-01/P1Y">'
+            '<dataValue dataElement="E" SEX="F" AGE="0-4" value="1"/></group></adx>')
+    with pytest.raises(formats.ParseError) as exc:
+        formats.parse("application/adx+xml", body, {})
+    assert "AGE, SEX" in exc.value.conflicts[0]["message"]
+
+
+def test_csv_header_in_either_spelling_and_nothing_else():
+    today = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup"
+    assert dhis2_csv.read(today + "\nE,2026,O,,,1,,,,false\n") == [(2, ["E", "2026", "O", "", "", "1", "", "", "", "false"])]
+    with pytest.raises(dhis2_csv.CsvError) as exc:
+        dhis2_csv.read("value,dataelement\n1,E\n")
+    assert exc.value.problems[0][0] == 1
+
+
+@pytest.mark.parametrize("content_type", ["application/csv", "application/xml+adx", "application/json; charset=utf-8"])
+def test_aliases_dhis2_clients_send(content_type):
+    body = {"application/csv": "dataelement,period,orgunit,catoptcombo,attroptcombo,value,storedby,lastupd,comment\n",
+            "application/xml+adx": '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D"/></adx>',
+            }.get(content_type, '{"dataSet": "D", "dataValues": []}')
+    formats.parse(content_type, body, {})
+
+
+def test_other_media_types_are_unsupported():
+    with pytest.raises(formats.UnsupportedMediaType):
+        formats.parse("application/vnd.ms-excel", "x", {})
