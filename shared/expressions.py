@@ -8,7 +8,8 @@ Grammar (what the contract allows)::
     atom   := NUMBER | '#{' CODE ('.' CODE)? '}' | '(' expr ')'
 
 ``#{DE.COC}`` is one value; ``#{DE}`` is the sum over the combos of DE that
-have a value. Arithmetic is exact (``Decimal``). The registry parses every
+have a value (read from ``values[(DE, None)]`` when the caller has summed it
+once for many rules, as validation does). Arithmetic is exact (``Decimal``). The registry parses every
 rule when metadata arrives, so a bad expression is refused at import;
 validation evaluates the parsed tree.
 
@@ -192,6 +193,8 @@ def evaluate(node: Node, values: Mapping[tuple[str, str], Decimal],
             counts[0] += 1
             if n.combo is not None:
                 v = values.get((n.data_element, n.combo))
+            elif (n.data_element, None) in values:  # the total, precomputed by the caller
+                v = values[(n.data_element, None)]
             else:
                 found = [v for (de, _), v in values.items() if de == n.data_element]
                 v = sum(found, Decimal(0)) if found else None

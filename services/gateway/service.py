@@ -201,6 +201,10 @@ class GatewayService:
 
     # ------------------------------------------------------------ aggregates
 
+    @route("GET", "/api/validationResults")
+    def validation_results(self, request):
+        return self.api(request, "validation", "results", dict(request.args))
+
     @route("GET", "/api/analytics")
     def analytics(self, request):
         return self.api(request, "aggregation", "analytics", dict(request.args))

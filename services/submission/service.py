@@ -28,6 +28,7 @@ from shared.delivery import Database
 from shared.events import subscribe
 from shared.periods import show
 from shared.replica import KeepsMetadataReplica, Replica
+from shared.schemas.api import violation_out
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class SubmissionService(KeepsMetadataReplica):
                 "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
                 "period": checked.period.code, "receivedAt": show(received_at),
                 "onTime": checked.on_time, "importCount": outcome["import_count"],
-                "violations": [_violation_out(v) for v in outcome["violations"]]}
+                "violations": [violation_out(v) for v in outcome["violations"]]}
 
     # ---------------------------------------------------------------- reading
 
@@ -147,7 +148,7 @@ class SubmissionService(KeepsMetadataReplica):
             "period": row.period, "receivedAt": show(row.received_at), "onTime": row.on_time,
             "submittedBy": row.submitted_by, "validatedAt": show(row.validated_at),
             "aggregatedAt": show(row.aggregated_at), "importCount": import_count,
-            "violations": [_violation_out(v) for v in row.violations],
+            "violations": [violation_out(v) for v in row.violations],
         })
 
     # ---------------------------------------------------------------- following the return
@@ -184,14 +185,3 @@ class SubmissionService(KeepsMetadataReplica):
         self._advance(event, "AGGREGATED", import_count=event.data["import_count"],
                       aggregated_at=event.data["aggregated_at"])
 
-
-def _number(x):
-    if x is None:
-        return None
-    return int(x) if float(x).is_integer() else float(x)
-
-
-def _violation_out(v: dict) -> dict:
-    return {"rule": v["rule"], "importance": v["importance"], "left": _number(v.get("left")),
-            "operator": v["operator"], "right": _number(v.get("right")),
-            "orgUnit": v.get("org_unit"), "period": v.get("period"), "message": v.get("message", "")}

@@ -1,22 +1,60 @@
-"""The checks a return goes through, as pure functions of (values, metadata).
+"""The checks a return goes through, as pure functions of (values, metadata, what is stored).
 
 Policy (CONTRACT 4): any HIGH violation rejects the whole return; MEDIUM and
 LOW violations are warnings that travel with the accepted return.
+
+Rules are judged on the *merged* view of each (org unit, period) the return
+touches, as DHIS2 judges them on stored data: the values accepted before,
+overlaid with this return's (a later return replaces only what it carries;
+``""`` deletes). A return that sends households alone is still checked
+against the population sent last month for the same period.
+
+Outliers are judged per value against the unit's own past (see ``outliers``).
 """
 from __future__ import annotations
 
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 
 from shared import expressions
+from shared.periods import Period
 from shared.replica import DataSet, Metadata, ValidationRule
 from shared.values import ValueTypeError, normalise, numeric
+
+ORDER = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
+
+# Robust z-score (Iglewicz & Hoaglin): |x - median| / (1.4826 * MAD) above 3.5 is an outlier.
+Z_LIMIT = Decimal("3.5")
+MAD_TO_SD = Decimal("1.4826")
+MEAN_AD_TO_SD = Decimal("1.2533")
+MIN_HISTORY = 4          # fewer previous periods than this say nothing about what is usual
+HISTORY_PERIODS = 12     # the most recent previous periods of the same type that are looked at
+MIN_RELATIVE_WIDTH = Decimal("0.1")  # never narrower than median +-10%: a series that never moved
+                                     # should not flag every small change
 
 
 @lru_cache(maxsize=4096)
 def _parsed(expression: str) -> expressions.Node:
     # rules were parsed at import by the registry; parsing again here is cached
     return expressions.parse(expression)
+
+
+Place = tuple[str, str]                        # (org unit, period)
+Key = tuple[str, str]                          # (data element, combo)
+
+
+@dataclass
+class Stored:
+    """What validation already holds for the places and elements of one return."""
+    values: dict[Place, dict[Key, tuple[Decimal | None, int]]]  # (value or None if deleted, seq)
+    history: dict[tuple[str, str, str], list[Decimal]]          # (unit, de, combo) -> previous periods, newest first
+
+    @classmethod
+    def empty(cls) -> Stored:
+        return cls({}, {})
 
 
 def rules_for(md: Metadata, ds: DataSet) -> list[ValidationRule]:
@@ -30,8 +68,22 @@ def rules_for(md: Metadata, ds: DataSet) -> list[ValidationRule]:
     return sorted(out, key=lambda r: r.code)
 
 
-def evaluate_rule(rule: ValidationRule, values: dict[tuple[str, str], Decimal]) -> dict | None:
-    """The violation of ``rule`` by ``values`` (one unit and period), or None."""
+def with_totals(values: dict[Key, Decimal]) -> dict[Key, Decimal]:
+    """``values`` plus ``(DE, None)``: the total over DE's combos, which ``#{DE}`` reads."""
+    totals: dict[Key, Decimal] = {}
+    for (de, _), v in values.items():
+        totals[(de, None)] = totals.get((de, None), Decimal(0)) + v
+    return {**values, **totals}
+
+
+def evaluate_rule(rule: ValidationRule, values: dict[Key, Decimal]) -> dict | None:
+    """The violation of ``rule`` by ``values`` (one unit and period), or None.
+
+    Missing values follow the rule's strategy: SKIP_IF_ANY_VALUE_MISSING skips
+    when any reference has no value, SKIP_IF_ALL_VALUES_MISSING when none has,
+    NEVER_SKIP counts a missing value as 0. A side that divides by zero can't
+    be judged: the rule is skipped, never a crash.
+    """
     left, right = _parsed(rule.left), _parsed(rule.right)
     probe_l = expressions.evaluate(left, values)
     probe_r = expressions.evaluate(right, values)
@@ -41,35 +93,51 @@ def evaluate_rule(rule: ValidationRule, values: dict[tuple[str, str], Decimal]) 
         return None
     if strategy == "SKIP_IF_ALL_VALUES_MISSING" and refs > 0 and missing == refs:
         return None
-    # not skipped: a missing value counts as zero
-    lv = expressions.evaluate(left, values, missing_as_zero=True).value
-    rv = expressions.evaluate(right, values, missing_as_zero=True).value
+    if missing:  # not skipped: a missing value counts as zero
+        probe_l = expressions.evaluate(left, values, missing_as_zero=True)
+        probe_r = expressions.evaluate(right, values, missing_as_zero=True)
+    lv, rv = probe_l.value, probe_r.value
     if lv is None or rv is None:  # division by zero: the rule cannot be judged
         return None
     if expressions.OPERATORS[rule.operator](lv, rv):
         return None
-    return {"rule": rule.code, "importance": rule.importance, "left": float(lv),
-            "operator": rule.operator, "right": float(rv),
-            "message": f"{rule.name}: {rule.left} ({lv}) {rule.operator} {rule.right} ({rv}) is false"}
+    return {"rule": rule.code, "name": rule.name, "name_lo": rule.name_lo, "importance": rule.importance,
+            "left": float(lv), "operator": rule.operator, "right": float(rv),
+            "message": f"{rule.name}: {rule.left} ({_plain(lv)}) {SYMBOLS[rule.operator]} {rule.right} "
+                       f"({_plain(rv)}) does not hold"}
 
 
-def check_values(ds: DataSet, values: list[dict], md: Metadata) -> tuple[list[dict], dict]:
-    """Value-type violations (HIGH) and the numeric values by (unit, period) for the rules."""
+SYMBOLS = {"equal_to": "=", "not_equal_to": "≠", "greater_than": ">", "greater_than_or_equal_to": "≥",
+           "less_than": "<", "less_than_or_equal_to": "≤"}
+
+
+def _plain(d: Decimal) -> str:
+    return format(d.normalize(), "f") if d == d.to_integral_value() else format(d, "f")
+
+
+def _type_violation(v: dict, rule: str, operator: str, message: str) -> dict:
+    return {"rule": rule, "importance": "HIGH", "left": None, "operator": operator, "right": None,
+            "org_unit": v["org_unit"], "period": v["period"], "data_element": v["data_element"],
+            "category_option_combo": v["category_option_combo"], "message": message}
+
+
+def check_values(ds: DataSet, values: list[dict], md: Metadata) -> tuple[list[dict], dict[Place, dict]]:
+    """Value-type violations (HIGH) and this return's numbers by place (None: deleted)."""
     violations, places = [], {}
     for v in values:
         de = md.data_elements.get(v["data_element"])
         place = places.setdefault((v["org_unit"], v["period"]), {})
         if de is None or de.code not in ds.data_elements:
-            violations.append({"rule": "DATA_ELEMENT", "importance": "HIGH", "left": None, "operator": "in",
-                               "right": None, "org_unit": v["org_unit"], "period": v["period"],
-                               "message": f"data element {v['data_element']!r} is not in data set {ds.code!r}"})
+            violations.append(_type_violation(v, "DATA_ELEMENT", "in",
+                                              f"data element {v['data_element']!r} is not in data set {ds.code!r}"))
             continue
         try:
             text = normalise(de.value_type, v["value"])
         except ValueTypeError as exc:
-            violations.append({"rule": "VALUE_TYPE", "importance": "HIGH", "left": None,
-                               "operator": de.value_type, "right": None, "org_unit": v["org_unit"],
-                               "period": v["period"], "message": f"{de.code}: {exc}"})
+            violations.append(_type_violation(v, "VALUE_TYPE", de.value_type, f"{de.code}: {exc}"))
+            continue
+        if text == "":
+            place[(de.code, v["category_option_combo"])] = None
             continue
         number = numeric(de.value_type, text)
         if number is not None:
@@ -77,22 +145,115 @@ def check_values(ds: DataSet, values: list[dict], md: Metadata) -> tuple[list[di
     return violations, places
 
 
-def check_return(data_set: str, values: list[dict], md: Metadata) -> list[dict]:
+def merged(sent: dict[Key, Decimal | None], stored: dict[Key, tuple[Decimal | None, int]], seq: int | None
+           ) -> dict[Key, Decimal]:
+    """The place's values once this return is applied: stored values it doesn't carry stay; a
+    stored value from a *later* return (delivered before this one) wins over this one's."""
+    out = {k: v for k, (v, _) in stored.items() if v is not None}
+    for key, v in sent.items():
+        later = stored.get(key)
+        if later is not None and seq is not None and later[1] > seq:
+            continue
+        if v is None:
+            out.pop(key, None)
+        else:
+            out[key] = v
+    return out
+
+
+def expected_range(past: list[Decimal]) -> tuple[Decimal, Decimal] | None:
+    """median +- 3.5 robust standard deviations of the unit's previous periods (None: too few)."""
+    if len(past) < MIN_HISTORY:
+        return None
+    m = statistics.median(past)
+    deviations = [abs(x - m) for x in past]
+    spread = MAD_TO_SD * statistics.median(deviations)
+    if spread == 0:  # more than half the past equal: the mean deviation still sees the rest
+        spread = MEAN_AD_TO_SD * sum(deviations) / len(deviations)
+    half = max(Z_LIMIT * spread, MIN_RELATIVE_WIDTH * abs(m))
+    return m - half, m + half
+
+
+def outliers(ds: DataSet, places: dict[Place, dict], md: Metadata, stored: Stored) -> list[dict]:
+    """LOW warnings for values outside their expected range.
+
+    An element's own ``outliers.min``/``max`` are the range when set; otherwise
+    the robust z-score range of the same unit's previous periods (of the same
+    period type). ``outliers.enabled: false`` switches both off for an element.
+    """
+    found = []
+    for (org_unit, period), sent in places.items():
+        for (de_code, combo), x in sent.items():
+            de = md.data_elements.get(de_code)
+            if x is None or de is None or de.value_type in ("BOOLEAN", "TEXT"):
+                continue
+            settings = de.outliers or {}
+            if settings.get("enabled", True) is False:
+                continue
+            lo, hi, source = settings.get("min"), settings.get("max"), "min-max"
+            lo = None if lo is None else Decimal(str(lo))
+            hi = None if hi is None else Decimal(str(hi))
+            if lo is None and hi is None:
+                rng = expected_range(stored.history.get((org_unit, de_code, combo), []))
+                if rng is None:
+                    continue
+                (lo, hi), source = rng, "history"
+            if lo is not None and x < lo:
+                operator, bound = "greater_than_or_equal_to", lo
+            elif hi is not None and x > hi:
+                operator, bound = "less_than_or_equal_to", hi
+            else:
+                continue
+            shown = f"{_plain(lo) if lo is not None else '…'} – {_plain(hi) if hi is not None else '…'}"
+            found.append({
+                "rule": "OUTLIER", "name": "Outlier", "name_lo": "ຄ່າຜິດປົກກະຕິ", "importance": "LOW",
+                "left": float(x), "operator": operator, "right": float(bound),
+                "org_unit": org_unit, "period": period, "data_element": de_code,
+                "category_option_combo": combo,
+                "expected_min": None if lo is None else float(lo), "expected_max": None if hi is None else float(hi),
+                "message": f"{de_code}.{combo} = {_plain(x)} is outside the expected range {shown} "
+                           f"({'set on the data element' if source == 'min-max' else 'from the unit’s previous periods'})"})
+    return found
+
+
+def check_return(data_set: str, values: list[dict], md: Metadata, stored: Stored | None = None,
+                 seq: int | None = None) -> list[dict]:
     """Every violation of a return, sorted HIGH first."""
     ds = md.data_sets.get(data_set)
     if ds is None:
         return [{"rule": "DATA_SET", "importance": "HIGH", "left": None, "operator": "exists", "right": None,
                  "org_unit": "", "period": "", "message": f"unknown data set {data_set!r}"}]
+    stored = stored or Stored.empty()
     violations, places = check_values(ds, values, md)
     rules = rules_for(md, ds)
-    for (org_unit, period), numbers in sorted(places.items()):
+    for place, sent in sorted(places.items()):
+        view = with_totals(merged(sent, stored.values.get(place, {}), seq))
         for rule in rules:
-            found = evaluate_rule(rule, numbers)
+            found = evaluate_rule(rule, view)
             if found:
-                violations.append({**found, "org_unit": org_unit, "period": period})
-    order = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
-    return sorted(violations, key=lambda v: (order[v["importance"]], v["rule"], v["org_unit"], v["period"]))
+                violations.append({**found, "org_unit": place[0], "period": place[1]})
+    violations += outliers(ds, places, md, stored)
+    return sorted(violations, key=lambda v: (ORDER[v["importance"]], v["rule"], v["org_unit"], v["period"],
+                                             v.get("data_element") or "", v.get("category_option_combo") or ""))
 
 
 def rejected(violations: list[dict]) -> bool:
     return any(v["importance"] == "HIGH" for v in violations)
+
+
+def numbers_to_store(places: dict[Place, dict], seq: int, md: Metadata) -> list[dict]:
+    """Rows for ``accepted_value``: every numeric value of an accepted return, None for a deletion."""
+    rows = []
+    for (org_unit, period), sent in places.items():
+        ptype = Period.parse(period).type
+        rows.extend({"org_unit": org_unit, "period": period, "period_type": ptype, "data_element": de,
+                     "combo": combo, "value": None if v is None else str(v), "seq": seq}
+                    for (de, combo), v in sent.items())
+    return rows
+
+
+def group_history(rows) -> dict[tuple[str, str, str], list[Decimal]]:
+    out = defaultdict(list)
+    for r in rows:
+        out[(r.org_unit, r.data_element, r.combo)].append(Decimal(r.value))
+    return dict(out)

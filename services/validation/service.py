@@ -6,22 +6,80 @@ Event flow::
                                                   -> validation.return_rejected  (a HIGH violation)
 
 The decision is taken once per return: a redelivered ``return_received``
-finds the return in the inbox and changes nothing.
+finds the return in the inbox and changes nothing. Rules see the merged view
+of each place (what was accepted before, overlaid with this return) and
+outliers the unit's own past, both from ``accepted_value``, which only this
+service writes: one return's validation makes no RPC round trip.
 """
 from __future__ import annotations
 
+import json
 import logging
 
+import sqlalchemy as sa
 from nameko.rpc import rpc
 
 from services.validation import checks
 from services.validation import tables as t
 from shared import metrics
+from shared.api import api_rpc, error, reply
+from shared.schemas.api import violation_out
 from shared.delivery import Database
 from shared.events import subscribe
+from shared.periods import Period, PeriodError, show
 from shared.replica import KeepsMetadataReplica, Replica
 
 log = logging.getLogger(__name__)
+
+V = t.accepted_value
+
+# The stored values of the places a return touches, and the previous periods of its
+# elements at its units (the HISTORY_PERIODS newest of the same period type), in one query.
+_STORED = sa.text(f"""
+    WITH sent AS (
+        SELECT DISTINCT org_unit, period, period_type, data_element, combo
+        FROM jsonb_to_recordset(CAST(:sent AS jsonb))
+             AS x(org_unit text, period text, period_type text, data_element text, combo text))
+    SELECT 'place' AS kind, v.org_unit, v.period, v.data_element, v.combo, v.value, v.seq
+    FROM {V.fullname} v
+    JOIN (SELECT DISTINCT org_unit, period FROM sent) p USING (org_unit, period)
+    UNION ALL
+    SELECT 'history', h.org_unit, h.period, h.data_element, h.combo, h.value, h.seq
+    FROM sent s
+    CROSS JOIN LATERAL (
+        SELECT * FROM {V.fullname} v
+        WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
+          AND v.period_type = s.period_type AND v.period < s.period AND v.value IS NOT NULL
+        ORDER BY v.period DESC LIMIT {checks.HISTORY_PERIODS}) h
+""")
+
+_STORE = sa.text(f"""
+    INSERT INTO {V.fullname} (org_unit, period, period_type, data_element, combo, value, seq)
+    SELECT org_unit, period, period_type, data_element, combo, value, seq
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS x(org_unit text, period text, period_type text, data_element text, combo text, value numeric,
+              seq bigint)
+    ON CONFLICT (org_unit, data_element, combo, period)
+    DO UPDATE SET value = excluded.value, seq = excluded.seq
+    WHERE {V.name}.seq < excluded.seq
+""")
+
+
+def _stored(conn, places: dict) -> checks.Stored:
+    sent = [{"org_unit": ou, "period": pe, "period_type": Period.parse(pe).type, "data_element": de, "combo": coc}
+            for (ou, pe), values in places.items() for (de, coc) in values]
+    if not sent:
+        return checks.Stored.empty()
+    stored = checks.Stored({}, {})
+    history = []
+    for r in conn.execute(_STORED, {"sent": json.dumps(sent)}):
+        if r.kind == "place":
+            stored.values.setdefault((r.org_unit, r.period), {})[(r.data_element, r.combo)] = (
+                r.value, r.seq)
+        else:
+            history.append(r)
+    stored.history = checks.group_history(history)
+    return stored
 
 
 class ValidationService(KeepsMetadataReplica):
@@ -33,13 +91,21 @@ class ValidationService(KeepsMetadataReplica):
     @subscribe("submission", "return_received")
     def validate_return(self, event):
         data = event.data
-        violations = checks.check_return(data["data_set"], data["values"], self.replica.current())
-        rejected = checks.rejected(violations)
+        md = self.replica.current()
+        ds = md.data_sets.get(data["data_set"])
         ref = {k: data[k] for k in ("return_id", "seq", "data_set", "org_unit", "period", "received_at",
                                     "on_time", "submitted_by")}
         with self.db.consume(event) as tx:
             if tx.duplicate:
                 return
+            places = checks.check_values(ds, data["values"], md)[1] if ds else {}
+            # one judgement at a time per place: two returns for one unit and period are
+            # each judged on what the other left
+            for ou, pe in sorted(places):
+                tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"validation|{ou}|{pe}"})
+            violations = checks.check_return(data["data_set"], data["values"], md, _stored(tx, places),
+                                             seq=data["seq"])
+            rejected = checks.rejected(violations)
             tx.execute(t.validation_result.insert().values(
                 return_id=data["return_id"], seq=data["seq"], data_set=data["data_set"],
                 org_unit=data["org_unit"], period=data["period"], accepted=not rejected,
@@ -47,6 +113,9 @@ class ValidationService(KeepsMetadataReplica):
             if rejected:
                 tx.emit("return_rejected", {**ref, "violations": violations})
             else:
+                rows = checks.numbers_to_store(places, data["seq"], md)
+                if rows:
+                    tx.execute(_STORE, {"rows": json.dumps(rows)})
                 tx.emit("return_validated", {**ref, "values": data["values"], "violations": violations})
         for v in violations:
             metrics.validation_violations_total.labels(importance=v["importance"]).inc()
@@ -56,9 +125,54 @@ class ValidationService(KeepsMetadataReplica):
     @rpc
     def check_return(self, ret: dict) -> dict:
         """Dry run: what validation would decide about a return, storing nothing."""
-        violations = checks.check_return(ret["data_set"], ret["values"], self.replica.current())
+        md = self.replica.current()
+        ds = md.data_sets.get(ret["data_set"])
+        places = checks.check_values(ds, ret["values"], md)[1] if ds else {}
+        with self.db.connect() as conn:
+            stored = _stored(conn, places)
+        violations = checks.check_return(ret["data_set"], ret["values"], md, stored)
         rejected = checks.rejected(violations)
         n = len(ret["values"])
         return {"status": "REJECTED" if rejected else "VALIDATED", "violations": violations,
                 "import_count": {"imported": 0 if rejected else n, "updated": 0,
                                  "ignored": n if rejected else 0, "deleted": 0}}
+
+    @api_rpc
+    def results(self, principal, params: dict):
+        """``GET /api/validationResults?ou=&pe=&ds=``: decisions on the returns of a subtree."""
+        principal.require("read")
+        md = self.replica.current()
+        ou = params.get("ou") or principal.org_unit
+        if not ou:
+            raise error(400, "ou is required (e.g. ou=03)")
+        unit = md.org_units.get(ou)
+        if unit is None:
+            raise error(400, f"ou: unknown org unit {ou!r}")
+        principal.require_path(ou, unit.current.path)
+        query = sa.select(t.validation_result).order_by(t.validation_result.c.seq.desc())
+        if params.get("pe"):
+            try:
+                Period.parse(params["pe"])
+            except PeriodError as exc:
+                raise error(400, f"pe: {exc}") from None
+            query = query.where(t.validation_result.c.period == params["pe"])
+        if params.get("ds"):
+            if params["ds"] not in md.data_sets:
+                raise error(400, f"ds: unknown data set {params['ds']!r}")
+            query = query.where(t.validation_result.c.data_set == params["ds"])
+        if params.get("accepted") in ("true", "false"):
+            query = query.where(t.validation_result.c.accepted == (params["accepted"] == "true"))
+        try:
+            limit = min(int(params.get("limit", 1000)), 10000)
+        except ValueError:
+            raise error(400, f"limit: {params.get('limit')!r} is not a number") from None
+        # units that were ever in the subtree: a re-parented unit's earlier returns stay visible
+        units = md.subtree(ou)
+        query = query.where(t.validation_result.c.org_unit.in_(sa.bindparam("units", expanding=True)))
+        with self.db.connect() as conn:
+            rows = conn.execute(query.limit(limit), {"units": sorted(units)}).all()
+        return reply({"orgUnit": ou, "validationResults": [{
+            "returnId": r.return_id, "dataSet": r.data_set, "orgUnit": r.org_unit, "period": r.period,
+            "status": "VALIDATED" if r.accepted else "REJECTED", "checkedAt": show(r.checked_at),
+            "violations": [violation_out(v) for v in r.violations]} for r in rows]})
+

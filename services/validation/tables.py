@@ -21,3 +21,17 @@ validation_result = sa.Table(
     sa.Column("violations", JSONB, nullable=False),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )
+
+# The latest accepted numeric value of each (unit, element, combo, period), by submission
+# seq (value NULL: deleted). Rules are judged on these merged with a new return, and
+# outliers against a unit's previous periods; validation reads no other service's tables.
+accepted_value = sa.Table(
+    "accepted_value", metadata,
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("data_element", sa.Text, primary_key=True),
+    sa.Column("combo", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("period_type", sa.Text, nullable=False),
+    sa.Column("value", sa.Numeric),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)

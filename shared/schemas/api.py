@@ -135,3 +135,22 @@ class DataValueSchema(Schema):
     created = fields.Raw(allow_none=True)
     lastUpdated = fields.Raw(allow_none=True)
     followup = fields.Raw(allow_none=True)
+
+
+def _number(x):
+    if x is None:
+        return None
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def violation_out(v: dict) -> dict:
+    """A violation (``ViolationSchema``) as the HTTP API shows it: submission and validation alike."""
+    out = {"rule": v["rule"], "name": v.get("name"), "nameLo": v.get("name_lo"), "importance": v["importance"],
+           "left": _number(v.get("left")), "operator": v["operator"], "right": _number(v.get("right")),
+           "orgUnit": v.get("org_unit"), "period": v.get("period"), "message": v.get("message", "")}
+    if v.get("data_element"):
+        out["dataElement"] = v["data_element"]
+        out["categoryOptionCombo"] = v.get("category_option_combo")
+    if v.get("expected_min") is not None or v.get("expected_max") is not None:
+        out["expected"] = {"min": _number(v.get("expected_min")), "max": _number(v.get("expected_max"))}
+    return out

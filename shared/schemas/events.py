@@ -60,6 +60,14 @@ class ViolationSchema(EventSchema):
     org_unit = fields.Str(required=True)
     period = fields.Str(required=True)
     message = fields.Str(load_default="")
+    # added in place (compatible): the rule's names for messages in the reader's language,
+    # and for a value check (type, outlier) the value it is about and its expected range
+    name = fields.Str(allow_none=True, load_default=None)
+    name_lo = fields.Str(allow_none=True, load_default=None)
+    data_element = fields.Str(allow_none=True, load_default=None)
+    category_option_combo = fields.Str(allow_none=True, load_default=None)
+    expected_min = fields.Float(allow_none=True, load_default=None)
+    expected_max = fields.Float(allow_none=True, load_default=None)
 
 
 class ReturnRefSchema(EventSchema):

@@ -45,6 +45,7 @@ def routes(t, codes, village, return_id):
                                           "email": "s@example.la"}, 200),
         ("POST", "/api/dataValueSets", village_return(codes, village, "2024", 10, 11), 202),
         ("GET", f"/api/submissions/{return_id}", None, 200),
+        ("GET", f"/api/validationResults?ou={t.province}&pe=2024", None, 200),
         ("POST", f"/api/history?dataSet={codes['ds']}", None, 400),  # an empty body is no CSV: answered, not 404
         ("GET", "/api/history", None, 200),
         ("GET", f"/api/analytics?dx={codes['pop']}&ou={t.province}&pe=2024", None, 200),

@@ -1,0 +1,121 @@
+"""Validation on the real broker and database: HIGH rejects, MEDIUM warns, rules see the
+merged view of a place, outliers against a unit's own past, results queryable in scope."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.builders import tree, village_data_set, village_return
+
+
+@pytest.fixture(scope="module")
+def world(system):
+    uid = "VAL"
+    t, units = tree(uid)
+    codes, doc = village_data_set(uid)
+    doc["orgUnits"] = units
+    doc["validationRules"][1]["nameLo"] = "ຄົວເຮືອນບໍ່ເກີນປະຊາກອນ"
+    # a monthly return of cases at each village, outliers judged from the village's past
+    doc["dataElements"] += [
+        {"code": "CASES", "name": "Malaria cases", "valueType": "INTEGER_ZERO_OR_POSITIVE", "aggregationType": "SUM"},
+        {"code": "RICE", "name": "Rice price", "valueType": "NUMBER", "aggregationType": "AVERAGE",
+         "outliers": {"min": 5000, "max": 40000}},
+        {"code": "BEDS", "name": "Beds", "valueType": "INTEGER_ZERO_OR_POSITIVE", "aggregationType": "SUM",
+         "outliers": {"enabled": False}},
+    ]
+    doc["dataSets"].append({"code": "MONTHLY", "name": "Monthly village return", "periodType": "Monthly",
+                            "dataElements": ["CASES", "RICE", "BEDS"], "orgUnitLevel": 4, "timelyDays": 10,
+                            "expiryDays": 0})
+    system.import_metadata(doc)
+    tokens = {d: system.create_user(f"rep-val-{d}", "reporter", d) for d in t.districts}
+    return t, codes, tokens
+
+
+def monthly(village, period, **values):
+    return {"dataSet": "MONTHLY", "period": period, "orgUnit": village,
+            "dataValues": [{"dataElement": k, "value": str(v)} for k, v in values.items()]}
+
+
+def test_high_is_rejected_and_medium_is_accepted_with_its_warning(system, world):
+    t, codes, tokens = world
+    d = t.districts[0]
+    village = t.villages[d][0]
+    r = system.submit(village_return(codes, village, "2022", males=0, females=0), token=tokens[d])
+    high = system.wait_status(r.json()["id"])
+    assert high["status"] == "REJECTED"
+    assert [(v["rule"], v["importance"]) for v in high["violations"]] == [(codes["rule_high"], "HIGH")]
+    assert high["importCount"]["imported"] == 0
+    assert system.analytics(codes["hh"], village, "2022") == {}
+
+    r = system.submit(village_return(codes, village, "2021", males=2, females=3, households=9), token=tokens[d])
+    medium = system.wait_status(r.json()["id"])
+    assert medium["status"] == "AGGREGATED"
+    [warning] = medium["violations"]
+    assert (warning["rule"], warning["importance"], warning["left"], warning["operator"], warning["right"]) == (
+        codes["rule_medium"], "MEDIUM", 9, "less_than_or_equal_to", 5)
+    assert warning["name"] == "Households at most population" and warning["nameLo"] == "ຄົວເຮືອນບໍ່ເກີນປະຊາກອນ"
+    assert system.analytics(codes["hh"], t.province, "2021") == {(codes["hh"], t.province, "2021"): 9}
+
+
+def test_a_later_partial_return_is_judged_with_what_was_accepted_before(system, world):
+    t, codes, tokens = world
+    d = t.districts[0]
+    village = t.villages[d][1]
+    r = system.submit(village_return(codes, village, "2020", males=2, females=2), token=tokens[d])
+    assert system.wait_status(r.json()["id"])["violations"] == []
+    # households alone: judged against the 4 people stored for the same year
+    r = system.submit({"dataSet": codes["ds"], "period": "2020", "orgUnit": village,
+                       "dataValues": [{"dataElement": codes["hh"], "value": "7"}]}, token=tokens[d])
+    sub = system.wait_status(r.json()["id"])
+    assert [(v["rule"], v["left"], v["right"]) for v in sub["violations"]] == [(codes["rule_medium"], 7, 4)]
+    # deleting the population makes the HIGH rule (NEVER_SKIP) see 0: rejected, nothing changes
+    r = system.submit(village_return(codes, village, "2020", males="", females=""), token=tokens[d])
+    assert system.wait_status(r.json()["id"])["status"] == "REJECTED"
+    assert system.analytics(codes["pop"], village, "2020") == {(codes["pop"], village, "2020"): 4}
+
+
+def test_outliers_against_the_units_own_past_are_low_warnings(system, world):
+    t, codes, tokens = world
+    d = t.districts[1]
+    village = t.villages[d][0]
+    for month, cases in zip(range(1, 9), (10, 12, 11, 9, 13, 10, 11, 12)):
+        r = system.submit(monthly(village, f"2025{month:02d}", CASES=cases, RICE=12000, BEDS=4), token=tokens[d])
+        assert system.wait_status(r.json()["id"])["violations"] == [], month
+    r = system.submit(monthly(village, "202509", CASES=95, RICE=90000, BEDS=400), token=tokens[d])
+    sub = system.wait_status(r.json()["id"])
+    assert sub["status"] == "AGGREGATED"  # LOW: a warning, the values still count
+    by = {v["dataElement"]: v for v in sub["violations"]}
+    assert set(by) == {"CASES", "RICE"}  # BEDS has its outlier check switched off
+    assert all(v["rule"] == "OUTLIER" and v["importance"] == "LOW" for v in by.values())
+    assert by["RICE"]["expected"] == {"min": 5000, "max": 40000}
+    assert by["CASES"]["left"] == 95
+    assert 5 < by["CASES"]["expected"]["min"] < 9 and 13 < by["CASES"]["expected"]["max"] < 20  # 11 +- 3.5 x 1.4826
+    assert system.analytics("CASES", village, "202509") == {("CASES", village, "202509"): 95}
+    # the other village has no past: nothing to compare with, no warning
+    other = t.villages[d][1]
+    r = system.submit(monthly(other, "202509", CASES=95), token=tokens[d])
+    assert system.wait_status(r.json()["id"])["violations"] == []
+
+
+def test_validation_results_by_subtree_period_and_data_set_within_scope(system, world):
+    t, codes, tokens = world
+    d0, d1 = t.districts
+    r = system.get(f"/api/validationResults?ou={t.province}&ds={codes['ds']}&pe=2021")
+    assert r.status_code == 200, r.text
+    [result] = r.json()["validationResults"]
+    assert result["status"] == "VALIDATED" and result["orgUnit"] == t.villages[d0][0]
+    assert result["violations"][0]["rule"] == codes["rule_medium"]
+    assert result["checkedAt"].endswith("+07:00")
+
+    rejected = system.get(f"/api/validationResults?ou={d0}&accepted=false").json()["validationResults"]
+    assert {x["period"] for x in rejected} >= {"2022", "2020"} and all(x["status"] == "REJECTED" for x in rejected)
+
+    # a reporter of one district sees its own subtree only
+    mine = system.get(f"/api/validationResults?ou={d1}&ds=MONTHLY", token=tokens[d1])
+    assert mine.status_code == 200 and len(mine.json()["validationResults"]) == 10
+    assert system.get(f"/api/validationResults?ou={d0}", token=tokens[d1]).status_code == 403
+    assert system.get(f"/api/validationResults?ou={t.province}", token=tokens[d1]).status_code == 403
+    assert system.get("/api/validationResults", token=tokens[d1]).json()["orgUnit"] == d1
+
+    for bad, name in (("ou=NOPE", "ou"), (f"ou={d0}&pe=2021-13", "pe"), (f"ou={d0}&ds=NOPE", "ds")):
+        r = system.get(f"/api/validationResults?{bad}")
+        assert r.status_code == 400 and r.json()["message"].startswith(f"{name}:"), r.text
