@@ -64,6 +64,7 @@ class Settings:
     reminder_days: int = 3               # REMINDER this many days before the due date
     deadline_check_seconds: int = 3600   # timer interval of the deadline check
     late_lookback_days: int = 400        # how far back the deadline check looks for late periods
+    notify_retry_seconds: int = 5        # first retry of a failed alert delivery; doubles up to 10 min
     log_format: str = "json"             # json | text
     timezone: str = "Asia/Vientiane"     # where times are shown; storage is always UTC
     extra: dict = field(default_factory=dict, compare=False)
@@ -85,6 +86,7 @@ class Settings:
         "reminder_days": "STATNET_REMINDER_DAYS",
         "deadline_check_seconds": "STATNET_DEADLINE_CHECK_SECONDS",
         "late_lookback_days": "STATNET_LATE_LOOKBACK_DAYS",
+        "notify_retry_seconds": "STATNET_NOTIFY_RETRY_SECONDS",
         "log_format": "STATNET_LOG_FORMAT",
     }
 
@@ -106,7 +108,7 @@ class Settings:
         out = dict(values)
         env = cls.ENV
         for attr in ("smtp_port", "delivery_limit", "max_workers", "reminder_days",
-                     "deadline_check_seconds", "late_lookback_days"):
+                     "deadline_check_seconds", "late_lookback_days", "notify_retry_seconds"):
             if attr in out and not isinstance(out[attr], int):
                 out[attr] = _int(env[attr], str(out[attr]), minimum=1 if attr != "reminder_days" else 0)
         if out.get("metrics_port") not in (None, "") and not isinstance(out["metrics_port"], int):

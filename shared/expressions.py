@@ -233,3 +233,7 @@ OPERATORS = {
     "less_than": lambda a, b: a < b,
     "less_than_or_equal_to": lambda a, b: a <= b,
 }
+
+# how the operators read in messages and e-mails
+SYMBOLS = {"equal_to": "=", "not_equal_to": "≠", "greater_than": ">", "greater_than_or_equal_to": "≥",
+           "less_than": "<", "less_than_or_equal_to": "≤"}

@@ -223,6 +223,10 @@ class GatewayService:
 
     # ------------------------------------------------------------ alerts
 
+    @route("POST", "/api/deadlines/check")
+    def check_deadlines(self, request):
+        return self.api(request, "notify", "check_deadlines", request.args.get("asOf"))
+
     @route("GET", "/api/notifications")
     def notifications(self, request):
         return self.api(request, "notify", "list_notifications", dict(request.args))

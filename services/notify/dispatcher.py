@@ -16,13 +16,15 @@ import smtplib
 import socket
 import urllib.error
 import urllib.request
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.text import MIMEText
 from email.utils import formatdate
 
 import sqlalchemy as sa
 
 from services.notify import tables as t
 from services.notify.templates import OUTCOMES, render
+from shared.expressions import SYMBOLS
 from shared import metrics
 from shared.background import Pump
 from shared.config import Settings
@@ -40,27 +42,56 @@ class PermanentFailure(Exception):
     """Retrying cannot help (no address, the server refuses the recipient)."""
 
 
-def backoff(attempts: int) -> dt.timedelta:
-    return dt.timedelta(seconds=min(5 * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS))
+def backoff(attempts: int, first_seconds: int = 5) -> dt.timedelta:
+    return dt.timedelta(seconds=min(first_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS))
 
 
-def _lines(violations: list[dict]) -> str:
-    return "\n".join(f"- [{v['importance']}] {v.get('message') or v['rule']}" for v in violations) or "-"
+IMPORTANCE = {"HIGH": {"en": "HIGH", "lo": "ສູງ"}, "MEDIUM": {"en": "MEDIUM", "lo": "ກາງ"},
+              "LOW": {"en": "LOW", "lo": "ຕ່ຳ"}}
 
 
-def compose(row, settings: Settings) -> EmailMessage:
+def _number(x) -> str:
+    return "-" if x is None else (str(int(x)) if float(x).is_integer() else f"{x:g}")
+
+
+def _lines(violations: list[dict], lang: str) -> str:
+    """One line per violation: the rule's name in the reader's language, then what failed."""
+    out = []
+    for v in violations:
+        name = (v.get("name_lo") if lang == "lo" else None) or v.get("name") or v["rule"]
+        level = IMPORTANCE.get(v["importance"], {}).get(lang, v["importance"])
+        if v.get("left") is not None and v.get("right") is not None and v["operator"] in SYMBOLS:
+            what = f"{_number(v['left'])} {SYMBOLS[v['operator']]} {_number(v['right'])}"
+            if v.get("data_element"):
+                what = f"{v['data_element']}: {what}"
+            out.append(f"- [{level}] {name} ({v['rule']}): {what}")
+        else:
+            out.append(f"- [{level}] {name} ({v['rule']}): {v.get('message', '')}")
+    return "\n".join(out) or "-"
+
+
+def _late_lines(late: list[dict], lang: str) -> str:
+    return "\n".join(f"- {x['names']['data_set'][lang]} ({x['data_set']}) {x['period']}: "
+                     f"{x['names']['org_unit'][lang]} ({x['org_unit']}), {x['deadline']}" for x in late) or "-"
+
+
+def compose(row, settings: Settings) -> MIMEText:
     d = row.details
     lang = d.get("language", "lo")
     lang = lang if lang in ("lo", "en") else "en"
+    names = d.get("names", {"data_set": {lang: row.data_set}, "org_unit": {lang: row.org_unit}})
     fields = {"recipient": d.get("recipient_name", row.recipient),
-              "data_set": f'{d["names"]["data_set"][lang]} ({row.data_set})',
-              "org_unit": f'{d["names"]["org_unit"][lang]} ({row.org_unit})',
+              "data_set": f'{names["data_set"][lang]} ({row.data_set})',
+              "org_unit": f'{names["org_unit"][lang]} ({row.org_unit})',
               "period": row.period, "due_date": d.get("due_date", ""), "deadline": d.get("deadline", ""),
-              "return_id": d.get("return_id", ""), "violations": _lines(d.get("violations", [])),
-              "outcome": OUTCOMES.get(d.get("outcome", ""), {}).get(lang, d.get("outcome", ""))}
+              "return_id": d.get("return_id", ""), "violations": _lines(d.get("violations", []), lang),
+              "outcome": OUTCOMES.get(d.get("outcome", ""), {}).get(lang, d.get("outcome", "")),
+              "count": d.get("count", 0), "lines": _late_lines(d.get("late", []), lang)}
     subject, body = render(row.type, lang, **fields)
-    msg = EmailMessage()
-    msg["Subject"] = subject
+    # compat32 with an explicit Header: the whole subject becomes encoded words, spaces
+    # inside them. The default policy's folding drops the space between ")" and Lao text.
+    msg = MIMEText(body, "plain", "utf-8")
+    msg["Subject"] = Header(subject, "utf-8")
     msg["From"] = settings.smtp_from
     msg["To"] = d["email"]
     msg["Date"] = formatdate(localtime=False)
@@ -68,7 +99,6 @@ def compose(row, settings: Settings) -> EmailMessage:
     msg["Message-ID"] = f"<statnet-notification-{row.id}@{domain}>"
     msg["X-Statnet-Notification"] = str(row.id)
     msg["X-Statnet-Type"] = row.type
-    msg.set_content(body, charset="utf-8")
     return msg
 
 
@@ -147,7 +177,7 @@ class Dispatcher(Pump):
         n = t.notification
         conn.execute(n.update().where(n.c.id == row.id).values(
             status=status, attempts=attempts, last_error=reason[:1000],
-            next_attempt_at=sa.func.now() + backoff(attempts)))
+            next_attempt_at=sa.func.now() + backoff(attempts, self.settings.notify_retry_seconds)))
         metrics.notifications_total.labels(type=row.type, channel=row.channel,
                                            status="FAILED" if status == "FAILED" else "RETRY").inc()
         log.warning("notification %d (%s to %s by %s) attempt %d failed: %s%s", row.id, row.type,

@@ -4,23 +4,29 @@ Event flow::
 
     validation.return_rejected                   -> INVALID_RETURN to supervisors of the unit and its ancestors
     validation.return_validated (MEDIUM warnings) -> INVALID_RETURN likewise
+                                (every accepted)  -> received (what the deadline check compares with)
+    timer | POST /api/deadlines/check?asOf=       -> LATE_RETURN, REMINDER, LATE_DIGEST (deadlines.py)
     [notification rows] -> Dispatcher -> SMTP / webhook, retried with backoff
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
+from nameko.timer import Timer
+from sqlalchemy.dialects.postgresql import insert
 
-from services.notify import alerts
+from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
-from shared.api import api_rpc, reply
+from shared import metrics
+from shared.api import api_rpc, error, reply
 from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
-from shared.periods import show
+from shared.periods import show, today
 from shared.replica import KeepsMetadataReplica, Replica
 
 log = logging.getLogger(__name__)
@@ -32,10 +38,21 @@ class Outgoing(DependencyProvider):
     dispatcher = Dispatcher()
 
     def setup(self):
-        self.webhook = bool(Settings.of(self.container).alert_webhook)
+        self.settings = Settings.of(self.container)
+        self.webhook = bool(self.settings.alert_webhook)
 
     def get_dependency(self, worker_ctx):
         return self
+
+
+class DeadlineTimer(Timer):
+    """nameko's timer, its interval from settings (``STATNET_DEADLINE_CHECK_SECONDS``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(interval=3600, eager=False, **kwargs)
+
+    def setup(self):
+        self.interval = Settings.of(self.container).deadline_check_seconds
 
 
 class NotifyService(KeepsMetadataReplica):
@@ -56,6 +73,8 @@ class NotifyService(KeepsMetadataReplica):
                 return
             new = alerts.record(tx.conn, "INVALID_RETURN", recipients, data["org_unit"], data["data_set"],
                                 data["period"], details, self.outgoing.webhook)
+            if outcome != "REJECTED":
+                self._received(tx, data)
         if new:
             self.outgoing.dispatcher.wake()
         log.info("INVALID_RETURN for return %s: %d new notification(s) to %d supervisor(s)",
@@ -67,9 +86,51 @@ class NotifyService(KeepsMetadataReplica):
 
     @subscribe("validation", "return_validated")
     def on_return_validated(self, event):
-        medium = [v for v in event.data["violations"] if v["importance"] == "MEDIUM"]
+        data = event.data
+        medium = [v for v in data["violations"] if v["importance"] == "MEDIUM"]
         if medium:
             self._invalid_return(event, "ACCEPTED_WITH_WARNINGS", medium)
+            return
+        with self.db.consume(event) as tx:
+            if not tx.duplicate:
+                self._received(tx, data)
+
+    def _received(self, tx, data) -> None:
+        tx.execute(insert(t.received).values(
+            data_set=data["data_set"], org_unit=data["org_unit"], period=data["period"],
+            return_id=data["return_id"], received_at=data["received_at"]).on_conflict_do_nothing())
+
+    # ---------------------------------------------------------------- deadlines
+
+    @DeadlineTimer.decorator()
+    def check_deadlines_on_timer(self):
+        self._check_deadlines(today())
+
+    @api_rpc
+    def check_deadlines(self, principal, as_of: str | None = None):
+        """``POST /api/deadlines/check?asOf=YYYY-MM-DD`` (admin, operator)."""
+        principal.require("deadlines.check")
+        try:
+            day = dt.date.fromisoformat(as_of) if as_of else today()
+        except ValueError:
+            raise error(400, f"asOf: {as_of!r} is not a date (YYYY-MM-DD)") from None
+        return reply(self._check_deadlines(day))
+
+    def _check_deadlines(self, day: dt.date) -> dict:
+        settings = self.outgoing.settings
+        md = self.replica.current()
+        channels = ["email"] + (["webhook"] if settings.alert_webhook else [])
+        with self.db.transaction() as tx:
+            result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
+                                     channels)
+        # the gauge says what the latest check found, per data set (0 when none late)
+        for code in md.data_sets:
+            metrics.late_returns.labels(dataset=code).set(result.late.get(code, 0))
+        if result.notifications:
+            self.outgoing.dispatcher.wake()
+        log.info("deadline check as of %s: %d late, %d due, %d new notification(s)", day,
+                 sum(result.late.values()), sum(result.due.values()), result.notifications)
+        return result.to_json(md)
 
     @api_rpc
     def list_notifications(self, principal, params: dict):

@@ -31,3 +31,14 @@ notification = sa.Table(
     sa.UniqueConstraint("type", "recipient", "org_unit", "data_set", "period", "channel",
                         name="notification_once"),
 )
+
+# The first accepted return of each data set, unit and period: what the deadline
+# check compares the expected units against (from return_validated, no lookups).
+received = sa.Table(
+    "received", metadata,
+    sa.Column("data_set", sa.Text, primary_key=True),
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("return_id", sa.Text, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -167,7 +167,9 @@ VALIDATION_RULES = [
 def _focal_points(rng: random.Random, villages: list[dict]) -> list[dict]:
     fps = [
         {"code": "FP-03-STAT", "name": "Head of the Provincial Statistics Centre", "orgUnit": "03",
-         "role": "supervisor", "email": "stat.lnt@example.la", "phone": "+856 86 312 000", "language": "lo"},
+         "role": "supervisor", "email": "stat.lnt@example.la", "phone": "+856 86 312 000", "language": "lo",
+         # the province head reads one daily digest of late returns, not one e-mail per village
+         "digest": True},
         {"code": "FP-03-HLT", "name": "Provincial health statistics officer", "orgUnit": "03-HLT",
          "role": "reporter", "email": "health.lnt@example.la", "language": "lo"},
         {"code": "FP-03-AGR", "name": "Provincial agriculture statistics officer", "orgUnit": "03-AGR",

@@ -103,12 +103,8 @@ def evaluate_rule(rule: ValidationRule, values: dict[Key, Decimal]) -> dict | No
         return None
     return {"rule": rule.code, "name": rule.name, "name_lo": rule.name_lo, "importance": rule.importance,
             "left": float(lv), "operator": rule.operator, "right": float(rv),
-            "message": f"{rule.name}: {rule.left} ({_plain(lv)}) {SYMBOLS[rule.operator]} {rule.right} "
+            "message": f"{rule.name}: {rule.left} ({_plain(lv)}) {expressions.SYMBOLS[rule.operator]} {rule.right} "
                        f"({_plain(rv)}) does not hold"}
-
-
-SYMBOLS = {"equal_to": "=", "not_equal_to": "≠", "greater_than": ">", "greater_than_or_equal_to": "≥",
-           "less_than": "<", "less_than_or_equal_to": "≤"}
 
 
 def _plain(d: Decimal) -> str:

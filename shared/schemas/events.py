@@ -123,22 +123,4 @@ class UserChangedSchema(EventSchema):
     org_unit = fields.Str(allow_none=True, load_default=None)
 
 
-class DeadlineSchema(EventSchema):
-    """Units of one data set and period that a deadline check found wanting."""
-    data_set = fields.Str(required=True)
-    period = fields.Str(required=True)
-    due_date = fields.Date(required=True)
-    as_of = fields.Date(required=True)
-    org_units = fields.List(fields.Str(), required=True)
-
-
-class ReturnsLateSchema(DeadlineSchema):
-    """Due date plus ``timelyDays`` has passed without an accepted return."""
-    deadline = fields.Date(required=True)
-
-
-class ReturnsDueSchema(DeadlineSchema):
-    """The due date is near and no accepted return has arrived yet."""
-
-
 MetadataChangedSchema = MetadataChangesSchema

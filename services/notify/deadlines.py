@@ -1,0 +1,167 @@
+"""The deadline check: LATE_RETURN, REMINDER and daily digests in one statement.
+
+Notify decides deadlines from its own tables, without asking anyone:
+
+* ``received``: the first accepted return of each (data set, unit, period),
+  recorded from ``return_validated`` in the handler's transaction;
+* the metadata replica: which units are assigned each data set and open, and
+  where they sit in the hierarchy as of each period (paths over time).
+
+For a day ``as_of`` (in Asia/Vientiane), the candidate periods of every data set
+are those whose on-time window (end + ``timelyDays``) has passed within the
+look-back (LATE_RETURN), or whose due date (the period's end) is at most
+``reminder_days`` ahead (REMINDER). One SQL statement finds every assigned,
+open unit without an accepted return for them, joins the recipients
+(supervisors at the unit and its ancestors as of the period; the unit's own
+reporters for a reminder) and inserts the notifications with ON CONFLICT DO
+NOTHING on their unique key: running the check again, on the timer and by
+hand, from two notify instances, adds nothing. No loop over units.
+
+A supervisor whose focal point says ``digest: true`` gets no LATE_RETURN per
+unit; instead one LATE_DIGEST per day listing every open late return of their
+subtree (key: recipient, their unit, ``*``, the day).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from shared.periods import Period
+from shared.replica import Metadata
+
+LATE, REMINDER, DIGEST = "LATE_RETURN", "REMINDER", "LATE_DIGEST"
+ALL_DATA_SETS = "*"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str
+    data_set: str
+    period: Period
+    due_date: dt.date      # the period's end
+    deadline: dt.date      # the last day that counts as on time
+
+
+def candidates(md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int) -> list[Candidate]:
+    """The (data set, period) pairs a check on ``as_of`` looks at: a few per data set."""
+    out = []
+    for ds in md.data_sets.values():
+        p = Period.containing(ds.period_type, as_of - dt.timedelta(days=lookback_days))
+        while p.end <= as_of + dt.timedelta(days=reminder_days):
+            deadline = p.end + dt.timedelta(days=ds.timely_days)
+            if deadline < as_of and p.end >= as_of - dt.timedelta(days=lookback_days):
+                out.append(Candidate(LATE, ds.code, p, p.end, deadline))
+            elif as_of <= p.end <= as_of + dt.timedelta(days=reminder_days):
+                out.append(Candidate(REMINDER, ds.code, p, p.end, deadline))
+            p = p.next()
+    return out
+
+
+_CHECK = sa.text("""
+WITH cand AS (
+    SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:ds AS text[]), CAST(:period AS text[]),
+                         CAST(:start AS date[]), CAST(:end AS date[]), CAST(:deadline AS date[]))
+           AS c(kind, data_set, period, start_date, end_date, deadline)
+),
+missing AS (
+    -- assigned (explicitly or by level as of the period), open during it, nothing accepted
+    SELECT c.*, p.code AS org_unit, p.path, u.name AS unit_en, coalesce(u.name_lo, u.name) AS unit_lo,
+           d.name AS ds_en, coalesce(d.name_lo, d.name) AS ds_lo
+    FROM cand c
+    JOIN notify.md_data_set d ON d.code = c.data_set
+    JOIN notify.md_org_unit_path p
+      ON p.valid_from <= c.start_date AND (p.valid_to IS NULL OR p.valid_to > c.start_date)
+    JOIN notify.md_org_unit u ON u.code = p.code
+    WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level)
+      AND u.opening_date <= c.end_date AND (u.closed_date IS NULL OR u.closed_date >= c.start_date)
+      AND NOT EXISTS (SELECT 1 FROM notify.received r
+                      WHERE r.data_set = c.data_set AND r.org_unit = p.code AND r.period = c.period)
+),
+recipients AS (
+    SELECT m.*, f.code AS recipient, f.name AS recipient_name, f.language, f.email, f.digest,
+           f.org_unit AS recipient_unit, fu.name AS recipient_unit_en,
+           coalesce(fu.name_lo, fu.name) AS recipient_unit_lo
+    FROM missing m
+    JOIN notify.md_focal_point f
+      ON (m.kind = 'LATE_RETURN' AND f.role = 'supervisor' AND strpos(m.path, '/' || f.org_unit || '/') > 0)
+      OR (m.kind = 'REMINDER' AND f.role = 'reporter' AND f.org_unit = m.org_unit)
+    JOIN notify.md_org_unit fu ON fu.code = f.org_unit
+),
+channels AS (SELECT unnest(CAST(:channels AS text[])) AS channel),
+single AS (
+    INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status, details)
+    SELECT r.kind, r.recipient, r.org_unit, r.data_set, r.period, ch.channel, 'PENDING',
+           jsonb_build_object(
+               'names', jsonb_build_object('data_set', jsonb_build_object('en', r.ds_en, 'lo', r.ds_lo),
+                                           'org_unit', jsonb_build_object('en', r.unit_en, 'lo', r.unit_lo)),
+               'recipient_name', r.recipient_name, 'language', r.language, 'email', r.email,
+               'due_date', r.end_date, 'deadline', r.deadline, 'as_of', CAST(:as_of AS date))
+    FROM recipients r CROSS JOIN channels ch
+    WHERE NOT (r.kind = 'LATE_RETURN' AND r.digest) AND (ch.channel <> 'email' OR r.email IS NOT NULL)
+    ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
+    RETURNING id
+),
+digest AS (
+    INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status, details)
+    SELECT 'LATE_DIGEST', r.recipient, r.recipient_unit, '*', CAST(:as_of AS text), ch.channel, 'PENDING',
+           jsonb_build_object(
+               'recipient_name', min(r.recipient_name), 'language', min(r.language), 'email', min(r.email),
+               'count', count(*), 'as_of', CAST(:as_of AS date),
+               'names', jsonb_build_object(
+                   'data_set', jsonb_build_object('en', 'all data sets', 'lo', 'ທຸກຊຸດຂໍ້ມູນ'),
+                   'org_unit', jsonb_build_object('en', min(r.recipient_unit_en), 'lo', min(r.recipient_unit_lo))),
+               'late', jsonb_agg(jsonb_build_object(
+                   'data_set', r.data_set, 'period', r.period, 'org_unit', r.org_unit, 'deadline', r.deadline,
+                   'names', jsonb_build_object(
+                       'data_set', jsonb_build_object('en', r.ds_en, 'lo', r.ds_lo),
+                       'org_unit', jsonb_build_object('en', r.unit_en, 'lo', r.unit_lo)))
+                   ORDER BY r.data_set, r.period, r.org_unit))
+    FROM recipients r CROSS JOIN channels ch
+    WHERE r.kind = 'LATE_RETURN' AND r.digest AND (ch.channel <> 'email' OR r.email IS NOT NULL)
+    GROUP BY r.recipient, r.recipient_unit, ch.channel
+    ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
+    RETURNING id
+)
+SELECT kind, data_set, count(*) AS units, NULL AS new FROM missing GROUP BY kind, data_set
+UNION ALL
+SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM digest)
+""")
+
+
+@dataclass
+class CheckResult:
+    as_of: dt.date
+    late: dict[str, int]        # data set -> units late (as of this check)
+    due: dict[str, int]         # data set -> units to remind
+    notifications: int          # new notifications recorded by this check
+
+    def to_json(self, md: Metadata) -> dict:
+        return {"asOf": self.as_of.isoformat(), "late": sum(self.late.values()), "due": sum(self.due.values()),
+                "notifications": self.notifications,
+                "dataSets": [{"dataSet": code, "late": self.late.get(code, 0), "due": self.due.get(code, 0)}
+                             for code in sorted(md.data_sets)]}
+
+
+def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int,
+          channels: list[str]) -> CheckResult:
+    found = candidates(md, as_of, lookback_days, reminder_days)
+    late: dict[str, int] = {}
+    due: dict[str, int] = {}
+    if not found:
+        return CheckResult(as_of, late, due, 0)
+    rows = conn.execute(_CHECK, {
+        "kind": [c.kind for c in found], "ds": [c.data_set for c in found],
+        "period": [c.period.code for c in found], "start": [c.period.start for c in found],
+        "end": [c.period.end for c in found], "deadline": [c.deadline for c in found],
+        "channels": channels, "as_of": as_of}).all()
+    new = 0
+    for r in rows:
+        if r.kind == "NEW":
+            new = int(r.new)
+        elif r.kind == LATE:
+            late[r.data_set] = int(r.units)
+        else:
+            due[r.data_set] = int(r.units)
+    return CheckResult(as_of, late, due, new)

@@ -1,0 +1,239 @@
+"""Notify on the real broker, database and a real SMTP server (aiosmtpd) and webhook:
+late returns, reminders and digests from one idempotent deadline check; delivery
+retried while the SMTP server is down; two notify instances send nothing twice."""
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client import REGISTRY
+
+from shared import mailsink
+from tests.conftest import free_port
+from tests.support.builders import tree
+from tests.support.client import wait_until
+
+UID = "NTF"
+DS = f"HM{UID}"
+
+
+class Webhook:
+    """A real HTTP endpoint that keeps what it is sent."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.received.append(json.loads(body.decode("utf-8")))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class Smtp:
+    """The module's SMTP server, which the tests stop and start."""
+
+    def __init__(self, host, port):
+        self.host, self.port, self.proc = host, port, None
+        self.maildir = tempfile.mkdtemp(prefix="statnet-notify-mail-")
+
+    def start(self):
+        self.proc = mailsink.start(self.host, self.port, self.maildir)
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def mails(self):
+        return mailsink.read(self.maildir)
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def settings(settings, webhook):
+    # this module's own: alerts also to a webhook, and a short first retry for the SMTP-down test
+    return settings.replace(alert_webhook=webhook.url, notify_retry_seconds=1)
+
+
+@pytest.fixture(scope="module")
+def smtp(settings):
+    server = Smtp(settings.smtp_host, settings.smtp_port)  # not started: the first test wants it down
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def world(system):
+    t, units = tree(UID, opening="2026-09-01")
+    d1, d2 = t.districts
+    system.import_metadata({
+        "orgUnits": units,
+        "dataElements": [{"code": f"OPD{UID}", "name": "Outpatient visits", "valueType": "INTEGER_ZERO_OR_POSITIVE",
+                          "aggregationType": "SUM"}],
+        "dataSets": [{"code": DS, "name": "Monthly health return", "nameLo": "ລາຍງານສາທາລະນະສຸກປະຈຳເດືອນ",
+                      "periodType": "Monthly", "dataElements": [f"OPD{UID}"], "orgUnitLevel": 4,
+                      "timelyDays": 10, "expiryDays": 0}],
+        "focalPoints": [
+            {"code": f"SP{UID}", "name": "ຫົວໜ້າແຂວງ", "orgUnit": t.province, "role": "supervisor",
+             "email": "province@example.la", "language": "lo", "digest": True},
+            {"code": f"S1{UID}", "name": "ຫົວໜ້າເມືອງ 1", "orgUnit": d1, "role": "supervisor",
+             "email": "d1@example.la", "language": "lo"},
+            {"code": f"S2{UID}", "name": "District 2 head", "orgUnit": d2, "role": "supervisor",
+             "email": "d2@example.la", "language": "en"},
+            {"code": f"R11{UID}", "name": "ຜູ້ລາຍງານບ້ານ", "orgUnit": t.villages[d1][0], "role": "reporter",
+             "email": "v11@example.la", "language": "lo"},
+        ],
+    })
+    tokens = {d: system.create_user(f"rep-{d}", "reporter", d) for d in t.districts}
+    # September: the first village of each district reports, the second doesn't
+    for d in t.districts:
+        r = system.submit({"dataSet": DS, "period": "202609", "orgUnit": t.villages[d][0],
+                           "dataValues": [{"dataElement": f"OPD{UID}", "value": "120"}]}, token=tokens[d])
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    return t, tokens
+
+
+def notifications(system, **params) -> list[dict]:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return [n for n in system.get(f"/api/notifications?{query}").json()["notifications"] if n["dataSet"] in (DS, "*")]
+
+
+def late_gauge() -> float | None:
+    return REGISTRY.get_sample_value("statnet_late_returns", {"dataset": DS})
+
+
+def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, smtp, webhook):
+    t, _ = world
+    d1, d2 = t.districts
+    r = system.post("/api/deadlines/check?asOf=2026-10-20")
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["asOf"] == "2026-10-20" and report["late"] == 2 and report["due"] == 0
+    assert {"dataSet": DS, "late": 2, "due": 0} in report["dataSets"]
+    # per unit to the districts' supervisors, one digest to the province's; each by e-mail and webhook
+    assert report["notifications"] == 6
+    assert late_gauge() == 2
+
+    # the SMTP server is down: e-mails stay PENDING with their attempts counted; webhooks go out
+    def retried():
+        emails = [n for n in notifications(system) if n["channel"] == "email"]
+        return emails if len(emails) == 3 and all(n["attempts"] >= 2 and n["status"] == "PENDING"
+                                                  for n in emails) else None
+
+    emails = wait_until(retried, timeout=30, message="e-mail attempts while SMTP is down")
+    assert all("Error" in (n["lastError"] or "") for n in emails)
+    smtp.start()
+    wait_until(lambda: all(n["status"] == "SENT" for n in notifications(system)), timeout=60,
+               message="every alert sent once SMTP is back")
+    mails = smtp.mails()
+    assert sorted(m["To"] for m in mails) == ["d1@example.la", "d2@example.la", "province@example.la"]
+    by_to = {m["To"]: m for m in mails}
+    # Lao subject and body, the space before ໄລຍະ intact through RFC 2047 encoding
+    d1_mail = by_to["d1@example.la"]
+    assert d1_mail["Subject"] == (f"[statnet] ລາຍງານຊັກຊ້າ: ລາຍງານສາທາລະນະສຸກປະຈຳເດືອນ ({DS}) ໄລຍະ 202609 "
+                                  f"ຈາກ ບ້ານ 1.2 ({t.villages[d1][1]})")
+    assert "2026-10-10" in d1_mail.get_content() and "ຮຽນ ຫົວໜ້າເມືອງ 1" in d1_mail.get_content()
+    assert by_to["d2@example.la"]["Subject"].startswith("[statnet] Late return: Monthly health return")
+    digest = by_to["province@example.la"]
+    assert digest["Subject"] == f"[statnet] ລາຍງານຊັກຊ້າ 2 ສະບັບ ໃນ ແຂວງ ({t.province})"
+    body = digest.get_content()
+    assert t.villages[d1][1] in body and t.villages[d2][1] in body and t.villages[d1][0] not in body
+
+    assert sorted((h["type"], h["recipient"]) for h in webhook.received) == sorted(
+        [("LATE_RETURN", f"S1{UID}"), ("LATE_RETURN", f"S2{UID}"), ("LATE_DIGEST", f"SP{UID}")])
+    assert any(h["details"].get("names", {}).get("data_set", {}).get("lo") == "ລາຍງານສາທາລະນະສຸກປະຈຳເດືອນ"
+               for h in webhook.received)
+
+
+def test_the_check_is_idempotent_and_the_digest_is_daily(system, world, smtp):
+    before = len(smtp.mails())
+    again = system.post("/api/deadlines/check?asOf=2026-10-20").json()
+    assert (again["late"], again["notifications"]) == (2, 0)
+    next_day = system.post("/api/deadlines/check?asOf=2026-10-21").json()
+    assert next_day["notifications"] == 2  # the province's digest of the new day, by e-mail and webhook
+    wait_until(lambda: len(smtp.mails()) == before + 1, message="the next day's digest")
+    assert len(notifications(system, type="LATE_RETURN")) == 4
+
+
+def test_a_late_return_arriving_lowers_the_count(system, world):
+    t, tokens = world
+    d1 = t.districts[0]
+    r = system.submit({"dataSet": DS, "period": "202609", "orgUnit": t.villages[d1][1],
+                       "dataValues": [{"dataElement": f"OPD{UID}", "value": "80"}]}, token=tokens[d1])
+    sub = system.wait_status(r.json()["id"])
+    assert sub["status"] == "AGGREGATED" and sub["onTime"] is False
+    wait_until(lambda: system.post("/api/deadlines/check?asOf=2026-10-22").json()["late"] == 1,
+               message="the late return counted")
+    assert late_gauge() == 1
+
+
+def test_reporters_are_reminded_before_the_due_date(system, world, smtp):
+    t, _ = world
+    before = len(smtp.mails())
+    report = system.post("/api/deadlines/check?asOf=2026-10-29").json()
+    assert report["due"] == 4  # October: nobody has reported, the month ends in two days
+    reminders = wait_until(lambda: [n for n in notifications(system, type="REMINDER") if n["status"] == "SENT"],
+                           message="reminder sent")
+    assert {(n["recipient"], n["orgUnit"], n["period"]) for n in reminders} == {
+        (f"R11{UID}", t.villages[t.districts[0]][0], "202610")}
+    [mail] = wait_until(lambda: [m for m in smtp.mails()[before:] if m["X-Statnet-Type"] == "REMINDER"],
+                        message="reminder e-mail")
+    assert mail["To"] == "v11@example.la" and "2026-10-31" in mail["Subject"]
+    assert "2026-11-10" in mail.get_content()  # on time until end + timelyDays
+
+
+def test_only_admins_and_operators_check_and_as_of_must_be_a_date(system, world):
+    t, tokens = world
+    assert system.post("/api/deadlines/check?asOf=2026-10-20", token=tokens[t.districts[0]]).status_code == 403
+    r = system.post("/api/deadlines/check?asOf=20-10-2026")
+    assert r.status_code == 400 and "asOf" in r.json()["message"]
+    operator = system.create_user(f"op-{UID}", "operator", None)
+    assert system.post("/api/deadlines/check?asOf=2026-10-20", token=operator).status_code == 200
+
+
+def test_two_notify_instances_send_nothing_twice(system, world, smtp, settings):
+    from services.runner import build
+
+    second = build(settings, ["notify"])
+    second.start()
+    try:
+        before = smtp.mails()
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            system.post("/api/deadlines/check?asOf=2026-11-20").json())) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        # November 20: October is late at every village (and September still at one); the four
+        # checks together record the new alerts once
+        assert [r["late"] for r in results] == [5] * 4
+        created = sum(r["notifications"] for r in results)
+        assert created == 2 * (2 + 2 + 1)  # V1x to S1, V2x to S2, one digest; e-mail and webhook each
+        wait_until(lambda: all(n["status"] == "SENT" for n in notifications(system)), timeout=60,
+                   message="all sent")
+        new = smtp.mails()[len(before):]
+        ids = [m["X-Statnet-Notification"] for m in new]
+        assert len(ids) == len(set(ids)) == created // 2
+    finally:
+        second.stop()
