@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install services bench clean
+.PHONY: demo test install services tools bench clean
 
 $(BIN)/statnet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,13 @@ install: $(BIN)/statnet
 services:
 	@scripts/ensure-services
 
+tools:
+	@scripts/ensure-tools
+
 demo: install services
 	$(BIN)/statnet demo
 
-test: install services
+test: install services tools
 	$(BIN)/pytest
 
 bench: install services

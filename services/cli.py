@@ -6,6 +6,7 @@
     statnet user create ...        create a user (or rotate its token) and print the token
     statnet history load FILE --data-set CODE   bulk-load past years (DHIS2 CSV)
     statnet dlq list|replay SERVICE
+    statnet status                 services up, queues, outboxes, dead letters, completeness
     statnet topology               print the RabbitMQ definitions of the whole topology
     statnet asyncapi               print the AsyncAPI document of every event
 """
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     p_load.add_argument("--url", help="base URL (default http://$STATNET_HTTP)")
     p_load.add_argument("--token", help="admin token (default $STATNET_ADMIN_TOKEN)")
 
+    sub.add_parser("status", help="services up, queue depths, outboxes, dead letters, completeness")
     sub.add_parser("topology", help="print RabbitMQ definitions of the topology")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of the events")
 
@@ -67,7 +69,8 @@ def main(argv=None) -> int:
         print(f"statnet: {exc}", file=sys.stderr)
         return 2
     # the demo's output is its report: only warnings and errors go to the log
-    logs.configure(settings.log_format, level=logging.WARNING if args.command == "demo" else logging.INFO)
+    quiet = args.command in ("demo", "status")
+    logs.configure(settings.log_format, level=logging.WARNING if quiet else logging.INFO)
 
     if args.command == "run":
         from services import runner
@@ -87,6 +90,10 @@ def main(argv=None) -> int:
         return 0
     if args.command == "user":
         return _create_user(settings, args)
+    if args.command == "status":
+        from services import status
+
+        return status.main(settings)
     if args.command == "dlq":
         from shared import topology
 

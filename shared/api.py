@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 
 from nameko.rpc import rpc
 
@@ -47,7 +46,7 @@ def api_rpc(fn):
 
     @functools.wraps(fn)
     def wrapper(self, principal, *args, **kwargs):
-        started = time.perf_counter()
+        # timing and errors are recorded for every RPC by shared.delivery.Database
         service = getattr(self, "name", "?")
         try:
             return fn(self, Principal.from_dict(principal), *args, **kwargs)
@@ -56,17 +55,14 @@ def api_rpc(fn):
         except Forbidden as exc:
             return reply({"status": "ERROR", "httpStatusCode": 403, "message": str(exc)}, 403)
         except Exception as exc:
-            metrics.rpc_errors_total.labels(service=service, method=fn.__name__).inc()
             if not is_transient(exc):
                 raise
             # the database or broker went away mid-call; nothing was committed,
             # so the client may simply try again
+            metrics.rpc_errors_total.labels(service=service, method=fn.__name__).inc()
             log.warning("%s.%s: transient failure, answered 503: %s", service, fn.__name__, exc)
             return reply({"status": "ERROR", "httpStatusCode": 503,
                           "message": f"temporarily unavailable ({type(exc).__name__}); retry"},
                          503, headers={"Retry-After": "1"})
-        finally:
-            metrics.rpc_seconds.labels(service=service, method=fn.__name__).observe(
-                time.perf_counter() - started)
 
     return rpc(wrapper)

@@ -37,9 +37,10 @@ import time
 import sqlalchemy as sa
 from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.extensions import DependencyProvider
+from nameko.rpc import Rpc
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from shared import metrics, serialization, topology
+from shared import collectors, metrics, serialization, topology
 from shared.background import Pump
 from shared.config import Settings
 from shared.db import engine_for
@@ -225,12 +226,43 @@ class Database(DependencyProvider):
         self.inbox = self.metadata.tables[f"{self.schema}.inbox"]
         self.relay.configure(self.engine, self.outbox, self.service_name)
 
+    def start(self):
+        collectors.add_source(("outbox", self.service_name), self.outbox_families)
+
+    def stop(self):
+        collectors.remove_source(("outbox", self.service_name), self.outbox_families)
+
+    kill = stop
+
+    def outbox_families(self):
+        """Events committed but not yet relayed, and how long the oldest has waited: a relay
+        that is stuck (broker unreachable, a bug) shows here before anything else does."""
+        with self.engine.connect() as conn:
+            backlog, age = conn.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.extract("epoch", sa.func.now() - sa.func.min(
+                    self.outbox.c.created_at)), 0)).select_from(self.outbox)).one()
+        yield collectors.gauge("statnet_outbox_backlog", "Events in a service's outbox not yet published",
+                               ["service"], [(self.service_name, backlog)])
+        yield collectors.gauge("statnet_outbox_oldest_seconds", "Age of the oldest unpublished event",
+                               ["service"], [(self.service_name, age)])
+
     def get_dependency(self, worker_ctx):
         return Store(self, worker_ctx)
 
     def worker_setup(self, worker_ctx):
+        worker_ctx.statnet_started = time.perf_counter()
         # every log line of this worker carries the return's id (shared.logs)
-        set_correlation(worker_ctx.context_data.get("correlation_id"))
+        set_correlation(worker_ctx.context_data.get("correlation_id"), self.service_name)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        # every RPC of every service timed in one place (event handlers time themselves,
+        # with their retries, in shared.events)
+        if isinstance(worker_ctx.entrypoint, Rpc):
+            method = worker_ctx.entrypoint.method_name
+            metrics.rpc_seconds.labels(service=self.service_name, method=method).observe(
+                time.perf_counter() - worker_ctx.statnet_started)
+            if exc_info is not None:
+                metrics.rpc_errors_total.labels(service=self.service_name, method=method).inc()
 
     def worker_teardown(self, worker_ctx):
         set_correlation(None)

@@ -17,8 +17,13 @@ import eventlet.corolocal
 _local = eventlet.corolocal.local()
 
 
-def set_correlation(correlation_id: str | None) -> None:
+def set_correlation(correlation_id: str | None, service: str | None = None) -> None:
     _local.correlation_id = correlation_id
+    _local.service = service
+
+
+def service() -> str | None:
+    return getattr(_local, "service", None)
 
 
 def correlation() -> str | None:
@@ -28,6 +33,7 @@ def correlation() -> str | None:
 class CorrelationFilter(logging.Filter):
     def filter(self, record):
         record.correlation_id = correlation()
+        record.service = service()
         return True
 
 
@@ -39,6 +45,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if getattr(record, "service", None):
+            out["service"] = record.service
         if getattr(record, "correlation_id", None):
             out["correlation_id"] = record.correlation_id
         if record.exc_info:

@@ -24,6 +24,9 @@ late_returns = Gauge(
 notifications_total = Counter(
     "statnet_notifications", "Alert deliveries by type, channel and outcome",
     ["type", "channel", "status"])
+returns_received_total = Counter(
+    "statnet_returns_received", "Returns received (stored, before validation) by data set and period",
+    ["dataset", "period"])
 dead_letters_total = Counter(
     "statnet_dead_letters", "Messages a service parked in its dead-letter queue", ["service"])
 

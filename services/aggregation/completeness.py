@@ -99,3 +99,22 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, 
     body["children"] = children
     return ou, body
 
+
+
+def reporting_period(ptype: str, day) -> Period:
+    """The period being reported now: the latest one that has ended by ``day``."""
+    return Period.containing(ptype, day).previous()
+
+
+def current_rates(conn: sa.Connection, md: Metadata, day) -> list[tuple[str, str, str, float, float]]:
+    """(data set, root unit, period, rate, on-time rate) for each data set's reporting period,
+    rates as fractions, for the operators' gauge. A few queries: one per data set and root."""
+    roots = sorted(code for code, u in md.org_units.items() if u.current and u.current.level == 1)
+    out = []
+    for ds in sorted(md.data_sets.values(), key=lambda d: d.code):
+        pe = reporting_period(ds.period_type, day)
+        for root in roots:
+            _, body = completeness(conn, md, {"ds": ds.code, "ou": root, "pe": pe.code})
+            if body["expected"]:
+                out.append((ds.code, root, pe.code, body["rate"] / 100, body["onTimeRate"] / 100))
+    return out

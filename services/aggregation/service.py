@@ -18,11 +18,12 @@ from nameko.extensions import DependencyProvider
 
 from services.aggregation import analytics, completeness, exports, facts, history
 from services.aggregation import tables as t
-from shared import metrics
+from shared import collectors, metrics
 from shared.api import api_rpc, reply
 from shared.delivery import Database
 from shared.events import Transient, subscribe
-from shared.replica import KeepsMetadataReplica, Replica
+from shared.periods import today
+from shared.replica import KeepsMetadataReplica, Replica, ReplicaAccess
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,23 @@ class YearTotals(DependencyProvider):
         return self.rebuilder
 
 
+def completeness_families(container):
+    """Completeness of every data set's reporting period at each root: the number the
+    province reports on, live, instead of DHIS2's manual "complete" clicks."""
+    db = collectors.provider(container, Database)
+    replica = collectors.provider(container, Replica)
+    with db.engine.connect() as conn:
+        rows = completeness.current_rates(conn, ReplicaAccess(replica).current(conn), today())
+    yield collectors.gauge("statnet_completeness_rate", "Accepted returns / expected, reporting period",
+                           ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, r, _ in rows])
+    yield collectors.gauge("statnet_completeness_on_time_rate", "On-time returns / expected, reporting period",
+                           ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, _, r in rows])
+
+
 class AggregationService(KeepsMetadataReplica):
     name = "aggregation"
+    # a few queries per data set: kept 10 s, so frequent scrapes cost nothing
+    completeness_gauge = collectors.Source(completeness_families, cache_seconds=10)
 
     db = Database(t.metadata)
     replica = Replica(t.replica, on_apply=_repath_moved_units)

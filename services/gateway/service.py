@@ -11,7 +11,7 @@ import logging
 
 import eventlet
 import sqlalchemy as sa
-from kombu import Connection
+from kombu import Connection, Queue
 from nameko.exceptions import UnknownService
 from nameko.rpc import RpcProxy
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
+from shared import collectors, topology
 from shared.config import Settings
 from shared.db import engine_for
 from shared.events import subscribe
@@ -29,10 +30,25 @@ MAX_BODY = 5 * 1024 * 1024
 REPLICA_SERVICES = ("submission", "validation", "aggregation", "notify")
 
 
+def queue_families(container):
+    """Messages ready and consumers of every queue of the topology (the gateway's process
+    only: one reader per deployment is enough, and the broker is the source of truth)."""
+    from services.runner import service_classes
+
+    settings = Settings.of(container)
+    names = [e.name for e in topology.entities(service_classes().values(), settings) if isinstance(e, Queue)]
+    depths = topology.queue_depths(settings, names)
+    yield collectors.gauge("statnet_queue_messages", "Messages ready in a RabbitMQ queue", ["queue"],
+                           [(q, n) for q, (n, _) in sorted(depths.items())])
+    yield collectors.gauge("statnet_queue_consumers", "Consumers of a RabbitMQ queue", ["queue"],
+                           [(q, c) for q, (_, c) in sorted(depths.items())])
+
+
 class GatewayService:
     name = "gateway"
 
     auth = Authenticator()
+    queues = collectors.Source(queue_families)
     registry = RpcProxy("registry")
     submission = RpcProxy("submission")
     validation = RpcProxy("validation")

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
-from shared import metrics
+from shared import collectors, metrics
 from shared.api import api_rpc, error, reply
 from shared.config import Settings
 from shared.delivery import Database
@@ -55,8 +55,20 @@ class DeadlineTimer(Timer):
         self.interval = Settings.of(self.container).deadline_check_seconds
 
 
+def pending_families(container):
+    """Alerts waiting to go out, by type and channel: growing means SMTP or the webhook is down."""
+    db = collectors.provider(container, Database)
+    n = t.notification
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(n.c.type, n.c.channel, sa.func.count())
+                            .where(n.c.status == "PENDING").group_by(n.c.type, n.c.channel)).all()
+    yield collectors.gauge("statnet_notifications_pending", "Alerts not yet delivered (retrying included)",
+                           ["type", "channel"], rows)
+
+
 class NotifyService(KeepsMetadataReplica):
     name = "notify"
+    pending = collectors.Source(pending_families)
 
     db = Database(t.metadata)
     replica = Replica(t.replica)

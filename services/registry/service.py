@@ -287,6 +287,8 @@ class RegistryService:
             tx.execute(t.focal_point.update().where(t.focal_point.c.code == focal_point).values(
                 last_active_at=sa.func.greatest(sa.func.coalesce(t.focal_point.c.last_active_at,
                                                                  event.occurred_at), event.occurred_at)))
+        log.info("return %s: last submission of %s for %s noted", data["return_id"], data["org_unit"],
+                 data["data_set"])
 
 
 def _focal_point_out(r) -> dict:

@@ -26,6 +26,7 @@ from shared import metrics
 from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
+from shared.logs import set_correlation
 from shared.periods import show
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.schemas.api import violation_out
@@ -99,6 +100,7 @@ class SubmissionService(KeepsMetadataReplica):
             if latest is not None and latest.body_sha256 == digest:
                 return _receipt(latest.id)
             return_id = str(uuid.uuid4())
+            set_correlation(return_id, self.name)  # from here on, this worker's log lines name the return
             seq = tx.execute(R.insert().values(
                 id=return_id, data_set=checked.data_set.code, org_unit=checked.org_unit,
                 period=checked.period.code, submitted_by=principal.username, received_at=received_at,
@@ -113,6 +115,7 @@ class SubmissionService(KeepsMetadataReplica):
                 "submitted_by": principal.username, "values": checked.values,
             }, correlation_id=return_id)
         metrics.submissions_total.labels(status="RECEIVED").inc()
+        metrics.returns_received_total.labels(dataset=checked.data_set.code, period=checked.period.code).inc()
         log.info("return %s received: %s %s %s, %d values", return_id, checked.data_set.code,
                  checked.org_unit, checked.period.code, len(checked.values))
         return _receipt(return_id)
@@ -169,6 +172,7 @@ class SubmissionService(KeepsMetadataReplica):
                     tx.execute(R.update().where(R.c.id == event.data["return_id"]).values(**extra))
         if moved:
             metrics.submissions_total.labels(status=status).inc()
+            log.info("return %s is %s", event.data["return_id"], status)
 
     @subscribe("validation", "return_validated")
     def on_return_validated(self, event):

@@ -1,6 +1,7 @@
 """``statnet run`` as its own process, driven over HTTP only, like a district system would."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ def statnet_process(settings):
             return False
 
     wait_until(up, timeout=60, interval=0.2, message="statnet run to answer /health")
-    yield api, proc
+    yield api, proc, log
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(30)
@@ -45,7 +46,7 @@ def statnet_process(settings):
 
 
 def test_a_village_return_travels_village_district_province(statnet_process):
-    api, _ = statnet_process
+    api, _, _ = statnet_process
     t, units = tree("E2E", districts=2, villages=2)
     codes, doc = village_data_set("E2E", rules=False)
     doc["orgUnits"] = units
@@ -67,8 +68,29 @@ def test_a_village_return_travels_village_district_province(statnet_process):
     assert totals[(codes["pop"], t.country, "2025")] == 1000
 
 
+def test_one_grep_follows_a_return_through_every_service(statnet_process):
+    api, _, log = statnet_process
+    t, units = tree("LOG", districts=1, villages=1)
+    codes, doc = village_data_set("LOG", rules=False)
+    doc["orgUnits"] = units
+    api.import_metadata(doc)
+    r = api.submit(village_return(codes, t.all_villages[0], "2025", 3, 4), token=None)
+    return_id = r.json()["id"]
+    assert api.wait_status(return_id)["status"] == "AGGREGATED"
+
+    def lines():
+        log.flush()
+        with open(log.name, encoding="utf-8") as f:
+            records = [json.loads(line) for line in f if line.startswith("{")]  # every line is one JSON object
+        mine = [rec for rec in records if rec.get("correlation_id") == return_id]
+        services = {rec.get("service") for rec in mine}
+        return mine if {"submission", "validation", "aggregation", "registry"} <= services else None
+
+    wait_until(lines, timeout=10, message="log lines of the return from every service")
+
+
 def test_sigterm_stops_statnet_cleanly(settings, statnet_process):
-    _, proc = statnet_process
+    _, proc, _ = statnet_process
     proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     assert proc.wait(30) == 0

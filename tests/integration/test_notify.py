@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import mailsink
 from tests.conftest import free_port
@@ -118,6 +119,16 @@ def notifications(system, **params) -> list[dict]:
     return [n for n in system.get(f"/api/notifications?{query}").json()["notifications"] if n["dataSet"] in (DS, "*")]
 
 
+def pending_gauge(system) -> dict:
+    """statnet_notifications_pending as scraped from /metrics: {(type, channel): n}."""
+    out = {}
+    for family in text_string_to_metric_families(system.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "statnet_notifications_pending" and s.value:
+                out[(s.labels["type"], s.labels["channel"])] = s.value
+    return out
+
+
 def late_gauge() -> float | None:
     return REGISTRY.get_sample_value("statnet_late_returns", {"dataset": DS})
 
@@ -142,10 +153,12 @@ def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, s
 
     emails = wait_until(retried, timeout=30, message="e-mail attempts while SMTP is down")
     assert all("Error" in (n["lastError"] or "") for n in emails)
+    assert pending_gauge(system) == {("LATE_RETURN", "email"): 2, ("LATE_DIGEST", "email"): 1}
     smtp.start()
     wait_until(lambda: all(n["status"] == "SENT" for n in notifications(system)), timeout=60,
                message="every alert sent once SMTP is back")
     mails = smtp.mails()
+    assert pending_gauge(system) == {}
     assert sorted(m["To"] for m in mails) == ["d1@example.la", "d2@example.la", "province@example.la"]
     by_to = {m["To"]: m for m in mails}
     # Lao subject and body, the space before ໄລຍະ intact through RFC 2047 encoding

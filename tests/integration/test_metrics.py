@@ -1,0 +1,178 @@
+"""Operators' view: every metric the contract and issue 10 name, scraped over HTTP from
+``/metrics`` while a real flow runs, moves as the flow says it should. Also: no duplicated
+series, and a service running alone serves its own ``/metrics`` port."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import requests
+from kombu import Connection
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared import topology
+from tests.conftest import free_port
+from tests.support.builders import tree, village_data_set, village_return
+from tests.support.client import wait_until
+from tests.support.processes import StatnetProcess, cli
+
+UID = "MET"
+YEAR = str(dt.date.today().year - 1)  # the yearly data set's reporting period
+
+
+class Scrape:
+    """One scrape of /metrics, as Prometheus would parse it."""
+
+    def __init__(self, text: str):
+        self.samples: dict[tuple[str, frozenset], float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                key = (s.name, frozenset(s.labels.items()))
+                assert key not in self.samples, f"duplicated series {s.name}{s.labels}"
+                self.samples[key] = s.value
+
+    def value(self, name: str, **labels) -> float:
+        """The sum over series of ``name`` whose labels include ``labels`` (0 when none)."""
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.samples.items() if n == name and want <= ls)
+
+    def has(self, name: str, **labels) -> bool:
+        want = set(labels.items())
+        return any(n == name and want <= ls for (n, ls) in self.samples)
+
+
+def scrape(system) -> Scrape:
+    r = system.get("/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    return Scrape(r.text)
+
+
+@pytest.fixture(scope="module")
+def world(system, mailbox):
+    t, units = tree(UID)
+    codes, doc = village_data_set(UID)
+    doc["orgUnits"] = units
+    doc["focalPoints"] = [{"code": f"SUP{UID}", "name": "Supervisor", "orgUnit": t.province, "role": "supervisor",
+                           "email": "sup@example.la", "language": "en"}]
+    system.import_metadata(doc)
+    token = system.create_user(f"rep-{UID}", "reporter", t.province)
+    return t, codes, token
+
+
+def test_every_metric_moves_with_the_flow(system, world, settings, mailbox):
+    t, codes, token = world
+    ds = codes["ds"]
+    before = scrape(system)
+
+    # an accepted return, a correction of it, one with a MEDIUM warning, one rejected, a dry run
+    v1, v2, v3 = t.all_villages[:3]
+    ids = [system.submit(village_return(codes, v1, YEAR, 10, 12, 5), token=token).json()["id"]]
+    system.wait_status(ids[0])
+    ids.append(system.submit({"dataSet": ds, "period": YEAR, "orgUnit": v1, "dataValues": [
+        {"dataElement": codes["pop"], "categoryOptionCombo": "M", "value": "11"},
+        {"dataElement": codes["hh"], "value": ""}]}, token=token).json()["id"])
+    ids.append(system.submit(village_return(codes, v2, YEAR, 1, 1, 9), token=token).json()["id"])
+    ids.append(system.submit(village_return(codes, v3, YEAR, 0, 0), token=token).json()["id"])
+    statuses = [system.wait_status(i)["status"] for i in ids]
+    assert statuses == ["AGGREGATED", "AGGREGATED", "AGGREGATED", "REJECTED"]
+    r = system.post("/api/dataValueSets?dryRun=true", json=village_return(codes, v3, YEAR, 1, 1), token=token)
+    assert r.status_code == 200
+    assert system.post("/api/dataValueSets", json={"dataSet": "NOPE"}, token=token).status_code == 400
+
+    # a deadline check after the year's on-time window: the rejected and the silent village are late
+    report = system.post(f"/api/deadlines/check?asOf={int(YEAR) + 1}-03-01").json()
+    assert {"dataSet": ds, "late": 2, "due": 0} in report["dataSets"]  # v3 rejected, v4 silent
+    wait_until(lambda: all(n["status"] == "SENT" for n in
+                           system.get(f"/api/notifications?recipient=SUP{UID}").json()["notifications"]),
+               message="alerts sent")
+
+    # a poison event among them: aggregation parks it
+    with Connection(settings.amqp_uri) as conn:
+        conn.Producer().publish({"not": "an event"}, exchange=topology.events_exchange("validation"),
+                                routing_key="return_validated", serializer="json")
+
+    def after() -> Scrape | None:
+        s = scrape(system)
+        return s if s.value("statnet_dead_letters_total", service="aggregation") > \
+            before.value("statnet_dead_letters_total", service="aggregation") else None
+
+    now = wait_until(after, message="the poison counted")
+
+    def moved(name, by=None, **labels):
+        delta = now.value(name, **labels) - before.value(name, **labels)
+        assert (delta == by) if by is not None else delta > 0, (name, labels, delta)
+
+    # CONTRACT 8
+    moved("statnet_submissions_total", 4, status="RECEIVED")
+    moved("statnet_submissions_total", 3, status="VALIDATED")
+    moved("statnet_submissions_total", 1, status="REJECTED")
+    moved("statnet_submissions_total", 3, status="AGGREGATED")
+    moved("statnet_data_values_total", 3 + 3, result="imported")
+    moved("statnet_data_values_total", 1, result="updated")
+    moved("statnet_data_values_total", 1, result="deleted")
+    moved("statnet_validation_violations_total", 1, importance="HIGH")
+    moved("statnet_validation_violations_total", importance="MEDIUM")
+    assert now.value("statnet_late_returns", dataset=ds) == 2
+    moved("statnet_notifications_total", type="LATE_RETURN", channel="email", status="SENT")
+    moved("statnet_notifications_total", type="INVALID_RETURN", channel="email", status="SENT")
+    for service, event in (("validation", "return_received"), ("aggregation", "return_validated"),
+                           ("submission", "return_aggregated"), ("notify", "return_rejected")):
+        moved("statnet_event_handler_seconds_count", service=service, event=event)
+    moved("statnet_dead_letters_total", 1, service="aggregation")
+
+    # issue 10: HTTP, RPC, handlers, queues, outbox, domain gauges
+    moved("statnet_http_requests_total", 4, method="POST", route="/api/dataValueSets", status="202")
+    moved("statnet_http_requests_total", 1, method="POST", route="/api/dataValueSets", status="400")
+    moved("statnet_http_request_seconds_count", method="GET", route="/api/submissions/<return_id>")
+    moved("statnet_rpc_seconds_count", service="submission", method="receive")
+    moved("statnet_rpc_seconds_count", 1, service="validation", method="check_return")  # the dry run
+    moved("statnet_rpc_seconds_count", service="notify", method="check_deadlines")
+    moved("statnet_returns_received_total", 4, dataset=ds, period=YEAR)
+    moved("statnet_outbox_published_total", service="submission")
+    for service in ("registry", "submission", "validation", "aggregation", "notify"):
+        assert now.has("statnet_outbox_backlog", service=service)
+        assert now.has("statnet_outbox_oldest_seconds", service=service)
+    queue = topology.event_queue_name("submission", "return_received", "validation", "validate_return")
+    assert now.value("statnet_queue_consumers", queue=queue) >= 1
+    assert now.has("statnet_queue_messages", queue=topology.dlq_name("aggregation"))
+    assert now.value("statnet_queue_messages", queue=topology.dlq_name("aggregation")) >= 1
+    # v1 and v2 accepted of four villages, for the reporting period (last year)
+    # (the gauge is computed at most every 10 s)
+    now = wait_until(lambda: (lambda s: s if s.value("statnet_completeness_rate", dataset=ds, org_unit=t.country,
+                                                     period=YEAR) == 0.5 else None)(scrape(system)),
+                     timeout=30, message="completeness gauge at 50%")
+    assert now.has("statnet_completeness_on_time_rate", dataset=ds, org_unit=t.country, period=YEAR)
+
+
+def test_a_service_alone_serves_its_own_metrics_port(settings):
+    port = free_port()
+    proc = StatnetProcess(settings, services=("validation",), http_address=f"127.0.0.1:{free_port()}",
+                          name="validation-alone", STATNET_METRICS_PORT=port)
+    proc.start(wait=False)
+    try:
+        def metrics():
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                return r.text if "statnet_outbox_backlog" in r.text else None
+            except requests.ConnectionError:
+                return None
+
+        text = wait_until(metrics, timeout=60, message="validation's own /metrics")
+        s = Scrape(text)
+        assert s.has("statnet_outbox_backlog", service="validation")
+        assert not s.has("statnet_outbox_backlog", service="submission")  # only its own
+        assert not s.has("statnet_queue_messages")                        # the gateway's job
+    finally:
+        proc.terminate()
+        proc.close()
+
+
+def test_statnet_status_shows_the_network_on_one_screen(system, world, settings):
+    t, codes, _ = world
+    done = cli(settings, "status")
+    lines = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    for service in ("gateway", "registry", "submission", "validation", "aggregation", "notify"):
+        assert lines[service][1] == "up", done.stdout
+    # the poison of the first test sits in aggregation's dead-letter queue: not healthy
+    assert lines["aggregation"][3] == "1" and done.returncode == 1, done.stdout
+    assert lines[codes["ds"]][1:4] == [t.country, YEAR, "50%"], done.stdout

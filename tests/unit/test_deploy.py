@@ -1,0 +1,76 @@
+"""deploy/: the alert rules and Prometheus config pass promtool, the rules' own unit
+tests pass, and every metric the rules and the dashboard use is one statnet exports."""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:  # never a skip: `make test` installs it (scripts/ensure-tools)
+        pytest.fail("promtool is missing: install Debian's prometheus package (make test does)", pytrace=False)
+    return path
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_promtool_accepts_the_rules(promtool):
+    done = run(promtool, "check", "rules", str(DEPLOY / "alerts.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_the_rules_fire_when_they_should(promtool):
+    done = run(promtool, "test", "rules", str(DEPLOY / "alerts_test.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_accepts_the_prometheus_config(promtool, tmp_path):
+    # the config names the rules where docker-compose mounts them; check it with a local copy
+    shutil.copy(DEPLOY / "alerts.yml", tmp_path / "alerts.yml")
+    config = (DEPLOY / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml",
+                                                             str(tmp_path / "alerts.yml"))
+    (tmp_path / "prometheus.yml").write_text(config)
+    done = run(promtool, "check", "config", str(tmp_path / "prometheus.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def exported() -> set[str]:
+    """Every statnet_* metric name declared in the code (counters without their _total)."""
+    names = set()
+    for path in list((ROOT / "shared").rglob("*.py")) + list((ROOT / "services").rglob("*.py")):
+        names |= set(re.findall(r'"(statnet_[a-z_]+)"', path.read_text(encoding="utf-8")))
+    return names
+
+
+def base(name: str) -> str:
+    return re.sub(r"_(total|bucket|count|sum)$", "", name)
+
+
+def used_in(text: str) -> set[str]:
+    return {base(n) for n in re.findall(r"\b(statnet_[a-z_]+)", text)}
+
+
+def test_rules_and_dashboard_use_only_metrics_statnet_exports():
+    known = exported()
+    rules = used_in((DEPLOY / "alerts.yml").read_text())
+    dashboard = json.loads((DEPLOY / "grafana" / "statnet.json").read_text())
+    queries = used_in(" ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"]))
+    assert rules - known == set() and queries - known == set()
+    # the contract's metrics are all on the dashboard
+    for name in ("statnet_submissions", "statnet_data_values", "statnet_validation_violations",
+                 "statnet_late_returns", "statnet_notifications", "statnet_event_handler_seconds",
+                 "statnet_dead_letters"):
+        assert name in queries, name
