@@ -29,8 +29,14 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def engine_for(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
-    """The process-wide engine for ``url``."""
+def engine_for(url: str, pool_size: int = 30, max_overflow: int = 10) -> Engine:
+    """The process-wide engine for ``url``.
+
+    Every service of a process shares it, so the pool is sized for their workers
+    together: connections beyond ``pool_size`` are opened and closed per use, and
+    under load that churn (a PostgreSQL backend forked per checkout) cost 10-15% of
+    throughput in the benchmark. Two processes at most (30 + 10) each stay under
+    PostgreSQL's default 100 connections."""
     url = sqlalchemy_url(url)
     with _lock:
         engine = _engines.get(url)
