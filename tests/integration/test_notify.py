@@ -250,3 +250,19 @@ def test_two_notify_instances_send_nothing_twice(system, world, smtp, settings):
         assert len(ids) == len(set(ids)) == created // 2
     finally:
         second.stop()
+
+
+def test_the_timer_runs_the_check_on_its_own(world, settings, caplog):
+    import logging
+
+    from services.runner import build
+    from shared.periods import today
+
+    caplog.set_level(logging.INFO, logger="services.notify.service")
+    timed = build(settings.replace(deadline_check_seconds=1), ["notify"])
+    timed.start()
+    try:
+        wait_until(lambda: any(r.getMessage().startswith(f"deadline check as of {today().isoformat()}")
+                               for r in caplog.records), timeout=15, message="a timer-driven check")
+    finally:
+        timed.stop()
