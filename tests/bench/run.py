@@ -328,6 +328,7 @@ def post_returns(st: Statnet, bodies: list[dict], concurrency: int, rate: float 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small volumes, under a minute")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards (to inspect plans)")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="split",
                         help="how the services are spread over processes")
     args = parser.parse_args()
@@ -417,7 +418,10 @@ def main() -> int:
         if st is not None:
             st.stop()
         engine.dispose()
-        drop_database(database)
+        if args.keep:
+            print(f"kept {database}", file=sys.stderr)
+        else:
+            drop_database(database)
         subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
 
     width = max(len(k) for k in results)
