@@ -31,6 +31,7 @@ Usage inside a service::
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 
@@ -92,14 +93,39 @@ class Tx:
 
     def emit(self, event_type: str, data: dict, correlation_id: str | None = None) -> str:
         """Queue an event for publication when (and only if) this transaction commits."""
-        message = envelope(self.service_name, event_type, data, correlation_id or self.correlation_id)
+        return self.emit_all([(event_type, data, correlation_id)])[0]
+
+    def emit_all(self, events: list[tuple[str, dict, str | None]]) -> list[str]:
+        """``emit`` for several (event type, payload, correlation id): one INSERT for all."""
+        if not events:
+            return []
+        messages = [envelope(self.service_name, kind, data, corr or self.correlation_id)
+                    for kind, data, corr in events]
         # encoded once, here; the relay sends these very bytes (no decode/re-encode)
-        self.conn.execute(self.outbox.insert().values(
-            event_id=message["event_id"], event_type=event_type,
-            message=sa.cast(sa.bindparam("message_text", serialization.dumps(message), type_=sa.Text), JSONB),
-            correlation_id=message["correlation_id"]))
-        self.emitted += 1
-        return message["event_id"]
+        self.conn.execute(_emit_statement(self.outbox.fullname), {
+            "event_id": [m["event_id"] for m in messages], "event_type": [m["event_type"] for m in messages],
+            "message": [serialization.dumps(m) for m in messages],
+            "correlation_id": [m["correlation_id"] for m in messages]})
+        self.emitted += len(messages)
+        return [m["event_id"] for m in messages]
+
+
+@functools.lru_cache(maxsize=None)
+def _emit_statement(outbox: str) -> sa.TextClause:
+    """The outbox insert of one service; rows keep the order emitted (the relay's order)."""
+    return sa.text(f"""
+        INSERT INTO {outbox} (event_id, event_type, message, correlation_id)
+        SELECT e, t, CAST(m AS jsonb), c
+        FROM unnest(CAST(:event_id AS text[]), CAST(:event_type AS text[]), CAST(:message AS text[]),
+                    CAST(:correlation_id AS text[])) WITH ORDINALITY AS x(e, t, m, c, n)
+        ORDER BY n""")
+
+
+@functools.lru_cache(maxsize=None)
+def _inbox_statement(inbox: str) -> sa.TextClause:
+    """Record a batch's event ids; returns those not recorded before."""
+    return sa.text(f"INSERT INTO {inbox} (handler, event_id) SELECT :handler, unnest(CAST(:ids AS text[])) "
+                   "ON CONFLICT DO NOTHING RETURNING event_id")
 
 
 class Store:
@@ -142,6 +168,29 @@ class Store:
             tx.duplicate = inserted == 0
             if tx.duplicate:
                 log.info("event %s already handled by %s: ignored", event.event_id, handler)
+            yield tx
+
+    @contextlib.contextmanager
+    def consume_many(self, events: list):
+        """``consume`` for a batch of events (``@subscribe(..., batch=N)``).
+
+        ``tx.fresh`` lists the events this handler has not handled before, each
+        once, in the order given: redeliveries, and a message delivered twice in
+        one batch, are left out.
+        """
+        handler = f"{self.provider.service_name}.{self.worker_ctx.entrypoint.method_name}"
+        inbox = self.provider.inbox
+        ids = list(dict.fromkeys(e.event_id for e in events))
+        with self.transaction() as tx:
+            new = set(tx.execute(_inbox_statement(inbox.fullname), {"handler": handler, "ids": ids}).scalars())
+            tx.fresh = []
+            for event in events:
+                if event.event_id in new:
+                    tx.fresh.append(event)
+                    new.discard(event.event_id)
+            if len(tx.fresh) < len(events):
+                log.info("%d of %d events already handled by %s: ignored", len(events) - len(tx.fresh),
+                         len(events), handler)
             yield tx
 
     @contextlib.contextmanager

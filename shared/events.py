@@ -20,6 +20,17 @@ gone):
 
 Handlers make their effect idempotent with ``Database.consume(event)``, which
 records the event id in the same transaction as the effect.
+
+``@subscribe(..., batch=N)`` hands the handler a *list* of up to N events
+(``Database.consume_many``: one transaction, one inbox insert, one outbox
+insert for all of them). It is group commit: an event arriving while fewer
+than ``BATCHES_IN_FLIGHT`` batches run starts one at once (no waiting for a
+batch to fill, so a quiet system answers as fast as before), and events
+arriving meanwhile go together into the next. Under load a return costs a
+share of one transaction instead of one of its own; the per-return handlers
+are where the time of a return went (tests/bench/RESULTS.md). A batch that
+fails is not retried as a whole: each of its events is run again alone, so one
+bad event is retried or dead-lettered by itself and holds back nothing else.
 """
 from __future__ import annotations
 
@@ -29,6 +40,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+import functools
 from functools import partial
 
 import sqlalchemy.exc
@@ -51,6 +63,10 @@ log = logging.getLogger(__name__)
 HANDLER_ATTEMPTS = 3
 TRANSIENT_ATTEMPTS = 50  # about 1.5 hours at the longest delay
 
+# batches of one batched subscription running at once: while one commits, the next
+# gathers; more would only contend for the same rows and locks
+BATCHES_IN_FLIGHT = 2
+
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,17 @@ class EventType:
     @property
     def key(self) -> tuple[str, str]:
         return (self.source, self.name)
+
+    @property
+    def loader(self) -> Schema:
+        """One instance per event type: building a schema copies its fields, a tenth of the
+        cost of checking a return's event when done per message (profiled)."""
+        return _schema_instance(self.schema)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_instance(schema: type[Schema]) -> Schema:
+    return schema()
 
 
 def _catalogue(*types: EventType) -> dict[tuple[str, str], EventType]:
@@ -129,7 +156,7 @@ class Event:
         if env["schema_version"] > expected.schema_version:
             raise ValidationError(f"schema_version {env['schema_version']} is newer than "
                                   f"{expected.schema_version}, which this consumer understands")
-        data = expected.schema().load(env["data"])
+        data = expected.loader.load(env["data"])
         return cls(env["event_id"], env["event_type"], env["source"], env["schema_version"],
                    env["occurred_at"], env["correlation_id"], data)
 
@@ -142,7 +169,7 @@ def envelope(source: str, name: str, data: dict, correlation_id: str | None = No
     caused it instead of failing every consumer later.
     """
     kind = event_type(source, name)
-    schema = kind.schema()
+    schema = kind.loader
     dumped = schema.dump(data)
     errors = schema.validate(dumped)
     if errors:
@@ -182,14 +209,22 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Subscription(EventHandler):
-    """``@subscribe(source, event_type)``: see the module docstring."""
+    """``@subscribe(source, event_type[, batch=N])``: see the module docstring."""
 
     bouncer = topology.Bouncer()
+    queue_consumer = topology.EventConsumer()
 
-    def __init__(self, source_service: str, event_type_name: str, **kwargs):
+    def __init__(self, source_service: str, event_type_name: str, batch: int | None = None, **kwargs):
         self.kind = event_type(source_service, event_type_name)
+        self.batch = batch
         super().__init__(source_service, event_type_name, handler_type=SERVICE_POOL,
                          reliable_delivery=True, requeue_on_error=False, **kwargs)
+
+    @property
+    def prefetch_count(self) -> int | None:
+        """Unacknowledged messages the broker lets this consumer hold: enough for every
+        batch in flight plus a full one gathering (None: the container's default)."""
+        return self.batch * (BATCHES_IN_FLIGHT + 1) if self.batch else None
 
     def setup(self):
         self.settings = Settings.of(self.container)
@@ -198,6 +233,11 @@ class Subscription(EventHandler):
                                           self.settings)
         self.histogram = metrics.event_handler_seconds.labels(
             service=self.container.service_name, event=self.event_type)
+        self.batch_sizes = metrics.event_batch_size.labels(
+            service=self.container.service_name, event=self.event_type)
+        self.gathering: list[tuple[Event, object]] = []   # (event, message) waiting for a batch
+        self.alone: list[tuple[Event, object]] = []       # of a failed batch: to run one by one
+        self.in_flight = 0
         # what nameko's EventHandler.setup would do after choosing the queue
         self.queue_consumer.register_provider(self)
 
@@ -208,22 +248,55 @@ class Subscription(EventHandler):
             self.dead_letter(message, f"payload does not fit {self.kind.source}.{self.kind.name} "
                                       f"v{self.kind.schema_version}: {exc.messages}")
             return
-        context_data = self.unpack_message_headers(message)
-        if event.correlation_id:
-            context_data["correlation_id"] = event.correlation_id
-        handle_result = partial(self.handle_result, message, time.perf_counter())
+        if self.batch:
+            self.gathering.append((event, message))
+            self.start_batches()
+        else:
+            self.run([(event, message)], single=True)
+
+    def start_batches(self) -> None:
+        # no green thread switch in here: the checks and the changes are atomic
+        while self.alone and self.in_flight < BATCHES_IN_FLIGHT:
+            self.run([self.alone.pop(0)])
+        while self.gathering and self.in_flight < BATCHES_IN_FLIGHT:
+            items, self.gathering = self.gathering[:self.batch], self.gathering[self.batch:]
+            self.run(items)
+
+    def run(self, items: list, single: bool = False) -> None:
+        """One worker for ``items``: the event itself when ``single``, else a list of events."""
+        context_data = self.unpack_message_headers(items[0][1])
+        if len(items) == 1 and items[0][0].correlation_id:
+            context_data["correlation_id"] = items[0][0].correlation_id
+        args = (items[0][0],) if single else ([event for event, _ in items],)
+        handle_result = partial(self.handle_result, items, time.perf_counter())
+        self.in_flight += 1
         try:
-            self.container.spawn_worker(self, (event,), {}, context_data=context_data,
+            self.container.spawn_worker(self, args, {}, context_data=context_data,
                                         handle_result=handle_result)
         except ContainerBeingKilled:
-            self.queue_consumer.requeue_message(message)
+            self.in_flight -= 1
+            for _, message in items:
+                self.queue_consumer.requeue_message(message)
 
-    def handle_result(self, message, started, worker_ctx, result=None, exc_info=None):
-        self.histogram.observe(time.perf_counter() - started)
+    def handle_result(self, items, started, worker_ctx, result=None, exc_info=None):
+        self.in_flight -= 1
+        # each event's share of the worker: the sum stays the time spent, the count the events
+        share = (time.perf_counter() - started) / len(items)
+        for _ in items:
+            self.histogram.observe(share)
+        if self.batch:
+            self.batch_sizes.observe(len(items))
         if exc_info is None:
-            self.queue_consumer.ack_message(message)
+            for _, message in items:
+                self.queue_consumer.ack_message(message)
+        elif len(items) > 1:
+            log.warning("a batch of %d %s events failed (%s: %s); running each alone", len(items),
+                        self.event_type, exc_info[0].__name__, exc_info[1])
+            self.alone.extend(items)
         else:
-            self.handle_failure(message, exc_info[1])
+            self.handle_failure(items[0][1], exc_info[1])
+        if self.batch:
+            self.start_batches()
         return result, exc_info
 
     def handle_failure(self, message, exc: BaseException) -> None:

@@ -35,6 +35,9 @@ event_handler_seconds = Histogram(
     "statnet_event_handler_seconds", "Time an event handler took, by service and event",
     ["service", "event"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+event_batch_size = Histogram(
+    "statnet_event_batch_size", "Events handled together in one transaction by a batched handler",
+    ["service", "event"], buckets=(1, 2, 5, 10, 25, 50, 100))
 event_handler_failures = Counter(
     "statnet_event_handler_failures", "Event handler runs that raised",
     ["service", "event", "transient"])

@@ -35,6 +35,7 @@ from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler
 from nameko.extensions import SharedExtension
+from nameko.messaging import QueueConsumer
 
 from shared import metrics
 from shared.config import Settings
@@ -158,6 +159,23 @@ def definitions(service_classes, settings: Settings) -> dict:
 
 def _delay_for(attempt: int) -> int:
     return RETRY_DELAYS_MS[min(attempt, len(RETRY_DELAYS_MS)) - 1]
+
+
+class EventConsumer(QueueConsumer):
+    """nameko's QueueConsumer for event subscriptions, with room for batches.
+
+    nameko lets each consumer hold as many unacknowledged messages as the
+    container has workers. A batched subscription needs more (a batch is one
+    worker, and its messages are acknowledged when it commits). The prefetch is
+    one value for the channel (RabbitMQ applies a channel's last ``basic.qos``
+    to every consumer started after it), so it is the largest any subscription
+    asks for. RPC keeps nameko's own consumer, and its own connection.
+    """
+
+    @property
+    def prefetch_count(self) -> int:
+        wanted = [p.prefetch_count for p in self._providers if getattr(p, "prefetch_count", None)]
+        return max([self.container.max_workers, *wanted])
 
 
 class Bouncer(SharedExtension):

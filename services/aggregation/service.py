@@ -20,12 +20,20 @@ from services.aggregation import analytics, completeness, exports, facts, histor
 from services.aggregation import tables as t
 from shared import collectors, metrics
 from shared.api import api_rpc, reply
+from shared.batches import disjoint_runs
 from shared.delivery import Database
 from shared.events import Transient, subscribe
 from shared.periods import today
 from shared.replica import KeepsMetadataReplica, Replica, ReplicaAccess
 
 log = logging.getLogger(__name__)
+
+# a batch's returns per batch, at most (see shared.events: group commit)
+RETURNS_PER_BATCH = 25
+
+
+def _value_keys(data: dict) -> set[tuple]:
+    return {(v["data_element"], v["category_option_combo"], v["org_unit"], v["period"]) for v in data["values"]}
 
 
 def _repath_moved_units(conn, changes: dict) -> None:
@@ -66,29 +74,37 @@ class AggregationService(KeepsMetadataReplica):
     replica = Replica(t.replica, on_apply=_repath_moved_units)
     year_totals = YearTotals()
 
-    @subscribe("validation", "return_validated")
-    def aggregate_return(self, event):
-        data = event.data
+    @subscribe("validation", "return_validated", batch=RETURNS_PER_BATCH)
+    def aggregate_return(self, events):
+        """Apply a batch of accepted returns: each one's values, then every yearly total and
+        completeness row they touch, in one transaction."""
         md = self.replica.current()
-        unknown = {v["org_unit"] for v in data["values"]} - set(md.org_units)
-        unknown |= {v["data_element"] for v in data["values"]} - set(md.data_elements)
+        unknown = {v["org_unit"] for e in events for v in e.data["values"]} - set(md.org_units)
+        unknown |= {v["data_element"] for e in events for v in e.data["values"]} - set(md.data_elements)
         if unknown:
             # this replica is behind the one that accepted the return: wait for it
             raise Transient(f"metadata not yet replicated here: {sorted(unknown)}")
-        with self.db.consume(event) as tx:
-            if tx.duplicate:
-                return
-            counts = facts.apply_return(tx.conn, data, md)
-            facts.refresh_year_totals(tx.conn, facts.year_keys(data["values"]))
-            facts.register_completeness(tx.conn, data, event.occurred_at)
-            tx.emit("return_aggregated", {
-                "return_id": data["return_id"], "data_set": data["data_set"],
-                "org_unit": data["org_unit"], "period": data["period"], "import_count": counts,
-                "aggregated_at": dt.datetime.now(dt.timezone.utc)})
-        for result, n in counts.items():
-            if n:
-                metrics.data_values_total.labels(result=result).inc(n)
-        log.info("return %s aggregated: %s", data["return_id"], counts)
+        with self.db.consume_many(events) as tx:
+            # in submission order: of two returns with the same value, the later one wins,
+            # as it would arriving alone (apply_returns compares seqs either way)
+            fresh = sorted(tx.fresh, key=lambda e: e.data["seq"])
+            counts: dict[str, dict] = {}
+            # one statement for a run of returns that send no value in common
+            for run in disjoint_runs([e.data for e in fresh], _value_keys):
+                counts.update(facts.apply_returns(tx.conn, run, md))
+            applied = [(e.data, counts[e.data["return_id"]]) for e in fresh]
+            facts.refresh_year_totals(tx.conn, {k for e in fresh for k in facts.year_keys(e.data["values"])})
+            facts.register_completeness(tx.conn, [(e.data, e.occurred_at) for e in fresh])
+            now = dt.datetime.now(dt.timezone.utc)
+            tx.emit_all([("return_aggregated", {
+                "return_id": data["return_id"], "data_set": data["data_set"], "org_unit": data["org_unit"],
+                "period": data["period"], "import_count": counts, "aggregated_at": now}, data["return_id"])
+                for data, counts in applied])
+        for data, counts in applied:
+            for result, n in counts.items():
+                if n:
+                    metrics.data_values_total.labels(result=result).inc(n)
+            log.info("return %s aggregated: %s", data["return_id"], counts)
 
     @api_rpc
     def load_history(self, principal, params: dict, body: str):

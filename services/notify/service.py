@@ -16,12 +16,11 @@ import logging
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
-from sqlalchemy.dialects.postgresql import insert
 
 from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
-from shared import collectors, metrics
+from shared import collectors, metrics, serialization
 from shared.api import api_rpc, error, reply
 from shared.config import Settings
 from shared.delivery import Database
@@ -66,6 +65,16 @@ def pending_families(container):
                            ["type", "channel"], rows)
 
 
+# accepted returns: the deadline check stops chasing their unit and period
+_RECEIVED = sa.text(f"""
+INSERT INTO {t.received.fullname} (data_set, org_unit, period, return_id, received_at)
+SELECT data_set, org_unit, period, return_id, received_at
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+    AS x(data_set text, org_unit text, period text, return_id text, received_at timestamptz)
+ON CONFLICT DO NOTHING
+""")
+
+
 class NotifyService(KeepsMetadataReplica):
     name = "notify"
     pending = collectors.Source(pending_families)
@@ -74,43 +83,45 @@ class NotifyService(KeepsMetadataReplica):
     replica = Replica(t.replica)
     outgoing = Outgoing()
 
-    def _invalid_return(self, event, outcome: str, violations: list[dict]) -> None:
+    def _invalid_return(self, tx, event, outcome: str, violations: list[dict]) -> int:
+        """INVALID_RETURN to the supervisors of the return's unit; how many alerts are new."""
         data = event.data
         md = self.replica.current()
         recipients = alerts.supervisors(md, data["org_unit"])
         details = {"outcome": outcome, "return_id": data["return_id"], "violations": violations,
                    "names": alerts.names(md, data["data_set"], data["org_unit"])}
-        with self.db.consume(event) as tx:
-            if tx.duplicate:
-                return
-            new = alerts.record(tx.conn, "INVALID_RETURN", recipients, data["org_unit"], data["data_set"],
-                                data["period"], details, self.outgoing.webhook)
-            if outcome != "REJECTED":
-                self._received(tx, data)
-        if new:
-            self.outgoing.dispatcher.wake()
+        new = alerts.record(tx.conn, "INVALID_RETURN", recipients, data["org_unit"], data["data_set"],
+                            data["period"], details, self.outgoing.webhook)
         log.info("INVALID_RETURN for return %s: %d new notification(s) to %d supervisor(s)",
                  data["return_id"], len(new), len(recipients))
+        return len(new)
 
     @subscribe("validation", "return_rejected")
     def on_return_rejected(self, event):
-        self._invalid_return(event, "REJECTED", event.data["violations"])
-
-    @subscribe("validation", "return_validated")
-    def on_return_validated(self, event):
-        data = event.data
-        medium = [v for v in data["violations"] if v["importance"] == "MEDIUM"]
-        if medium:
-            self._invalid_return(event, "ACCEPTED_WITH_WARNINGS", medium)
-            return
         with self.db.consume(event) as tx:
-            if not tx.duplicate:
-                self._received(tx, data)
+            new = 0 if tx.duplicate else self._invalid_return(tx, event, "REJECTED", event.data["violations"])
+        if new:
+            self.outgoing.dispatcher.wake()
 
-    def _received(self, tx, data) -> None:
-        tx.execute(insert(t.received).values(
-            data_set=data["data_set"], org_unit=data["org_unit"], period=data["period"],
-            return_id=data["return_id"], received_at=data["received_at"]).on_conflict_do_nothing())
+    @subscribe("validation", "return_validated", batch=50)
+    def on_return_validated(self, events):
+        """An accepted return is received (deadlines stop chasing it); one with MEDIUM
+        violations also alerts the supervisors."""
+        new = 0
+        with self.db.consume_many(events) as tx:
+            for event in tx.fresh:
+                medium = [v for v in event.data["violations"] if v["importance"] == "MEDIUM"]
+                if medium:
+                    new += self._invalid_return(tx, event, "ACCEPTED_WITH_WARNINGS", medium)
+            self._received(tx, [e.data for e in tx.fresh])
+        if new:
+            self.outgoing.dispatcher.wake()
+
+    def _received(self, tx, returns: list[dict]) -> None:
+        if returns:
+            tx.execute(_RECEIVED, {"rows": serialization.dumps([
+                {k: data[k] for k in ("data_set", "org_unit", "period", "return_id", "received_at")}
+                for data in returns])})
 
     # ---------------------------------------------------------------- deadlines
 

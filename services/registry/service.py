@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from services.registry import importer
 from services.registry import tables as t
-from shared import auth
+from shared import auth, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
@@ -268,27 +268,44 @@ class RegistryService:
 
     # ---------------------------------------------------------------- learning from traffic
 
-    @subscribe("validation", "return_validated")
-    def learn_from_accepted_return(self, event):
-        data = event.data
-        with self.db.consume(event) as tx:
-            if tx.duplicate:
-                return
-            stmt = insert(t.last_submission).values(
-                org_unit=data["org_unit"], data_set=data["data_set"], period=data["period"],
-                return_id=data["return_id"], received_at=data["received_at"],
-                accepted_at=event.occurred_at)
-            tx.execute(stmt.on_conflict_do_update(
-                index_elements=[t.last_submission.c.org_unit, t.last_submission.c.data_set],
-                set_={c: stmt.excluded[c] for c in ("period", "return_id", "received_at", "accepted_at")},
-                where=t.last_submission.c.received_at < stmt.excluded.received_at))
-            focal_point = sa.select(t.user_account.c.focal_point).where(
-                t.user_account.c.username == data["submitted_by"]).scalar_subquery()
-            tx.execute(t.focal_point.update().where(t.focal_point.c.code == focal_point).values(
-                last_active_at=sa.func.greatest(sa.func.coalesce(t.focal_point.c.last_active_at,
-                                                                 event.occurred_at), event.occurred_at)))
-        log.info("return %s: last submission of %s for %s noted", data["return_id"], data["org_unit"],
-                 data["data_set"])
+    @subscribe("validation", "return_validated", batch=50)
+    def learn_from_accepted_return(self, events):
+        with self.db.consume_many(events) as tx:
+            rows = [{"org_unit": e.data["org_unit"], "data_set": e.data["data_set"], "period": e.data["period"],
+                     "return_id": e.data["return_id"], "received_at": e.data["received_at"],
+                     "accepted_at": e.occurred_at, "submitted_by": e.data["submitted_by"]} for e in tx.fresh]
+            if rows:
+                tx.execute(_NOTE_SUBMISSIONS, {"rows": serialization.dumps(rows)})
+        for row in rows:
+            log.info("return %s: last submission of %s for %s noted", row["return_id"], row["org_unit"],
+                     row["data_set"])
+
+
+# A batch of accepted returns, in one statement: the latest received per unit and data
+# set becomes its lastSubmission (unless a later one is there already), and each sender's
+# focal point was last active when its latest return was accepted.
+_NOTE_SUBMISSIONS = sa.text(f"""
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS x(org_unit text, data_set text, period text, return_id text, received_at timestamptz,
+             accepted_at timestamptz, submitted_by text)
+),
+noted AS (
+    INSERT INTO {t.last_submission.fullname} AS s (org_unit, data_set, period, return_id, received_at, accepted_at)
+    SELECT DISTINCT ON (org_unit, data_set) org_unit, data_set, period, return_id, received_at, accepted_at
+    FROM x ORDER BY org_unit, data_set, received_at DESC
+    ON CONFLICT (org_unit, data_set) DO UPDATE
+        SET period = excluded.period, return_id = excluded.return_id, received_at = excluded.received_at,
+            accepted_at = excluded.accepted_at
+        WHERE s.received_at < excluded.received_at
+)
+UPDATE {t.focal_point.fullname} f
+SET last_active_at = greatest(coalesce(f.last_active_at, a.at), a.at)
+FROM (SELECT u.focal_point, max(x.accepted_at) AS at
+      FROM x JOIN {t.user_account.fullname} u ON u.username = x.submitted_by
+      GROUP BY u.focal_point) a
+WHERE f.code = a.focal_point
+""")
 
 
 def _focal_point_out(r) -> dict:

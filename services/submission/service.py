@@ -13,6 +13,7 @@ the next process publishes the event.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import uuid
@@ -22,7 +23,7 @@ from nameko.rpc import RpcProxy
 
 from services.submission import formats, intake
 from services.submission import tables as t
-from shared import metrics
+from shared import metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
@@ -36,8 +37,29 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 5 * 1024 * 1024
 STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
 NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
+STATUS_BATCH = 50  # status events per transaction, at most (shared.events: group commit)
 
 R = t.submission_return
+
+
+# what a status event sets besides the status, and the column's SQL type
+_STATUS_COLUMNS = {"violations": "jsonb", "validated_at": "timestamptz", "import_count": "jsonb",
+                   "aggregated_at": "timestamptz"}
+
+
+@functools.lru_cache(maxsize=None)
+def _advance_statements(columns: tuple[str, ...]) -> tuple[sa.TextClause, sa.TextClause]:
+    """(forward, behind) for a batch of status events setting ``columns``: forward moves
+    the status of the returns it can (never backward) and returns their ids; behind sets
+    the columns on the rest, which a later status reached first."""
+    record = ", ".join(f"{c} {_STATUS_COLUMNS[c]}" for c in columns)
+    sets = ", ".join(f"{c} = x.{c}" for c in columns)
+    source = f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, {record})"
+    forward = sa.text(f"UPDATE {R.fullname} r SET status = :status, status_rank = :rank, {sets} "
+                      f"FROM {source} WHERE r.id = x.id AND r.status_rank < :rank RETURNING r.id")
+    behind = sa.text(f"UPDATE {R.fullname} r SET {sets} FROM {source} "
+                     f"WHERE r.id = x.id AND r.id <> ALL(CAST(:moved AS text[]))")
+    return forward, behind
 
 
 def _receipt(return_id: str) -> dict:
@@ -156,36 +178,38 @@ class SubmissionService(KeepsMetadataReplica):
 
     # ---------------------------------------------------------------- following the return
 
-    def _advance(self, event, status: str, **values) -> None:
-        """Move a return forward (never backward: events of one return may arrive out of order)."""
-        with self.db.consume(event) as tx:
-            if tx.duplicate:
-                return
-            moved = tx.execute(R.update().where(R.c.id == event.data["return_id"],
-                                                R.c.status_rank < STATUS_RANK[status])
-                               .values(status=status, status_rank=STATUS_RANK[status], **values)).rowcount
-            if not moved:
-                # a later status got here first; keep what this event adds
-                extra = {k: v for k, v in values.items() if k in ("violations", "validated_at",
-                                                                   "import_count", "aggregated_at")}
-                if extra:
-                    tx.execute(R.update().where(R.c.id == event.data["return_id"]).values(**extra))
-        if moved:
-            metrics.submissions_total.labels(status=status).inc()
-            log.info("return %s is %s", event.data["return_id"], status)
+    def _advance(self, events, status: str, values_of) -> None:
+        """Move returns forward (never backward: events of one return may arrive out of order).
 
-    @subscribe("validation", "return_validated")
-    def on_return_validated(self, event):
-        self._advance(event, "VALIDATED", violations=event.data["violations"],
-                      validated_at=event.occurred_at)
+        ``values_of(event)``: the columns the event sets besides the status. A return
+        that a later status reached first still gets them. Two statements per batch,
+        however large: the status where it moves forward, the columns everywhere else.
+        """
+        with self.db.consume_many(events) as tx:
+            # sorted: concurrent batches lock the rows they share in one order
+            rows = sorted(({"id": e.data["return_id"], **values_of(e)} for e in tx.fresh), key=lambda r: r["id"])
+            moved = []
+            if rows:
+                forward, behind = _advance_statements(tuple(c for c in rows[0] if c != "id"))
+                params = {"rows": serialization.dumps(rows), "status": status, "rank": STATUS_RANK[status]}
+                moved = tx.execute(forward, params).scalars().all()
+                if len(moved) < len(rows):
+                    tx.execute(behind, {**params, "moved": moved})
+        metrics.submissions_total.labels(status=status).inc(len(moved))
+        for return_id in moved:
+            log.info("return %s is %s", return_id, status)
 
-    @subscribe("validation", "return_rejected")
-    def on_return_rejected(self, event):
-        self._advance(event, "REJECTED", violations=event.data["violations"],
-                      validated_at=event.occurred_at)
+    @subscribe("validation", "return_validated", batch=STATUS_BATCH)
+    def on_return_validated(self, events):
+        self._advance(events, "VALIDATED", lambda e: {"violations": e.data["violations"],
+                                                      "validated_at": e.occurred_at})
 
-    @subscribe("aggregation", "return_aggregated")
-    def on_return_aggregated(self, event):
-        self._advance(event, "AGGREGATED", import_count=event.data["import_count"],
-                      aggregated_at=event.data["aggregated_at"])
+    @subscribe("validation", "return_rejected", batch=STATUS_BATCH)
+    def on_return_rejected(self, events):
+        self._advance(events, "REJECTED", lambda e: {"violations": e.data["violations"],
+                                                     "validated_at": e.occurred_at})
 
+    @subscribe("aggregation", "return_aggregated", batch=STATUS_BATCH)
+    def on_return_aggregated(self, events):
+        self._advance(events, "AGGREGATED", lambda e: {"import_count": e.data["import_count"],
+                                                       "aggregated_at": e.data["aggregated_at"]})

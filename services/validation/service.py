@@ -23,6 +23,7 @@ from services.validation import checks
 from services.validation import tables as t
 from shared import metrics
 from shared.api import api_rpc, error, reply
+from shared.batches import disjoint_runs
 from shared.schemas.api import violation_out
 from shared.delivery import Database
 from shared.events import subscribe
@@ -65,6 +66,28 @@ _STORE = sa.text(f"""
 """)
 
 
+# the return fields every decision event carries
+_REF = ("return_id", "seq", "data_set", "org_unit", "period", "received_at", "on_time", "submitted_by")
+
+# a batch's returns per batch, at most (see shared.events: group commit)
+RETURNS_PER_BATCH = 25
+
+_LOCK_PLACES = sa.text("""
+SELECT count(pg_advisory_xact_lock(h))
+FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) ordered
+""")
+
+
+def _places(data: dict, md) -> dict:
+    ds = md.data_sets.get(data["data_set"])
+    return checks.check_values(ds, data["values"], md)[1] if ds else {}
+
+
+def _lock_places(places: set, tx) -> None:
+    if places:
+        tx.execute(_LOCK_PLACES, {"keys": sorted(f"validation|{ou}|{pe}" for ou, pe in places)})
+
+
 def _stored(conn, places: dict) -> checks.Stored:
     sent = [{"org_unit": ou, "period": pe, "period_type": Period.parse(pe).type, "data_element": de, "combo": coc}
             for (ou, pe), values in places.items() for (de, coc) in values]
@@ -88,39 +111,48 @@ class ValidationService(KeepsMetadataReplica):
     db = Database(t.metadata)
     replica = Replica(t.replica)
 
-    @subscribe("submission", "return_received")
-    def validate_return(self, event):
-        data = event.data
+    @subscribe("submission", "return_received", batch=RETURNS_PER_BATCH)
+    def validate_return(self, events):
+        """Judge a batch of returns in one transaction, each exactly as if alone."""
         md = self.replica.current()
-        ds = md.data_sets.get(data["data_set"])
-        ref = {k: data[k] for k in ("return_id", "seq", "data_set", "org_unit", "period", "received_at",
-                                    "on_time", "submitted_by")}
-        with self.db.consume(event) as tx:
-            if tx.duplicate:
-                return
-            places = checks.check_values(ds, data["values"], md)[1] if ds else {}
-            # one judgement at a time per place: two returns for one unit and period are
-            # each judged on what the other left
-            for ou, pe in sorted(places):
-                tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"validation|{ou}|{pe}"})
-            violations = checks.check_return(data["data_set"], data["values"], md, _stored(tx, places),
-                                             seq=data["seq"])
-            rejected = checks.rejected(violations)
-            tx.execute(t.validation_result.insert().values(
-                return_id=data["return_id"], seq=data["seq"], data_set=data["data_set"],
-                org_unit=data["org_unit"], period=data["period"], accepted=not rejected,
-                violations=violations))
-            if rejected:
-                tx.emit("return_rejected", {**ref, "violations": violations})
-            else:
-                rows = checks.numbers_to_store(places, data["seq"], md)
-                if rows:
-                    tx.execute(_STORE, {"rows": json.dumps(rows)})
-                tx.emit("return_validated", {**ref, "values": data["values"], "violations": violations})
-        for v in violations:
-            metrics.validation_violations_total.labels(importance=v["importance"]).inc()
-        log.info("return %s %s with %d violation(s)", data["return_id"],
-                 "rejected" if rejected else "accepted", len(violations))
+        with self.db.consume_many(events) as tx:
+            # returns in submission order, each with the places it sends values for
+            work = sorted(((e.data, _places(e.data, md)) for e in tx.fresh), key=lambda w: w[0]["seq"])
+            # one judgement at a time per place, across batches and instances; every lock
+            # up front in one order, so two batches cannot deadlock
+            _lock_places({place for _, places in work for place in places}, tx)
+            results, decisions = [], []
+            # one read of what is stored serves a run of returns about different units; a
+            # return about a unit already in the run is judged after it, on what it left
+            for group in disjoint_runs(work, lambda w: {ou for ou, _ in w[1]}):
+                stored = _stored(tx, {place: sent for _, places in group for place, sent in places.items()})
+                accepted_rows = []
+                for data, places in group:
+                    violations = checks.check_return(data["data_set"], data["values"], md, stored,
+                                                     seq=data["seq"])
+                    rejected = checks.rejected(violations)
+                    results.append({"return_id": data["return_id"], "seq": data["seq"],
+                                    "data_set": data["data_set"], "org_unit": data["org_unit"],
+                                    "period": data["period"], "accepted": not rejected,
+                                    "violations": violations})
+                    ref = {k: data[k] for k in _REF}
+                    if rejected:
+                        decisions.append(("return_rejected", {**ref, "violations": violations},
+                                          data["return_id"]))
+                    else:
+                        accepted_rows += checks.numbers_to_store(places, data["seq"], md)
+                        decisions.append(("return_validated", {**ref, "values": data["values"],
+                                                               "violations": violations}, data["return_id"]))
+                if accepted_rows:
+                    tx.execute(_STORE, {"rows": json.dumps(accepted_rows)})
+            if results:
+                tx.execute(t.validation_result.insert(), results)
+            tx.emit_all(decisions)
+        for kind, payload, return_id in decisions:
+            for v in payload["violations"]:
+                metrics.validation_violations_total.labels(importance=v["importance"]).inc()
+            log.info("return %s %s with %d violation(s)", return_id,
+                     "rejected" if kind == "return_rejected" else "accepted", len(payload["violations"]))
 
     @rpc
     def check_return(self, ret: dict) -> dict:

@@ -321,6 +321,43 @@ def test_an_older_return_arriving_late_does_not_overwrite_a_newer_one(system, wo
     assert system.analytics(code("S"), unit, period) == {(code("S"), unit, period): 5}
 
 
+def _batches() -> tuple[float, float]:
+    labels = {"service": "aggregation", "event": "return_validated"}
+    return (REGISTRY.get_sample_value("statnet_event_batch_size_count", labels) or 0.0,
+            REGISTRY.get_sample_value("statnet_event_batch_size_sum", labels) or 0.0)
+
+
+def _dead_letters() -> float:
+    return REGISTRY.get_sample_value("statnet_dead_letters_total", {"service": "aggregation"}) or 0.0
+
+
+def test_events_arriving_together_are_handled_in_batches_and_a_bad_one_holds_back_none(system, world, settings):
+    t, *_ = world
+    cells = [(unit, f"2022{m:02d}") for unit in t.all_villages[:5] for m in range(1, 5)]
+    good = [_validated(10**12 + 100 + i, unit, period, str(i + 1)) for i, (unit, period) in enumerate(cells)]
+    # fits the event schema, fails in the handler every time: not a number for an INTEGER element
+    poison = _validated(10**12 + 99, t.all_villages[0], "202205", "abc")
+    batches, events, dead = *_batches(), _dead_letters()
+    with Connection(settings.amqp_uri) as conn:
+        producer = conn.Producer()
+        for message in good[:10] + [poison] + good[10:] + [good[3]]:  # and one delivered twice
+            producer.publish(message, exchange=topology.events_exchange("validation"),
+                             routing_key="return_validated", serializer="json",
+                             declare=[topology.events_exchange("validation")])
+    expected = sum(range(1, len(good) + 1))
+    # every good event is in the totals exactly once, whichever batch it came in with the poison
+    wait_until(lambda: system.analytics(code("S"), t.province, "2022") == {(code("S"), t.province, "2022"): expected},
+               message="the good events of the batch aggregated")
+    for i, (unit, period) in enumerate(cells):
+        assert system.analytics(code("S"), unit, period) == {(code("S"), unit, period): i + 1}
+    # the poison alone is retried and dead-lettered (after its 1 s and 5 s retries)
+    wait_until(lambda: _dead_letters() == dead + 1, timeout=60, message="the poison dead-lettered")
+    assert system.analytics(code("S"), t.all_villages[0], "202205") == {}
+    # and they were not one transaction each: some batch carried several
+    now_batches, now_events = _batches()
+    assert now_events - events > now_batches - batches, (now_batches - batches, now_events - events)
+
+
 # ------------------------------------------------------------------ exports
 
 def test_csv_and_sdmx_exports_carry_the_same_numbers(system, world):
