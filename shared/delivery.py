@@ -36,13 +36,13 @@ import logging
 import time
 
 import sqlalchemy as sa
-from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from shared import collectors, metrics, serialization, topology
 from shared.background import Pump
+from shared.confirms import ConfirmedBatches, Outgoing, Unroutable
 from shared.config import Settings
 from shared.db import engine_for
 from shared.events import envelope
@@ -220,15 +220,24 @@ class OutboxRelay(Pump):
 
     def setup(self):
         self.settings = Settings.of(self.container)
-        self.publisher = Publisher(self.settings.amqp_uri, use_confirms=True, mandatory=True,
-                                   retry=True, retry_policy={"max_retries": 2})
+        self.publisher = ConfirmedBatches(self.settings.amqp_uri)
         self.published = metrics.outbox_published_total.labels(service=self.container.service_name)
 
+    def stop(self):
+        super().stop()
+        self.publisher.close()
+
+    def kill(self):
+        super().kill()
+        self.publisher.close()
+
     def work(self) -> int:
+        self.publisher.heartbeat()  # every poll: an idle relay keeps its connection
         return self.relay_batch()
 
     def relay_batch(self) -> int:
-        """Publish up to RELAY_BATCH outbox rows; returns how many were published."""
+        """Publish up to RELAY_BATCH outbox rows, with one wait for all their confirms;
+        returns how many were published."""
         outbox = self.outbox
         with self.engine.begin() as conn:
             rows = conn.execute(
@@ -238,19 +247,18 @@ class OutboxRelay(Pump):
                 .with_for_update(skip_locked=True)).all()
             if not rows:
                 return 0
-            exchange = topology.events_exchange(self.service_name)
+            exchange = topology.events_exchange(self.service_name).name
             started = time.perf_counter()
-            for row in rows:
-                try:
-                    self.publisher.publish(
-                        row.body, exchange=exchange, routing_key=row.event_type,
-                        content_type=serialization.CONTENT_TYPE, content_encoding="utf-8",
-                        correlation_id=row.correlation_id, message_id=row.event_id)
-                except UndeliverableMessage:
-                    # no queue bound: the topology was not declared (or was deleted).
-                    # Keep the event; it goes out once the topology is back.
-                    raise RuntimeError(f"event {self.service_name}.{row.event_type} is unroutable: "
-                                       "is the topology declared?") from None
+            try:
+                self.publisher.publish([Outgoing(
+                    row.body.encode("utf-8"), exchange, row.event_type,
+                    {"content_type": serialization.CONTENT_TYPE, "content_encoding": "utf-8",
+                     "delivery_mode": 2, "correlation_id": row.correlation_id, "message_id": row.event_id})
+                    for row in rows])
+            except Unroutable as exc:
+                # no queue bound: the topology was not declared (or was deleted).
+                # Keep the events; they go out once the topology is back.
+                raise RuntimeError(f"events of {self.service_name} are unroutable: {exc}") from None
             conn.execute(outbox.delete().where(outbox.c.id.in_([r.id for r in rows])))
         self.published.inc(len(rows))
         log.debug("relayed %d events of %s in %.1f ms", len(rows), self.service_name,
