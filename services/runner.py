@@ -7,6 +7,7 @@ several such processes share that service's queues.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import signal
 
@@ -63,6 +64,16 @@ def build(settings: Settings, names=ALL) -> ServiceRunner:
     return runner
 
 
+def _tune_gc() -> None:
+    """What is loaded at start (modules, metadata replica, compiled statements) lives as
+    long as the process: frozen, the collector stops walking it again and again. A larger
+    first generation suits a process that makes many short-lived objects per return.
+    Collection took a tenth of a busy service process's CPU before (py-spy, native)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def run(settings: Settings, names=ALL) -> None:
     """Run until SIGTERM or Ctrl-C; SIGTERM finishes in-flight work first."""
     runner = build(settings, names)
@@ -87,6 +98,7 @@ def run(settings: Settings, names=ALL) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     runner.start()
+    _tune_gc()
     log.info("statnet running: %s%s", ", ".join(names),
              f" (HTTP on {settings.http_address})" if "gateway" in names else "")
     waiter = eventlet.spawn(runner.wait)
