@@ -55,6 +55,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "json", level: int = logging.INFO) -> None:
+    # every record would ask for its thread and process: under eventlet's monkey patching
+    # current_thread() alone was a third of the cost of a log line (py-spy); no line shows them
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CorrelationFilter())
     if fmt == "json":
