@@ -89,18 +89,23 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
     millisecond and a half of CPU per return to adapt (Decimal and date by Python code),
     JSON a tenth of that (measured).
     """
-    periods: dict[str, Period] = {}
+    # what a value's unit and period imply, worked out once per (unit, period), not per value
+    places: dict[tuple[str, str], dict] = {}
     rows = []
     for data in returns:
         for v in data["values"]:
-            period = periods.get(v["period"]) or periods.setdefault(v["period"], Period.parse(v["period"]))
+            place = places.get((v["org_unit"], v["period"]))
+            if place is None:
+                period = Period.parse(v["period"])
+                place = places[(v["org_unit"], v["period"])] = {
+                    "ou": v["org_unit"], "period": period.code, "ptype": period.type,
+                    "start_date": period.start.isoformat(), "end_date": period.end.isoformat(),
+                    "path": path_for(md, v["org_unit"], period)}
             de = md.data_elements[v["data_element"]]
             num = numeric(de.value_type, v["value"])
-            rows.append({
-                "de": de.code, "combo": v["category_option_combo"], "ou": v["org_unit"], "period": period.code,
-                "ptype": period.type, "start_date": period.start.isoformat(), "end_date": period.end.isoformat(),
-                "path": path_for(md, v["org_unit"], period), "num": None if num is None else str(num),
-                "txt": v["value"], "del": v["value"] == "", "seq": data["seq"], "return_id": data["return_id"]})
+            rows.append({**place, "de": de.code, "combo": v["category_option_combo"],
+                         "num": None if num is None else str(num), "txt": v["value"], "del": v["value"] == "",
+                         "seq": data["seq"], "return_id": data["return_id"]})
     counts = {data["return_id"]: dict(NOTHING) for data in returns}
     if not rows:
         return counts

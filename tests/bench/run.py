@@ -131,7 +131,9 @@ def ceiling(amqp_uri: str, messages: int, size: int) -> float:
         started = time.perf_counter()
         for _ in range(messages):
             producer.publish(body, exchange=exchange, routing_key="x", delivery_mode=2, serializer="json")
-        done.wait()
+        done.wait(timeout=300)
+        if not done.ready():
+            raise SystemExit(f"ceiling: only {received[0]} of {messages} messages came back in 5 minutes")
         elapsed = time.perf_counter() - started
         consumer.wait()
         queue(conn.channel()).delete()
