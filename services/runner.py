@@ -65,13 +65,12 @@ def build(settings: Settings, names=ALL) -> ServiceRunner:
 
 
 def _tune_gc() -> None:
-    """What is loaded at start (modules, metadata replica, compiled statements) lives as
-    long as the process: frozen, the collector stops walking it again and again. A larger
-    first generation suits a process that makes many short-lived objects per return.
-    Collection took a tenth of a busy service process's CPU before (py-spy, native)."""
+    """What is loaded at start (modules, compiled statements, the service classes) lives as
+    long as the process: frozen, the collector stops walking it again and again. (A larger
+    young generation as well bought nothing measurable at national scale and cost 130 MB
+    of peak memory: tests/bench/RESULTS.md.)"""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
 
 
 def run(settings: Settings, names=ALL) -> None:
