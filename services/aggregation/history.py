@@ -19,9 +19,10 @@ PostgreSQL doing the work a value at a time would cost in Python:
 4. each (data set, unit, period) counts as reported for completeness (not on
    time: its receipt date is unknown); months and quarters are in every total
    at once, while the touched (unit, year, element) keys are queued for
-   ``YearTotalsRebuilder``, which rebuilds yearly totals in large batches (a year
-   of history arrives in many chunks; rebuilding its rows after each would
-   rewrite them a dozen times). ``GET /api/history`` tells how many are pending,
+   ``YearTotalsRebuilder``, which rebuilds yearly totals in large batches once
+   the chunks have paused for a few seconds (a year of history arrives in many
+   chunks, a month at a time; rebuilding its rows after each would rewrite them
+   a dozen times). ``GET /api/history`` tells how many are pending,
    and ``statnet history load`` waits for none before it reports done.
 
 The value-type rules are the same as ``shared.values.normalise``, written in

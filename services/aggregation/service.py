@@ -113,7 +113,7 @@ class AggregationService(KeepsMetadataReplica):
         md = self.replica.current()
         with self.db.transaction() as tx:
             loaded = history.load(tx.conn, md, params.get("dataSet"), body)
-        self.year_totals.wake()
+        self.year_totals.chunk_loaded()
         for result, n in loaded["importCount"].items():
             if n:
                 metrics.data_values_total.labels(result=result).inc(n)
