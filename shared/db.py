@@ -20,6 +20,20 @@ _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
+_LOCK_IN_ORDER = sa.text("""
+SELECT count(pg_advisory_xact_lock(CAST(:space AS int), h))
+FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) ordered
+""")
+
+
+def lock_in_order(conn: sa.Connection, space: int, keys) -> None:
+    """Transaction locks on ``keys`` (text) in lock space ``space``, taken in one global
+    order (the ordered subquery), so transactions locking overlapping sets cannot deadlock."""
+    keys = sorted(set(keys))
+    if keys:
+        conn.execute(_LOCK_IN_ORDER, {"space": space, "keys": keys})
+
+
 def sqlalchemy_url(url: str) -> str:
     """DATABASE_URL as SQLAlchemy wants it: psycopg2 (made cooperative by psycogreen)."""
     if url.startswith("postgres://"):

@@ -38,7 +38,7 @@ import time
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 
 from shared import collectors, metrics, serialization, topology
 from shared.background import Pump
@@ -160,14 +160,8 @@ class Store:
         ``tx.duplicate`` is True when this handler already handled the event;
         the handler should then return without doing anything.
         """
-        handler = f"{self.provider.service_name}.{self.worker_ctx.entrypoint.method_name}"
-        with self.transaction() as tx:
-            inserted = tx.execute(
-                insert(self.provider.inbox).values(handler=handler, event_id=event.event_id)
-                .on_conflict_do_nothing()).rowcount
-            tx.duplicate = inserted == 0
-            if tx.duplicate:
-                log.info("event %s already handled by %s: ignored", event.event_id, handler)
+        with self.consume_many([event]) as tx:
+            tx.duplicate = not tx.fresh
             yield tx
 
     @contextlib.contextmanager

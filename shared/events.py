@@ -40,8 +40,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-import functools
-from functools import partial
+from functools import lru_cache, partial
 
 import sqlalchemy.exc
 from amqp.exceptions import ConnectionError as AmqpConnectionError
@@ -88,7 +87,7 @@ class EventType:
         return _schema_instance(self.schema)
 
 
-@functools.lru_cache(maxsize=None)
+@lru_cache(maxsize=None)
 def _schema_instance(schema: type[Schema]) -> Schema:
     return schema()
 
@@ -252,7 +251,7 @@ class Subscription(EventHandler):
             self.gathering.append((event, message))
             self.start_batches()
         else:
-            self.run([(event, message)], single=True)
+            self.run([(event, message)])
 
     def start_batches(self) -> None:
         # no green thread switch in here: the checks and the changes are atomic
@@ -262,12 +261,13 @@ class Subscription(EventHandler):
             items, self.gathering = self.gathering[:self.batch], self.gathering[self.batch:]
             self.run(items)
 
-    def run(self, items: list, single: bool = False) -> None:
-        """One worker for ``items``: the event itself when ``single``, else a list of events."""
+    def run(self, items: list) -> None:
+        """One worker for ``items``: a batched handler gets the list of events, any other the
+        one event itself."""
         context_data = self.unpack_message_headers(items[0][1])
         if len(items) == 1 and items[0][0].correlation_id:
             context_data["correlation_id"] = items[0][0].correlation_id
-        args = (items[0][0],) if single else ([event for event, _ in items],)
+        args = ([event for event, _ in items],) if self.batch else (items[0][0],)
         handle_result = partial(self.handle_result, items, time.perf_counter())
         self.in_flight += 1
         try:

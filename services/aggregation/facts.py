@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from services.aggregation import tables as t
 from shared.background import Pump
 from shared.config import Settings
-from shared.db import engine_for
+from shared.db import engine_for, lock_in_order
 from shared.periods import YEARLY, Period
 from shared.replica import Metadata
 from shared.values import numeric
@@ -172,11 +172,6 @@ _YEAR_TOTALS = 4243
 _UNIT_YEAR = 4242
 _SHARED = sa.text(f"SELECT pg_advisory_xact_lock_shared({_YEAR_TOTALS}, 0)")
 _EXCLUSIVE = sa.text(f"SELECT pg_advisory_xact_lock({_YEAR_TOTALS}, 0)")
-# the ordered subquery makes every transaction take its locks in the same order
-_UNIT_YEARS = sa.text(f"""
-SELECT count(pg_advisory_xact_lock({_UNIT_YEAR}, h))
-FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) ordered
-""")
 
 
 def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) -> None:
@@ -193,7 +188,7 @@ def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) ->
     if not keys:
         return
     conn.execute(_SHARED)
-    conn.execute(_UNIT_YEARS, {"keys": sorted({f"{ou}:{year}" for ou, year, _ in keys})})
+    lock_in_order(conn, _UNIT_YEAR, (f"{ou}:{year}" for ou, year, _ in keys))
     ou, year, de = (list(x) for x in zip(*sorted(keys), strict=True))
     rebuild_year_totals(conn, ou, year, de)
 

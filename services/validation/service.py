@@ -25,6 +25,7 @@ from shared import metrics
 from shared.api import api_rpc, error, reply
 from shared.batches import disjoint_runs
 from shared.schemas.api import violation_out
+from shared.db import lock_in_order
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.periods import Period, PeriodError, show
@@ -72,20 +73,13 @@ _REF = ("return_id", "seq", "data_set", "org_unit", "period", "received_at", "on
 # a batch's returns per batch, at most (see shared.events: group commit)
 RETURNS_PER_BATCH = 25
 
-_LOCK_PLACES = sa.text("""
-SELECT count(pg_advisory_xact_lock(h))
-FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) ordered
-""")
+# transaction lock space of places being judged (shared.db.lock_in_order)
+_PLACES = 4250
 
 
 def _places(data: dict, md) -> dict:
     ds = md.data_sets.get(data["data_set"])
     return checks.check_values(ds, data["values"], md)[1] if ds else {}
-
-
-def _lock_places(places: set, tx) -> None:
-    if places:
-        tx.execute(_LOCK_PLACES, {"keys": sorted(f"validation|{ou}|{pe}" for ou, pe in places)})
 
 
 def _stored(conn, places: dict) -> checks.Stored:
@@ -120,7 +114,7 @@ class ValidationService(KeepsMetadataReplica):
             work = sorted(((e.data, _places(e.data, md)) for e in tx.fresh), key=lambda w: w[0]["seq"])
             # one judgement at a time per place, across batches and instances; every lock
             # up front in one order, so two batches cannot deadlock
-            _lock_places({place for _, places in work for place in places}, tx)
+            lock_in_order(tx.conn, _PLACES, (f"{ou}|{pe}" for _, places in work for ou, pe in places))
             results, decisions = [], []
             # one read of what is stored serves a run of returns about different units; a
             # return about a unit already in the run is judged after it, on what it left
