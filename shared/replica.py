@@ -399,13 +399,13 @@ class ReplicaAccess:
 
     def current(self, conn: sa.Connection | None = None) -> Metadata:
         """The newest snapshot (one cheap version query; a reload only after a change)."""
-        if conn is None:
-            with self.provider.engine.connect() as own:
-                return self.current(own)
         cache = self.provider.cache
         snap = cache.snapshot
         if snap is not None and time.monotonic() < cache.checked_until:
-            return snap
+            return snap  # checked a moment ago: no connection needed at all
+        if conn is None:
+            with self.provider.engine.connect() as own:
+                return self.current(own)
         version = replica_version(conn, self.tables)
         if snap is not None and snap.version == version:
             cache.checked_until = time.monotonic() + VERSION_CHECK_SECONDS
