@@ -14,7 +14,7 @@ import signal
 import eventlet
 from nameko.runners import ServiceRunner
 
-from shared import compat, migrations, topology
+from shared import compat, local, migrations, topology
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ def run(settings: Settings, names=ALL) -> None:
     stopping = []
 
     def shutdown(signum, frame):
+        # from now on the gateway reaches services through the broker (shared.local)
+        local.unregister(runner.containers)
         # signal handlers can't use eventlet primitives: stop from a green thread.
         # A graceful stop finishes in-flight work, but waits on the broker; it gets
         # STOP_SECONDS, and a second signal ends it at once.
@@ -97,6 +99,7 @@ def run(settings: Settings, names=ALL) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     runner.start()
+    local.register(runner.containers)
     _tune_gc()
     log.info("statnet running: %s%s", ", ".join(names),
              f" (HTTP on {settings.http_address})" if "gateway" in names else "")
@@ -109,6 +112,7 @@ def run(settings: Settings, names=ALL) -> None:
                 continue
             raise
         except KeyboardInterrupt:
+            local.unregister(runner.containers)
             try:
                 runner.stop()
             except KeyboardInterrupt:

@@ -19,7 +19,8 @@ NAME = "statnet-json"
 CONTENT_TYPE = "application/x-statnet+json"
 
 
-def _fallback(o):
+def plain(o):
+    """The JSON form of what json cannot encode itself: dates as ISO text, decimals as text."""
     if isinstance(o, (dt.datetime, dt.date)):
         return o.isoformat()
     if isinstance(o, (decimal.Decimal, uuid.UUID)):
@@ -28,7 +29,7 @@ def _fallback(o):
 
 
 def dumps(obj) -> str:
-    return json.dumps(obj, default=_fallback, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(obj, default=plain, ensure_ascii=False, separators=(",", ":"))
 
 
 def loads(data):

@@ -10,7 +10,7 @@ from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from shared import metrics
+from shared import metrics, serialization
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,17 @@ class HttpError(Exception):
         self.body = {"status": "ERROR", "httpStatusCode": status, "message": message, **extra}
 
 
+def _plain(o):
+    try:
+        return serialization.plain(o)
+    except TypeError:
+        return str(o)
+
+
 def json_response(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status,
+    # encoded as on the wire (shared.serialization), so a reply reads the same whether it
+    # came over RPC or from a container in this process (shared.local)
+    return Response(json.dumps(body, ensure_ascii=False, default=_plain), status=status,
                     headers=headers, content_type="application/json; charset=utf-8")
 
 

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
-from shared import collectors, topology
+from shared import collectors, local, topology
 from shared.config import Settings
 from shared.db import engine_for
 from shared.events import subscribe
@@ -66,7 +66,11 @@ class GatewayService:
         proxy = getattr(self, service)
         try:
             with eventlet.Timeout(self.settings.rpc_timeout):
-                return getattr(proxy, method).call_async(*args, **kwargs).result()
+                try:
+                    # the service's container in this process, if it has one: no broker hop
+                    return local.call(service, method, args, kwargs, proxy.worker_ctx.context_data)
+                except local.NotLocal:
+                    return getattr(proxy, method).call_async(*args, **kwargs).result()
         except UnknownService:
             raise HttpError(503, f"the {service} service is not running") from None
         except eventlet.Timeout:

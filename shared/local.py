@@ -1,0 +1,73 @@
+"""RPC to a service that runs in the same process, without the broker.
+
+The gateway calls the owning service of every route by RPC. When that
+service's container lives in the gateway's own process (``statnet run``
+with both, the default layout), a round trip through RabbitMQ buys nothing:
+the request and reply are each JSON-encoded, published, routed, consumed and
+decoded, two broker messages and four codings per HTTP request, about a fifth
+of the edge process's CPU under load (profiled, tests/bench/RESULTS.md).
+
+``call`` runs the method as a worker of the target's own container instead,
+exactly as the Rpc entrypoint would (same dependencies, same worker context,
+the caller's context data), and waits for its result. Nothing else changes:
+the service still decides, in its own container and its own transaction. If
+the service is not in this process, or its container is stopping, the
+caller goes through the broker as before (``NotLocal``).
+
+Arguments and the result are not copied: callers pass fresh values and
+``normalise`` the result the way the wire would (dates as ISO text).
+"""
+from __future__ import annotations
+
+import eventlet.event
+from nameko.exceptions import ContainerBeingKilled
+from nameko.rpc import Rpc
+
+_containers: dict[str, object] = {}
+
+
+class NotLocal(Exception):
+    """The service has no running container in this process."""
+
+
+def register(containers) -> None:
+    """Called by the runner with the containers it started in this process."""
+    for container in containers:
+        _containers[container.service_name] = container
+
+
+def unregister(containers) -> None:
+    for container in containers:
+        if _containers.get(container.service_name) is container:
+            del _containers[container.service_name]
+
+
+def _entrypoint(container, method: str):
+    for ext in container.entrypoints:
+        if isinstance(ext, Rpc) and ext.method_name == method:
+            return ext
+    return None
+
+
+def call(service: str, method: str, args: tuple, kwargs: dict, context_data: dict | None = None):
+    """``service.method(*args, **kwargs)`` in a worker of the local container; raises
+    ``NotLocal`` when there is none (then use the broker)."""
+    container = _containers.get(service)
+    entrypoint = _entrypoint(container, method) if container is not None else None
+    if entrypoint is None:
+        raise NotLocal(service)
+    done = eventlet.event.Event()
+
+    def handle_result(worker_ctx, result, exc_info):
+        done.send((result, exc_info))
+        return result, exc_info
+
+    try:
+        container.spawn_worker(entrypoint, args, kwargs, context_data=dict(context_data or {}),
+                               handle_result=handle_result)
+    except ContainerBeingKilled:
+        raise NotLocal(service) from None
+    result, exc_info = done.wait()
+    if exc_info is not None:
+        raise exc_info[1].with_traceback(exc_info[2])
+    return result
