@@ -213,14 +213,17 @@ def outliers(ds: DataSet, places: dict[Place, dict], md: Metadata, stored: Store
 
 
 def check_return(data_set: str, values: list[dict], md: Metadata, stored: Stored | None = None,
-                 seq: int | None = None) -> list[dict]:
-    """Every violation of a return, sorted HIGH first."""
+                 seq: int | None = None, checked: tuple[list[dict], dict[Place, dict]] | None = None
+                 ) -> list[dict]:
+    """Every violation of a return, sorted HIGH first. ``checked``: what ``check_values``
+    already found for these values (the caller needed the places first), not done again."""
     ds = md.data_sets.get(data_set)
     if ds is None:
         return [{"rule": "DATA_SET", "importance": "HIGH", "left": None, "operator": "exists", "right": None,
                  "org_unit": "", "period": "", "message": f"unknown data set {data_set!r}"}]
     stored = stored or Stored.empty()
-    violations, places = check_values(ds, values, md)
+    violations, places = checked if checked is not None else check_values(ds, values, md)
+    violations = list(violations)
     rules = rules_for(md, ds)
     for place, sent in sorted(places.items()):
         view = with_totals(merged(sent, stored.values.get(place, {}), seq))

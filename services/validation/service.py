@@ -77,9 +77,11 @@ RETURNS_PER_BATCH = 25
 _PLACES = 4250
 
 
-def _places(data: dict, md) -> dict:
+def _checked(data: dict, md) -> tuple[list[dict], dict]:
+    """The return's value-type violations and its numbers by place (nothing for an unknown
+    data set, which ``check_return`` rejects)."""
     ds = md.data_sets.get(data["data_set"])
-    return checks.check_values(ds, data["values"], md)[1] if ds else {}
+    return checks.check_values(ds, data["values"], md) if ds else ([], {})
 
 
 def _stored(conn, places: dict) -> checks.Stored:
@@ -110,20 +112,21 @@ class ValidationService(KeepsMetadataReplica):
         """Judge a batch of returns in one transaction, each exactly as if alone."""
         md = self.replica.current()
         with self.db.consume_many(events) as tx:
-            # returns in submission order, each with the places it sends values for
-            work = sorted(((e.data, _places(e.data, md)) for e in tx.fresh), key=lambda w: w[0]["seq"])
+            # returns in submission order, each with its checked values by place
+            work = sorted(((e.data, _checked(e.data, md)) for e in tx.fresh), key=lambda w: w[0]["seq"])
             # one judgement at a time per place, across batches and instances; every lock
             # up front in one order, so two batches cannot deadlock
-            lock_in_order(tx.conn, _PLACES, (f"{ou}|{pe}" for _, places in work for ou, pe in places))
+            lock_in_order(tx.conn, _PLACES, (f"{ou}|{pe}" for _, (_, places) in work for ou, pe in places))
             results, decisions = [], []
             # one read of what is stored serves a run of returns about different units; a
             # return about a unit already in the run is judged after it, on what it left
-            for group in disjoint_runs(work, lambda w: {ou for ou, _ in w[1]}):
-                stored = _stored(tx, {place: sent for _, places in group for place, sent in places.items()})
+            for group in disjoint_runs(work, lambda w: {ou for ou, _ in w[1][1]}):
+                stored = _stored(tx, {place: sent for _, (_, places) in group for place, sent in places.items()})
                 accepted_rows = []
-                for data, places in group:
+                for data, checked in group:
+                    places = checked[1]
                     violations = checks.check_return(data["data_set"], data["values"], md, stored,
-                                                     seq=data["seq"])
+                                                     seq=data["seq"], checked=checked)
                     rejected = checks.rejected(violations)
                     results.append({"return_id": data["return_id"], "seq": data["seq"],
                                     "data_set": data["data_set"], "org_unit": data["org_unit"],
@@ -152,11 +155,10 @@ class ValidationService(KeepsMetadataReplica):
     def check_return(self, ret: dict) -> dict:
         """Dry run: what validation would decide about a return, storing nothing."""
         md = self.replica.current()
-        ds = md.data_sets.get(ret["data_set"])
-        places = checks.check_values(ds, ret["values"], md)[1] if ds else {}
+        checked = _checked(ret, md)
         with self.db.connect() as conn:
-            stored = _stored(conn, places)
-        violations = checks.check_return(ret["data_set"], ret["values"], md, stored)
+            stored = _stored(conn, checked[1])
+        violations = checks.check_return(ret["data_set"], ret["values"], md, stored, checked=checked)
         rejected = checks.rejected(violations)
         n = len(ret["values"])
         return {"status": "REJECTED" if rejected else "VALIDATED", "violations": violations,
