@@ -38,7 +38,7 @@ import time
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON
 
 from shared import collectors, metrics, serialization, topology
 from shared.background import Pump
@@ -61,7 +61,7 @@ def delivery_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
         sa.Column("event_id", sa.Text, nullable=False, unique=True),
         sa.Column("event_type", sa.Text, nullable=False),
-        sa.Column("message", JSONB, nullable=False),
+        sa.Column("message", JSON, nullable=False),  # the text sent (shared.migrations)
         sa.Column("correlation_id", sa.Text),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
                   server_default=sa.func.now()),
@@ -115,7 +115,7 @@ def _emit_statement(outbox: str) -> sa.TextClause:
     """The outbox insert of one service; rows keep the order emitted (the relay's order)."""
     return sa.text(f"""
         INSERT INTO {outbox} (event_id, event_type, message, correlation_id)
-        SELECT e, t, CAST(m AS jsonb), c
+        SELECT e, t, CAST(m AS json), c
         FROM unnest(CAST(:event_id AS text[]), CAST(:event_type AS text[]), CAST(:message AS text[]),
                     CAST(:correlation_id AS text[])) WITH ORDINALITY AS x(e, t, m, c, n)
         ORDER BY n""")

@@ -84,6 +84,19 @@ def create_delivery_tables_v1(op, schema: str) -> None:
     op.create_index("inbox_processed_at", "inbox", ["processed_at"], schema=schema)
 
 
+def outbox_message_as_json_v2(op, schema: str) -> None:
+    """The outbox keeps each message as the JSON text it was encoded to (``json``, not
+    ``jsonb``): nothing queries inside it, the relay sends it as it is, and ``jsonb``
+    cost PostgreSQL a parse into its binary form on insert and a re-encoding (with
+    spaces added) on every relay read, about twice the cost of ``json`` (measured)."""
+    op.execute(f"ALTER TABLE {schema}.outbox ALTER COLUMN message TYPE json USING CAST(message AS json)")
+
+
+def outbox_message_as_jsonb_v1(op, schema: str) -> None:
+    """Downgrade of ``outbox_message_as_json_v2``."""
+    op.execute(f"ALTER TABLE {schema}.outbox ALTER COLUMN message TYPE jsonb USING CAST(message AS jsonb)")
+
+
 def create_replica_tables_v1(op, schema: str) -> None:
     """Metadata replica (shared.replica)."""
     op.create_table(
