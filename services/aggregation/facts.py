@@ -218,6 +218,9 @@ SELECT array_agg(org_unit), array_agg(year), array_agg(data_element), count(*) F
 """)
 
 
+_ANY_PENDING = sa.text("SELECT 1 FROM aggregation.year_total_pending LIMIT 1")
+
+
 class YearTotalsRebuilder(Pump):
     """Rebuilds the yearly rows a history load left pending, a large batch at a time,
     once the load has paused.
@@ -249,6 +252,12 @@ class YearTotalsRebuilder(Pump):
     def work(self) -> int:
         if time.monotonic() - self.last_chunk < self.settle_seconds:
             return 0
+        with self.engine.connect() as conn:
+            # nothing pending (the usual case): don't take the exclusive lock at all. Asking
+            # for it queues every return's shared lock behind it until the returns already
+            # holding one commit, a stall of ~100 ms every poll under load (national bench)
+            if conn.execute(_ANY_PENDING).first() is None:
+                return 0
         with self.engine.begin() as conn:
             lock_all_year_totals(conn)
             ou, year, de, n = conn.execute(_TAKE_PENDING, {"n": self.batch}).one()
