@@ -333,6 +333,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards (to inspect plans)")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="split",
                         help="how the services are spread over processes")
+    parser.add_argument("--burst", type=int, help="returns in the sustained burst (default 300 quick, 3000 full)")
     args = parser.parse_args()
     quick = args.quick
     stamp = f"{int(time.time())}_{secrets.token_hex(2)}"
@@ -389,7 +390,7 @@ def main() -> int:
 
         print("sustained throughput ...", file=sys.stderr)
         rng = random.Random(2025)
-        burst_n = 300 if quick else 3000
+        burst_n = args.burst or (300 if quick else 3000)
         cells = [(v, f"{RETURN_YEAR}{m:02d}") for m in range(1, 13) for v in villages]
         rng.shuffle(cells)
         burst = [return_body(rng, v, p) for v, p in cells[:burst_n]]
