@@ -64,6 +64,11 @@ def engine_for(url: str, pool_size: int = 30, max_overflow: int = 10) -> Engine:
                 # HTTP caller would meet a 503 per stale connection after a database restart)
                 pool_pre_ping=True,
                 pool_recycle=1800,
+                # No JIT compilation: statnet's statements are short, and on a large table the
+                # planner's cost estimate crosses jit_above_cost, so PostgreSQL spent ~290 ms
+                # compiling a statement that runs in 40 (yearly totals at national scale,
+                # EXPLAIN ANALYZE; tests/bench/RESULTS.md). The standard advice for OLTP.
+                connect_args={"options": "-c jit=off"},
                 future=True,
             )
             _engines[url] = engine

@@ -46,50 +46,54 @@ dx AS (
 ),
 -- the unit's values for periods of exactly the asked type (a month asked as a month)
 native AS (
-    SELECT tg.tid, dx.did, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
+    SELECT tg.tid, dx.did, dx.atype, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
            sum(f.value) AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
       ON f.data_element = dx.de AND f.start_date = tg.pstart AND f.period_type = tg.ptype
      AND f.path >= tg.lo AND f.path < tg.hi
     WHERE (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
-    GROUP BY tg.tid, dx.did, f.org_unit, f.start_date
+    GROUP BY tg.tid, dx.did, dx.atype, f.org_unit, f.start_date
 ),
 -- months inside an asked quarter, one number per unit and month
 months AS (
-    SELECT tg.tid, dx.did, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
+    SELECT tg.tid, dx.did, dx.atype, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
            sum(f.value) AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
       ON f.data_element = dx.de AND f.start_date >= tg.pstart AND f.start_date <= tg.pend
      AND f.period_type = 'Monthly' AND f.path >= tg.lo AND f.path < tg.hi
     WHERE tg.ptype = 'Quarterly' AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
-    GROUP BY tg.tid, dx.did, f.org_unit, f.start_date
+    GROUP BY tg.tid, dx.did, dx.atype, f.org_unit, f.start_date
 ),
 -- months and quarters inside an asked year, already summarised per unit
 years AS (
-    SELECT tg.tid, dx.did, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v
+    SELECT tg.tid, dx.did, dx.atype, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.year_total y
       ON y.data_element = dx.de AND y.year = CAST(extract(year FROM tg.pstart) AS int)
      AND y.combo = coalesce(dx.combo, '*') AND y.path >= tg.lo AND y.path < tg.hi
     WHERE tg.ptype = 'Yearly'
 ),
+-- a country has thousands of units: the unit's latest value is the greatest
+-- (days since 1970, value) pair, a plain aggregate rather than a sort per unit,
+-- and only worked out for LAST
 per_unit AS (
-    SELECT tid, did, org_unit, sum(s) AS s, sum(n) AS n,
-           (array_agg(last_v ORDER BY last_start DESC))[1] AS last_v
+    SELECT tid, did, atype, org_unit, sum(s) AS s, sum(n) AS n,
+           (max(ARRAY[CAST(last_start - DATE '1970-01-01' AS numeric), last_v])
+                FILTER (WHERE atype = 'LAST'))[2] AS last_v
     FROM (SELECT * FROM native UNION ALL SELECT * FROM months UNION ALL SELECT * FROM years) u
-    GROUP BY tid, did, org_unit
+    GROUP BY tid, did, atype, org_unit
 )
-SELECT p.tid, p.did,
-       CASE dx.atype
-            WHEN 'AVERAGE' THEN sum(p.s) / sum(p.n)
-            WHEN 'AVERAGE_SUM_ORG_UNIT' THEN sum(p.s / p.n)
-            WHEN 'LAST' THEN sum(p.last_v)
-            ELSE sum(p.s)
+SELECT tid, did,
+       CASE atype
+            WHEN 'AVERAGE' THEN sum(s) / sum(n)
+            WHEN 'AVERAGE_SUM_ORG_UNIT' THEN sum(s / n)
+            WHEN 'LAST' THEN sum(last_v)
+            ELSE sum(s)
        END AS value
-FROM per_unit p JOIN dx ON dx.did = p.did
-GROUP BY p.tid, p.did, dx.atype
+FROM per_unit
+GROUP BY tid, did, atype
 """)
 
 _OWN_VALUE = sa.text("""

@@ -158,8 +158,9 @@ per_period AS (
     SELECT data_element, '*', org_unit, year, path, start_date, sum(value) FROM leaf
     GROUP BY data_element, org_unit, year, path, start_date
 )
+-- the last value: that of the greatest (days since 1970, value) pair, with no sort per row
 SELECT data_element, combo, org_unit, year, path, sum(v), count(*), max(start_date),
-       (array_agg(v ORDER BY start_date DESC))[1]
+       (max(ARRAY[CAST(start_date - DATE '1970-01-01' AS numeric), v]))[2]
 FROM per_period
 GROUP BY data_element, combo, org_unit, year, path
 """)
