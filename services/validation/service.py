@@ -43,8 +43,12 @@ _STORED = sa.text(f"""
         FROM jsonb_to_recordset(CAST(:sent AS jsonb))
              AS x(org_unit text, period text, period_type text, data_element text, combo text))
     SELECT 'place' AS kind, v.org_unit, v.period, v.data_element, v.combo, v.value, v.seq
-    FROM {V.fullname} v
-    JOIN (SELECT DISTINCT org_unit, period FROM sent) p USING (org_unit, period)
+    FROM (SELECT DISTINCT org_unit, period FROM sent) p
+    -- one index range per place, whatever the table's size: LATERAL, kept apart by
+    -- OFFSET 0 (as a join, the planner took a hash join over a sequential scan of every
+    -- accepted value: 30-70 ms a batch at 450,000 rows, and growing with every return)
+    CROSS JOIN LATERAL (
+        SELECT * FROM {V.fullname} v WHERE v.org_unit = p.org_unit AND v.period = p.period OFFSET 0) v
     UNION ALL
     SELECT 'history', h.org_unit, h.period, h.data_element, h.combo, h.value, h.seq
     FROM sent s
