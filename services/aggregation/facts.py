@@ -152,6 +152,9 @@ leaf AS (
         SELECT * FROM aggregation.data_value f
         WHERE f.org_unit = k.ou AND f.data_element = ANY(k.des)
           AND extract(year FROM f.start_date) = k.year
+          -- the same, said with the period codes (a year's all begin with it): a condition
+          -- the primary key checks itself, so other years' values are never fetched
+          AND f.period >= CAST(k.year AS text) AND f.period < CAST(k.year + 1 AS text)
           AND f.period_type <> 'Yearly' AND f.value IS NOT NULL
         OFFSET 0) f
 ),
