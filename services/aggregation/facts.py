@@ -268,8 +268,8 @@ class YearTotalsRebuilder(Pump):
             # holding one commit, a stall of ~100 ms every poll under load (national bench)
             if conn.execute(_ANY_PENDING).first() is None:
                 if self.rebuilt:
-                    self.rebuilt = False
                     self.refresh_statistics()
+                    self.rebuilt = False  # only once done: a failure is tried again next poll
                 return 0
         with self.engine.begin() as conn:
             lock_all_year_totals(conn)
