@@ -14,8 +14,9 @@ the service still decides, in its own container and its own transaction. If
 the service is not in this process, or its container is stopping, the
 caller goes through the broker as before (``NotLocal``).
 
-Arguments and the result are not copied: callers pass fresh values and
-``normalise`` the result the way the wire would (dates as ISO text).
+Arguments and the result are not copied through JSON: callers pass values of
+their own, and the gateway encodes a reply as the wire would (dates as ISO text,
+``services/gateway/http.py``), so an answer reads the same either way.
 """
 from __future__ import annotations
 
