@@ -266,11 +266,14 @@ class YearTotalsRebuilder(Pump):
             # nothing pending (the usual case): don't take the exclusive lock at all. Asking
             # for it queues every return's shared lock behind it until the returns already
             # holding one commit, a stall of ~100 ms every poll under load (national bench)
-            if conn.execute(_ANY_PENDING).first() is None:
-                if self.rebuilt:
-                    self.refresh_statistics()
-                    self.rebuilt = False  # only once done: a failure is tried again next poll
-                return 0
+            pending = conn.execute(_ANY_PENDING).first() is not None
+        if not pending:
+            # (outside the probe's transaction: its lock on the queue made VACUUM wait five
+            # seconds to truncate the emptied table, and then give up)
+            if self.rebuilt:
+                self.refresh_statistics()
+                self.rebuilt = False  # only once done: a failure is tried again next poll
+            return 0
         with self.engine.begin() as conn:
             lock_all_year_totals(conn)
             ou, year, de, n = conn.execute(_TAKE_PENDING, {"n": self.batch}).one()
