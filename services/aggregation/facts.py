@@ -179,7 +179,9 @@ gone AS (
 -- every row of the keys and inserting it again cost twice as much there, and the same for a
 -- new month, where every row changes (measured on a kept benchmark database)
 INSERT INTO aggregation.year_total AS y (data_element, combo, org_unit, year, path, s, n, last_start, last_value)
-SELECT * FROM fresh
+-- in the subtree index's order: a history load's rows then lie together on disk as a
+-- country-by-year question reads them (hash order spread its 8,500 rows over 5,900 pages)
+SELECT * FROM fresh ORDER BY data_element, year, combo, path
 ON CONFLICT (org_unit, year, data_element, combo, path) DO UPDATE
    SET s = excluded.s, n = excluded.n, last_start = excluded.last_start, last_value = excluded.last_value
    WHERE (y.s, y.n, y.last_start, y.last_value)
@@ -240,7 +242,8 @@ SELECT array_agg(org_unit), array_agg(year), array_agg(data_element), count(*) F
 
 
 _ANY_PENDING = sa.text("SELECT 1 FROM aggregation.year_total_pending LIMIT 1")
-_ANALYZE = sa.text("ANALYZE aggregation.data_value, aggregation.year_total")
+_ANALYZE_VALUES = sa.text("ANALYZE aggregation.data_value")
+_VACUUM_YEARS = sa.text("VACUUM (ANALYZE) aggregation.year_total")
 _VACUUM_PENDING = sa.text("VACUUM aggregation.year_total_pending")
 
 
@@ -302,13 +305,18 @@ class YearTotalsRebuilder(Pump):
         """A load has been taken in: millions of rows the planner has not seen, and a
         pending queue of deleted keys that every poll would scan through. What autovacuum
         would do some time later (and never, where it is switched off, as on the
-        benchmark's server, where polling the emptied queue took 34 ms), done now:
-        the queue vacuumed, a sample of each table analysed, a second or two."""
+        benchmark's server, where polling the emptied queue took 34 ms), done now: the
+        queue vacuumed, the yearly rows vacuumed too (their pages marked all-visible, so
+        a country-by-year question is answered from the subtree index alone: 4.8 ms
+        instead of 20-270 reading 5,900 heap pages, on the national benchmark's database),
+        a sample of the stored values analysed; a second or two at national scale. (The
+        stored values themselves are left to autovacuum: 3.5 s there, for less.)"""
         started = time.perf_counter()
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # VACUUM runs outside a transaction
             conn.execute(_VACUUM_PENDING)
-            conn.execute(_ANALYZE)
+            conn.execute(_VACUUM_YEARS)
+            conn.execute(_ANALYZE_VALUES)
         log.info("statistics of stored values refreshed after a load in %.1f s", time.perf_counter() - started)
 
 
