@@ -227,8 +227,7 @@ def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) ->
         return
     conn.execute(_SHARED)
     lock_in_order(conn, _UNIT_YEAR, (f"{ou}:{year}" for ou, year, _ in keys))
-    ou, year, de = (list(x) for x in zip(*sorted(keys), strict=True))
-    rebuild_year_totals(conn, ou, year, de)
+    rebuild_year_totals(conn, sorted(keys))
 
 
 def lock_all_year_totals(conn: sa.Connection) -> None:
@@ -236,22 +235,18 @@ def lock_all_year_totals(conn: sa.Connection) -> None:
     conn.execute(_EXCLUSIVE)
 
 
-def rebuild_year_totals(conn: sa.Connection, ou: list[str], year: list[int], de: list[str]) -> None:
-    """Rebuild the yearly rows of the given keys (the caller holds the locks)."""
+def rebuild_year_totals(conn: sa.Connection, keys: list[tuple[str, int, str]]) -> None:
+    """Rebuild the yearly rows of (org unit, year, data element) keys (the caller holds the locks)."""
     # one JSON document rather than three SQL arrays: far cheaper to send (see apply_returns)
-    params = {"keys": json.dumps([{"ou": o, "year": y, "de": d} for o, y, d in zip(ou, year, de, strict=True)])}
-    conn.execute(_REBUILD_YEARS, params)
+    conn.execute(_REBUILD_YEARS, {"keys": json.dumps([{"ou": ou, "year": year, "de": de} for ou, year, de in keys])})
 
 
 _TAKE_PENDING = sa.text("""
-WITH taken AS (
-    DELETE FROM aggregation.year_total_pending
-    WHERE (org_unit, year, data_element) IN (
-        SELECT org_unit, year, data_element FROM aggregation.year_total_pending
-        ORDER BY org_unit, year LIMIT :n FOR UPDATE SKIP LOCKED)
-    RETURNING org_unit, year, data_element
-)
-SELECT array_agg(org_unit), array_agg(year), array_agg(data_element), count(*) FROM taken
+DELETE FROM aggregation.year_total_pending
+WHERE (org_unit, year, data_element) IN (
+    SELECT org_unit, year, data_element FROM aggregation.year_total_pending
+    ORDER BY org_unit, year LIMIT :n FOR UPDATE SKIP LOCKED)
+RETURNING org_unit, year, data_element
 """)
 
 
@@ -307,13 +302,13 @@ class YearTotalsRebuilder(Pump):
             return 0
         with self.engine.begin() as conn:
             lock_all_year_totals(conn)
-            ou, year, de, n = conn.execute(_TAKE_PENDING, {"n": self.batch}).one()
-            if n:
-                self.rebuild_side_by_side(conn, sorted(zip(ou, year, de, strict=True)))
-        if n:
+            keys = sorted(tuple(r) for r in conn.execute(_TAKE_PENDING, {"n": self.batch}))
+            if keys:
+                self.rebuild_side_by_side(conn, keys)
+        if keys:
             self.rebuilt = True
-            log.info("rebuilt %d pending yearly totals", n)
-        return n
+            log.info("rebuilt %d pending yearly totals", len(keys))
+        return len(keys)
 
     def rebuild_side_by_side(self, conn: sa.Connection, keys: list[tuple[str, int, str]]) -> None:
         """Rebuild a batch's keys as two statements at once, this transaction's and a
@@ -331,14 +326,14 @@ class YearTotalsRebuilder(Pump):
         helper = eventlet.spawn(self._rebuild_alone, helpers) if helpers else None
         try:
             if mine:
-                rebuild_year_totals(conn, *(list(x) for x in zip(*mine, strict=True)))
+                rebuild_year_totals(conn, mine)
         finally:
             if helper is not None:
                 helper.wait()  # always waited for: this transaction's lock covers its work
 
     def _rebuild_alone(self, keys: list[tuple[str, int, str]]) -> None:
         with self.engine.begin() as conn:
-            rebuild_year_totals(conn, *(list(x) for x in zip(*keys, strict=True)))
+            rebuild_year_totals(conn, keys)
 
     def refresh_statistics(self) -> None:
         """A load has been taken in: millions of rows the planner has not seen, and a
