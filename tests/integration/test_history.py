@@ -190,18 +190,16 @@ def test_the_planner_learns_of_a_load_once_it_is_taken_in(system, world, setting
 
     from shared.db import engine_for
 
-    def maintained_at(column: str, table: str):
+    def one(sql: str, **params):
         with engine_for(settings.database_url).connect() as conn:
-            return conn.execute(sa.text(
-                f"SELECT {column} FROM pg_stat_user_tables "
-                "WHERE schemaname = 'aggregation' AND relname = :t"), {"t": table}).scalar()
+            return conn.execute(sa.text(sql), params).one()
 
-    def now():
-        with engine_for(settings.database_url).connect() as conn:
-            return conn.execute(sa.text("SELECT now()")).scalar()
+    def maintained_at(column: str, table: str):
+        return one(f"SELECT {column} FROM pg_stat_user_tables WHERE schemaname = 'aggregation' AND relname = :t",
+                   t=table)[0]
 
     t = world
-    started = now()
+    started = one("SELECT now()")[0]
     rows = [(f"Z{UID}", f"2012{m:02d}", v, "", str(m)) for v in t.all_villages for m in range(1, 13)]
     assert load(system, csv_text(rows)).status_code == 200
     years_rebuilt(system)
@@ -210,11 +208,8 @@ def test_the_planner_learns_of_a_load_once_it_is_taken_in(system, world, setting
     # and the emptied queue of pending keys vacuumed, so polling it stays cheap: truncated
     # to nothing (which VACUUM gives up on while any transaction holds a lock on the table)
     assert maintained_at("last_vacuum", "year_total_pending") > started
-    with engine_for(settings.database_url).connect() as conn:
-        assert conn.execute(sa.text("SELECT pg_relation_size('aggregation.year_total_pending')")).scalar() == 0
+    assert one("SELECT pg_relation_size('aggregation.year_total_pending')")[0] == 0
     # and the yearly rows vacuumed: every page all-visible, so totals come from the index alone
     assert maintained_at("last_vacuum", "year_total") > started
-    with engine_for(settings.database_url).connect() as conn:
-        pages, visible = conn.execute(sa.text(
-            "SELECT relpages, relallvisible FROM pg_class WHERE oid = 'aggregation.year_total'::regclass")).one()
-        assert pages > 0 and visible == pages
+    pages, visible = one("SELECT relpages, relallvisible FROM pg_class WHERE oid = 'aggregation.year_total'::regclass")
+    assert pages > 0 and visible == pages
