@@ -171,19 +171,18 @@ old AS MATERIALIZED (
         SELECT * FROM aggregation.year_total o
         WHERE o.org_unit = k.ou AND o.year = k.year AND o.data_element = ANY(k.des) OFFSET 0) o
 ),
+-- each row of the keys: fed by a value (in fresh), stored (in old), or both
 diff AS MATERIALIZED (
-    SELECT f.*, o.org_unit IS NOT NULL AS existed,
+    SELECT org_unit, year, data_element, combo, path, f.s, f.n, f.last_start, f.last_value,
+           f.n IS NOT NULL AS fed, o.n IS NOT NULL AS existed,
            (o.s, o.n, o.last_start, o.last_value) IS DISTINCT FROM (f.s, f.n, f.last_start, f.last_value) AS changed
-    FROM fresh f LEFT JOIN old o USING (org_unit, year, data_element, combo, path)
+    FROM fresh f FULL JOIN old o USING (org_unit, year, data_element, combo, path)
 ),
-vanished AS MATERIALIZED (      -- rows no value feeds any more (all deleted, or the unit moved)
-    SELECT o.org_unit, o.year, o.data_element, o.combo, o.path
-    FROM old o LEFT JOIN fresh f USING (org_unit, year, data_element, combo, path)
-    WHERE f.n IS NULL
-),
+-- rows no value feeds any more (every value deleted, or the unit moved)
 gone AS (
     DELETE FROM aggregation.year_total y
-    WHERE (y.org_unit, y.year, y.data_element, y.combo, y.path) IN (SELECT * FROM vanished)
+    WHERE (y.org_unit, y.year, y.data_element, y.combo, y.path) IN (
+        SELECT org_unit, year, data_element, combo, path FROM diff WHERE NOT fed)
 ),
 -- rows rewritten only where the figures changed: a form sent again with one value
 -- corrected (as data entry apps do) rewrites that element's rows, not the return's
@@ -191,7 +190,7 @@ changed AS (
     UPDATE aggregation.year_total y
        SET s = d.s, n = d.n, last_start = d.last_start, last_value = d.last_value
     FROM diff d
-    WHERE d.existed AND d.changed AND y.org_unit = d.org_unit AND y.year = d.year
+    WHERE d.fed AND d.existed AND d.changed AND y.org_unit = d.org_unit AND y.year = d.year
       AND y.data_element = d.data_element AND y.combo = d.combo AND y.path = d.path
 )
 -- and new rows plainly inserted (an upsert's speculative insertion cost 15-20% more), in
