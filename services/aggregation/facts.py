@@ -134,35 +134,36 @@ k AS (
 
 _REBUILD_YEARS = sa.text(f"""
 WITH {_KEYS},
--- One primary-key read per (unit, year), whatever the table's size: LATERAL, kept apart
--- by OFFSET 0, so that it is not flattened into a hash join over all of data_value, and
--- the year as extract() so that the (element, start_date) index, which would read every
--- unit's rows of those elements, is no candidate. (Both were the planner's choices on
--- a small table: 40 ms a return instead of 2.)
-leaf AS (
-    SELECT f.data_element, f.combo, f.org_unit, k.year, f.path, f.start_date, f.value
-    FROM k CROSS JOIN LATERAL (
-        SELECT * FROM aggregation.data_value f
-        WHERE f.org_unit = k.ou AND f.data_element = ANY(k.des)
-          AND extract(year FROM f.start_date) = k.year
-          -- the same, said with the period codes (a year's all begin with it): a condition
-          -- the primary key checks itself, so other years' values are never fetched
-          AND f.period >= CAST(k.year AS text) AND f.period < CAST(k.year + 1 AS text)
-          AND f.period_type <> 'Yearly' AND f.value IS NOT NULL
-        OFFSET 0) f
-),
-per_period AS (
-    SELECT data_element, combo, org_unit, year, path, start_date, value AS v FROM leaf
-    UNION ALL
-    SELECT data_element, '*', org_unit, year, path, start_date, sum(value) FROM leaf
-    GROUP BY data_element, org_unit, year, path, start_date
-),
+-- Each unit-year worked out on its own: one primary-key read of its values, whatever the
+-- table's size (the year as extract() so that the (element, start_date) index, which would
+-- read every unit's rows of those elements, is no candidate: the planner's choice on a
+-- small table, 40 ms a return instead of 2), and its sums over a few hundred values in
+-- memory. Aggregated over the whole batch instead, the sums spilled to disk in a history
+-- load's 20,000-key batches and cost a quarter more (tests/bench/RESULTS.md).
 fresh AS (
-    -- the last value: that of the greatest (days since 1970, value) pair, with no sort per row
-    SELECT data_element, combo, org_unit, year, path, sum(v) AS s, count(*) AS n, max(start_date) AS last_start,
-           (max(ARRAY[CAST(start_date - DATE '1970-01-01' AS numeric), v]))[2] AS last_value
-    FROM per_period
-    GROUP BY data_element, combo, org_unit, year, path
+    SELECT x.data_element, x.combo, k.ou AS org_unit, k.year, x.path, x.s, x.n, x.last_start, x.last_value
+    FROM k CROSS JOIN LATERAL (
+        WITH leaf AS (
+            SELECT f.data_element, f.combo, f.path, f.start_date, f.value FROM aggregation.data_value f
+            WHERE f.org_unit = k.ou AND f.data_element = ANY(k.des)
+              AND extract(year FROM f.start_date) = k.year
+              -- the same, said with the period codes (a year's all begin with it): a condition
+              -- the primary key checks itself, so other years' values are never fetched
+              AND f.period >= CAST(k.year AS text) AND f.period < CAST(k.year + 1 AS text)
+              AND f.period_type <> 'Yearly' AND f.value IS NOT NULL
+        ),
+        per_period AS (       -- each combo's values, and each period's total over combos ('*')
+            SELECT data_element, combo, path, start_date, value AS v FROM leaf
+            UNION ALL
+            SELECT data_element, '*', path, start_date, sum(value) FROM leaf
+            GROUP BY data_element, path, start_date
+        )
+        -- the last value: that of the greatest (days since 1970, value) pair, with no sort per row
+        SELECT data_element, combo, path, sum(v) AS s, count(*) AS n, max(start_date) AS last_start,
+               (max(ARRAY[CAST(start_date - DATE '1970-01-01' AS numeric), v]))[2] AS last_value
+        FROM per_period
+        GROUP BY data_element, combo, path
+    ) x
 ),
 -- the keys' yearly rows as they stand (no one else writes them: the caller holds their
 -- locks, so a row not here is not there)
