@@ -1,0 +1,41 @@
+"""The benchmark's CPU split is an instrument the targets are judged with: check that it
+charges CPU to the process that spent it, and to nothing else."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.bench.run import CpuSplit, cpu_seconds
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+_BURN = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
+
+
+def test_cpu_is_charged_to_the_process_that_spent_it():
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    busy = subprocess.Popen([sys.executable, "-c", _BURN + "time.sleep(5)"])
+    try:
+        time.sleep(0.3)  # both started (an interpreter's start-up is CPU too)
+        split = CpuSplit({"busy": {busy.pid}, "idle": {idle.pid}})
+        time.sleep(1.2)
+        used, wall = split.stop()
+    finally:
+        idle.kill()
+        busy.kill()
+    assert 0.2 <= used["busy"] <= 0.8     # its 0.6 s loop, less its head start (plus start-up)
+    assert used.get("idle", 0.0) < 0.05
+    assert wall >= 1.2
+    line = CpuSplit.describe(used, wall, 2, "return")
+    assert line.startswith("busy ") and "ms per return" in line and "cores busy" in line
+    assert "idle" not in line           # a part under half a percent of a core is left out
+
+
+def test_cpu_seconds_names_each_process():
+    mine = cpu_seconds()[os.getpid()]
+    assert mine[0].startswith("python") or "pytest" in mine[0]
+    assert mine[1] > 0
