@@ -106,7 +106,8 @@ class CpuSplit:
 
     Throughput on two cores is bounded by the sum of these, so this is the cost model
     the targets are judged against, measured in every run rather than by hand. A
-    process that ended during the phase is missed (none of these do)."""
+    process that ends during the phase is missed (a PostgreSQL backend the pool opened
+    beyond its size and closed again, say): a small undercount, never a double count."""
 
     def __init__(self, groups: dict[str, set[int]]):
         self.groups = groups
