@@ -84,7 +84,7 @@ def rss_peak_mb(pid: int) -> float:
     return float("nan")
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_TICKS = os.sysconf("SC_CLK_TCK")  # /proc counts CPU time in clock ticks
 
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
@@ -113,7 +113,7 @@ class CpuSplit:
         self.groups = groups
         self.started, self.before = time.perf_counter(), cpu_seconds()
 
-    def _group(self, pid: int, name: str) -> str | None:
+    def _group(self, pid: int, name: str) -> str:
         for label, pids in self.groups.items():
             if pid in pids:
                 return label
@@ -121,14 +121,14 @@ class CpuSplit:
             return "PostgreSQL"
         if name in ("beam.smp", "erl_child_setup", "epmd", "inet_gethost"):
             return "RabbitMQ"
-        return None
+        return "other"
 
     def stop(self) -> tuple[dict[str, float], float]:
         """(CPU seconds per part, wall seconds); what no part claims is "other"."""
         after, wall = cpu_seconds(), time.perf_counter() - self.started
         used: dict[str, float] = {}
         for pid, (name, cpu) in after.items():
-            label = self._group(pid, name) or "other"
+            label = self._group(pid, name)
             used[label] = used.get(label, 0.0) + cpu - self.before.get(pid, (name, 0.0))[1]
         return used, wall
 
