@@ -158,6 +158,34 @@ def machine() -> dict:
             "python": platform.python_version(), **versions}
 
 
+# the server settings the figures depend on (the bench runs on whatever server it is given):
+# a history load writes gigabytes of WAL, so its WAL buffers and checkpoint distance show
+_SERVER_SETTINGS = ("shared_buffers", "wal_buffers", "max_wal_size", "synchronous_commit", "autovacuum")
+
+
+def server_settings(engine) -> str:
+    with engine.connect() as conn:
+        values = conn.execute(sa.text("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(:names)"),
+                              {"names": list(_SERVER_SETTINGS)}).all()
+    shown = {name: _pg_size(setting, unit) for name, setting, unit in values}
+    return ", ".join(f"{name} {shown.get(name, '?')}" for name in _SERVER_SETTINGS)
+
+
+def _pg_size(setting: str, unit: str | None) -> str:
+    """pg_settings' (setting, unit) as PostgreSQL's SHOW says it: ('16384', '8kB') is 128MB."""
+    if not unit or not setting.isdigit():  # text, or -1 ("the default")
+        return setting
+    units = {"B": 1, "kB": 2**10, "MB": 2**20, "GB": 2**30}
+    number, base = (int(unit[:-2] or 1), unit[-2:]) if unit.endswith(("kB", "MB", "GB")) else (1, unit)
+    if base not in units:  # a time, say
+        return f"{setting}{unit}"
+    total = int(setting) * number * units[base]
+    for name, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if total % size == 0:
+            return f"{total // size}{name}"
+    return f"{total}B"
+
+
 # --------------------------------------------------------------------- ceiling
 
 def ceiling(amqp_uri: str, messages: int, size: int) -> float:
@@ -429,6 +457,7 @@ def main() -> int:
                "SMTP_PORT": str(free_port()), "STATNET_LOG_FORMAT": "json",
                "STATNET_DEADLINE_CHECK_SECONDS": "86400"}
         st = Statnet(env, args.layout)
+        results["PostgreSQL server"] = server_settings(engine)
         results["layout"] = f"{args.layout}: " + " + ".join(",".join(g) or "all services" for g in LAYOUTS[args.layout])
         doc, villages = national(quick)
         started = time.perf_counter()
