@@ -164,26 +164,12 @@ _SERVER_SETTINGS = ("shared_buffers", "wal_buffers", "max_wal_size", "synchronou
 
 
 def server_settings(engine) -> str:
+    """Each setting as SHOW says it (128MB, not 16384 pages)."""
     with engine.connect() as conn:
-        values = conn.execute(sa.text("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(:names)"),
-                              {"names": list(_SERVER_SETTINGS)}).all()
-    shown = {name: _pg_size(setting, unit) for name, setting, unit in values}
-    return ", ".join(f"{name} {shown.get(name, '?')}" for name in _SERVER_SETTINGS)
-
-
-def _pg_size(setting: str, unit: str | None) -> str:
-    """pg_settings' (setting, unit) as PostgreSQL's SHOW says it: ('16384', '8kB') is 128MB."""
-    if not unit or not setting.isdigit():  # text, or -1 ("the default")
-        return setting
-    units = {"B": 1, "kB": 2**10, "MB": 2**20, "GB": 2**30}
-    number, base = (int(unit[:-2] or 1), unit[-2:]) if unit.endswith(("kB", "MB", "GB")) else (1, unit)
-    if base not in units:  # a time, say
-        return f"{setting}{unit}"
-    total = int(setting) * number * units[base]
-    for name, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
-        if total % size == 0:
-            return f"{total // size}{name}"
-    return f"{total}B"
+        shown = dict(conn.execute(
+            sa.text("SELECT name, current_setting(name) FROM unnest(CAST(:names AS text[])) AS name"),
+            {"names": list(_SERVER_SETTINGS)}).all())
+    return ", ".join(f"{name} {shown[name]}" for name in _SERVER_SETTINGS)
 
 
 # --------------------------------------------------------------------- ceiling

@@ -1,6 +1,5 @@
 """The benchmark's CPU split is an instrument the targets are judged with: check that it
-charges CPU to the process that spent it, and to nothing else. And the server settings it
-records read as PostgreSQL's own SHOW says them."""
+charges CPU to the process that spent it, and to nothing else."""
 from __future__ import annotations
 
 import os
@@ -8,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.bench.run import CpuSplit, _pg_size, cpu_seconds
+from tests.bench.run import CpuSplit, cpu_seconds
 
 _BURN = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
 
@@ -41,12 +40,3 @@ def test_cpu_seconds_names_each_process():
     assert mine[0].startswith("python") or "pytest" in mine[0]
     assert mine[1] > 0
 
-
-def test_server_settings_read_as_postgresql_shows_them():
-    assert _pg_size("16384", "8kB") == "128MB"     # shared_buffers, counted in pages
-    assert _pg_size("512", "8kB") == "4MB"         # wal_buffers' default on 128MB of buffers
-    assert _pg_size("1024", "MB") == "1GB"         # max_wal_size
-    assert _pg_size("1000", "kB") == "1000kB"
-    assert _pg_size("-1", "8kB") == "-1"           # "the default": not a size
-    assert _pg_size("on", None) == "on"
-    assert _pg_size("300", "s") == "300s"          # not a size at all
