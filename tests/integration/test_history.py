@@ -128,6 +128,22 @@ def test_history_never_overwrites_a_return_but_a_return_overwrites_history(syste
     assert system.analytics(f"P{UID}.M", village, "201606") == {(f"P{UID}.M", village, "201606"): 8}
 
 
+def test_a_chunk_meeting_stored_values_after_new_ones_counts_each_once(system, world):
+    """A chunk is tried as a plain insert and upserted when it meets a stored value; here
+    the stored one comes last, after the insert has written the new ones."""
+    t = world
+    village = t.all_villages[3]
+    assert load(system, csv_text([(f"N{UID}", "201101", village, "", "1")])).json()["importCount"] == \
+        {"imported": 1, "updated": 0, "ignored": 0, "deleted": 0}
+    loaded = load(system, csv_text([(f"N{UID}", "201102", village, "", "2"),
+                                    (f"N{UID}", "201103", village, "", "3"),
+                                    (f"N{UID}", "201101", village, "", "5")])).json()
+    assert loaded["importCount"] == {"imported": 2, "updated": 1, "ignored": 0, "deleted": 0}
+    years_rebuilt(system)
+    assert system.analytics(f"N{UID}", village, "2011Q1") == {(f"N{UID}", village, "2011Q1"): 10}
+    assert system.analytics(f"N{UID}", t.country, "2011") == {(f"N{UID}", t.country, "2011"): 10}
+
+
 CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", " 7 ")] + \
         [("INTEGER_ZERO_OR_POSITIVE", v) for v in ("0", "5", "-1", "-0", "3.00")] + \
         [("NUMBER", v) for v in ("1.5", ".5", "-2.", "1e3", "1E-2", "NaN", "1,5", "Infinity")] + \
