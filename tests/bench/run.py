@@ -11,14 +11,16 @@ PostgreSQL, on a database and vhost of its own, and measures:
 * metadata for all of Lao PDR: 18 provinces, 148 districts, about 8,500 villages,
   a monthly village return of 100 values (50 elements by sex);
 * history: a year of that return for every village (10.2 million values) through
-  the bulk path, and its rate;
+  the bulk path, and its rate (chunks taken in, then the yearly totals' rebuild);
 * analytics p50/p99, province-by-year and country-by-year, at the stored volume;
 * sustained end-to-end throughput, POST to AGGREGATED, returns/s and values/s;
 * latency POST to AGGREGATED at a steady 50 returns/s, p50/p99;
 * peak resident memory of the statnet process;
 * where the CPU went in the history load and the sustained run (statnet's
   processes, PostgreSQL, RabbitMQ, this client), per 1,000 values and per return:
-  on two cores, the sum bounds the throughput.
+  on two cores, the sum bounds the throughput;
+* one core's speed at the start and the end (a fixed Python loop), because this
+  kind of machine has run at half speed on some days and moved within a run.
 
 Prints a table; the last line is
 ``ratio=<returns/s / ceiling msg/s> values_per_s=<n> p99_ms=<n> query_p99_ms=<n> rss_mb=<n>``;
@@ -172,6 +174,20 @@ def server_settings(engine) -> str:
     return ", ".join(f"{name} {shown[name]}" for name in _SERVER_SETTINGS)
 
 
+def core_speed() -> str:
+    """One core's speed, so runs can be compared: machines of this kind sold as the same
+    CPU have differed here by a factor of two in every figure at once (the evening of
+    2026-11-26 and the next morning), and one machine's speed has moved by as much within
+    minutes. The best of five runs of a fixed loop of Python additions, taken at the start
+    and the end of a run."""
+    def loop() -> float:
+        started, total = time.perf_counter(), 0
+        for i in range(10_000_000):
+            total += i
+        return time.perf_counter() - started
+    return f"{min(loop() for _ in range(5)):.2f} s"
+
+
 # --------------------------------------------------------------------- ceiling
 
 def ceiling(amqp_uri: str, messages: int, size: int) -> float:
@@ -317,8 +333,9 @@ class Statnet:
         self.log.close()
 
 
-def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float]:
-    """A year of the return for every village through POST /api/history; (values, seconds)."""
+def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float, float]:
+    """A year of the return for every village through POST /api/history; (values, seconds
+    until every chunk was taken in, seconds until the yearly totals were rebuilt too)."""
     rng = random.Random(2024)
     header = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
     per_chunk = 40_000
@@ -345,9 +362,10 @@ def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float]:
     # two chunks at a time, as `statnet history load` sends them
     for n in eventlet.GreenPool(2).imap(lambda body: _post_history(st, body), chunks()):
         total += n
+    chunks_done = time.perf_counter() - started
     while st.http.get(f"{st.base}/api/history", timeout=60).json()["pendingYearTotals"]:
         time.sleep(0.5)
-    return total, time.perf_counter() - started
+    return total, chunks_done, time.perf_counter() - started
 
 
 def _post_history(st: Statnet, body: str) -> int:
@@ -433,6 +451,7 @@ def main() -> int:
     results: dict[str, str] = {}
     st = None
     try:
+        core_at_start = core_speed()
         print("measuring the broker's ceiling ...", file=sys.stderr)
         event_size = len(json.dumps(return_body(random.Random(0), "010101001", "202501")))
         ceil = ceiling(amqp, 2000 if quick else 20000, event_size)
@@ -454,8 +473,10 @@ def main() -> int:
 
         print("loading history ...", file=sys.stderr)
         cpu = st.cpu_split()
-        values, seconds = history(st, villages, 1 if quick else 12)
+        values, chunks_seconds, seconds = history(st, villages, 1 if quick else 12)
         results["history load"] = f"{values:,} values in {seconds:.0f} s = {values / seconds:,.0f} values/s"
+        results["history load: chunks taken in / yearly totals rebuilt"] = (
+            f"{chunks_seconds:.0f} s ({values / chunks_seconds:,.0f} values/s) / {seconds - chunks_seconds:.0f} s more")
         results["history load, CPU"] = CpuSplit.describe(*cpu.stop(), values / 1000, "1,000 values")
 
         print("querying ...", file=sys.stderr)
@@ -503,6 +524,7 @@ def main() -> int:
             raise SystemExit(f"only {len(latencies)} of {len(sent)} paced returns aggregated")
         results["latency at 50 returns/s, p50 / p99"] = f"{pct(latencies, 50):.0f} / {pct(latencies, 99):.0f} ms"
         rss = st.rss_peak_mb()
+        results["one core: 10 million Python additions, at start / end"] = f"{core_at_start} / {core_speed()}"
         results[f"statnet peak RSS ({len(st.procs)} process{'es' if len(st.procs) > 1 else ''})"] = \
             f"{rss:,.0f} MB"
     finally:
