@@ -11,6 +11,7 @@ from new revisions.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -33,8 +34,20 @@ def _script_location(service: str) -> str:
     return os.path.join(os.path.dirname(services.__file__), service, "migrations")
 
 
-def upgrade(settings: Settings, service: str) -> None:
+def upgrade(settings: Settings, service: str, revision: str = "head") -> None:
     """Bring ``service``'s schema to its newest revision (creating the database if missing)."""
+    with _alembic(settings, service) as cfg:
+        command.upgrade(cfg, revision)
+
+
+def downgrade(settings: Settings, service: str, revision: str) -> None:
+    """Take ``service``'s schema back to ``revision`` (tests of a revision's data move)."""
+    with _alembic(settings, service) as cfg:
+        command.downgrade(cfg, revision)
+
+
+@contextlib.contextmanager
+def _alembic(settings: Settings, service: str):
     ensure_database(settings.database_url)
     engine = engine_for(settings.database_url)
     cfg = Config()
@@ -45,7 +58,7 @@ def upgrade(settings: Settings, service: str) -> None:
         conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{service}"'))
         cfg.attributes["connection"] = conn
         cfg.attributes["schema"] = service
-        command.upgrade(cfg, "head")
+        yield cfg
 
 
 def run_env() -> None:

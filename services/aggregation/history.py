@@ -18,7 +18,7 @@ PostgreSQL doing the work a value at a time would cost in Python:
    value that came with a return, and any later return replaces it;
 4. each (data set, unit, period) counts as reported for completeness (not on
    time: its receipt date is unknown); months and quarters are in every total
-   at once, while the touched (unit, year, element) keys are queued for
+   at once, while the touched unit-years (and their elements) are queued for
    ``YearTotalsRebuilder``, which rebuilds yearly totals in large batches once
    the chunks have paused for a few seconds (a year of history arrives in many
    chunks, a month at a time; rebuilding its rows after each would rewrite them
@@ -185,9 +185,10 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 """)
 
 _PENDING = sa.text("""
-INSERT INTO aggregation.year_total_pending (org_unit, year, data_element)
-SELECT DISTINCT ou, extract(year FROM start_date)::int, de FROM history_rows
+INSERT INTO aggregation.year_total_pending (org_unit, year, data_elements)
+SELECT ou, extract(year FROM start_date)::int, array_agg(DISTINCT de ORDER BY de) FROM history_rows
 WHERE raw <> '' AND ptype <> 'Yearly'
+GROUP BY 1, 2
 ON CONFLICT DO NOTHING
 """)
 

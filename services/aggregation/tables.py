@@ -50,13 +50,15 @@ year_total = sa.Table(
     sa.Column("last_value", sa.Numeric, nullable=False),
 )
 
-# (unit, year, element) keys whose yearly rows a history chunk made stale; the
-# YearTotalsRebuilder works through them in large batches
+# Unit-years whose yearly rows a history chunk made stale, with the elements it touched
+# there (one row per unit-year and set of elements: the next month's chunk of the same
+# data set is one conflict, not one per element); the YearTotalsRebuilder works through
+# them in large batches
 year_total_pending = sa.Table(
     "year_total_pending", metadata,
     sa.Column("org_unit", sa.Text, primary_key=True),
     sa.Column("year", sa.Integer, primary_key=True),
-    sa.Column("data_element", sa.Text, primary_key=True),
+    sa.Column("data_elements", sa.ARRAY(sa.Text), primary_key=True),
 )
 
 # Completeness and timeliness: the first accepted return of each data set, unit and period.
