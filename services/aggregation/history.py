@@ -55,18 +55,26 @@ _COPY = f"COPY history_in (n, {', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)
 
 _DERIVE = sa.text(r"""
 CREATE TEMP TABLE history_rows ON COMMIT DROP AS
-WITH typed AS (
-    SELECT h.*, btrim(coalesce(h.value, '')) AS raw,
-           CASE WHEN h.period ~ '^[0-9]{4}(0[1-9]|1[0-2])$' THEN 'Monthly'
-                WHEN h.period ~ '^[0-9]{4}Q[1-4]$' THEN 'Quarterly'
-                WHEN h.period ~ '^[0-9]{4}$' THEN 'Yearly' END AS ptype
-    FROM history_in h
+WITH periods AS (     -- each period code of the chunk worked out once: a chunk holds a few
+    SELECT p.period, p.ptype, p.start_date,
+           (p.start_date + CASE p.ptype WHEN 'Monthly' THEN interval '1 month'
+                                        WHEN 'Quarterly' THEN interval '3 months'
+                                        ELSE interval '1 year' END - interval '1 day')::date AS end_date
+    FROM (
+        SELECT t.period, t.ptype,    -- (no dates before 1900, as shared.periods: make_date refuses year 0)
+               CASE WHEN left(t.period, 4) < '1900' THEN NULL
+                    WHEN t.ptype = 'Monthly' THEN make_date(left(t.period, 4)::int, right(t.period, 2)::int, 1)
+                    WHEN t.ptype = 'Quarterly' THEN make_date(left(t.period, 4)::int, right(t.period, 1)::int * 3 - 2, 1)
+                    WHEN t.ptype = 'Yearly' THEN make_date(left(t.period, 4)::int, 1, 1) END AS start_date
+        FROM (SELECT c.period,
+                     CASE WHEN c.period ~ '^[0-9]{4}(0[1-9]|1[0-2])$' THEN 'Monthly'
+                          WHEN c.period ~ '^[0-9]{4}Q[1-4]$' THEN 'Quarterly'
+                          WHEN c.period ~ '^[0-9]{4}$' THEN 'Yearly' END AS ptype
+              FROM (SELECT DISTINCT period FROM history_in WHERE period IS NOT NULL) c) t
+    ) p
 ), dated AS (
-    SELECT t.*,
-           CASE t.ptype WHEN 'Monthly' THEN make_date(left(t.period, 4)::int, right(t.period, 2)::int, 1)
-                        WHEN 'Quarterly' THEN make_date(left(t.period, 4)::int, right(t.period, 1)::int * 3 - 2, 1)
-                        WHEN 'Yearly' THEN make_date(left(t.period, 4)::int, 1, 1) END AS start_date
-    FROM typed t
+    SELECT h.*, btrim(coalesce(h.value, '')) AS raw, x.ptype, x.start_date, x.end_date
+    FROM history_in h LEFT JOIN periods x ON x.period = h.period
 ), places AS (    -- each unit's path as of each period start, looked up once per pair
     SELECT p.orgunit, p.start_date, w.path, w.level
     FROM (SELECT DISTINCT orgunit, start_date FROM dated) p
@@ -78,10 +86,7 @@ WITH typed AS (
         LIMIT 1
     ) w ON true
 )
-SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_date,
-       (d.start_date + CASE d.ptype WHEN 'Monthly' THEN interval '1 month'
-                                    WHEN 'Quarterly' THEN interval '3 months'
-                                    ELSE interval '1 year' END - interval '1 day')::date AS end_date,
+SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_date, d.end_date,
        coalesce(nullif(d.categoryoptioncombo, ''),
                 CASE WHEN cardinality(e.combos) = 1 THEN e.combos[1] END) AS combo,
        e.code IS NOT NULL AS de_known, e.value_type, e.combos,
@@ -107,43 +112,46 @@ CASE r.value_type
 END
 """
 
+# Each check on a staged row r: (object, value, message, the condition under which r has the problem).
+_CHECKS = [
+    ("dataelement", "r.de", "'unknown data element ' || quote_literal(coalesce(r.de, ''))",
+     "NOT r.de_known"),
+    ("dataelement", "r.de", "'data element ' || quote_literal(r.de) || ' is not in data set ' || quote_literal(:ds)",
+     "r.de_known AND NOT r.de = ANY(CAST(:elements AS text[]))"),
+    ("orgunit", "r.ou", "'unknown org unit ' || quote_literal(coalesce(r.ou, ''))",
+     "NOT r.ou_known"),
+    ("period", "r.period", "'period ' || quote_literal(coalesce(r.period, '')) || ' is not a Monthly '"
+     " || '(YYYYMM), Quarterly (YYYYQn) or Yearly (YYYY) period'",
+     "r.ptype IS NULL"),
+    ("period", "r.period", "'period ' || quote_literal(r.period) || ' is ' || r.ptype"
+     " || ', but data set ' || quote_literal(:ds) || ' is ' || :ptype",
+     "r.ptype IS NOT NULL AND r.ptype <> :ptype"),
+    ("period", "r.period", "'period ' || quote_literal(r.period) || ' is before 1900'",
+     "r.ptype IS NOT NULL AND r.start_date IS NULL"),
+    ("period", "r.period", "'period ' || quote_literal(r.period) || ' is in the future'",
+     "r.start_date > :today"),
+    ("categoryoptioncombo", "r.combo", "'category option combo ' || coalesce(quote_literal(r.combo), 'missing')"
+     " || ' for data element ' || quote_literal(r.de) || ' (one of ' || array_to_string(r.combos, ', ') || ')'",
+     "r.de_known AND (r.combo IS NULL OR NOT r.combo = ANY(r.combos))"),
+    ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not assigned data set ' || quote_literal(:ds)",
+     "r.ou_known AND r.start_date IS NOT NULL"
+     " AND NOT (r.ou = ANY(CAST(:explicit AS text[])) OR r.level IS NOT DISTINCT FROM CAST(:level AS int))"),
+    ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not open in period ' || r.period",
+     "r.ou_known AND r.start_date IS NOT NULL AND (r.opening_date > r.end_date OR r.closed_date < r.start_date)"),
+    ("value", "r.original", "r.de || ': value ' || quote_literal(r.original) || ' is not of type ' || r.value_type",
+     f"r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})"),
+]
+
+# One pass over the chunk finds the rows with any problem (a good chunk has none), and only
+# those go through the checks one by one: ten passes over a 40,000-row chunk took twice as
+# long. A row any check names passes the OR of all of them, so nothing is missed.
 _PROBLEMS = sa.text(f"""
+WITH suspect AS MATERIALIZED (
+    SELECT * FROM history_rows r WHERE {" OR ".join(f"({condition})" for *_, condition in _CHECKS)}
+)
 SELECT n AS line, object, value, message FROM (
-    SELECT r.n, 'dataelement' AS object, r.de AS value, 'unknown data element ' || quote_literal(coalesce(r.de, ''))
-           AS message FROM history_rows r WHERE NOT r.de_known
-    UNION ALL
-    SELECT r.n, 'dataelement', r.de, 'data element ' || quote_literal(r.de) || ' is not in data set '
-           || quote_literal(:ds) FROM history_rows r WHERE r.de_known AND NOT r.de = ANY(CAST(:elements AS text[]))
-    UNION ALL
-    SELECT r.n, 'orgunit', r.ou, 'unknown org unit ' || quote_literal(coalesce(r.ou, ''))
-           FROM history_rows r WHERE NOT r.ou_known
-    UNION ALL
-    SELECT r.n, 'period', r.period, 'period ' || quote_literal(coalesce(r.period, '')) || ' is not a Monthly '
-           || '(YYYYMM), Quarterly (YYYYQn) or Yearly (YYYY) period' FROM history_rows r WHERE r.ptype IS NULL
-    UNION ALL
-    SELECT r.n, 'period', r.period, 'period ' || quote_literal(r.period) || ' is ' || r.ptype
-           || ', but data set ' || quote_literal(:ds) || ' is ' || :ptype
-           FROM history_rows r WHERE r.ptype IS NOT NULL AND r.ptype <> :ptype
-    UNION ALL
-    SELECT r.n, 'period', r.period, 'period ' || quote_literal(r.period) || ' is in the future'
-           FROM history_rows r WHERE r.start_date > :today
-    UNION ALL
-    SELECT r.n, 'categoryoptioncombo', r.combo, 'category option combo '
-           || coalesce(quote_literal(r.combo), 'missing') || ' for data element ' || quote_literal(r.de)
-           || ' (one of ' || array_to_string(r.combos, ', ') || ')'
-           FROM history_rows r WHERE r.de_known AND (r.combo IS NULL OR NOT r.combo = ANY(r.combos))
-    UNION ALL
-    SELECT r.n, 'orgunit', r.ou, 'org unit ' || quote_literal(r.ou) || ' is not assigned data set '
-           || quote_literal(:ds) FROM history_rows r
-           WHERE r.ou_known AND r.start_date IS NOT NULL
-             AND NOT (r.ou = ANY(CAST(:explicit AS text[])) OR r.level IS NOT DISTINCT FROM CAST(:level AS int))
-    UNION ALL
-    SELECT r.n, 'orgunit', r.ou, 'org unit ' || quote_literal(r.ou) || ' is not open in period ' || r.period
-           FROM history_rows r WHERE r.ou_known AND r.start_date IS NOT NULL
-             AND (r.opening_date > r.end_date OR r.closed_date < r.start_date)
-    UNION ALL
-    SELECT r.n, 'value', r.original, r.de || ': value ' || quote_literal(r.original) || ' is not of type '
-           || r.value_type FROM history_rows r WHERE r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})
+    {" UNION ALL ".join(f"SELECT r.n, '{obj}' AS object, {value} AS value, {message} AS message "
+                        f"FROM suspect r WHERE {condition}" for obj, value, message, condition in _CHECKS)}
     UNION ALL
     SELECT max(r.n), 'row', r.de || '.' || coalesce(r.combo, '') || ' ' || r.ou || ' ' || r.period,
            'value given ' || count(*) || ' times in this chunk' FROM history_rows r
@@ -152,7 +160,6 @@ SELECT n AS line, object, value, message FROM (
 ORDER BY line, object
 LIMIT {MAX_PROBLEMS}
 """)
-
 # each loadable row as a stored value, with submission seq 0
 _STORED = """
 INSERT INTO aggregation.data_value AS f
@@ -184,14 +191,18 @@ WITH up AS (
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
 """)
 
+# the chunk's unit-years, each with all the chunk's elements: a unit given only some of
+# them gets the others' yearly rows recomputed too, to the same figures (a rebuild is exact
+# whatever it is given), and the statement is one pass for the units and one for the
+# elements instead of a sort of the chunk (154 ms of a national chunk, now ~45)
 _PENDING = sa.text("""
 INSERT INTO aggregation.year_total_pending (org_unit, year, data_elements)
-SELECT ou, extract(year FROM start_date)::int, array_agg(DISTINCT de ORDER BY de) FROM history_rows
-WHERE raw <> '' AND ptype <> 'Yearly'
-GROUP BY 1, 2
+SELECT k.ou, k.year, e.des
+FROM (SELECT DISTINCT ou, left(period, 4)::int AS year FROM history_rows WHERE raw <> '' AND ptype <> 'Yearly') k,
+     (SELECT array_agg(de ORDER BY de) AS des FROM (
+          SELECT DISTINCT de FROM history_rows WHERE raw <> '' AND ptype <> 'Yearly') d) e
 ON CONFLICT DO NOTHING
 """)
-
 _COMPLETENESS = sa.text("""
 INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, received_at, on_time, accepted_at)
 SELECT DISTINCT :ds, ou, period, :batch, now(), false, now() FROM history_rows WHERE raw <> ''

@@ -96,7 +96,9 @@ def test_a_bad_chunk_is_refused_whole_with_line_numbers(system, world):
             (f"P{UID}", "201701", village, "X", "1"),           # unknown combo
             (f"P{UID}", "201702", village, "F", "many"),        # not an integer
             (f"P{UID}", "201701", village, "M", "6"),           # the same value twice
-            (f"P{UID}", "201701", t.districts[0], "M", "1")]    # district not assigned
+            (f"P{UID}", "201701", t.districts[0], "M", "1"),    # district not assigned
+            (f"P{UID}", "000001", village, "M", "1"),           # no year 0
+            (f"P{UID}", "189912", village, "M", "1")]           # before 1900, as returns
     r = load(system, csv_text(rows))
     assert r.status_code == 400
     conflicts = r.json()["conflicts"]
@@ -108,6 +110,8 @@ def test_a_bad_chunk_is_refused_whole_with_line_numbers(system, world):
     assert by_line["line 7"]["value"] == "many"
     assert any("given 2 times" in c["message"] for c in conflicts)
     assert any("not assigned" in c["message"] for c in conflicts)
+    assert "'000001' is before 1900" in by_line["line 10"]["message"]
+    assert "'189912' is before 1900" in by_line["line 11"]["message"]
     assert system.analytics(f"P{UID}", village, "201701") == {}
 
 
