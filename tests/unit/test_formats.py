@@ -54,6 +54,14 @@ def test_csv_header_in_either_spelling_and_nothing_else():
     assert exc.value.problems[0][0] == 1
 
 
+def test_csv_blank_lines_are_skipped_and_lines_keep_their_numbers():
+    header = ",".join(dhis2_csv.COLUMNS)
+    body = f"{header}\n\n , ,,,,\t,,,,\nE,2026,O,,, ,,,,\n"
+    # an empty line and a line of blank fields are skipped (line 4 is still line 4); a line
+    # with codes and a blank value is a row
+    assert dhis2_csv.read(body) == [(4, ["E", "2026", "O", "", "", " ", "", "", "", ""])]
+
+
 @pytest.mark.parametrize("content_type", ["application/csv", "application/xml+adx", "application/json; charset=utf-8"])
 def test_aliases_dhis2_clients_send(content_type):
     body = {"application/csv": "dataelement,period,orgunit,catoptcombo,attroptcombo,value,storedby,lastupd,comment\n",
