@@ -35,7 +35,7 @@ def _script_location(service: str) -> str:
 
 
 def upgrade(settings: Settings, service: str, revision: str = "head") -> None:
-    """Bring ``service``'s schema to its newest revision (creating the database if missing)."""
+    """Bring ``service``'s schema to ``revision``, the newest by default (creating the database if missing)."""
     with _alembic(settings, service) as cfg:
         command.upgrade(cfg, revision)
 

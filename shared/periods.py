@@ -26,6 +26,7 @@ _PATTERNS = (
 )
 
 LOCAL_TZ = ZoneInfo("Asia/Vientiane")
+FIRST_YEAR = 1900  # no period begins earlier (history's SQL checks the same bound)
 
 
 class PeriodError(ValueError):
@@ -59,8 +60,8 @@ class Period:
             if not m:
                 continue
             year = int(m["y"])
-            if year < 1900:
-                raise PeriodError(f"period {code!r} is before 1900")
+            if year < FIRST_YEAR:
+                raise PeriodError(f"period {code!r} is before {FIRST_YEAR}")
             if ptype == MONTHLY:
                 start = dt.date(year, int(m["m"]), 1)
             elif ptype == QUARTERLY:

@@ -18,7 +18,7 @@ PostgreSQL doing the work a value at a time would cost in Python:
    value that came with a return, and any later return replaces it;
 4. each (data set, unit, period) counts as reported for completeness (not on
    time: its receipt date is unknown); months and quarters are in every total
-   at once, while the touched unit-years (and their elements) are queued for
+   at once, while the chunk's unit-years (with its elements) are queued for
    ``YearTotalsRebuilder``, which rebuilds yearly totals in large batches once
    the chunks have paused for a few seconds (a year of history arrives in many
    chunks, a month at a time; rebuilding its rows after each would rewrite them
@@ -42,7 +42,7 @@ from eventlet import tpool
 
 from shared import dhis2_csv
 from shared.api import ApiError
-from shared.periods import today
+from shared.periods import FIRST_YEAR, today
 from shared.replica import Metadata
 
 COLUMNS = dhis2_csv.COLUMNS
@@ -56,22 +56,20 @@ _COPY = f"COPY history_in (n, {', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)
 _DERIVE = sa.text(r"""
 CREATE TEMP TABLE history_rows ON COMMIT DROP AS
 WITH periods AS (     -- each period code of the chunk worked out once: a chunk holds a few
-    SELECT p.period, p.ptype, p.start_date,
-           (p.start_date + CASE p.ptype WHEN 'Monthly' THEN interval '1 month'
+    SELECT c.period, t.ptype, d.start_date,
+           (d.start_date + CASE t.ptype WHEN 'Monthly' THEN interval '1 month'
                                         WHEN 'Quarterly' THEN interval '3 months'
                                         ELSE interval '1 year' END - interval '1 day')::date AS end_date
-    FROM (
-        SELECT t.period, t.ptype,    -- (no dates before 1900, as shared.periods: make_date refuses year 0)
-               CASE WHEN left(t.period, 4) < '1900' THEN NULL
-                    WHEN t.ptype = 'Monthly' THEN make_date(left(t.period, 4)::int, right(t.period, 2)::int, 1)
-                    WHEN t.ptype = 'Quarterly' THEN make_date(left(t.period, 4)::int, right(t.period, 1)::int * 3 - 2, 1)
-                    WHEN t.ptype = 'Yearly' THEN make_date(left(t.period, 4)::int, 1, 1) END AS start_date
-        FROM (SELECT c.period,
-                     CASE WHEN c.period ~ '^[0-9]{4}(0[1-9]|1[0-2])$' THEN 'Monthly'
-                          WHEN c.period ~ '^[0-9]{4}Q[1-4]$' THEN 'Quarterly'
-                          WHEN c.period ~ '^[0-9]{4}$' THEN 'Yearly' END AS ptype
-              FROM (SELECT DISTINCT period FROM history_in WHERE period IS NOT NULL) c) t
-    ) p
+    FROM (SELECT DISTINCT period FROM history_in WHERE period IS NOT NULL) c
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN c.period ~ '^[0-9]{4}(0[1-9]|1[0-2])$' THEN 'Monthly'
+                    WHEN c.period ~ '^[0-9]{4}Q[1-4]$' THEN 'Quarterly'
+                    WHEN c.period ~ '^[0-9]{4}$' THEN 'Yearly' END AS ptype) t
+    CROSS JOIN LATERAL (     -- no date before the first year, as shared.periods (make_date refuses year 0)
+        SELECT CASE WHEN t.ptype IS NULL OR left(c.period, 4) < CAST(:first_year AS text) THEN NULL
+                    WHEN t.ptype = 'Monthly' THEN make_date(left(c.period, 4)::int, right(c.period, 2)::int, 1)
+                    WHEN t.ptype = 'Quarterly' THEN make_date(left(c.period, 4)::int, right(c.period, 1)::int * 3 - 2, 1)
+                    WHEN t.ptype = 'Yearly' THEN make_date(left(c.period, 4)::int, 1, 1) END AS start_date) d
 ), dated AS (
     SELECT h.*, btrim(coalesce(h.value, '')) AS raw, x.ptype, x.start_date, x.end_date
     FROM history_in h LEFT JOIN periods x ON x.period = h.period
@@ -126,7 +124,7 @@ _CHECKS = [
     ("period", "r.period", "'period ' || quote_literal(r.period) || ' is ' || r.ptype"
      " || ', but data set ' || quote_literal(:ds) || ' is ' || :ptype",
      "r.ptype IS NOT NULL AND r.ptype <> :ptype"),
-    ("period", "r.period", "'period ' || quote_literal(r.period) || ' is before 1900'",
+    ("period", "r.period", "'period ' || quote_literal(r.period) || ' is before ' || :first_year",
      "r.ptype IS NOT NULL AND r.start_date IS NULL"),
     ("period", "r.period", "'period ' || quote_literal(r.period) || ' is in the future'",
      "r.start_date > :today"),
@@ -160,6 +158,7 @@ SELECT n AS line, object, value, message FROM (
 ORDER BY line, object
 LIMIT {MAX_PROBLEMS}
 """)
+
 # each loadable row as a stored value, with submission seq 0
 _STORED = """
 INSERT INTO aggregation.data_value AS f
@@ -203,6 +202,7 @@ FROM (SELECT DISTINCT ou, left(period, 4)::int AS year FROM history_rows WHERE r
           SELECT DISTINCT de FROM history_rows WHERE raw <> '' AND ptype <> 'Yearly') d) e
 ON CONFLICT DO NOTHING
 """)
+
 _COMPLETENESS = sa.text("""
 INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, received_at, on_time, accepted_at)
 SELECT DISTINCT :ds, ou, period, :batch, now(), false, now() FROM history_rows WHERE raw <> ''
@@ -283,9 +283,9 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
         cur.execute(_STAGE)
         with _blocking():
             cur.copy_expert(_COPY, io.StringIO(rows_csv))
-    conn.execute(_DERIVE)
+    conn.execute(_DERIVE, {"first_year": FIRST_YEAR})
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
-                                        "ptype": ds.period_type, "today": today(),
+                                        "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level}).all()
     if problems:
         raise _bad(f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): nothing was loaded",

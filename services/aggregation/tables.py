@@ -50,10 +50,10 @@ year_total = sa.Table(
     sa.Column("last_value", sa.Numeric, nullable=False),
 )
 
-# Unit-years whose yearly rows a history chunk made stale, with the elements it touched
-# there (one row per unit-year and set of elements: the next month's chunk of the same
-# data set is one conflict, not one per element); the YearTotalsRebuilder works through
-# them in large batches
+# Unit-years whose yearly rows a history chunk made stale, each with the chunk's elements
+# (one row per unit-year and set of elements: the next month's chunk of the same data set
+# is one conflict, not one per element); the YearTotalsRebuilder works through them in
+# large batches
 year_total_pending = sa.Table(
     "year_total_pending", metadata,
     sa.Column("org_unit", sa.Text, primary_key=True),

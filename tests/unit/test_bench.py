@@ -39,4 +39,3 @@ def test_cpu_seconds_names_each_process():
     mine = cpu_seconds()[os.getpid()]
     assert mine[0].startswith("python") or "pytest" in mine[0]
     assert mine[1] > 0
-
