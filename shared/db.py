@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -59,10 +60,6 @@ def engine_for(url: str, pool_size: int = 30, max_overflow: int = 10) -> Engine:
                 url,
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                # a dropped connection is found at checkout, not by the caller's first
-                # statement (profiled at about 2% of CPU under load: worth it, or every
-                # HTTP caller would meet a 503 per stale connection after a database restart)
-                pool_pre_ping=True,
                 pool_recycle=1800,
                 # No JIT compilation: statnet's statements are short, and on a large table the
                 # planner's cost estimate crosses jit_above_cost, so PostgreSQL spent ~290 ms
@@ -71,8 +68,42 @@ def engine_for(url: str, pool_size: int = 30, max_overflow: int = 10) -> Engine:
                 connect_args={"options": "-c jit=off"},
                 future=True,
             )
+            _ping_when_idle(engine)
             _engines[url] = engine
         return engine
+
+
+# A connection back in the pool for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Find a dropped connection at checkout, not by the caller's first statement, when
+    the connection has sat in the pool: after a database restart, an HTTP caller would
+    otherwise meet a 503 per stale connection. SQLAlchemy's ``pool_pre_ping`` pings at
+    every checkout: a round trip per transaction, 4-5% of the edge process's CPU under
+    load (py-spy), where connections go back and out within milliseconds. One that was
+    used that recently and has died since fails its statement instead, which a dropped
+    connection mid-transaction does anyway: the event is retried, the HTTP caller gets a
+    503, and the failure invalidates the whole pool so no other caller meets it."""
+    dialect = engine.dialect
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, proxy):
+        idle_since = record.info.get("idle_since")  # None: a new connection, no need
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                # the pool replaces this connection and every one older than now
+                raise sa.exc.InvalidatePoolError(str(exc)) from exc
+            raise
 
 
 def dispose_all() -> None:

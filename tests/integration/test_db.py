@@ -1,0 +1,51 @@
+"""The process-wide engine on a real PostgreSQL: dropped connections found at checkout."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from shared import db
+
+
+@pytest.fixture
+def engine(settings):
+    # its own engine (not the process-wide one other tests share), with the same setup
+    engine = sa.create_engine(db.sqlalchemy_url(settings.database_url), pool_size=2, max_overflow=0)
+    db._ping_when_idle(engine)
+    yield engine
+    engine.dispose()
+
+
+def _backend_pid(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+
+
+def _terminate(settings, pid: int) -> None:
+    admin = sa.create_engine(db.sqlalchemy_url(settings.database_url), poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+    admin.dispose()
+    time.sleep(0.2)  # the backend is gone before the next checkout
+
+
+def test_a_connection_dropped_while_idle_in_the_pool_is_replaced_at_checkout(settings, engine, monkeypatch):
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.1)
+    first = _backend_pid(engine)
+    _terminate(settings, first)
+    # the caller never sees the dead connection: the ping at checkout found it
+    assert _backend_pid(engine) != first
+
+
+def test_a_connection_used_moments_ago_is_not_pinged(settings, engine, monkeypatch):
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 60)
+    first = _backend_pid(engine)
+    _terminate(settings, first)
+    # no ping: the statement meets the dead connection, as it would mid-transaction ...
+    with pytest.raises(sa.exc.OperationalError) as failed:
+        _backend_pid(engine)
+    assert failed.value.connection_invalidated
+    # ... and the pool replaced it: the next caller is served
+    assert _backend_pid(engine) != first
