@@ -185,44 +185,49 @@ def evaluate(node: Node, values: Mapping[tuple[str, str], Decimal],
              missing_as_zero: bool = False) -> Evaluation:
     """Evaluate with ``values[(data_element, combo)]``; see the module docstring."""
     counts = [0, 0]  # refs, missing
-
-    def ev(n: Node) -> Decimal | None:
-        if isinstance(n, Num):
-            return n.value
-        if isinstance(n, Ref):
-            counts[0] += 1
-            if n.combo is not None:
-                v = values.get((n.data_element, n.combo))
-            elif (n.data_element, None) in values:  # the total, precomputed by the caller
-                v = values[(n.data_element, None)]
-            else:
-                found = [v for (de, _), v in values.items() if de == n.data_element]
-                v = sum(found, Decimal(0)) if found else None
-            if v is None:
-                counts[1] += 1
-                return Decimal(0) if missing_as_zero else None
-            return v
-        if isinstance(n, Neg):
-            v = ev(n.operand)
-            return None if v is None else -v
-        left, right = ev(n.left), ev(n.right)
-        if left is None or right is None:
-            return None
-        try:
-            if n.op == "+":
-                return left + right
-            if n.op == "-":
-                return left - right
-            if n.op == "*":
-                return left * right
-            if right == 0:
-                return None
-            return left / right
-        except (DivisionByZero, InvalidOperation):
-            return None
-
-    value = ev(node)
+    value = _ev(node, values, missing_as_zero, counts)
     return Evaluation(value, counts[0], counts[1])
+
+
+# A module function, not a closure that calls itself: such a closure is a reference cycle
+# (function -> cell -> function) that only the cyclic collector frees, one per evaluation:
+# most of the validation process's cyclic garbage under load (gc.DEBUG_SAVEALL).
+def _ev(n: Node, values: Mapping[tuple[str, str], Decimal], missing_as_zero: bool,
+        counts: list[int]) -> Decimal | None:
+    if isinstance(n, Num):
+        return n.value
+    if isinstance(n, Ref):
+        counts[0] += 1
+        if n.combo is not None:
+            v = values.get((n.data_element, n.combo))
+        elif (n.data_element, None) in values:  # the total, precomputed by the caller
+            v = values[(n.data_element, None)]
+        else:
+            found = [v for (de, _), v in values.items() if de == n.data_element]
+            v = sum(found, Decimal(0)) if found else None
+        if v is None:
+            counts[1] += 1
+            return Decimal(0) if missing_as_zero else None
+        return v
+    if isinstance(n, Neg):
+        v = _ev(n.operand, values, missing_as_zero, counts)
+        return None if v is None else -v
+    left = _ev(n.left, values, missing_as_zero, counts)
+    right = _ev(n.right, values, missing_as_zero, counts)
+    if left is None or right is None:
+        return None
+    try:
+        if n.op == "+":
+            return left + right
+        if n.op == "-":
+            return left - right
+        if n.op == "*":
+            return left * right
+        if right == 0:
+            return None
+        return left / right
+    except (DivisionByZero, InvalidOperation):
+        return None
 
 
 OPERATORS = {

@@ -2,14 +2,17 @@
 users and scopes, and what the registry learns from traffic (CONTRACT 2-3)."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 import sqlalchemy as sa
 
+from shared import replica
 from shared.auth import token_hash
 from shared.db import engine_for
 from tests.support.builders import tree, village_data_set, village_return
@@ -116,6 +119,28 @@ def test_a_metadata_change_takes_effect_at_once_without_restart(system, world):
     assert r.status_code == 202, r.text
     assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
     assert system.analytics("BIRTHSREG", t.province, "2024") == {("BIRTHSREG", t.province, "2024"): 7}
+
+
+def test_a_replaced_metadata_snapshot_is_freed_though_it_was_frozen(system, world):
+    """Snapshots are put beyond the cyclic collector's reach (gc.freeze, shared.replica);
+    the one a metadata change replaces must still go, or every change would leak one."""
+    t, codes, doc, _ = world
+    village = t.villages[t.districts[-1]][-1]
+    sent = system.submit(village_return(codes, village, "2015", 3, 4))
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    assert gc.get_freeze_count() > 0
+    before = {key: weakref.ref(cache.snapshot) for key, cache in replica._caches.items() if cache.snapshot}
+    assert len(before) >= 3  # submission, validation, aggregation (notify loads its own when needed)
+
+    system.import_metadata({"dataElements": [{"code": "FREEZE", "name": "Frozen", "valueType": "NUMBER",
+                                              "aggregationType": "SUM"}]})
+    sent = system.submit(village_return(codes, village, "2016", 3, 4))
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    # every service has loaded the new snapshot by now (each took part in the return) ...
+    assert all(replica._caches[key].snapshot is not before[key]() for key in before)
+    # ... and the old ones are gone (by reference counting, or by the collection that
+    # precedes the next freeze), without a collection of this test's own
+    assert [key for key, ref in before.items() if ref() is not None] == []
 
 
 # ------------------------------------------------------------------ hierarchy over time
