@@ -263,7 +263,8 @@ class YearTotalsRebuilder(Pump):
     A load sends a month of the country at a time, and every month touches the same
     (unit, year, element) keys again: rebuilding as the chunks came rebuilt each
     unit-year about five times in a national load (pg_stat_statements). So keys wait
-    until this process has taken no chunk for ``settle_seconds``. Another instance
+    until this process has taken no chunk for ``settle_seconds``, or until the loader
+    says it is done (``POST /api/history/done``, heard by one instance). Another instance
     learns of its own chunks only; the history CLI's chunks reach every instance, and
     a rebuild started early is only extra work, never a wrong total.
     """
@@ -283,6 +284,14 @@ class YearTotalsRebuilder(Pump):
 
     def chunk_loaded(self) -> None:
         self.last_chunk = time.monotonic()
+        self.wake()
+
+    def load_finished(self) -> None:
+        """The loader says no chunk follows: rebuild at once, not after ``settle_seconds``
+        of quiet (5-7 s of a national load's 141, spent waiting). A chunk that comes after
+        all the same (another load) starts the wait again; rebuilding early is only extra
+        work, never a wrong total."""
+        self.last_chunk = float("-inf")
         self.wake()
 
     def work(self) -> int:

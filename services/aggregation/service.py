@@ -127,6 +127,15 @@ class AggregationService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             return reply({"pendingYearTotals": facts.pending_year_totals(conn)})
 
+    @api_rpc
+    def history_done(self, principal):
+        """``POST /api/history/done``: the loader has sent its last chunk, so the yearly
+        totals are rebuilt now rather than after a pause with no chunk."""
+        principal.require("history.load")
+        self.year_totals.load_finished()
+        with self.db.connect() as conn:
+            return reply({"pendingYearTotals": facts.pending_year_totals(conn)})
+
     # ---------------------------------------------------------------- reading
 
     def _in_scope(self, principal, md, org_units) -> None:

@@ -215,6 +215,10 @@ class GatewayService:
     def history_status(self, request):
         return self.api(request, "aggregation", "history_status")
 
+    @route("POST", "/api/history/done")
+    def history_done(self, request):
+        return self.api(request, "aggregation", "history_done")
+
     @route("GET", "/api/submissions/<return_id>")
     def get_submission(self, request, return_id):
         return self.api(request, "submission", "get", return_id)

@@ -363,6 +363,8 @@ def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float, 
     for n in eventlet.GreenPool(2).imap(lambda body: _post_history(st, body), chunks()):
         total += n
     chunks_done = time.perf_counter() - started
+    # and, as the command does, say that no chunk follows
+    assert st.http.post(f"{st.base}/api/history/done", timeout=60).status_code == 200
     while st.http.get(f"{st.base}/api/history", timeout=60).json()["pendingYearTotals"]:
         time.sleep(0.5)
     return total, chunks_done, time.perf_counter() - started

@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
+from services.aggregation import facts
 from services.aggregation.history import COLUMNS
 from shared.values import ValueTypeError, normalise
 from tests.support.builders import tree
@@ -174,8 +176,24 @@ def test_only_admins_load_history(system, world):
     token = system.create_user(f"op-{UID}", "operator", None)
     r = load(system, csv_text([]), token=token)
     assert r.status_code == 403 and "load history" in r.json()["message"]
+    r = system.post("/api/history/done", token=token)
+    assert r.status_code == 403 and "load history" in r.json()["message"]
     r = load(system, "not,a,header\n")
     assert r.status_code == 400 and "header" in r.json()["message"]
+
+
+def test_yearly_totals_wait_for_a_pause_or_for_the_loader_to_say_it_is_done(system, world, monkeypatch):
+    t = world
+    monkeypatch.setattr(facts.YearTotalsRebuilder, "settle_seconds", 3600)  # no pause ends
+    rows = [(f"N{UID}", f"2010{m:02d}", v, "", "2") for v in t.all_villages for m in (1, 2)]
+    assert load(system, csv_text(rows)).status_code == 200
+    time.sleep(2 * facts.YearTotalsRebuilder.poll_seconds + 1)  # the rebuilder polled and waited
+    assert system.get("/api/history").json()["pendingYearTotals"] >= len(t.all_villages)
+    assert system.analytics(f"N{UID}", t.country, "2010") == {}  # months are in, the year not yet
+    r = system.post("/api/history/done")
+    assert r.status_code == 200, r.text
+    years_rebuilt(system)
+    assert system.analytics(f"N{UID}", t.country, "2010") == {(f"N{UID}", t.country, "2010"): 4 * len(t.all_villages)}
 
 
 def test_statnet_history_load_sends_a_big_file_in_chunks(system, world, settings, monkeypatch):

@@ -48,6 +48,7 @@ def routes(t, codes, village, return_id):
         ("GET", f"/api/validationResults?ou={t.province}&pe=2024", None, 200),
         ("POST", f"/api/history?dataSet={codes['ds']}", None, 400),  # an empty body is no CSV: answered, not 404
         ("GET", "/api/history", None, 200),
+        ("POST", "/api/history/done", None, 200),
         ("GET", f"/api/analytics?dx={codes['pop']}&ou={t.province}&pe=2024", None, 200),
         ("GET", f"/api/analytics.csv?dx={codes['pop']}&ou={t.province}&pe=2024", None, 200),
         ("GET", f"/api/analytics.sdmx.csv?dx={codes['pop']}&ou={t.province}&pe=2024", None, 200),
