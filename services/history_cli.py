@@ -72,11 +72,16 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
 
 
 def finish(base_url: str, token: str) -> None:
-    """No chunk follows: the yearly totals are rebuilt now, not after a pause with none."""
+    """No chunk follows: the yearly totals are rebuilt now, not after a pause with none.
+    Only a hint: if it is not heard (a server busy or older), they start after the pause."""
     request = urllib.request.Request(f"{base_url}/api/history/done", data=b"", method="POST",
                                      headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=60):
-        pass
+    try:
+        with urllib.request.urlopen(request, timeout=60):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"  (the server did not take the end of the load: {exc}; the yearly totals start "
+              "after a pause instead)", file=sys.stderr)
 
 
 def wait_for_year_totals(base_url: str, token: str, timeout: float = 3600) -> None:
