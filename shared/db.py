@@ -81,8 +81,9 @@ def _ping_when_idle(engine: Engine) -> None:
     """Find a dropped connection at checkout, not by the caller's first statement, when
     the connection has sat in the pool: after a database restart, an HTTP caller would
     otherwise meet a 503 per stale connection. SQLAlchemy's ``pool_pre_ping`` pings at
-    every checkout: a round trip per transaction, 4-5% of the edge process's CPU under
-    load (py-spy), where connections go back and out within milliseconds. One that was
+    every checkout: a round trip per transaction (0.05 ms of client and 0.05 ms of server
+    CPU, measured over 20,000, and the wait), where under load connections go back and out
+    within milliseconds. One that was
     used that recently and has died since fails its statement instead, which a dropped
     connection mid-transaction does anyway: the event is retried, the HTTP caller gets a
     503, and the failure invalidates the whole pool so no other caller meets it."""
