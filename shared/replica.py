@@ -391,9 +391,10 @@ _caches: dict[tuple[str, str], _Cache] = {}
 
 def _out_of_the_collectors_way() -> None:
     """Put what the process holds now, the new snapshot with it, beyond the cyclic garbage
-    collector's reach. A snapshot of national metadata is ~150,000 objects that live until the next metadata change, yet every full collection walked them
-    again: under load 23-26 full collections in 30 s per process, each stopping every
-    greenlet for 40-120 ms (gc.callbacks during a national burst; tests/bench/RESULTS.md).
+    collector's reach. A snapshot of national metadata is ~150,000 objects that live until
+    the next metadata change, yet every full collection walked them again: under load
+    23-26 full collections in 30 s per process, each stopping every greenlet for 40-120 ms
+    (gc.callbacks during a national burst; tests/bench/RESULTS.md).
     Frozen objects are still freed by reference counting when a newer snapshot replaces
     them; the full collection first (with the frozen set given back) frees any cycles
     among the old ones, so nothing frozen before is kept alive by this. Once per
