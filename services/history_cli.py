@@ -85,13 +85,15 @@ def finish(base_url: str, token: str) -> None:
 
 
 def wait_for_year_totals(base_url: str, token: str, timeout: float = 3600) -> None:
-    """Yearly totals are rebuilt in the background after a load: done means they are too."""
+    """Yearly totals are rebuilt in the background after a load, then the tables'
+    statistics refreshed: done means both are."""
     deadline = time.monotonic() + timeout
     while True:
         request = urllib.request.Request(f"{base_url}/api/history", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(request, timeout=60) as response:
-            pending = json.loads(response.read())["pendingYearTotals"]
-        if pending == 0:
+            status = json.loads(response.read())
+        pending = status["pendingYearTotals"]
+        if pending == 0 and not status.get("refreshingStatistics"):
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"{pending} yearly totals still pending after {timeout:.0f}s")

@@ -286,6 +286,13 @@ class YearTotalsRebuilder(Pump):
         self.last_chunk = time.monotonic()
         self.wake()
 
+    @property
+    def refreshing_statistics(self) -> bool:
+        """Yearly totals were rebuilt and the tables' statistics are not yet refreshed: the
+        load is not over for the planner (nor for a country-by-year question, until the
+        yearly rows are vacuumed)."""
+        return self.rebuilt
+
     def load_finished(self) -> None:
         """The loader says no chunk follows: rebuild at once, not after ``settle_seconds``
         of quiet (5-7 s of a national load's 141, spent waiting). A chunk that comes after
@@ -315,8 +322,10 @@ class YearTotalsRebuilder(Pump):
                            for de in elements})
             if keys:
                 self.rebuild_side_by_side(conn, keys)
+                # before the commit: once the keys are gone from the queue, a client asking
+                # whether the load is over must already hear that statistics are due
+                self.rebuilt = True
         if keys:
-            self.rebuilt = True
             log.info("rebuilt %d pending yearly totals", len(keys))
         return len(keys)
 

@@ -123,9 +123,12 @@ class AggregationService(KeepsMetadataReplica):
 
     @api_rpc
     def history_status(self, principal):
+        """``GET /api/history``: a load is over when no yearly total is pending and the
+        statistics are refreshed."""
         principal.require("history.load")
         with self.db.connect() as conn:
-            return reply({"pendingYearTotals": facts.pending_year_totals(conn)})
+            return reply({"pendingYearTotals": facts.pending_year_totals(conn),
+                          "refreshingStatistics": self.year_totals.refreshing_statistics})
 
     @api_rpc
     def history_done(self, principal):

@@ -365,7 +365,10 @@ def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float, 
     chunks_done = time.perf_counter() - started
     # and, as the command does, say that no chunk follows
     assert st.http.post(f"{st.base}/api/history/done", timeout=60).status_code == 200
-    while st.http.get(f"{st.base}/api/history", timeout=60).json()["pendingYearTotals"]:
+    while True:
+        status = st.http.get(f"{st.base}/api/history", timeout=60).json()
+        if not status["pendingYearTotals"] and not status["refreshingStatistics"]:
+            break
         time.sleep(0.5)
     return total, chunks_done, time.perf_counter() - started
 
