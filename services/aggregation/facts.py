@@ -277,7 +277,10 @@ class YearTotalsRebuilder(Pump):
     def __init__(self):
         super().__init__()
         self.last_chunk = float("-inf")
-        self.rebuilt = False  # since the tables' statistics were last refreshed
+        # yearly totals rebuilt since the tables' statistics were last refreshed: the load is
+        # not over for the planner (nor for a country-by-year question, until the yearly rows
+        # are vacuumed)
+        self.statistics_due = False
 
     def setup(self):
         self.engine = engine_for(Settings.of(self.container).database_url)
@@ -285,13 +288,6 @@ class YearTotalsRebuilder(Pump):
     def chunk_loaded(self) -> None:
         self.last_chunk = time.monotonic()
         self.wake()
-
-    @property
-    def refreshing_statistics(self) -> bool:
-        """Yearly totals were rebuilt and the tables' statistics are not yet refreshed: the
-        load is not over for the planner (nor for a country-by-year question, until the
-        yearly rows are vacuumed)."""
-        return self.rebuilt
 
     def load_finished(self) -> None:
         """The loader says no chunk follows: rebuild at once, not after ``settle_seconds``
@@ -312,9 +308,9 @@ class YearTotalsRebuilder(Pump):
         if not pending:
             # (outside the probe's transaction: its lock on the queue made VACUUM wait five
             # seconds to truncate the emptied table, and then give up)
-            if self.rebuilt:
+            if self.statistics_due:
                 self.refresh_statistics()
-                self.rebuilt = False  # only once done: a failure is tried again next poll
+                self.statistics_due = False  # only once done: a failure is tried again next poll
             return 0
         with self.engine.begin() as conn:
             lock_all_year_totals(conn)
@@ -324,7 +320,7 @@ class YearTotalsRebuilder(Pump):
                 self.rebuild_side_by_side(conn, keys)
                 # before the commit: once the keys are gone from the queue, a client asking
                 # whether the load is over must already hear that statistics are due
-                self.rebuilt = True
+                self.statistics_due = True
         if keys:
             log.info("rebuilt %d pending yearly totals", len(keys))
         return len(keys)

@@ -126,9 +126,7 @@ class AggregationService(KeepsMetadataReplica):
         """``GET /api/history``: a load is over when no yearly total is pending and the
         statistics are refreshed."""
         principal.require("history.load")
-        with self.db.connect() as conn:
-            return reply({"pendingYearTotals": facts.pending_year_totals(conn),
-                          "refreshingStatistics": self.year_totals.refreshing_statistics})
+        return reply(self._history_state())
 
     @api_rpc
     def history_done(self, principal):
@@ -136,8 +134,12 @@ class AggregationService(KeepsMetadataReplica):
         totals are rebuilt now rather than after a pause with no chunk."""
         principal.require("history.load")
         self.year_totals.load_finished()
+        return reply(self._history_state())
+
+    def _history_state(self) -> dict:
         with self.db.connect() as conn:
-            return reply({"pendingYearTotals": facts.pending_year_totals(conn)})
+            return {"pendingYearTotals": facts.pending_year_totals(conn),
+                    "refreshingStatistics": self.year_totals.statistics_due}
 
     # ---------------------------------------------------------------- reading
 
