@@ -91,18 +91,27 @@ class Tx:
     def execute(self, statement, params=None):
         return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
 
-    def emit(self, event_type: str, data: dict, correlation_id: str | None = None) -> str:
+    def emit(self, event_type: str, data: dict, correlation_id: str | None = None,
+             along: tuple[str, dict] | None = None) -> str:
         """Queue an event for publication when (and only if) this transaction commits."""
-        return self.emit_all([(event_type, data, correlation_id)])[0]
+        return self.emit_all([(event_type, data, correlation_id)], along)[0]
 
-    def emit_all(self, events: list[tuple[str, dict, str | None]]) -> list[str]:
-        """``emit`` for several (event type, payload, correlation id): one INSERT for all."""
+    def emit_all(self, events: list[tuple[str, dict, str | None]],
+                 along: tuple[str, dict] | None = None) -> list[str]:
+        """``emit`` for several (event type, payload, correlation id): one INSERT for all.
+
+        ``along``: (SQL of a data-modifying statement, its parameters) run in the same
+        statement as the outbox insert, for a change whose event is known before it is
+        made: one round trip for both (each costs ~0.2 ms of client CPU, measured).
+        """
         if not events:
             return []
         messages = [envelope(self.service_name, kind, data, corr or self.correlation_id)
                     for kind, data, corr in events]
+        sql, params = along or (None, {})
         # encoded once, here; the relay sends these very bytes (no decode/re-encode)
-        self.conn.execute(_emit_statement(self.outbox.fullname), {
+        self.conn.execute(_emit_statement(self.outbox.fullname, sql), {
+            **params,
             "event_id": [m["event_id"] for m in messages], "event_type": [m["event_type"] for m in messages],
             "message": [serialization.dumps(m) for m in messages],
             "correlation_id": [m["correlation_id"] for m in messages]})
@@ -111,9 +120,10 @@ class Tx:
 
 
 @functools.lru_cache(maxsize=None)
-def _emit_statement(outbox: str) -> sa.TextClause:
-    """The outbox insert of one service; rows keep the order emitted (the relay's order)."""
-    return sa.text(f"""
+def _emit_statement(outbox: str, along: str | None = None) -> sa.TextClause:
+    """The outbox insert of one service; rows keep the order emitted (the relay's order).
+    ``along`` runs in the same statement (a data-modifying WITH runs whether read or not)."""
+    return sa.text((f"WITH along AS ({along}) " if along else "") + f"""
         INSERT INTO {outbox} (event_id, event_type, message, correlation_id)
         SELECT e, t, CAST(m AS json), c
         FROM unnest(CAST(:event_id AS text[]), CAST(:event_type AS text[]), CAST(:message AS text[]),

@@ -440,6 +440,8 @@ def main() -> int:
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="split",
                         help="how the services are spread over processes")
     parser.add_argument("--burst", type=int, help="returns in the sustained burst (default 300 quick, 3000 full)")
+    parser.add_argument("--latencies", metavar="CSV",
+                        help="write each paced return's id, time sent and latency (to see where the tail is)")
     args = parser.parse_args()
     quick = args.quick
     stamp = f"{int(time.time())}_{secrets.token_hex(2)}"
@@ -528,6 +530,10 @@ def main() -> int:
         if len(latencies) != len(sent):
             raise SystemExit(f"only {len(latencies)} of {len(sent)} paced returns aggregated")
         results["latency at 50 returns/s, p50 / p99"] = f"{pct(latencies, 50):.0f} / {pct(latencies, 99):.0f} ms"
+        if args.latencies:
+            with open(args.latencies, "w") as out:
+                out.write("id,sent_at,latency_ms\n")
+                out.writelines(f"{i},{t0:.3f},{ms:.1f}\n" for (i, t0), ms in zip(sent, latencies))
         rss = st.rss_peak_mb()
         results["one core: 10 million Python additions, at start / end"] = f"{core_at_start} / {core_speed()}"
         results[f"statnet peak RSS ({len(st.procs)} process{'es' if len(st.procs) > 1 else ''})"] = \
