@@ -69,7 +69,7 @@ def pending_families(container):
 _RECEIVED = sa.text(f"""
 INSERT INTO {t.received.fullname} (data_set, org_unit, period, return_id, received_at)
 SELECT data_set, org_unit, period, return_id, received_at
-FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+FROM json_to_recordset(CAST(:rows AS json))
     AS x(data_set text, org_unit text, period text, return_id text, received_at timestamptz)
 ON CONFLICT DO NOTHING
 """)

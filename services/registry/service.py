@@ -286,7 +286,7 @@ class RegistryService:
 # focal point was last active when its latest return was accepted.
 _NOTE_SUBMISSIONS = sa.text(f"""
 WITH x AS (
-    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+    SELECT * FROM json_to_recordset(CAST(:rows AS json))
         AS x(org_unit text, data_set text, period text, return_id text, received_at timestamptz,
              accepted_at timestamptz, submitted_by text)
 ),

@@ -54,7 +54,7 @@ def _advance_statements(columns: tuple[str, ...]) -> tuple[sa.TextClause, sa.Tex
     the columns on the rest, which a later status reached first."""
     record = ", ".join(f"{c} {_STATUS_COLUMNS[c]}" for c in columns)
     sets = ", ".join(f"{c} = x.{c}" for c in columns)
-    source = f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id text, {record})"
+    source = f"json_to_recordset(CAST(:rows AS json)) AS x(id text, {record})"
     forward = sa.text(f"UPDATE {R.fullname} r SET status = :status, status_rank = :rank, {sets} "
                       f"FROM {source} WHERE r.id = x.id AND r.status_rank < :rank RETURNING r.id")
     behind = sa.text(f"UPDATE {R.fullname} r SET {sets} FROM {source} "

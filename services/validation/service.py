@@ -40,7 +40,7 @@ V = t.accepted_value
 _STORED = sa.text(f"""
     WITH sent AS (
         SELECT DISTINCT org_unit, period, period_type, data_element, combo
-        FROM jsonb_to_recordset(CAST(:sent AS jsonb))
+        FROM json_to_recordset(CAST(:sent AS json))
              AS x(org_unit text, period text, period_type text, data_element text, combo text))
     SELECT 'place' AS kind, v.org_unit, v.period, v.data_element, v.combo, v.value, v.seq
     FROM (SELECT DISTINCT org_unit, period FROM sent) p
@@ -62,7 +62,7 @@ _STORED = sa.text(f"""
 _STORE = sa.text(f"""
     INSERT INTO {V.fullname} (org_unit, period, period_type, data_element, combo, value, seq)
     SELECT org_unit, period, period_type, data_element, combo, value, seq
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+    FROM json_to_recordset(CAST(:rows AS json))
          AS x(org_unit text, period text, period_type text, data_element text, combo text, value numeric,
               seq bigint)
     ON CONFLICT (org_unit, data_element, combo, period)
