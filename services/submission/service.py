@@ -83,7 +83,7 @@ _STORE_RETURN = f"""
                               status, status_rank, content_type, body_sha256, idempotency_key, body,
                               data_values, value_count)
     VALUES (:id, :seq, :ds, :ou, :pe, :user, :received_at, :on_time, 'RECEIVED', 0, :content_type,
-            :sha256, :key, :body, CAST(:values AS jsonb), :n)"""
+            :sha256, :key, :body, CAST(:values AS json), :n)"""
 
 
 def _receipt(return_id: str) -> dict:

@@ -1,6 +1,6 @@
 """Tables of the submission service (schema ``submission``)."""
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 
 from shared.delivery import delivery_tables
 from shared.replica import replica_tables
@@ -27,7 +27,8 @@ submission_return = sa.Table(
     sa.Column("body_sha256", sa.Text, nullable=False),
     sa.Column("idempotency_key", sa.Text),
     sa.Column("body", sa.Text, nullable=False),
-    sa.Column("data_values", JSONB, nullable=False),
+    # what went downstream, as the JSON text written: nothing queries inside it (migration 0003)
+    sa.Column("data_values", JSON, nullable=False),
     sa.Column("value_count", sa.Integer, nullable=False),
     sa.Column("import_count", JSONB),
     sa.Column("violations", JSONB, nullable=False, server_default="[]"),

@@ -1,5 +1,7 @@
-"""Revisions that move data, run both ways on a real database."""
+"""Revisions that move or retype data, run both ways on a real database."""
 from __future__ import annotations
+
+import json
 
 import sqlalchemy as sa
 
@@ -26,3 +28,28 @@ def test_pending_yearly_totals_move_to_one_row_per_unit_year_and_back(settings):
         back = conn.execute(sa.text("SELECT org_unit, year, data_element FROM aggregation.year_total_pending")).all()
     assert {tuple(r) for r in back} == keys
     migrations.upgrade(settings, "aggregation")
+
+
+def test_a_returns_values_move_to_json_text_and_back(settings):
+    migrations.upgrade(settings, "submission", "0002")
+    engine = engine_for(settings.database_url)
+    values = [{"data_element": "POP", "category_option_combo": "F", "org_unit": "030101", "period": "202609",
+               "value": "12", "comment": "ບ້ານ ນ້ຳທາ"}]
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO submission.return (id, data_set, org_unit, period, submitted_by, received_at, on_time, "
+            "status, status_rank, content_type, body_sha256, body, data_values, value_count) VALUES ('r1', 'DS', "
+            "'030101', '202609', 'u', now(), true, 'RECEIVED', 0, 'application/json', 'x', '{}', "
+            "CAST(:v AS jsonb), 1)"), {"v": json.dumps(values)})
+
+    def stored() -> tuple[str, list]:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT pg_typeof(data_values)::text AS type, data_values FROM submission.return")).one()
+        return row.type, row.data_values
+
+    migrations.upgrade(settings, "submission")
+    assert stored() == ("json", values)
+    migrations.downgrade(settings, "submission", "0002")
+    assert stored() == ("jsonb", values)
+    migrations.upgrade(settings, "submission")
