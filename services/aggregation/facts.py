@@ -35,10 +35,20 @@ from shared.values import numeric
 log = logging.getLogger(__name__)
 
 _APPLY = sa.text("""
+-- each value names its place (unit and period: dates, path) and its return by number, so
+-- what a hundred values share is sent and parsed once (a third of the document's bytes)
 WITH incoming AS (
-    SELECT * FROM json_to_recordset(CAST(:rows AS json))
-      AS i(de text, combo text, ou text, period text, ptype text, start_date date, end_date date, path text,
-           num numeric, txt text, del boolean, seq bigint, return_id text)
+    SELECT v.de, v.combo, p.ou, p.period, p.ptype, p.start_date, p.end_date, p.path, v.num, v.txt, v.del,
+           r.seq, r.return_id
+    FROM json_to_recordset(CAST(:rows AS json))
+           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean)
+    JOIN json_to_recordset(CAST(:places AS json))
+           AS p(place int, ou text, period text, ptype text, start_date date, end_date date, path text)
+      USING (place)
+    JOIN json_to_recordset(CAST(:returns AS json)) AS r(ret int, seq bigint, return_id text) USING (ret)
+    -- one key order for every transaction: concurrent batches touching the same values
+    -- lock their rows in the same order and cannot deadlock
+    ORDER BY v.de, v.combo, p.ou, p.period
 ),
 -- MATERIALIZED: one primary-key lookup per incoming value, once. Inlined into the join
 -- below, the planner re-scanned the whole incoming list for each of them (a loop in a
@@ -100,27 +110,26 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
     # what a value's unit and period imply, worked out once per (unit, period), not per value
     places: dict[tuple[str, str], dict] = {}
     rows = []
-    for data in returns:
+    for ret, data in enumerate(returns):
         for v in data["values"]:
             place = places.get((v["org_unit"], v["period"]))
             if place is None:
                 period = Period.parse(v["period"])
                 place = places[(v["org_unit"], v["period"])] = {
-                    "ou": v["org_unit"], "period": period.code, "ptype": period.type,
+                    "place": len(places), "ou": v["org_unit"], "period": period.code, "ptype": period.type,
                     "start_date": period.start.isoformat(), "end_date": period.end.isoformat(),
                     "path": path_for(md, v["org_unit"], period)}
             de = md.data_elements[v["data_element"]]
             num = numeric(de.value_type, v["value"])
-            rows.append({**place, "de": de.code, "combo": v["category_option_combo"],
-                         "num": None if num is None else str(num), "txt": v["value"], "del": v["value"] == "",
-                         "seq": data["seq"], "return_id": data["return_id"]})
+            rows.append({"de": de.code, "combo": v["category_option_combo"], "place": place["place"], "ret": ret,
+                         "num": None if num is None else str(num), "txt": v["value"], "del": v["value"] == ""})
     counts = {data["return_id"]: dict(NOTHING) for data in returns}
     if not rows:
         return counts
-    # one key order for every transaction: concurrent batches touching the same
-    # values lock their rows in the same order and cannot deadlock
-    rows.sort(key=lambda r: (r["de"], r["combo"], r["ou"], r["period"]))
-    for return_id, imported, updated, deleted, total in conn.execute(_APPLY, {"rows": json.dumps(rows)}):
+    params = {"rows": json.dumps(rows), "places": json.dumps(list(places.values())),
+              "returns": json.dumps([{"ret": ret, "seq": data["seq"], "return_id": data["return_id"]}
+                                     for ret, data in enumerate(returns)])}
+    for return_id, imported, updated, deleted, total in conn.execute(_APPLY, params):
         counts[return_id] = {"imported": imported, "updated": updated, "deleted": deleted,
                              "ignored": total - imported - updated - deleted}
     return counts
