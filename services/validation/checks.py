@@ -20,7 +20,6 @@ from decimal import Decimal
 from functools import lru_cache
 
 from shared import expressions
-from shared.periods import Period
 from shared.replica import DataSet, Metadata, ValidationRule
 from shared.values import ValueTypeError, normalise, numeric
 
@@ -240,15 +239,11 @@ def rejected(violations: list[dict]) -> bool:
     return any(v["importance"] == "HIGH" for v in violations)
 
 
-def numbers_to_store(places: dict[Place, dict], seq: int, md: Metadata) -> list[dict]:
-    """Rows for ``accepted_value``: every numeric value of an accepted return, None for a deletion."""
-    rows = []
-    for (org_unit, period), sent in places.items():
-        ptype = Period.parse(period).type
-        rows.extend({"org_unit": org_unit, "period": period, "period_type": ptype, "data_element": de,
-                     "combo": combo, "value": None if v is None else str(v), "seq": seq}
-                    for (de, combo), v in sent.items())
-    return rows
+def numbers_to_store(places: dict[Place, dict]) -> list[tuple[Place, str, str, str | None]]:
+    """(place, element, combo, value) for ``accepted_value``: every numeric value of an
+    accepted return, None for a deletion."""
+    return [(place, de, combo, None if v is None else str(v))
+            for place, sent in places.items() for (de, combo), v in sent.items()]
 
 
 def group_history(rows) -> dict[tuple[str, str, str], list[Decimal]]:
