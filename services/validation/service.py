@@ -35,11 +35,10 @@ log = logging.getLogger(__name__)
 
 V = t.accepted_value
 
-# The stored values of the places a return touches, and the previous periods of its
-# elements at its units (the HISTORY_PERIODS newest of the same period type), in one query.
-# A document of places (unit, period, its type, numbered) and one of values naming their
-# place by number: what a place's hundred values share is sent and parsed once.
-_PLACES_DOC = "json_to_recordset(CAST(:places AS json)) AS p(place int, org_unit text, period text, period_type text, seq bigint)"
+# A document of places (unit, period, its type, numbered) beside one of values naming
+# their place by number: what a place's hundred values share is sent and parsed once.
+_PLACES_DOC = ("json_to_recordset(CAST(:places AS json)) "
+               "AS p(place int, org_unit text, period text, period_type text, seq bigint)")
 
 # The stored values of the places a return touches, and the previous periods of its
 # elements at its units (the HISTORY_PERIODS newest of the same period type), in one query.
