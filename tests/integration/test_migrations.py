@@ -53,3 +53,35 @@ def test_a_returns_values_move_to_json_text_and_back(settings):
     migrations.downgrade(settings, "submission", "0002")
     assert stored() == ("jsonb", values)
     migrations.upgrade(settings, "submission")
+
+
+def test_yearly_rows_lose_their_figures_from_the_subtree_index_and_get_them_back(settings):
+    migrations.upgrade(settings, "aggregation")  # wherever an earlier test left it, then back
+    migrations.downgrade(settings, "aggregation", "0006")
+    engine = engine_for(settings.database_url)
+    row = {"de": "POP", "combo": "*", "ou": "ບ້ານນ້ຳທາ", "year": 2025, "path": "/LA/03/0301/", "s": 12.5, "n": 2,
+           "last": "2025-02-01", "v": 7}
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO aggregation.year_total (data_element, combo, org_unit, year, path, s, n, last_start, "
+            "last_value) VALUES (:de, :combo, :ou, :year, :path, :s, :n, :last, :v)"), row)
+
+    def shape() -> tuple[str, list | None]:
+        with engine.connect() as conn:
+            index = conn.execute(sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = 'aggregation' "
+                                         "AND indexname = 'year_total_subtree'")).scalar()
+            options = conn.execute(sa.text("SELECT reloptions FROM pg_class "
+                                           "WHERE oid = 'aggregation.year_total'::regclass")).scalar()
+            # the question the index serves still finds the row
+            found = conn.execute(sa.text(
+                "SELECT org_unit, s, n FROM aggregation.year_total WHERE data_element = 'POP' AND year = 2025 "
+                "AND combo = '*' AND path >= '/LA/' AND path < '/LA0'")).one()
+        assert tuple(found) == ("ບ້ານນ້ຳທາ", 12.5, 2)
+        return index.split("INCLUDE")[1], options
+
+    assert shape() == (" (org_unit, s, n, last_start, last_value)", None)
+    migrations.upgrade(settings, "aggregation")
+    assert shape() == (" (org_unit)", ["fillfactor=70"])
+    migrations.downgrade(settings, "aggregation", "0006")
+    assert shape() == (" (org_unit, s, n, last_start, last_value)", None)
+    migrations.upgrade(settings, "aggregation")
