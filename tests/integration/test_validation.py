@@ -73,6 +73,47 @@ def test_a_later_partial_return_is_judged_with_what_was_accepted_before(system, 
     assert system.analytics(codes["pop"], village, "2020") == {(codes["pop"], village, "2020"): 4}
 
 
+def test_a_corrected_value_is_what_later_returns_are_judged_with(system, world):
+    t, codes, tokens = world
+    d = t.districts[0]
+    village = t.villages[d][0]  # a year no other test sends for it
+    r = system.submit(village_return(codes, village, "2019", males=2, females=2), token=tokens[d])
+    assert system.wait_status(r.json()["id"])["violations"] == []
+    # the form sent again with the males corrected: the stored 2 becomes 5
+    r = system.submit(village_return(codes, village, "2019", males=5, females=2), token=tokens[d])
+    assert system.wait_status(r.json()["id"])["violations"] == []
+    # 6 households are at most the 7 people now (against the first form's 4, a warning)
+    r = system.submit({"dataSet": codes["ds"], "period": "2019", "orgUnit": village,
+                       "dataValues": [{"dataElement": codes["hh"], "value": "6"}]}, token=tokens[d])
+    assert system.wait_status(r.json()["id"])["violations"] == []
+
+
+def test_an_older_return_never_overwrites_what_a_newer_one_stored(settings, system):
+    """Validation's own copy of accepted values keeps the newest by submission seq, as
+    aggregation's does: a return judged late (redelivered, retried) changes nothing."""
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from services.validation import service
+    from shared.db import engine_for
+
+    place = ("ບ້ານ-SEQ", "201901")
+
+    def store(seq: int, value: str) -> dict:
+        with engine_for(settings.database_url).begin() as conn:
+            sent = {place: {("SEQ_DE", "M"): Decimal(value), ("SEQ_DE", "F"): None}}
+            service._store_accepted(conn, [(sent, seq)], service._stored(conn, sent))
+            rows = conn.execute(sa.text("SELECT combo, value, seq FROM validation.accepted_value "
+                                        "WHERE org_unit = :ou AND period = :pe ORDER BY combo"),
+                                {"ou": place[0], "pe": place[1]}).all()
+        return {r.combo: (r.value, r.seq) for r in rows}
+
+    assert store(10, "1") == {"F": (None, 10), "M": (Decimal(1), 10)}
+    assert store(5, "2") == {"F": (None, 10), "M": (Decimal(1), 10)}    # older: ignored
+    assert store(20, "3") == {"F": (None, 20), "M": (Decimal(3), 20)}    # newer: stored
+
+
 def test_outliers_against_the_units_own_past_are_low_warnings(system, world):
     t, codes, tokens = world
     d = t.districts[1]
