@@ -75,15 +75,19 @@ years AS (
      AND y.combo = coalesce(dx.combo, '*') AND y.path >= tg.lo AND y.path < tg.hi
     WHERE tg.ptype = 'Yearly'
 ),
--- a country has thousands of units: the unit's latest value is the greatest
--- (days since 1970, value) pair, a plain aggregate rather than a sort per unit,
--- and only worked out for LAST
+-- a country has thousands of units. Only LAST and AVERAGE_SUM_ORG_UNIT need each unit's
+-- own figures first (a unit moved during the year has a row per path); any other total is
+-- the same summed straight. The unit's latest value is the greatest (days since 1970,
+-- value) pair, a plain aggregate rather than a sort per unit
+u AS (SELECT * FROM native UNION ALL SELECT * FROM months UNION ALL SELECT * FROM years),
 per_unit AS (
-    SELECT tid, did, atype, org_unit, sum(s) AS s, sum(n) AS n,
+    SELECT tid, did, atype, sum(s) AS s, sum(n) AS n,
            (max(ARRAY[CAST(last_start - DATE '1970-01-01' AS numeric), last_v])
                 FILTER (WHERE atype = 'LAST'))[2] AS last_v
-    FROM (SELECT * FROM native UNION ALL SELECT * FROM months UNION ALL SELECT * FROM years) u
-    GROUP BY tid, did, atype, org_unit
+    FROM u WHERE atype IN ('LAST', 'AVERAGE_SUM_ORG_UNIT')
+    GROUP BY tid, did, atype, org_unit COLLATE "C"    -- grouping needs no language's order
+    UNION ALL
+    SELECT tid, did, atype, s, n, NULL FROM u WHERE atype NOT IN ('LAST', 'AVERAGE_SUM_ORG_UNIT')
 )
 SELECT tid, did,
        CASE atype
