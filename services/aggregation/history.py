@@ -223,9 +223,14 @@ class Reported:
 
     @classmethod
     def of(cls, rows: list[tuple[int, list[str]]]) -> "Reported":
-        # a value is given where it is not blank (history's SQL: btrim, spaces only)
-        given = [f for _, f in rows if f[5].strip(" ")]
-        return cls(len(rows), sorted({(f[2], f[1]) for f in given}), sorted({f[0] for f in given}))
+        places, elements = set(), set()
+        for _, f in rows:
+            if f[5].strip(" "):  # a value is given where not blank (history's SQL: btrim, spaces only)
+                # (unit, period) joined as one string, not a tuple: 40,000 new tuples woke
+                # the garbage collector over the whole chunk, 20 ms where this takes 5
+                places.add(f"{f[2]}\x1f{f[1]}")
+                elements.add(f[0])
+        return cls(len(rows), sorted(tuple(p.split("\x1f")) for p in places), sorted(elements))
 
     def years(self) -> list[dict]:
         """The unit-years of its finer-than-yearly periods (a yearly period is its year's
