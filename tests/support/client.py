@@ -54,6 +54,11 @@ class Api:
         deadline = time.monotonic() + timeout
         while True:
             r = self.get(f"/api/submissions/{return_id}")
+            if r.status_code == 503 and "Retry-After" in r.headers and time.monotonic() < deadline:
+                # as a client is told to: a pooled connection the database dropped less than
+                # a second ago fails its first statement once (shared.db._ping_when_idle)
+                time.sleep(min(float(r.headers["Retry-After"]), 1.0))
+                continue
             assert r.status_code == 200, r.text
             body = r.json()
             if body["status"] in statuses:
