@@ -16,7 +16,6 @@ bring a deleted value back.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 
@@ -25,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from services.aggregation import tables as t
+from shared import serialization
 from shared.background import Pump
 from shared.config import Settings
 from shared.db import engine_for, lock_in_order
@@ -126,8 +126,8 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
     counts = {data["return_id"]: dict(NOTHING) for data in returns}
     if not rows:
         return counts
-    params = {"rows": json.dumps(rows), "places": json.dumps(list(places.values())),
-              "returns": json.dumps([{"ret": ret, "seq": data["seq"], "return_id": data["return_id"]}
+    params = {"rows": serialization.dumps(rows), "places": serialization.dumps(list(places.values())),
+              "returns": serialization.dumps([{"ret": ret, "seq": data["seq"], "return_id": data["return_id"]}
                                      for ret, data in enumerate(returns)])}
     for return_id, imported, updated, deleted, total in conn.execute(_APPLY, params):
         counts[return_id] = {"imported": imported, "updated": updated, "deleted": deleted,
@@ -250,7 +250,7 @@ def lock_all_year_totals(conn: sa.Connection) -> None:
 def rebuild_year_totals(conn: sa.Connection, keys: list[tuple[str, int, str]]) -> None:
     """Rebuild the yearly rows of (org unit, year, data element) keys (the caller holds the locks)."""
     # one JSON document rather than three SQL arrays: far cheaper to send (see apply_returns)
-    conn.execute(_REBUILD_YEARS, {"keys": json.dumps([{"ou": ou, "year": year, "de": de} for ou, year, de in keys])})
+    conn.execute(_REBUILD_YEARS, {"keys": serialization.dumps([{"ou": ou, "year": year, "de": de} for ou, year, de in keys])})
 
 
 _TAKE_PENDING = sa.text("""

@@ -34,7 +34,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import uuid
 
 import psycopg2.errors
@@ -42,7 +41,7 @@ import psycopg2.extensions
 import sqlalchemy as sa
 from eventlet import tpool
 
-from shared import dhis2_csv
+from shared import dhis2_csv, serialization
 from shared.api import ApiError
 from shared.periods import FIRST_YEAR, today
 from shared.replica import Metadata
@@ -325,9 +324,9 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
     imported, updated = _store(conn, batch)
     years = reported.years()
     if years:
-        conn.execute(_PENDING, {"years": json.dumps(years), "elements": reported.elements})
+        conn.execute(_PENDING, {"years": serialization.dumps(years), "elements": reported.elements})
     if reported.places:
-        conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch, "places": json.dumps(
+        conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch, "places": serialization.dumps(
             [{"ou": ou, "period": period} for ou, period in reported.places])})
     return {"batch": batch, "rows": rows,
             "importCount": {"imported": imported, "updated": updated,

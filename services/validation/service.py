@@ -13,7 +13,6 @@ service writes: one return's validation makes no RPC round trip.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import sqlalchemy as sa
@@ -21,7 +20,7 @@ from nameko.rpc import rpc
 
 from services.validation import checks
 from services.validation import tables as t
-from shared import metrics
+from shared import metrics, serialization
 from shared.api import api_rpc, error, reply
 from shared.batches import disjoint_runs
 from shared.schemas.api import violation_out
@@ -120,7 +119,7 @@ def _stored(conn, places: dict) -> checks.Stored:
         return checks.Stored.empty()
     stored = checks.Stored({}, {})
     history = []
-    for r in conn.execute(_STORED, {"places": json.dumps(doc), "sent": json.dumps(sent)}):
+    for r in conn.execute(_STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):
         if r.kind == "place":
             stored.values.setdefault((r.org_unit, r.period), {})[(r.data_element, r.combo)] = (
                 r.value, r.seq)
@@ -142,7 +141,7 @@ def _store_accepted(tx, accepted: list[tuple[dict, int]], stored: checks.Stored)
                                               "value": value})
     for statement, rows in ((_STORE_NEW, new), (_STORE_NEWER, newer)):
         if rows:
-            tx.execute(statement, {"places": json.dumps(doc), "rows": json.dumps(rows)})
+            tx.execute(statement, {"places": serialization.dumps(doc), "rows": serialization.dumps(rows)})
 
 
 class ValidationService(KeepsMetadataReplica):
