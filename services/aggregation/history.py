@@ -214,8 +214,9 @@ class Reported:
 
     Taken from the lines as they are read, once the chunk is known to have no problem
     (so every line is a good one), instead of by further scans of the staged chunk in
-    SQL: the completeness rows and the yearly rebuild's queue took 80-130 ms of a
-    40,000-line chunk's ~1.1 s that way (national benchmark's database)."""
+    SQL: the completeness rows, the yearly rebuild's queue and the line count took
+    55-60 ms of server CPU a 40,000-line chunk that way, 8-10 ms now (national
+    benchmark's database)."""
     lines: int
     places: list[tuple[str, str]]
     elements: list[str]
@@ -225,11 +226,13 @@ class Reported:
         places, elements = set(), set()
         for _, f in rows:
             if f[5].strip(" "):  # a value is given where not blank (history's SQL: btrim, spaces only)
-                # (unit, period) joined as one string, not a tuple: 40,000 new tuples woke
-                # the garbage collector over the whole chunk, 20 ms where this takes 5
-                places.add(f"{f[2]}\x1f{f[1]}")
+                # (period, unit) joined as one string, not a tuple: 40,000 new tuples woke
+                # the garbage collector over the whole chunk, 20 ms where this takes 5. A
+                # good period code never holds the separator; a unit code may hold anything
+                places.add(f"{f[1]}\x1f{f[2]}")
                 elements.add(f[0])
-        return cls(len(rows), sorted(tuple(p.split("\x1f")) for p in places), sorted(elements))
+        return cls(len(rows), sorted((ou, pe) for pe, ou in (p.split("\x1f", 1) for p in places)),
+                   sorted(elements))
 
     def years(self) -> list[dict]:
         """The unit-years of its finer-than-yearly periods (a yearly period is its year's

@@ -25,3 +25,9 @@ def test_quarters_queue_their_year_and_years_queue_nothing():
     assert quarterly.years() == [{"ou": "V1", "year": 2023}, {"ou": "V1", "year": 2024}]
     yearly = Reported.of([(2, ["POP", "2023", "V1", "", "", "5", "", "", "", ""])])
     assert yearly.places == [("V1", "2023")] and yearly.years() == []
+
+
+def test_a_unit_code_may_hold_any_character():
+    odd = "V\x1f1"
+    reported = Reported.of([(2, ["POP", "202401", odd, "", "", "5", "", "", "", ""])])
+    assert reported.places == [(odd, "202401")] and reported.years() == [{"ou": odd, "year": 2024}]
