@@ -128,7 +128,7 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
         return counts
     params = {"rows": serialization.dumps(rows), "places": serialization.dumps(list(places.values())),
               "returns": serialization.dumps([{"ret": ret, "seq": data["seq"], "return_id": data["return_id"]}
-                                     for ret, data in enumerate(returns)])}
+                                              for ret, data in enumerate(returns)])}
     for return_id, imported, updated, deleted, total in conn.execute(_APPLY, params):
         counts[return_id] = {"imported": imported, "updated": updated, "deleted": deleted,
                              "ignored": total - imported - updated - deleted}
@@ -250,7 +250,8 @@ def lock_all_year_totals(conn: sa.Connection) -> None:
 def rebuild_year_totals(conn: sa.Connection, keys: list[tuple[str, int, str]]) -> None:
     """Rebuild the yearly rows of (org unit, year, data element) keys (the caller holds the locks)."""
     # one JSON document rather than three SQL arrays: far cheaper to send (see apply_returns)
-    conn.execute(_REBUILD_YEARS, {"keys": serialization.dumps([{"ou": ou, "year": year, "de": de} for ou, year, de in keys])})
+    conn.execute(_REBUILD_YEARS, {"keys": serialization.dumps(
+        [{"ou": ou, "year": year, "de": de} for ou, year, de in keys])})
 
 
 _TAKE_PENDING = sa.text("""
