@@ -148,6 +148,8 @@ class Settings:
             "AMQP_URI": self.amqp_uri,
             "WEB_SERVER_ADDRESS": self.http_address,
             "max_workers": self.max_workers,
+            # nameko's container, minus a reference cycle per worker (shared.container)
+            "SERVICE_CONTAINER_CLS": "shared.container.Container",
             "SERIALIZERS": serialization.NAMEKO_CONFIG,
             "serializer": serialization.NAME,
             "ACCEPT": [serialization.NAME, "json"],

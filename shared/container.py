@@ -1,0 +1,26 @@
+"""The container statnet's services run in: nameko's, without a reference cycle per worker."""
+from __future__ import annotations
+
+from nameko.containers import ServiceContainer
+
+
+class Container(ServiceContainer):
+    """nameko's ``ServiceContainer``, whose workers let go of their service instance once
+    torn down.
+
+    A worker's service instance holds its dependencies (``self.db``, RPC proxies, the
+    replica), several of which hold the worker context, which holds the instance: every
+    worker ended as a reference cycle that only Python's cyclic collector could free, and
+    with it whatever the context held (a batch of events with their values, a request and
+    its body). Workers live across I/O, so these outlived the young collections and were
+    promoted until a full collection freed them (tests/bench/RESULTS.md). Nothing uses the
+    instance after teardown (nameko's ``_run_worker`` ends there), so dropping the
+    context's reference to it breaks the cycle and reference counting frees the worker
+    at once.
+    """
+
+    def _worker_teardown(self, worker_ctx):
+        try:
+            super()._worker_teardown(worker_ctx)
+        finally:
+            worker_ctx.service = None
