@@ -23,10 +23,11 @@ records the event id in the same transaction as the effect.
 
 ``@subscribe(..., batch=N)`` hands the handler a *list* of up to N events
 (``Database.consume_many``: one transaction, one inbox insert, one outbox
-insert for all of them). It is group commit: an event arriving while fewer
-than ``BATCHES_IN_FLIGHT`` batches run starts one at once (no waiting for a
-batch to fill, so a quiet system answers as fast as before), and events
-arriving meanwhile go together into the next. Under load a return costs a
+insert for all of them). It is group commit: an event arriving when no
+batch runs starts one at once (no waiting for a batch to fill, so a quiet
+system answers as fast as before), and events arriving meanwhile go together
+into the next, which starts when the running one ends, or beside it once half
+a batch has gathered (at most ``BATCHES_IN_FLIGHT`` at a time). Under load a return costs a
 share of one transaction instead of one of its own; the per-return handlers
 are where the time of a return went (tests/bench/RESULTS.md). A batch that
 fails is not retried as a whole: each of its events is run again alone, so one
@@ -62,8 +63,8 @@ log = logging.getLogger(__name__)
 HANDLER_ATTEMPTS = 3
 TRANSIENT_ATTEMPTS = 50  # about 1.5 hours at the longest delay
 
-# batches of one batched subscription running at once: while one commits, the next
-# gathers; more would only contend for the same rows and locks
+# batches of one batched subscription running at once, under load: while one commits, the
+# next gathers; more would only contend for the same rows and locks
 BATCHES_IN_FLIGHT = 2
 
 
@@ -257,9 +258,22 @@ class Subscription(EventHandler):
         # no green thread switch in here: the checks and the changes are atomic
         while self.alone and self.in_flight < BATCHES_IN_FLIGHT:
             self.run([self.alone.pop(0)])
-        while self.gathering and self.in_flight < BATCHES_IN_FLIGHT:
+        while self.gathering and self.may_start_batch():
             items, self.gathering = self.gathering[:self.batch], self.gathering[self.batch:]
             self.run(items)
+
+    def may_start_batch(self) -> bool:
+        """Whether the events gathering go now: at once when no batch runs (a quiet system
+        answers as fast as before); beside a running batch only once half a batch has
+        gathered. Under moderate load the next batch waits for the running one and carries
+        what came meanwhile: at 50 returns/s, a second batch started at once for the one or
+        two events that had arrived, and batches of four cost the machine so much more a
+        return than batches of twelve that it was busy enough to queue (p99 latency halved,
+        CPU a return down 7%; tests/bench/RESULTS.md). Flat out, half a batch gathers at
+        once and two run side by side as before."""
+        if self.in_flight == 0:
+            return True
+        return self.in_flight < BATCHES_IN_FLIGHT and len(self.gathering) >= self.batch // 2
 
     def run(self, items: list) -> None:
         """One worker for ``items``: a batched handler gets the list of events, any other the

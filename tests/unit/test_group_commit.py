@@ -71,20 +71,39 @@ def test_a_quiet_system_runs_each_event_at_once():
 
 
 def test_events_arriving_while_batches_run_go_together_into_the_next():
-    sub, container, broker = subscription(batch=3)
-    for n in range(1, 7):
+    sub, container, broker = subscription(batch=4)
+    for n in range(1, 4):
         deliver(sub, n)
-    # two batches in flight at once (one event each: nothing else had arrived); the rest gather
+    # r1 ran at once; the next batch waits for it, or runs beside it once half a batch
+    # (r2, r3) has gathered
     assert BATCHES_IN_FLIGHT == 2
-    assert [ids(a) for a, _ in container.workers] == [["r1"], ["r2"]]
+    assert [ids(a) for a, _ in container.workers] == [["r1"], ["r2", "r3"]]
+    for n in range(4, 10):
+        deliver(sub, n)  # two batches in flight: the rest gather
+    assert len(container.workers) == 2
     finish(container, 0)
     # the next batch takes what gathered, up to the batch size
-    assert ids(container.workers[2][0]) == ["r3", "r4", "r5"]
+    assert ids(container.workers[2][0]) == ["r4", "r5", "r6", "r7"]
     finish(container, 1)
-    assert ids(container.workers[3][0]) == ["r6"]
+    assert ids(container.workers[3][0]) == ["r8", "r9"]
     finish(container, 2)
     finish(container, 3)
-    assert sorted(broker.acked) == [1, 2, 3, 4, 5, 6] and broker.requeued == []
+    assert sorted(broker.acked) == list(range(1, 10)) and broker.requeued == []
+
+
+def test_under_moderate_load_the_next_batch_waits_for_the_running_one():
+    sub, container, broker = subscription(batch=10)
+    for n in range(1, 5):
+        deliver(sub, n)  # fewer than half a batch behind r1
+    assert [ids(a) for a, _ in container.workers] == [["r1"]]
+    finish(container, 0)
+    assert ids(container.workers[1][0]) == ["r2", "r3", "r4"]
+    deliver(sub, 5)      # one batch running: r5 waits for it
+    assert len(container.workers) == 2
+    finish(container, 1)
+    assert ids(container.workers[2][0]) == ["r5"]
+    finish(container, 2)
+    assert sorted(broker.acked) == [1, 2, 3, 4, 5]
 
 
 def test_a_failed_batch_runs_each_of_its_events_alone():
