@@ -524,12 +524,17 @@ def main() -> int:
         print("latency at 50 returns/s ...", file=sys.stderr)
         paced_n = 250 if quick else 1500
         paced = [return_body(rng, v, p) for v, p in cells[burst_n:burst_n + paced_n]]
+        cpu = st.cpu_split()
         sent = post_returns(st, paced, concurrency=64, rate=50.0)
         done = wait_aggregated(engine, [i for i, _ in sent], timeout=600)
+        paced_cpu = cpu.stop()
         latencies = [(done[i].timestamp() - t0) * 1000 for i, t0 in sent if i in done]
         if len(latencies) != len(sent):
             raise SystemExit(f"only {len(latencies)} of {len(sent)} paced returns aggregated")
         results["latency at 50 returns/s, p50 / p99"] = f"{pct(latencies, 50):.0f} / {pct(latencies, 99):.0f} ms"
+        # what a return costs when the system is not flat out: smaller batches than the
+        # burst's, so more a return; the busier this leaves the machine, the longer the queues
+        results["latency at 50 returns/s, CPU"] = CpuSplit.describe(*paced_cpu, len(sent), "return")
         if args.latencies:
             with open(args.latencies, "w") as out:
                 out.write("id,sent_at,latency_ms\n")
