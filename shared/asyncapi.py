@@ -17,6 +17,8 @@ from shared.events import CATALOGUE, EnvelopeSchema
 def _field(f: fields.Field) -> dict:
     if hasattr(f, "json_schema"):  # a custom field that describes itself
         out = dict(f.json_schema)
+    elif hasattr(f, "item_schema"):  # a list of flat objects (shared.schemas.events.FlatItems)
+        out = {"type": "array", "items": _schema(f.item_schema())}
     elif isinstance(f, fields.Nested):
         schema = f.nested() if callable(f.nested) and not isinstance(f.nested, type) else f.nested
         out = _schema(schema if isinstance(schema, Schema) else schema())

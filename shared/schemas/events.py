@@ -6,7 +6,10 @@ The catalogue that maps (source, event type) to these schemas and their
 ``schema_version`` is ``shared.events.CATALOGUE``; ``docs/asyncapi.yaml`` is
 generated from it.
 """
-from marshmallow import ValidationError, fields, validate
+import math
+from decimal import Decimal
+
+from marshmallow import ValidationError, fields, missing, validate
 
 from shared.schemas.common import EventSchema
 from shared.schemas.metadata import IMPORTANCES, MetadataChangesSchema
@@ -70,6 +73,76 @@ class ViolationSchema(EventSchema):
     expected_max = fields.Float(allow_none=True, load_default=None)
 
 
+class FlatItems(fields.Field):
+    """A list of flat objects, each checked against ``item_schema``'s fields with plain
+    Python, as that schema would load it (required fields, types, choices, nulls, defaults;
+    unknown keys left out).
+
+    For the lists every consumer of every return event loads: through marshmallow's nested
+    schema a violation cost ~60 us to emit and ~30 us for each consumer to load, so a
+    return with a dozen outlier warnings spent 0.8 ms being emitted and 0.4 ms in each of
+    four consumers (profiled at 50 returns/s, where most returns carry some). The schema
+    stays the one declaration of the item (and the AsyncAPI document shows it).
+    Understands the field types a flat item has: text (with ``OneOf``) and numbers.
+    """
+
+    def __init__(self, item_schema: type, **kwargs):
+        super().__init__(**kwargs)
+        self.item_schema = item_schema
+        self._spec = []
+        for name, f in item_schema().fields.items():
+            if isinstance(f, fields.Float):
+                kind = float
+            elif isinstance(f, fields.String):
+                kind = str
+            else:
+                raise TypeError(f"FlatItems: {item_schema.__name__}.{name} is {type(f).__name__}")
+            choices = next((v.choices for v in f.validators if isinstance(v, validate.OneOf)), None)
+            self._spec.append((name, kind, f.required, f.allow_none, f.load_default, choices))
+
+    def _check(self, value, attr):
+        if not isinstance(value, list):
+            raise ValidationError(f"{attr} must be a list")
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise ValidationError(f"{attr}[{i}] must be an object")
+            row = {}
+            for name, kind, required, allow_none, default, choices in self._spec:
+                v = item.get(name, missing)
+                if v is missing:
+                    if required:
+                        raise ValidationError(f"{attr}[{i}].{name} is required")
+                    if default is missing:
+                        continue
+                    v = default() if callable(default) else default
+                elif v is None:
+                    if not allow_none:
+                        raise ValidationError(f"{attr}[{i}].{name} may not be null")
+                elif kind is float:
+                    if type(v) is bool or not isinstance(v, (int, float, Decimal, str)):
+                        raise ValidationError(f"{attr}[{i}].{name} must be a number, not {v!r}")
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        raise ValidationError(f"{attr}[{i}].{name} must be a number, not {v!r}") from None
+                    if not math.isfinite(v):
+                        raise ValidationError(f"{attr}[{i}].{name} must be a finite number, not {v!r}")
+                elif type(v) is not str:
+                    raise ValidationError(f"{attr}[{i}].{name} must be text, not {v!r}")
+                elif choices is not None and v not in choices:
+                    raise ValidationError(f"{attr}[{i}].{name} must be one of {', '.join(choices)}, not {v!r}")
+                row[name] = v
+            out.append(row)
+        return out
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self._check(value, attr or self.name)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return self._check(value, attr or self.name)
+
+
 class ReturnRefSchema(EventSchema):
     """What every event about one return says about it."""
     return_id = fields.Str(required=True)
@@ -91,12 +164,12 @@ class ReturnReceivedSchema(ReturnRefSchema):
 class ReturnValidatedSchema(ReturnRefSchema):
     """Accepted: no HIGH violation. MEDIUM/LOW ones ride along as warnings."""
     values = ReturnValues(required=True)
-    violations = fields.List(fields.Nested(ViolationSchema), required=True)
+    violations = FlatItems(ViolationSchema, required=True)
 
 
 class ReturnRejectedSchema(ReturnRefSchema):
     """At least one HIGH violation: nothing of the return is aggregated."""
-    violations = fields.List(fields.Nested(ViolationSchema), required=True)
+    violations = FlatItems(ViolationSchema, required=True)
 
 
 class ImportCountSchema(EventSchema):
