@@ -9,6 +9,7 @@ green.patch()
 
 import secrets  # noqa: E402
 import socket  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
@@ -64,6 +65,7 @@ def mailbox(settings):
     yield maildir
     proc.terminate()
     proc.wait(10)
+    shutil.rmtree(maildir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

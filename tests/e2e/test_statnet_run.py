@@ -43,6 +43,7 @@ def statnet_process(settings):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    os.unlink(log.name)
 
 
 def test_a_village_return_travels_village_district_province(statnet_process):

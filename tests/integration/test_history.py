@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -199,13 +198,13 @@ def test_yearly_totals_wait_for_a_pause_or_for_the_loader_to_say_it_is_done(syst
     assert system.analytics(f"N{UID}", t.country, "2010") == {(f"N{UID}", t.country, "2010"): 4 * len(t.all_villages)}
 
 
-def test_statnet_history_load_sends_a_big_file_in_chunks(system, world, settings, monkeypatch):
+def test_statnet_history_load_sends_a_big_file_in_chunks(system, world, settings, monkeypatch, tmp_path):
     t = world
     from services import history_cli
 
     monkeypatch.setattr(history_cli, "CHUNK_BYTES", 2000)  # force several chunks on a small file
     rows = [(f"N{UID}", f"2014{m:02d}", v, "", f"{m}.5") for v in t.all_villages for m in range(1, 13)]
-    path = os.path.join(tempfile.mkdtemp(), "history.csv")
+    path = os.path.join(tmp_path, "history.csv")
     with open(path, "w", encoding="utf-8") as f:
         f.write(csv_text(rows))
     code = history_cli.load(f"http://{settings.http_address}", settings.admin_token, path, f"MDS{UID}")

@@ -4,6 +4,7 @@ retried while the SMTP server is down; two notify instances send nothing twice."
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +82,7 @@ def smtp(settings):
     server = Smtp(settings.smtp_host, settings.smtp_port)  # not started: the first test wants it down
     yield server
     server.stop()
+    shutil.rmtree(server.maildir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ container), so ``stop_app``/``start_app`` disturb nobody else.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pathlib
@@ -34,6 +35,8 @@ class StatnetProcess:
                     "STATNET_LOG_FORMAT": "json", "STATNET_DEADLINE_CHECK_SECONDS": "86400",
                     **{k: str(v) for k, v in env.items()}}
         self.log_path = pathlib.Path(tempfile.mkdtemp(prefix="statnet-proc-")) / f"{name}.log"
+        # kept while the test session runs (a failing test's log can be read), gone after it
+        atexit.register(shutil.rmtree, self.log_path.parent, True)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
