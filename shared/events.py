@@ -269,7 +269,7 @@ class Subscription(EventHandler):
         what came meanwhile: at 50 returns/s, a second batch started at once for the one or
         two events that had arrived, and batches of four cost the machine so much more a
         return than batches of twelve that it was busy enough to queue (p99 latency halved,
-        CPU a return down 7%; tests/bench/RESULTS.md). Flat out, half a batch gathers at
+        CPU a return down 5-7%; tests/bench/RESULTS.md). Flat out, half a batch gathers at
         once and two run side by side as before."""
         if self.in_flight == 0:
             return True

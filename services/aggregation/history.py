@@ -43,7 +43,7 @@ from eventlet import tpool
 
 from shared import dhis2_csv, serialization
 from shared.api import ApiError
-from shared.periods import FIRST_YEAR, today
+from shared.periods import FIRST_YEAR, YEARLY, Period, today
 from shared.replica import Metadata
 
 COLUMNS = dhis2_csv.COLUMNS
@@ -238,8 +238,10 @@ class Reported:
     def years(self) -> list[dict]:
         """The unit-years of its finer-than-yearly periods (a yearly period is its year's
         total already: nothing to rebuild)."""
-        return [{"ou": ou, "year": int(year)} for ou, year in
-                sorted({(ou, period[:4]) for ou, period in self.places if len(period) > 4})]
+        periods = {code: Period.parse(code) for code in {period for _, period in self.places}}
+        return [{"ou": ou, "year": year} for ou, year in
+                sorted({(ou, periods[period].start.year) for ou, period in self.places
+                        if periods[period].type != YEARLY})]
 
 
 def _bad(message: str, **extra) -> ApiError:
