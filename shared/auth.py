@@ -18,7 +18,7 @@ ADMIN, OPERATOR, SUPERVISOR, REPORTER = "admin", "operator", "supervisor", "repo
 PERMISSIONS = {
     "metadata.write": {ADMIN},
     "users.write": {ADMIN},
-    "focal_points.write": {ADMIN, SUPERVISOR},
+    "focal_points.write": {ADMIN},  # section 3 of the contract: metadata is the admin's; a supervisor reads
     "returns.submit": {ADMIN, REPORTER},
     "deadlines.check": {ADMIN, OPERATOR},
     "history.load": {ADMIN},

@@ -263,9 +263,11 @@ def test_a_supervisor_sees_only_its_subtree(system, world):
     r = system.get(f"/api/analytics?dx={codes['pop']}&ou={d2}&pe=2023", token=token)
     assert r.status_code == 403 and d2 in r.json()["message"]
     assert system.get(f"/api/analytics?dx={codes['pop']}&ou={d1}&pe=2023", token=token).status_code == 200
-    # supervisors read, they do not submit
+    # supervisors read, they do not submit, nor edit focal points (metadata is the admin's)
     r = system.submit(village_return(codes, stayed, "2023", 1, 1), token=token)
     assert r.status_code == 403 and "submit returns" in r.json()["message"]
+    r = system.put("/api/focalPoints/FPREGSUP", json={"email": "sup.edit@example.la"}, token=token)
+    assert r.status_code == 403 and "edit focal points" in r.json()["message"]
 
 
 def test_statnet_user_create_on_the_command_line(system, world, settings):
