@@ -42,9 +42,11 @@ def analytics_csv(rows: list[dict], md: Metadata) -> str:
     return out.getvalue()
 
 
-def dataflow_for(params: dict, elements: list[str], md: Metadata) -> str:
-    """The data set whose dataflow the export belongs to: ``ds`` if given, else the one
-    holding most of the asked elements (ties: first by code)."""
+def dataflows_for(params: dict, elements: list[str], md: Metadata) -> dict[str, str]:
+    """Each asked element's dataflow (data set): ``ds`` for all of them if given; else the
+    data set holding most of the asked elements where it holds the element, otherwise the
+    first by code that does. An export may mix data sets (``dx=OPD;PRICE_RICE``): each
+    observation names its own dataflow, as SDMX-CSV's first column is for."""
     asked = params.get("ds")
     if asked:
         ds = md.data_sets.get(asked)
@@ -53,19 +55,22 @@ def dataflow_for(params: dict, elements: list[str], md: Metadata) -> str:
         missing = [e for e in elements if e not in ds.data_elements]
         if missing:
             raise _bad(f"ds: data set {asked!r} does not contain {', '.join(missing)}")
-        return ds.code
+        return {e: ds.code for e in elements}
     ranked = sorted(md.data_sets.values(),
                     key=lambda d: (-sum(e in d.data_elements for e in elements), d.code))
     if not ranked or not any(e in ranked[0].data_elements for e in elements):
         raise _bad("no data set contains the asked data elements; name one with ds=")
-    return ranked[0].code
+    # (an element no data set holds any more keeps the values it had: they go with the
+    # data set holding most of the others)
+    return {e: next((d for d in ranked if e in d.data_elements), ranked[0]).code for e in elements}
 
 
-def sdmx_csv(rows: list[dict], md: Metadata, dataflow: str, labels: str = "id", lang: str = "en") -> str:
+def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict[str, str], labels: str = "id",
+             lang: str = "en") -> str:
+    """``dataflows``: each data element's data set (``dataflows_for``)."""
     if labels not in ("id", "both"):
         raise _bad(f"labels: {labels!r} must be id or both")
     both = labels == "both"
-    ds = md.data_sets[dataflow]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["DATAFLOW", "DATA_ELEMENT", "DISAGGREGATION", "REF_AREA", "TIME_PERIOD", "OBS_VALUE"]
@@ -73,11 +78,14 @@ def sdmx_csv(rows: list[dict], md: Metadata, dataflow: str, labels: str = "id", 
         header = ["DATAFLOW", "DATA_ELEMENT: Data element", "DISAGGREGATION: Disaggregation",
                   "REF_AREA: Reference area", "TIME_PERIOD: Time period", "OBS_VALUE: Observation value"]
     writer.writerow(header)
-    flow = f"STATNET:{ds.code}(1.0)"
-    if both:
-        flow = f"{flow}: {_name(ds, lang)}"
+    flows = {}
+    for de_code, ds_code in dataflows.items():
+        flows[de_code] = f"STATNET:{ds_code}(1.0)"
+        if both:
+            flows[de_code] += f": {_name(md.data_sets[ds_code], lang)}"
     for r in rows:
         de_code, _, combo = r["dx"].partition(".")
+        flow = flows[de_code]
         combo = combo or TOTAL
         period = Period.parse(r["pe"]).sdmx()
         de, unit = md.data_elements[de_code], md.org_units[r["ou"]]

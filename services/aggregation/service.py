@@ -159,8 +159,8 @@ class AggregationService(KeepsMetadataReplica):
         if fmt == "csv":
             return reply(exports.analytics_csv(rows, md), content_type=exports.CSV)
         if fmt == "sdmx":
-            flow = exports.dataflow_for(params, [i.data_element for i in query.dx], md)
-            body = exports.sdmx_csv(rows, md, flow, params.get("labels", "id"), params.get("locale", "en"))
+            flows = exports.dataflows_for(params, [i.data_element for i in query.dx], md)
+            body = exports.sdmx_csv(rows, md, flows, params.get("labels", "id"), params.get("locale", "en"))
             return reply(body, content_type=exports.SDMX_CSV)
         return reply({"rows": rows, "metaData": analytics.names(query, md)})
 
