@@ -29,6 +29,16 @@ returns_received_total = Counter(
     ["dataset", "period"])
 dead_letters_total = Counter(
     "statnet_dead_letters", "Messages a service parked in its dead-letter queue", ["service"])
+# Series of a closed set of labels exist from the start, at 0: a counter that appears
+# only at its first increment has no rate() to alert on before it, and a scrape cannot
+# tell "none yet" from "not exported". (dead_letters_total: each service's own, when its
+# Bouncer is set up.)
+for _status in ("RECEIVED", "VALIDATED", "REJECTED", "AGGREGATED"):
+    submissions_total.labels(status=_status)
+for _result in ("imported", "updated", "ignored", "deleted"):
+    data_values_total.labels(result=_result)
+for _importance in ("HIGH", "MEDIUM", "LOW"):
+    validation_violations_total.labels(importance=_importance)
 
 # --- plumbing -----------------------------------------------------------------
 event_handler_seconds = Histogram(

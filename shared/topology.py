@@ -188,6 +188,7 @@ class Bouncer(SharedExtension):
     def setup(self):
         self.settings = Settings.of(self.container)
         self.publisher = Publisher(self.settings.amqp_uri, use_confirms=True, mandatory=True)
+        metrics.dead_letters_total.labels(service=self.container.service_name)  # at 0 until one is
 
     def _republish(self, message, exchange: Exchange, routing_key: str, headers: dict, declare) -> None:
         merged = dict(message.headers or {})

@@ -63,6 +63,13 @@ def test_every_metric_moves_with_the_flow(system, world, settings, mailbox):
     t, codes, token = world
     ds = codes["ds"]
     before = scrape(system)
+    # a closed set of labels is there from the start, at 0 where nothing happened yet
+    for service in ("submission", "validation", "aggregation", "registry", "notify"):
+        assert before.has("statnet_dead_letters_total", service=service), service
+    for result in ("imported", "updated", "ignored", "deleted"):
+        assert before.has("statnet_data_values_total", result=result), result
+    for importance in ("HIGH", "MEDIUM", "LOW"):
+        assert before.has("statnet_validation_violations_total", importance=importance), importance
 
     # an accepted return, a correction of it, one with a MEDIUM warning, one rejected, a dry run
     v1, v2, v3 = t.all_villages[:3]
