@@ -204,10 +204,8 @@ class ValidationService(KeepsMetadataReplica):
             stored = _stored(conn, checked[1])
         violations = checks.check_return(ret["data_set"], ret["values"], md, stored, checked=checked)
         rejected = checks.rejected(violations)
-        n = len(ret["values"])
         return {"status": "REJECTED" if rejected else "VALIDATED", "violations": violations,
-                "import_count": {"imported": 0 if rejected else n, "updated": 0,
-                                 "ignored": n if rejected else 0, "deleted": 0}}
+                "import_count": checks.predicted_import_count(ret["values"], stored, rejected)}
 
     @api_rpc
     def results(self, principal, params: dict):

@@ -275,6 +275,10 @@ def test_a_later_return_replaces_updates_deletes_and_keeps_omitted_values(system
         {"dataElement": "DEATHS_MEASLES", "categoryOptionCombo": "F", "value": ""},     # deleted
         {"dataElement": "DEATHS_MEASLES", "categoryOptionCombo": "M", "value": "2"},    # new
     ]                                                                                   # BEDS omitted: stays
+    # a dry run foretells the importCount the return will have (and stores nothing)
+    dry = system.post("/api/dataValueSets?dryRun=true", json=body, token=world["bo"])
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["importCount"] == {"imported": 1, "updated": 2, "ignored": 0, "deleted": 1}
     r = system.submit(body, token=world["bo"])
     second = system.wait_status(r.json()["id"])
     assert second["status"] == "AGGREGATED"
