@@ -20,7 +20,7 @@ from services.submission.formats import RawReturn, conflict
 from shared.auth import Principal
 from shared.periods import Period, PeriodError, is_closed, local_date, on_time
 from shared.replica import DataSet, Metadata
-from shared.values import ValueTypeError, normalise
+from shared.values import MAX_TEXT, ValueTypeError, normalise
 
 
 class Refused(Exception):
@@ -87,7 +87,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
 
     values: list[dict] = []
     seen: dict[tuple, int] = {}
-    places: set[tuple[str, Period]] = set()
+    # each (unit, period) the return reports for, and where the body first named it: a place
+    # a value's own orgUnit brought in is refused under that value's name, not the header's
+    places: dict[tuple[str, Period], str] = {}
     for v in raw.values:
         at = v.where
         ok = True
@@ -132,6 +134,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                 ok = False
         if v.comment is not None and not isinstance(v.comment, str):
             conflicts.append(conflict(f"{at}.comment", v.comment, "comment must be text"))
+        elif v.comment is not None and len(v.comment) > MAX_TEXT:  # DHIS2's bound on a comment too
+            conflicts.append(conflict(f"{at}.comment", v.comment[:50] + "...",
+                                      f"comment of {len(v.comment)} characters is longer than {MAX_TEXT}"))
             ok = False
         if not ok:
             continue
@@ -141,19 +146,19 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                                 f"is given twice (also {seen[key]})"))
             continue
         seen[key] = v.where
-        places.add((value_unit, value_period))
+        places.setdefault((value_unit, value_period), "orgUnit" if v.org_unit in (None, "") else f"{at}.orgUnit")
         values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
                        "period": value_period.code, "value": text, "comment": v.comment})
 
     if ds is not None and org_unit is not None and period is not None:
-        places.add((org_unit, period))
-    for unit, p in sorted(places, key=lambda x: (x[0], x[1].code)):
+        places[(org_unit, period)] = "orgUnit"
+    for (unit, p), named_at in sorted(places.items(), key=lambda x: (x[0][0], x[0][1].code)):
         if ds is None:
             break
         if not md.assigned(ds, unit, p.start):
-            conflicts.append(conflict("orgUnit", unit, f"org unit {unit!r} is not assigned data set {ds.code!r}"))
+            conflicts.append(conflict(named_at, unit, f"org unit {unit!r} is not assigned data set {ds.code!r}"))
         elif not md.org_units[unit].open_during(p):
-            conflicts.append(conflict("orgUnit", unit, f"org unit {unit!r} is not open in period {p.code}"))
+            conflicts.append(conflict(named_at, unit, f"org unit {unit!r} is not open in period {p.code}"))
     if ds is not None and org_unit is not None and period is None and not md.assigned(ds, org_unit):
         # the period could not be read: still say whether the unit may send this data set at all
         conflicts.append(conflict("orgUnit", org_unit, f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))

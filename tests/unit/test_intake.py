@@ -84,3 +84,20 @@ def test_closed_period_is_403():
     assert err.value.status == 403 and "period closed" in err.value.body["message"]
     ok = check(raw([("HH", None, "1")], ds="M", period="202610", ou="D1"), MD, REPORTER, NOW)
     assert ok.on_time is False  # due 31 Oct + 15 days
+
+
+def test_a_comment_longer_than_dhis2_allows_is_refused():
+    long = "ບ" * 50_001
+    found = conflicts(raw([("HH", None, "1", long), ("POP", "M", "2", "ບ" * 50_000), ("POP", "F", "3")]))
+    assert len(found) == 1 and found[0]["object"] == "dataValues[0].comment"
+    assert "50001 characters is longer than 50000" in found[0]["message"]
+
+
+def test_a_place_a_value_brings_in_is_refused_under_that_values_name():
+    ret = RawReturn("M", "202609", "D1", None, [RawValue(0, "HH", None, "1"),
+                                                 RawValue(1, "HH", None, "2", org_unit="V1"),
+                                                 RawValue(2, "HH", None, "3", org_unit="V1", period="202608")])
+    found = conflicts(ret)
+    assert [(c["object"], c["value"]) for c in found] == [("dataValues[2].orgUnit", "V1"),
+                                                          ("dataValues[1].orgUnit", "V1")]
+    assert all("not assigned data set 'M'" in c["message"] for c in found)
