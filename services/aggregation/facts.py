@@ -30,6 +30,7 @@ from shared.config import Settings
 from shared.db import engine_for, lock_in_order
 from shared.periods import YEARLY, Period
 from shared.replica import Metadata
+from shared.returns import place_on_time, reported_places
 from shared.values import numeric
 
 log = logging.getLogger(__name__)
@@ -396,19 +397,23 @@ def year_keys(values: list[dict]) -> set[tuple[str, int, str]]:
             if periods[v["period"]].type != YEARLY}
 
 
-def register_completeness(conn: sa.Connection, accepted: list[tuple[dict, dt.datetime]]) -> None:
-    """The first accepted return of a data set, unit and period counts for completeness.
+def register_completeness(conn: sa.Connection, accepted: list[tuple[dict, dt.datetime]], md: Metadata) -> None:
+    """The first accepted return of a data set, unit and period counts for completeness:
+    every place the return reports for (``shared.returns``), not only its header's.
 
     ``accepted``: (return, accepted at) pairs; of several for one data set, unit and
     period, the one received first.
     """
     first: dict[tuple, dict] = {}
     for data, accepted_at in accepted:
-        key = (data["data_set"], data["org_unit"], data["period"])
-        if key not in first or data["received_at"] < first[key]["received_at"]:
-            first[key] = {"data_set": data["data_set"], "org_unit": data["org_unit"], "period": data["period"],
-                          "return_id": data["return_id"], "received_at": data["received_at"],
-                          "on_time": data["on_time"], "accepted_at": accepted_at}
+        ds = md.data_sets.get(data["data_set"])
+        for org_unit, period in reported_places(data):
+            key = (data["data_set"], org_unit, period)
+            if key not in first or data["received_at"] < first[key]["received_at"]:
+                first[key] = {"data_set": data["data_set"], "org_unit": org_unit, "period": period,
+                              "return_id": data["return_id"], "received_at": data["received_at"],
+                              "on_time": place_on_time(data, org_unit, period, ds.timely_days if ds else None),
+                              "accepted_at": accepted_at}
     if not first:
         return
     c = t.completeness

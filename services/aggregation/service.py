@@ -94,7 +94,7 @@ class AggregationService(KeepsMetadataReplica):
                 counts.update(facts.apply_returns(tx.conn, run, md))
             applied = [(e.data, counts[e.data["return_id"]]) for e in fresh]
             facts.refresh_year_totals(tx.conn, {k for e in fresh for k in facts.year_keys(e.data["values"])})
-            facts.register_completeness(tx.conn, [(e.data, e.occurred_at) for e in fresh])
+            facts.register_completeness(tx.conn, [(e.data, e.occurred_at) for e in fresh], md)
             now = dt.datetime.now(dt.timezone.utc)
             tx.emit_all([("return_aggregated", {
                 "return_id": data["return_id"], "data_set": data["data_set"], "org_unit": data["org_unit"],

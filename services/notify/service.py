@@ -27,6 +27,7 @@ from shared.delivery import Database
 from shared.events import subscribe
 from shared.periods import show, today
 from shared.replica import KeepsMetadataReplica, Replica
+from shared.returns import reported_places
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,9 @@ class NotifyService(KeepsMetadataReplica):
     def _received(self, tx, returns: list[dict]) -> None:
         if returns:
             tx.execute(_RECEIVED, {"rows": serialization.dumps([
-                {k: data[k] for k in ("data_set", "org_unit", "period", "return_id", "received_at")}
-                for data in returns])})
+                {"data_set": data["data_set"], "org_unit": org_unit, "period": period,
+                 "return_id": data["return_id"], "received_at": data["received_at"]}
+                for data in returns for org_unit, period in reported_places(data)])})
 
     # ---------------------------------------------------------------- deadlines
 

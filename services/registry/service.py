@@ -22,6 +22,7 @@ from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.periods import show, today
+from shared.returns import reported_places
 from shared.schemas.api import FocalPointUpdateSchema, UserSchema
 
 log = logging.getLogger(__name__)
@@ -271,14 +272,16 @@ class RegistryService:
     @subscribe("validation", "return_validated", batch=50)
     def learn_from_accepted_return(self, events):
         with self.db.consume_many(events) as tx:
-            rows = [{"org_unit": e.data["org_unit"], "data_set": e.data["data_set"], "period": e.data["period"],
+            # every unit the return reports for (a district's CSV of its villages: each of them)
+            rows = [{"org_unit": org_unit, "data_set": e.data["data_set"], "period": period,
                      "return_id": e.data["return_id"], "received_at": e.data["received_at"],
-                     "accepted_at": e.occurred_at, "submitted_by": e.data["submitted_by"]} for e in tx.fresh]
+                     "accepted_at": e.occurred_at, "submitted_by": e.data["submitted_by"]}
+                    for e in tx.fresh for org_unit, period in reported_places(e.data)]
             if rows:
                 tx.execute(_NOTE_SUBMISSIONS, {"rows": serialization.dumps(rows)})
-        for row in rows:
-            log.info("return %s: last submission of %s for %s noted", row["return_id"], row["org_unit"],
-                     row["data_set"])
+        for e in tx.fresh:
+            log.info("return %s: last submission of %s for %s noted", e.data["return_id"],
+                     ", ".join(sorted({ou for ou, _ in reported_places(e.data)})), e.data["data_set"])
 
 
 # A batch of accepted returns, in one statement: the latest received per unit and data
@@ -293,7 +296,7 @@ WITH x AS (
 noted AS (
     INSERT INTO {t.last_submission.fullname} AS s (org_unit, data_set, period, return_id, received_at, accepted_at)
     SELECT DISTINCT ON (org_unit, data_set) org_unit, data_set, period, return_id, received_at, accepted_at
-    FROM x ORDER BY org_unit, data_set, received_at DESC
+    FROM x ORDER BY org_unit, data_set, received_at DESC, period DESC
     ON CONFLICT (org_unit, data_set) DO UPDATE
         SET period = excluded.period, return_id = excluded.return_id, received_at = excluded.received_at,
             accepted_at = excluded.accepted_at

@@ -1,0 +1,27 @@
+"""What an accepted return reports for, read the same way by every service that counts it.
+
+A return names one org unit and period in its header, and each value may name its own
+(CONTRACT 4: "a value's own period/orgUnit override the header's"). A district statistics
+centre's CSV of all its villages for a month, or an ADX file of several groups, is one
+return that reports for every one of those (unit, period) places: each counts as reported
+for completeness, stops the deadline check chasing it and is its unit's last submission,
+not only the place its first line happened to name.
+"""
+from __future__ import annotations
+
+from shared.periods import Period, on_time
+
+
+def reported_places(data: dict) -> list[tuple[str, str]]:
+    """(org unit, period) of the return's header and of each of its values, sorted."""
+    places = {(data["org_unit"], data["period"])}
+    places.update((v["org_unit"], v["period"]) for v in data["values"])
+    return sorted(places)
+
+
+def place_on_time(data: dict, org_unit: str, period: str, timely_days: int | None) -> bool:
+    """Whether the return came in time for one of its places: the header's as intake
+    decided it; another period's by the same rule (its end + the data set's timelyDays)."""
+    if (org_unit, period) == (data["org_unit"], data["period"]) or timely_days is None:
+        return data["on_time"]
+    return on_time(Period.parse(period), data["received_at"], timely_days)

@@ -1,0 +1,53 @@
+"""One return that reports for several places: a district statistics centre's CSV of its
+villages, months at once. Each (unit, period) it names counts as reported: completeness,
+timeliness, the deadline check and each unit's lastSubmission, not only the place of its
+first line (CONTRACT 4: a value's own period/orgUnit override the header's)."""
+from __future__ import annotations
+
+import datetime as dt
+
+from tests.support.builders import tree, village_data_set
+
+UID = "MPR"
+YEAR = dt.date.today().year - 1
+HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
+
+
+def test_a_return_of_several_villages_and_months_counts_for_each(system):
+    t, units = tree(UID, districts=1, villages=3)
+    codes, doc = village_data_set(UID, period_type="Monthly", timely_days=10, rules=False)
+    doc["orgUnits"] = units
+    doc["focalPoints"] = [{"code": f"SUP{UID}", "name": "Supervisor", "orgUnit": t.province,
+                           "role": "supervisor", "email": "sup.mpr@example.la", "language": "en"}]
+    system.import_metadata(doc)
+    (district,) = t.districts
+    v1, v2, v3 = t.villages[district]
+    jan, feb = f"{YEAR}01", f"{YEAR}02"
+    body = HEADER + "".join(f"{codes['hh']},{pe},{ou},,,{n},,,,\n"
+                            for n, (ou, pe) in enumerate([(v1, jan), (v2, jan), (v2, feb)], start=4))
+    r = system.submit(body, content_type="text/csv")
+    assert r.status_code == 202, r.text
+    status = system.wait_status(r.json()["id"])
+    assert status["status"] == "AGGREGATED" and status["importCount"]["imported"] == 3
+    assert (status["orgUnit"], status["period"]) == (v1, jan)  # the return is named by its first line
+
+    def completeness(pe):
+        c = system.get(f"/api/completeness?ds={codes['ds']}&ou={district}&pe={pe}").json()
+        return c["expected"], c["actual"], c["onTime"]
+
+    assert completeness(jan) == (3, 2, 0)  # v1 and v2; last year's: late
+    assert completeness(feb) == (3, 1, 0)  # v2
+    assert completeness(f"{YEAR}Q1") == (9, 3, 0)
+
+    # each village's last submission: v2's is its latest period
+    last = {ou: system.get(f"/api/orgUnits/{ou}").json()["lastSubmission"] for ou in (v1, v2, v3)}
+    assert [(x["dataSet"], x["period"]) for x in last[v1]] == [(codes["ds"], jan)]
+    assert [(x["dataSet"], x["period"]) for x in last[v2]] == [(codes["ds"], feb)]
+    assert last[v3] == []
+
+    # the deadline check chases only what did not come: v3 in January, v1 and v3 in February
+    r = system.post(f"/api/deadlines/check?asOf={YEAR}-03-15")
+    assert r.status_code == 200, r.text
+    alerts = system.get(f"/api/notifications?recipient=SUP{UID}&type=LATE_RETURN").json()["notifications"]
+    chased = {(n["orgUnit"], n["period"]) for n in alerts if n["period"] in (jan, feb)}
+    assert chased == {(v3, jan), (v1, feb), (v3, feb)}  # (the look-back also finds last year's months)
