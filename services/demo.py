@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 
 from services import runner
 from services.registry import reference
@@ -236,10 +237,16 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         if all(n["status"] != "PENDING" for n in notes["notifications"]):
             break
         time.sleep(0.5)
-    print(f"\nAlerts ({len(notes['notifications'])}):")
-    for n in notes["notifications"]:
-        print(f"  {n['type']:<15} {n['dataSet']:<9} {n['period']:<7} {names.get(n['orgUnit'], n['orgUnit']):<30} "
+    alerts = notes["notifications"]
+    tally = Counter((n["type"], n["channel"], n["status"]) for n in alerts)
+    print(f"\nAlerts ({len(alerts)}): " + ", ".join(f"{k[0]} by {k[1]} {k[2]} {v}" for k, v in sorted(tally.items())))
+    # a month of a province is hundreds of late village returns: the first few of each type
+    shown = [n for kind in sorted({n["type"] for n in alerts}) for n in [a for a in alerts if a["type"] == kind][:8]]
+    for n in shown:
+        print(f"  {n['type']:<15} {n['dataSet']:<9} {n['period']:<10} {names.get(n['orgUnit'], n['orgUnit']):<30} "
               f"-> {n['recipient']:<12} {n['channel']:<7} {n['status']}")
+    if len(shown) < len(alerts):
+        print(f"  ... and {len(alerts) - len(shown)} more (GET /api/notifications)")
     if maildir:
         mails = mailsink.read(maildir)
         print(f"\n{len(mails)} e-mail(s) delivered to the local SMTP server ({maildir}); the first:")

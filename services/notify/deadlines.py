@@ -17,9 +17,13 @@ reporters for a reminder) and inserts the notifications with ON CONFLICT DO
 NOTHING on their unique key: running the check again, on the timer and by
 hand, from two notify instances, adds nothing. No loop over units.
 
-A supervisor whose focal point says ``digest: true`` gets no LATE_RETURN per
-unit; instead one LATE_DIGEST per day listing every open late return of their
-subtree (key: recipient, their unit, ``*``, the day).
+A supervisor whose focal point says ``digest: true`` gets no e-mail per late unit;
+instead one LATE_DIGEST per day listing every open late return of their subtree (key:
+recipient, their unit, ``*``, the day). Their LATE_RETURN alerts are still recorded,
+one per unit as for everyone (CONTRACT 7: every supervisor up the tree is a recipient,
+and ``GET /api/notifications`` lists them), but never sent on their own (no attempt is
+ever due: ``next_attempt_at`` is infinity): the dispatcher marks them SENT, or FAILED,
+with the digest that carries them (``dispatcher.DIGESTED``).
 """
 from __future__ import annotations
 
@@ -103,6 +107,22 @@ single AS (
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
     RETURNING id
 ),
+-- a digest reader's alerts, recorded, delivered by their digest
+digested AS (
+    INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status,
+                                     next_attempt_at, details)
+    SELECT r.kind, r.recipient, r.org_unit, r.data_set, r.period, ch.channel, 'PENDING', 'infinity',
+           jsonb_build_object(
+               'names', jsonb_build_object('data_set', jsonb_build_object('en', r.ds_en, 'lo', r.ds_lo),
+                                           'org_unit', jsonb_build_object('en', r.unit_en, 'lo', r.unit_lo)),
+               'recipient_name', r.recipient_name, 'language', r.language, 'email', r.email,
+               'due_date', r.end_date, 'deadline', r.deadline, 'as_of', CAST(:as_of AS date),
+               'delivered_by', 'LATE_DIGEST')
+    FROM recipients r CROSS JOIN channels ch
+    WHERE r.kind = 'LATE_RETURN' AND r.digest AND (ch.channel <> 'email' OR r.email IS NOT NULL)
+    ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
+    RETURNING id
+),
 digest AS (
     INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status, details)
     SELECT 'LATE_DIGEST', r.recipient, r.recipient_unit, '*', CAST(:as_of AS text), ch.channel, 'PENDING',
@@ -126,7 +146,7 @@ digest AS (
 )
 SELECT kind, data_set, count(*) AS units, NULL AS new FROM missing GROUP BY kind, data_set
 UNION ALL
-SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM digest)
+SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM digested) + (SELECT count(*) FROM digest)
 """)
 
 

@@ -131,6 +131,16 @@ def send_webhook(row, settings: Settings) -> None:
 
 CHANNELS = {"email": send_email, "webhook": send_webhook}
 
+# A digest reader's LATE_RETURN alerts go out inside their LATE_DIGEST (deadlines.py): when
+# the digest is sent, or given up, so are the alerts recorded for that recipient and channel
+# up to the digest's making (one recorded later waits for the next day's digest)
+DIGESTED = sa.text("""
+UPDATE notify.notification SET status = :status, attempts = :attempts, sent_at = :sent_at,
+                               last_error = :last_error
+WHERE type = 'LATE_RETURN' AND recipient = :recipient AND channel = :channel AND status = 'PENDING'
+  AND details->>'delivered_by' = 'LATE_DIGEST' AND created_at <= :made
+""")
+
 
 class Dispatcher(Pump):
     name = "alert-dispatcher"
@@ -170,8 +180,20 @@ class Dispatcher(Pump):
                 conn.execute(n.update().where(n.c.id == row.id).values(
                     status="SENT", attempts=attempts, sent_at=sa.func.now(), last_error=None))
                 metrics.notifications_total.labels(type=row.type, channel=row.channel, status="SENT").inc()
+                self._with_digest(conn, row, "SENT", attempts, None)
                 log.info("notification %d (%s to %s by %s) sent", row.id, row.type, row.recipient, row.channel)
         return True
+
+    def _with_digest(self, conn, row, status: str, attempts: int, reason: str | None) -> None:
+        """The alerts a digest carried share its fate (see DIGESTED)."""
+        if row.type != "LATE_DIGEST":
+            return
+        carried = conn.execute(DIGESTED, {
+            "status": status, "attempts": attempts, "last_error": reason, "recipient": row.recipient,
+            "channel": row.channel, "made": row.created_at,
+            "sent_at": dt.datetime.now(dt.timezone.utc) if status == "SENT" else None}).rowcount
+        if carried:
+            metrics.notifications_total.labels(type="LATE_RETURN", channel=row.channel, status=status).inc(carried)
 
     def _mark(self, conn, row, status: str, attempts: int, reason: str) -> None:
         n = t.notification
@@ -180,6 +202,8 @@ class Dispatcher(Pump):
             next_attempt_at=sa.func.now() + backoff(attempts, self.settings.notify_retry_seconds)))
         metrics.notifications_total.labels(type=row.type, channel=row.channel,
                                            status="FAILED" if status == "FAILED" else "RETRY").inc()
+        if status == "FAILED":
+            self._with_digest(conn, row, "FAILED", attempts, reason[:1000])
         log.warning("notification %d (%s to %s by %s) attempt %d failed: %s%s", row.id, row.type,
                     row.recipient, row.channel, attempts, reason,
                     "" if status == "PENDING" else " (gave up)")

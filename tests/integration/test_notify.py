@@ -143,19 +143,28 @@ def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, s
     report = r.json()
     assert report["asOf"] == "2026-10-20" and report["late"] == 2 and report["due"] == 0
     assert {"dataSet": DS, "late": 2, "due": 0} in report["dataSets"]
-    # per unit to the districts' supervisors, one digest to the province's; each by e-mail and webhook
-    assert report["notifications"] == 6
+    # per unit to the districts' supervisors, one digest to the province's; each by e-mail and
+    # webhook. The province's per-unit alerts are recorded too (2 x 2), carried by its digest
+    assert report["notifications"] == 10
     assert late_gauge() == 2
 
     # the SMTP server is down: e-mails stay PENDING with their attempts counted; webhooks go out
     def retried():
-        emails = [n for n in notifications(system) if n["channel"] == "email"]
+        emails = [n for n in notifications(system) if n["channel"] == "email" and not carried(n)]
         return emails if len(emails) == 3 and all(n["attempts"] >= 2 and n["status"] == "PENDING"
                                                   for n in emails) else None
 
+    def carried(n):  # a LATE_RETURN of the digest reader: goes out inside the digest
+        return n["type"] == "LATE_RETURN" and n["recipient"] == f"SP{UID}"
+
     emails = wait_until(retried, timeout=30, message="e-mail attempts while SMTP is down")
     assert all("Error" in (n["lastError"] or "") for n in emails)
-    assert pending_gauge(system) == {("LATE_RETURN", "email"): 2, ("LATE_DIGEST", "email"): 1}
+    assert pending_gauge(system) == {("LATE_RETURN", "email"): 4, ("LATE_DIGEST", "email"): 1}
+    # (by webhook, its digest is out already, and they with it; by e-mail they wait for it)
+    province = notifications(system, recipient=f"SP{UID}", type="LATE_RETURN")
+    assert sorted((n["orgUnit"], n["period"], n["channel"], n["status"]) for n in province) == sorted(
+        (t.villages[d][1], "202609", channel, status) for d in (d1, d2)
+        for channel, status in (("email", "PENDING"), ("webhook", "SENT")))
     smtp.start()
     wait_until(lambda: all(n["status"] == "SENT" for n in notifications(system)), timeout=60,
                message="every alert sent once SMTP is back")
@@ -176,6 +185,9 @@ def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, s
 
     assert sorted((h["type"], h["recipient"]) for h in webhook.received) == sorted(
         [("LATE_RETURN", f"S1{UID}"), ("LATE_RETURN", f"S2{UID}"), ("LATE_DIGEST", f"SP{UID}")])
+    # the province's per-unit alerts went out with its digest: SENT, not sent on their own
+    province = notifications(system, recipient=f"SP{UID}", type="LATE_RETURN")
+    assert len(province) == 4 and all(n["status"] == "SENT" and n["attempts"] >= 1 for n in province)
     assert any(h["details"].get("names", {}).get("data_set", {}).get("lo") == "ລາຍງານສາທາລະນະສຸກປະຈຳເດືອນ"
                for h in webhook.received)
 
@@ -187,7 +199,7 @@ def test_the_check_is_idempotent_and_the_digest_is_daily(system, world, smtp):
     next_day = system.post("/api/deadlines/check?asOf=2026-10-21").json()
     assert next_day["notifications"] == 2  # the province's digest of the new day, by e-mail and webhook
     wait_until(lambda: len(smtp.mails()) == before + 1, message="the next day's digest")
-    assert len(notifications(system, type="LATE_RETURN")) == 4
+    assert len(notifications(system, type="LATE_RETURN")) == 8  # S1, S2 and the province's, 2 channels
 
 
 def test_a_late_return_arriving_lowers_the_count(system, world):
@@ -244,12 +256,14 @@ def test_two_notify_instances_send_nothing_twice(system, world, smtp, settings):
         # checks together record the new alerts once
         assert [r["late"] for r in results] == [5] * 4
         created = sum(r["notifications"] for r in results)
-        assert created == 2 * (2 + 2 + 1)  # V1x to S1, V2x to S2, one digest; e-mail and webhook each
+        # V1x to S1, V2x to S2, October's four to the province (in its digest), the digest;
+        # e-mail and webhook each
+        assert created == 2 * (2 + 2 + 4 + 1)
         wait_until(lambda: all(n["status"] == "SENT" for n in notifications(system)), timeout=60,
                    message="all sent")
         new = smtp.mails()[len(before):]
         ids = [m["X-Statnet-Notification"] for m in new]
-        assert len(ids) == len(set(ids)) == created // 2
+        assert len(ids) == len(set(ids)) == 2 + 2 + 1
     finally:
         second.stop()
 
