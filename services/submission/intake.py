@@ -49,7 +49,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
 
     ds = None
     if _text(raw.data_set) is None:
-        conflicts.append(conflict("dataSet", raw.data_set, "dataSet is missing"))
+        conflicts.append(raw.data_set_conflict or conflict("dataSet", raw.data_set, "dataSet is missing"))
     else:
         ds = md.data_sets.get(raw.data_set)
         if ds is None:

@@ -101,3 +101,18 @@ def test_a_place_a_value_brings_in_is_refused_under_that_values_name():
     assert [(c["object"], c["value"]) for c in found] == [("dataValues[2].orgUnit", "V1"),
                                                           ("dataValues[1].orgUnit", "V1")]
     assert all("not assigned data set 'M'" in c["message"] for c in found)
+
+
+def test_a_csv_no_data_set_fits_lists_that_beside_its_other_problems():
+    from services.submission import formats
+
+    body = ("dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,"
+            "comment,followup\nGHOST,2025,V1,,,1,,,,\nPOP,2025,V1,X,,2,,,,\nHH,2025,V1,,,abc,,,,\n")
+    ret = formats.parse("text/csv", body, {})
+    formats.infer_data_set(ret, MD)
+    found = conflicts(ret)
+    by_object = {c["object"]: c["message"] for c in found}
+    assert "no data set holds every data element" in by_object["dataSet"]
+    assert "unknown data element 'GHOST'" in by_object["line 2.dataElement"]
+    assert "unknown category option combo 'X'" in by_object["line 3.categoryOptionCombo"]
+    assert "is not an integer" in by_object["line 4.value"]

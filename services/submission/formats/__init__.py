@@ -34,6 +34,7 @@ class RawReturn:
     complete_date: object = None
     values: list[RawValue] = field(default_factory=list)
     infer_data_set: bool = False   # CSV without ?dataSet=: find the one that fits
+    data_set_conflict: dict | None = None  # why none fits (listed with the file's other problems)
 
 
 class ParseError(Exception):
@@ -89,5 +90,7 @@ def infer_data_set(raw: RawReturn, md) -> None:
     if candidates:
         raise ParseError([conflict("dataSet", None, f"the file fits data sets {', '.join(candidates)}: "
                                                     "name one with ?dataSet=")])
-    raise ParseError([conflict("dataSet", None, "no data set holds every data element of the file for its "
-                                                "org units: name one with ?dataSet=")])
+    # no data set fits: said as the dataSet conflict, beside every problem intake finds
+    # without one (unknown codes, combos, value types, periods), not instead of them
+    raw.data_set_conflict = conflict("dataSet", None, "no data set holds every data element of the file for "
+                                                      "its org units: name one with ?dataSet=")
