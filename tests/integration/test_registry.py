@@ -297,6 +297,8 @@ def test_focal_points_listed_and_updated(system, world):
     assert r.json()["email"] == "new.sup@example.la" and r.json()["name"] == "ຜູ້ກວດກາ"
     r = system.put("/api/focalPoints/FPREGSUP", json={"email": "not-an-email"})
     assert r.status_code == 400 and any(c["object"] == "email" for c in r.json()["conflicts"])
+    r = system.put("/api/focalPoints/FPREGSUP", json={"orgUnit": "NOWHERE"})
+    assert r.status_code == 409 and "NOWHERE" in str(r.json()["errors"])
 
 
 def test_accepted_returns_update_last_submission_and_last_active(system, world):
