@@ -20,6 +20,7 @@ from nameko.timer import Timer
 from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
+from services.notify.templates import SUBJECTS
 from shared import collectors, metrics, serialization
 from shared.api import api_rpc, error, reply
 from shared.config import Settings
@@ -165,6 +166,9 @@ class NotifyService(KeepsMetadataReplica):
         if params.get("recipient"):
             query = query.where(n.c.recipient == params["recipient"])
         if params.get("type"):
+            if params["type"] not in SUBJECTS:  # every type has its templates
+                raise error(400, f"type: unknown notification type {params['type']!r} "
+                                 f"(one of {', '.join(sorted(SUBJECTS))})")
             query = query.where(n.c.type == params["type"])
         if params.get("orgUnit"):
             query = query.where(n.c.org_unit == params["orgUnit"])

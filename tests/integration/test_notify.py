@@ -229,6 +229,12 @@ def test_reporters_are_reminded_before_the_due_date(system, world, smtp):
     assert "2026-11-10" in mail.get_content()  # on time until end + timelyDays
 
 
+def test_notifications_are_listed_by_known_type_only(system, world):
+    r = system.get("/api/notifications?type=BOGUS")
+    assert r.status_code == 400 and "BOGUS" in r.json()["message"] and "LATE_RETURN" in r.json()["message"]
+    assert system.get("/api/notifications?type=REMINDER").status_code == 200
+
+
 def test_only_admins_and_operators_check_and_as_of_must_be_a_date(system, world):
     t, tokens = world
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=tokens[t.districts[0]]).status_code == 403
