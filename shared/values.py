@@ -6,12 +6,19 @@ the same functions, so the two can never disagree about what a value is.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-_INTEGER = re.compile(r"^[+-]?\d+$")
+# ASCII digits only: Python's \d and Decimal() also read other scripts' digits ("١٢") and
+# "1_000", which no statistics office means and history's SQL does not read
+_INTEGER = re.compile(r"^[+-]?\d+$", re.ASCII)
 # JSON clients send 12.0 for 12; exponents (1e3) are not a way anyone writes a count
-_INTEGRAL_DECIMAL = re.compile(r"^([+-]?\d+)\.0*$")
+_INTEGRAL_DECIMAL = re.compile(r"^([+-]?\d+)\.0*$", re.ASCII)
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$", re.ASCII)
 MAX_TEXT = 50_000
+# A count or measure of a province has no business beyond 15 digits either side of the
+# point: up to there every client reads the JSON number exactly (a double holds 15
+# significant digits), and "1e400" is refused, not a 500
+MAX_DIGITS = 15
 
 
 class ValueTypeError(ValueError):
@@ -19,12 +26,15 @@ class ValueTypeError(ValueError):
 
 
 def _decimal(raw: str, value_type: str) -> Decimal:
-    try:
-        number = Decimal(raw.strip())
-    except InvalidOperation:
-        raise ValueTypeError(f"value {raw!r} is not a number ({value_type})") from None
-    if not number.is_finite():
-        raise ValueTypeError(f"value {raw!r} is not a finite number ({value_type})")
+    text = raw.strip()
+    if not _NUMBER.match(text):
+        raise ValueTypeError(f"value {raw!r} is not a number ({value_type})")
+    number = Decimal(text)
+    if number.adjusted() >= MAX_DIGITS:
+        raise ValueTypeError(f"value {raw!r} is too large ({value_type}: at most {MAX_DIGITS} digits "
+                             "before the decimal point)")
+    if number.normalize().as_tuple().exponent < -MAX_DIGITS:
+        raise ValueTypeError(f"value {raw!r} has more than {MAX_DIGITS} decimal places ({value_type})")
     return number
 
 
@@ -51,6 +61,8 @@ def normalise(value_type: str, raw) -> str:
                 raise ValueTypeError(f"value {raw!r} is not an integer ({value_type})")
             text = integral.group(1)
         number = int(text)
+        if len(str(abs(number))) > MAX_DIGITS:
+            raise ValueTypeError(f"value {raw!r} is too large ({value_type}: at most {MAX_DIGITS} digits)")
         if value_type == "INTEGER_ZERO_OR_POSITIVE" and number < 0:
             raise ValueTypeError(f"value {raw!r} is negative ({value_type})")
         return str(number)

@@ -152,10 +152,13 @@ def test_a_chunk_meeting_stored_values_after_new_ones_counts_each_once(system, w
     assert system.analytics(f"N{UID}", t.country, "2011") == {(f"N{UID}", t.country, "2011"): 10}
 
 
-CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", " 7 ")] + \
-        [("INTEGER_ZERO_OR_POSITIVE", v) for v in ("0", "5", "-1", "-0", "3.00")] + \
-        [("NUMBER", v) for v in ("1.5", ".5", "-2.", "1e3", "1E-2", "NaN", "1,5", "Infinity")] + \
-        [("PERCENTAGE", v) for v in ("0", "100", "100.0", "100.5", "-1", "55.5")] + \
+CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", " 7 ", "123456789012345",
+                                  "1234567890123456", "000000000000000000012", "١٢")] + \
+        [("INTEGER_ZERO_OR_POSITIVE", v) for v in ("0", "5", "-1", "-0", "3.00", "9999999999999999")] + \
+        [("NUMBER", v) for v in ("1.5", ".5", "-2.", "1e3", "1E-2", "NaN", "1,5", "Infinity", "1e28", "1e400",
+                                 "1e1000", "123456789012345.5", "1_000", "0.1234567890123456",
+                                 "1.50000000000000000000", "١٢")] + \
+        [("PERCENTAGE", v) for v in ("0", "100", "100.0", "100.5", "-1", "55.5", "1e400")] + \
         [("BOOLEAN", v) for v in ("true", "FALSE", "1", "0", "yes")]
 ELEMENT = {"INTEGER": "P", "INTEGER_ZERO_OR_POSITIVE": "Z", "NUMBER": "N", "PERCENTAGE": "R", "BOOLEAN": "B"}
 

@@ -11,6 +11,8 @@ from shared.values import ValueTypeError, normalise, numeric
     ("NUMBER", 2.25, "2.25"), ("PERCENTAGE", "100", "100"), ("PERCENTAGE", "0.5", "0.5"),
     ("BOOLEAN", "TRUE", "true"), ("BOOLEAN", "0", "false"), ("BOOLEAN", True, "true"),
     ("TEXT", "ບ້ານນ້ຳແກ້ວ", "ບ້ານນ້ຳແກ້ວ"), ("INTEGER", "", ""), ("TEXT", "", ""),
+    ("INTEGER", "123456789012345", "123456789012345"), ("NUMBER", "123456789012345.5", "123456789012345.5"),
+    ("NUMBER", "1.50000000000000000000", "1.5"), ("NUMBER", "1e-15", "0.000000000000001"),
 ])
 def test_normalise(vtype, raw, out):
     assert normalise(vtype, raw) == out
@@ -20,6 +22,11 @@ def test_normalise(vtype, raw, out):
     ("INTEGER", "1.5"), ("INTEGER", "ten"), ("INTEGER", "1e3"), ("INTEGER_ZERO_OR_POSITIVE", "-1"), ("NUMBER", "NaN"),
     ("NUMBER", "Infinity"), ("NUMBER", "1,5"), ("PERCENTAGE", "101"), ("PERCENTAGE", "-0.1"),
     ("BOOLEAN", "yes"), ("INTEGER", None), ("INTEGER", [1]),
+    # beyond 15 digits either side of the point (was a 500: Decimal.quantize past 28 digits)
+    ("NUMBER", "1e28"), ("NUMBER", "1e400"), ("NUMBER", "123456789012345678901234567890.5"),
+    ("NUMBER", "0.1234567890123456"), ("INTEGER", "1234567890123456"), ("PERCENTAGE", "1e400"),
+    # ASCII digits only
+    ("NUMBER", "1_000"), ("NUMBER", "١٢"), ("INTEGER", "١٢"), ("NUMBER", "1e1000"),
 ])
 def test_bad_values_name_the_value_and_type(vtype, raw):
     with pytest.raises(ValueTypeError) as err:
