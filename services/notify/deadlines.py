@@ -75,11 +75,14 @@ missing AS (
            d.name AS ds_en, coalesce(d.name_lo, d.name) AS ds_lo
     FROM cand c
     JOIN notify.md_data_set d ON d.code = c.data_set
+    JOIN notify.md_org_unit u
+      ON u.opening_date <= c.end_date AND (u.closed_date IS NULL OR u.closed_date >= c.start_date)
+    -- where the unit sat when the period began for it (at its opening, if that came later),
+    -- as completeness reads it
     JOIN notify.md_org_unit_path p
-      ON p.valid_from <= c.start_date AND (p.valid_to IS NULL OR p.valid_to > c.start_date)
-    JOIN notify.md_org_unit u ON u.code = p.code
+      ON p.code = u.code AND p.valid_from <= greatest(c.start_date, u.opening_date)
+     AND (p.valid_to IS NULL OR p.valid_to > greatest(c.start_date, u.opening_date))
     WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level)
-      AND u.opening_date <= c.end_date AND (u.closed_date IS NULL OR u.closed_date >= c.start_date)
       AND NOT EXISTS (SELECT 1 FROM notify.received r
                       WHERE r.data_set = c.data_set AND r.org_unit = p.code AND r.period = c.period)
 ),

@@ -155,7 +155,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     for (unit, p), named_at in sorted(places.items(), key=lambda x: (x[0][0], x[0][1].code)):
         if ds is None:
             break
-        if not md.assigned(ds, unit, p.start):
+        # assigned (by level) where the unit sat when the period began for it: at its
+        # opening, if it opened during the period (completeness and deadlines read it so)
+        if not md.assigned(ds, unit, max(p.start, md.org_units[unit].opening_date)):
             conflicts.append(conflict(named_at, unit, f"org unit {unit!r} is not assigned data set {ds.code!r}"))
         elif not md.org_units[unit].open_during(p):
             conflicts.append(conflict(named_at, unit, f"org unit {unit!r} is not open in period {p.code}"))
