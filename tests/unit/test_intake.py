@@ -116,3 +116,21 @@ def test_a_csv_no_data_set_fits_lists_that_beside_its_other_problems():
     assert "unknown data element 'GHOST'" in by_object["line 2.dataElement"]
     assert "unknown category option combo 'X'" in by_object["line 3.categoryOptionCombo"]
     assert "is not an integer" in by_object["line 4.value"]
+
+
+def test_a_csv_without_data_set_is_read_by_its_period_type_too():
+    from services.submission import formats
+
+    md = snapshot({"LA": None, "03": "LA", "D1": "03", "V1": "D1"}, elements=[element("HH")],
+                  data_sets=[data_set("Y", ["HH"], level=4), data_set("M", ["HH"], period_type="Monthly", level=4)])
+    head = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
+    monthly = formats.parse("text/csv", head + "HH,202506,V1,,,7,,,,\n", {})
+    formats.infer_data_set(monthly, md)
+    assert monthly.data_set == "M"
+    # a bad period says nothing of the data set: the ambiguity and the period are both listed
+    bad = formats.parse("text/csv", head + "HH,2025-06,V1,,,7,,,,\n", {})
+    formats.infer_data_set(bad, md)
+    with pytest.raises(Refused) as err:
+        check(bad, md, REPORTER, NOW)
+    objects = {c["object"]: c["message"] for c in err.value.body["conflicts"]}
+    assert "fits data sets M, Y" in objects["dataSet"] and "line 2.period" in objects

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.periods import Period, PeriodError
+
 
 @dataclass
 class RawValue:
@@ -77,20 +79,30 @@ def parse(content_type: str | None, body: str, params: dict) -> RawReturn:
 
 
 def infer_data_set(raw: RawReturn, md) -> None:
-    """For a CSV without ?dataSet=: the one data set holding every element, assigned to every unit."""
+    """For a CSV without ?dataSet=: the one data set holding every element, assigned to every
+    unit, of the file's period type (an element may be in a monthly and a yearly data set)."""
     if not raw.infer_data_set:
         return
     elements = {v.data_element for v in raw.values}
     units = {v.org_unit for v in raw.values} - {None, ""}
+    types = set()
+    for v in raw.values:
+        try:
+            types.add(Period.parse(v.period).type)
+        except (PeriodError, TypeError):
+            pass  # intake names a bad period; it says nothing about the data set
     candidates = sorted(ds.code for ds in md.data_sets.values()
-                        if elements <= set(ds.data_elements) and all(md.assigned(ds, u) for u in units))
+                        if elements <= set(ds.data_elements) and types <= {ds.period_type}
+                        and all(md.assigned(ds, u) for u in units))
     if len(candidates) == 1:
         raw.data_set = candidates[0]
         return
+    # none or several: said as the dataSet conflict, beside every problem intake finds
+    # without a data set (unknown codes, combos, value types, periods), not instead of them
     if candidates:
-        raise ParseError([conflict("dataSet", None, f"the file fits data sets {', '.join(candidates)}: "
-                                                    "name one with ?dataSet=")])
-    # no data set fits: said as the dataSet conflict, beside every problem intake finds
-    # without one (unknown codes, combos, value types, periods), not instead of them
-    raw.data_set_conflict = conflict("dataSet", None, "no data set holds every data element of the file for "
-                                                      "its org units: name one with ?dataSet=")
+        raw.data_set_conflict = conflict("dataSet", None, f"the file fits data sets {', '.join(candidates)}: "
+                                                          "name one with ?dataSet=")
+    else:
+        raw.data_set_conflict = conflict("dataSet", None, "no data set holds every data element of the file "
+                                                          "for its org units and period type: name one with "
+                                                          "?dataSet=")
