@@ -42,11 +42,13 @@ def analytics_csv(rows: list[dict], md: Metadata) -> str:
     return out.getvalue()
 
 
-def dataflows_for(params: dict, elements: list[str], md: Metadata) -> dict[str, str]:
-    """Each asked element's dataflow (data set): ``ds`` for all of them if given; else the
-    data set holding most of the asked elements where it holds the element, otherwise the
-    first by code that does. An export may mix data sets (``dx=OPD;PRICE_RICE``): each
-    observation names its own dataflow, as SDMX-CSV's first column is for."""
+def dataflows_for(params: dict, elements: list[str], md: Metadata) -> dict[tuple[str, str | None], str]:
+    """Each asked element's dataflow (data set), by (element, None) and, where an element is
+    in data sets of several period types, by (element, period type): ``ds`` for all of them
+    if given; else the data set holding most of the asked elements where it holds the
+    element, otherwise the first by code that does. An export may mix data sets
+    (``dx=OPD;PRICE_RICE``): each observation names its own dataflow, as SDMX-CSV's first
+    column is for."""
     asked = params.get("ds")
     if asked:
         ds = md.data_sets.get(asked)
@@ -55,19 +57,25 @@ def dataflows_for(params: dict, elements: list[str], md: Metadata) -> dict[str, 
         missing = [e for e in elements if e not in ds.data_elements]
         if missing:
             raise _bad(f"ds: data set {asked!r} does not contain {', '.join(missing)}")
-        return {e: ds.code for e in elements}
+        return {(e, None): ds.code for e in elements}  # named: every observation is that one's
     ranked = sorted(md.data_sets.values(),
                     key=lambda d: (-sum(e in d.data_elements for e in elements), d.code))
     if not ranked or not any(e in ranked[0].data_elements for e in elements):
         raise _bad("no data set contains the asked data elements; name one with ds=")
     # (an element no data set holds any more keeps the values it had: they go with the
     # data set holding most of the others)
-    return {e: next((d for d in ranked if e in d.data_elements), ranked[0]).code for e in elements}
+    flows = {(e, None): next((d for d in ranked if e in d.data_elements), ranked[0]).code for e in elements}
+    # an element in data sets of several period types (monthly and yearly): an observation
+    # at a period type one of them collects at is that one's
+    for d in ranked:
+        for e in elements:
+            if e in d.data_elements:
+                flows.setdefault((e, d.period_type), d.code)
+    return flows
 
 
-def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict[str, str], labels: str = "id",
-             lang: str = "en") -> str:
-    """``dataflows``: each data element's data set (``dataflows_for``)."""
+def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict, labels: str = "id", lang: str = "en") -> str:
+    """``dataflows``: as ``dataflows_for`` gives them."""
     if labels not in ("id", "both"):
         raise _bad(f"labels: {labels!r} must be id or both")
     both = labels == "both"
@@ -79,15 +87,16 @@ def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict[str, str], labels: 
                   "REF_AREA: Reference area", "TIME_PERIOD: Time period", "OBS_VALUE: Observation value"]
     writer.writerow(header)
     flows = {}
-    for de_code, ds_code in dataflows.items():
-        flows[de_code] = f"STATNET:{ds_code}(1.0)"
+    for key, ds_code in dataflows.items():
+        flows[key] = f"STATNET:{ds_code}(1.0)"
         if both:
-            flows[de_code] += f": {_name(md.data_sets[ds_code], lang)}"
+            flows[key] += f": {_name(md.data_sets[ds_code], lang)}"
     for r in rows:
         de_code, _, combo = r["dx"].partition(".")
-        flow = flows[de_code]
         combo = combo or TOTAL
-        period = Period.parse(r["pe"]).sdmx()
+        asked = Period.parse(r["pe"])
+        flow = flows.get((de_code, asked.type)) or flows[(de_code, None)]
+        period = asked.sdmx()
         de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
         if both:
             cells = [f"{de_code}: {_name(de, lang)}", f"{combo}: {'Total' if combo == TOTAL else combo}",

@@ -26,7 +26,8 @@ def _md() -> Metadata:
 def test_each_observation_names_its_own_data_set():
     md = _md()
     flows = exports.dataflows_for({}, ["OPD", "PRICE_RICE", "MAL_POS"], md)
-    assert flows == {"OPD": "HEALTH_M", "PRICE_RICE": "PRICES_M", "MAL_POS": "HEALTH_M"}
+    assert {e: flows[(e, None)] for e in ("OPD", "PRICE_RICE", "MAL_POS")} == {
+        "OPD": "HEALTH_M", "PRICE_RICE": "PRICES_M", "MAL_POS": "HEALTH_M"}
     rows = [{"dx": "OPD", "ou": "03", "pe": "202610", "value": 5},
             {"dx": "PRICE_RICE", "ou": "03", "pe": "202610", "value": 12000.5}]
     table = list(csv.DictReader(io.StringIO(exports.sdmx_csv(rows, md, flows))))
@@ -38,12 +39,24 @@ def test_each_observation_names_its_own_data_set():
 
 def test_a_named_data_set_covers_every_element_or_is_refused():
     md = _md()
-    assert exports.dataflows_for({"ds": "HEALTH_M"}, ["OPD", "MAL_POS"], md) == {"OPD": "HEALTH_M",
-                                                                               "MAL_POS": "HEALTH_M"}
+    assert exports.dataflows_for({"ds": "HEALTH_M"}, ["OPD", "MAL_POS"], md) == {("OPD", None): "HEALTH_M",
+                                                                               ("MAL_POS", None): "HEALTH_M"}
     with pytest.raises(ApiError) as refused:
         exports.dataflows_for({"ds": "HEALTH_M"}, ["OPD", "PRICE_RICE"], md)
     assert "PRICE_RICE" in refused.value.body["message"]
     # an element no data set holds any more goes with the data set holding most of the others
-    assert exports.dataflows_for({}, ["ORPHAN", "OPD"], md) == {"ORPHAN": "HEALTH_M", "OPD": "HEALTH_M"}
+    flows = exports.dataflows_for({}, ["ORPHAN", "OPD"], md)
+    assert (flows[("ORPHAN", None)], flows[("OPD", None)]) == ("HEALTH_M", "HEALTH_M")
     with pytest.raises(ApiError):
         exports.dataflows_for({}, ["ORPHAN"], md)
+
+
+def test_an_element_in_a_monthly_and_a_yearly_data_set_goes_by_the_observations_period():
+    md = _md()
+    md.data_sets["HEALTH_Y"] = DataSet("HEALTH_Y", "Health yearly", None, "Yearly", ("OPD",), 3, frozenset(), 10, 0)
+    flows = exports.dataflows_for({}, ["OPD"], md)
+    rows = [{"dx": "OPD", "ou": "03", "pe": "2026", "value": 50}, {"dx": "OPD", "ou": "03", "pe": "202610", "value": 5},
+            {"dx": "OPD", "ou": "03", "pe": "2026Q4", "value": 5}]
+    table = list(csv.DictReader(io.StringIO(exports.sdmx_csv(rows, md, flows))))
+    assert [(r["TIME_PERIOD"], r["DATAFLOW"]) for r in table] == [
+        ("2026", "STATNET:HEALTH_Y(1.0)"), ("2026-10", "STATNET:HEALTH_M(1.0)"), ("2026-Q4", "STATNET:HEALTH_M(1.0)")]
