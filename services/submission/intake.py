@@ -43,13 +43,18 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
+def _absent(obj: str, value) -> str:
+    """Why a code that should be text is not usable: missing, or not text at all."""
+    return f"{obj} is missing" if value in (None, "") else f"{obj} must be text, not {value!r}"
+
+
 def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.datetime) -> CheckedReturn:
     conflicts: list[dict] = []
     today = local_date(received_at)
 
     ds = None
     if _text(raw.data_set) is None:
-        conflicts.append(raw.data_set_conflict or conflict("dataSet", raw.data_set, "dataSet is missing"))
+        conflicts.append(raw.data_set_conflict or conflict("dataSet", raw.data_set, _absent("dataSet", raw.data_set)))
     else:
         ds = md.data_sets.get(raw.data_set)
         if ds is None:
@@ -57,7 +62,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
 
     def read_period(obj: str, code) -> Period | None:
         if _text(code) is None:
-            conflicts.append(conflict(obj, code, f"{obj} is missing"))
+            conflicts.append(conflict(obj, code, _absent(obj, code)))
             return None
         try:
             period = Period.parse(code)
@@ -75,7 +80,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
 
     def read_unit(obj: str, code) -> str | None:
         if _text(code) is None:
-            conflicts.append(conflict(obj, code, f"{obj} is missing"))
+            conflicts.append(conflict(obj, code, _absent(obj, code)))
             return None
         if code not in md.org_units:
             conflicts.append(conflict(obj, code, f"unknown org unit {code!r}"))
@@ -84,6 +89,13 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
 
     period = read_period("period", raw.period)
     org_unit = read_unit("orgUnit", raw.org_unit)
+    if raw.complete_date not in (None, ""):
+        # DHIS2's completeDate: a date, or a timestamp beginning with one
+        try:
+            dt.date.fromisoformat(str(raw.complete_date)[:10])
+        except ValueError:
+            conflicts.append(conflict("completeDate", raw.complete_date,
+                                      f"completeDate {raw.complete_date!r} is not a date (YYYY-MM-DD)"))
 
     values: list[dict] = []
     seen: dict[tuple, int] = {}
@@ -95,7 +107,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         ok = True
         de = None
         if _text(v.data_element) is None:
-            conflicts.append(conflict(f"{at}.dataElement", v.data_element, f"{at} has no dataElement"))
+            conflicts.append(conflict(f"{at}.dataElement", v.data_element,
+                                      f"{at} has no dataElement" if v.data_element in (None, "")
+                                      else _absent(f"{at}.dataElement", v.data_element)))
             ok = False
         else:
             de = md.data_elements.get(v.data_element)

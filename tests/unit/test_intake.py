@@ -134,3 +134,18 @@ def test_a_csv_without_data_set_is_read_by_its_period_type_too():
         check(bad, md, REPORTER, NOW)
     objects = {c["object"]: c["message"] for c in err.value.body["conflicts"]}
     assert "fits data sets M, Y" in objects["dataSet"] and "line 2.period" in objects
+
+
+def test_header_codes_that_are_not_text_and_a_bad_complete_date_are_named():
+    from services.submission import formats
+
+    read = formats.parse("application/json", '{"dataSet": "DS", "period": 2025, "orgUnit": "V1", '
+                                             '"dataValues": [{"dataElement": "HH", "value": "1"}]}', {})
+    assert read.period == "2025" and check(read, MD, REPORTER, NOW).period.code == "2025"  # as DHIS2 reads it
+    found = conflicts(RawReturn(["DS"], "2025", "V1", "yesterday", [RawValue(0, 7, None, "1")]))
+    messages = {c["object"]: c["message"] for c in found}
+    assert messages["dataSet"] == "dataSet must be text, not ['DS']"
+    assert "'yesterday' is not a date" in messages["completeDate"]
+    assert "must be text, not 7" in messages["dataValues[0].dataElement"]
+    assert check(RawReturn("DS", "2025", "V1", "2026-01-03T10:00:00", [RawValue(0, "HH", None, "1")]),
+                 MD, REPORTER, NOW).values

@@ -13,6 +13,12 @@ VALUE_FIELDS = {"dataElement", "categoryOptionCombo", "value", "comment", "perio
                 "attributeOptionCombo", "storedBy", "created", "lastUpdated", "followup"}
 
 
+def _code(value):
+    """A code sent as a JSON number (``"period": 202601``) is read as its text, as DHIS2's
+    JSON reader does."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def parse(body: str) -> RawReturn:
     try:
         doc = json.loads(body)
@@ -26,7 +32,8 @@ def parse(body: str) -> RawReturn:
     if not isinstance(values, list):
         problems.append(conflict("dataValues", None, "dataValues must be a list"))
         values = []
-    raw = RawReturn(doc.get("dataSet"), doc.get("period"), doc.get("orgUnit"), doc.get("completeDate"))
+    raw = RawReturn(_code(doc.get("dataSet")), _code(doc.get("period")), _code(doc.get("orgUnit")),
+                    doc.get("completeDate"))
     for i, item in enumerate(values):
         if not isinstance(item, dict):
             problems.append(conflict(f"dataValues[{i}]", None, f"dataValues[{i}] must be an object"))
@@ -36,9 +43,9 @@ def parse(body: str) -> RawReturn:
         if "value" not in item:
             problems.append(conflict(f"dataValues[{i}].value", None, f"dataValues[{i}] has no value"))
             continue
-        raw.values.append(RawValue(i, item.get("dataElement"), item.get("categoryOptionCombo"),
-                                   item.get("value"), item.get("comment"), item.get("period"),
-                                   item.get("orgUnit")))
+        raw.values.append(RawValue(i, _code(item.get("dataElement")), _code(item.get("categoryOptionCombo")),
+                                   item.get("value"), item.get("comment"), _code(item.get("period")),
+                                   _code(item.get("orgUnit"))))
     if problems:
         raise ParseError(problems)
     return raw
