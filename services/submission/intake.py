@@ -149,7 +149,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         if v.comment is not None and not isinstance(v.comment, str):
             conflicts.append(conflict(f"{at}.comment", v.comment, "comment must be text"))
         elif v.comment is not None and len(v.comment) > MAX_TEXT:  # DHIS2's bound on a comment too
-            conflicts.append(conflict(f"{at}.comment", v.comment[:50] + "...",
+            conflicts.append(conflict(f"{at}.comment", v.comment,
                                       f"comment of {len(v.comment)} characters is longer than {MAX_TEXT}"))
             ok = False
         if not ok:

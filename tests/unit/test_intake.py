@@ -91,6 +91,7 @@ def test_a_comment_longer_than_dhis2_allows_is_refused():
     found = conflicts(raw([("HH", None, "1", long), ("POP", "M", "2", "ບ" * 50_000), ("POP", "F", "3")]))
     assert len(found) == 1 and found[0]["object"] == "dataValues[0].comment"
     assert "50001 characters is longer than 50000" in found[0]["message"]
+    assert found[0]["value"] == "ບ" * 200 + "..."  # the start of it, not 50,001 characters back
 
 
 def test_a_place_a_value_brings_in_is_refused_under_that_values_name():

@@ -47,8 +47,14 @@ class ParseError(Exception):
         self.conflicts = conflicts
 
 
+ECHO_CHARS = 200  # of a refused value, enough to recognise it: a 60,000-character text is not sent back
+
+
 def conflict(obj: str, value, message: str) -> dict:
-    return {"object": obj, "value": None if value is None else str(value), "message": message}
+    text = None if value is None else str(value)
+    if text is not None and len(text) > ECHO_CHARS:
+        text = text[:ECHO_CHARS] + "..."
+    return {"object": obj, "value": text, "message": message}
 
 
 class UnsupportedMediaType(Exception):
