@@ -128,38 +128,42 @@ def _bad(message: str) -> ApiError:
 
 
 def _split(raw, name: str) -> list[str]:
+    """The ';'-separated items of a dimension, each once (``pe=2026;2026`` is one period)."""
     if raw is None or str(raw).strip() == "":
         raise _bad(f"{name} is required (e.g. dx=POP;POP.F&ou=03&pe=2026)")
-    parts = [p for p in str(raw).split(";") if p != ""]
+    parts = list(dict.fromkeys(p for p in str(raw).split(";") if p != ""))
     if len(parts) > 200:
         raise _bad(f"{name} lists {len(parts)} items; at most 200 per query")
     return parts
 
 
 def parse_query(params: dict, md: Metadata) -> Query:
-    items = []
+    """The query's items, units and periods; every problem of it named in one 400."""
+    problems, items, units, periods = [], [], [], []
     for code in _split(params.get("dx"), "dx"):
         de_code, _, combo = code.partition(".")
         de = md.data_elements.get(de_code)
         if de is None:
-            raise _bad(f"dx: unknown data element {de_code!r}")
-        if combo and combo not in de.combos:
-            raise _bad(f"dx: {code!r}: {de_code} has no category option combo {combo!r} "
-                       f"(one of {', '.join(de.combos)})")
-        if de.value_type == "TEXT":
-            raise _bad(f"dx: {de_code!r} holds text, which is not aggregated")
-        items.append(Item(code, de_code, combo or None, de.aggregation_type))
-    units = []
+            problems.append(f"dx: unknown data element {de_code!r}")
+        elif combo and combo not in de.combos:
+            problems.append(f"dx: {code!r}: {de_code} has no category option combo {combo!r} "
+                            f"(one of {', '.join(de.combos)})")
+        elif de.value_type == "TEXT":
+            problems.append(f"dx: {de_code!r} holds text, which is not aggregated")
+        else:
+            items.append(Item(code, de_code, combo or None, de.aggregation_type))
     for code in _split(params.get("ou"), "ou"):
         if code not in md.org_units:
-            raise _bad(f"ou: unknown org unit {code!r}")
-        units.append(code)
-    periods = []
+            problems.append(f"ou: unknown org unit {code!r}")
+        else:
+            units.append(code)
     for code in _split(params.get("pe"), "pe"):
         try:
             periods.append(Period.parse(code))
         except PeriodError as exc:
-            raise _bad(f"pe: {exc}") from None
+            problems.append(f"pe: {exc}")
+    if problems:
+        raise _bad("; ".join(problems))
     return Query(items, units, periods)
 
 
