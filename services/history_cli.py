@@ -27,8 +27,12 @@ def chunks(path: str):
             yield first, header + "".join(lines)
 
 
-def post_chunk(base_url: str, token: str, data_set: str, first: int, body: str) -> tuple[int, dict]:
-    """(HTTP status, answer) for one chunk; conflicts re-numbered to the file's lines."""
+def post_chunk(base_url: str, token: str, data_set: str, first: int, body) -> tuple[int, dict]:
+    """(HTTP status, answer) for one chunk; conflicts re-numbered to the file's lines.
+    Status 0: the chunk never reached the server (``body`` is the error reading the file,
+    or the server could not be reached)."""
+    if isinstance(body, Exception):
+        return 0, {"first_line": first, "message": f"cannot read the file: {body}"}
     request = urllib.request.Request(
         f"{base_url}/api/history?dataSet={data_set}", data=body.encode("utf-8"), method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
@@ -39,26 +43,48 @@ def post_chunk(base_url: str, token: str, data_set: str, first: int, body: str) 
         answer = json.loads(exc.read() or b"{}")
         for c in answer.get("conflicts", []):
             if c["object"].startswith("line "):  # chunk line -> file line (header is chunk line 1)
-                n, _, rest = c["object"][5:].partition(":")
-                c["object"] = f"line {first + int(n) - 2}:{rest}"
+                n, colon, rest = c["object"][5:].partition(":")
+                c["object"] = f"line {first + int(n) - 2}{colon}{rest}"
         answer["first_line"] = first
         return exc.code, answer
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, {"first_line": first, "message": f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}"}
+
+
+def _readable(path: str):
+    """The file's chunks, an error reading it (a bad byte half-way) ending them as an item:
+    raised inside the pool's producer, it would leave the load waiting for ever."""
+    try:
+        yield from chunks(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        yield None, exc
 
 
 def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2) -> int:
     """Chunks go ``parallel`` at a time: PostgreSQL writes them on as many cores."""
     import eventlet
 
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        print(f"statnet history load: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
     total = {"rows": 0, "imported": 0, "updated": 0, "ignored": 0}
     started = time.monotonic()
     pool = eventlet.GreenPool(parallel)
-    results = pool.imap(lambda c: post_chunk(base_url, token, data_set, *c), chunks(path))
+    results = pool.imap(lambda c: post_chunk(base_url, token, data_set, *c), _readable(path))
     for status, answer in results:
         if status != 200:
-            print(f"chunk from line {answer.get('first_line')} refused ({status}): {answer.get('message')}",
+            where = f"chunk from line {answer['first_line']}" if answer.get("first_line") else "the load"
+            print(f"{where} refused" + (f" ({status})" if status else "") + f": {answer.get('message')}",
                   file=sys.stderr)
             for c in answer.get("conflicts", [])[:20]:
                 print(f"  {c['object']}: {c['message']}", file=sys.stderr)
+            # each chunk is all or nothing; the ones before it are in, and maybe the one beside it
+            print(f"  {total['rows']:,} rows of the chunks before it were loaded and stay (the chunk sent "
+                  "beside it may have been loaded too). Fix the file and load it again: values loaded "
+                  "already are updated, never counted twice.", file=sys.stderr)
             return 1
         total["rows"] += answer["rows"]
         for k in ("imported", "updated", "ignored"):

@@ -329,7 +329,7 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level}).all()
     if problems:
-        raise _bad(f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): nothing was loaded",
+        raise _bad(f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): nothing of this chunk was loaded",
                    conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
                               for p in problems])
     rows = reported.lines

@@ -28,3 +28,27 @@ def test_chunks_are_whole_lines_each_with_the_header(tmp_path, monkeypatch):
     firsts = [first for first, _ in chunks]
     sizes = [body.count("\n") - 1 for _, body in chunks]
     assert firsts == [2 + sum(sizes[:i]) for i in range(len(chunks))]
+
+
+def _nowhere() -> str:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_missing_file_is_said_at_once(tmp_path, capsys):
+    assert history_cli.load(_nowhere(), "token", str(tmp_path / "no-such.csv"), "DS") == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_file_unreadable_half_way_or_a_server_away_ends_the_load(tmp_path, monkeypatch, capsys):
+    """(Raised inside the pool's producer, a bad byte left the load waiting for ever.)"""
+    monkeypatch.setattr(history_cli, "CHUNK_BYTES", 30)
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"header\n" + b"E1,202001,V1,,,1,,,,\n" * 2000 + b"E1,202002,V1,,,\xff\xfe,,,,\n")
+    assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
+    err = capsys.readouterr().err
+    assert "cannot reach" in err and "load it again" in err
+    path.write_bytes(b"header\n\xff\xfe\n")
+    assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
+    assert "cannot read the file" in capsys.readouterr().err
