@@ -64,6 +64,23 @@ def build(settings: Settings, names=ALL) -> ServiceRunner:
     return runner
 
 
+def stop_edge_first(runner: ServiceRunner) -> None:
+    """A graceful stop: the gateway first, then the rest.
+
+    Stopped together, every container stops consuming at once, and an HTTP request in
+    flight waits on a service that no longer answers: under load a SIGTERM took the whole
+    STOP_SECONDS and killed the requests it should have finished (their returns stored,
+    their clients never told). The gateway stops taking requests and finishes those it
+    has while the services they call still run (in this process, still called directly);
+    then the services stop, each finishing its own in-flight work."""
+    for container in runner.containers:
+        if container.service_name == "gateway":
+            container.stop()
+    # from now on a call reaches a service through the broker (shared.local)
+    local.unregister(runner.containers)
+    runner.stop()  # (a stopped container's stop does nothing)
+
+
 def _tune_gc() -> None:
     """What is loaded at start (modules, compiled statements, the service classes) lives as
     long as the process: frozen, the collector stops walking it again and again. (A larger
@@ -85,8 +102,6 @@ def run(settings: Settings, names=ALL) -> None:
     stopping = []
 
     def shutdown(signum, frame):
-        # from now on the gateway reaches services through the broker (shared.local)
-        local.unregister(runner.containers)
         # signal handlers can't use eventlet primitives: stop from a green thread.
         # A graceful stop finishes in-flight work, but waits on the broker; it gets
         # STOP_SECONDS, and a second signal ends it at once.
@@ -94,7 +109,7 @@ def run(settings: Settings, names=ALL) -> None:
             eventlet.spawn_n(runner.kill)
             return
         stopping.append(signum)
-        eventlet.spawn_n(runner.stop)
+        eventlet.spawn_n(stop_edge_first, runner)
         eventlet.spawn_after(STOP_SECONDS, _force, runner)
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -112,9 +127,8 @@ def run(settings: Settings, names=ALL) -> None:
                 continue
             raise
         except KeyboardInterrupt:
-            local.unregister(runner.containers)
             try:
-                runner.stop()
+                stop_edge_first(runner)
             except KeyboardInterrupt:
                 runner.kill()
         else:
