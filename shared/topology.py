@@ -177,6 +177,18 @@ class EventConsumer(QueueConsumer):
         wanted = [p.prefetch_count for p in self._providers if getattr(p, "prefetch_count", None)]
         return max([self.container.max_workers, *wanted])
 
+    def on_decode_error(self, message, exc):
+        """A body that cannot be decoded (bytes that are not UTF-8, a content type no one
+        reads) goes to the service's dead-letter queue like any message that cannot be
+        handled. kombu's default logs it and acks it: the message was simply gone."""
+        tag = (message.delivery_info or {}).get("consumer_tag")
+        for provider, consumer in list(self._consumers.items()):
+            if tag in consumer._active_tags.values() and hasattr(provider, "dead_letter"):
+                provider.dead_letter(message, f"the body cannot be decoded (content type "
+                                              f"{message.content_type!r}): {exc}")
+                return
+        super().on_decode_error(message, exc)
+
 
 class Bouncer(SharedExtension):
     """Parks failed messages: in a delay queue to retry, or in the service's DLQ.
