@@ -18,6 +18,7 @@ import logging
 import sys
 
 from shared import green
+from shared.config import SERVICES
 
 
 def main(argv=None) -> int:
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
 
     p_dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter queue")
     p_dlq.add_argument("action", choices=["list", "replay"])
-    p_dlq.add_argument("service")
+    p_dlq.add_argument("service", choices=SERVICES)
     p_dlq.add_argument("--limit", type=int)
 
     p_hist = sub.add_parser("history", help="bulk-load past years")
@@ -98,8 +99,10 @@ def main(argv=None) -> int:
         from shared import topology
 
         if args.action == "list":
-            for item in topology.dlq_list(settings, args.service, limit=args.limit or 1000):
+            items = topology.dlq_list(settings, args.service, limit=args.limit or 1000)
+            for item in items:
                 print(json.dumps(item, ensure_ascii=False))
+            print(f"{len(items)} message(s) in {topology.dlq_name(args.service)}", file=sys.stderr)
         else:
             moved = topology.dlq_replay(settings, args.service, limit=args.limit)
             print(f"replayed {moved} message(s) from {topology.dlq_name(args.service)}")

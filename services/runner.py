@@ -15,7 +15,7 @@ import eventlet
 from nameko.runners import ServiceRunner
 
 from shared import compat, local, migrations, topology
-from shared.config import Settings
+from shared.config import SERVICES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def service_classes() -> dict:
                                       ValidationService, AggregationService, NotifyService)}
 
 
-ALL = ("gateway", "registry", "submission", "validation", "aggregation", "notify")
+ALL = SERVICES
 STOP_SECONDS = 30
 
 

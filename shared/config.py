@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from shared import serialization
 
 NAMEKO_KEY = "STATNET"
+# every service statnet runs: `statnet run` starts them all in one process
+SERVICES = ("gateway", "registry", "submission", "validation", "aggregation", "notify")
 
 
 class ConfigError(ValueError):

@@ -39,6 +39,7 @@ from nameko.messaging import QueueConsumer
 
 from shared import metrics
 from shared.config import Settings
+from shared.periods import show
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,14 @@ def _origin_of(message) -> str | None:
     return deaths[0].get("queue") if deaths else None
 
 
+def _shown(stamp: str | None) -> str | None:
+    """The header's UTC instant as users see instants (Asia/Vientiane)."""
+    try:
+        return show(dt.datetime.fromisoformat(stamp)) if stamp else stamp
+    except ValueError:
+        return stamp
+
+
 def _describe(message) -> dict:
     headers = message.headers or {}
     try:
@@ -250,7 +259,7 @@ def _describe(message) -> dict:
         "origin_queue": _origin_of(message),
         "error": headers.get(ERROR_HEADER),
         "attempts": headers.get(ATTEMPTS_HEADER),
-        "dead_lettered_at": headers.get(DEAD_LETTERED_AT_HEADER),
+        "dead_lettered_at": _shown(headers.get(DEAD_LETTERED_AT_HEADER)),
         "event_id": body.get("event_id") if isinstance(body, dict) else None,
         "event_type": body.get("event_type") if isinstance(body, dict) else None,
         "correlation_id": body.get("correlation_id") if isinstance(body, dict) else None,
