@@ -37,6 +37,22 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
+class ClientErrorFilter(logging.Filter):
+    """A request refused for the client's own mistake (a 4xx: no token, out of scope, a bad
+    body) is not statnet's error: nameko logs every exception a worker raises at ERROR with
+    its traceback, and each 401 filled the log with one. Such a record is told at INFO, in
+    one line."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        status = getattr(exc, "status", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "request refused (%d): %s", (status, exc)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record):
         out = {
@@ -60,6 +76,7 @@ def configure(fmt: str = "json", level: int = logging.INFO) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(CorrelationFilter())
+    handler.addFilter(ClientErrorFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
