@@ -19,8 +19,8 @@ validation_violations_total = Counter(
     "statnet_validation_violations", "Validation rule and outlier violations found",
     ["importance"])
 late_returns = Gauge(
-    "statnet_late_returns", "Assigned, open units without an accepted return past due date + timelyDays, "
-    "as of the last deadline check", ["dataset"])
+    "statnet_late_returns", "Returns (unit-periods) of assigned, open units not accepted by due date + "
+    "timelyDays, over the look-back of the last deadline check", ["dataset"])
 notifications_total = Counter(
     "statnet_notifications", "Alert deliveries by type, channel and outcome",
     ["type", "channel", "status"])
