@@ -229,7 +229,7 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         status, c = api.call("GET", f"/api/completeness?ds={ds}&ou=03&pe={pe}")
         if status == 200:
             print(f"Completeness {ds} {pe}: {c['actual']}/{c['expected']} "
-                  f"({c['rate']:.0f}%), on time {c['onTime']} ({c['onTimeRate']:.0f}%)")
+                  f"({c['rate']:.1f}%), on time {c['onTime']} ({c['onTimeRate']:.1f}%)")  # 410/412 is not 100%
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
