@@ -72,6 +72,11 @@ def main(argv=None) -> int:
     # the demo's output is its report: only warnings and errors go to the log
     quiet = args.command in ("demo", "status")
     logs.configure(settings.log_format, level=logging.WARNING if quiet else logging.INFO)
+    if args.command in ("run", "demo", "migrate", "user"):
+        down = unreachable(settings)
+        if down:
+            print("\n".join(f"statnet: {problem}" for problem in down), file=sys.stderr)
+            return 2
 
     if args.command == "run":
         from services import runner
@@ -128,6 +133,33 @@ def main(argv=None) -> int:
         print(asyncapi.document(service_classes().values()), end="")
         return 0
     return 1
+
+
+def unreachable(settings, timeout: float = 5.0) -> list[str]:
+    """The broker and the database, each named with its address if nothing answers there.
+    Found later, a refused connection surfaced as a long traceback naming neither."""
+    import socket
+
+    from kombu import Connection
+    from sqlalchemy.engine import make_url
+
+    from shared.db import sqlalchemy_url
+
+    database = make_url(sqlalchemy_url(settings.database_url))
+    database_shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    broker = Connection(settings.amqp_uri)
+    problems = []
+    for what, setting, host, port, shown in (
+            ("database", "DATABASE_URL", database.host or "127.0.0.1", database.port or 5432,
+             database_shown),
+            ("broker", "AMQP_URI", broker.hostname or "127.0.0.1", broker.port or 5672,
+             broker.as_uri(include_password=False))):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            problems.append(f"the {what} at {host}:{port} is unreachable ({exc.strerror or exc}); "
+                            f"is it running? ({setting}={shown})")
+    return problems
 
 
 def _create_user(settings, args) -> int:

@@ -1,0 +1,29 @@
+"""The statnet command: a backend nobody answers at is named, with its address, at once."""
+import os
+import socket
+import subprocess
+import sys
+
+from services import cli
+from shared.config import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_database_and_broker_are_named():
+    db, amqp = _free_port(), _free_port()
+    env = {"DATABASE_URL": f"postgresql://postgres:secret@127.0.0.1:{db}/statnet",
+           "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{amqp}/"}
+    problems = "\n".join(cli.unreachable(Settings.from_env(env)))
+    assert f"the database at 127.0.0.1:{db} is unreachable" in problems and "DATABASE_URL=" in problems
+    assert f"the broker at 127.0.0.1:{amqp} is unreachable" in problems and "AMQP_URI=" in problems
+    assert "secret" not in problems
+    # and the command says so in those lines, exit 2, no traceback
+    done = subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"the database at 127.0.0.1:{db} is unreachable" in done.stderr
