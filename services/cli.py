@@ -180,7 +180,9 @@ def _create_user(settings, args) -> int:
         with engine_for(settings.database_url).begin() as conn:
             user = upsert_user(Tx(conn, "registry", tables.outbox), body)
     except ValidationError as exc:
-        print(f"statnet: {exc.normalized_messages()}", file=sys.stderr)
+        for field, messages in exc.normalized_messages().items():
+            for message in messages if isinstance(messages, list) else [messages]:
+                print(f"statnet: {field}: {message}", file=sys.stderr)
         return 2
     print(json.dumps(user, ensure_ascii=False))
     return 0

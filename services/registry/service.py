@@ -60,8 +60,19 @@ def upsert_user(tx, body: dict) -> dict:
             raise ValidationError({"orgUnit": [f"unknown org unit {data['orgUnit']!r}"]})
     focal_point = data.get("focalPoint")
     if focal_point is not None:
-        if not tx.execute(sa.select(t.focal_point.c.code).where(t.focal_point.c.code == focal_point)).first():
+        fp_unit = tx.execute(sa.select(t.focal_point.c.org_unit).where(t.focal_point.c.code == focal_point)).first()
+        if not fp_unit:
             raise ValidationError({"focalPoint": [f"unknown focal point {focal_point!r}"]})
+        # a scoped user acts for a focal point of its own subtree, not another district's
+        if data.get("orgUnit") is not None and data["role"] in ("supervisor", "reporter"):
+            p = t.org_unit_path
+            inside = tx.execute(sa.select(p.c.code).where(
+                p.c.code == fp_unit.org_unit, p.c.valid_to.is_(None),
+                p.c.path.contains(f"/{data['orgUnit']}/", autoescape=True))).first()
+            if not inside:
+                raise ValidationError({"focalPoint": [
+                    f"focal point {focal_point!r} is at org unit {fp_unit.org_unit!r}, outside the user's "
+                    f"scope {data['orgUnit']!r}"]})
     else:
         # a user named like a focal point's code acts for that focal point
         focal_point = tx.execute(sa.select(t.focal_point.c.code)

@@ -3,6 +3,8 @@
 Every request body is loaded through one of these before anything acts on
 it; unknown fields are refused, and every error names the field and value.
 """
+import unicodedata
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from shared.schemas.common import CODE, StrictSchema
@@ -101,9 +103,18 @@ class FocalPointUpdateSchema(FocalPointImportSchema):
 
 # --- users (CONTRACT 2) ----------------------------------------------------------
 
+def _username(name: str) -> None:
+    """Letters and digits of any script (a Lao name's vowel signs are marks), and '_', '.',
+    '@', '-' after the first: 1-80 characters."""
+    ok = (0 < len(name) <= 80 and name[0].isalnum()
+          and all(c.isalnum() or c in "_.@-" or unicodedata.category(c).startswith("M") for c in name))
+    if not ok:
+        raise ValidationError("must be 1-80 letters (any script), digits, '_', '.', '@' or '-', "
+                              "beginning with a letter or digit")
+
+
 class UserSchema(StrictSchema):
-    username = fields.Str(required=True, validate=validate.Regexp(
-        r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,79}$", error="must be 1-80 letters, digits, '_', '.', '@' or '-'"))
+    username = fields.Str(required=True, validate=_username)
     role = fields.Str(required=True, validate=_one_of(ROLES))
     orgUnit = fields.Str(allow_none=True)
     focalPoint = fields.Str(allow_none=True)

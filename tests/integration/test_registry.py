@@ -237,11 +237,21 @@ def test_users_get_a_token_and_reposting_rotates_it(system, world, settings):
     ({"username": "x", "role": "reporter", "orgUnit": "NOWHERE"}, "orgUnit"),
     ({"username": "x", "role": "reporter"}, "orgUnit"),
     ({"username": "bad name!", "role": "admin"}, "username"),
+    # the province's supervisor focal point is outside a district user's scope
+    ({"username": "x", "role": "supervisor", "orgUnit": "D2REG", "focalPoint": "FPREGSUP"}, "focalPoint"),
 ])
 def test_bad_users_are_400_naming_the_field(system, world, body, field):
     r = system.post("/api/users", json=body)
     assert r.status_code == 400, r.text
     assert any(c["object"] == field for c in r.json()["conflicts"])
+
+
+def test_a_username_may_be_lao(system, world):
+    t, *_ = world
+    r = system.post("/api/users", json={"username": "ສົມພອນ.ວົງໄຊ", "role": "reporter", "orgUnit": t.districts[0]})
+    assert r.status_code == 201, r.text
+    assert r.json()["username"] == "ສົມພອນ.ວົງໄຊ"
+    assert system.get(f"/api/orgUnits/{t.districts[0]}", token=r.json()["token"]).status_code == 200
 
 
 def test_only_admins_create_users(system, world):
