@@ -10,7 +10,6 @@ tables). Exit status 0 when every service is up and nothing is parked or stuck,
 from __future__ import annotations
 
 import datetime as dt
-import sys
 
 import sqlalchemy as sa
 from kombu import Queue
@@ -24,6 +23,8 @@ STUCK_SECONDS = 300
 
 
 def collect(settings: Settings) -> dict:
+    """What the broker and the database say; either may be unreachable, and what the other
+    says is still reported (``problems`` names the one that is not)."""
     from services.aggregation import completeness
     from services.aggregation import tables as agg
     from services.runner import service_classes
@@ -33,54 +34,66 @@ def collect(settings: Settings) -> dict:
     queues = {cls.name: [e.name for e in topology.entities([cls], settings)
                          if isinstance(e, Queue) and e.name.startswith("evt-")] for cls in classes.values()}
     dlqs = {name: topology.dlq_name(name) for name in classes}
-    depths = topology.queue_depths(settings, [q for qs in queues.values() for q in qs] + list(dlqs.values()))
+    problems = []
+    try:
+        depths = topology.queue_depths(settings, [q for qs in queues.values() for q in qs] + list(dlqs.values()))
+    except Exception as exc:  # an operator's screen: say what failed, go on
+        depths = None
+        problems.append(f"the broker cannot be read (AMQP_URI): {type(exc).__name__}: {exc}")
+    outboxes, rates = {}, []
+    try:
+        with engine_for(settings.database_url).connect() as conn:
+            for name in classes:
+                if name != "gateway":
+                    outboxes[name] = conn.execute(sa.text(
+                        f"SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
+                        f"FROM {name}.outbox")).one()
+            md = _load(conn, agg.replica, replica_version(conn, agg.replica))
+            rates = completeness.current_rates(conn, md, today())
+    except Exception as exc:
+        outboxes = None
+        where = sa.engine.make_url(settings.database_url)
+        problems.append(f"the database at {where.host}:{where.port or 5432} cannot be read (DATABASE_URL): "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
     services = {}
-    engine = engine_for(settings.database_url)
-    with engine.connect() as conn:
-        for name in classes:
-            consumers = [depths[q][1] for q in queues[name]]
-            backlog = age = None
-            if name != "gateway":
-                backlog, age = conn.execute(sa.text(
-                    f"SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
-                    f"FROM {name}.outbox")).one()
-            services[name] = {
-                # the gateway has no queues of its own but user_changed's: same rule
-                "up": bool(consumers) and min(consumers) > 0,
-                "queued": sum(depths[q][0] for q in queues[name]),
-                "dead_letters": depths[dlqs[name]][0],
-                "outbox": backlog, "outbox_age": float(age or 0),
-            }
-        md = _load(conn, agg.replica, replica_version(conn, agg.replica))
-        rates = completeness.current_rates(conn, md, today())
-    return {"at": dt.datetime.now(dt.timezone.utc), "services": services, "completeness": rates}
+    for name in classes:
+        consumers = [depths[q][1] for q in queues[name]] if depths is not None else []
+        backlog, age = (outboxes or {}).get(name, (None, 0))
+        services[name] = {
+            # the gateway has no queues of its own but user_changed's: same rule
+            "up": None if depths is None else bool(consumers) and min(consumers) > 0,
+            "queued": None if depths is None else sum(depths[q][0] for q in queues[name]),
+            "dead_letters": None if depths is None else depths[dlqs[name]][0],
+            "outbox": backlog, "outbox_age": float(age or 0),
+        }
+    return {"at": dt.datetime.now(dt.timezone.utc), "services": services, "completeness": rates,
+            "problems": problems}
 
 
 def render(report: dict) -> tuple[str, bool]:
     lines = [f"statnet status at {show(report['at'].replace(microsecond=0))}", "",
              f"{'service':<12} {'state':<6} {'queued':>7} {'dead letters':>13} {'outbox':>7} {'oldest':>8}"]
-    healthy = True
+    healthy = not report["problems"]
     for name, s in report["services"].items():
         stuck = s["outbox_age"] > STUCK_SECONDS
-        healthy &= s["up"] and not s["dead_letters"] and not stuck
+        healthy &= bool(s["up"]) and not s["dead_letters"] and not stuck
         outbox = "-" if s["outbox"] is None else str(s["outbox"])
         oldest = "-" if s["outbox"] is None else f"{s['outbox_age']:.0f}s"
-        lines.append(f"{name:<12} {'up' if s['up'] else 'DOWN':<6} {s['queued']:>7} {s['dead_letters']:>13} "
+        state = "?" if s["up"] is None else "up" if s["up"] else "DOWN"
+        queued, dead = ("?" if v is None else v for v in (s["queued"], s["dead_letters"]))
+        lines.append(f"{name:<12} {state:<6} {queued:>7} {dead:>13} "
                      f"{outbox:>7} {oldest:>8}{'  STUCK' if stuck else ''}")
     lines += ["", f"{'data set':<14} {'unit':<10} {'period':<8} {'complete':>9} {'on time':>8}"]
     for ds, ou, pe, rate, on_time in report["completeness"]:
         lines.append(f"{ds:<14} {ou:<10} {pe:<8} {rate:>9.0%} {on_time:>8.0%}")
     if not report["completeness"]:
-        lines.append("(no data set is expected anywhere yet)")
+        lines.append("(no data set is expected anywhere yet)" if not report["problems"] else "(unknown)")
+    lines += [f"UNREADABLE: {problem}" for problem in report["problems"]]
     return "\n".join(lines), healthy
 
 
 def main(settings: Settings) -> int:
-    try:
-        report = collect(settings)
-    except Exception as exc:  # the broker or database itself is unreachable: say so, plainly
-        print(f"statnet status: cannot read the network's state: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    report = collect(settings)
     text, healthy = render(report)
     print(text)
     return 0 if healthy else 1

@@ -27,3 +27,15 @@ def test_an_unreachable_database_and_broker_are_named():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"the database at 127.0.0.1:{db} is unreachable" in done.stderr
+
+
+def test_status_reports_what_it_can_read_and_names_what_it_cannot():
+    env = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{_free_port()}/statnet",
+           "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{_free_port()}/"}
+    done = subprocess.run([sys.executable, "-m", "services.cli", "status"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr  # unwell, as the README says; not a crash
+    lines = done.stdout.splitlines()
+    assert any(line.split()[:2] == ["aggregation", "?"] for line in lines if line.strip())
+    assert any(line.startswith("UNREADABLE: the broker") for line in lines)
+    assert any(line.startswith("UNREADABLE: the database at 127.0.0.1") for line in lines)
