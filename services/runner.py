@@ -133,3 +133,4 @@ def run(settings: Settings, names=ALL) -> None:
                 runner.kill()
         else:
             break
+    log.info("statnet stopped: %s", ", ".join(names))
