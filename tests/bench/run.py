@@ -322,7 +322,8 @@ class Statnet:
                   for group, proc in zip(LAYOUTS[self.layout], self.procs, strict=True)}
         return CpuSplit({**groups, "bench client": {os.getpid()}})
 
-    def stop(self):
+    def stop(self, keep_log: bool = False):
+        """SIGTERM every statnet process; their log stays only when asked (a failed run, --keep)."""
         for p in self.procs:
             p.send_signal(signal.SIGTERM)
         for p in self.procs:
@@ -331,6 +332,10 @@ class Statnet:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.log.close()
+        if keep_log:
+            print(f"statnet's log: {self.log.name}", file=sys.stderr)
+        else:
+            os.remove(self.log.name)
 
 
 def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float, float]:
@@ -456,7 +461,7 @@ def main() -> int:
     ensure_database(database)
     engine = sa.create_engine(sqlalchemy_url(database))
     results: dict[str, str] = {}
-    st = None
+    st, finished = None, False
     try:
         core_at_start = core_speed()
         print("measuring the broker's ceiling ...", file=sys.stderr)
@@ -543,9 +548,10 @@ def main() -> int:
         results["one core: 10 million Python additions, at start / end"] = f"{core_at_start} / {core_speed()}"
         results[f"statnet peak RSS ({len(st.procs)} process{'es' if len(st.procs) > 1 else ''})"] = \
             f"{rss:,.0f} MB"
+        finished = True
     finally:
         if st is not None:
-            st.stop()
+            st.stop(keep_log=args.keep or not finished)
         engine.dispose()
         if args.keep:
             print(f"kept {database}", file=sys.stderr)
