@@ -157,7 +157,7 @@ fresh AS (
     SELECT x.data_element, x.combo, k.ou AS org_unit, k.year, x.path, x.s, x.n, x.last_start, x.last_value
     FROM k CROSS JOIN LATERAL (
         WITH leaf AS (
-            SELECT f.data_element, f.combo, f.path, f.start_date, f.value FROM aggregation.data_value f
+            SELECT f.data_element, f.combo, f.path, f.period, f.start_date, f.value FROM aggregation.data_value f
             WHERE f.org_unit = k.ou AND f.data_element = ANY(k.des)
               AND extract(year FROM f.start_date) = k.year
               -- the same, said with the period codes (a year's all begin with it): a condition
@@ -168,8 +168,10 @@ fresh AS (
         per_period AS (       -- each combo's values, and each period's total over combos ('*')
             SELECT data_element, combo, path, start_date, value AS v FROM leaf
             UNION ALL
+            -- by the period itself: January and the first quarter start on the same day (an
+            -- element in a monthly and a quarterly data set), and are two periods, not one
             SELECT data_element, '*', path, start_date, sum(value) FROM leaf
-            GROUP BY data_element, path, start_date
+            GROUP BY data_element, path, period, start_date
         )
         -- the last value: that of the greatest (days since 1970, value) pair, with no sort per row
         SELECT data_element, combo, path, sum(v) AS s, count(*) AS n, max(start_date) AS last_start,
