@@ -97,32 +97,22 @@ recipients AS (
     JOIN notify.md_org_unit fu ON fu.code = f.org_unit
 ),
 channels AS (SELECT unnest(CAST(:channels AS text[])) AS channel),
+-- one alert per unit and recipient; a digest reader's is recorded all the same, never due
+-- on its own (next_attempt_at infinity): it goes out inside the digest below
 single AS (
-    INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status, details)
+    INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status,
+                                     next_attempt_at, details)
     SELECT r.kind, r.recipient, r.org_unit, r.data_set, r.period, ch.channel, 'PENDING',
+           CASE WHEN by_digest THEN timestamptz 'infinity' ELSE now() END,
            jsonb_build_object(
                'names', jsonb_build_object('data_set', jsonb_build_object('en', r.ds_en, 'lo', r.ds_lo),
                                            'org_unit', jsonb_build_object('en', r.unit_en, 'lo', r.unit_lo)),
                'recipient_name', r.recipient_name, 'language', r.language, 'email', r.email,
                'due_date', r.end_date, 'deadline', r.deadline, 'as_of', CAST(:as_of AS date))
+           || CASE WHEN by_digest THEN jsonb_build_object('delivered_by', 'LATE_DIGEST') ELSE '{}' END
     FROM recipients r CROSS JOIN channels ch
-    WHERE NOT (r.kind = 'LATE_RETURN' AND r.digest) AND (ch.channel <> 'email' OR r.email IS NOT NULL)
-    ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
-    RETURNING id
-),
--- a digest reader's alerts, recorded, delivered by their digest
-digested AS (
-    INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status,
-                                     next_attempt_at, details)
-    SELECT r.kind, r.recipient, r.org_unit, r.data_set, r.period, ch.channel, 'PENDING', 'infinity',
-           jsonb_build_object(
-               'names', jsonb_build_object('data_set', jsonb_build_object('en', r.ds_en, 'lo', r.ds_lo),
-                                           'org_unit', jsonb_build_object('en', r.unit_en, 'lo', r.unit_lo)),
-               'recipient_name', r.recipient_name, 'language', r.language, 'email', r.email,
-               'due_date', r.end_date, 'deadline', r.deadline, 'as_of', CAST(:as_of AS date),
-               'delivered_by', 'LATE_DIGEST')
-    FROM recipients r CROSS JOIN channels ch
-    WHERE r.kind = 'LATE_RETURN' AND r.digest AND (ch.channel <> 'email' OR r.email IS NOT NULL)
+    CROSS JOIN LATERAL (SELECT r.kind = 'LATE_RETURN' AND r.digest AS by_digest) d
+    WHERE ch.channel <> 'email' OR r.email IS NOT NULL
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
     RETURNING id
 ),
@@ -149,7 +139,7 @@ digest AS (
 )
 SELECT kind, data_set, count(*) AS units, NULL AS new FROM missing GROUP BY kind, data_set
 UNION ALL
-SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM digested) + (SELECT count(*) FROM digest)
+SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM digest)
 """)
 
 
