@@ -45,6 +45,7 @@ from shared import dhis2_csv, serialization
 from shared.api import ApiError
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
 from shared.replica import Metadata
+from shared.values import MAX_DIGITS, MAX_TEXT
 
 COLUMNS = dhis2_csv.COLUMNS
 MAX_PROBLEMS = 100
@@ -97,22 +98,25 @@ LEFT JOIN aggregation.md_org_unit u ON u.code = d.orgunit
 LEFT JOIN places w ON w.orgunit = d.orgunit AND w.start_date IS NOT DISTINCT FROM d.start_date
 """)
 
-# the same acceptance as shared.values.normalise (digits and bounds: MAX_DIGITS there). Each
-# cast only inside a CASE branch its pattern guards: CASE fixes the order, AND does not
-_DIGITS = "length(ltrim(split_part(ltrim(r.raw, '+-'), '.', 1), '0')) <= 15"
+# the same acceptance as shared.values.normalise, with its bound (MAX_DIGITS either side of
+# the point). Each cast only inside a CASE branch its pattern guards: CASE fixes the order,
+# AND does not
+_DIGITS = f"length(ltrim(split_part(ltrim(r.raw, '+-'), '.', 1), '0')) <= {MAX_DIGITS}"
 _NUMERIC = "'^[+-]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][+-]?[0-9]{1,3})?$'"
 _VALUE_OK = rf"""
 CASE r.value_type
     WHEN 'INTEGER' THEN r.raw ~ '^[+-]?[0-9]+(\.0*)?$' AND {_DIGITS}
     WHEN 'INTEGER_ZERO_OR_POSITIVE' THEN (r.raw ~ '^\+?[0-9]+(\.0*)?$' OR r.raw ~ '^-0+(\.0*)?$') AND {_DIGITS}
     WHEN 'NUMBER' THEN CASE WHEN r.raw ~ {_NUMERIC}
-                            THEN abs(r.raw::numeric) < 1e15 AND scale(trim_scale(r.raw::numeric)) <= 15
+                            THEN abs(r.raw::numeric) < 1e{MAX_DIGITS}
+                                 AND scale(trim_scale(r.raw::numeric)) <= {MAX_DIGITS}
                             ELSE false END
     WHEN 'PERCENTAGE' THEN CASE WHEN r.raw ~ {_NUMERIC}
-                                THEN r.raw::numeric BETWEEN 0 AND 100 AND scale(trim_scale(r.raw::numeric)) <= 15
+                                THEN r.raw::numeric BETWEEN 0 AND 100
+                                     AND scale(trim_scale(r.raw::numeric)) <= {MAX_DIGITS}
                                 ELSE false END
     WHEN 'BOOLEAN' THEN lower(r.raw) IN ('true', 'false', '1', '0')
-    WHEN 'TEXT' THEN length(r.original) <= 50000
+    WHEN 'TEXT' THEN length(r.original) <= {MAX_TEXT}
     ELSE false
 END
 """
