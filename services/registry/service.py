@@ -282,15 +282,16 @@ class RegistryService:
     def learn_from_accepted_return(self, events):
         with self.db.consume_many(events) as tx:
             # every unit the return reports for (a district's CSV of its villages: each of them)
+            places = [(e, reported_places(e.data)) for e in tx.fresh]
             rows = [{"org_unit": org_unit, "data_set": e.data["data_set"], "period": period,
                      "return_id": e.data["return_id"], "received_at": e.data["received_at"],
                      "accepted_at": e.occurred_at, "submitted_by": e.data["submitted_by"]}
-                    for e in tx.fresh for org_unit, period in reported_places(e.data)]
+                    for e, named in places for org_unit, period in named]
             if rows:
                 tx.execute(_NOTE_SUBMISSIONS, {"rows": serialization.dumps(rows)})
-        for e in tx.fresh:
+        for e, named in places:
             log.info("return %s: last submission of %s for %s noted", e.data["return_id"],
-                     ", ".join(sorted({ou for ou, _ in reported_places(e.data)})), e.data["data_set"])
+                     ", ".join(sorted({ou for ou, _ in named})), e.data["data_set"])
 
 
 # A batch of accepted returns, in one statement: the latest received per unit and data
