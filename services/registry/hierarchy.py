@@ -38,9 +38,10 @@ class Path:
 
 
 class CycleError(ValueError):
-    def __init__(self, units: list[str]):
+    def __init__(self, units: list[str], on: dt.date):
         super().__init__(" -> ".join(units))
         self.units = units
+        self.on = on  # the first day the units form the cycle
 
 
 def set_parent(links: list[Link], parent: str | None, start: dt.date) -> list[Link]:
@@ -84,32 +85,39 @@ def _clip(a_from, a_to, b_from, b_to):
 
 
 def compute_paths(links: dict[str, list[Link]]) -> dict[str, list[Path]]:
-    """Paths of every unit. Raises CycleError if a unit is ever its own ancestor."""
-    memo: dict[str, list[Path]] = {}
+    """Paths of every unit. Raises CycleError if a unit is ever its own ancestor.
+
+    A cycle is a matter of dates: a village that left district D in July may become
+    D's parent from August (links are effective-dated), and on no day is either its
+    own ancestor. So each ancestor is followed only over the days the links below it
+    hold (``window``); meeting a unit again on the way up, on days that are not
+    empty, is a cycle on those days.
+    """
+    memo: dict[tuple[str, dt.date, dt.date | None], list[Path]] = {}
     visiting: list[str] = []
 
-    def paths(code: str) -> list[Path]:
-        if code in memo:
-            return memo[code]
+    def paths(code: str, lo: dt.date = FAR_PAST, hi: dt.date | None = None) -> list[Path]:
+        key = (code, lo, hi)
+        if key in memo:
+            return memo[key]
         if code in visiting:
-            raise CycleError(visiting[visiting.index(code):] + [code])
+            raise CycleError(visiting[visiting.index(code):] + [code], lo)
         visiting.append(code)
         out: list[Path] = []
         for link in links.get(code, []):
-            if link.parent is None:
-                out.append(Path(f"/{code}/", 1, link.valid_from, link.valid_to))
+            span = _clip(link.valid_from, link.valid_to, lo, hi)
+            if span is None:
                 continue
-            for above in paths(link.parent):
-                span = _clip(link.valid_from, link.valid_to, above.valid_from, above.valid_to)
-                if span:
-                    out.append(Path(f"{above.path}{code}/", above.level + 1, *span))
+            if link.parent is None:
+                out.append(Path(f"/{code}/", 1, *span))
+                continue
+            for above in paths(link.parent, *span):
+                out.append(Path(f"{above.path}{code}/", above.level + 1, above.valid_from, above.valid_to))
         visiting.pop()
-        memo[code] = _merge_paths(out)
-        return memo[code]
+        memo[key] = _merge_paths(out)
+        return memo[key]
 
-    for code in links:
-        paths(code)
-    return memo
+    return {code: paths(code) for code in links}
 
 
 def _merge_paths(paths: list[Path]) -> list[Path]:

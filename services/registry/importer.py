@@ -227,7 +227,13 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -
     try:
         new_paths = compute_paths(links)
     except CycleError as exc:
-        errors.add(exc.units[0], "cycle in the hierarchy: " + " -> ".join(exc.units))
+        # named after a unit this document moves (the one to correct), not a bystander the
+        # check happened to start from
+        cycle = exc.units[:-1]
+        posted = next((u for u in cycle if u in p.links), cycle[0])
+        at = cycle.index(posted)
+        cycle = cycle[at:] + cycle[:at] + [posted]
+        errors.add(posted, f"cycle in the hierarchy from {exc.on}: " + " -> ".join(cycle))
         new_paths = {}
     for code, paths in new_paths.items():
         if paths != old_paths.get(code):

@@ -49,3 +49,32 @@ def test_a_cycle_is_named():
     with pytest.raises(CycleError) as err:
         compute_paths(links)
     assert set(err.value.units) == {"A", "B", "C"}
+
+
+def test_a_cycle_is_a_matter_of_dates():
+    # V left D in July; D sits under V from August: on no day is either its own ancestor
+    links = {
+        "LA": [Link(None, D(1975, 1, 1))],
+        "D": [Link("LA", D(2000, 1, 1), D(2026, 8, 1)), Link("V", D(2026, 8, 1))],
+        "D2": [Link("LA", D(2000, 1, 1))],
+        "V": set_parent([Link("D", D(2000, 1, 1))], "D2", D(2026, 7, 1)),
+    }
+    paths = compute_paths(links)
+    assert [(p.path, p.valid_from, p.valid_to) for p in paths["D"]] == [
+        ("/LA/D/", D(2000, 1, 1), D(2026, 8, 1)),
+        ("/LA/D2/V/D/", D(2026, 8, 1), None),
+    ]
+    assert [(p.path, p.level) for p in paths["V"]] == [("/LA/D/V/", 3), ("/LA/D2/V/", 3)]
+
+
+def test_a_cycle_on_some_days_is_named_with_its_first_day():
+    # D under V from June, while V is still D's until July: June is a cycle
+    links = {
+        "LA": [Link(None, D(1975, 1, 1))],
+        "D": [Link("LA", D(2000, 1, 1), D(2026, 6, 1)), Link("V", D(2026, 6, 1))],
+        "D2": [Link("LA", D(2000, 1, 1))],
+        "V": set_parent([Link("D", D(2000, 1, 1))], "D2", D(2026, 7, 1)),
+    }
+    with pytest.raises(CycleError) as err:
+        compute_paths(links)
+    assert set(err.value.units) == {"D", "V"} and err.value.on == D(2026, 6, 1)

@@ -75,6 +75,33 @@ def test_a_cycle_is_refused():
     assert any("cycle in the hierarchy" in e["message"] for e in errors_of(doc))
 
 
+def _registry(doc) -> tuple[Registry, dict]:
+    first = plan(doc, empty(), {}, TODAY)
+    return Registry(1, first.org_units, first.links, first.data_elements, first.data_sets,
+                    first.validation_rules, first.focal_points), first.paths
+
+
+def test_a_cycle_is_named_after_the_unit_the_document_moves():
+    reg, paths = _registry({"orgUnits": BASE["orgUnits"] + [
+        {"code": "D", "name": "District", "parent": "03", "openingDate": "2000-01-01"},
+        {"code": "V", "name": "Village", "parent": "D", "openingDate": "2000-01-01"}]})
+    with pytest.raises(ImportRefused) as err:
+        plan({"orgUnits": [{"code": "D", "parent": "V", "parentFrom": "2026-08-01"}]}, reg, paths, TODAY)
+    [error] = err.value.errors
+    assert error["object"] == "D"
+    assert error["message"] == "cycle in the hierarchy from 2026-08-01: D -> V -> D"
+
+
+def test_a_move_onto_a_unit_that_has_left_is_no_cycle():
+    # V leaves D for 03 in July; D goes under V from August
+    reg, paths = _registry({"orgUnits": BASE["orgUnits"] + [
+        {"code": "D", "name": "District", "parent": "03", "openingDate": "2000-01-01"},
+        {"code": "V", "name": "Village", "parent": "D", "openingDate": "2000-01-01"}]})
+    p = plan({"orgUnits": [{"code": "V", "parent": "03", "parentFrom": "2026-07-01"},
+                           {"code": "D", "parent": "V", "parentFrom": "2026-08-01"}]}, reg, paths, TODAY)
+    assert [x.path for x in p.paths["D"]] == ["/LA/03/D/", "/LA/03/V/D/"]
+
+
 def test_reimporting_the_same_document_changes_nothing():
     first = plan(BASE, empty(), {}, TODAY)
     reg = Registry(1, first.org_units, first.links, first.data_elements, first.data_sets,
