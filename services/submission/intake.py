@@ -8,8 +8,8 @@ publish) or raises ``Refused``:
   fields, unknown codes, a value not of its element's type, an element not in
   the data set, a unit not assigned the data set or not open in the period,
   a malformed, mistyped or future period, a value given twice;
-* 403 when a unit is outside the sender's scope, or the period has closed
-  (``expiryDays``).
+* 403 when a unit the body names is outside the sender's scope (checked first:
+  whatever else is wrong with the body), or the period has closed (``expiryDays``).
 """
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             return None
         return period
 
+    named: set[str] = set()  # every known unit the body names, for the scope check
+
     def read_unit(obj: str, code) -> str | None:
         if _text(code) is None:
             conflicts.append(conflict(obj, code, _absent(obj, code)))
@@ -85,6 +87,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         if code not in md.org_units:
             conflicts.append(conflict(obj, code, f"unknown org unit {code!r}"))
             return None
+        named.add(code)
         return code
 
     period = read_period("period", raw.period)
@@ -178,17 +181,19 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     if ds is not None and org_unit is not None and period is None and not md.assigned(ds, org_unit):
         # the period could not be read: still say whether the unit may send this data set at all
         conflicts.append(conflict("orgUnit", org_unit, f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))
-    if conflicts:
-        raise Refused(400, {"status": "ERROR", "httpStatusCode": 400,
-                            "message": f"{len(conflicts)} conflict(s): nothing was stored",
-                            "conflicts": conflicts})
-
-    for unit in sorted({u for u, _ in places}):
+    # who may send for these units before what is wrong with the body: a sender outside
+    # its scope hears 403 whatever else the body holds (and learns nothing of the data set)
+    for unit in sorted(named):
         where = md.org_units[unit].current
         if not principal.covers_path(where.path if where else None):
             raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
                                 "message": f"org unit {unit!r} is outside the scope of user "
                                            f"{principal.username!r} (subtree of {principal.org_unit!r})"})
+    if conflicts:
+        raise Refused(400, {"status": "ERROR", "httpStatusCode": 400,
+                            "message": f"{len(conflicts)} conflict(s): nothing was stored",
+                            "conflicts": conflicts})
+
     for p in sorted({p for _, p in places}):
         if is_closed(p, ds.expiry_days, today):
             raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,

@@ -78,6 +78,19 @@ def test_a_value_for_another_unit_is_scope_checked_too():
     assert err.value.status == 403 and "'V2'" in err.value.body["message"]
 
 
+def test_scope_is_checked_before_the_body():
+    # a sender outside its scope hears 403, not the body's other faults
+    for ret in (raw([("HH", None, "abc")], ou="V2"), raw([("HH", None, "1")], ou="V2", period="2027")):
+        with pytest.raises(Refused) as err:
+            check(ret, MD, REPORTER, NOW)
+        assert err.value.status == 403 and "'V2'" in err.value.body["message"]
+    ret = raw([("HH", None, "1"), ("GHOST", None, "1")])
+    ret.values.append(RawValue(2, "HH", None, "2", None, None, "V2"))
+    with pytest.raises(Refused) as err:
+        check(ret, MD, REPORTER, NOW)
+    assert err.value.status == 403
+
+
 def test_closed_period_is_403():
     with pytest.raises(Refused) as err:
         check(raw([("HH", None, "1")], ds="M", period="202609", ou="D1"), MD, REPORTER, NOW)
