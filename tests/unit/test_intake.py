@@ -141,13 +141,28 @@ def test_a_csv_without_data_set_is_read_by_its_period_type_too():
     monthly = formats.parse("text/csv", head + "HH,202506,V1,,,7,,,,\n", {})
     formats.infer_data_set(monthly, md)
     assert monthly.data_set == "M"
-    # a bad period says nothing of the data set: the ambiguity and the period are both listed
+    # a bad period says nothing of the data set: the period is what is named
     bad = formats.parse("text/csv", head + "HH,2025-06,V1,,,7,,,,\n", {})
     formats.infer_data_set(bad, md)
     with pytest.raises(Refused) as err:
         check(bad, md, REPORTER, NOW)
-    objects = {c["object"]: c["message"] for c in err.value.body["conflicts"]}
-    assert "fits data sets M, Y" in objects["dataSet"] and "line 2.period" in objects
+    objects = {c["object"] for c in err.value.body["conflicts"]}
+    assert "line 2.period" in objects and "dataSet" not in objects
+
+
+def test_a_csv_that_fits_several_data_sets_goes_to_the_closest_fit():
+    """DHIS2 stores a CSV's values without a data set: a file several data sets fit is
+    not refused but given the one with fewest elements beyond the file's, then by code."""
+    from services.submission import formats
+
+    md = snapshot({"LA": None, "03": "LA", "D1": "03", "V1": "D1"},
+                  elements=[element("HH"), element("POP"), element("BIRTHS")],
+                  data_sets=[data_set("A", ["HH", "POP", "BIRTHS"], level=4), data_set("C", ["HH", "POP"], level=4),
+                             data_set("B", ["HH", "POP"], level=4)])
+    head = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
+    ret = formats.parse("text/csv", head + "HH,2025,V1,,,7,,,,\n", {})
+    formats.infer_data_set(ret, md)
+    assert ret.data_set == "B" and check(ret, md, REPORTER, NOW).data_set.code == "B"
 
 
 def test_header_codes_that_are_not_text_and_a_bad_complete_date_are_named():

@@ -85,8 +85,13 @@ def parse(content_type: str | None, body: str, params: dict) -> RawReturn:
 
 
 def infer_data_set(raw: RawReturn, md) -> None:
-    """For a CSV without ?dataSet=: the one data set holding every element, assigned to every
-    unit, of the file's period type (an element may be in a monthly and a yearly data set)."""
+    """For a CSV without ?dataSet=: a data set holding every element, assigned to every
+    unit, of the file's period type (an element may be in a monthly and a yearly data set).
+
+    DHIS2 stores a CSV's values without asking for a data set, so a file that fits several
+    is not refused: it goes to the one that fits it most closely (fewest elements beyond
+    the file's), then the first by code, and the return's status names the one chosen.
+    """
     if not raw.infer_data_set:
         return
     elements = {v.data_element for v in raw.values}
@@ -97,18 +102,14 @@ def infer_data_set(raw: RawReturn, md) -> None:
             types.add(Period.parse(v.period).type)
         except (PeriodError, TypeError):
             pass  # intake names a bad period; it says nothing about the data set
-    candidates = sorted(ds.code for ds in md.data_sets.values()
+    candidates = sorted((len(ds.data_elements), ds.code) for ds in md.data_sets.values()
                         if elements <= set(ds.data_elements) and types <= {ds.period_type}
                         and all(md.assigned(ds, u) for u in units))
-    if len(candidates) == 1:
-        raw.data_set = candidates[0]
-        return
-    # none or several: said as the dataSet conflict, beside every problem intake finds
-    # without a data set (unknown codes, combos, value types, periods), not instead of them
     if candidates:
-        raw.data_set_conflict = conflict("dataSet", None, f"the file fits data sets {', '.join(candidates)}: "
-                                                          "name one with ?dataSet=")
-    else:
-        raw.data_set_conflict = conflict("dataSet", None, "no data set holds every data element of the file "
-                                                          "for its org units and period type: name one with "
-                                                          "?dataSet=")
+        raw.data_set = candidates[0][1]
+        return
+    # said as the dataSet conflict, beside every problem intake finds without a data set
+    # (unknown codes, combos, value types, periods), not instead of them
+    raw.data_set_conflict = conflict("dataSet", None, "no data set holds every data element of the file "
+                                                      "for its org units and period type: name one with "
+                                                      "?dataSet=")
