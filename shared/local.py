@@ -20,8 +20,9 @@ their own, and the gateway encodes a reply as the wire would (dates as ISO text,
 """
 from __future__ import annotations
 
+import eventlet
 import eventlet.event
-from nameko.exceptions import ContainerBeingKilled
+from nameko.exceptions import ContainerBeingKilled, UnknownService
 from nameko.rpc import Rpc
 
 _containers: dict[str, object] = {}
@@ -72,3 +73,26 @@ def call(service: str, method: str, args: tuple, kwargs: dict, context_data: dic
     if exc_info is not None:
         raise exc_info[1].with_traceback(exc_info[2])
     return result
+
+
+class Unavailable(Exception):
+    """The service is not running, or did not answer within the RPC timeout."""
+
+
+def ask(proxy, service: str, method: str, *args, **kwargs):
+    """``service.method(*args, **kwargs)`` through ``proxy`` (a nameko ``RpcProxy``
+    dependency): in this process when the service runs here, else through the broker,
+    within the settings' RPC timeout either way; raises ``Unavailable``."""
+    from shared.config import Settings
+
+    timeout = Settings.of(proxy.worker_ctx.container).rpc_timeout
+    try:
+        with eventlet.Timeout(timeout):
+            try:
+                return call(service, method, args, kwargs, proxy.worker_ctx.context_data)
+            except NotLocal:
+                return getattr(proxy, method).call_async(*args, **kwargs).result()
+    except UnknownService:
+        raise Unavailable(f"the {service} service is not running") from None
+    except eventlet.Timeout:
+        raise Unavailable(f"the {service} service did not answer within {timeout:g}s") from None

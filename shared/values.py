@@ -100,3 +100,16 @@ def numeric(value_type: str, text: str) -> Decimal | None:
     if value_type == "BOOLEAN":
         return Decimal(1) if text == "true" else Decimal(0)
     return Decimal(text)
+
+
+# A data element's value type may change, once values are stored, only to a type that
+# reads every stored value as the same number (DHIS2 refuses any change once data
+# exist; widening a count to a measure is what an office actually needs)
+WIDENINGS = {
+    ("INTEGER_ZERO_OR_POSITIVE", "INTEGER"), ("INTEGER_ZERO_OR_POSITIVE", "NUMBER"),
+    ("INTEGER", "NUMBER"), ("PERCENTAGE", "NUMBER"),
+}
+
+
+def keeps_stored_values(old_type: str, new_type: str) -> bool:
+    return old_type == new_type or (old_type, new_type) in WIDENINGS

@@ -454,3 +454,20 @@ def repath(conn: sa.Connection, org_units: list[dict]) -> int:
         keys = {tuple(r) for r in conn.execute(_MOVED_KEYS, {"units": sorted(set(code))})}
         refresh_year_totals(conn, keys)
     return moved
+
+
+_STORED = sa.text("""
+SELECT a.de, a.combo FROM json_to_recordset(CAST(:asked AS json)) AS a(de text, combo text)
+WHERE EXISTS (SELECT 1 FROM aggregation.data_value f
+              WHERE f.data_element = a.de AND f.combo = a.combo AND NOT f.deleted)
+""")
+
+
+def stored_combos(conn: sa.Connection, asked: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Of the asked category option combos of each data element, those with a stored value
+    (a metadata change that would strand them is refused: ``registry.importer``)."""
+    pairs = [{"de": de, "combo": combo} for de, combos in asked.items() for combo in combos]
+    out: dict[str, list[str]] = {}
+    for de, combo in conn.execute(_STORED, {"asked": serialization.dumps(pairs)}):
+        out.setdefault(de, []).append(combo)
+    return out

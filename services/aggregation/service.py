@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 
 from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
 
 from services.aggregation import analytics, completeness, exports, facts, history
 from services.aggregation import tables as t
@@ -142,6 +143,12 @@ class AggregationService(KeepsMetadataReplica):
                     "refreshingStatistics": self.year_totals.statistics_due}
 
     # ---------------------------------------------------------------- reading
+
+    @rpc
+    def stored_combos(self, asked: dict[str, list[str]]) -> dict[str, list[str]]:
+        """For the registry, before a data element's value type or combos change."""
+        with self.db.connect() as conn:
+            return facts.stored_combos(conn, asked)
 
     def _in_scope(self, principal, md, org_units) -> None:
         for ou in org_units:

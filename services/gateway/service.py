@@ -63,19 +63,10 @@ class GatewayService:
 
     def call(self, service: str, method: str, *args, **kwargs):
         """An RPC with the gateway's timeout: 503 when the service is down or too slow."""
-        proxy = getattr(self, service)
         try:
-            with eventlet.Timeout(self.settings.rpc_timeout):
-                try:
-                    # the service's container in this process, if it has one: no broker hop
-                    return local.call(service, method, args, kwargs, proxy.worker_ctx.context_data)
-                except local.NotLocal:
-                    return getattr(proxy, method).call_async(*args, **kwargs).result()
-        except UnknownService:
-            raise HttpError(503, f"the {service} service is not running") from None
-        except eventlet.Timeout:
-            raise HttpError(503, f"the {service} service did not answer within "
-                                 f"{self.settings.rpc_timeout:g}s") from None
+            return local.ask(getattr(self, service), service, method, *args, **kwargs)
+        except local.Unavailable as exc:
+            raise HttpError(503, str(exc)) from None
 
     def principal(self, request):
         return self.auth.principal(request, lambda h: self.call("registry", "authenticate", h))

@@ -10,6 +10,7 @@ Re-importing the same document changes nothing and creates no version.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from services.registry import tables as t
 from services.registry.hierarchy import CycleError, Link, Path, compute_paths, set_parent
 from shared import expressions
 from shared.schemas.api import METADATA_LISTS
+from shared.values import keeps_stored_values
 
 KIND = {"orgUnits": "org unit", "dataElements": "data element", "dataSets": "data set",
         "validationRules": "validation rule", "focalPoints": "focal point"}
@@ -164,7 +166,29 @@ def _missing(state: dict, required: dict[str, str]) -> list[str]:
     return [src for src, dst in required.items() if state.get(dst) in (None, "")]
 
 
-def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -> Plan:
+# of these category option combos of each data element, those with stored values (aggregation's)
+StoredCombos = Callable[[dict[str, list[str]]], dict[str, list[str]]]
+
+
+def _reference_problems(rule: dict, side: str, de_states: dict[str, dict]) -> list[tuple[str | None, str]]:
+    """What is wrong with what a rule's expression refers to: (data element, message)."""
+    out: list[tuple[str | None, str]] = []
+    for ref in expressions.references(expressions.parse(rule[side])):
+        de = de_states.get(ref.data_element)
+        if de is None:
+            out.append((None, f"{side} expression refers to unknown data element {ref.data_element!r}"))
+        elif ref.combo is not None and ref.combo not in de["combos"]:
+            out.append((de["code"], f"{side} expression refers to {ref.data_element}.{ref.combo}, but "
+                                    f"{ref.data_element} has combos {', '.join(de['combos'])}"))
+        elif de["value_type"] == "TEXT":
+            out.append((de["code"], f"{side} expression computes with {ref.data_element}, a TEXT data element"))
+    return out
+
+
+def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
+         stored: StoredCombos | None = None) -> Plan:
+    """``stored`` says which combos hold values, asked only when a change would strand
+    some (a value type narrowed, a combo removed); None: nothing is stored anywhere."""
     errors = _Errors()
     parsed = _parse_document(doc, errors)
     p = Plan(since=reg.version)
@@ -243,6 +267,7 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -
         p.org_units[code] = reg.org_units[code]
 
     # --- data elements
+    at_risk: dict[str, tuple[set[str], bool]] = {}  # changes that would strand stored values
     for item in parsed.get("dataElements", []):
         code, existing = item["code"], reg.data_elements.get(item["code"])
         state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "valueType": "value_type",
@@ -261,8 +286,25 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -
         if missing:
             errors.add(code, f"data element {code}: {', '.join(missing)} required for a new data element")
             continue
+        if existing is not None:
+            removed = set(existing["combos"]) - set(state["combos"])
+            narrowed = not keeps_stored_values(existing["value_type"], state["value_type"])
+            if removed or narrowed:
+                at_risk[code] = (removed, narrowed)
         de_states[code] = state
         count(existing, state, p.data_elements, code)
+    if at_risk and stored is not None:
+        held = stored({code: sorted(reg.data_elements[code]["combos"] if narrowed else removed)
+                       for code, (removed, narrowed) in sorted(at_risk.items())})
+        for code, (removed, narrowed) in at_risk.items():
+            combos = set(held.get(code) or ())
+            if narrowed and combos:
+                errors.add(code, f"data element {code}: valueType cannot change from "
+                                 f"{reg.data_elements[code]['value_type']} to {de_states[code]['value_type']}: "
+                                 f"values of it are stored")
+            for combo in sorted(removed & combos):
+                errors.add(code, f"data element {code}: category option combo {combo!r} cannot be removed: "
+                                 f"values of {code}.{combo} are stored")
 
     # --- data sets
     for item in parsed.get("dataSets", []):
@@ -304,7 +346,8 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -
         state.setdefault("name_lo", None)
         state.setdefault("data_set", None)
         state.setdefault("missing_value_strategy", "SKIP_IF_ALL_VALUES_MISSING")
-        missing = _missing(state, {"name": "name", "importance": "importance", "left": "left",
+        state.setdefault("importance", "MEDIUM")  # DHIS2's default
+        missing = _missing(state, {"name": "name", "left": "left",
                                    "operator": "operator", "right": "right"})
         if missing:
             errors.add(code, f"validation rule {code}: {', '.join(missing)} required for a new rule")
@@ -313,21 +356,23 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date) -
             errors.add(code, f"validation rule {code}: unknown data set {state['data_set']!r}")
         for side in ("left", "right"):
             try:
-                tree = expressions.parse(state[side])
+                problems = _reference_problems(state, side, de_states)
             except expressions.ExpressionError as exc:
                 errors.add(code, f"validation rule {code}: bad {side} expression "
                                  f"{state[side]!r}: {exc}")
                 continue
-            for ref in expressions.references(tree):
-                de = de_states.get(ref.data_element)
-                if de is None:
-                    errors.add(code, f"validation rule {code}: {side} expression refers to unknown "
-                                     f"data element {ref.data_element!r}")
-                elif ref.combo is not None and ref.combo not in de["combos"]:
-                    errors.add(code, f"validation rule {code}: {side} expression refers to "
-                                     f"{ref.data_element}.{ref.combo}, but {ref.data_element} has combos "
-                                     f"{', '.join(de['combos'])}")
+            for _, message in problems:
+                errors.add(code, f"validation rule {code}: {message}")
         count(existing, state, p.validation_rules, code)
+    # rules the document leaves alone must still hold for the data elements it changes
+    posted_rules = {item["code"] for item in parsed.get("validationRules", [])}
+    for code, rule in sorted(reg.validation_rules.items()):
+        if code in posted_rules:
+            continue
+        for side in ("left", "right"):
+            for de, message in _reference_problems(rule, side, de_states):
+                if de in p.data_elements:
+                    errors.add(de, f"data element {de}: validation rule {code}'s {message}")
 
     # --- focal points
     for item in parsed.get("focalPoints", []):

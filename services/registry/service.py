@@ -12,12 +12,12 @@ import logging
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 from sqlalchemy.dialects.postgresql import insert
 
 from services.registry import importer
 from services.registry import tables as t
-from shared import auth, serialization
+from shared import auth, local, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
@@ -37,12 +37,12 @@ def _conflicts(exc: ValidationError, body) -> list[dict]:
     return out
 
 
-def import_document(tx, document) -> tuple[importer.Plan, int]:
+def import_document(tx, document, stored: importer.StoredCombos | None = None) -> tuple[importer.Plan, int]:
     """Plan and write an import in ``tx`` (serialised with every other import)."""
     tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
     reg = importer.load_registry(tx.conn)
     old_paths = importer.load_paths(tx.conn)
-    plan = importer.plan(document, reg, old_paths, today())
+    plan = importer.plan(document, reg, old_paths, today(), stored)
     if not plan.changed:
         return plan, reg.version
     version = importer.write(tx.conn, plan)
@@ -95,6 +95,9 @@ class RegistryService:
     name = "registry"
 
     db = Database(t.metadata)
+    # asked, only when an import would narrow a data element's value type or drop a combo,
+    # whether values would be stranded: the stored values are aggregation's
+    aggregation = RpcProxy("aggregation")
 
     # ---------------------------------------------------------------- metadata
 
@@ -103,15 +106,21 @@ class RegistryService:
         principal.require("metadata.write")
         try:
             with self.db.transaction() as tx:
-                plan, version = import_document(tx, document)
+                plan, version = import_document(tx, document, self._stored_combos)
         except importer.ImportRefused as exc:
             return reply({"status": "ERROR", "httpStatusCode": 409, "errors": exc.errors}, 409)
+        except local.Unavailable as exc:
+            raise error(503, f"cannot tell whether values are stored for the data elements this "
+                             f"document changes: {exc}") from None
         log.info("metadata import: %d created, %d updated, %d unchanged; version %d",
                  plan.created, plan.updated, plan.ignored, version)
         body = {"status": "OK", "stats": {"created": plan.created, "updated": plan.updated,
                                           "ignored": plan.ignored,
                                           "total": plan.created + plan.updated + plan.ignored}}
         return {**reply(body), "metadata_version": version}
+
+    def _stored_combos(self, asked: dict[str, list[str]]) -> dict[str, list[str]]:
+        return local.ask(self.aggregation, "aggregation", "stored_combos", asked)
 
     @rpc
     def metadata_since(self, since: int) -> dict:

@@ -96,6 +96,33 @@ def test_a_cycle_is_refused(system, world):
     assert any("cycle in the hierarchy" in e["message"] for e in r.json()["errors"])
 
 
+def test_a_data_element_change_that_would_strand_stored_values_is_409(system, world):
+    """Narrowing a value type, or removing a combo, once values of it are stored: refused
+    (as DHIS2 refuses a value type change), nothing changed; a widening goes through."""
+    t, codes, doc, _ = world
+    village = t.villages[t.districts[1]][1]
+    sent = system.submit(village_return(codes, village, "2019", 4, 5, households=3))
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    pop, hh = (dict(de) for de in doc["dataElements"])
+    for change, expected in (
+            (dict(pop, disaggregation=["M"]), f"category option combo 'F' cannot be removed: values of {pop['code']}.F"),
+            (dict(pop, valueType="TEXT"), "valueType cannot change from INTEGER to TEXT: values of it are stored"),
+            (dict(hh, valueType="BOOLEAN"), "valueType cannot change from INTEGER_ZERO_OR_POSITIVE to BOOLEAN")):
+        r = system.post("/api/metadata", json={"dataElements": [change]})
+        assert r.status_code == 409, r.text
+        assert any(e["object"] == change["code"] and expected in e["message"] for e in r.json()["errors"]), r.text
+    assert system.analytics(f"{codes['pop']}.F", village, "2019") == {(f"{codes['pop']}.F", village, "2019"): 5}
+    # a count becoming a measure reads every stored value the same: allowed
+    area = {"code": "AREAREG", "name": "Rice area", "valueType": "INTEGER", "aggregationType": "SUM"}
+    ds = dict(doc["dataSets"][0], dataElements=doc["dataSets"][0]["dataElements"] + ["AREAREG"])
+    system.import_metadata({"dataElements": [area], "dataSets": [ds]})
+    sent = system.submit({"dataSet": codes["ds"], "period": "2019", "orgUnit": village,
+                          "dataValues": [{"dataElement": "AREAREG", "value": "12"}]})
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    assert system.import_metadata({"dataElements": [dict(area, valueType="NUMBER")]})["stats"]["updated"] == 1
+    assert system.analytics("AREAREG", village, "2019") == {("AREAREG", village, "2019"): 12}
+
+
 def test_non_admin_may_not_import_and_unparseable_json_is_400(system, world):
     t, *_ = world
     token = system.create_user("reg-operator", "operator", None)

@@ -123,3 +123,45 @@ def test_moving_a_unit_defaults_to_today_and_moves_its_descendants():
     assert set(moved.paths) == {"D", "V"}
     assert [p.path for p in moved.paths["V"]] == ["/LA/03/D/V/", "/LA/04/D/V/"]
     assert moved.updated == 1 and "V" in moved.org_units  # V travels in the event, unchanged itself
+
+
+def test_a_default_importance_is_medium_as_in_dhis2():
+    doc = {**BASE, "validationRules": [{"code": "R", "name": "r", "left": "#{POP}", "operator": "greater_than",
+                                        "right": "0"}]}
+    assert plan(doc, empty(), {}, TODAY).validation_rules["R"]["importance"] == "MEDIUM"
+
+
+def test_rules_left_alone_must_still_hold_for_a_changed_data_element():
+    reg, paths = _registry(BASE)  # rule R reads POP.M and POP.F
+    for change, expected in ((dict(BASE["dataElements"][0], disaggregation=["M"]),
+                              "validation rule R's left expression refers to POP.F, but POP has combos M"),
+                             (dict(BASE["dataElements"][0], valueType="TEXT"),
+                              "validation rule R's left expression computes with POP, a TEXT data element")):
+        with pytest.raises(ImportRefused) as err:
+            plan({"dataElements": [change]}, reg, paths, TODAY)
+        assert any(e["object"] == "POP" and expected in e["message"] for e in err.value.errors), err.value.errors
+
+
+def test_a_change_that_would_strand_stored_values_is_refused():
+    reg, paths = _registry({**BASE, "validationRules": []})
+    asked = []
+
+    def stored(question):
+        asked.append(question)
+        return {"POP": ["F"]}
+
+    pop = BASE["dataElements"][0]
+    with pytest.raises(ImportRefused) as err:
+        plan({"dataElements": [dict(pop, disaggregation=["M", "X"])]}, reg, paths, TODAY, stored)
+    assert asked == [{"POP": ["F"]}]  # only what the change would remove is asked about
+    assert "category option combo 'F' cannot be removed: values of POP.F are stored" in err.value.errors[0]["message"]
+    with pytest.raises(ImportRefused) as err:
+        plan({"dataElements": [dict(pop, valueType="PERCENTAGE")]}, reg, paths, TODAY, stored)
+    assert "valueType cannot change from INTEGER to PERCENTAGE" in err.value.errors[0]["message"]
+    # widening, or combos added, ask nothing and pass
+    asked.clear()
+    ok = plan({"dataElements": [dict(pop, valueType="NUMBER", disaggregation=["M", "F", "X"])]},
+              reg, paths, TODAY, stored)
+    assert asked == [] and ok.data_elements["POP"]["value_type"] == "NUMBER"
+    # nothing stored: anything goes
+    assert plan({"dataElements": [dict(pop, valueType="TEXT")]}, reg, paths, TODAY, lambda q: {}).updated == 1
