@@ -39,7 +39,8 @@ def serve(host: str, port: int, maildir: str) -> None:
 
     path = pathlib.Path(maildir)
     path.mkdir(parents=True, exist_ok=True)
-    controller = Controller(_Keep(path), hostname=host, port=port)
+    # SMTPUTF8: a focal point's address may be in Lao script (RFC 6531), as a relay may take
+    controller = Controller(_Keep(path), hostname=host, port=port, enable_SMTPUTF8=True)
     controller.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

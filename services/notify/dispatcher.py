@@ -10,15 +10,15 @@ mail system can recognise the repeat.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import logging
 import smtplib
-import socket
 import urllib.error
 import urllib.request
 from email.header import Header
 from email.mime.text import MIMEText
-from email.utils import formatdate
+from email.utils import format_datetime
 
 import sqlalchemy as sa
 
@@ -29,17 +29,19 @@ from shared import metrics
 from shared.background import Pump
 from shared.config import Settings
 from shared.db import engine_for
-from shared.periods import show
+from shared.periods import LOCAL_TZ, show
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 50          # about 8 hours at the longest backoff
+# Retried for three days (a relay down over a long weekend), then FAILED: visible in
+# GET /api/notifications and statnet_notifications_total, not silently dropped
+GIVE_UP_AFTER = dt.timedelta(days=3)
 MAX_BACKOFF_SECONDS = 600
 SEND_TIMEOUT = 15
 
 
 class PermanentFailure(Exception):
-    """Retrying cannot help (no address, the server refuses the recipient)."""
+    """Retrying cannot help (no address, the server refuses the recipient for good)."""
 
 
 def backoff(attempts: int, first_seconds: int = 5) -> dt.timedelta:
@@ -94,7 +96,7 @@ def compose(row, settings: Settings) -> MIMEText:
     msg["Subject"] = Header(subject, "utf-8")
     msg["From"] = settings.smtp_from
     msg["To"] = d["email"]
-    msg["Date"] = formatdate(localtime=False)
+    msg["Date"] = format_datetime(dt.datetime.now(LOCAL_TZ))  # +0700, as times are shown
     domain = settings.smtp_from.split("@")[-1] or "localhost"
     msg["Message-ID"] = f"<statnet-notification-{row.id}@{domain}>"
     msg["X-Statnet-Notification"] = str(row.id)
@@ -103,17 +105,32 @@ def compose(row, settings: Settings) -> MIMEText:
 
 
 def send_email(row, settings: Settings) -> None:
-    if not row.details.get("email"):
+    address = row.details.get("email")
+    if not address:
         raise PermanentFailure(f"focal point {row.recipient} has no e-mail address")
     msg = compose(row, settings)
+    # an address in Lao script (RFC 6531) travels only through a relay that says SMTPUTF8
+    international = not address.isascii()
     try:
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT) as smtp:
-            smtp.send_message(msg)
+            smtp.ehlo_or_helo_if_needed()
+            if international and not smtp.has_extn("smtputf8"):
+                raise PermanentFailure(f"the SMTP relay does not take international addresses (SMTPUTF8): "
+                                       f"{address}")
+            # CRLF line ends: sendmail passes bytes on as they are (send_message's own
+            # generator would, but it cannot send an international address from compat32)
+            smtp.sendmail(settings.smtp_from, [address], msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),
+                          mail_options=["SMTPUTF8"] if international else [])
     except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentFailure(f"recipient refused: {exc.recipients}") from None
+        # 5xx: the server will never take it; 4xx (greylisting, a full mailbox) is temporary
+        if all(code >= 500 for code, _ in exc.recipients.values()):
+            raise PermanentFailure(f"recipient refused: {exc.recipients}") from None
+        raise
 
 
 def send_webhook(row, settings: Settings) -> None:
+    """Every failure is retried, 4xx included: an endpoint misrouted or redeployed for an
+    hour must not lose the alerts of that hour."""
     payload = {"id": row.id, "type": row.type, "recipient": row.recipient, "orgUnit": row.org_unit,
                "dataSet": row.data_set, "period": row.period, "createdAt": show(row.created_at),
                "details": row.details}
@@ -124,9 +141,11 @@ def send_webhook(row, settings: Settings) -> None:
         with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        if 400 <= exc.code < 500 and exc.code not in (408, 429):
-            raise PermanentFailure(f"webhook answered {exc.code}") from None
-        raise
+        raise WebhookRefused(f"webhook answered {exc.code}") from None
+
+
+class WebhookRefused(Exception):
+    pass
 
 
 CHANNELS = {"email": send_email, "webhook": send_webhook}
@@ -143,9 +162,21 @@ WHERE type = 'LATE_RETURN' AND recipient = :recipient AND channel = :channel AND
 
 
 class Dispatcher(Pump):
-    name = "alert-dispatcher"
+    """Sends due notifications of one channel. Each channel has its own (``Outgoing``): a
+    webhook that hangs for its timeout holds up webhook alerts, never e-mail (one loop
+    for both delivered 8 e-mails in two minutes behind a hanging webhook)."""
+
     poll_seconds = 2.0
     batch = 20
+
+    def __init__(self, channel: str):
+        super().__init__()
+        self.channel = channel
+        self.name = f"alert-dispatcher-{channel}"
+
+    @property
+    def sharing_key(self):
+        return (type(self), self.channel)  # one per channel in a container, not one in all
 
     def setup(self):
         self.settings = Settings.of(self.container)
@@ -153,19 +184,18 @@ class Dispatcher(Pump):
 
     def work(self) -> int:
         sent = 0
-        for _ in range(self.batch):
-            if not self.deliver_one():
-                break
+        while sent < self.batch and self.deliver_one(self.channel):
             sent += 1
         return sent
 
-    def deliver_one(self) -> bool:
+    def deliver_one(self, channel: str | None = None) -> bool:
         n = t.notification
+        due = [n.c.status == "PENDING", n.c.next_attempt_at <= sa.func.now()]
+        if channel is not None:
+            due.append(n.c.channel == channel)
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(n).where(n.c.status == "PENDING", n.c.next_attempt_at <= sa.func.now())
-                .order_by(n.c.next_attempt_at, n.c.id).limit(1)
-                .with_for_update(skip_locked=True)).first()
+            row = conn.execute(sa.select(n).where(*due).order_by(n.c.next_attempt_at, n.c.id).limit(1)
+                               .with_for_update(skip_locked=True)).first()
             if row is None:
                 return False
             attempts = row.attempts + 1
@@ -173,9 +203,16 @@ class Dispatcher(Pump):
                 CHANNELS[row.channel](row, self.settings)
             except PermanentFailure as exc:
                 self._mark(conn, row, "FAILED", attempts, str(exc))
-            except (OSError, smtplib.SMTPException, socket.timeout) as exc:
-                status = "FAILED" if attempts >= MAX_ATTEMPTS else "PENDING"
-                self._mark(conn, row, status, attempts, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                # anything else is this notification's failure, retried with backoff: never
+                # the round's (one that raised out of here was picked first again and again,
+                # and held every alert of every channel behind it)
+                expected = isinstance(exc, (OSError, smtplib.SMTPException, http.client.HTTPException,
+                                            WebhookRefused))
+                if not expected:
+                    log.warning("notification %d: unexpected failure", row.id, exc_info=True)
+                gave_up = dt.datetime.now(dt.timezone.utc) - row.created_at >= GIVE_UP_AFTER
+                self._mark(conn, row, "FAILED" if gave_up else "PENDING", attempts, f"{type(exc).__name__}: {exc}")
             else:
                 conn.execute(n.update().where(n.c.id == row.id).values(
                     status="SENT", attempts=attempts, sent_at=sa.func.now(), last_error=None))

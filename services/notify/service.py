@@ -34,9 +34,14 @@ log = logging.getLogger(__name__)
 
 
 class Outgoing(DependencyProvider):
-    """``self.outgoing``: wakes the dispatcher after new notifications are committed."""
+    """``self.outgoing``: wakes the dispatchers after new notifications are committed."""
 
-    dispatcher = Dispatcher()
+    email = Dispatcher("email")
+    webhook_sender = Dispatcher("webhook")
+
+    def wake(self) -> None:
+        self.email.wake()
+        self.webhook_sender.wake()
 
     def setup(self):
         self.settings = Settings.of(self.container)
@@ -103,7 +108,7 @@ class NotifyService(KeepsMetadataReplica):
         with self.db.consume(event) as tx:
             new = 0 if tx.duplicate else self._invalid_return(tx, event, "REJECTED", event.data["violations"])
         if new:
-            self.outgoing.dispatcher.wake()
+            self.outgoing.wake()
 
     @subscribe("validation", "return_validated", batch=50)
     def on_return_validated(self, events):
@@ -117,7 +122,7 @@ class NotifyService(KeepsMetadataReplica):
                     new += self._invalid_return(tx, event, "ACCEPTED_WITH_WARNINGS", medium)
             self._received(tx, [e.data for e in tx.fresh])
         if new:
-            self.outgoing.dispatcher.wake()
+            self.outgoing.wake()
 
     def _received(self, tx, returns: list[dict]) -> None:
         if returns:
@@ -153,7 +158,7 @@ class NotifyService(KeepsMetadataReplica):
         for code in md.data_sets:
             metrics.late_returns.labels(dataset=code).set(result.late.get(code, 0))
         if result.notifications:
-            self.outgoing.dispatcher.wake()
+            self.outgoing.wake()
         log.info("deadline check as of %s: %d late, %d due, %d new notification(s)", day,
                  sum(result.late.values()), sum(result.due.values()), result.notifications)
         return result.to_json(md)

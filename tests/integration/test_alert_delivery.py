@@ -1,0 +1,82 @@
+"""Alert delivery against endpoints having a bad day (CONTRACT 7: "Delivery failures
+are retried; nothing is dropped"): a relay that greylists, an address in Lao script,
+a webhook that hangs, answers a broken status line, then 404. Each failure is that one
+notification's, retried; none holds up another, and a hanging webhook never holds up
+e-mail."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.builders import tree, village_data_set, village_return
+from tests.support.client import wait_until
+from tests.support.relay import GreylistingRelay, ScriptedWebhook
+
+UID = "DLV"
+LAO_ADDRESS = "ນາງ@ຕົວຢ່າງ.la"
+
+
+@pytest.fixture(scope="module")
+def relay():
+    server = GreylistingRelay(greylist={"b@example.la"})
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def hook():
+    server = ScriptedWebhook(["hang", "garbage", "garbage", 404], hang_seconds=20)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def settings(settings, relay, hook):
+    return settings.replace(smtp_port=relay.port, alert_webhook=hook.url, notify_retry_seconds=1)
+
+
+def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook):
+    t, units = tree(UID)
+    codes, doc = village_data_set(UID)
+    doc["orgUnits"] = units
+    doc["focalPoints"] = [
+        {"code": f"A{UID}", "name": "ນາງ ກ", "orgUnit": t.province, "role": "supervisor", "email": LAO_ADDRESS,
+         "language": "lo"},
+        {"code": f"B{UID}", "name": "B", "orgUnit": t.province, "role": "supervisor", "email": "b@example.la",
+         "language": "en"},
+        {"code": f"C{UID}", "name": "C", "orgUnit": t.province, "role": "supervisor", "email": "c@example.la",
+         "language": "en"}]
+    system.import_metadata(doc)
+    started = time.monotonic()
+    sent = system.submit(village_return(codes, t.villages[t.districts[0]][0], "2025", 0, 0))
+    assert system.wait_status(sent.json()["id"])["status"] == "REJECTED"
+
+    def listed(channel):
+        out = {}
+        for code in (f"A{UID}", f"B{UID}", f"C{UID}"):
+            for n in system.get(f"/api/notifications?recipient={code}&type=INVALID_RETURN").json()["notifications"]:
+                if n["channel"] == channel:
+                    out[code] = n
+        return out
+
+    # e-mail goes out while the webhook's first request hangs (its timeout is 15 s)
+    wait_until(lambda: len(listed("email")) == 3 and all(n["status"] == "SENT" for n in listed("email").values()),
+               timeout=12, message="every e-mail sent while the webhook hangs")
+    assert time.monotonic() - started < 14
+    assert relay.refused == ["b@example.la"]  # greylisted once, then taken: a 4xx is temporary
+    assert listed("email")[f"B{UID}"]["attempts"] == 2
+    by_recipient = {tuple(rcpts): (options, data) for rcpts, options, data in relay.accepted}
+    assert sorted(by_recipient) == sorted([(LAO_ADDRESS,), ("b@example.la",), ("c@example.la",)])
+    options, data = by_recipient[(LAO_ADDRESS,)]
+    assert "SMTPUTF8" in options  # the Lao address travels as itself, through a relay that says it can
+    assert b"+0700" in data.split(b"\r\n\r\n", 1)[0]  # the Date header in Asia/Vientiane
+    assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
+
+    # the webhook: hung, two broken status lines and a 404, each one notification's failure
+    wait_until(lambda: len(listed("webhook")) == 3 and all(n["status"] == "SENT" for n in listed("webhook").values()),
+               timeout=90, message="every webhook alert delivered in the end")
+    assert hook.answers[:4] == ["hang", "garbage", "garbage", 404]
+    assert sorted(r["recipient"] for r in hook.received) == sorted([f"A{UID}", f"B{UID}", f"C{UID}"])  # once each
+    attempts = sorted(n["attempts"] for n in listed("webhook").values())
+    assert sum(attempts) == len(hook.answers) == 4 + 3  # every try counted against its own notification
