@@ -22,7 +22,7 @@ from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
 from services.notify.templates import SUBJECTS
 from shared import collectors, metrics, serialization
-from shared.api import api_rpc, error, reply
+from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
@@ -166,9 +166,18 @@ class NotifyService(KeepsMetadataReplica):
     @api_rpc
     def list_notifications(self, principal, params: dict):
         principal.require("read")
+        md = self.replica.current()
         n = t.notification
         query = sa.select(n).order_by(n.c.id)
         if params.get("recipient"):
+            # a recipient is a focal point: unknown is 404; one attached outside the
+            # caller's subtree (a neighbouring district's, or the province's for a
+            # district supervisor) is 403, as for any other unit out of scope
+            fp = md.focal_points.get(params["recipient"])
+            if fp is None:
+                raise not_found(f"focal point {params['recipient']!r}")
+            unit = md.org_units.get(fp.org_unit)
+            principal.require_path(fp.org_unit, unit.current.path if unit and unit.current else None)
             query = query.where(n.c.recipient == params["recipient"])
         if params.get("type"):
             if params["type"] not in SUBJECTS:  # every type has its templates
@@ -180,7 +189,6 @@ class NotifyService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             rows = conn.execute(query.limit(10_000)).all()
         if not principal.unscoped:
-            md = self.replica.current()
             rows = [r for r in rows if r.org_unit in md.org_units
                     and principal.covers_path(md.org_units[r.org_unit].current.path)]
         return reply({"notifications": [

@@ -235,6 +235,18 @@ def test_notifications_are_listed_by_known_type_only(system, world):
     assert system.get("/api/notifications?type=REMINDER").status_code == 200
 
 
+def test_a_recipient_outside_the_callers_scope_is_403_and_unknown_is_404(system, world):
+    t, tokens = world
+    d1, d2 = t.districts
+    sup1 = system.create_user(f"S1{UID}", "supervisor", d1)  # acts for its own focal point
+    assert system.get(f"/api/notifications?recipient=S1{UID}", token=sup1).status_code == 200
+    for other in (f"S2{UID}", f"SP{UID}"):  # a neighbour's, and the province's above it
+        r = system.get(f"/api/notifications?recipient={other}", token=sup1)
+        assert r.status_code == 403 and "outside the scope" in r.json()["message"], r.text
+    r = system.get(f"/api/notifications?recipient=NOBODY{UID}")
+    assert r.status_code == 404 and f"NOBODY{UID}" in r.json()["message"]
+
+
 def test_only_admins_and_operators_check_and_as_of_must_be_a_date(system, world):
     t, tokens = world
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=tokens[t.districts[0]]).status_code == 403
