@@ -12,12 +12,22 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from services.notify import tables as t
+from shared.periods import Period
 from shared.replica import FocalPoint, Metadata
 
 
-def supervisors(md: Metadata, org_unit: str) -> list[FocalPoint]:
+def supervisors(md: Metadata, org_unit: str, period: str | None = None) -> list[FocalPoint]:
+    """Supervisors at the unit and above it where it sat when ``period`` began (the
+    deadline check reads the hierarchy so too: a village moved in October has its
+    September answered for by its old district's supervisors, as its September data
+    stays in that district's totals); today's place without a period, or before the
+    unit existed."""
+    unit, day = md.org_units.get(org_unit), None
+    if period is not None and unit is not None:
+        start = Period.parse(period).start
+        day = start if unit.path_on(start) else None
     out = []
-    for code in md.ancestors(org_unit):
+    for code in md.ancestors(org_unit, day):
         out += [fp for fp in md.focal_points_by_unit.get(code, []) if fp.role == "supervisor"]
     return out
 

@@ -94,7 +94,7 @@ class NotifyService(KeepsMetadataReplica):
         """INVALID_RETURN to the supervisors of the return's unit; how many alerts are new."""
         data = event.data
         md = self.replica.current()
-        recipients = alerts.supervisors(md, data["org_unit"])
+        recipients = alerts.supervisors(md, data["org_unit"], data["period"])
         details = {"outcome": outcome, "return_id": data["return_id"], "violations": violations,
                    "names": alerts.names(md, data["data_set"], data["org_unit"])}
         new = alerts.record(tx.conn, "INVALID_RETURN", recipients, data["org_unit"], data["data_set"],
