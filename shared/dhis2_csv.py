@@ -17,6 +17,8 @@ COLUMNS = ("dataelement", "period", "orgunit", "categoryoptioncombo", "attribute
 ALIASES = {"catoptcombo": "categoryoptioncombo", "attroptcombo": "attributeoptioncombo", "lastupd": "lastupdated",
            "lastupdate": "lastupdated"}
 REQUIRED = 9  # followup may be left out
+# a data line may stop after its value: DHIS2 reads the optional columns it leaves out as empty
+SHORTEST_ROW = COLUMNS.index("value") + 1
 
 
 class CsvError(ValueError):
@@ -44,8 +46,9 @@ def read(body: str) -> list[tuple[int, list[str]]]:
             line = reader.line_num
             if not "".join(row).strip():  # a blank line (one join, not a generator per field:
                 continue                       # a third of reading a 40,000-line history chunk)
-            if len(row) != len(names):
-                problems.append((line, f"line {line} has {len(row)} fields, not {len(names)}"))
+            if not SHORTEST_ROW <= len(row) <= len(names):
+                problems.append((line, f"line {line} has {len(row)} fields, not {len(names)}"
+                                       + ("" if len(row) > len(names) else f" (at least {SHORTEST_ROW}: up to value)")))
                 continue
             rows.append((line, row + [""] * (len(COLUMNS) - len(row))))
     except csv.Error as exc:

@@ -91,9 +91,13 @@ class GatewayService:
         if len(raw) > MAX_BODY:
             raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise HttpError(400, f"body is not UTF-8 text: {exc}") from None
+            message = f"body is not UTF-8 text: {exc}"
+            raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}]) from None
+        # a byte-order mark (Windows editors write one) is no part of the document, as
+        # DHIS2's readers skip it too
+        return text.removeprefix("\ufeff")
 
     def json_body(self, request):
         text = self.body_text(request)

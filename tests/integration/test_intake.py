@@ -160,6 +160,7 @@ CSV_HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncomb
     ("columns reordered", CSV, CSV_HEADER.replace("period,orgunit", "orgunit,period") + "x\n", "DHIS2 column order"),
     ("short line", CSV, CSV_HEADER + "BEDS,201401,NGELEHUN,,,40,,,\nBEDS,201401\n", "line 3"),
     ("not JSON", "application/json", '{"dataSet": "MORT5",', "JSON"),
+    ("not UTF-8", "application/json", '{"dataSet": "MORT5é"}'.encode("latin-1"), "not UTF-8"),
 ])
 def test_unreadable_bodies_are_400_and_store_nothing(system, world, settings, name, content_type, body, expect):
     before = stored(settings)
@@ -170,6 +171,12 @@ def test_unreadable_bodies_are_400_and_store_nothing(system, world, settings, na
     assert expect in json.dumps(payload["conflicts"], ensure_ascii=False), payload
     assert "root:" not in r.text  # nothing of /etc/passwd came back
     assert stored(settings) == before
+
+
+def test_a_byte_order_mark_is_no_part_of_a_json_body(system, world):
+    r = system.post("/api/dataValueSets?dryRun=true", data=b"\xef\xbb\xbf" + with_period(JSON_BODY, 10).encode(),
+                    token=world["bo"], headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["status"] == "VALIDATED", r.text
 
 
 def test_every_problem_of_a_csv_is_listed_with_its_line(system, world, settings):

@@ -62,6 +62,16 @@ def test_csv_blank_lines_are_skipped_and_lines_keep_their_numbers():
     assert dhis2_csv.read(body) == [(4, ["E", "2026", "O", "", "", " ", "", "", "", ""])]
 
 
+def test_csv_lines_may_stop_after_their_value_as_dhis2_reads_them():
+    header = ",".join(dhis2_csv.COLUMNS)
+    assert dhis2_csv.read(f"{header}\nE,2026,O,,,7\nE,2025,O,,,8,,,note\n") == [
+        (2, ["E", "2026", "O", "", "", "7", "", "", "", ""]), (3, ["E", "2025", "O", "", "", "8", "", "", "note", ""])]
+    with pytest.raises(dhis2_csv.CsvError) as exc:
+        dhis2_csv.read(f"{header}\nE,2026,O,,\nE,2026,O,,,1,,,,,extra\n")
+    assert [m for _, m in exc.value.problems] == ["line 2 has 5 fields, not 10 (at least 6: up to value)",
+                                                   "line 3 has 11 fields, not 10"]
+
+
 @pytest.mark.parametrize("content_type", ["application/csv", "application/xml+adx", "application/json; charset=utf-8"])
 def test_aliases_dhis2_clients_send(content_type):
     body = {"application/csv": "dataelement,period,orgunit,catoptcombo,attroptcombo,value,storedby,lastupd,comment\n",
