@@ -166,7 +166,12 @@ class Settings:
         """The settings of a running nameko container."""
         raw = container.config.get(NAMEKO_KEY)
         if raw is None:
-            # a container started by plain `nameko run` with a config file
+            # a container started by plain `nameko run`: with statnet's config file, or a
+            # service that would dead-letter every event of the others and take no RPC
+            if container.config.get("serializer") != serialization.NAME:
+                raise RuntimeError("statnet's services speak statnet's wire format: run one with "
+                                   "`statnet run <service>`, or `nameko run --config deploy/nameko.yaml "
+                                   "services.<service>.service`")
             return cls.from_env(amqp_uri=container.config.get("AMQP_URI", cls.amqp_uri))
         if isinstance(raw, Settings):
             return raw

@@ -1,4 +1,5 @@
-"""The container statnet's services run in: nameko's, without a reference cycle per worker."""
+"""The container statnet's services run in: nameko's, without a reference cycle per worker,
+and ready to be started by plain ``nameko run --config deploy/nameko.yaml``."""
 from __future__ import annotations
 
 from nameko.containers import ServiceContainer
@@ -24,3 +25,17 @@ class Container(ServiceContainer):
             super()._worker_teardown(worker_ctx)
         finally:
             worker_ctx.service = None
+
+    def start(self):
+        """Under plain ``nameko run`` (no ``statnet run`` before it), do what the runner
+        does first: nameko's fixes, the database and this service's schema, the topology."""
+        from shared.config import NAMEKO_KEY
+
+        if NAMEKO_KEY not in self.config:
+            from services.runner import prepare
+            from shared import compat
+            from shared.config import Settings
+
+            compat.apply()
+            prepare(Settings.of(self), [self.service_name])
+        super().start()

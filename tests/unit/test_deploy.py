@@ -74,3 +74,20 @@ def test_rules_and_dashboard_use_only_metrics_statnet_exports():
                  "statnet_late_returns", "statnet_notifications", "statnet_event_handler_seconds",
                  "statnet_dead_letters"):
         assert name in queries, name
+
+
+def test_the_nameko_config_for_plain_nameko_run_is_what_statnet_run_uses(monkeypatch):
+    """deploy/nameko.yaml (for `nameko run --config`) says what Settings.to_nameko says."""
+    import yaml
+    from nameko.cli.main import setup_yaml_parser
+
+    from shared.config import NAMEKO_KEY, Settings
+
+    monkeypatch.setenv("AMQP_URI", "amqp://u:p@mq:5672/x")
+    monkeypatch.setenv("STATNET_HTTP", "0.0.0.0:9000")
+    setup_yaml_parser()
+    with open(DEPLOY / "nameko.yaml") as f:
+        config = yaml.load(f, Loader=yaml.SafeLoader)
+    expected = Settings.from_env().to_nameko()
+    del expected[NAMEKO_KEY]  # under plain nameko, statnet reads its settings from the environment
+    assert config == expected
