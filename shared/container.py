@@ -29,9 +29,10 @@ class Container(ServiceContainer):
     def start(self):
         """Under plain ``nameko run`` (no ``statnet run`` before it), do what the runner
         does first: nameko's fixes, the database and this service's schema, the topology."""
+        from shared import serialization
         from shared.config import NAMEKO_KEY
 
-        if NAMEKO_KEY not in self.config:
+        if NAMEKO_KEY not in self.config and self.config.get("serializer") == serialization.NAME:
             from services.runner import prepare
             from shared import compat
             from shared.config import Settings
