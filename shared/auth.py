@@ -13,6 +13,9 @@ import secrets
 from dataclasses import asdict, dataclass
 
 ADMIN, OPERATOR, SUPERVISOR, REPORTER = "admin", "operator", "supervisor", "reporter"
+# the name the bootstrap token (STATNET_ADMIN_TOKEN) acts under: no user may take it, or
+# that user would share the bootstrap's Idempotency-Keys and "own" its returns
+BOOTSTRAP_ADMIN = "admin"
 
 # action -> roles allowed to perform it (scope is checked separately)
 PERMISSIONS = {

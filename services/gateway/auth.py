@@ -13,7 +13,7 @@ import time
 from nameko.extensions import DependencyProvider
 
 from services.gateway.http import HttpError
-from shared.auth import ADMIN, Principal, same_secret, token_hash
+from shared.auth import ADMIN, BOOTSTRAP_ADMIN, Principal, same_secret, token_hash
 from shared.config import Settings
 
 CACHE_SECONDS = 5.0
@@ -46,7 +46,7 @@ class _Auth:
         token = token.strip()
         admin_token = self.provider.settings.admin_token
         if admin_token and same_secret(token, admin_token):
-            return Principal("admin", ADMIN, None)
+            return Principal(BOOTSTRAP_ADMIN, ADMIN, None)
         key = token_hash(token)
         cached = self.provider.cache.get(key)
         if cached and cached[0] > time.monotonic():

@@ -20,6 +20,8 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.body = {"status": "ERROR", "httpStatusCode": status, "message": message, **extra}
+        # a 401 says how to authenticate (RFC 9110), as DHIS2's does
+        self.headers = {"WWW-Authenticate": 'Bearer realm="statnet"'} if status == 401 else None
 
 
 def _plain(o):
@@ -75,7 +77,7 @@ class Route(HttpRequestHandler):
 
     def response_from_exception(self, exc):
         if isinstance(exc, HttpError):
-            return json_response(exc.body, exc.status)
+            return json_response(exc.body, exc.status, exc.headers)
         log.error("unexpected error on %s %s: %r", self.method, self.url, exc)
         return json_response({"status": "ERROR", "httpStatusCode": 500,
                               "message": f"internal error: {type(exc).__name__}"}, 500)

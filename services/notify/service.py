@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 import sqlalchemy as sa
 from nameko.extensions import DependencyProvider
@@ -142,7 +143,10 @@ class NotifyService(KeepsMetadataReplica):
         """``POST /api/deadlines/check?asOf=YYYY-MM-DD`` (admin, operator)."""
         principal.require("deadlines.check")
         try:
+            # YYYY-MM-DD only, as the message says (Python also reads 20261127)
             day = dt.date.fromisoformat(as_of) if as_of else today()
+            if as_of and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", as_of):
+                raise ValueError(as_of)
         except ValueError:
             raise error(400, f"asOf: {as_of!r} is not a date (YYYY-MM-DD)") from None
         return reply(self._check_deadlines(day))
@@ -189,8 +193,14 @@ class NotifyService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             rows = conn.execute(query.limit(10_000)).all()
         if not principal.unscoped:
-            rows = [r for r in rows if r.org_unit in md.org_units
-                    and principal.covers_path(md.org_units[r.org_unit].current.path)]
+            # about a unit in the caller's subtree, and to a focal point in it (as with
+            # ?recipient=: the province supervisor's alerts are not a village reporter's)
+            def in_scope(code):
+                unit = md.org_units.get(code)
+                return unit is not None and principal.covers_path(unit.current.path)
+
+            rows = [r for r in rows if in_scope(r.org_unit)
+                    and r.recipient in md.focal_points and in_scope(md.focal_points[r.recipient].org_unit)]
         return reply({"notifications": [
             {"id": r.id, "type": r.type, "recipient": r.recipient, "orgUnit": r.org_unit,
              "dataSet": r.data_set, "period": r.period, "createdAt": show(r.created_at),

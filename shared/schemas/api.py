@@ -7,6 +7,7 @@ import unicodedata
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from shared.auth import BOOTSTRAP_ADMIN
 from shared.schemas.common import CODE, StrictSchema
 from shared.schemas.metadata import (AGGREGATION_TYPES, FOCAL_POINT_ROLES, IMPORTANCES, LANGUAGES,
                                      MISSING_VALUE_STRATEGIES, OPERATORS, PERIOD_TYPES, ROLES,
@@ -111,6 +112,8 @@ def _username(name: str) -> None:
     if not ok:
         raise ValidationError("must be 1-80 letters (any script), digits, '_', '.', '@' or '-', "
                               "beginning with a letter or digit")
+    if name == BOOTSTRAP_ADMIN:
+        raise ValidationError(f"{name!r} is reserved for the bootstrap admin token (STATNET_ADMIN_TOKEN)")
 
 
 class UserSchema(StrictSchema):

@@ -94,6 +94,7 @@ def test_no_token_or_unknown_token_is_401(system):
     r = anonymous.get("/api/orgUnits/X")
     assert r.status_code == 401
     assert "bearer" in r.json()["message"].lower()
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")  # RFC 9110: a 401 says how
 
 
 def test_outside_scope_is_403_and_nothing_is_stored(system, province):

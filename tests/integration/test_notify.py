@@ -245,13 +245,17 @@ def test_a_recipient_outside_the_callers_scope_is_403_and_unknown_is_404(system,
         assert r.status_code == 403 and "outside the scope" in r.json()["message"], r.text
     r = system.get(f"/api/notifications?recipient=NOBODY{UID}")
     assert r.status_code == 404 and f"NOBODY{UID}" in r.json()["message"]
+    # unfiltered, the same rule: alerts about its subtree, to focal points in it
+    listed = system.get("/api/notifications", token=sup1).json()["notifications"]
+    assert listed and {n["recipient"] for n in listed} <= {f"S1{UID}", f"R11{UID}"}
 
 
 def test_only_admins_and_operators_check_and_as_of_must_be_a_date(system, world):
     t, tokens = world
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=tokens[t.districts[0]]).status_code == 403
-    r = system.post("/api/deadlines/check?asOf=20-10-2026")
-    assert r.status_code == 400 and "asOf" in r.json()["message"]
+    for bad in ("20-10-2026", "20261020"):
+        r = system.post(f"/api/deadlines/check?asOf={bad}")
+        assert r.status_code == 400 and "asOf" in r.json()["message"]
     operator = system.create_user(f"op-{UID}", "operator", None)
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=operator).status_code == 200
 

@@ -264,6 +264,7 @@ def test_users_get_a_token_and_reposting_rotates_it(system, world, settings):
     ({"username": "x", "role": "reporter", "orgUnit": "NOWHERE"}, "orgUnit"),
     ({"username": "x", "role": "reporter"}, "orgUnit"),
     ({"username": "bad name!", "role": "admin"}, "username"),
+    ({"username": "admin", "role": "reporter", "orgUnit": "D1REG"}, "username"),  # the bootstrap token's
     # the province's supervisor focal point is outside a district user's scope
     ({"username": "x", "role": "supervisor", "orgUnit": "D2REG", "focalPoint": "FPREGSUP"}, "focalPoint"),
 ])
@@ -352,6 +353,18 @@ def test_accepted_returns_update_last_submission_and_last_active(system, world):
     assert codes["ds"] in last
     reporter = next(fp for fp in shown["focalPoints"] if fp["code"] == "FPREGREP")
     assert reporter["lastActiveAt"] is not None and reporter["lastActiveAt"].endswith("+07:00")
+
+
+def test_a_user_moved_elsewhere_no_longer_reads_what_it_sent(system, world):
+    t, codes, *_ = world
+    village, elsewhere = t.villages[t.districts[0]][1], t.villages[t.districts[1]][0]
+    token = system.create_user("reg-mover", "reporter", village)
+    sent = system.submit(village_return(codes, village, "2018", 1, 2), token=token)
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    assert system.get(f"/api/submissions/{sent.json()['id']}", token=token).status_code == 200
+    token = system.create_user("reg-mover", "reporter", elsewhere)  # re-posted: a new scope
+    r = system.get(f"/api/submissions/{sent.json()['id']}", token=token)
+    assert r.status_code == 403 and village in r.json()["message"]
 
 
 def test_coverage_lists_units_without_focal_points(system, world):
