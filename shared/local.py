@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import eventlet
 import eventlet.event
+from nameko import rpc as nameko_rpc
 from nameko.exceptions import ContainerBeingKilled, UnknownService
 from nameko.rpc import Rpc
 
@@ -96,3 +97,20 @@ def ask(proxy, service: str, method: str, *args, **kwargs):
         raise Unavailable(f"the {service} service is not running") from None
     except eventlet.Timeout:
         raise Unavailable(f"the {service} service did not answer within {timeout:g}s") from None
+
+
+class RpcProxy(nameko_rpc.RpcProxy):
+    """nameko's ``RpcProxy`` whose requests expire on the broker after the RPC timeout.
+
+    A caller gives up after ``STATNET_RPC_TIMEOUT`` and answers 503; the request itself
+    stayed queued, and a service coming back a minute later stored a return whose sender
+    had been told it failed (with no id to follow it by). Expired, the request is dropped
+    by the broker instead: a 503 means nothing was done. (A request taken just before it
+    expires and finished after the caller gave up is the narrow case left; retrying with
+    the same ``Idempotency-Key`` finds it.)"""
+
+    def setup(self):
+        from shared.config import Settings
+
+        self.options.setdefault("expiration", Settings.of(self.container).rpc_timeout)
+        super().setup()

@@ -13,13 +13,13 @@ import eventlet
 import sqlalchemy as sa
 from kombu import Connection, Queue
 from nameko.exceptions import UnknownService
-from nameko.rpc import RpcProxy
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
 from shared import collectors, local, topology
+from shared.local import RpcProxy
 from shared.config import Settings
 from shared.db import engine_for
 from shared.events import subscribe

@@ -12,7 +12,7 @@ import logging
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
 from sqlalchemy.dialects.postgresql import insert
 
 from services.registry import importer
@@ -21,6 +21,7 @@ from shared import auth, local, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
+from shared.local import RpcProxy
 from shared.periods import show, today
 from shared.returns import reported_places
 from shared.schemas.api import FocalPointUpdateSchema, UserSchema

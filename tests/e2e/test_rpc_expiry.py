@@ -1,0 +1,53 @@
+"""A 503 means nothing was done: the gateway's request to a service that is down expires
+on the broker with the gateway's timeout, so the service, back a minute later, does not
+store a return whose sender was told it failed (and was given no id to follow)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from shared.db import engine_for
+from tests.support.builders import tree, village_data_set, village_return
+from tests.support.client import wait_until
+from tests.support.processes import StatnetProcess
+
+pytestmark = pytest.mark.e2e
+
+UID = "EXP"
+
+
+def stored_returns(settings) -> int:
+    with engine_for(settings.database_url).connect() as conn:
+        return conn.execute(sa.text("SELECT count(*) FROM submission.return")).scalar()
+
+
+def test_a_request_the_gateway_gave_up_on_is_not_done_later(settings):
+    edge = StatnetProcess(settings, services=("gateway", "registry", "validation", "aggregation", "notify"),
+                          name="edge", STATNET_RPC_TIMEOUT="3").start()
+    submission = StatnetProcess(settings, services=("submission",), name="submission").start()
+    try:
+        t, units = tree(UID)
+        codes, doc = village_data_set(UID)
+        doc["orgUnits"] = units
+        edge.api.import_metadata(doc)
+        village = t.villages[t.districts[0]][0]
+        ok = edge.api.submit(village_return(codes, village, "2024", 1, 2))
+        assert ok.status_code == 202, ok.text
+
+        submission.kill()
+        r = edge.api.submit(village_return(codes, village, "2025", 3, 4))
+        assert r.status_code == 503 and "did not answer within 3s" in r.json()["message"], r.text
+        time.sleep(1)  # past the request's expiry on the broker
+        submission.start()
+        # the service is back and working, and the request it never saw stays undone
+        later = edge.api.submit(village_return(codes, village, "2023", 5, 6))
+        assert later.status_code == 202, later.text
+        wait_until(lambda: edge.api.get(f"/api/submissions/{later.json()['id']}").json()["status"] == "AGGREGATED",
+                   timeout=60, message="the next return aggregated")
+        assert stored_returns(settings) == 2
+        assert edge.api.analytics(codes["pop"], village, "2025") == {}
+    finally:
+        submission.close()
+        edge.close()
