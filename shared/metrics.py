@@ -6,7 +6,7 @@ series, and a service running alone serves its own on ``STATNET_METRICS_PORT``.
 Domain metrics (returns, values, violations, late returns, completeness) are
 first class: they are what DHIS2 does not give an operator.
 """
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 # --- domain: CONTRACT 8 -----------------------------------------------------
 submissions_total = Counter(
@@ -18,9 +18,7 @@ data_values_total = Counter(
 validation_violations_total = Counter(
     "statnet_validation_violations", "Validation rule and outlier violations found",
     ["importance"])
-late_returns = Gauge(
-    "statnet_late_returns", "Returns (unit-periods) of assigned, open units not accepted by due date + "
-    "timelyDays, over the look-back of the last deadline check", ["dataset"])
+# statnet_late_returns{dataset}: read from notify's table at each scrape (notify.service)
 notifications_total = Counter(
     "statnet_notifications", "Alert deliveries by type, channel and outcome",
     ["type", "channel", "status"])

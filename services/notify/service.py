@@ -15,6 +15,7 @@ import logging
 import re
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 
@@ -22,7 +23,7 @@ from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
 from services.notify.templates import SUBJECTS
-from shared import collectors, metrics, serialization
+from shared import collectors, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
@@ -83,9 +84,21 @@ ON CONFLICT DO NOTHING
 """)
 
 
+def late_families(container):
+    """statnet_late_returns: what the latest deadline check found, from the table it wrote
+    (a restart, or another instance, says the same until the next check)."""
+    db = collectors.provider(container, Database)
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.late_count.c.data_set, t.late_count.c.late)).all()
+    yield collectors.gauge("statnet_late_returns", "Returns (unit-periods) of assigned, open units not accepted "
+                           "by due date + timelyDays, over the look-back of the last deadline check",
+                           ["dataset"], rows)
+
+
 class NotifyService(KeepsMetadataReplica):
     name = "notify"
     pending = collectors.Source(pending_families)
+    late = collectors.Source(late_families)
 
     db = Database(t.metadata)
     replica = Replica(t.replica)
@@ -158,9 +171,15 @@ class NotifyService(KeepsMetadataReplica):
         with self.db.transaction() as tx:
             result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
                                      channels)
-        # the gauge says what the latest check found, per data set (0 when none late)
-        for code in md.data_sets:
-            metrics.late_returns.labels(dataset=code).set(result.late.get(code, 0))
+            # what the latest check found, per data set (0 when none late): the gauge's source
+            # (an upsert: two checks at once, from two instances, must not collide)
+            tx.conn.execute(t.late_count.delete().where(t.late_count.c.data_set.not_in(sorted(md.data_sets))))
+            if md.data_sets:
+                late = insert(t.late_count).values([{"data_set": code, "late": result.late.get(code, 0),
+                                                     "as_of": day} for code in sorted(md.data_sets)])
+                tx.conn.execute(late.on_conflict_do_update(
+                    index_elements=[t.late_count.c.data_set],
+                    set_={"late": late.excluded.late, "as_of": late.excluded.as_of, "checked_at": sa.func.now()}))
         if result.notifications:
             self.outgoing.wake()
         log.info("deadline check as of %s: %d late, %d due, %d new notification(s)", day,

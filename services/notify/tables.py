@@ -42,3 +42,14 @@ received = sa.Table(
     sa.Column("return_id", sa.Text, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# What the latest deadline check found late, per data set (0 when none): the gauge
+# statnet_late_returns, read at each scrape, so it survives restarts and every notify
+# instance says the same.
+late_count = sa.Table(
+    "late_count", metadata,
+    sa.Column("data_set", sa.Text, primary_key=True),
+    sa.Column("late", sa.Integer, nullable=False),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
