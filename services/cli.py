@@ -74,9 +74,17 @@ def main(argv=None) -> int:
     logs.configure(settings.log_format, level=logging.WARNING if quiet else logging.INFO)
     if args.command in ("run", "demo", "migrate", "user"):
         down = unreachable(settings)
-        if down:
-            print("\n".join(f"statnet: {problem}" for problem in down), file=sys.stderr)
-            return 2
+        serves_http = args.command == "demo" or (args.command == "run" and (
+            not args.services or "gateway" in args.services))
+        taken = http_address_taken(settings) if serves_http else None
+        down += [taken] if taken else []
+    elif args.command == "dlq":
+        down = unreachable(settings, needs=("broker",))
+    else:
+        down = []
+    if down:
+        print("\n".join(f"statnet: {problem}" for problem in down), file=sys.stderr)
+        return 2
 
     if args.command == "run":
         from services import runner
@@ -135,7 +143,7 @@ def main(argv=None) -> int:
     return 1
 
 
-def unreachable(settings, timeout: float = 5.0) -> list[str]:
+def unreachable(settings, timeout: float = 5.0, needs=("database", "broker")) -> list[str]:
     """The broker and the database, each named with its address if nothing answers there.
     Found later, a refused connection surfaced as a long traceback naming neither."""
     import socket
@@ -154,12 +162,69 @@ def unreachable(settings, timeout: float = 5.0) -> list[str]:
              database_shown),
             ("broker", "AMQP_URI", broker.hostname or "127.0.0.1", broker.port or 5672,
              broker.as_uri(include_password=False))):
+        if what not in needs:
+            continue
         try:
             socket.create_connection((host, port), timeout=timeout).close()
         except OSError as exc:
             problems.append(f"the {what} at {host}:{port} is unreachable ({exc.strerror or exc}); "
                             f"is it running? ({setting}={shown})")
+            continue
+        # it answers: now log in as statnet will (a wrong password, vhost or role was a
+        # traceback from deep inside the first service to connect)
+        refused = _login_refused(settings, what, timeout)
+        if refused:
+            problems.append(f"the {what} at {host}:{port} refused statnet: {refused} ({setting}={shown})")
     return problems
+
+
+def _login_refused(settings, what: str, timeout: float) -> str | None:
+    if what == "broker":
+        from kombu import Connection
+
+        try:
+            with Connection(settings.amqp_uri, connect_timeout=timeout) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception as exc:  # AccessRefused, NotAllowed (no such vhost), ...
+            return " ".join(str(exc).split()) or type(exc).__name__
+        return None
+    import psycopg2
+
+    from shared.db import sqlalchemy_url
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sqlalchemy_url(settings.database_url))
+    try:
+        psycopg2.connect(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username,
+                         password=url.password, dbname=url.database, connect_timeout=int(timeout)).close()
+    except psycopg2.OperationalError as exc:
+        message = " ".join(str(exc).split())
+        if f'database "{url.database}" does not exist' in message:
+            return None  # statnet creates it
+        return message
+    return None
+
+
+def http_address_taken(settings) -> str | None:
+    """Another process listening at STATNET_HTTP: nameko's server binds with SO_REUSEPORT,
+    so a second statnet would start and the kernel split requests between the two."""
+    import errno
+    import socket
+
+    host, _, port = settings.http_address.rpartition(":")
+    probe = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
+    try:
+        probe.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"the HTTP address {settings.http_address} is already in use (another statnet?); "
+                    f"stop it or set STATNET_HTTP")
+        return None  # anything else is the server's to report
+    finally:
+        probe.close()
+    return None
 
 
 def _create_user(settings, args) -> int:

@@ -39,3 +39,27 @@ def test_status_reports_what_it_can_read_and_names_what_it_cannot():
     assert any(line.split()[:2] == ["aggregation", "?"] for line in lines if line.strip())
     assert any(line.startswith("UNREADABLE: the broker") for line in lines)
     assert any(line.startswith("UNREADABLE: the database at 127.0.0.1") for line in lines)
+
+
+def test_a_backend_that_refuses_statnets_login_is_named_without_a_traceback(backend):
+    """Reachable, but a vhost that does not exist and a role that does not: said as such."""
+    from sqlalchemy.engine import make_url
+
+    db = make_url(backend.database_base).set(username="nosuchrole", password=None)
+    env = {"DATABASE_URL": db.render_as_string(hide_password=False),
+           "AMQP_URI": backend.amqp_uri("no-such-vhost")}
+    problems = "\n".join(cli.unreachable(Settings.from_env(env)))
+    assert "the database at" in problems and 'role "nosuchrole" does not exist' in problems
+    assert "the broker at" in problems and "refused statnet" in problems and "no-such-vhost" in problems
+    done = subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "nosuchrole" in done.stderr
+
+
+def test_an_http_address_in_use_is_named_before_statnet_run_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "127.0.0.1:%d" % taken.getsockname()[1]
+        assert "already in use" in cli.http_address_taken(Settings.from_env({"STATNET_HTTP": address}))
+    assert cli.http_address_taken(Settings.from_env({"STATNET_HTTP": address})) is None
