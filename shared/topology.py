@@ -141,18 +141,21 @@ def declare_all(settings: Settings, service_classes) -> None:
 
 
 def definitions(service_classes, settings: Settings) -> dict:
-    """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``)."""
+    """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``),
+    in the vhost ``AMQP_URI`` names."""
+
+    vhost = Connection(settings.amqp_uri).virtual_host or "/"
     exchanges, queues, bindings = [], [], []
     for entity in entities(service_classes, settings):
         if isinstance(entity, Exchange):
-            exchanges.append({"name": entity.name, "vhost": "/", "type": entity.type,
+            exchanges.append({"name": entity.name, "vhost": vhost, "type": entity.type,
                               "durable": True, "auto_delete": False, "internal": False,
                               "arguments": {}})
         else:
-            queues.append({"name": entity.name, "vhost": "/", "durable": True, "auto_delete": False,
+            queues.append({"name": entity.name, "vhost": vhost, "durable": True, "auto_delete": False,
                            "arguments": dict(entity.queue_arguments or {})})
             if entity.exchange is not None and entity.exchange.name:
-                bindings.append({"source": entity.exchange.name, "vhost": "/",
+                bindings.append({"source": entity.exchange.name, "vhost": vhost,
                                  "destination": entity.name, "destination_type": "queue",
                                  "routing_key": entity.routing_key or "", "arguments": {}})
     return {"exchanges": exchanges, "queues": queues, "bindings": bindings}

@@ -109,3 +109,13 @@ def test_prometheus_scrapes_every_statnet_service():
         port = (Settings.from_env({"STATNET_HTTP": env["STATNET_HTTP"]}).http_port if name == "gateway"
                 else int(env["STATNET_METRICS_PORT"]))
         assert f"{name}:{port}" in targets
+
+
+def test_the_definitions_are_for_the_vhost_amqp_uri_names():
+    from services.runner import service_classes
+    from shared import topology
+    from shared.config import Settings
+
+    doc = topology.definitions(service_classes().values(),
+                               Settings(amqp_uri="amqp://guest:guest@127.0.0.1:5672/luangnamtha"))
+    assert {x["vhost"] for kind in ("exchanges", "queues", "bindings") for x in doc[kind]} == {"luangnamtha"}
