@@ -143,7 +143,6 @@ def declare_all(settings: Settings, service_classes) -> None:
 def definitions(service_classes, settings: Settings) -> dict:
     """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``),
     in the vhost ``AMQP_URI`` names."""
-
     vhost = Connection(settings.amqp_uri).virtual_host or "/"
     exchanges, queues, bindings = [], [], []
     for entity in entities(service_classes, settings):
