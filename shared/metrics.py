@@ -13,7 +13,8 @@ submissions_total = Counter(
     "statnet_submissions", "Returns by the status they reached (counted once per return and status)",
     ["status"])
 data_values_total = Counter(
-    "statnet_data_values", "Data values of applied returns by what happened to them",
+    "statnet_data_values", "Data values of returns by what happened to them, as importCount says "
+    "(every value of a rejected return ignored)",
     ["result"])  # imported | updated | ignored | deleted
 validation_violations_total = Counter(
     "statnet_validation_violations", "Validation rule and outlier violations found",

@@ -19,14 +19,14 @@ import logging
 import uuid
 
 import sqlalchemy as sa
-from nameko.rpc import RpcProxy
 
 from services.submission import formats, intake
 from services.submission import tables as t
-from shared import metrics, serialization
+from shared import local, metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
+from shared.local import RpcProxy
 from shared.logs import set_correlation
 from shared.periods import show
 from shared.replica import KeepsMetadataReplica, Replica
@@ -56,7 +56,7 @@ def _advance_statements(columns: tuple[str, ...]) -> tuple[sa.TextClause, sa.Tex
     sets = ", ".join(f"{c} = x.{c}" for c in columns)
     source = f"json_to_recordset(CAST(:rows AS json)) AS x(id text, {record})"
     forward = sa.text(f"UPDATE {R.fullname} r SET status = :status, status_rank = :rank, {sets} "
-                      f"FROM {source} WHERE r.id = x.id AND r.status_rank < :rank RETURNING r.id")
+                      f"FROM {source} WHERE r.id = x.id AND r.status_rank < :rank RETURNING r.id, r.value_count")
     behind = sa.text(f"UPDATE {R.fullname} r SET {sets} FROM {source} "
                      f"WHERE r.id = x.id AND r.id <> ALL(CAST(:moved AS text[]))")
     return forward, behind
@@ -160,9 +160,12 @@ class SubmissionService(KeepsMetadataReplica):
 
     def _dry_run(self, checked, principal, received_at) -> dict:
         """What the return's final status would say, storing nothing (validation by RPC)."""
-        outcome = self.validation_rpc.check_return({
-            "data_set": checked.data_set.code, "org_unit": checked.org_unit,
-            "period": checked.period.code, "values": checked.values})
+        try:
+            outcome = local.ask(self.validation_rpc, "validation", "check_return", {
+                "data_set": checked.data_set.code, "org_unit": checked.org_unit,
+                "period": checked.period.code, "values": checked.values})
+        except local.Unavailable as exc:
+            raise error(503, f"dryRun needs validation: {exc}") from None
         return {"id": None, "status": outcome["status"], "dryRun": True,
                 "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
                 "period": checked.period.code, "receivedAt": show(received_at),
@@ -209,12 +212,15 @@ class SubmissionService(KeepsMetadataReplica):
             if rows:
                 forward, behind = _advance_statements(tuple(c for c in rows[0] if c != "id"))
                 params = {"rows": serialization.dumps(rows), "status": status, "rank": STATUS_RANK[status]}
-                moved = tx.execute(forward, params).scalars().all()
+                moved = tx.execute(forward, params).all()
                 if len(moved) < len(rows):
-                    tx.execute(behind, {**params, "moved": moved})
+                    tx.execute(behind, {**params, "moved": [r.id for r in moved]})
         metrics.submissions_total.labels(status=status).inc(len(moved))
-        for return_id in moved:
-            log.info("return %s is %s", return_id, status)
+        if status == "REJECTED":
+            # every value of a rejected return is ignored, as its importCount says
+            metrics.data_values_total.labels(result="ignored").inc(sum(r.value_count for r in moved))
+        for r in moved:
+            log.info("return %s is %s", r.id, status)
 
     @subscribe("validation", "return_validated", batch=STATUS_BATCH)
     def on_return_validated(self, events):

@@ -117,6 +117,7 @@ def test_every_metric_moves_with_the_flow(system, world, settings, mailbox):
     moved("statnet_data_values_total", 3 + 3, result="imported")
     moved("statnet_data_values_total", 1, result="updated")
     moved("statnet_data_values_total", 1, result="deleted")
+    moved("statnet_data_values_total", 2, result="ignored")  # the rejected return's two, as its importCount says
     moved("statnet_validation_violations_total", 1, importance="HIGH")
     moved("statnet_validation_violations_total", importance="MEDIUM")
     assert now.value("statnet_late_returns", dataset=ds) == 2
