@@ -52,6 +52,16 @@ def import_document(tx, document, stored: importer.StoredCombos | None = None) -
     return plan, version
 
 
+def _within_scope(tx, user: dict, org_unit: str) -> bool:
+    """Whether a scoped user's subtree (today) holds ``org_unit``; unscoped users hold all."""
+    if user.get("orgUnit") is None or user["role"] not in ("supervisor", "reporter"):
+        return True
+    p = t.org_unit_path
+    return tx.execute(sa.select(p.c.code).where(
+        p.c.code == org_unit, p.c.valid_to.is_(None),
+        p.c.path.contains(f"/{user['orgUnit']}/", autoescape=True))).first() is not None
+
+
 def upsert_user(tx, body: dict) -> dict:
     """Create a user or rotate its token (CONTRACT 2); returns the user with the new token."""
     data = UserSchema().load(body)
@@ -64,20 +74,16 @@ def upsert_user(tx, body: dict) -> dict:
         fp_unit = tx.execute(sa.select(t.focal_point.c.org_unit).where(t.focal_point.c.code == focal_point)).first()
         if not fp_unit:
             raise ValidationError({"focalPoint": [f"unknown focal point {focal_point!r}"]})
-        # a scoped user acts for a focal point of its own subtree, not another district's
-        if data.get("orgUnit") is not None and data["role"] in ("supervisor", "reporter"):
-            p = t.org_unit_path
-            inside = tx.execute(sa.select(p.c.code).where(
-                p.c.code == fp_unit.org_unit, p.c.valid_to.is_(None),
-                p.c.path.contains(f"/{data['orgUnit']}/", autoescape=True))).first()
-            if not inside:
-                raise ValidationError({"focalPoint": [
-                    f"focal point {focal_point!r} is at org unit {fp_unit.org_unit!r}, outside the user's "
-                    f"scope {data['orgUnit']!r}"]})
+        if not _within_scope(tx, data, fp_unit.org_unit):
+            raise ValidationError({"focalPoint": [
+                f"focal point {focal_point!r} is at org unit {fp_unit.org_unit!r}, outside the user's "
+                f"scope {data['orgUnit']!r}"]})
     else:
-        # a user named like a focal point's code acts for that focal point
-        focal_point = tx.execute(sa.select(t.focal_point.c.code)
-                                 .where(t.focal_point.c.code == data["username"])).scalar()
+        # a user named like a focal point's code acts for that focal point (if it is the
+        # user's to act for: a name alike in another district is a coincidence, not a link)
+        named = tx.execute(sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
+                           .where(t.focal_point.c.code == data["username"])).first()
+        focal_point = named.code if named and _within_scope(tx, data, named.org_unit) else None
     token = auth.new_token()
     row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
            "focal_point": focal_point, "token_hash": auth.token_hash(token)}
@@ -306,7 +312,8 @@ class RegistryService:
 
 # A batch of accepted returns, in one statement: the latest received per unit and data
 # set becomes its lastSubmission (unless a later one is there already), and each sender's
-# focal point was last active when its latest return was accepted.
+# focal point (its own, or the sole one of its role at its unit) was last active when its
+# latest return was accepted.
 _NOTE_SUBMISSIONS = sa.text(f"""
 WITH x AS (
     SELECT * FROM json_to_recordset(CAST(:rows AS json))
@@ -324,9 +331,15 @@ noted AS (
 )
 UPDATE {t.focal_point.fullname} f
 SET last_active_at = greatest(coalesce(f.last_active_at, a.at), a.at)
-FROM (SELECT u.focal_point, max(x.accepted_at) AS at
+FROM (SELECT coalesce(u.focal_point, sole.code) AS focal_point, max(x.accepted_at) AS at
       FROM x JOIN {t.user_account.fullname} u ON u.username = x.submitted_by
-      GROUP BY u.focal_point) a
+      -- a user linked to no focal point acts for the one of its role at its org unit,
+      -- when there is exactly one (the person responsible there: CONTRACT 3)
+      LEFT JOIN LATERAL (
+          SELECT min(fp.code) AS code FROM {t.focal_point.fullname} fp
+          WHERE fp.org_unit = u.org_unit AND fp.role = u.role
+          HAVING count(*) = 1) sole ON true
+      GROUP BY 1) a
 WHERE f.code = a.focal_point
 """)
 

@@ -355,6 +355,23 @@ def test_accepted_returns_update_last_submission_and_last_active(system, world):
     assert reporter["lastActiveAt"] is not None and reporter["lastActiveAt"].endswith("+07:00")
 
 
+def test_a_reporter_acts_for_the_one_reporter_focal_point_of_its_unit(system, world):
+    """No focalPoint given and no focal point of its name: the person responsible at the
+    user's unit in its role, when there is exactly one, is whose lastActiveAt moves."""
+    t, codes, *_ = world
+    village = t.villages[t.districts[1]][1]
+    system.import_metadata({"focalPoints": [{"code": "FPREGREP2", "name": "ຜູ້ລາຍງານ", "orgUnit": village,
+                                             "role": "reporter", "language": "lo"}]})
+    token = system.create_user("plain-reporter", "reporter", village)
+    sent = system.submit(village_return(codes, village, "2017", 2, 3), token=token)
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    fp = next(f for f in unit(system, village)["focalPoints"] if f["code"] == "FPREGREP2")
+    assert fp["lastActiveAt"] is not None
+    # a name alike outside the user's scope is a coincidence, not a link
+    r = system.post("/api/users", json={"username": "FPREGSUP", "role": "reporter", "orgUnit": village})
+    assert r.status_code == 201 and r.json()["focalPoint"] is None
+
+
 def test_a_user_moved_elsewhere_no_longer_reads_what_it_sent(system, world):
     t, codes, *_ = world
     village, elsewhere = t.villages[t.districts[0]][1], t.villages[t.districts[1]][0]
