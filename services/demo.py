@@ -204,7 +204,7 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
     print("\nAccepted with warnings:")
     for rid, body, _note, _ in receipts:
         sub = outcome[rid]
-        warnings = [v for v in sub.get("violations", []) if v["importance"] != "HIGH"]
+        warnings = [v for v in sub.get("violations", []) + sub.get("outliers", []) if v["importance"] != "HIGH"]
         if sub["status"] != "REJECTED" and warnings:
             print(f"  {body['dataSet']:<9} {body['period']:<7} {names[body['orgUnit']]:<34} "
                   + "; ".join(f"{v['rule']} [{v['importance']}]" for v in warnings))

@@ -17,8 +17,9 @@ data_values_total = Counter(
     "(every value of a rejected return ignored)",
     ["result"])  # imported | updated | ignored | deleted
 validation_violations_total = Counter(
-    "statnet_validation_violations", "Validation rule and outlier violations found",
-    ["importance"])
+    "statnet_validation_violations", "Validation rule violations found", ["importance"])
+outliers_total = Counter(
+    "statnet_outliers", "Values outside their expected range (LOW warnings, apart from rule violations)")
 # statnet_late_returns{dataset}: read from notify's table at each scrape (notify.service)
 notifications_total = Counter(
     "statnet_notifications", "Alert deliveries by type, channel and outcome",

@@ -30,7 +30,7 @@ from shared.local import RpcProxy
 from shared.logs import set_correlation
 from shared.periods import show
 from shared.replica import KeepsMetadataReplica, Replica
-from shared.schemas.api import violation_out
+from shared.schemas.api import violations_out
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SubmissionService(KeepsMetadataReplica):
                 "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
                 "period": checked.period.code, "receivedAt": show(received_at),
                 "onTime": checked.on_time, "importCount": outcome["import_count"],
-                "violations": [violation_out(v) for v in outcome["violations"]]}
+                **violations_out(outcome["violations"])}
 
     # ---------------------------------------------------------------- reading
 
@@ -193,7 +193,7 @@ class SubmissionService(KeepsMetadataReplica):
             "period": row.period, "receivedAt": show(row.received_at), "onTime": row.on_time,
             "submittedBy": row.submitted_by, "validatedAt": show(row.validated_at),
             "aggregatedAt": show(row.aggregated_at), "importCount": import_count,
-            "violations": [violation_out(v) for v in row.violations],
+            **violations_out(row.violations),
         })
 
     # ---------------------------------------------------------------- following the return

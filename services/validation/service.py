@@ -23,7 +23,7 @@ from services.validation import tables as t
 from shared import metrics, serialization
 from shared.api import api_rpc, error, reply
 from shared.batches import disjoint_runs
-from shared.schemas.api import violation_out
+from shared.schemas.api import OUTLIER, violations_out
 from shared.db import lock_in_order
 from shared.delivery import Database
 from shared.events import subscribe
@@ -191,7 +191,10 @@ class ValidationService(KeepsMetadataReplica):
             tx.emit_all(decisions)
         for kind, payload, return_id in decisions:
             for v in payload["violations"]:
-                metrics.validation_violations_total.labels(importance=v["importance"]).inc()
+                if v["rule"] == OUTLIER:
+                    metrics.outliers_total.inc()
+                else:
+                    metrics.validation_violations_total.labels(importance=v["importance"]).inc()
             log.info("return %s %s with %d violation(s)", return_id,
                      "rejected" if kind == "return_rejected" else "accepted", len(payload["violations"]))
 
@@ -244,5 +247,5 @@ class ValidationService(KeepsMetadataReplica):
         return reply({"orgUnit": ou, "validationResults": [{
             "returnId": r.return_id, "dataSet": r.data_set, "orgUnit": r.org_unit, "period": r.period,
             "status": "VALIDATED" if r.accepted else "REJECTED", "checkedAt": show(r.checked_at),
-            "violations": [violation_out(v) for v in r.violations]} for r in rows]})
+            **violations_out(r.violations)} for r in rows]})
 

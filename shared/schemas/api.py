@@ -157,6 +157,17 @@ def _number(x):
     return int(x) if float(x).is_integer() else float(x)
 
 
+OUTLIER = "OUTLIER"  # validation's outlier check (services/validation/checks.py), not a rule
+
+
+def violations_out(found: list[dict]) -> dict:
+    """A return's findings as the HTTP API shows them: ``violations`` of its validation
+    rules (CONTRACT 4) and, apart, the ``outliers`` of its values against their expected
+    range, LOW warnings as DHIS2's outlier detection is apart from its rule violations."""
+    return {"violations": [violation_out(v) for v in found if v["rule"] != OUTLIER],
+            "outliers": [violation_out(v) for v in found if v["rule"] == OUTLIER]}
+
+
 def violation_out(v: dict) -> dict:
     """A violation (``ViolationSchema``) as the HTTP API shows it: submission and validation alike."""
     out = {"rule": v["rule"], "name": v.get("name"), "nameLo": v.get("name_lo"), "importance": v["importance"],
