@@ -20,8 +20,9 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.body = {"status": "ERROR", "httpStatusCode": status, "message": message, **extra}
-        # a 401 says how to authenticate (RFC 9110), as DHIS2's does
-        self.headers = {"WWW-Authenticate": 'Bearer realm="statnet"'} if status == 401 else None
+        # a 401 says how to authenticate (RFC 9110), as DHIS2's does; a 503 when to try again
+        self.headers = ({"WWW-Authenticate": 'Bearer realm="statnet"'} if status == 401
+                        else {"Retry-After": "5"} if status == 503 else None)
 
 
 def _plain(o):

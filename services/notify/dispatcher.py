@@ -126,6 +126,12 @@ def send_email(row, settings: Settings) -> None:
         if all(code >= 500 for code, _ in exc.recipients.values()):
             raise PermanentFailure(f"recipient refused: {exc.recipients}") from None
         raise
+    except smtplib.SMTPDataError as exc:
+        # this message refused after DATA (its content): 5xx is final for it, 4xx is not.
+        # (A refused sender is the relay's configuration, every message's: retried.)
+        if exc.smtp_code >= 500:
+            raise PermanentFailure(f"message refused: {exc.smtp_code} {exc.smtp_error!r}") from None
+        raise
 
 
 def send_webhook(row, settings: Settings) -> None:

@@ -39,6 +39,7 @@ def test_a_request_the_gateway_gave_up_on_is_not_done_later(settings):
         submission.kill()
         r = edge.api.submit(village_return(codes, village, "2025", 3, 4))
         assert r.status_code == 503 and "did not answer within 3s" in r.json()["message"], r.text
+        assert r.headers["Retry-After"] == "5"
         time.sleep(1)  # past the request's expiry on the broker
         submission.start()
         # the service is back and working, and the request it never saw stays undone

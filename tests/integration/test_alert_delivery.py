@@ -14,12 +14,12 @@ from tests.support.client import wait_until
 from tests.support.relay import GreylistingRelay, ScriptedWebhook
 
 UID = "DLV"
-LAO_ADDRESS = "ນາງ@ຕົວຢ່າງ.la"
+LAO_ADDRESS = "ສົມໃຈ@ຕົວຢ່າງ.la"  # vowel and tone marks in the local part
 
 
 @pytest.fixture(scope="module")
 def relay():
-    server = GreylistingRelay(greylist={"b@example.la"})
+    server = GreylistingRelay(greylist={"b@example.la"}, refuse_data={"d@example.la"})
     yield server
     server.close()
 
@@ -46,6 +46,8 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
         {"code": f"B{UID}", "name": "B", "orgUnit": t.province, "role": "supervisor", "email": "b@example.la",
          "language": "en"},
         {"code": f"C{UID}", "name": "C", "orgUnit": t.province, "role": "supervisor", "email": "c@example.la",
+         "language": "en"},
+        {"code": f"D{UID}", "name": "D", "orgUnit": t.province, "role": "supervisor", "email": "d@example.la",
          "language": "en"}]
     system.import_metadata(doc)
     started = time.monotonic()
@@ -54,18 +56,23 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
 
     def listed(channel):
         out = {}
-        for code in (f"A{UID}", f"B{UID}", f"C{UID}"):
+        for code in (f"A{UID}", f"B{UID}", f"C{UID}", f"D{UID}"):
             for n in system.get(f"/api/notifications?recipient={code}&type=INVALID_RETURN").json()["notifications"]:
                 if n["channel"] == channel:
                     out[code] = n
         return out
 
     # e-mail goes out while the webhook's first request hangs (its timeout is 15 s)
-    wait_until(lambda: len(listed("email")) == 3 and all(n["status"] == "SENT" for n in listed("email").values()),
-               timeout=12, message="every e-mail sent while the webhook hangs")
+    def settled(n):
+        return n["status"] == ("FAILED" if n["recipient"] == f"D{UID}" else "SENT")
+
+    wait_until(lambda: len(listed("email")) == 4 and all(settled(n) for n in listed("email").values()),
+               timeout=12, message="every e-mail sent (or refused for good) while the webhook hangs")
     assert time.monotonic() - started < 14
     assert relay.refused == ["b@example.la"]  # greylisted once, then taken: a 4xx is temporary
     assert listed("email")[f"B{UID}"]["attempts"] == 2
+    refused = listed("email")[f"D{UID}"]  # 554 after DATA: this message's end, at the first try
+    assert refused["attempts"] == 1 and "554" in refused["lastError"]
     by_recipient = {tuple(rcpts): (options, data) for rcpts, options, data in relay.accepted}
     assert sorted(by_recipient) == sorted([(LAO_ADDRESS,), ("b@example.la",), ("c@example.la",)])
     options, data = by_recipient[(LAO_ADDRESS,)]
@@ -74,9 +81,9 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
 
     # the webhook: hung, two broken status lines and a 404, each one notification's failure
-    wait_until(lambda: len(listed("webhook")) == 3 and all(n["status"] == "SENT" for n in listed("webhook").values()),
+    wait_until(lambda: len(listed("webhook")) == 4 and all(n["status"] == "SENT" for n in listed("webhook").values()),
                timeout=90, message="every webhook alert delivered in the end")
     assert hook.answers[:4] == ["hang", "garbage", "garbage", 404]
-    assert sorted(r["recipient"] for r in hook.received) == sorted([f"A{UID}", f"B{UID}", f"C{UID}"])  # once each
+    assert sorted(r["recipient"] for r in hook.received) == sorted(f"{x}{UID}" for x in "ABCD")  # once each
     attempts = sorted(n["attempts"] for n in listed("webhook").values())
-    assert sum(attempts) == len(hook.answers) == 4 + 3  # every try counted against its own notification
+    assert sum(attempts) == len(hook.answers) == 4 + 4  # every try counted against its own notification

@@ -15,11 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class GreylistingRelay:
     """A minimal ESMTP server (SMTPUTF8 announced) that answers ``451`` to the first RCPT
-    of each address in ``greylist`` and keeps every message it accepts as
+    of each address in ``greylist``, ``554`` after DATA to a message for ``refuse_data``,
+    and keeps every message it accepts as
     ``(envelope recipients, mail options, message bytes)``."""
 
-    def __init__(self, greylist: set[str] = frozenset()):
+    def __init__(self, greylist: set[str] = frozenset(), refuse_data: set[str] = frozenset()):
         self.greylist = set(greylist)
+        self.refuse_data = set(refuse_data)  # a message to these is refused after DATA (554)
         self.refused: list[str] = []
         self.accepted: list[tuple[list[str], str, bytes]] = []
         self.sock = socket.socket()
@@ -74,6 +76,9 @@ class GreylistingRelay:
                     data = b""
                     while not data.endswith(b"\r\n.\r\n"):
                         data += f.readline()
+                    if self.refuse_data & set(rcpts):
+                        say("554 5.7.1 message refused")
+                        continue
                     self.accepted.append((rcpts, options, data))
                     say("250 OK queued")
                 elif verb == "RSET":

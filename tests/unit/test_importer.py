@@ -165,3 +165,15 @@ def test_a_change_that_would_strand_stored_values_is_refused():
     assert asked == [] and ok.data_elements["POP"]["value_type"] == "NUMBER"
     # nothing stored: anything goes
     assert plan({"dataElements": [dict(pop, valueType="TEXT")]}, reg, paths, TODAY, lambda q: {}).updated == 1
+
+
+@pytest.mark.parametrize("address, ok", [
+    ("ສົມໃຈ@example.la", True), ("ນ້ຳ@ລາວ.la", True), ("khamla.ສົມ@example.la", True), ("a@b.la", True),
+    ("not-an-email", False), ("a b@c.la", False), ("a@b..la", False), ("@b.la", False)])
+def test_focal_point_addresses_may_be_lao(address, ok):
+    """Lao words carry vowel and tone marks: marshmallow's Email refused nearly all of them."""
+    doc = {**BASE, "focalPoints": [dict(BASE["focalPoints"][0], email=address)]}
+    if ok:
+        assert plan(doc, empty(), {}, TODAY).focal_points["FP"]["email"] == address
+    else:
+        assert any("not an e-mail address" in e["message"] for e in errors_of(doc))
