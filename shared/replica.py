@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
 from shared.config import Settings
 from shared.db import engine_for
-from shared.events import subscribe
+from shared.events import Transient, subscribe
 from shared.periods import Period, today
 from shared.schemas.metadata import MetadataChangesSchema
 
@@ -513,6 +513,22 @@ class KeepsMetadataReplica:
     """
 
     registry_rpc = RpcProxy("registry")
+
+    def replica_knowing(self, returns: list[dict]) -> Metadata:
+        """The replica, if it knows every code these returns name; else ``Transient``.
+
+        Submission checked each code against its own replica before the return was
+        stored, so a code unknown here means this replica is behind (a restart before its
+        catch-up, a schema reset): the return waits and is retried, it is never judged
+        or applied on metadata that does not have it yet (validation once rejected such
+        a return: "unknown data set")."""
+        md = self.replica.current()
+        unknown = ({r["data_set"] for r in returns if "data_set" in r} - set(md.data_sets))
+        unknown |= {v["org_unit"] for r in returns for v in r["values"]} - set(md.org_units)
+        unknown |= {v["data_element"] for r in returns for v in r["values"]} - set(md.data_elements)
+        if unknown:
+            raise Transient(f"metadata not yet replicated here: {sorted(unknown)}")
+        return md
 
     @subscribe("registry", "metadata_changed")
     def apply_metadata_changes(self, event):

@@ -23,7 +23,7 @@ from shared import collectors, metrics
 from shared.api import api_rpc, reply
 from shared.batches import disjoint_runs
 from shared.delivery import Database
-from shared.events import Transient, subscribe
+from shared.events import subscribe
 from shared.periods import today
 from shared.replica import KeepsMetadataReplica, Replica, ReplicaAccess
 
@@ -79,12 +79,7 @@ class AggregationService(KeepsMetadataReplica):
     def aggregate_return(self, events):
         """Apply a batch of accepted returns: each one's values, then every yearly total and
         completeness row they touch, in one transaction."""
-        md = self.replica.current()
-        unknown = {v["org_unit"] for e in events for v in e.data["values"]} - set(md.org_units)
-        unknown |= {v["data_element"] for e in events for v in e.data["values"]} - set(md.data_elements)
-        if unknown:
-            # this replica is behind the one that accepted the return: wait for it
-            raise Transient(f"metadata not yet replicated here: {sorted(unknown)}")
+        md = self.replica_knowing([e.data for e in events])  # behind the one that accepted it: wait
         with self.db.consume_many(events) as tx:
             # in submission order: of two returns with the same value, the later one wins,
             # as it would arriving alone (apply_returns compares seqs either way)

@@ -154,7 +154,7 @@ class ValidationService(KeepsMetadataReplica):
     @subscribe("submission", "return_received", batch=RETURNS_PER_BATCH)
     def validate_return(self, events):
         """Judge a batch of returns in one transaction, each exactly as if alone."""
-        md = self.replica.current()
+        md = self.replica_knowing([e.data for e in events])
         with self.db.consume_many(events) as tx:
             # returns in submission order, each with its checked values by place
             work = sorted(((e.data, _checked(e.data, md)) for e in tx.fresh), key=lambda w: w[0]["seq"])

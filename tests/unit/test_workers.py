@@ -84,6 +84,19 @@ def test_validation_does_nothing_for_a_redelivered_event():
     assert db.tx.emitted == [] and db.tx.executed == []
 
 
+def test_validation_waits_for_its_replica_rather_than_reject_on_a_code_it_does_not_know():
+    """Submission checked the codes: unknown here means this replica is behind (a restart
+    before its catch-up, a schema reset). The batch is retried, nothing is decided."""
+    from shared.events import Transient
+
+    behind = snapshot({"LA": None, "V": "LA"}, elements=[element("POP", combos=("M", "F"))])  # no DS yet
+    db = FakeDb()
+    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: behind))
+    with pytest.raises(Transient, match="DS"):
+        service.validate_return([received(3, 4)])
+    assert db.tx.emitted == [] and db.tx.executed == []
+
+
 def test_submission_status_never_goes_backwards():
     db = FakeDb()
     service = worker_factory(SubmissionService, db=db)
