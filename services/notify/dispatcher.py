@@ -168,21 +168,24 @@ WHERE type = 'LATE_RETURN' AND recipient = :recipient AND channel = :channel AND
 
 
 class Dispatcher(Pump):
-    """Sends due notifications of one channel. Each channel has its own (``Outgoing``): a
-    webhook that hangs for its timeout holds up webhook alerts, never e-mail (one loop
-    for both delivered 8 e-mails in two minutes behind a hanging webhook)."""
+    """Sends due notifications of one channel. Each channel has its own, two lanes of them
+    (``Outgoing``; rows are taken ``SKIP LOCKED``): a webhook that hangs for its timeout
+    holds up no e-mail (one loop for both delivered 8 e-mails in two minutes behind a
+    hanging webhook), and one SMTP conversation that stalls holds up one lane, not every
+    e-mail behind it."""
 
     poll_seconds = 2.0
     batch = 20
 
-    def __init__(self, channel: str):
+    def __init__(self, channel: str, lane: int = 0):
         super().__init__()
         self.channel = channel
-        self.name = f"alert-dispatcher-{channel}"
+        self.lane = lane
+        self.name = f"alert-dispatcher-{channel}-{lane}"
 
     @property
     def sharing_key(self):
-        return (type(self), self.channel)  # one per channel in a container, not one in all
+        return (type(self), self.channel, self.lane)  # each its own loop, not one for all
 
     def setup(self):
         self.settings = Settings.of(self.container)

@@ -39,11 +39,13 @@ class Outgoing(DependencyProvider):
     """``self.outgoing``: wakes the dispatchers after new notifications are committed."""
 
     email = Dispatcher("email")
+    email_second_lane = Dispatcher("email", lane=1)
     webhook_sender = Dispatcher("webhook")
+    webhook_second_lane = Dispatcher("webhook", lane=1)
 
     def wake(self) -> None:
-        self.email.wake()
-        self.webhook_sender.wake()
+        for dispatcher in (self.email, self.email_second_lane, self.webhook_sender, self.webhook_second_lane):
+            dispatcher.wake()
 
     def setup(self):
         self.settings = Settings.of(self.container)
