@@ -16,8 +16,8 @@ COLUMNS = ("dataelement", "period", "orgunit", "categoryoptioncombo", "attribute
            "storedby", "lastupdated", "comment", "followup")
 ALIASES = {"catoptcombo": "categoryoptioncombo", "attroptcombo": "attributeoptioncombo", "lastupd": "lastupdated",
            "lastupdate": "lastupdated"}
-REQUIRED = 9  # followup may be left out
-# a data line may stop after its value: DHIS2 reads the optional columns it leaves out as empty
+# a header, and a data line, may stop after the value: DHIS2 reads the optional columns
+# left out (storedby, lastupdated, comment, followup) as empty
 SHORTEST_ROW = COLUMNS.index("value") + 1
 
 
@@ -38,7 +38,7 @@ def read(body: str) -> list[tuple[int, list[str]]]:
             raise CsvError([(1, "the header row is missing: the first line must name the columns "
                                 + ",".join(COLUMNS))])
         names = tuple(ALIASES.get(c.strip().lower(), c.strip().lower()) for c in header)
-        if not (REQUIRED <= len(names) <= len(COLUMNS)) or names != COLUMNS[:len(names)]:
+        if not (SHORTEST_ROW <= len(names) <= len(COLUMNS)) or names != COLUMNS[:len(names)]:
             raise CsvError([(1, "the header row must be " + ",".join(COLUMNS)
                                 + f" (DHIS2 column order); got {','.join(header)[:200]}")])
         rows, problems = [], []

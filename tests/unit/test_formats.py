@@ -70,6 +70,11 @@ def test_csv_lines_may_stop_after_their_value_as_dhis2_reads_them():
         dhis2_csv.read(f"{header}\nE,2026,O,,\nE,2026,O,,,1,,,,,extra\n")
     assert [m for _, m in exc.value.problems] == ["line 2 has 5 fields, not 10 (at least 6: up to value)",
                                                    "line 3 has 11 fields, not 10"]
+    # and so may the header
+    short = ",".join(dhis2_csv.COLUMNS[:6])
+    assert dhis2_csv.read(f"{short}\nE,2026,O,,,7\n") == [(2, ["E", "2026", "O", "", "", "7", "", "", "", ""])]
+    with pytest.raises(dhis2_csv.CsvError):
+        dhis2_csv.read(",".join(dhis2_csv.COLUMNS[:5]) + "\nE,2026,O,,\n")
 
 
 @pytest.mark.parametrize("content_type", ["application/csv", "application/xml+adx", "application/json; charset=utf-8"])
