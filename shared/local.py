@@ -80,13 +80,15 @@ class Unavailable(Exception):
     """The service is not running, or did not answer within the RPC timeout."""
 
 
-def ask(proxy, service: str, method: str, *args, **kwargs):
+def ask(proxy, service: str, method: str, *args, share: float = 1.0, **kwargs):
     """``service.method(*args, **kwargs)`` through ``proxy`` (a nameko ``RpcProxy``
     dependency): in this process when the service runs here, else through the broker,
-    within the settings' RPC timeout either way; raises ``Unavailable``."""
+    within the settings' RPC timeout either way (``share`` of it for a call made inside
+    another one, so that the inner one is the one to say who did not answer); raises
+    ``Unavailable``."""
     from shared.config import Settings
 
-    timeout = Settings.of(proxy.worker_ctx.container).rpc_timeout
+    timeout = Settings.of(proxy.worker_ctx.container).rpc_timeout * share
     try:
         with eventlet.Timeout(timeout):
             try:

@@ -52,3 +52,18 @@ def test_a_request_the_gateway_gave_up_on_is_not_done_later(settings):
     finally:
         submission.close()
         edge.close()
+
+
+def test_a_dry_run_with_validation_down_names_validation(settings):
+    edge = StatnetProcess(settings, services=("gateway", "registry", "submission", "aggregation", "notify"),
+                          name="no-validation", STATNET_RPC_TIMEOUT="3").start()
+    try:
+        t, units = tree(UID + "D")
+        codes, doc = village_data_set(UID + "D")
+        doc["orgUnits"] = units
+        edge.api.import_metadata(doc)
+        r = edge.api.post("/api/dataValueSets?dryRun=true",
+                          json=village_return(codes, t.villages[t.districts[0]][0], "2024", 1, 2))
+        assert r.status_code == 503 and "validation" in r.json()["message"], r.text
+    finally:
+        edge.close()
