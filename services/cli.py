@@ -172,13 +172,15 @@ def unreachable(settings, timeout: float = 5.0, needs=("database", "broker")) ->
             continue
         # it answers: now log in as statnet will (a wrong password, vhost or role was a
         # traceback from deep inside the first service to connect)
-        refused = _login_refused(settings, what, timeout)
+        refused = _login_refused(settings, what, timeout, database)
         if refused:
             problems.append(f"the {what} at {host}:{port} refused statnet: {refused} ({setting}={shown})")
     return problems
 
 
-def _login_refused(settings, what: str, timeout: float) -> str | None:
+def _login_refused(settings, what: str, timeout: float, url) -> str | None:
+    """Why the broker or the database (``url``, as ``unreachable`` parsed it) refuses
+    statnet's login; None when it lets statnet in."""
     if what == "broker":
         from kombu import Connection
 
@@ -190,11 +192,6 @@ def _login_refused(settings, what: str, timeout: float) -> str | None:
         return None
     import psycopg2
 
-    from shared.db import sqlalchemy_url
-
-    from sqlalchemy.engine import make_url
-
-    url = make_url(sqlalchemy_url(settings.database_url))
     try:
         psycopg2.connect(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username,
                          password=url.password, dbname=url.database, connect_timeout=int(timeout)).close()

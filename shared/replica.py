@@ -255,6 +255,13 @@ class Metadata:
         unit = self.org_units.get(org_unit)
         return unit.path_on(day) if unit else None
 
+    def current_path(self, org_unit: str) -> str | None:
+        """Where the unit sits today (``/LA/03/0301/``), what scope is checked against;
+        None for a code this replica does not know."""
+        unit = self.org_units.get(org_unit)
+        where = unit.current if unit else None
+        return where.path if where else None
+
     def assigned(self, data_set: DataSet, org_unit: str, day: dt.date | None = None) -> bool:
         """Is the data set assigned to the unit (explicitly, or by the unit's level on ``day``)?"""
         if org_unit in data_set.org_units:
@@ -523,7 +530,7 @@ class KeepsMetadataReplica:
         or applied on metadata that does not have it yet (validation once rejected such
         a return: "unknown data set")."""
         md = self.replica.current()
-        unknown = ({r["data_set"] for r in returns if "data_set" in r} - set(md.data_sets))
+        unknown = {r["data_set"] for r in returns} - set(md.data_sets)
         unknown |= {v["org_unit"] for r in returns for v in r["values"]} - set(md.org_units)
         unknown |= {v["data_element"] for r in returns for v in r["values"]} - set(md.data_elements)
         if unknown:

@@ -197,14 +197,14 @@ class Dispatcher(Pump):
             sent += 1
         return sent
 
-    def deliver_one(self, channel: str | None = None) -> bool:
+    def deliver_one(self, channel: str) -> bool:
         n = t.notification
-        due = [n.c.status == "PENDING", n.c.next_attempt_at <= sa.func.now()]
-        if channel is not None:
-            due.append(n.c.channel == channel)
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(n).where(*due).order_by(n.c.next_attempt_at, n.c.id).limit(1)
-                               .with_for_update(skip_locked=True)).first()
+            row = conn.execute(
+                sa.select(n).where(n.c.status == "PENDING", n.c.next_attempt_at <= sa.func.now(),
+                                   n.c.channel == channel)
+                .order_by(n.c.next_attempt_at, n.c.id).limit(1)
+                .with_for_update(skip_locked=True)).first()
             if row is None:
                 return False
             attempts = row.attempts + 1

@@ -201,8 +201,7 @@ class NotifyService(KeepsMetadataReplica):
             fp = md.focal_points.get(params["recipient"])
             if fp is None:
                 raise not_found(f"focal point {params['recipient']!r}")
-            unit = md.org_units.get(fp.org_unit)
-            principal.require_path(fp.org_unit, unit.current.path if unit and unit.current else None)
+            principal.require_path(fp.org_unit, md.current_path(fp.org_unit))
             query = query.where(n.c.recipient == params["recipient"])
         if params.get("type"):
             if params["type"] not in SUBJECTS:  # every type has its templates
@@ -216,12 +215,9 @@ class NotifyService(KeepsMetadataReplica):
         if not principal.unscoped:
             # about a unit in the caller's subtree, and to a focal point in it (as with
             # ?recipient=: the province supervisor's alerts are not a village reporter's)
-            def in_scope(code):
-                unit = md.org_units.get(code)
-                return unit is not None and principal.covers_path(unit.current.path)
-
-            rows = [r for r in rows if in_scope(r.org_unit)
-                    and r.recipient in md.focal_points and in_scope(md.focal_points[r.recipient].org_unit)]
+            rows = [r for r in rows if principal.covers_path(md.current_path(r.org_unit))
+                    and r.recipient in md.focal_points
+                    and principal.covers_path(md.current_path(md.focal_points[r.recipient].org_unit))]
         return reply({"notifications": [
             {"id": r.id, "type": r.type, "recipient": r.recipient, "orgUnit": r.org_unit,
              "dataSet": r.data_set, "period": r.period, "createdAt": show(r.created_at),

@@ -184,8 +184,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     # who may send for these units before what is wrong with the body: a sender outside
     # its scope hears 403 whatever else the body holds (and learns nothing of the data set)
     for unit in sorted(named):
-        where = md.org_units[unit].current
-        if not principal.covers_path(where.path if where else None):
+        if not principal.covers_path(md.current_path(unit)):
             raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
                                 "message": f"org unit {unit!r} is outside the scope of user "
                                            f"{principal.username!r} (subtree of {principal.org_unit!r})"})

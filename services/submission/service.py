@@ -184,9 +184,7 @@ class SubmissionService(KeepsMetadataReplica):
             raise not_found(f"submission {return_id!r}")
         # by where the return's unit is, not by who sent it: a sender re-scoped elsewhere
         # no longer reads what it sent for its old units
-        unit = self.replica.current().org_units.get(row.org_unit)
-        where = unit.current if unit else None
-        principal.require_path(row.org_unit, where.path if where else None)
+        principal.require_path(row.org_unit, self.replica.current().current_path(row.org_unit))
         import_count = row.import_count or (
             {**NO_IMPORT, "ignored": row.value_count} if row.status == "REJECTED" else NO_IMPORT)
         return reply({

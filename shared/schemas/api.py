@@ -76,6 +76,12 @@ class ValidationRuleImportSchema(StrictSchema):
     dataSet = fields.Str(allow_none=True)
 
 
+def _letter(c: str) -> bool:
+    """A letter or digit of any script, its marks included (Lao vowel and tone signs are
+    marks, not letters: ``str.isalnum`` alone refuses nearly every Lao word)."""
+    return c.isalnum() or unicodedata.category(c).startswith("M")
+
+
 def _email(address: str) -> None:
     """An e-mail address, in any script (RFC 6531): marshmallow's Email refuses a local part
     with a combining mark, which nearly every Lao word has (vowel and tone signs).
@@ -89,7 +95,7 @@ def _email(address: str) -> None:
                       for c in local)
           and (len(labels) >= 2 or domain == "localhost")
           and all(label and not label.startswith("-") and not label.endswith("-")
-                  and all(c.isalnum() or c == "-" or unicodedata.category(c).startswith("M") for c in label)
+                  and all(_letter(c) or c == "-" for c in label)
                   for label in labels))
     if not ok:
         raise ValidationError(f"{address!r} is not an e-mail address")
@@ -127,7 +133,7 @@ def _username(name: str) -> None:
     """Letters and digits of any script (a Lao name's vowel signs are marks), and '_', '.',
     '@', '-' after the first: 1-80 characters."""
     ok = (0 < len(name) <= 80 and name[0].isalnum()
-          and all(c.isalnum() or c in "_.@-" or unicodedata.category(c).startswith("M") for c in name))
+          and all(_letter(c) or c in "_.@-" for c in name))
     if not ok:
         raise ValidationError("must be 1-80 letters (any script), digits, '_', '.', '@' or '-', "
                               "beginning with a letter or digit")
