@@ -1,8 +1,10 @@
 """``GET /api/analytics``: totals over any subtree and any coarser period.
 
-One SQL statement answers a whole query. Values are first summed over
-combos per (unit, period) when ``dx`` is a data element total (``#{DE}``),
-then aggregated by the element's ``aggregationType``:
+One SQL statement answers a whole query. For a data element total (``#{DE}``),
+values are first summed over combos per (unit, period), then aggregated by the
+element's ``aggregationType``, except where the type works per unit (LAST,
+AVERAGE_SUM_ORG_UNIT): there each combo is worked out on its own and the total is
+their sum, as DHIS2 does, so that a total always equals the sum of its combos:
 
 * SUM: sum over units and periods;
 * AVERAGE: mean of the (unit, period) values;
@@ -33,6 +35,9 @@ from shared.api import ApiError
 from shared.periods import Period, PeriodError
 from shared.replica import Metadata
 
+# the types worked out per unit (and per combo) before they are summed
+BY_UNIT = ("LAST", "AVERAGE_SUM_ORG_UNIT")
+
 _TOTALS = sa.text("""
 WITH tg AS (      -- one row per (ou path, asked period); tid names the (ou, pe) pair
     SELECT * FROM unnest(CAST(:tid AS int[]), CAST(:lo AS text[]), CAST(:hi AS text[]),
@@ -44,31 +49,35 @@ dx AS (
                          CAST(:atype AS text[]))
            AS dx(did, de, combo, atype)
 ),
+-- (a LAST or AVERAGE_SUM_ORG_UNIT total comes as one dx row per combo of the element, each
+-- worked out on its own and summed at the end, as DHIS2 does: the total of a unit that
+-- sent M and F in January and only M in March is March's M and January's F, not March's
+-- M alone)
 -- the unit's values for periods of exactly the asked type (a month asked as a month)
 native AS (
-    SELECT tg.tid, dx.did, dx.atype, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
+    SELECT tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
            sum(f.value) AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
       ON f.data_element = dx.de AND f.start_date = tg.pstart AND f.period_type = tg.ptype
      AND f.path >= tg.lo AND f.path < tg.hi
     WHERE (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
-    GROUP BY tg.tid, dx.did, dx.atype, f.org_unit, f.start_date
+    GROUP BY tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
 ),
 -- months inside an asked quarter, one number per unit and month
 months AS (
-    SELECT tg.tid, dx.did, dx.atype, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
+    SELECT tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
            sum(f.value) AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
       ON f.data_element = dx.de AND f.start_date >= tg.pstart AND f.start_date <= tg.pend
      AND f.period_type = 'Monthly' AND f.path >= tg.lo AND f.path < tg.hi
     WHERE tg.ptype = 'Quarterly' AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
-    GROUP BY tg.tid, dx.did, dx.atype, f.org_unit, f.start_date
+    GROUP BY tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
 ),
 -- months and quarters inside an asked year, already summarised per unit
 years AS (
-    SELECT tg.tid, dx.did, dx.atype, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v
+    SELECT tg.tid, dx.did, dx.atype, dx.combo, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v
     FROM tg CROSS JOIN dx
     JOIN aggregation.year_total y
       ON y.data_element = dx.de AND y.year = CAST(extract(year FROM tg.pstart) AS int)
@@ -85,7 +94,7 @@ per_unit AS (
            (max(ARRAY[CAST(last_start - DATE '1970-01-01' AS numeric), last_v])
                 FILTER (WHERE atype = 'LAST'))[2] AS last_v
     FROM u WHERE atype IN ('LAST', 'AVERAGE_SUM_ORG_UNIT')
-    GROUP BY tid, did, atype, org_unit COLLATE "C"    -- grouping needs no language's order
+    GROUP BY tid, did, atype, combo, org_unit COLLATE "C"    -- grouping needs no language's order
     UNION ALL
     SELECT tid, did, atype, s, n, NULL FROM u WHERE atype NOT IN ('LAST', 'AVERAGE_SUM_ORG_UNIT')
 )
@@ -172,14 +181,29 @@ def _upper(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def _number(value: Decimal):
+def number(value: Decimal) -> int | float:
+    """A total as a JSON number: an integer where it is one."""
     if value == value.to_integral_value():
         return int(value)
     return float(value)
 
 
+def plain(value: Decimal | int | float) -> str:
+    """A total as CSV text: exact, as PostgreSQL summed it, and never in exponent form
+    (a float printed 1e-07 and lost the last digits of a large sum)."""
+    value = value if isinstance(value, Decimal) else Decimal(str(value))
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def as_json(rows: list[dict]) -> list[dict]:
+    return [{**r, "value": number(r["value"])} for r in rows]
+
+
 def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
-    """Rows ``{dx, ou, pe, value}`` for every combination that has data."""
+    """Rows ``{dx, ou, pe, value}`` for every combination that has data (``value`` a
+    Decimal: ``as_json`` and ``plain`` put it in the answer's form)."""
     targets = {"tid": [], "lo": [], "hi": [], "ptype": [], "pstart": [], "pend": []}
     pairs = []
     for ou in q.ou:
@@ -199,11 +223,17 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
     aggregated = [item for item in q.dx if item.aggregation_type != "NONE"]
     rows = []
     if aggregated and targets["tid"]:
-        dx = {"did": list(range(len(aggregated))), "de": [i.data_element for i in aggregated],
-              "combo": [i.combo for i in aggregated], "atype": [i.aggregation_type for i in aggregated]}
+        dx = {"did": [], "de": [], "combo": [], "atype": []}
+        for did, item in enumerate(aggregated):
+            per_combo = item.combo is None and item.aggregation_type in BY_UNIT
+            for combo in md.data_elements[item.data_element].combos if per_combo else [item.combo]:
+                dx["did"].append(did)
+                dx["de"].append(item.data_element)
+                dx["combo"].append(combo)
+                dx["atype"].append(item.aggregation_type)
         for tid, did, value in conn.execute(_TOTALS, {**targets, **dx}):
             ou, pe = pairs[tid]
-            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code, "value": _number(value)})
+            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code, "value": value})
     for item in q.dx:
         if item.aggregation_type != "NONE":
             continue
@@ -211,7 +241,7 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
             value = conn.execute(_OWN_VALUE, {"de": item.data_element, "combo": item.combo,
                                               "ou": ou, "pe": pe.code}).scalar()
             if value is not None:
-                rows.append({"dx": item.code, "ou": ou, "pe": pe.code, "value": _number(value)})
+                rows.append({"dx": item.code, "ou": ou, "pe": pe.code, "value": value})
     order = ({i.code: n for n, i in enumerate(q.dx)}, {o: n for n, o in enumerate(q.ou)},
              {p.code: n for n, p in enumerate(q.pe)})
     rows.sort(key=lambda r: (order[0][r["dx"]], order[1][r["ou"]], order[2][r["pe"]]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 
+from services.aggregation.analytics import plain
 from shared.api import ApiError
 from shared.periods import Period
 from shared.replica import Metadata
@@ -37,7 +38,7 @@ def analytics_csv(rows: list[dict], md: Metadata) -> str:
         de_code, _, combo = r["dx"].partition(".")
         de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
         suffix = f" {combo}" if combo else ""
-        writer.writerow([r["dx"], r["ou"], r["pe"], str(r["value"]), de.name + suffix,
+        writer.writerow([r["dx"], r["ou"], r["pe"], plain(r["value"]), de.name + suffix,
                          (de.name_lo + suffix) if de.name_lo else "", unit.name, unit.name_lo or ""])
     return out.getvalue()
 
@@ -103,5 +104,5 @@ def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict, labels: str = "id"
                      f"{r['ou']}: {_name(unit, lang)}", f"{period}: {period}"]
         else:
             cells = [de_code, combo, r["ou"], period]
-        writer.writerow([flow, *cells, str(r["value"])])
+        writer.writerow([flow, *cells, plain(r["value"])])
     return out.getvalue()

@@ -164,7 +164,7 @@ class AggregationService(KeepsMetadataReplica):
             flows = exports.dataflows_for(params, [i.data_element for i in query.dx], md)
             body = exports.sdmx_csv(rows, md, flows, params.get("labels", "id"), params.get("locale", "en"))
             return reply(body, content_type=exports.SDMX_CSV)
-        return reply({"rows": rows, "metaData": analytics.names(query, md)})
+        return reply({"rows": analytics.as_json(rows), "metaData": analytics.names(query, md)})
 
     @api_rpc
     def completeness(self, principal, params: dict):

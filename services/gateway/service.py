@@ -99,12 +99,19 @@ class GatewayService:
         # DHIS2's readers skip it too
         return text.removeprefix("\ufeff")
 
-    def json_body(self, request):
+    def json_body(self, request) -> dict:
+        """The body as a JSON object: every document the API takes as JSON is one."""
         text = self.body_text(request)
         try:
-            return json.loads(text)
+            body = json.loads(text)
         except ValueError as exc:
             raise HttpError(400, f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(body), "a number")
+            message = f"body must be a JSON object ({{...}}), not {kind}"
+            raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
+        return body
 
     def await_replicas(self, version: int | None) -> None:
         """Answer a metadata change only once every service's replica has it (read-your-writes)."""

@@ -81,6 +81,11 @@ class Model:
     def total(self, dx: str, ou: str, pe: Period):
         de, _, combo = dx.partition(".")
         atype = ELEMENTS[de[:-len(UID)]][1]
+        if not combo and atype in ("LAST", "AVERAGE_SUM_ORG_UNIT"):
+            # worked out per combo and summed (DHIS2): a total is the sum of its combos, even
+            # where a unit's latest month did not send every combo
+            parts = [self.total(f"{dx}.{c}", ou, pe) for c in ELEMENTS[de[:-len(UID)]][2]]
+            return None if all(p is None for p in parts) else sum(p for p in parts if p is not None)
         leaf: dict[tuple, Decimal] = defaultdict(Decimal)
         for (d, c, unit, period), v in self.values.items():
             if d != de or (combo and c != combo):

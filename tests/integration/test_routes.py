@@ -8,6 +8,8 @@ see a stray 404.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.support.builders import tree, village_data_set, village_return
@@ -71,3 +73,14 @@ def test_unknown_route_is_a_json_404(system):
     r = system.get("/api/nothing-here")
     assert r.status_code == 404
     assert r.json()["status"] == "ERROR"
+
+
+@pytest.mark.parametrize("path,method", [("/api/users", "POST"), ("/api/metadata", "POST"),
+                                         ("/api/focalPoints/FPRT", "PUT")])
+@pytest.mark.parametrize("body", [[1, 2], "text", 5, None])
+def test_a_json_document_that_is_not_an_object_is_a_400_naming_the_body(system, world, path, method, body):
+    r = system.request(method, path, data=json.dumps(body),
+                       headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["conflicts"][0]["object"] == "body"
+    assert "must be a JSON object" in r.json()["message"]
