@@ -10,7 +10,7 @@ import json
 
 from marshmallow import Schema, fields
 
-from shared import topology
+from shared import serialization, topology
 from shared.events import CATALOGUE, EnvelopeSchema
 
 
@@ -67,7 +67,9 @@ def document(service_classes) -> str:
         payload["properties"]["data"] = _schema(kind.schema())
         payload["properties"]["schema_version"] = {"type": "integer", "const": kind.schema_version}
         messages[key] = {"name": name, "title": key, "summary": kind.summary,
-                         "contentType": "application/json", "payload": payload}
+                         # what the wire says: JSON, named for the serializer that reads it
+                         # (shared.serialization: decimals and dates as text)
+                         "contentType": serialization.CONTENT_TYPE, "payload": payload}
         channels[key] = {
             "address": name,
             "description": f"Topic exchange {source}.events, routing key {name}. "

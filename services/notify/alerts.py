@@ -51,8 +51,10 @@ def record(conn: sa.Connection, kind: str, recipients: list[FocalPoint], org_uni
                 "period": period, "status": "PENDING",
                 "details": {**details, "recipient_name": fp.name, "language": fp.language,
                             "email": fp.email}}
-        if fp.email:
-            rows.append({**base, "channel": "email"})
+        # an e-mail row even without an address: the dispatcher marks it FAILED ("no e-mail
+        # address"), so a supervisor nobody can reach shows in the notifications and the
+        # metrics rather than the alert silently never existing
+        rows.append({**base, "channel": "email"})
         if webhook:
             rows.append({**base, "channel": "webhook"})
     if not rows:

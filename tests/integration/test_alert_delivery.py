@@ -49,6 +49,9 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
          "language": "en"},
         {"code": f"D{UID}", "name": "D", "orgUnit": t.province, "role": "supervisor", "email": "d@example.la",
          "language": "en"}]
+    # and a supervisor with no address on record: its alert by e-mail exists, and FAILED says why
+    doc["focalPoints"].append({"code": f"E{UID}", "name": "E", "orgUnit": t.province, "role": "supervisor",
+                               "language": "en"})
     system.import_metadata(doc)
     started = time.monotonic()
     sent = system.submit(village_return(codes, t.villages[t.districts[0]][0], "2025", 0, 0))
@@ -56,7 +59,7 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
 
     def listed(channel):
         out = {}
-        for code in (f"A{UID}", f"B{UID}", f"C{UID}", f"D{UID}"):
+        for code in (f"A{UID}", f"B{UID}", f"C{UID}", f"D{UID}", f"E{UID}"):
             for n in system.get(f"/api/notifications?recipient={code}&type=INVALID_RETURN").json()["notifications"]:
                 if n["channel"] == channel:
                     out[code] = n
@@ -64,15 +67,17 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
 
     # e-mail goes out while the webhook's first request hangs (its timeout is 15 s)
     def settled(n):
-        return n["status"] == ("FAILED" if n["recipient"] == f"D{UID}" else "SENT")
+        return n["status"] == ("FAILED" if n["recipient"] in (f"D{UID}", f"E{UID}") else "SENT")
 
-    wait_until(lambda: len(listed("email")) == 4 and all(settled(n) for n in listed("email").values()),
+    wait_until(lambda: len(listed("email")) == 5 and all(settled(n) for n in listed("email").values()),
                timeout=12, message="every e-mail sent (or refused for good) while the webhook hangs")
     assert time.monotonic() - started < 14
     assert relay.refused == ["b@example.la"]  # greylisted once, then taken: a 4xx is temporary
     assert listed("email")[f"B{UID}"]["attempts"] == 2
     refused = listed("email")[f"D{UID}"]  # 554 after DATA: this message's end, at the first try
     assert refused["attempts"] == 1 and "554" in refused["lastError"]
+    unreachable = listed("email")[f"E{UID}"]  # nothing to retry: no address
+    assert unreachable["attempts"] == 1 and "no e-mail address" in unreachable["lastError"]
     by_recipient = {tuple(rcpts): (options, data) for rcpts, options, data in relay.accepted}
     assert sorted(by_recipient) == sorted([(LAO_ADDRESS,), ("b@example.la",), ("c@example.la",)])
     options, data = by_recipient[(LAO_ADDRESS,)]
@@ -81,9 +86,9 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
 
     # the webhook: hung, two broken status lines and a 404, each one notification's failure
-    wait_until(lambda: len(listed("webhook")) == 4 and all(n["status"] == "SENT" for n in listed("webhook").values()),
+    wait_until(lambda: len(listed("webhook")) == 5 and all(n["status"] == "SENT" for n in listed("webhook").values()),
                timeout=90, message="every webhook alert delivered in the end")
     assert hook.answers[:4] == ["hang", "garbage", "garbage", 404]
-    assert sorted(r["recipient"] for r in hook.received) == sorted(f"{x}{UID}" for x in "ABCD")  # once each
+    assert sorted(r["recipient"] for r in hook.received) == sorted(f"{x}{UID}" for x in "ABCDE")  # once each
     attempts = sorted(n["attempts"] for n in listed("webhook").values())
-    assert sum(attempts) == len(hook.answers) == 4 + 4  # every try counted against its own notification
+    assert sum(attempts) == len(hook.answers) == 5 + 4  # every try counted against its own notification

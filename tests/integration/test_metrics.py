@@ -70,6 +70,9 @@ def test_every_metric_moves_with_the_flow(system, world, settings, mailbox):
         assert before.has("statnet_data_values_total", result=result), result
     for importance in ("HIGH", "MEDIUM", "LOW"):
         assert before.has("statnet_validation_violations_total", importance=importance), importance
+    for kind in ("INVALID_RETURN", "LATE_RETURN", "REMINDER", "LATE_DIGEST"):
+        for status in ("SENT", "FAILED", "RETRY"):
+            assert before.has("statnet_notifications_total", type=kind, channel="email", status=status), kind
 
     # an accepted return, a correction of it, one with a MEDIUM warning, one rejected, a dry run
     v1, v2, v3 = t.all_villages[:3]

@@ -290,6 +290,28 @@ def test_two_notify_instances_send_nothing_twice(system, world, smtp, settings):
         second.stop()
 
 
+def test_a_supervisor_without_an_address_has_failed_e_mails_not_none(system, world):
+    t, _ = world
+    d2 = t.districts[1]
+    r = system.request("PUT", f"/api/focalPoints/SX{UID}",
+                       json={"name": "No address", "orgUnit": d2, "role": "supervisor", "language": "en"})
+    assert r.status_code == 201, r.text
+    failed_before = REGISTRY.get_sample_value(
+        "statnet_notifications_total", {"type": "LATE_RETURN", "channel": "email", "status": "FAILED"}) or 0
+    system.post("/api/deadlines/check?asOf=2026-12-20")
+    # September's one late village of the district, October's and November's two: each alert
+    # exists by e-mail too, FAILED at the first attempt with the reason, as the webhook's go out
+    listed = wait_until(lambda: (lambda ns: ns if len(ns) == 10 and all(n["status"] != "PENDING" for n in ns)
+                                 else None)(notifications(system, recipient=f"SX{UID}")),
+                        timeout=30, message="the new supervisor's alerts settled")
+    emails = [n for n in listed if n["channel"] == "email"]
+    assert len(emails) == 5 and all(n["status"] == "FAILED" and n["attempts"] == 1
+                                    and "no e-mail address" in n["lastError"] for n in emails)
+    assert all(n["status"] == "SENT" for n in listed if n["channel"] == "webhook")
+    assert REGISTRY.get_sample_value("statnet_notifications_total", {
+        "type": "LATE_RETURN", "channel": "email", "status": "FAILED"}) == failed_before + 5
+
+
 def test_the_timer_runs_the_check_on_its_own(world, settings, caplog):
     import logging
 
