@@ -51,14 +51,18 @@ _STATUS_COLUMNS = {"violations": "jsonb", "validated_at": "timestamptz", "import
 def _advance_statements(columns: tuple[str, ...]) -> tuple[sa.TextClause, sa.TextClause]:
     """(forward, behind) for a batch of status events setting ``columns``: forward moves
     the status of the returns it can (never backward) and returns their ids; behind sets
-    the columns on the rest, which a later status reached first."""
+    the columns on the rest, which a later status reached first, where not set yet (its
+    time column still empty), and returns their ids: each id either returns is a return
+    reaching this status for the first time."""
     record = ", ".join(f"{c} {_STATUS_COLUMNS[c]}" for c in columns)
     sets = ", ".join(f"{c} = x.{c}" for c in columns)
+    (stamp,) = (c for c in columns if c.endswith("_at"))
     source = f"json_to_recordset(CAST(:rows AS json)) AS x(id text, {record})"
     forward = sa.text(f"UPDATE {R.fullname} r SET status = :status, status_rank = :rank, {sets} "
                       f"FROM {source} WHERE r.id = x.id AND r.status_rank < :rank RETURNING r.id, r.value_count")
     behind = sa.text(f"UPDATE {R.fullname} r SET {sets} FROM {source} "
-                     f"WHERE r.id = x.id AND r.id <> ALL(CAST(:moved AS text[]))")
+                     f"WHERE r.id = x.id AND r.id <> ALL(CAST(:moved AS text[])) AND r.{stamp} IS NULL "
+                     f"RETURNING r.id")
     return forward, behind
 
 
@@ -207,14 +211,17 @@ class SubmissionService(KeepsMetadataReplica):
         with self.db.consume_many(events) as tx:
             # sorted: concurrent batches lock the rows they share in one order
             rows = sorted(({"id": e.data["return_id"], **values_of(e)} for e in tx.fresh), key=lambda r: r["id"])
-            moved = []
+            moved, overtaken = [], []
             if rows:
                 forward, behind = _advance_statements(tuple(c for c in rows[0] if c != "id"))
                 params = {"rows": serialization.dumps(rows), "status": status, "rank": STATUS_RANK[status]}
                 moved = tx.execute(forward, params).all()
                 if len(moved) < len(rows):
-                    tx.execute(behind, {**params, "moved": [r.id for r in moved]})
-        metrics.submissions_total.labels(status=status).inc(len(moved))
+                    overtaken = tx.execute(behind, {**params, "moved": [r.id for r in moved]}).all()
+        # counted once per return and status reached, also where a later status got there
+        # first (aggregation's event may overtake validation's when services run apart:
+        # VALIDATED was 3-7% short in a per-service burst)
+        metrics.submissions_total.labels(status=status).inc(len(moved) + len(overtaken))
         if status == "REJECTED":
             # every value of a rejected return is ignored, as its importCount says
             metrics.data_values_total.labels(result="ignored").inc(sum(r.value_count for r in moved))

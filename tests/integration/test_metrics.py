@@ -4,6 +4,7 @@ series, and a service running alone serves its own ``/metrics`` port."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 import requests
@@ -187,3 +188,57 @@ def test_statnet_status_shows_the_network_on_one_screen(system, world, settings)
     # the poison of the first test sits in aggregation's dead-letter queue: not healthy
     assert lines["aggregation"][3] == "1" and done.returncode == 1, done.stdout
     assert lines[codes["ds"]][1:4] == [t.country, YEAR, "50%"], done.stdout
+
+
+def test_a_status_reached_after_a_later_one_is_counted_once(system, settings):
+    """Services running apart: aggregation's ``return_aggregated`` may reach submission before
+    validation's ``return_validated`` for the same return. VALIDATED is still counted, once;
+    a status event sent again under a new event id counts nothing."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+    from shared.events import envelope
+
+    t, units = tree("OVT")
+    codes, doc = village_data_set("OVT")
+    doc["orgUnits"] = units
+    system.import_metadata(doc)
+    village, return_id = t.all_villages[0], f"overtaken-{uuid.uuid4()}"
+    with engine_for(settings.database_url).begin() as conn:  # a return received, as intake stores one
+        seq = conn.execute(sa.text("""
+            INSERT INTO submission.return (id, data_set, org_unit, period, submitted_by, received_at, on_time,
+                                           status, status_rank, content_type, body_sha256, body,
+                                           data_values, value_count)
+            VALUES (:id, :ds, :ou, '2024', 'test', now(), true, 'RECEIVED', 0, 'application/json', 'x', '{}',
+                    '[]', 0) RETURNING seq"""), {"id": return_id, "ds": codes["ds"], "ou": village}).scalar()
+    ref = {"return_id": return_id, "data_set": codes["ds"], "org_unit": village, "period": "2024"}
+    aggregated = envelope("aggregation", "return_aggregated", {
+        **ref, "import_count": {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0},
+        "aggregated_at": dt.datetime.now(dt.timezone.utc)})
+    validated = envelope("validation", "return_validated", {
+        **ref, "seq": seq, "received_at": dt.datetime.now(dt.timezone.utc), "on_time": True,
+        "submitted_by": "test", "values": [], "violations": []})
+
+    def publish(message):
+        with Connection(settings.amqp_uri) as conn:
+            conn.Producer().publish(message, exchange=topology.events_exchange(message["source"]),
+                                    routing_key=message["event_type"], serializer="json")
+
+    def counted(status):
+        return scrape(system).value("statnet_submissions_total", status=status)
+
+    before = {s: counted(s) for s in ("VALIDATED", "AGGREGATED")}
+    publish(aggregated)
+    wait_until(lambda: system.get(f"/api/submissions/{return_id}").json()["status"] == "AGGREGATED",
+               message="AGGREGATED first")
+    publish(validated)  # validation's event, overtaken
+    wait_until(lambda: counted("VALIDATED") == before["VALIDATED"] + 1, message="VALIDATED counted")
+    publish({**validated, "event_id": str(uuid.uuid4())})  # the same status again, under a new id
+    publish({**aggregated, "event_id": str(uuid.uuid4())})
+    time.sleep(2)
+    assert counted("VALIDATED") == before["VALIDATED"] + 1
+    # (aggregation, given the validated return, aggregated it again: a status it had already)
+    assert counted("AGGREGATED") == before["AGGREGATED"] + 1
+    assert system.get(f"/api/submissions/{return_id}").json()["status"] == "AGGREGATED"
