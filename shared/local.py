@@ -20,8 +20,10 @@ their own, and the gateway encodes a reply as the wire would (dates as ISO text,
 """
 from __future__ import annotations
 
+import amqp.exceptions
 import eventlet
 import eventlet.event
+import kombu.exceptions
 from nameko import rpc as nameko_rpc
 from nameko.exceptions import ContainerBeingKilled, UnknownService
 from nameko.rpc import Rpc
@@ -76,6 +78,11 @@ def call(service: str, method: str, args: tuple, kwargs: dict, context_data: dic
     return result
 
 
+# what publishing to a broker that went away raises (refused, reset, closed by the
+# server, or refused at login as a vhost at its connection limit is)
+BROKER_DOWN = (OSError, kombu.exceptions.OperationalError, amqp.exceptions.ConnectionError)
+
+
 class Unavailable(Exception):
     """The service is not running, or did not answer within the RPC timeout."""
 
@@ -94,7 +101,14 @@ def ask(proxy, service: str, method: str, *args, share: float = 1.0, **kwargs):
             try:
                 return call(service, method, args, kwargs, proxy.worker_ctx.context_data)
             except NotLocal:
-                return getattr(proxy, method).call_async(*args, **kwargs).result()
+                try:
+                    return getattr(proxy, method).call_async(*args, **kwargs).result()
+                except BROKER_DOWN as exc:
+                    # the request could not be sent, or the reply could not come back: a
+                    # 503 to try again (with the same Idempotency-Key, a return sent twice is
+                    # stored once), not a 500 (services running apart, broker restarting)
+                    raise Unavailable(f"the message broker could not be reached to ask the {service} "
+                                      f"service ({type(exc).__name__})") from None
     except UnknownService:
         raise Unavailable(f"the {service} service is not running") from None
     except eventlet.Timeout:

@@ -282,3 +282,36 @@ def test_broker_stopped_and_started_during_a_burst(settings, private_broker):
         assert_exactly_once(p.api, settings, t, 2016, burst)
     finally:
         p.terminate()
+
+
+def test_a_broker_outage_is_a_503_to_try_again_with_services_apart(settings, private_broker):
+    """The gateway asks submission, in another process, over the broker: with the broker
+    gone the answer is 503 with Retry-After (was a 500), and the same return sent again
+    with its Idempotency-Key once the broker is back is stored once."""
+    settings = settings.replace(amqp_uri=private_broker.amqp_uri)
+    edge = StatnetProcess(settings, services=("gateway", "registry"), name="edge-apart",
+                          http_address=f"127.0.0.1:{free_port()}", STATNET_RPC_TIMEOUT="10").start()
+    rest = StatnetProcess(settings, services=("submission", "validation", "aggregation", "notify"),
+                          name="rest-apart", http_address=f"127.0.0.1:{free_port()}").start()
+    try:
+        t, doc = metadata()
+        doc["dataElements"][1]["valueType"] = "TEXT"  # as the broker test above left it
+        edge.api.import_metadata(doc)
+        (key, body), *_ = workload(t, 2017)
+        private_broker.stop_app()
+        try:
+            r = edge.api.submit(body, headers={"Idempotency-Key": key})
+            assert r.status_code == 503, r.text
+            assert "broker" in r.json()["message"] and r.headers["Retry-After"] == "5"
+        finally:
+            private_broker.start_app()
+        r = wait_until(lambda: (lambda x: x if x.status_code == 202 else None)(
+            edge.api.submit(body, headers={"Idempotency-Key": key})), timeout=90, interval=1,
+            message="taken once the broker is back")
+        assert edge.api.wait_status(r.json()["id"], timeout=60)["status"] == "AGGREGATED"
+        with engine_for(settings.database_url).connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM submission.return WHERE data_set = :ds AND period = '201701'"),
+                                {"ds": DS}).scalar() == 1
+    finally:
+        rest.terminate()
+        edge.terminate()
