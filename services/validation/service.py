@@ -145,6 +145,28 @@ def _store_accepted(tx, accepted: list[tuple[dict, int]], stored: checks.Stored)
             tx.execute(statement, {"places": places_doc, "rows": serialization.dumps(rows)})
 
 
+_JUDGED = sa.text(f"SELECT return_id FROM {t.validation_result.fullname} "
+                  "WHERE return_id = ANY(CAST(:ids AS text[]))")
+
+
+def _not_judged(tx, events) -> list[dict]:
+    """The returns of fresh events that no decision exists for yet, each once. The inbox
+    keeps an event from being handled twice; this keeps a return from being judged twice
+    when it comes again under another event id (published anew by hand, say): once
+    judged, it stays judged, rather than failing on its stored result into the
+    dead-letter queue."""
+    first: dict[str, dict] = {}
+    for e in events:
+        first.setdefault(e.data["return_id"], e.data)
+    returns = list(first.values())
+    if not returns:
+        return []
+    judged = set(tx.execute(_JUDGED, {"ids": [r["return_id"] for r in returns]}).scalars())
+    if judged:
+        log.info("%d return(s) judged before, not again: %s", len(judged), ", ".join(sorted(judged)))
+    return [r for r in returns if r["return_id"] not in judged]
+
+
 class ValidationService(KeepsMetadataReplica):
     name = "validation"
 
@@ -156,8 +178,9 @@ class ValidationService(KeepsMetadataReplica):
         """Judge a batch of returns in one transaction, each exactly as if alone."""
         md = self.replica_knowing([e.data for e in events])
         with self.db.consume_many(events) as tx:
+            returns = _not_judged(tx, tx.fresh)
             # returns in submission order, each with its checked values by place
-            work = sorted(((e.data, _checked(e.data, md)) for e in tx.fresh), key=lambda w: w[0]["seq"])
+            work = sorted(((data, _checked(data, md)) for data in returns), key=lambda w: w[0]["seq"])
             # one judgement at a time per place, across batches and instances; every lock
             # up front in one order, so two batches cannot deadlock
             lock_in_order(tx.conn, _PLACES, (f"{ou}|{pe}" for _, (_, places) in work for ou, pe in places))

@@ -161,3 +161,56 @@ def test_validation_results_by_subtree_period_and_data_set_within_scope(system, 
     for bad, name in (("ou=NOPE", "ou"), (f"ou={d0}&pe=2021-13", "pe"), (f"ou={d0}&ds=NOPE", "ds")):
         r = system.get(f"/api/validationResults?{bad}")
         assert r.status_code == 400 and r.json()["message"].startswith(f"{name}:"), r.text
+
+
+def test_a_return_received_again_under_a_new_event_id_is_not_judged_again(system, world, settings):
+    """The inbox stops an event handled twice; a return published again under another
+    event id is stopped by its stored decision: handled, nothing decided, nothing
+    dead-lettered (it failed on the stored result and went to the dead-letter queue)."""
+    import datetime as dt
+    import time
+
+    import sqlalchemy as sa
+    from kombu import Connection
+    from prometheus_client import REGISTRY
+
+    from shared import topology
+    from shared.db import engine_for
+    from shared.events import envelope
+
+    t, codes, tokens = world
+    district = t.districts[1]
+    village = t.villages[district][1]
+    r = system.submit(village_return(codes, village, "2023", 40, 41), token=tokens[district])
+    return_id = r.json()["id"]
+    assert system.wait_status(return_id)["status"] == "AGGREGATED"
+    with engine_for(settings.database_url).connect() as conn:
+        row = conn.execute(sa.text("SELECT seq, data_values FROM submission.return WHERE id = :id"),
+                           {"id": return_id}).one()
+    again = envelope("submission", "return_received", {
+        "return_id": return_id, "seq": row.seq, "data_set": codes["ds"], "org_unit": village, "period": "2023",
+        "received_at": dt.datetime.now(dt.timezone.utc), "on_time": True, "submitted_by": "test",
+        "values": row.data_values})
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    handled = sample("statnet_event_handler_seconds_count", service="validation", event="return_received")
+    failures = sum(sample("statnet_event_handler_failures_total", service="validation", event="return_received",
+                          transient=x) for x in ("true", "false"))
+    decided = sample("statnet_submissions_total", status="VALIDATED")
+    with Connection(settings.amqp_uri) as conn:
+        conn.Producer().publish(again, exchange=topology.events_exchange("submission"),
+                                routing_key="return_received", serializer="json")
+    deadline = time.monotonic() + 20
+    while sample("statnet_event_handler_seconds_count", service="validation",
+                 event="return_received") < handled + 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sample("statnet_event_handler_seconds_count", service="validation", event="return_received") == handled + 1
+    time.sleep(1)
+    assert sum(sample("statnet_event_handler_failures_total", service="validation", event="return_received",
+                      transient=x) for x in ("true", "false")) == failures
+    assert sample("statnet_submissions_total", status="VALIDATED") == decided  # no second decision
+    with engine_for(settings.database_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM validation.result WHERE return_id = :id"),
+                            {"id": return_id}).scalar() == 1
