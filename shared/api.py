@@ -37,6 +37,22 @@ def error(status: int, message: str, **extra) -> ApiError:
     return ApiError(status, {"status": "ERROR", "httpStatusCode": status, "message": message, **extra})
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def flag(params: dict, name: str) -> bool | None:
+    """A true/false query parameter, read as Spring reads DHIS2's (true/1/yes/on, any case;
+    false/0/no/off or empty); None when absent. Anything else is a 400 naming it: a
+    ``dryRun=ture`` that silently stored the return would be the worst reading."""
+    raw = params.get(name)
+    if raw is None:
+        return None
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise error(400, f"{name}: {raw!r} is not true or false")
+
+
 def not_found(what: str) -> ApiError:
     return error(404, f"{what} not found")
 

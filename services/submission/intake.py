@@ -49,7 +49,7 @@ def _absent(obj: str, value) -> str:
 
 
 def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.datetime) -> CheckedReturn:
-    conflicts: list[dict] = []
+    conflicts: list[dict] = list(raw.problems)  # the parser's, then everything found here
     today = local_date(received_at)
 
     ds = None
@@ -90,7 +90,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         named.add(code)
         return code
 
-    period = read_period("period", raw.period)
+    period = None if raw.period_said else read_period("period", raw.period)
     org_unit = read_unit("orgUnit", raw.org_unit)
     if raw.complete_date not in (None, ""):
         # DHIS2's completeDate: a date, or a timestamp beginning with one

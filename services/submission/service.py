@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from services.submission import formats, intake
 from services.submission import tables as t
 from shared import local, metrics, serialization
-from shared.api import api_rpc, error, not_found, reply
+from shared.api import api_rpc, error, flag, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
@@ -108,6 +108,7 @@ class SubmissionService(KeepsMetadataReplica):
                 params: dict | None = None):
         principal.require("returns.submit")
         params = params or {}
+        dry_run = flag(params, "dryRun")  # read first: a mistyped one must store nothing
         if len(body.encode("utf-8")) > MAX_BODY_BYTES:
             raise error(413, f"body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
         try:
@@ -127,7 +128,7 @@ class SubmissionService(KeepsMetadataReplica):
         except intake.Refused as exc:
             return reply(exc.body, exc.status)
 
-        if str(params.get("dryRun", "")).lower() == "true":
+        if dry_run:
             return reply(self._dry_run(checked, principal, received_at))
 
         digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
@@ -171,11 +172,13 @@ class SubmissionService(KeepsMetadataReplica):
                 "period": checked.period.code, "values": checked.values}, share=0.8)
         except local.Unavailable as exc:
             raise error(503, f"dryRun needs validation: {exc}") from None
+        # every field of GET /api/submissions/{id}, as the return would have them once judged
         return {"id": None, "status": outcome["status"], "dryRun": True,
                 "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
                 "period": checked.period.code, "receivedAt": show(received_at),
-                "onTime": checked.on_time, "importCount": outcome["import_count"],
-                **violations_out(outcome["violations"])}
+                "onTime": checked.on_time, "submittedBy": principal.username,
+                "validatedAt": show(dt.datetime.now(dt.timezone.utc)), "aggregatedAt": None,
+                "importCount": outcome["import_count"], **violations_out(outcome["violations"])}
 
     # ---------------------------------------------------------------- reading
 

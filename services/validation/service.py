@@ -21,7 +21,7 @@ from nameko.rpc import rpc
 from services.validation import checks
 from services.validation import tables as t
 from shared import metrics, serialization
-from shared.api import api_rpc, error, reply
+from shared.api import api_rpc, error, flag, reply
 from shared.batches import disjoint_runs
 from shared.schemas.api import OUTLIER, violations_out
 from shared.db import lock_in_order
@@ -256,8 +256,9 @@ class ValidationService(KeepsMetadataReplica):
             if params["ds"] not in md.data_sets:
                 raise error(400, f"ds: unknown data set {params['ds']!r}")
             query = query.where(t.validation_result.c.data_set == params["ds"])
-        if params.get("accepted") in ("true", "false"):
-            query = query.where(t.validation_result.c.accepted == (params["accepted"] == "true"))
+        accepted = flag(params, "accepted")
+        if accepted is not None and params.get("accepted") != "":
+            query = query.where(t.validation_result.c.accepted == accepted)
         try:
             limit = min(int(params.get("limit", 1000)), 10000)
         except ValueError:

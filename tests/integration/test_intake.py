@@ -201,9 +201,14 @@ def test_every_json_problem_is_listed_by_field_and_value(system, world, settings
     r = system.submit({"dataSet": "MORT5", "period": "2014-13", "orgUnit": "BAOMA", "dataValues": [
         {"dataElement": "BEDS", "value": "-1"},
         {"dataElement": "DEATHS_MALARIA", "categoryOptionCombo": "X", "value": "1"},
-        {"dataElement": "PRICE_RICE", "value": "7.5"}]}, token=world["bo"])
+        {"dataElement": "PRICE_RICE", "value": "7.5"},
+        # a field DHIS2 does not know, and a value without a value: listed with the rest,
+        # not instead of them
+        {"dataElement": "BEDS", "value": "2", "periode": "201401"},
+        {"dataElement": "BEDS"}], "foo": 2}, token=world["bo"])
     assert r.status_code == 400, r.text
     values = {(c["object"], c["value"]) for c in r.json()["conflicts"]}
+    assert {("foo", "2"), ("dataValues[3].periode", "201401"), ("dataValues[4].value", None)} <= values, values
     assert ("period", "2014-13") in values, values
     assert any(v == "BAOMA" for _, v in values), values            # not assigned MORT5
     assert any(v == "-1" for _, v in values), values               # not zero or positive
@@ -312,8 +317,18 @@ def test_dry_run_answers_the_final_shape_and_stores_nothing(system, world, setti
     assert body["status"] == "VALIDATED" and body["dryRun"] is True
     assert (body["dataSet"], body["orgUnit"], body["period"]) == ("MORT5", "NGELEHUN", "201410")
     assert body["importCount"]["imported"] == 4 and body["violations"] == []
-    assert {"id", "status", "dataSet", "orgUnit", "period", "receivedAt", "onTime", "importCount",
-            "violations"} <= set(body)
+    assert stored(settings) == before
+    final = system.get(f"/api/submissions/{system.submit(with_period(JSON_BODY, 9), token=world['bo']).json()['id']}")
+    assert set(final.json()) <= set(body), set(final.json()) - set(body)  # every field of the final status
+    before = stored(settings)
+    # true as Spring reads it (DHIS2's 1, yes, on); anything not true or false stores nothing
+    for word in ("1", "YES", "on"):
+        r = system.post(f"/api/dataValueSets?dryRun={word}", data=with_period(JSON_BODY, 10).encode(),
+                        token=world["bo"], headers={"Content-Type": "application/json"})
+        assert r.status_code == 200 and r.json()["dryRun"] is True, (word, r.text)
+    r = system.post("/api/dataValueSets?dryRun=ture", data=with_period(JSON_BODY, 10).encode(),
+                    token=world["bo"], headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "dryRun" in r.json()["message"], r.text
     assert stored(settings) == before
     assert values_at(system, "NGELEHUN", "201410") == {}
 

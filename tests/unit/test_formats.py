@@ -41,9 +41,24 @@ def test_adx_periods_are_iso_intervals(iso, code):
 def test_adx_with_several_categories_asks_for_the_combo():
     body = ('<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="2026-01-01/P1Y">'
             '<dataValue dataElement="E" SEX="F" AGE="0-4" value="1"/></group></adx>')
-    with pytest.raises(formats.ParseError) as exc:
-        formats.parse("application/adx+xml", body, {})
-    assert "AGE, SEX" in exc.value.conflicts[0]["message"]
+    raw = formats.parse("application/adx+xml", body, {})  # read, and the problem listed with intake's
+    assert "AGE, SEX" in raw.problems[0]["message"]
+
+
+def test_problems_in_a_readable_body_are_listed_not_raised():
+    import json
+
+    raw = formats.parse("application/json", json.dumps({
+        "dataSet": "D", "period": "202601", "orgUnit": "O", "foo": 2,
+        "dataValues": [{"dataElement": "E", "value": "1", "bar": {"x": 1}}, {"dataElement": "E"}]}), {})
+    assert [(p["object"], p["value"]) for p in raw.problems] == [
+        ("foo", "2"), ("dataValues[0].bar", '{"x": 1}'), ("dataValues[1].value", None)]
+    assert [v.data_element for v in raw.values] == ["E"]  # the readable value goes on to intake
+    adx = formats.parse("application/adx+xml", (
+        '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="2026-01-01/P1M">'
+        '<dataValue dataElement="E" value="1"/></group><group dataSet="D" orgUnit="P" period="2026-06-01/P3M">'
+        '<dataValue dataElement="E" value="2"/></group></adx>'), {})
+    assert [p["object"] for p in adx.problems] == ["group[2].period"] and len(adx.values) == 1
 
 
 def test_csv_header_in_either_spelling_and_nothing_else():

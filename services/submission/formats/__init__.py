@@ -7,6 +7,7 @@ sender may send them is decided afterwards, once for all formats, by
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from shared.periods import Period, PeriodError
@@ -37,10 +38,15 @@ class RawReturn:
     values: list[RawValue] = field(default_factory=list)
     infer_data_set: bool = False   # CSV without ?dataSet=: find the one that fits
     data_set_conflict: dict | None = None  # why none fits (listed with the file's other problems)
+    # what the parser could read but not accept (an unknown field, a value with no value):
+    # listed with every problem intake finds in the rest, not instead of them
+    problems: list[dict] = field(default_factory=list)
+    period_said: bool = False      # the return's period is unreadable, and problems say why
 
 
 class ParseError(Exception):
-    """The body can't be read as its format; ``conflicts`` lists why."""
+    """The body can't be read as its format at all (not JSON, not XML, no CSV header);
+    ``conflicts`` lists why. Problems inside a readable body go to ``RawReturn.problems``."""
 
     def __init__(self, conflicts: list[dict]):
         super().__init__("; ".join(c["message"] for c in conflicts))
@@ -51,7 +57,9 @@ ECHO_CHARS = 200  # of a refused value, enough to recognise it: a 60,000-charact
 
 
 def conflict(obj: str, value, message: str) -> dict:
-    text = None if value is None else str(value)
+    # a value sent as a JSON object or list is echoed as the JSON it was, not as Python
+    text = None if value is None else json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) \
+        else str(value)
     if text is not None and len(text) > ECHO_CHARS:
         text = text[:ECHO_CHARS] + "..."
     return {"object": obj, "value": text, "message": message}

@@ -54,11 +54,12 @@ def parse(body: str) -> RawReturn:
         except PeriodError as exc:
             problems.append(conflict(f"{where}.period", iso, str(exc)))
             period = None
+            if gi > 1:
+                continue  # its values have no period to be judged by (said above)
         if gi == 1:
             raw.data_set, raw.org_unit, raw.period = data_set, org_unit, period
             raw.complete_date = group.get("completeDate")
-            if iso and period is None:
-                raw.period = iso  # reported above; keeps "period is missing" from adding noise
+            raw.period_said = bool(iso) and period is None  # reported above, in ADX's own terms
         elif data_set != raw.data_set:
             problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
                                                                    f"set {raw.data_set!r}"))
@@ -80,6 +81,5 @@ def parse(body: str) -> RawReturn:
             raw.values.append(RawValue(index, dv.get("dataElement"), combo, dv.get("value"), comment,
                                        period if gi > 1 else None, org_unit if gi > 1 else None))
             index += 1
-    if problems:
-        raise ParseError(problems)
+    raw.problems = problems
     return raw

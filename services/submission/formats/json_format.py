@@ -26,7 +26,7 @@ def parse(body: str) -> RawReturn:
         raise ParseError([conflict("body", None, f"body is not valid JSON: {exc}")]) from None
     if not isinstance(doc, dict):
         raise ParseError([conflict("body", None, "body must be a JSON object (a data value set)")])
-    problems = [conflict(key, None, f"unknown field {key!r} in the data value set")
+    problems = [conflict(key, doc[key], f"unknown field {key!r} in the data value set")
                 for key in doc if key not in HEADER_FIELDS]
     values = doc.get("dataValues", [])
     if not isinstance(values, list):
@@ -38,7 +38,7 @@ def parse(body: str) -> RawReturn:
         if not isinstance(item, dict):
             problems.append(conflict(f"dataValues[{i}]", None, f"dataValues[{i}] must be an object"))
             continue
-        problems += [conflict(f"dataValues[{i}].{key}", None, f"unknown field {key!r} in dataValues[{i}]")
+        problems += [conflict(f"dataValues[{i}].{key}", item[key], f"unknown field {key!r} in dataValues[{i}]")
                      for key in item if key not in VALUE_FIELDS]
         if "value" not in item:
             problems.append(conflict(f"dataValues[{i}].value", None, f"dataValues[{i}] has no value"))
@@ -46,6 +46,5 @@ def parse(body: str) -> RawReturn:
         raw.values.append(RawValue(i, _code(item.get("dataElement")), _code(item.get("categoryOptionCombo")),
                                    item.get("value"), item.get("comment"), _code(item.get("period")),
                                    _code(item.get("orgUnit"))))
-    if problems:
-        raise ParseError(problems)
+    raw.problems = problems
     return raw
