@@ -87,7 +87,13 @@ class GatewayService:
     def body_text(request) -> str:
         if request.content_length is not None and request.content_length > MAX_BODY:
             raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
-        raw = request.stream.read(MAX_BODY + 1)
+        if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            # a streamed upload (Transfer-Encoding: chunked) has no length: werkzeug gives an
+            # empty stream unless the server says it ends the input, which eventlet's does
+            # (it reads the chunks) without saying so. Read the server's input, bounded
+            raw = request.environ["wsgi.input"].read(MAX_BODY + 1)
+        else:
+            raw = request.stream.read(MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
         try:

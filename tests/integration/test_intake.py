@@ -255,6 +255,25 @@ def test_too_large_unsupported_and_unauthenticated_store_nothing(system, world, 
     assert stored(settings) == before
 
 
+def test_a_streamed_upload_is_read_and_bounded_like_any_other(system, world, settings):
+    """Transfer-Encoding: chunked (a body sent as it is produced, with no length) was read
+    as empty: a 400 for a good return, and a 400 instead of a 413 for a huge one."""
+    def chunks(text: str, size: int = 1000):
+        data = text.encode()
+        return (data[i:i + size] for i in range(0, len(data), size))
+
+    before = stored(settings)
+    r = system.post("/api/dataValueSets?dryRun=true", data=chunks(with_period(JSON_BODY, 10)), token=world["bo"],
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json()["status"] == "VALIDATED", r.text
+    huge = json.dumps({"dataSet": "MORT5", "period": "201410", "orgUnit": "NGELEHUN",
+                       "dataValues": [{"dataElement": "BEDS", "value": "1", "comment": "x" * 1000}] * 5300})
+    r = system.post("/api/dataValueSets", data=chunks(huge, 65536), token=world["bo"],
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert stored(settings) == before
+
+
 # ------------------------------------------------------------------ idempotency and replacement
 
 def test_same_idempotency_key_or_same_body_is_one_return_counted_once(system, world, settings):
