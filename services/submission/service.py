@@ -28,7 +28,7 @@ from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
 from shared.logs import set_correlation
-from shared.periods import show
+from shared.periods import local_date, show
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.schemas.api import violations_out
 
@@ -121,7 +121,7 @@ class SubmissionService(KeepsMetadataReplica):
         received_at = dt.datetime.now(dt.timezone.utc)
         md = self.replica.current()
         try:
-            formats.infer_data_set(raw, md)
+            formats.infer_data_set(raw, md, local_date(received_at))
             checked = intake.check(raw, md, principal, received_at)
         except formats.ParseError as exc:
             raise error(400, "the data set could not be determined: nothing was stored", conflicts=exc.conflicts)

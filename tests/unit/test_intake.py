@@ -123,7 +123,7 @@ def test_a_csv_no_data_set_fits_lists_that_beside_its_other_problems():
     body = ("dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,"
             "comment,followup\nGHOST,2025,V1,,,1,,,,\nPOP,2025,V1,X,,2,,,,\nHH,2025,V1,,,abc,,,,\n")
     ret = formats.parse("text/csv", body, {})
-    formats.infer_data_set(ret, MD)
+    formats.infer_data_set(ret, MD, dt.date(2026, 11, 27))
     found = conflicts(ret)
     by_object = {c["object"]: c["message"] for c in found}
     assert "no data set holds every data element" in by_object["dataSet"]
@@ -139,11 +139,11 @@ def test_a_csv_without_data_set_is_read_by_its_period_type_too():
                   data_sets=[data_set("Y", ["HH"], level=4), data_set("M", ["HH"], period_type="Monthly", level=4)])
     head = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
     monthly = formats.parse("text/csv", head + "HH,202506,V1,,,7,,,,\n", {})
-    formats.infer_data_set(monthly, md)
+    formats.infer_data_set(monthly, md, dt.date(2026, 11, 27))
     assert monthly.data_set == "M"
     # a bad period says nothing of the data set: the period is what is named
     bad = formats.parse("text/csv", head + "HH,2025-06,V1,,,7,,,,\n", {})
-    formats.infer_data_set(bad, md)
+    formats.infer_data_set(bad, md, dt.date(2026, 11, 27))
     with pytest.raises(Refused) as err:
         check(bad, md, REPORTER, NOW)
     objects = {c["object"] for c in err.value.body["conflicts"]}
@@ -161,7 +161,7 @@ def test_a_csv_that_fits_several_data_sets_goes_to_the_closest_fit():
                              data_set("B", ["HH", "POP"], level=4)])
     head = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
     ret = formats.parse("text/csv", head + "HH,2025,V1,,,7,,,,\n", {})
-    formats.infer_data_set(ret, md)
+    formats.infer_data_set(ret, md, dt.date(2026, 11, 27))
     assert ret.data_set == "B" and check(ret, md, REPORTER, NOW).data_set.code == "B"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from shared.periods import Period, PeriodError
+from shared.periods import Period, PeriodError, is_closed
 
 
 @dataclass
@@ -92,29 +92,33 @@ def parse(content_type: str | None, body: str, params: dict) -> RawReturn:
     raise UnsupportedMediaType(kind or "(none)")
 
 
-def infer_data_set(raw: RawReturn, md) -> None:
+def infer_data_set(raw: RawReturn, md, today) -> None:
     """For a CSV without ?dataSet=: a data set holding every element, assigned to every
     unit, of the file's period type (an element may be in a monthly and a yearly data set).
 
     DHIS2 stores a CSV's values without asking for a data set, so a file that fits several
-    is not refused: it goes to the one that fits it most closely (fewest elements beyond
-    the file's), then the first by code, and the return's status names the one chosen.
+    is not refused: it goes to one still open for the file's periods (DHIS2 locks a value
+    only once every data set holding it has closed), the one that fits it most closely
+    (fewest elements beyond the file's), then the first by code; the return's status
+    names the one chosen.
     """
     if not raw.infer_data_set:
         return
     elements = {v.data_element for v in raw.values}
     units = {v.org_unit for v in raw.values} - {None, ""}
-    types = set()
+    periods = set()
     for v in raw.values:
         try:
-            types.add(Period.parse(v.period).type)
+            periods.add(Period.parse(v.period))
         except (PeriodError, TypeError):
             pass  # intake names a bad period; it says nothing about the data set
-    candidates = sorted((len(ds.data_elements), ds.code) for ds in md.data_sets.values()
+    types = {p.type for p in periods}
+    candidates = sorted((any(is_closed(p, ds.expiry_days, today) for p in periods), len(ds.data_elements), ds.code)
+                        for ds in md.data_sets.values()
                         if elements <= set(ds.data_elements) and types <= {ds.period_type}
                         and all(md.assigned(ds, u) for u in units))
     if candidates:
-        raw.data_set = candidates[0][1]
+        raw.data_set = candidates[0][2]
         return
     # said as the dataSet conflict, beside every problem intake finds without a data set
     # (unknown codes, combos, value types, periods), not instead of them
