@@ -19,6 +19,7 @@ import sys
 
 from shared import green
 from shared.config import SERVICES
+from shared.migrations import SERVICES_WITH_SCHEMA as SCHEMAS
 
 
 def main(argv=None) -> int:
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     p_demo.add_argument("--month", help="period to submit (YYYYMM); default: last month")
 
     p_mig = sub.add_parser("migrate", help="bring database schemas up to date")
-    p_mig.add_argument("services", nargs="*")
+    p_mig.add_argument("services", nargs="*", help=" ".join(SCHEMAS) + " (default: all)")
 
     p_user = sub.add_parser("user", help="manage users")
     user_sub = p_user.add_subparsers(dest="user_command", required=True)
@@ -64,6 +65,18 @@ def main(argv=None) -> int:
     sub.add_parser("asyncapi", help="print the AsyncAPI document of the events")
 
     args = parser.parse_args(argv)
+    # wrong usage is one line and exit 2, as argparse says it, never a traceback later
+    if args.command == "migrate" and set(args.services) - set(SCHEMAS):
+        p_mig.error(f"unknown schema(s): {', '.join(sorted(set(args.services) - set(SCHEMAS)))}; "
+                    f"choose from {', '.join(SCHEMAS)} (the gateway has none)")
+    if args.command == "demo" and args.month is not None:
+        from shared.periods import MONTHLY, Period, PeriodError
+
+        try:
+            if Period.parse(args.month).type != MONTHLY:
+                raise PeriodError(f"{args.month!r} is not a month")
+        except PeriodError as exc:
+            p_demo.error(f"--month: {exc} (give YYYYMM, e.g. 202610)")
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -72,7 +85,9 @@ def main(argv=None) -> int:
     # the demo's output is its report: only warnings and errors go to the log
     quiet = args.command in ("demo", "status")
     logs.configure(settings.log_format, level=logging.WARNING if quiet else logging.INFO)
-    if args.command in ("run", "demo", "migrate", "user"):
+    if args.command in ("migrate", "user"):
+        down = unreachable(settings, needs=("database",))  # schemas and users are the database's alone
+    elif args.command in ("run", "demo"):
         down = unreachable(settings)
         serves_http = args.command == "demo" or (args.command == "run" and (
             not args.services or "gateway" in args.services))
@@ -244,7 +259,8 @@ def _create_user(settings, args) -> int:
     except ValidationError as exc:
         for field, messages in exc.normalized_messages().items():
             for message in messages if isinstance(messages, list) else [messages]:
-                print(f"statnet: {field}: {message}", file=sys.stderr)
+                flag = {"orgUnit": "--org-unit", "focalPoint": "--focal-point"}.get(field, f"--{field}")
+                print(f"statnet: {flag}: {message}", file=sys.stderr)
         return 2
     print(json.dumps(user, ensure_ascii=False))
     return 0

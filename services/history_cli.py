@@ -27,6 +27,10 @@ def chunks(path: str):
             yield first, header + "".join(lines)
 
 
+# what a chunk's refusal says about the file itself (anything else: the server, the token)
+FILE_PROBLEMS = (400, 409, 413)
+
+
 def post_chunk(base_url: str, token: str, data_set: str, first: int, body) -> tuple[int, dict]:
     """(HTTP status, answer) for one chunk; conflicts re-numbered to the file's lines.
     Status 0: the chunk never reached the server (``body`` is the error reading the file,
@@ -82,8 +86,10 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
             for c in answer.get("conflicts", [])[:20]:
                 print(f"  {c['object']}: {c['message']}", file=sys.stderr)
             # each chunk is all or nothing; the ones before it are in, and maybe the one beside it
+            cure = ("Fix the file" if status in FILE_PROBLEMS or answer.get("message", "").startswith("cannot read")
+                    else "Once that is fixed,")
             print(f"  {total['rows']:,} rows of the chunks before it were loaded and stay (the chunk sent "
-                  "beside it may have been loaded too). Fix the file and load it again: values loaded "
+                  f"beside it may have been loaded too). {cure} load it again: values loaded "
                   "already are updated, never counted twice.", file=sys.stderr)
             return 1
         total["rows"] += answer["rows"]
@@ -92,7 +98,10 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
         rate = total["rows"] / max(time.monotonic() - started, 1e-9)
         print(f"{total['rows']:>12,} rows  ({rate:,.0f} values/s)", file=sys.stderr)
     finish(base_url, token)
-    wait_for_year_totals(base_url, token)
+    problem = wait_for_year_totals(base_url, token)
+    if problem:
+        print(f"statnet history load: {problem}", file=sys.stderr)
+        return 1
     print(json.dumps({**total, "seconds": round(time.monotonic() - started, 1)}))
     return 0
 
@@ -110,18 +119,23 @@ def finish(base_url: str, token: str) -> None:
               "after a pause instead)", file=sys.stderr)
 
 
-def wait_for_year_totals(base_url: str, token: str, timeout: float = 3600) -> None:
+def wait_for_year_totals(base_url: str, token: str, timeout: float = 3600) -> str | None:
     """Yearly totals are rebuilt in the background after a load, then the tables'
-    statistics refreshed: done means both are."""
+    statistics refreshed: done means both are. Returns what went wrong, if anything."""
     deadline = time.monotonic() + timeout
     while True:
         request = urllib.request.Request(f"{base_url}/api/history", headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            status = json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return f"asking {base_url} whether the yearly totals are done: {exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}"
         pending = status["pendingYearTotals"]
         if pending == 0 and not status.get("refreshingStatistics"):
-            return
+            return None
         if time.monotonic() > deadline:
-            raise SystemExit(f"{pending} yearly totals still pending after {timeout:.0f}s")
+            return f"{pending} yearly totals still pending after {timeout:.0f}s"
         print(f"  yearly totals: {pending:,} pending", file=sys.stderr)
         time.sleep(1)

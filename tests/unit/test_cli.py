@@ -63,3 +63,25 @@ def test_an_http_address_in_use_is_named_before_statnet_run_starts():
         address = "127.0.0.1:%d" % taken.getsockname()[1]
         assert "already in use" in cli.http_address_taken(Settings.from_env({"STATNET_HTTP": address}))
     assert cli.http_address_taken(Settings.from_env({"STATNET_HTTP": address})) is None
+
+
+def test_wrong_usage_is_one_line_and_exit_2_never_a_traceback(tmp_path):
+    def statnet(*args):
+        return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "AMQP_URI": f"amqp://guest:guest@127.0.0.1:{_free_port()}/",
+                                               "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{_free_port()}/x",
+                                               "STATNET_ADMIN_TOKEN": "t"})
+
+    for args, says in [(("migrate", "foo"), "unknown schema(s): foo"),
+                       (("migrate", "gateway"), "the gateway has none"),
+                       (("demo", "--month", "2026Q3"), "--month"),
+                       (("demo", "--month", "202613"), "--month"),
+                       (("demo", "--month", "2026-10"), "--month")]:
+        done = statnet(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert says in done.stderr, (args, done.stderr)
+    # a load with nothing to send, and no server to tell: said, not a traceback
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    done = statnet("history", "load", str(empty), "--data-set", "X", "--url", f"http://127.0.0.1:{_free_port()}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "cannot reach" in done.stderr, done.stderr
