@@ -18,6 +18,7 @@ for the run, so the alerts are really delivered somewhere you can read.
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import socket
@@ -31,6 +32,7 @@ from services import runner
 from services.registry import reference
 from shared import mailsink
 from shared.config import Settings
+from shared.expressions import SYMBOLS
 from shared.periods import Period, today
 
 FINAL = {"AGGREGATED", "REJECTED"}
@@ -114,6 +116,13 @@ def plan_returns(doc: dict, month: Period, year: Period) -> list[tuple[str, dict
     return out
 
 
+def _before(shown: str | None, moment: float) -> bool:
+    """Whether a time the API shows (ISO 8601, +07:00) is before ``moment`` (epoch seconds)."""
+    import datetime as dt
+
+    return shown is not None and dt.datetime.fromisoformat(shown).timestamp() < moment
+
+
 def _fmt(value) -> str:
     if value is None:
         return "-"
@@ -143,6 +152,8 @@ def main(settings: Settings, month: str | None = None) -> int:
         if sink is not None:
             sink.terminate()
             sink.wait(10)
+        if maildir is not None and not any(os.scandir(maildir)):
+            os.rmdir(maildir)  # nothing arrived (a second run sends no alert twice): nothing to keep
 
 
 def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
@@ -164,6 +175,7 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         tokens[code] = user["token"]
 
     plan = plan_returns(doc, month, year)
+    run_began = time.time() - 1  # what this run did, apart from what an earlier run left
     started = time.monotonic()
     receipts = []
     for district, body, note in plan:
@@ -192,13 +204,18 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         counts[sub["status"]] = counts.get(sub["status"], 0) + 1
     print(f"Returns processed in {time.monotonic() - started:.1f}s: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    again = sum(1 for sub in outcome.values() if _before(sub.get("receivedAt"), run_began))
+    if again:
+        print(f"  ({again} of them byte-identical to a return received in an earlier run: the same "
+              "receipt, counted once)")
 
     names = {u["code"]: u["name"] for u in doc["orgUnits"]}
     print("\nRejected (nothing of these is in any total):")
     for rid, body, _note, _ in receipts:
         sub = outcome[rid]
         if sub["status"] == "REJECTED":
-            why = "; ".join(f"{v['rule']} ({_fmt(v['left'])} {v['operator']} {_fmt(v['right'])})"
+            why = "; ".join(f"{v.get('name') or v['rule']}: {_fmt(v['left'])} "
+                            f"{SYMBOLS.get(v['operator'], v['operator'])} {_fmt(v['right'])}"
                             for v in sub["violations"] if v["importance"] == "HIGH")
             print(f"  {body['dataSet']:<9} {body['period']:<7} {names[body['orgUnit']]:<34} {why}")
     print("\nAccepted with warnings:")
@@ -207,7 +224,7 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         warnings = [v for v in sub.get("violations", []) + sub.get("outliers", []) if v["importance"] != "HIGH"]
         if sub["status"] != "REJECTED" and warnings:
             print(f"  {body['dataSet']:<9} {body['period']:<7} {names[body['orgUnit']]:<34} "
-                  + "; ".join(f"{v['rule']} [{v['importance']}]" for v in warnings))
+                  + "; ".join(f"{v.get('name') or v['rule']} [{v['importance']}]" for v in warnings))
 
     print("\nProvince totals, Luang Namtha (03):")
     queries = [("POP;POP.M;POP.F;HH;HH_POOR;BIRTHS;DEATHS;ENROL", year.code),
@@ -224,12 +241,16 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
     if status == 200:
         print(f"\nDeadline check as of {today()}: {report.get('late', 0)} late return(s), "
               f"{report.get('due', 0)} reminder(s) due")
+        print("  (every period of the last STATNET_LATE_LOOKBACK_DAYS days that an assigned open unit has "
+              "not sent counts: this demo sends one month, so the earlier months and quarters are late too)")
 
     for ds, pe in (("HEALTH_M", month.code), ("PRICES_M", month.code), ("VILLAGE_Y", year.code)):
         status, c = api.call("GET", f"/api/completeness?ds={ds}&ou=03&pe={pe}")
         if status == 200:
             print(f"Completeness {ds} {pe}: {c['actual']}/{c['expected']} "
                   f"({c['rate']:.1f}%), on time {c['onTime']} ({c['onTimeRate']:.1f}%)")  # 410/412 is not 100%
+    print("  (on time: received within the data set's timelyDays after the period's end; the demo sends "
+          "its returns today, after that window)")
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -237,9 +258,14 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         if all(n["status"] != "PENDING" for n in notes["notifications"]):
             break
         time.sleep(0.5)
-    alerts = notes["notifications"]
+    # this run's: an alert goes out once, so a second run has none of its own
+    alerts = [n for n in notes["notifications"] if not _before(n["createdAt"], run_began)]
     tally = Counter((n["type"], n["channel"], n["status"]) for n in alerts)
-    print(f"\nAlerts ({len(alerts)}): " + ", ".join(f"{k[0]} by {k[1]} {k[2]} {v}" for k, v in sorted(tally.items())))
+    print(f"\nAlerts of this run ({len(alerts)}): "
+          + (", ".join(f"{k[0]} by {k[1]} {k[2]} {v}" for k, v in sorted(tally.items()))
+             or "none new (each goes out once per type, recipient, unit, data set and period)"))
+    if any(n["type"] == "LATE_DIGEST" for n in alerts):
+        print("  (a supervisor who takes a daily digest gets its LATE_RETURN alerts in one LATE_DIGEST e-mail)")
     # a month of a province is hundreds of late village returns: the first few of each type
     shown = [n for kind in sorted({n["type"] for n in alerts}) for n in [a for a in alerts if a["type"] == kind][:8]]
     for n in shown:
@@ -249,7 +275,8 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         print(f"  ... and {len(alerts) - len(shown)} more (GET /api/notifications)")
     if maildir:
         mails = mailsink.read(maildir)
-        print(f"\n{len(mails)} e-mail(s) delivered to the local SMTP server ({maildir}); the first:")
+        print(f"\n{len(mails)} e-mail(s) delivered to the local SMTP server"
+              + (f" ({maildir}); the first:" if mails else ""))
         if mails:
             first = mails[0]
             print(f"  To: {first['To']}\n  Subject: {first['Subject']}\n")
