@@ -255,6 +255,18 @@ class Metadata:
         unit = self.org_units.get(org_unit)
         return unit.path_on(day) if unit else None
 
+    def period_path(self, org_unit: str, start: dt.date, end: dt.date) -> str:
+        """Where a unit's data for a period belongs: its path as of the period's start (the
+        period belongs where it began), or at its end for a unit that opened during it.
+        The place aggregation stores a value under, and what ``in_subtree`` asks."""
+        unit = self.org_units[org_unit]
+        where = unit.path_on(start) or unit.path_on(end) or unit.current
+        return where.path
+
+    def in_subtree(self, org_unit: str, start: dt.date, end: dt.date, root: str) -> bool:
+        """Was the unit in ``root``'s subtree for the period (as analytics counts it)?"""
+        return f"/{root}/" in self.period_path(org_unit, start, end)
+
     def current_path(self, org_unit: str) -> str | None:
         """Where the unit sits today (``/LA/03/0301/``), what scope is checked against;
         None for a code this replica does not know."""

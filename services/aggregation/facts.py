@@ -89,9 +89,7 @@ GROUP BY i.return_id
 
 def path_for(md: Metadata, org_unit: str, period: Period) -> str:
     """The unit's path as of the period's start (the period belongs where it began)."""
-    unit = md.org_units[org_unit]
-    where = unit.path_on(period.start) or unit.path_on(period.end) or unit.current
-    return where.path
+    return md.period_path(org_unit, period.start, period.end)
 
 
 NOTHING = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}

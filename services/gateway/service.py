@@ -19,6 +19,7 @@ from werkzeug.wrappers import Response
 from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
 from shared import collectors, local, topology
+from shared.api import nul_fields
 from shared.local import RpcProxy
 from shared.config import Settings
 from shared.db import engine_for
@@ -101,6 +102,9 @@ class GatewayService:
         except UnicodeDecodeError as exc:
             message = f"body is not UTF-8 text: {exc}"
             raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}]) from None
+        if "\x00" in text:
+            message = "body holds a NUL character, which no text can be stored with"
+            raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
         # a byte-order mark (Windows editors write one) is no part of the document, as
         # DHIS2's readers skip it too
         return text.removeprefix("\ufeff")
@@ -117,6 +121,11 @@ class GatewayService:
                 type(body), "a number")
             message = f"body must be a JSON object ({{...}}), not {kind}"
             raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
+        nul = nul_fields(body)
+        if nul:
+            raise HttpError(400, f"{len(nul)} field(s) hold a NUL character (\\u0000), which no text can be "
+                                 "stored with", conflicts=[{"object": where, "value": None, "message":
+                                                           "holds a NUL character"} for where in nul])
         return body
 
     def await_replicas(self, version: int | None) -> None:

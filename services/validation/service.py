@@ -263,11 +263,21 @@ class ValidationService(KeepsMetadataReplica):
             limit = min(int(params.get("limit", 1000)), 10000)
         except ValueError:
             raise error(400, f"limit: {params.get('limit')!r} is not a number") from None
-        # units that were ever in the subtree: a re-parented unit's earlier returns stay visible
+        # units that were ever in the subtree, each only for the periods it was in it (as
+        # analytics counts it): a village moved away in November shows its October returns
+        # here, and its November ones under its new district only
         units = md.subtree(ou)
         query = query.where(t.validation_result.c.org_unit.in_(sa.bindparam("units", expanding=True)))
+        periods: dict[str, Period] = {}
+        rows = []
         with self.db.connect() as conn:
-            rows = conn.execute(query.limit(limit), {"units": sorted(units)}).all()
+            for r in conn.execution_options(stream_results=True, yield_per=500).execute(
+                    query, {"units": sorted(units)}):
+                p = periods.get(r.period) or periods.setdefault(r.period, Period.parse(r.period))
+                if md.in_subtree(r.org_unit, p.start, p.end, ou):
+                    rows.append(r)
+                    if len(rows) == limit:
+                        break
         return reply({"orgUnit": ou, "validationResults": [{
             "returnId": r.return_id, "dataSet": r.data_set, "orgUnit": r.org_unit, "period": r.period,
             "status": "VALIDATED" if r.accepted else "REJECTED", "checkedAt": show(r.checked_at),

@@ -84,3 +84,37 @@ def test_a_json_document_that_is_not_an_object_is_a_400_naming_the_body(system, 
     assert r.status_code == 400, r.text
     assert r.json()["conflicts"][0]["object"] == "body"
     assert "must be a JSON object" in r.json()["message"]
+
+
+def test_a_nul_character_anywhere_is_a_400_never_a_500(system, world):
+    """PostgreSQL stores no NUL in text: the request is refused before anything is asked."""
+    t, codes, village, _ = world
+    for method, path, kwargs in [
+            ("GET", "/api/orgUnits/a%00b", {}),
+            ("GET", "/api/submissions/%00", {}),
+            ("GET", "/api/focalPoints?orgUnit=a%00b", {}),
+            ("POST", "/api/dataValueSets", {"json": village_return(codes, village, "2024", 1, 2),
+                                            "headers": {"Idempotency-Key": "k\x00"}}),
+            ("POST", "/api/dataValueSets", {"data": f"{codes['pop']},2024,{village},M,,1,me\x00,,,\n".encode(),
+                                            "headers": {"Content-Type": "text/csv"}}),
+            ("POST", "/api/metadata", {"json": {"orgUnits": [{"code": "RTNUL", "name": "a\x00b", "parent": t.country,
+                                                              "openingDate": "2000-01-01"}]}}),
+            ("POST", "/api/dataValueSets", {"json": {**village_return(codes, village, "2024", 1, 2),
+                                                     "dataValues": [{"dataElement": codes["pop"],
+                                                                     "categoryOptionCombo": "M", "value": "1",
+                                                                     "comment": "x\x00"}]}})]:
+        try:
+            r = system.request(method, path, **kwargs)
+        except ValueError:  # the HTTP client itself refuses a NUL in a header: nothing to test
+            continue
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert "NUL" in r.text, r.text
+    assert system.get("/api/orgUnits/RTNUL").status_code == 404  # nothing stored
+
+
+def test_doubled_slashes_name_no_route(system, world):
+    """werkzeug redirected them (308) and the redirect lost its Location on the way to JSON."""
+    t, *_ = world
+    for path in ("/api/orgUnits//coverage", "/api//history", f"/api/orgUnits/{t.province}//coverage"):
+        r = system.get(path)
+        assert r.status_code == 404, (path, r.status_code, r.text)

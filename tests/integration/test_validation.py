@@ -163,6 +163,29 @@ def test_validation_results_by_subtree_period_and_data_set_within_scope(system, 
         assert r.status_code == 400 and r.json()["message"].startswith(f"{name}:"), r.text
 
 
+def test_validation_results_follow_a_moved_village_period_by_period(system):
+    """A village moved to another district in 2025: its 2024 decision is the old
+    district's to read, its 2025 one the new district's only (as analytics counts them)."""
+    t, units = tree("VMV")
+    codes, doc = village_data_set("VMV")
+    doc["orgUnits"] = units
+    system.import_metadata(doc)
+    old, new = t.districts
+    village = t.villages[old][0]
+    first = system.submit(village_return(codes, village, "2024", 10, 11)).json()["id"]
+    system.import_metadata({"orgUnits": [{**next(u for u in units if u["code"] == village), "parent": new,
+                                          "parentFrom": "2025-01-01"}]})
+    second = system.submit(village_return(codes, village, "2025", 12, 13)).json()["id"]
+    for rid in (first, second):
+        system.wait_status(rid)
+    seen = {ou: {r["returnId"] for r in system.get(f"/api/validationResults?ou={ou}").json()["validationResults"]}
+            for ou in (old, new, t.province)}
+    assert seen == {old: {first}, new: {second}, t.province: {first, second}}
+    supervisor = system.create_user("sup-VMV-old", "supervisor", old)
+    listed = system.get(f"/api/validationResults?ou={old}", token=supervisor).json()["validationResults"]
+    assert [r["returnId"] for r in listed] == [first]
+
+
 def test_a_return_received_again_under_a_new_event_id_is_not_judged_again(system, world, settings):
     """The inbox stops an event handled twice; a return published again under another
     event id is stopped by its stored decision: handled, nothing decided, nothing

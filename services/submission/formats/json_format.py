@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from services.submission.formats import ParseError, RawReturn, RawValue, conflict
+from shared.api import nul_fields
 
 HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
                  # DHIS2 exports carry these; accepted so a DHIS2 payload imports unchanged
@@ -28,6 +29,9 @@ def parse(body: str) -> RawReturn:
         raise ParseError([conflict("body", None, "body must be a JSON object (a data value set)")])
     problems = [conflict(key, doc[key], f"unknown field {key!r} in the data value set")
                 for key in doc if key not in HEADER_FIELDS]
+    # PostgreSQL stores no NUL in text: refused here, not by a consumer after the 202
+    problems += [conflict(where.removeprefix("body."), None, "holds a NUL character (\\u0000)")
+                 for where in nul_fields(doc)]
     values = doc.get("dataValues", [])
     if not isinstance(values, list):
         problems.append(conflict("dataValues", None, "dataValues must be a list"))
