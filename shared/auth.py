@@ -25,6 +25,9 @@ PERMISSIONS = {
     "returns.submit": {ADMIN, REPORTER},
     "deadlines.check": {ADMIN, OPERATOR},
     "history.load": {ADMIN},
+    # the state of a load (yearly totals pending): the whole country's, read by those who
+    # read everything
+    "history.read": {ADMIN, OPERATOR},
     "read": {ADMIN, OPERATOR, SUPERVISOR, REPORTER},
 }
 DESCRIPTIONS = {
@@ -34,6 +37,7 @@ DESCRIPTIONS = {
     "returns.submit": "submit returns",
     "deadlines.check": "run the deadline check",
     "history.load": "load history",
+    "history.read": "read the state of history loads",
     "read": "read data",
 }
 

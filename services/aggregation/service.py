@@ -121,7 +121,7 @@ class AggregationService(KeepsMetadataReplica):
     def history_status(self, principal):
         """``GET /api/history``: a load is over when no yearly total is pending and the
         statistics are refreshed."""
-        principal.require("history.load")
+        principal.require("history.read")
         return reply(self._history_state())
 
     @api_rpc

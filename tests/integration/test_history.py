@@ -183,6 +183,10 @@ def test_only_admins_load_history(system, world):
     assert r.status_code == 403 and "load history" in r.json()["message"]
     r = system.post("/api/history/done", token=token)
     assert r.status_code == 403 and "load history" in r.json()["message"]
+    # the state of a load is read by those who read everything; not by a reporter
+    assert system.get("/api/history", token=token).status_code == 200
+    reporter = system.create_user(f"rep-{UID}", "reporter", world.province)
+    assert system.get("/api/history", token=reporter).status_code == 403
     r = load(system, "not,a,header\n")
     assert r.status_code == 400 and "header" in r.json()["message"]
 
