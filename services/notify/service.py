@@ -28,7 +28,7 @@ from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
-from shared.periods import show, today
+from shared.periods import FIRST_YEAR, show, today
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.returns import reported_places
 
@@ -164,6 +164,9 @@ class NotifyService(KeepsMetadataReplica):
                 raise ValueError(as_of)
         except ValueError:
             raise error(400, f"asOf: {as_of!r} is not a date (YYYY-MM-DD)") from None
+        if not FIRST_YEAR < day.year < 9999:  # periods a year either side must have codes and dates
+            raise error(400, f"asOf: {as_of!r} is outside the years periods are kept for "
+                             f"({FIRST_YEAR + 1}-9998)")
         return reply(self._check_deadlines(day))
 
     def _check_deadlines(self, day: dt.date) -> dict:

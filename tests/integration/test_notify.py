@@ -253,9 +253,9 @@ def test_a_recipient_outside_the_callers_scope_is_403_and_unknown_is_404(system,
 def test_only_admins_and_operators_check_and_as_of_must_be_a_date(system, world):
     t, tokens = world
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=tokens[t.districts[0]]).status_code == 403
-    for bad in ("20-10-2026", "20261020"):
+    for bad in ("20-10-2026", "20261020", "9999-12-31", "0001-01-01"):
         r = system.post(f"/api/deadlines/check?asOf={bad}")
-        assert r.status_code == 400 and "asOf" in r.json()["message"]
+        assert r.status_code == 400 and "asOf" in r.json()["message"], r.text
     operator = system.create_user(f"op-{UID}", "operator", None)
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=operator).status_code == 200
 
