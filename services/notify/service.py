@@ -107,17 +107,28 @@ class NotifyService(KeepsMetadataReplica):
     outgoing = Outgoing()
 
     def _invalid_return(self, tx, event, outcome: str, violations: list[dict]) -> int:
-        """INVALID_RETURN to the supervisors of the return's unit; how many alerts are new."""
+        """INVALID_RETURN about each place the violations are at, to that unit's supervisors
+        (a district's return carrying a village's bad month tells that village's chain, about
+        that village and month, not the header's); how many alerts are new."""
         data = event.data
         md = self.replica.current()
-        recipients = alerts.supervisors(md, data["org_unit"], data["period"])
-        details = {"outcome": outcome, "return_id": data["return_id"], "violations": violations,
-                   "names": alerts.names(md, data["data_set"], data["org_unit"])}
-        new = alerts.record(tx.conn, "INVALID_RETURN", recipients, data["org_unit"], data["data_set"],
-                            data["period"], details, self.outgoing.webhook)
-        log.info("INVALID_RETURN for return %s: %d new notification(s) to %d supervisor(s)",
-                 data["return_id"], len(new), len(recipients))
-        return len(new)
+        by_place: dict[tuple[str, str], list[dict]] = {}
+        for v in violations:
+            place = (v.get("org_unit") or data["org_unit"], v.get("period") or data["period"])
+            by_place.setdefault(place, []).append(v)
+        new = 0
+        for (org_unit, period), found in sorted(by_place.items()):
+            if all(v["importance"] == "LOW" for v in found):
+                continue  # warnings alone alert nobody, here as in a return of one place
+            recipients = alerts.supervisors(md, org_unit, period)
+            details = {"outcome": outcome, "return_id": data["return_id"], "violations": found,
+                       "names": alerts.names(md, data["data_set"], org_unit)}
+            made = alerts.record(tx.conn, "INVALID_RETURN", recipients, org_unit, data["data_set"],
+                                 period, details, self.outgoing.webhook)
+            log.info("INVALID_RETURN for return %s at %s %s: %d new notification(s) to %d supervisor(s)",
+                     data["return_id"], org_unit, period, len(made), len(recipients))
+            new += len(made)
+        return new
 
     @subscribe("validation", "return_rejected")
     def on_return_rejected(self, event):

@@ -51,3 +51,36 @@ def test_a_return_of_several_villages_and_months_counts_for_each(system):
     alerts = system.get(f"/api/notifications?recipient=SUP{UID}&type=LATE_RETURN").json()["notifications"]
     chased = {(n["orgUnit"], n["period"]) for n in alerts if n["period"] in (jan, feb)}
     assert chased == {(v3, jan), (v1, feb), (v3, feb)}  # (the look-back also finds last year's months)
+
+
+def test_an_invalid_value_for_another_place_alerts_that_places_supervisors_about_it(system):
+    """A district's return for one village carrying another village's bad month: the
+    INVALID_RETURN is about that village and month, to its chain, not the header's."""
+    uid = "MPI"
+    t, units = tree(uid, districts=2, villages=1)
+    codes, doc = village_data_set(uid, period_type="Monthly", timely_days=10)
+    doc["orgUnits"] = units
+    d1, d2 = t.districts
+    (v1,), (v2,) = t.villages[d1], t.villages[d2]
+    doc["focalPoints"] = [{"code": f"S{n}{uid}", "name": f"Supervisor {n}", "orgUnit": d, "role": "supervisor",
+                           "email": f"s{n}.mpi@example.la", "language": "en"} for n, d in ((1, d1), (2, d2))]
+    system.import_metadata(doc)
+    jan, feb = f"{YEAR}01", f"{YEAR}02"
+    r = system.submit({"dataSet": codes["ds"], "period": jan, "orgUnit": v1, "dataValues": [
+        {"dataElement": codes["pop"], "categoryOptionCombo": "M", "value": "10"},
+        {"dataElement": codes["pop"], "categoryOptionCombo": "F", "value": "12"},
+        # v2's February, all zero: the HIGH rule (population positive) fails there
+        {"dataElement": codes["pop"], "categoryOptionCombo": "M", "value": "0", "orgUnit": v2, "period": feb},
+        {"dataElement": codes["pop"], "categoryOptionCombo": "F", "value": "0", "orgUnit": v2, "period": feb}]})
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["status"] == "REJECTED"
+
+    def invalid(recipient):
+        return [(n["orgUnit"], n["period"]) for n in system.get(
+            f"/api/notifications?recipient={recipient}&type=INVALID_RETURN").json()["notifications"]
+            if n["channel"] == "email"]
+
+    from tests.support.client import wait_until
+
+    assert wait_until(lambda: invalid(f"S2{uid}"), message="v2's supervisor told") == [(v2, feb)]
+    assert invalid(f"S1{uid}") == []  # v1's January was fine
