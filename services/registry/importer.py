@@ -226,6 +226,15 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
         if state["closed_date"] and state["closed_date"] < state["opening_date"]:
             errors.add(code, f"org unit {code}: closedDate {state['closed_date']} is before "
                              f"openingDate {state['opening_date']}")
+        if existing is not None and state["opening_date"] < existing["opening_date"]:
+            # an opening date corrected to an earlier one: the first parent link, which began
+            # at the old opening (the default for a new unit), begins at the new one, or the
+            # unit would have no parent, level or path in between
+            current = links.get(code, [])
+            if current and current[0].valid_from == existing["opening_date"]:
+                timeline = [Link(current[0].parent, state["opening_date"], current[0].valid_to), *current[1:]]
+                links[code] = timeline
+                p.links[code] = timeline
         if "parent" in item or existing is None:
             parent = item.get("parent")
             if parent is not None and parent not in unit_codes:

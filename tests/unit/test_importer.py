@@ -125,6 +125,22 @@ def test_moving_a_unit_defaults_to_today_and_moves_its_descendants():
     assert moved.updated == 1 and "V" in moved.org_units  # V travels in the event, unchanged itself
 
 
+def test_an_opening_date_corrected_earlier_takes_the_first_parent_link_with_it():
+    doc = {"orgUnits": BASE["orgUnits"] + [{"code": "D", "name": "District", "parent": "03",
+                                            "openingDate": "2030-03-15"}]}   # a typing mistake
+    first = plan(doc, empty(), {}, TODAY)
+    reg = Registry(1, first.org_units, first.links, {}, {}, {}, {})
+    fixed = plan({"orgUnits": [{"code": "D", "openingDate": "2020-03-15"}]}, reg, first.paths, TODAY)
+    assert fixed.links["D"] == [Link("03", dt.date(2020, 3, 15))]
+    assert [(p.path, p.valid_from) for p in fixed.paths["D"]] == [("/LA/03/D/", dt.date(2020, 3, 15))]
+    # a link that did not begin at the old opening (a move) is left as it was
+    moved = plan({"orgUnits": [{"code": "D", "parent": "LA", "parentFrom": "2031-01-01"}]}, reg, first.paths, TODAY)
+    reg = Registry(2, {**first.org_units, **moved.org_units}, {**first.links, **moved.links}, {}, {}, {}, {})
+    again = plan({"orgUnits": [{"code": "D", "openingDate": "2020-03-15"}]}, reg, {**first.paths, **moved.paths},
+                 TODAY)
+    assert again.links["D"][0] == Link("03", dt.date(2020, 3, 15), dt.date(2031, 1, 1))
+
+
 def test_a_default_importance_is_medium_as_in_dhis2():
     doc = {**BASE, "validationRules": [{"code": "R", "name": "r", "left": "#{POP}", "operator": "greater_than",
                                         "right": "0"}]}
