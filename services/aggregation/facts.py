@@ -469,3 +469,14 @@ def stored_combos(conn: sa.Connection, asked: dict[str, list[str]]) -> dict[str,
     for de, combo in conn.execute(_STORED, {"asked": serialization.dumps(pairs)}):
         out.setdefault(de, []).append(combo)
     return out
+
+
+_WITH_RETURNS = sa.text("""
+SELECT a.code FROM unnest(CAST(:asked AS text[])) AS a(code)
+WHERE EXISTS (SELECT 1 FROM aggregation.completeness c WHERE c.data_set = a.code)
+""")
+
+
+def data_sets_with_returns(conn: sa.Connection, asked: list[str]) -> list[str]:
+    """Of the asked data sets, those with a return (or a history load) registered."""
+    return list(conn.execute(_WITH_RETURNS, {"asked": list(asked)}).scalars())

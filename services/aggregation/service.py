@@ -145,6 +145,13 @@ class AggregationService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             return facts.stored_combos(conn, asked)
 
+    @rpc
+    def data_sets_with_returns(self, asked: list[str]) -> list[str]:
+        """For the registry, before a data set's period type changes: those of ``asked``
+        with an accepted return (or history) registered."""
+        with self.db.connect() as conn:
+            return facts.data_sets_with_returns(conn, asked)
+
     def _in_scope(self, principal, md, org_units) -> None:
         for ou in org_units:
             principal.require_path(ou, md.org_units[ou].current.path)

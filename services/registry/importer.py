@@ -185,10 +185,15 @@ def _reference_problems(rule: dict, side: str, de_states: dict[str, dict]) -> li
     return out
 
 
+# of these data sets, those with returns stored (aggregation's completeness registrations)
+DataSetsWithReturns = Callable[[list[str]], list[str]]
+
+
 def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
-         stored: StoredCombos | None = None) -> Plan:
+         stored: StoredCombos | None = None, with_returns: DataSetsWithReturns | None = None) -> Plan:
     """``stored`` says which combos hold values, asked only when a change would strand
-    some (a value type narrowed, a combo removed); None: nothing is stored anywhere."""
+    some (a value type narrowed, a combo removed); ``with_returns`` which data sets hold
+    returns, asked only when a period type changes; None: nothing is stored anywhere."""
     errors = _Errors()
     parsed = _parse_document(doc, errors)
     p = Plan(since=reg.version)
@@ -316,6 +321,7 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                                  f"values of {code}.{combo} are stored")
 
     # --- data sets
+    retyped: list[str] = []  # period type changed: returns stored for the old one would be stranded
     for item in parsed.get("dataSets", []):
         code, existing = item["code"], reg.data_sets.get(item["code"])
         state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "periodType": "period_type",
@@ -341,8 +347,17 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                 errors.add(code, f"data set {code}: unknown org unit {ou!r}")
         if len(set(state["data_elements"])) != len(state["data_elements"]):
             errors.add(code, f"data set {code}: a data element is listed twice")
+        if existing is not None and existing["period_type"] != state["period_type"]:
+            retyped.append(code)
         ds_states[code] = state
         count(existing, state, p.data_sets, code)
+    if retyped and with_returns is not None:
+        # its returns' periods (202301) would no longer be its periods: completeness could not
+        # count them nor could they be corrected, while analytics still showed their values
+        for code in sorted(set(with_returns(sorted(retyped)))):
+            errors.add(code, f"data set {code}: periodType cannot change from {reg.data_sets[code]['period_type']} "
+                             f"to {ds_states[code]['period_type']}: returns for it are stored (create a new "
+                             "data set for the new period type)")
 
     # --- validation rules (expressions parsed here: a bad one never reaches validation)
     for item in parsed.get("validationRules", []):

@@ -38,12 +38,13 @@ def _conflicts(exc: ValidationError, body) -> list[dict]:
     return out
 
 
-def import_document(tx, document, stored: importer.StoredCombos | None = None) -> tuple[importer.Plan, int]:
+def import_document(tx, document, stored: importer.StoredCombos | None = None,
+                    with_returns: importer.DataSetsWithReturns | None = None) -> tuple[importer.Plan, int]:
     """Plan and write an import in ``tx`` (serialised with every other import)."""
     tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
     reg = importer.load_registry(tx.conn)
     old_paths = importer.load_paths(tx.conn)
-    plan = importer.plan(document, reg, old_paths, today(), stored)
+    plan = importer.plan(document, reg, old_paths, today(), stored, with_returns)
     if not plan.changed:
         return plan, reg.version
     version = importer.write(tx.conn, plan)
@@ -113,12 +114,11 @@ class RegistryService:
         principal.require("metadata.write")
         try:
             with self.db.transaction() as tx:
-                plan, version = import_document(tx, document, self._stored_combos)
+                plan, version = import_document(tx, document, self._stored_combos, self._data_sets_with_returns)
         except importer.ImportRefused as exc:
             return reply({"status": "ERROR", "httpStatusCode": 409, "errors": exc.errors}, 409)
         except local.Unavailable as exc:
-            raise error(503, f"cannot tell whether values are stored for the data elements this "
-                             f"document changes: {exc}") from None
+            raise error(503, f"cannot tell whether data is stored for what this document changes: {exc}") from None
         log.info("metadata import: %d created, %d updated, %d unchanged; version %d",
                  plan.created, plan.updated, plan.ignored, version)
         body = {"status": "OK", "stats": {"created": plan.created, "updated": plan.updated,
@@ -128,6 +128,9 @@ class RegistryService:
 
     def _stored_combos(self, asked: dict[str, list[str]]) -> dict[str, list[str]]:
         return local.ask(self.aggregation, "aggregation", "stored_combos", asked)
+
+    def _data_sets_with_returns(self, asked: list[str]) -> list[str]:
+        return local.ask(self.aggregation, "aggregation", "data_sets_with_returns", asked)
 
     @rpc
     def metadata_since(self, since: int) -> dict:

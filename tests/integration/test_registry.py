@@ -123,6 +123,26 @@ def test_a_data_element_change_that_would_strand_stored_values_is_409(system, wo
     assert system.analytics("AREAREG", village, "2019") == {("AREAREG", village, "2019"): 12}
 
 
+def test_a_data_sets_period_type_changes_only_before_returns_are_stored(system, world):
+    """Its stored returns' periods would no longer be its periods: completeness lost them
+    and they could not be corrected, while analytics still showed their values."""
+    t, codes, doc, _ = world
+    fresh = {"code": "DSREGQ", "name": "Not used yet", "periodType": "Yearly", "dataElements": [codes["pop"]],
+             "orgUnitLevel": 4}
+    system.import_metadata({"dataSets": [fresh]})
+    assert system.import_metadata({"dataSets": [dict(fresh, periodType="Quarterly")]})["stats"]["updated"] == 1
+    # the world's data set holds returns (the test above sent some)
+    village = t.villages[t.districts[1]][0]
+    sent = system.submit(village_return(codes, village, "2018", 1, 1))
+    assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    r = system.post("/api/metadata", json={"dataSets": [dict(doc["dataSets"][0], periodType="Monthly")]})
+    assert r.status_code == 409, r.text
+    assert any(e["object"] == codes["ds"] and "periodType cannot change from Yearly to Monthly" in e["message"]
+               for e in r.json()["errors"]), r.text
+    c = system.get(f"/api/completeness?ds={codes['ds']}&ou={village}&pe=2018").json()
+    assert c["actual"] == 1  # unchanged
+
+
 def test_non_admin_may_not_import_and_unparseable_json_is_400(system, world):
     t, *_ = world
     token = system.create_user("reg-operator", "operator", None)

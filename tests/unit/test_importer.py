@@ -141,6 +141,22 @@ def test_an_opening_date_corrected_earlier_takes_the_first_parent_link_with_it()
     assert again.links["D"][0] == Link("03", dt.date(2020, 3, 15), dt.date(2031, 1, 1))
 
 
+def test_a_period_type_changes_only_while_no_return_is_stored():
+    first = plan(BASE, empty(), {}, TODAY)
+    reg = Registry(1, first.org_units, first.links, first.data_elements, first.data_sets,
+                   first.validation_rules, first.focal_points)
+    monthly = {"dataSets": [{"code": "DS", "periodType": "Monthly"}]}
+    asked = []
+    assert plan(monthly, reg, first.paths, TODAY, with_returns=lambda codes: asked.append(codes) or []).changed
+    assert asked == [["DS"]]  # asked, and nothing stored: allowed
+    with pytest.raises(ImportRefused) as err:
+        plan(monthly, reg, first.paths, TODAY, with_returns=lambda codes: codes)
+    assert "periodType cannot change from Yearly to Monthly: returns for it are stored" in err.value.errors[0]["message"]
+    # a change of anything else does not ask
+    plan({"dataSets": [{"code": "DS", "timelyDays": 20}]}, reg, first.paths, TODAY,
+         with_returns=lambda codes: pytest.fail("asked"))
+
+
 def test_a_default_importance_is_medium_as_in_dhis2():
     doc = {**BASE, "validationRules": [{"code": "R", "name": "r", "left": "#{POP}", "operator": "greater_than",
                                         "right": "0"}]}
