@@ -347,6 +347,8 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                 errors.add(code, f"data set {code}: unknown org unit {ou!r}")
         if len(set(state["data_elements"])) != len(state["data_elements"]):
             errors.add(code, f"data set {code}: a data element is listed twice")
+        if len(set(state["org_units"])) != len(state["org_units"]):
+            errors.add(code, f"data set {code}: an org unit is listed twice")
         if existing is not None and existing["period_type"] != state["period_type"]:
             retyped.append(code)
         ds_states[code] = state

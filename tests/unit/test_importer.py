@@ -152,6 +152,10 @@ def test_a_period_type_changes_only_while_no_return_is_stored():
     with pytest.raises(ImportRefused) as err:
         plan(monthly, reg, first.paths, TODAY, with_returns=lambda codes: codes)
     assert "periodType cannot change from Yearly to Monthly: returns for it are stored" in err.value.errors[0]["message"]
+    # an org unit assigned twice is a mistake in the document, as an element listed twice is
+    with pytest.raises(ImportRefused) as err:
+        plan({"dataSets": [{"code": "DS", "orgUnits": ["03", "03"]}]}, reg, first.paths, TODAY)
+    assert "an org unit is listed twice" in err.value.errors[0]["message"]
     # a change of anything else does not ask
     plan({"dataSets": [{"code": "DS", "timelyDays": 20}]}, reg, first.paths, TODAY,
          with_returns=lambda codes: pytest.fail("asked"))
