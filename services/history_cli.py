@@ -36,7 +36,7 @@ def post_chunk(base_url: str, token: str, data_set: str, first: int, body) -> tu
     Status 0: the chunk never reached the server (``body`` is the error reading the file,
     or the server could not be reached)."""
     if isinstance(body, Exception):
-        return 0, {"first_line": first, "message": f"cannot read the file: {body}"}
+        return 0, {"first_line": first, "message": f"cannot read the file: {body}", "about_file": True}
     request = urllib.request.Request(
         f"{base_url}/api/history?dataSet={data_set}", data=body.encode("utf-8"), method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
@@ -86,8 +86,7 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
             for c in answer.get("conflicts", [])[:20]:
                 print(f"  {c['object']}: {c['message']}", file=sys.stderr)
             # each chunk is all or nothing; the ones before it are in, and maybe the one beside it
-            cure = ("Fix the file" if status in FILE_PROBLEMS or answer.get("message", "").startswith("cannot read")
-                    else "Once that is fixed,")
+            cure = "Fix the file" if status in FILE_PROBLEMS or answer.get("about_file") else "Once that is fixed,"
             print(f"  {total['rows']:,} rows of the chunks before it were loaded and stay (the chunk sent "
                   f"beside it may have been loaded too). {cure} load it again: values loaded "
                   "already are updated, never counted twice.", file=sys.stderr)

@@ -87,11 +87,6 @@ GROUP BY i.return_id
 """)
 
 
-def path_for(md: Metadata, org_unit: str, period: Period) -> str:
-    """The unit's path as of the period's start (the period belongs where it began)."""
-    return md.period_path(org_unit, period.start, period.end)
-
-
 NOTHING = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
 
 
@@ -117,7 +112,7 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
                 place = places[(v["org_unit"], v["period"])] = {
                     "place": len(places), "ou": v["org_unit"], "period": period.code, "ptype": period.type,
                     "start_date": period.start.isoformat(), "end_date": period.end.isoformat(),
-                    "path": path_for(md, v["org_unit"], period)}
+                    "path": md.period_path(v["org_unit"], period.start, period.end)}
             de = md.data_elements[v["data_element"]]
             num = numeric(de.value_type, v["value"])
             rows.append({"de": de.code, "combo": v["category_option_combo"], "place": place["place"], "ret": ret,

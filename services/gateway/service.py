@@ -45,6 +45,11 @@ def queue_families(container):
                            [(q, c) for q, (_, c) in sorted(depths.items())])
 
 
+def _bad_body(message: str) -> HttpError:
+    """A 400 about the body as a whole, its one conflict naming it."""
+    return HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
+
+
 class GatewayService:
     name = "gateway"
 
@@ -100,11 +105,9 @@ class GatewayService:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            message = f"body is not UTF-8 text: {exc}"
-            raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}]) from None
+            raise _bad_body(f"body is not UTF-8 text: {exc}") from None
         if "\x00" in text:
-            message = "body holds a NUL character, which no text can be stored with"
-            raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
+            raise _bad_body("body holds a NUL character, which no text can be stored with")
         # a byte-order mark (Windows editors write one) is no part of the document, as
         # DHIS2's readers skip it too
         return text.removeprefix("\ufeff")
@@ -119,8 +122,7 @@ class GatewayService:
         if not isinstance(body, dict):
             kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
                 type(body), "a number")
-            message = f"body must be a JSON object ({{...}}), not {kind}"
-            raise HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
+            raise _bad_body(f"body must be a JSON object ({{...}}), not {kind}")
         nul = nul_fields(body)
         if nul:
             raise HttpError(400, f"{len(nul)} field(s) hold a NUL character (\\u0000), which no text can be "

@@ -23,7 +23,7 @@ from email.utils import format_datetime
 import sqlalchemy as sa
 
 from services.notify import tables as t
-from services.notify.templates import OUTCOMES, SUBJECTS, render
+from services.notify.templates import OUTCOMES, render
 from shared.expressions import SYMBOLS
 from shared import metrics
 from shared.background import Pump
@@ -190,12 +190,6 @@ class Dispatcher(Pump):
     def setup(self):
         self.settings = Settings.of(self.container)
         self.engine = engine_for(self.settings.database_url)
-        if self.channel == "email" or self.settings.alert_webhook:
-            # every series of a channel in use exists from the start, at 0: the first
-            # failure of a kind is then an increase() an alert rule can see
-            for kind in SUBJECTS:
-                for status in ("SENT", "FAILED", "RETRY"):
-                    metrics.notifications_total.labels(type=kind, channel=self.channel, status=status)
 
     def work(self) -> int:
         sent = 0

@@ -23,7 +23,7 @@ from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher
 from services.notify.templates import SUBJECTS
-from shared import collectors, serialization
+from shared import collectors, metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
@@ -50,6 +50,14 @@ class Outgoing(DependencyProvider):
     def setup(self):
         self.settings = Settings.of(self.container)
         self.webhook = bool(self.settings.alert_webhook)
+        # the channels alerts go out by: e-mail always, the webhook when one is set
+        self.channels = ["email"] + (["webhook"] if self.webhook else [])
+        # every series of a channel in use exists from the start, at 0: the first failure
+        # of a kind is then an increase() an alert rule can see
+        for channel in self.channels:
+            for kind in SUBJECTS:
+                for status in ("SENT", "FAILED", "RETRY"):
+                    metrics.notifications_total.labels(type=kind, channel=channel, status=status)
 
     def get_dependency(self, worker_ctx):
         return self
@@ -183,10 +191,9 @@ class NotifyService(KeepsMetadataReplica):
     def _check_deadlines(self, day: dt.date) -> dict:
         settings = self.outgoing.settings
         md = self.replica.current()
-        channels = ["email"] + (["webhook"] if settings.alert_webhook else [])
         with self.db.transaction() as tx:
             result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
-                                     channels)
+                                     self.outgoing.channels)
             # what the latest check found, per data set (0 when none late): the gauge's source
             # (an upsert: two checks at once, from two instances, must not collide)
             tx.conn.execute(t.late_count.delete().where(t.late_count.c.data_set.not_in(sorted(md.data_sets))))
