@@ -132,6 +132,75 @@ class Period:
         return self.code
 
 
+# DHIS2's relative periods, by what they count back from the period containing the
+# anchor day (``relativePeriodDate``, default today): (type, first offset, how many).
+# "LAST_n" ends before the current period, as in DHIS2 (a running month is not yet data).
+_RELATIVE = {
+    "THIS_MONTH": (MONTHLY, 0, 1), "LAST_MONTH": (MONTHLY, -1, 1),
+    "LAST_3_MONTHS": (MONTHLY, -3, 3), "LAST_6_MONTHS": (MONTHLY, -6, 6),
+    "LAST_12_MONTHS": (MONTHLY, -12, 12),
+    "THIS_QUARTER": (QUARTERLY, 0, 1), "LAST_QUARTER": (QUARTERLY, -1, 1),
+    "LAST_4_QUARTERS": (QUARTERLY, -4, 4),
+    "THIS_YEAR": (YEARLY, 0, 1), "LAST_YEAR": (YEARLY, -1, 1),
+    "LAST_5_YEARS": (YEARLY, -5, 5), "LAST_10_YEARS": (YEARLY, -10, 10),
+}
+# ... and the finer periods of the anchor's year or the one before, January first
+_OF_YEAR = {"MONTHS_THIS_YEAR": (MONTHLY, 0), "QUARTERS_THIS_YEAR": (QUARTERLY, 0),
+            "MONTHS_LAST_YEAR": (MONTHLY, -1), "QUARTERS_LAST_YEAR": (QUARTERLY, -1)}
+RELATIVE_PERIODS = tuple(_RELATIVE) + tuple(_OF_YEAR)
+
+
+def relative(keyword: str, day: dt.date) -> list[Period]:
+    """The periods a DHIS2 relative period names on ``day``, oldest first."""
+    if keyword in _OF_YEAR:
+        ptype, back = _OF_YEAR[keyword]
+        year = Period.of(YEARLY, dt.date(day.year + back, 1, 1))
+        out, p = [], Period.containing(ptype, year.start)
+        while p.start <= year.end:
+            out.append(p)
+            p = p.next()
+        return out
+    if keyword not in _RELATIVE:
+        raise PeriodError(f"period {keyword!r} is not a relative period (one of "
+                          f"{', '.join(RELATIVE_PERIODS)})")
+    ptype, first, count = _RELATIVE[keyword]
+    months = _MONTHS[ptype]
+    here = Period.containing(ptype, day).start
+    out = []
+    for n in range(first, first + count):
+        index = here.year * 12 + here.month - 1 + n * months
+        if index // 12 < FIRST_YEAR:
+            raise PeriodError(f"period {keyword!r} as of {day.isoformat()} reaches before {FIRST_YEAR}")
+        out.append(Period.of(ptype, dt.date(index // 12, index % 12 + 1, 1)))
+    return out
+
+
+def periods_named(code: str, day: dt.date) -> list[Period]:
+    """A fixed period (``202609``) as itself, a relative one (``LAST_12_MONTHS``) as the
+    periods it names on ``day``."""
+    if isinstance(code, str) and (code in _RELATIVE or code in _OF_YEAR):
+        return relative(code, day)
+    try:
+        return [Period.parse(code)]
+    except PeriodError as exc:
+        raise PeriodError(f"{exc}, nor a relative period such as LAST_12_MONTHS") from None
+
+
+def parse_day(name: str, raw: str) -> dt.date:
+    """A query's date parameter: YYYY-MM-DD only (Python alone also reads 20261127), in
+    the years periods are kept for, so a year either side still has codes and dates."""
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            raise ValueError(raw)
+        day = dt.date.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise PeriodError(f"{name}: {raw!r} is not a date (YYYY-MM-DD)") from None
+    if not FIRST_YEAR < day.year < 9999:
+        raise PeriodError(f"{name}: {raw!r} is outside the years periods are kept for "
+                          f"({FIRST_YEAR + 1}-9998)")
+    return day
+
+
 def local_date(moment: dt.datetime) -> dt.date:
     """The calendar date in Asia/Vientiane of an aware instant."""
     return moment.astimezone(LOCAL_TZ).date()

@@ -26,13 +26,14 @@ at every return), so a country-by-year total touches one row per village.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import sqlalchemy as sa
 
 from shared.api import ApiError
-from shared.periods import Period, PeriodError
+from shared.periods import Period, PeriodError, parse_day, periods_named, today
 from shared.replica import Metadata
 
 # the types worked out per unit (and per combo) before they are summed
@@ -130,6 +131,13 @@ class Query:
     dx: list[Item]
     ou: list[str]
     pe: list[Period]
+    boundaries: list[str] = field(default_factory=list)  # units a LEVEL-n was asked within
+
+
+# past these an expanded query (LEVEL-4 of a country, LAST_10_YEARS of months) is refused
+# with a 400 saying so, not left to run for minutes
+MAX_UNITS, MAX_PAIRS = 10_000, 20_000
+_USER_UNITS = {"USER_ORGUNIT": 0, "USER_ORGUNIT_CHILDREN": 1, "USER_ORGUNIT_GRANDCHILDREN": 2}
 
 
 def _bad(message: str) -> ApiError:
@@ -146,9 +154,53 @@ def _split(raw, name: str) -> list[str]:
     return parts
 
 
-def parse_query(params: dict, md: Metadata) -> Query:
-    """The query's items, units and periods; every problem of it named in one 400."""
-    problems, items, units, periods = [], [], [], []
+def anchor_day(params: dict) -> dt.date:
+    """What relative periods count from: ``relativePeriodDate`` (DHIS2's name), else today."""
+    raw = params.get("relativePeriodDate")
+    if raw is None:
+        return today()
+    try:
+        return parse_day("relativePeriodDate", raw)
+    except PeriodError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _units(items: list[str], md: Metadata, principal, problems: list[str]) -> tuple[list[str], list[str]]:
+    """(units asked, boundaries) from ``ou``'s items, DHIS2's keywords expanded in today's
+    hierarchy: USER_ORGUNIT (the user's scope root; the roots for the unscoped), its
+    CHILDREN and GRANDCHILDREN, and LEVEL-n, the units at depth n inside the other items
+    (which then bound it and are not answered themselves) or inside the user's root."""
+    day = today()
+    own = [principal.org_unit] if principal is not None and principal.org_unit in md.org_units \
+        else md.roots(day)
+    asked, levels = [], []
+    for code in items:
+        if code in _USER_UNITS:
+            units = own
+            for _ in range(_USER_UNITS[code]):
+                units = md.children(units, day)
+            asked.extend(units)
+        elif code.startswith("LEVEL-"):
+            level = code[len("LEVEL-"):]
+            if level.isascii() and level.isdigit() and 0 < int(level) < 100:
+                levels.append(int(level))
+            else:
+                problems.append(f"ou: {code!r} is not LEVEL-n with n a level from 1 (the root)")
+        elif code not in md.org_units:
+            problems.append(f"ou: unknown org unit {code!r}")
+        else:
+            asked.append(code)
+    if not levels:
+        return list(dict.fromkeys(asked)), []
+    boundaries = list(dict.fromkeys(asked)) or own
+    units = [code for level in levels for code in md.at_level(level, boundaries, day)]
+    return list(dict.fromkeys(units)), boundaries
+
+
+def parse_query(params: dict, md: Metadata, principal=None) -> Query:
+    """The query's items, units and periods, relative ones worked out; every problem of it
+    named in one 400."""
+    problems, items, periods = [], [], []
     for code in _split(params.get("dx"), "dx"):
         de_code, _, combo = code.partition(".")
         de = md.data_elements.get(de_code)
@@ -161,19 +213,21 @@ def parse_query(params: dict, md: Metadata) -> Query:
             problems.append(f"dx: {de_code!r} holds text, which is not aggregated")
         else:
             items.append(Item(code, de_code, combo or None, de.aggregation_type))
-    for code in _split(params.get("ou"), "ou"):
-        if code not in md.org_units:
-            problems.append(f"ou: unknown org unit {code!r}")
-        else:
-            units.append(code)
+    units, boundaries = _units(_split(params.get("ou"), "ou"), md, principal, problems)
+    day = anchor_day(params)
     for code in _split(params.get("pe"), "pe"):
         try:
-            periods.append(Period.parse(code))
+            periods.extend(periods_named(code, day))
         except PeriodError as exc:
             problems.append(f"pe: {exc}")
     if problems:
         raise _bad("; ".join(problems))
-    return Query(items, units, periods)
+    periods = list(dict.fromkeys(periods))
+    if len(units) > MAX_UNITS or len(units) * len(periods) > MAX_PAIRS:
+        raise _bad(f"the query asks {len(units)} org units by {len(periods)} periods; at most "
+                   f"{MAX_UNITS:,} units and {MAX_PAIRS:,} unit-periods per query: ask a higher "
+                   "level, a smaller boundary or fewer periods")
+    return Query(items, units, periods, boundaries)
 
 
 def _upper(prefix: str) -> str:

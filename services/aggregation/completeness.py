@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.aggregation.analytics import anchor_day
 from shared.api import ApiError
-from shared.periods import ORDER, Period, PeriodError
+from shared.periods import ORDER, Period, PeriodError, periods_named
 from shared.replica import Metadata
 
 _COUNTS = sa.text("""
@@ -84,9 +85,13 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, 
     if ou not in md.org_units:
         raise _bad(f"ou: unknown org unit {ou!r}")
     try:
-        pe = Period.parse(pe_code)
+        named = periods_named(pe_code, anchor_day(params))
     except PeriodError as exc:
         raise _bad(f"pe: {exc}") from None
+    if len(named) != 1:
+        raise _bad(f"pe: {pe_code} names {len(named)} periods; completeness is of one "
+                   "(e.g. LAST_MONTH, LAST_QUARTER, THIS_YEAR)")
+    pe = named[0]
     if ORDER[pe.type] < ORDER[ds.period_type]:
         raise _bad(f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})")
     periods = native_periods(ds.period_type, pe)

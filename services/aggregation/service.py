@@ -161,8 +161,8 @@ class AggregationService(KeepsMetadataReplica):
         """``GET /api/analytics`` (JSON), ``.csv`` and ``.sdmx.csv``: one query, three shapes."""
         principal.require("read")
         md = self.replica.current()
-        query = analytics.parse_query(params, md)
-        self._in_scope(principal, md, query.ou)
+        query = analytics.parse_query(params, md, principal)
+        self._in_scope(principal, md, query.boundaries + query.ou)
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
         if fmt == "csv":

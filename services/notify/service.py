@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -28,7 +27,7 @@ from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
-from shared.periods import FIRST_YEAR, show, today
+from shared.periods import PeriodError, parse_day, show, today
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.returns import reported_places
 
@@ -177,15 +176,9 @@ class NotifyService(KeepsMetadataReplica):
         """``POST /api/deadlines/check?asOf=YYYY-MM-DD`` (admin, operator)."""
         principal.require("deadlines.check")
         try:
-            # YYYY-MM-DD only, as the message says (Python also reads 20261127)
-            day = dt.date.fromisoformat(as_of) if as_of else today()
-            if as_of and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", as_of):
-                raise ValueError(as_of)
-        except ValueError:
-            raise error(400, f"asOf: {as_of!r} is not a date (YYYY-MM-DD)") from None
-        if not FIRST_YEAR < day.year < 9999:  # periods a year either side must have codes and dates
-            raise error(400, f"asOf: {as_of!r} is outside the years periods are kept for "
-                             f"({FIRST_YEAR + 1}-9998)")
+            day = parse_day("asOf", as_of) if as_of else today()
+        except PeriodError as exc:
+            raise error(400, str(exc)) from None
         return reply(self._check_deadlines(day))
 
     def _check_deadlines(self, day: dt.date) -> dict:

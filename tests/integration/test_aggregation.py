@@ -397,6 +397,38 @@ def test_csv_and_sdmx_exports_carry_the_same_numbers(system, world):
     assert any("ຕົວຊີ້ວັດ" in str(v) for v in both.to_dict("list")[both.columns[0]]) or "ຕົວຊີ້ວັດ" in r.text
 
 
+def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, world):
+    """DHIS2's pe keywords (QUARTERS_THIS_YEAR, LAST_4_QUARTERS, anchored by
+    relativePeriodDate) and ou keywords (USER_ORGUNIT_CHILDREN, LEVEL-n) answer exactly
+    as the fixed periods and units they stand for."""
+    t, *_ = world
+    dx = f"{code('S')};{code('L')}.F;{code('O')}"
+    fixed = system.get(f"/api/analytics?dx={dx}&ou={';'.join(t.districts)}&pe={';'.join(QUARTERS)}").json()
+    assert fixed["rows"]
+    province = system.as_user(system.create_user(f"rel{UID}", "supervisor", t.province))
+    for ou, pe, anchor in ((f"{t.province};LEVEL-3", "QUARTERS_THIS_YEAR", f"{YEAR}-08-15"),
+                           ("USER_ORGUNIT_CHILDREN", "LAST_4_QUARTERS", f"{YEAR + 1}-01-10"),
+                           ("LEVEL-3", f"QUARTERS_LAST_YEAR;{YEAR}Q2", f"{YEAR + 1}-12-31")):
+        r = province.get(f"/api/analytics?dx={dx}&ou={ou}&pe={pe}&relativePeriodDate={anchor}")
+        assert r.status_code == 200, (ou, pe, r.text)
+        assert r.json()["rows"] == fixed["rows"], (ou, pe)
+        assert r.json()["metaData"]["dimensions"]["ou"] == t.districts
+        assert r.json()["metaData"]["dimensions"]["pe"] == QUARTERS
+        csv_rows = list(csv.DictReader(io.StringIO(
+            province.get(f"/api/analytics.csv?dx={dx}&ou={ou}&pe={pe}&relativePeriodDate={anchor}").text)))
+        assert [(x["dx"], x["ou"], x["pe"]) for x in csv_rows] == [(x["dx"], x["ou"], x["pe"]) for x in fixed["rows"]]
+    # a district's supervisor: its own villages as they sit today; not another's as a boundary
+    d1, d2 = t.districts
+    district = system.as_user(system.create_user(f"reld{UID}", "supervisor", d1))
+    r = district.get(f"/api/analytics?dx={dx}&ou=USER_ORGUNIT_CHILDREN&pe={YEAR}")
+    today_children = sorted(system.get(f"/api/orgUnits/{d1}").json()["children"])
+    assert r.status_code == 200 and r.json()["metaData"]["dimensions"]["ou"] == today_children
+    r = district.get(f"/api/analytics?dx={dx}&ou={d2};LEVEL-4&pe={YEAR}")
+    assert r.status_code == 403 and d2 in r.json()["message"], r.text
+    r = system.get(f"/api/analytics?dx={dx}&ou={d1}&pe=LAST_13_MONTHS")
+    assert r.status_code == 400 and "LAST_13_MONTHS" in r.json()["message"]
+
+
 # ------------------------------------------------------------------ completeness
 
 def test_completeness_counts_expected_actual_and_on_time(system, world):
@@ -434,6 +466,13 @@ def test_completeness_counts_expected_actual_and_on_time(system, world):
     # a quarter counts unit-months: the closing village 3, the new one 0 in Q1
     q1 = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={QUARTERS[0]}").json()
     assert q1["expected"] == 6 * 3 + 3
+    # a relative period naming one period is that period (DHIS2's reporting rates take them)
+    last = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe=LAST_QUARTER"
+                      f"&relativePeriodDate={YEAR}-05-20").json()
+    assert (last["period"], last["expected"]) == (QUARTERS[0], q1["expected"])
+    now = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe=THIS_MONTH"
+                     f"&relativePeriodDate={current.start.isoformat()}").json()
+    assert (now["period"], now["actual"]) == (current.code, 2)
 
 
 def test_completeness_refuses_bad_parameters_by_name(system, world):
@@ -444,6 +483,8 @@ def test_completeness_refuses_bad_parameters_by_name(system, world):
     assert r.status_code == 400 and "finer" in r.json()["message"]
     r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}")
     assert r.status_code == 400 and "pe" in r.json()["message"]
+    r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}&pe=LAST_3_MONTHS")
+    assert r.status_code == 400 and "names 3 periods" in r.json()["message"]
 
 
 def test_months_of_one_village_aggregated_concurrently_add_up_in_the_year(system, world):

@@ -1,8 +1,13 @@
 """An analytics query names every problem at once, and asks each item once."""
+import datetime as dt
+
 import pytest
 
 from services.aggregation import analytics
 from shared.api import ApiError
+from shared.auth import Principal
+from shared.periods import today
+from shared.replica import DataElement, Metadata, OrgUnit, UnitPath
 from tests.unit.test_exports import _md
 
 
@@ -18,3 +23,81 @@ def test_an_item_asked_twice_is_asked_once():
     q = analytics.parse_query({"dx": "OPD;OPD;MAL_POS", "ou": "03;03", "pe": "2026;2026;2026Q1"}, _md())
     assert [i.code for i in q.dx] == ["OPD", "MAL_POS"] and q.ou == ["03"]
     assert [p.code for p in q.pe] == ["2026", "2026Q1"]
+
+
+# ------------------------------------------------------------ DHIS2's keywords
+
+def _tree() -> Metadata:
+    """LA > 03 > 0301 (V1, V2), 0302 (V3); V2 moved from 0301 to 0302 ten days ago, and
+    V9 will move under 0301 in a year: keywords read today's hierarchy."""
+    day, opened = today(), dt.date(1990, 1, 1)
+    moved, later = day - dt.timedelta(days=10), day + dt.timedelta(days=365)
+
+    def unit(code, *paths):
+        return code, OrgUnit(code, f"Unit {code}", None, opened, None, False, tuple(paths))
+
+    def at(path, start=opened, end=None):
+        return UnitPath(path, path.count("/") - 1, start, end)
+
+    units = dict([unit("LA", at("/LA/")), unit("03", at("/LA/03/")),
+                  unit("0301", at("/LA/03/0301/")), unit("0302", at("/LA/03/0302/")),
+                  unit("V1", at("/LA/03/0301/V1/")),
+                  unit("V2", at("/LA/03/0301/V2/", opened, moved), at("/LA/03/0302/V2/", moved)),
+                  unit("V3", at("/LA/03/0302/V3/")),
+                  unit("V9", at("/LA/03/0302/V9/", opened, later), at("/LA/03/0301/V9/", later))])
+    elements = {"OPD": DataElement("OPD", "Outpatients", None, "INTEGER", "SUM", ("default",))}
+    return Metadata(1, units, elements, {}, {}, {})
+
+
+def _ask(ou: str, pe: str = "2026", principal=None, **more):
+    return analytics.parse_query({"dx": "OPD", "ou": ou, "pe": pe, **more}, _tree(), principal)
+
+
+def test_relative_periods_name_the_periods_before_the_anchor_day():
+    q = _ask("03", "LAST_3_MONTHS;THIS_QUARTER;202609", relativePeriodDate="2026-11-27")
+    # oldest first, each once (202609 is both named and in the last three months)
+    assert [p.code for p in q.pe] == ["202608", "202609", "202610", "2026Q4"]
+    q = _ask("03", "LAST_4_QUARTERS;LAST_YEAR;MONTHS_THIS_YEAR", relativePeriodDate="2026-01-05")
+    assert [p.code for p in q.pe][:5] == ["2025Q1", "2025Q2", "2025Q3", "2025Q4", "2025"]
+    assert [p.code for p in q.pe][5:] == [f"2026{m:02d}" for m in range(1, 13)]
+    # without an anchor, today (in Asia/Vientiane)
+    assert [p.code for p in _ask("03", "THIS_YEAR").pe] == [str(today().year)]
+
+
+def test_a_bad_relative_period_or_anchor_is_named():
+    for pe, extra, words in (("LAST_13_MONTHS", {}, "'LAST_13_MONTHS'"),
+                             ("LAST_MONTH", {"relativePeriodDate": "27/11/2026"}, "relativePeriodDate"),
+                             ("LAST_MONTH", {"relativePeriodDate": "1900-02-01"}, "1901-9998"),
+                             ("LAST_10_YEARS", {"relativePeriodDate": "1905-06-01"}, "before 1900")):
+        with pytest.raises(ApiError) as refused:
+            _ask("03", pe, **extra)
+        assert refused.value.status == 400 and words in refused.value.body["message"], (pe, refused.value.body)
+
+
+def test_user_org_unit_keywords_follow_the_users_scope_in_todays_hierarchy():
+    district = Principal("sup", "supervisor", "0302")
+    assert _ask("USER_ORGUNIT", principal=district).ou == ["0302"]
+    assert _ask("USER_ORGUNIT_CHILDREN", principal=district).ou == ["V2", "V3", "V9"]
+    province = Principal("prov", "supervisor", "03")
+    assert _ask("USER_ORGUNIT_GRANDCHILDREN", principal=province).ou == ["V1", "V2", "V3", "V9"]
+    # the unscoped (an admin without an org unit) start at the roots
+    assert _ask("USER_ORGUNIT;USER_ORGUNIT_CHILDREN", principal=Principal("root", "admin", None)).ou == ["LA", "03"]
+
+
+def test_a_level_is_answered_inside_the_units_named_beside_it_or_the_users_root():
+    q = _ask("0301;LEVEL-4")
+    assert (q.ou, q.boundaries) == (["V1"], ["0301"])   # V2 left ten days ago; V9 not yet come
+    q = _ask("LEVEL-3", principal=Principal("prov", "supervisor", "03"))
+    assert (q.ou, q.boundaries) == (["0301", "0302"], ["03"])
+    assert _ask("LEVEL-3;LEVEL-2").ou == ["0301", "0302", "03"]
+    for bad in ("LEVEL-0", "LEVEL-x", "LEVEL-"):
+        with pytest.raises(ApiError) as refused:
+            _ask(bad)
+        assert repr(bad) in refused.value.body["message"]
+
+
+def test_an_expansion_past_the_limits_is_refused_with_its_size(monkeypatch):
+    monkeypatch.setattr(analytics, "MAX_PAIRS", 10)
+    with pytest.raises(ApiError) as refused:
+        _ask("LEVEL-4", "MONTHS_THIS_YEAR")
+    assert "4 org units by 12 periods" in refused.value.body["message"]
