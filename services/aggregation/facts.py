@@ -40,13 +40,14 @@ _APPLY = sa.text("""
 -- what a hundred values share is sent and parsed once (a third of the document's bytes)
 WITH incoming AS (
     SELECT v.de, v.combo, p.ou, p.period, p.ptype, p.start_date, p.end_date, p.path, v.num, v.txt, v.del,
-           r.seq, r.return_id
+           v.cm, r.seq, r.return_id, r.sender
     FROM json_to_recordset(CAST(:rows AS json))
-           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean)
+           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean, cm text)
     JOIN json_to_recordset(CAST(:places AS json))
            AS p(place int, ou text, period text, ptype text, start_date date, end_date date, path text)
       USING (place)
-    JOIN json_to_recordset(CAST(:returns AS json)) AS r(ret int, seq bigint, return_id text) USING (ret)
+    JOIN json_to_recordset(CAST(:returns AS json)) AS r(ret int, seq bigint, return_id text, sender text)
+      USING (ret)
     -- one key order for every transaction: concurrent batches touching the same values
     -- lock their rows in the same order and cannot deadlock
     ORDER BY v.de, v.combo, p.ou, p.period
@@ -62,15 +63,15 @@ old AS MATERIALIZED (
 up AS (
     INSERT INTO aggregation.data_value AS f
         (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
-         value, text_value, deleted, seq, return_id, updated_at)
+         value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
     SELECT de, combo, ou, period, ptype, start_date, end_date, path,
            CASE WHEN del THEN NULL ELSE num END, CASE WHEN del THEN NULL ELSE txt END, del,
-           seq, return_id, now()
+           seq, return_id, now(), cm, sender
     FROM incoming
     ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
        SET value = excluded.value, text_value = excluded.text_value, deleted = excluded.deleted,
            seq = excluded.seq, return_id = excluded.return_id, path = excluded.path,
-           updated_at = excluded.updated_at
+           updated_at = excluded.updated_at, comment = excluded.comment, stored_by = excluded.stored_by
        WHERE f.seq < excluded.seq
     RETURNING f.data_element, f.combo, f.org_unit, f.period
 )
@@ -115,13 +116,17 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
                     "path": md.period_path(v["org_unit"], period.start, period.end)}
             de = md.data_elements[v["data_element"]]
             num = numeric(de.value_type, v["value"])
-            rows.append({"de": de.code, "combo": v["category_option_combo"], "place": place["place"], "ret": ret,
-                         "num": None if num is None else str(num), "txt": v["value"], "del": v["value"] == ""})
+            row = {"de": de.code, "combo": v["category_option_combo"], "place": place["place"], "ret": ret,
+                   "num": None if num is None else str(num), "txt": v["value"], "del": v["value"] == ""}
+            if v.get("comment"):  # most values have none: a missing key is a null, and no bytes
+                row["cm"] = v["comment"]
+            rows.append(row)
     counts = {data["return_id"]: dict(NOTHING) for data in returns}
     if not rows:
         return counts
     params = {"rows": serialization.dumps(rows), "places": serialization.dumps(list(places.values())),
-              "returns": serialization.dumps([{"ret": ret, "seq": data["seq"], "return_id": data["return_id"]}
+              "returns": serialization.dumps([{"ret": ret, "seq": data["seq"], "return_id": data["return_id"],
+                                               "sender": data.get("submitted_by")}
                                               for ret, data in enumerate(returns)])}
     for return_id, imported, updated, deleted, total in conn.execute(_APPLY, params):
         counts[return_id] = {"imported": imported, "updated": updated, "deleted": deleted,

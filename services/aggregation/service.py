@@ -17,7 +17,7 @@ import logging
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
-from services.aggregation import analytics, completeness, exports, facts, history
+from services.aggregation import analytics, completeness, data_values, exports, facts, history
 from services.aggregation import tables as t
 from shared import collectors, metrics
 from shared.api import api_rpc, reply
@@ -172,6 +172,19 @@ class AggregationService(KeepsMetadataReplica):
             body = exports.sdmx_csv(rows, md, flows, params.get("labels", "id"), params.get("locale", "en"))
             return reply(body, content_type=exports.SDMX_CSV)
         return reply({"rows": analytics.as_json(rows), "metaData": analytics.names(query, md)})
+
+    @api_rpc
+    def data_values(self, principal, params: dict, fmt: str = "json"):
+        """``GET /api/dataValueSets`` (JSON) and ``.csv``: the stored values, as DHIS2 exports them."""
+        principal.require("read")
+        md = self.replica.current()
+        asked = data_values.parse(params, md)
+        self._in_scope(principal, md, asked["org_units"])
+        with self.db.connect() as conn:
+            found = data_values.values(conn, md, asked)
+        if fmt == "csv":
+            return reply(data_values.as_csv(found), content_type=exports.CSV)
+        return reply(data_values.as_json(asked, found))
 
     @api_rpc
     def completeness(self, principal, params: dict):

@@ -29,6 +29,8 @@ data_value = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("return_id", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("comment", sa.Text),           # the value's comment, as sent
+    sa.Column("stored_by", sa.Text),         # the user whose return it came from (null: history)
 )
 
 # Per unit and year, the statistics every aggregation type needs over the

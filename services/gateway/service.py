@@ -224,6 +224,19 @@ class GatewayService:
                                     request.headers.get("Idempotency-Key") or None,
                                     dict(request.args)))
 
+    @route("GET", "/api/dataValueSets")
+    def get_data_value_set(self, request):
+        # DHIS2 repeats a parameter for each item (dataSet=A&dataSet=B): every one is passed
+        return self.api(request, "aggregation", "data_values", request.args.to_dict(flat=False))
+
+    @route("GET", "/api/dataValueSets.json")
+    def get_data_value_set_json(self, request):
+        return self.api(request, "aggregation", "data_values", request.args.to_dict(flat=False))
+
+    @route("GET", "/api/dataValueSets.csv")
+    def get_data_value_set_csv(self, request):
+        return self.api(request, "aggregation", "data_values", request.args.to_dict(flat=False), "csv")
+
     @route("POST", "/api/history")
     def load_history(self, request):
         principal = self.principal(request)

@@ -46,6 +46,9 @@ def routes(t, codes, village, return_id):
         ("PUT", "/api/focalPoints/FPRT", {"name": "Supervisor", "orgUnit": t.province, "role": "supervisor",
                                           "email": "s@example.la"}, 200),
         ("POST", "/api/dataValueSets", village_return(codes, village, "2024", 10, 11), 202),
+        ("GET", f"/api/dataValueSets?dataSet={codes['ds']}&period=2024&orgUnit={village}", None, 200),
+        ("GET", f"/api/dataValueSets.json?dataSet={codes['ds']}&period=2024&orgUnit={village}", None, 200),
+        ("GET", f"/api/dataValueSets.csv?dataSet={codes['ds']}&period=2024&orgUnit={village}", None, 200),
         ("GET", f"/api/submissions/{return_id}", None, 200),
         ("GET", f"/api/validationResults?ou={t.province}&pe=2024", None, 200),
         ("POST", f"/api/history?dataSet={codes['ds']}", None, 400),  # an empty body is no CSV: answered, not 404

@@ -1,0 +1,158 @@
+"""``GET /api/dataValueSets``: the stored values themselves, as DHIS2 exports them.
+
+What a district system reads back to check what the province holds: each accepted
+value as it stands (the latest return's), with its comment, who sent it and when it
+last changed. Never a total: that is analytics. The parameters are DHIS2's:
+
+* ``dataSet`` (one or more): the values of its data elements;
+* ``period`` (one or more) or ``startDate`` and ``endDate``: periods inside those dates;
+* ``orgUnit`` (one or more), with ``children=true`` everything in its subtree as of
+  each value's period (as analytics counts it);
+* ``lastUpdated=YYYY-MM-DD``: only values changed since that day (Asia/Vientiane);
+* ``includeDeleted=true``: deleted values too, flagged ``deleted``.
+
+A parameter may be repeated (``dataSet=A&dataSet=B``) or list items split by ``,``
+or ``;``. JSON is DHIS2's ``dataValueSet``; CSV is DHIS2's import CSV, so what is
+exported can be sent back as a return.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+
+import sqlalchemy as sa
+
+from services.aggregation.analytics import _upper
+from shared.api import ApiError, error, flag
+from shared.dhis2_csv import COLUMNS
+from shared.periods import LOCAL_TZ, Period, PeriodError, parse_day, show
+from shared.replica import Metadata
+
+# an export is one RPC answer: past this it is refused with its size, to be asked in parts
+MAX_VALUES = 100_000
+
+_VALUES = sa.text("""
+SELECT f.data_element, f.period, f.org_unit, f.combo, f.text_value, f.stored_by, f.updated_at,
+       f.comment, f.deleted
+FROM aggregation.data_value f
+JOIN unnest(CAST(:lo AS text[]), CAST(:hi AS text[])) AS w(lo, hi) ON f.path >= w.lo AND f.path < w.hi
+WHERE f.data_element = ANY(CAST(:elements AS text[]))
+  AND (CAST(:periods AS text[]) IS NULL OR f.period = ANY(CAST(:periods AS text[])))
+  AND (CAST(:start AS date) IS NULL OR f.start_date >= CAST(:start AS date))
+  AND (CAST(:end AS date) IS NULL OR f.end_date <= CAST(:end AS date))
+  AND (CAST(:units AS text[]) IS NULL OR f.org_unit = ANY(CAST(:units AS text[])))
+  AND (CAST(:since AS timestamptz) IS NULL OR f.updated_at >= CAST(:since AS timestamptz))
+  AND (:deleted OR NOT f.deleted)
+ORDER BY f.org_unit COLLATE "C", f.start_date, f.period_type, f.data_element COLLATE "C", f.combo COLLATE "C"
+LIMIT :limit
+""")
+
+
+def _items(params: dict, name: str) -> list[str]:
+    """A parameter's items: repeated, or split by ',' or ';', each once, in order."""
+    raw = params.get(name) or []
+    raw = [raw] if isinstance(raw, str) else raw
+    return list(dict.fromkeys(p for r in raw for p in re.split(r"[,;]", r) if p))
+
+
+def _one(params: dict, name: str) -> str | None:
+    items = _items(params, name)
+    if len(items) > 1:
+        raise error(400, f"{name}: give one value, not {len(items)} ({', '.join(items)})")
+    return items[0] if items else None
+
+
+def parse(params: dict, md: Metadata) -> dict:
+    """The export asked, every problem named in one 400."""
+    problems = []
+    data_sets = _items(params, "dataSet")
+    if not data_sets:
+        problems.append("dataSet is required (e.g. dataSet=VILLAGE_Y&period=2026&orgUnit=03)")
+    problems += [f"dataSet: unknown data set {c!r}" for c in data_sets if c not in md.data_sets]
+    org_units = _items(params, "orgUnit")
+    if not org_units:
+        problems.append("orgUnit is required")
+    problems += [f"orgUnit: unknown org unit {c!r}" for c in org_units if c not in md.org_units]
+    periods, period_codes = [], _items(params, "period")
+    for code in period_codes:
+        try:
+            periods.append(Period.parse(code))
+        except PeriodError as exc:
+            problems.append(f"period: {exc}")
+    start, end, since = _one(params, "startDate"), _one(params, "endDate"), _one(params, "lastUpdated")
+    if period_codes and (start or end):
+        problems.append("give period or startDate and endDate, not both")
+    elif not period_codes and not (start and end):
+        problems.append("period, or startDate and endDate, is required")
+    dates = {}
+    for name, raw in (("startDate", start), ("endDate", end), ("lastUpdated", since)):
+        try:
+            dates[name] = parse_day(name, raw) if raw else None
+        except PeriodError as exc:
+            problems.append(str(exc))
+    if dates["startDate"] and dates["endDate"] and dates["startDate"] > dates["endDate"]:
+        problems.append(f"startDate {start} is after endDate {end}")
+    switches = {}
+    for name in ("children", "includeDeleted"):
+        try:
+            switches[name] = bool(flag({name: _one(params, name)}, name))
+        except ApiError as exc:  # flag's own 400, said with the others
+            problems.append(exc.body["message"])
+    if problems:
+        raise error(400, "; ".join(problems))
+    return {"data_sets": data_sets, "org_units": org_units, "periods": periods,
+            "children": switches["children"], "deleted": switches["includeDeleted"], **dates}
+
+
+def values(conn: sa.Connection, md: Metadata, asked: dict) -> list[dict]:
+    """The stored values asked, as DHIS2's ``dataValues``."""
+    elements = sorted({de for ds in asked["data_sets"] for de in md.data_sets[ds].data_elements})
+    # a unit's values are under one of the paths it has held; with children, so is its subtree's
+    paths = sorted({p.path for ou in asked["org_units"] for p in md.org_units[ou].paths})
+    since = asked["lastUpdated"]
+    rows = conn.execute(_VALUES, {
+        "lo": paths, "hi": [_upper(p) for p in paths], "elements": elements,
+        "periods": [p.code for p in asked["periods"]] or None,
+        "start": asked["startDate"], "end": asked["endDate"],
+        "units": None if asked["children"] else asked["org_units"],
+        "since": dt.datetime.combine(since, dt.time(), LOCAL_TZ) if since else None,
+        "deleted": asked["deleted"], "limit": MAX_VALUES + 1}).all()
+    if len(rows) > MAX_VALUES:
+        raise error(400, f"more than {MAX_VALUES:,} values asked: ask fewer periods, units or data sets")
+    out = []
+    for r in rows:
+        value = {"dataElement": r.data_element, "period": r.period, "orgUnit": r.org_unit,
+                 "categoryOptionCombo": r.combo, "value": r.text_value or "", "storedBy": r.stored_by,
+                 "lastUpdated": show(r.updated_at), "comment": r.comment, "followup": False}
+        if asked["deleted"]:
+            value["deleted"] = r.deleted
+        out.append(value)
+    return out
+
+
+def as_json(asked: dict, data_values: list[dict]) -> dict:
+    """DHIS2's ``dataValueSet``: the header names the data set, period and unit when one of
+    each was asked (and not a subtree), as DHIS2's export does."""
+    body = {}
+    if len(asked["data_sets"]) == 1:
+        body["dataSet"] = asked["data_sets"][0]
+    if len(asked["periods"]) == 1:
+        body["period"] = asked["periods"][0].code
+    if len(asked["org_units"]) == 1 and not asked["children"]:
+        body["orgUnit"] = asked["org_units"][0]
+    body["dataValues"] = data_values
+    return body
+
+
+def as_csv(data_values: list[dict]) -> str:
+    """DHIS2's data value CSV, header row first: importable as a return as it stands."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for v in data_values:
+        writer.writerow([v["dataElement"], v["period"], v["orgUnit"], v["categoryOptionCombo"], "",
+                         v["value"], v["storedBy"] or "", v["lastUpdated"] or "", v["comment"] or "",
+                         "false"])
+    return out.getvalue()
