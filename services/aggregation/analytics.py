@@ -32,7 +32,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from shared.api import ApiError
+from shared.api import error
 from shared.periods import Period, PeriodError, parse_day, periods_named, today
 from shared.replica import Metadata
 
@@ -140,17 +140,14 @@ MAX_UNITS, MAX_PAIRS = 10_000, 20_000
 _USER_UNITS = {"USER_ORGUNIT": 0, "USER_ORGUNIT_CHILDREN": 1, "USER_ORGUNIT_GRANDCHILDREN": 2}
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message})
-
 
 def _split(raw, name: str) -> list[str]:
     """The ';'-separated items of a dimension, each once (``pe=2026;2026`` is one period)."""
     if raw is None or str(raw).strip() == "":
-        raise _bad(f"{name} is required (e.g. dx=POP;POP.F&ou=03&pe=2026)")
+        raise error(400, f"{name} is required (e.g. dx=POP;POP.F&ou=03&pe=2026)")
     parts = list(dict.fromkeys(p for p in str(raw).split(";") if p != ""))
     if len(parts) > 200:
-        raise _bad(f"{name} lists {len(parts)} items; at most 200 per query")
+        raise error(400, f"{name} lists {len(parts)} items; at most 200 per query")
     return parts
 
 
@@ -162,7 +159,7 @@ def anchor_day(params: dict) -> dt.date:
     try:
         return parse_day("relativePeriodDate", raw)
     except PeriodError as exc:
-        raise _bad(str(exc)) from None
+        raise error(400, str(exc)) from None
 
 
 def _units(items: list[str], md: Metadata, principal, problems: list[str]) -> tuple[list[str], list[str]]:
@@ -221,10 +218,10 @@ def parse_query(params: dict, md: Metadata, principal=None) -> Query:
         except PeriodError as exc:
             problems.append(f"pe: {exc}")
     if problems:
-        raise _bad("; ".join(problems))
+        raise error(400, "; ".join(problems))
     periods = list(dict.fromkeys(periods))
     if len(units) > MAX_UNITS or len(units) * len(periods) > MAX_PAIRS:
-        raise _bad(f"the query asks {len(units)} org units by {len(periods)} periods; at most "
+        raise error(400, f"the query asks {len(units)} org units by {len(periods)} periods; at most "
                    f"{MAX_UNITS:,} units and {MAX_PAIRS:,} unit-periods per query: ask a higher "
                    "level, a smaller boundary or fewer periods")
     return Query(items, units, periods, boundaries)

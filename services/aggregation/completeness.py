@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from services.aggregation.analytics import anchor_day
-from shared.api import ApiError
+from shared.api import error
 from shared.periods import ORDER, Period, PeriodError, periods_named
 from shared.replica import Metadata
 
@@ -51,9 +51,6 @@ GROUP BY ROLLUP (e.child)
 """)
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message})
-
 
 def native_periods(ptype: str, within: Period) -> list[Period]:
     """The data set's own periods inside the asked one."""
@@ -78,22 +75,22 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, 
     ds_code, ou, pe_code = params.get("ds"), params.get("ou"), params.get("pe")
     for name, value in (("ds", ds_code), ("ou", ou), ("pe", pe_code)):
         if not value:
-            raise _bad(f"{name} is required (e.g. ds=VILLAGE_Y&ou=03&pe=2026)")
+            raise error(400, f"{name} is required (e.g. ds=VILLAGE_Y&ou=03&pe=2026)")
     ds = md.data_sets.get(ds_code)
     if ds is None:
-        raise _bad(f"ds: unknown data set {ds_code!r}")
+        raise error(400, f"ds: unknown data set {ds_code!r}")
     if ou not in md.org_units:
-        raise _bad(f"ou: unknown org unit {ou!r}")
+        raise error(400, f"ou: unknown org unit {ou!r}")
     try:
         named = periods_named(pe_code, anchor_day(params))
     except PeriodError as exc:
-        raise _bad(f"pe: {exc}") from None
+        raise error(400, f"pe: {exc}") from None
     if len(named) != 1:
-        raise _bad(f"pe: {pe_code} names {len(named)} periods; completeness is of one "
+        raise error(400, f"pe: {pe_code} names {len(named)} periods; completeness is of one "
                    "(e.g. LAST_MONTH, LAST_QUARTER, THIS_YEAR)")
     pe = named[0]
     if ORDER[pe.type] < ORDER[ds.period_type]:
-        raise _bad(f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})")
+        raise error(400, f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})")
     periods = native_periods(ds.period_type, pe)
     rows = conn.execute(_COUNTS, {
         "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],

@@ -13,7 +13,7 @@ import csv
 import io
 
 from services.aggregation.analytics import plain
-from shared.api import ApiError
+from shared.api import error
 from shared.periods import Period
 from shared.replica import Metadata
 
@@ -21,9 +21,6 @@ TOTAL = "_T"
 SDMX_CSV = "application/vnd.sdmx.data+csv; version=1.0.0; charset=utf-8"
 CSV = "text/csv; charset=utf-8"
 
-
-def _bad(message: str) -> ApiError:
-    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message})
 
 
 def _name(obj, lang: str) -> str:
@@ -54,15 +51,15 @@ def dataflows_for(params: dict, elements: list[str], md: Metadata) -> dict[tuple
     if asked:
         ds = md.data_sets.get(asked)
         if ds is None:
-            raise _bad(f"ds: unknown data set {asked!r}")
+            raise error(400, f"ds: unknown data set {asked!r}")
         missing = [e for e in elements if e not in ds.data_elements]
         if missing:
-            raise _bad(f"ds: data set {asked!r} does not contain {', '.join(missing)}")
+            raise error(400, f"ds: data set {asked!r} does not contain {', '.join(missing)}")
         return {(e, None): ds.code for e in elements}  # named: every observation is that one's
     ranked = sorted(md.data_sets.values(),
                     key=lambda d: (-sum(e in d.data_elements for e in elements), d.code))
     if not ranked or not any(e in ranked[0].data_elements for e in elements):
-        raise _bad("no data set contains the asked data elements; name one with ds=")
+        raise error(400, "no data set contains the asked data elements; name one with ds=")
     # (an element no data set holds any more keeps the values it had: they go with the
     # data set holding most of the others)
     flows = {(e, None): next((d for d in ranked if e in d.data_elements), ranked[0]).code for e in elements}
@@ -78,7 +75,7 @@ def dataflows_for(params: dict, elements: list[str], md: Metadata) -> dict[tuple
 def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict, labels: str = "id", lang: str = "en") -> str:
     """``dataflows``: as ``dataflows_for`` gives them."""
     if labels not in ("id", "both"):
-        raise _bad(f"labels: {labels!r} must be id or both")
+        raise error(400, f"labels: {labels!r} must be id or both")
     both = labels == "both"
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from eventlet import tpool
 
 from shared import dhis2_csv, serialization
-from shared.api import ApiError
+from shared.api import error
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
 from shared.replica import Metadata
 from shared.values import MAX_DIGITS, MAX_TEXT
@@ -254,9 +254,6 @@ class Reported:
                         if periods[period].type != YEARLY})]
 
 
-def _bad(message: str, **extra) -> ApiError:
-    return ApiError(400, {"status": "ERROR", "httpStatusCode": 400, "message": message, **extra})
-
 
 def _rows(body: str) -> tuple[str, Reported]:
     """The chunk's data lines as clean CSV for COPY, each led by its line number in the
@@ -269,10 +266,10 @@ def _rows(body: str) -> tuple[str, Reported]:
         rows = dhis2_csv.read(body)
     except dhis2_csv.CsvError as exc:
         first = exc.problems[0][1]
-        raise _bad(first if len(exc.problems) == 1 else f"{len(exc.problems)} problems reading the CSV, "
-                                                           f"the first: {first}",
-                   conflicts=[{"object": f"line {line}", "value": None, "message": message}
-                              for line, message in exc.problems[:MAX_PROBLEMS]]) from None
+        raise error(400, first if len(exc.problems) == 1 else f"{len(exc.problems)} problems reading the CSV, "
+                                                              f"the first: {first}",
+                    conflicts=[{"object": f"line {line}", "value": None, "message": message}
+                               for line, message in exc.problems[:MAX_PROBLEMS]]) from None
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([line, *fields] for line, fields in rows)
     return out.getvalue(), Reported.of(rows)
@@ -314,10 +311,10 @@ def _store(conn: sa.Connection, batch: str) -> tuple[int, int]:
 def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> dict:
     """Load one chunk of DHIS2 CSV into the aggregates (in the caller's transaction)."""
     if not data_set:
-        raise _bad("dataSet is required (?dataSet=CODE): history is loaded one data set at a time")
+        raise error(400, "dataSet is required (?dataSet=CODE): history is loaded one data set at a time")
     ds = md.data_sets.get(data_set)
     if ds is None:
-        raise _bad(f"dataSet: unknown data set {data_set!r}")
+        raise error(400, f"dataSet: unknown data set {data_set!r}")
     # read off the hub, in a native thread: ~75 ms of Python for a 40,000-line chunk, during
     # which the chunk loading beside it could not send its next statement (its transaction
     # sat waiting for this process: 0.12 of a backend over a national load, sampled)
@@ -333,9 +330,10 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level}).all()
     if problems:
-        raise _bad(f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): nothing of this chunk was loaded",
-                   conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
-                              for p in problems])
+        raise error(400, f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): "
+                         "nothing of this chunk was loaded",
+                     conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
+                               for p in problems])
     rows = reported.lines
     imported, updated = _store(conn, batch)
     years = reported.years()
