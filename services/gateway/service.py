@@ -194,6 +194,10 @@ class GatewayService:
         self.await_replicas(reply.get("metadata_version"))
         return self.relay(reply)
 
+    @route("GET", "/api/metadata")
+    def export_metadata(self, request):
+        return self.api(request, "registry", "export_metadata", dict(request.args))
+
     @route("GET", "/api/orgUnits/<code>")
     def get_org_unit(self, request, code):
         return self.api(request, "registry", "get_org_unit", code)

@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from nameko.rpc import rpc
 from sqlalchemy.dialects.postgresql import insert
 
-from services.registry import importer
+from services.registry import exporter, importer
 from services.registry import tables as t
 from shared import auth, local, serialization
 from shared.api import api_rpc, error, not_found, reply
@@ -131,6 +131,13 @@ class RegistryService:
 
     def _data_sets_with_returns(self, asked: list[str]) -> list[str]:
         return local.ask(self.aggregation, "aggregation", "data_sets_with_returns", asked)
+
+    @api_rpc
+    def export_metadata(self, principal, params: dict):
+        """``GET /api/metadata``: the metadata as the import document (``exporter``)."""
+        principal.require("read")
+        with self.db.connect() as conn:
+            return reply(exporter.document(conn, principal, params))
 
     @rpc
     def metadata_since(self, since: int) -> dict:

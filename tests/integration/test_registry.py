@@ -433,3 +433,52 @@ def test_the_luang_namtha_reference_metadata_loads(system):
     # every village has a supervisor (its district's); about a fifth have no collector yet
     assert not [u for u in villages if "supervisor" in u["missing"]]
     assert 40 < len([u for u in villages if "reporter" in u["missing"]]) < 130
+
+
+def test_the_metadata_export_posts_back_as_it_stands(system, world):
+    """GET /api/metadata is the import document: everything the registry holds (Lao names,
+    disaggregations, outliers, moved units with parentFrom, other modules' metadata too)
+    posted back unchanged is all `ignored`, and exported again is the same document."""
+    t, codes, doc, _ = world
+    system.import_metadata({"dataElements": [{"code": codes["hh"], "outliers": {"min": "0", "max": "900"}}]})
+    exported = system.get("/api/metadata")
+    assert exported.status_code == 200, exported.text
+    body = exported.json()
+    assert set(body) == {"orgUnits", "dataElements", "dataSets", "validationRules", "focalPoints"}
+    units = {u["code"]: u for u in body["orgUnits"]}
+    assert units[t.province]["nameLo"] == "ແຂວງ" and units[t.province]["parent"] == t.country
+    # parents come before their children, so a new server can take the document in one go
+    order = [u["code"] for u in body["orgUnits"]]
+    assert order.index(t.country) < order.index(t.province) < order.index(t.districts[0])
+    element = next(e for e in body["dataElements"] if e["code"] == codes["pop"])
+    assert element["disaggregation"] == ["M", "F"] and element["nameLo"] == "ປະຊາກອນ"
+    assert next(e for e in body["dataElements"] if e["code"] == codes["hh"])["outliers"] == {
+        "enabled": True, "min": "0", "max": "900"}
+    assert next(f for f in body["focalPoints"] if f["code"] == "FPREGSUP")["name"] == "ຜູ້ກວດກາ"
+    moved = [u for u in body["orgUnits"] if "parentFrom" in u]
+    assert moved, "the moves of the tests above show as parentFrom"
+    again = system.import_metadata(body)
+    assert again["stats"]["created"] == again["stats"]["updated"] == 0, again
+    assert again["stats"]["ignored"] == sum(len(v) for v in body.values())
+    assert system.get("/api/metadata").json() == body
+
+
+def test_the_metadata_export_asked_in_parts_and_in_scope(system, world):
+    t, codes, _, _ = world
+    only = system.get("/api/metadata?dataSets=true&dataElements=1").json()
+    assert set(only) == {"dataSets", "dataElements"}
+    assert next(d for d in only["dataSets"] if d["code"] == codes["ds"])["orgUnitLevel"] == 4
+    d1 = t.districts[0]
+    supervisor = system.create_user(f"meta-{d1}", "supervisor", d1)
+    scoped = system.get("/api/metadata", token=supervisor).json()
+    subtree, todo = set(), [d1]
+    while todo:
+        subtree.add(code := todo.pop())
+        todo += unit(system, code)["children"]
+    assert {u["code"] for u in scoped["orgUnits"]} == subtree and len(subtree) > 2
+    assert all(f["orgUnit"] in {u["code"] for u in scoped["orgUnits"]} for f in scoped["focalPoints"])
+    assert any(d["code"] == codes["ds"] for d in scoped["dataSets"])  # what its units report against
+    for bad, words in (("dataSets=maybe", "dataSets: 'maybe'"), ("orgunits=true", "unknown parameter(s) orgunits")):
+        r = system.get(f"/api/metadata?{bad}")
+        assert r.status_code == 400 and words in r.json()["message"], r.text
+    assert system.get("/api/metadata", token="nobody").status_code == 401

@@ -40,6 +40,7 @@ def routes(t, codes, village, return_id):
         ("POST", "/api/users", {"username": "rt-user", "role": "operator", "orgUnit": None}, 201),
         ("POST", "/api/metadata", {"orgUnits": [{"code": t.province, "name": "Province RT",
                                                  "parent": t.country, "openingDate": "2000-01-01"}]}, 200),
+        ("GET", "/api/metadata?dataSets=true", None, 200),
         ("GET", f"/api/orgUnits/{village}", None, 200),
         ("GET", f"/api/orgUnits/{t.province}/coverage", None, 200),
         ("GET", f"/api/focalPoints?orgUnit={t.province}", None, 200),
