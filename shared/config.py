@@ -43,7 +43,7 @@ def _float(name: str, raw: str) -> float:
     return value
 
 
-_ADDRESS = re.compile(r"^(?P<host>[^:]+):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(r"^(?P<host>[^:]+):(?P<port>\d{1,5})$", re.ASCII)
 
 
 @dataclass(frozen=True)

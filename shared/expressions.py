@@ -30,10 +30,10 @@ from typing import Mapping, Union
 
 from shared.schemas.common import CODE_PATTERN
 
-_CODE = CODE_PATTERN.strip("^$")
+_CODE = CODE_PATTERN.removeprefix("^").removesuffix(r"\Z")
 _TOKEN = re.compile(
     rf"\s*(?:(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<ref>#\{{(?P<de>{_CODE})(?:\.(?P<coc>{_CODE}))?\}})"
-    r"|(?P<op>[-+*/()]))")
+    r"|(?P<op>[-+*/()]))", re.ASCII)  # numbers in ASCII digits, as DHIS2 writes them
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 50

@@ -19,10 +19,13 @@ ORDER = {MONTHLY: 0, QUARTERLY: 1, YEARLY: 2}
 _MONTHS = {MONTHLY: 1, QUARTERLY: 3, YEARLY: 12}
 _ISO_DURATION = {"P1M": MONTHLY, "P3M": QUARTERLY, "P1Y": YEARLY, "P12M": YEARLY}
 
+# ASCII digits only, and the whole text (``$`` alone lets a trailing newline through): Python's
+# \d is any script's digit, and "໒໐໒໖06" (Lao digits) was taken as June 2026 under a code
+# of its own, a second period beside "202606" that counted the month twice
 _PATTERNS = (
-    (re.compile(r"^(?P<y>\d{4})(?P<m>0[1-9]|1[0-2])$"), MONTHLY),
-    (re.compile(r"^(?P<y>\d{4})Q(?P<q>[1-4])$"), QUARTERLY),
-    (re.compile(r"^(?P<y>\d{4})$"), YEARLY),
+    (re.compile(r"(?P<y>\d{4})(?P<m>0[1-9]|1[0-2])", re.ASCII), MONTHLY),
+    (re.compile(r"(?P<y>\d{4})Q(?P<q>[1-4])", re.ASCII), QUARTERLY),
+    (re.compile(r"(?P<y>\d{4})", re.ASCII), YEARLY),
 )
 
 LOCAL_TZ = ZoneInfo("Asia/Vientiane")
@@ -56,7 +59,7 @@ class Period:
         if not isinstance(code, str):
             raise PeriodError(f"period {code!r} is not a string")
         for pattern, ptype in _PATTERNS:
-            m = pattern.match(code)
+            m = pattern.fullmatch(code)
             if not m:
                 continue
             year = int(m["y"])
@@ -88,7 +91,7 @@ class Period:
     @classmethod
     def from_iso(cls, value: str) -> "Period":
         """ADX's ISO 8601 form: ``<start date>/<duration>``."""
-        m = re.match(r"^(\d{4}-\d{2}-\d{2})/(P\w+)$", value or "")
+        m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})/(P\w+)", value or "", re.ASCII)
         if not m:
             raise PeriodError(f"period {value!r} is not an ADX period like 2026-09-01/P1M")
         try:
@@ -190,7 +193,7 @@ def parse_day(name: str, raw: str) -> dt.date:
     """A query's date parameter: YYYY-MM-DD only (Python alone also reads 20261127), in
     the years periods are kept for, so a year either side still has codes and dates."""
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw, re.ASCII):
             raise ValueError(raw)
         day = dt.date.fromisoformat(raw)
     except (TypeError, ValueError):

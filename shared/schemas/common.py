@@ -4,8 +4,9 @@ from marshmallow import EXCLUDE, RAISE, Schema, validate
 # Identifiers by code. Codes travel inside paths ("/LA/03/"), rule expressions
 # ("#{POP.M}") and analytics queries ("dx=POP.M;HH&ou=03;0301"), so the
 # separators those use ('/', '.', ';', '{', '}') and whitespace are refused.
-CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,49}$"
-CODE = validate.Regexp(CODE_PATTERN, error="must be 1-50 letters, digits, '_' or '-' "
+# \Z, not $: "$" lets a trailing newline through ("ABC\n" was a code)
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,49}\Z"
+CODE = validate.Regexp(CODE_PATTERN, error="must be 1-50 Latin letters (A-Z, a-z), digits 0-9, '_' or '-' "
                                            "(starting with a letter or digit)")
 
 

@@ -213,3 +213,13 @@ def test_focal_point_addresses_may_be_lao(address, ok):
         assert plan(doc, empty(), {}, TODAY).focal_points["FP"]["email"] == address
     else:
         assert any("not an e-mail address" in e["message"] for e in errors_of(doc))
+
+
+@pytest.mark.parametrize("code", ["ABC\n", "ພົນ", "A B", "-A", "A" * 51, "ＡＢＣ"])
+def test_a_code_is_ascii_letters_digits_and_nothing_after(code):
+    """'$' let a trailing newline through: "ABC\\n" was a code of its own."""
+    from marshmallow import ValidationError
+
+    from shared.schemas.common import CODE
+    with pytest.raises(ValidationError, match="Latin letters"):
+        CODE(code)

@@ -17,7 +17,10 @@ def test_parse(code, ptype, start, end):
     assert (p.type, p.start, p.end, p.code) == (ptype, start, end, code)
 
 
-@pytest.mark.parametrize("code", ["2026-09", "202613", "2026Q5", "26", "", "2026W1", "20260", "abc"])
+# other scripts' digits (Lao, fullwidth, Arabic-Indic) and a trailing newline: each was taken as
+# a period under a code of its own, so one month was counted twice
+@pytest.mark.parametrize("code", ["2026-09", "202613", "2026Q5", "26", "", "2026W1", "20260", "abc",
+                                  "໒໐໒໖06", "２０２６06", "٢٠٢٦06", "202606\n", "2026Q\u0661", "໒໐໒໖"])
 def test_malformed_periods_are_refused_with_the_value(code):
     with pytest.raises(PeriodError) as err:
         Period.parse(code)
@@ -31,7 +34,8 @@ def test_adx_periods_round_trip(iso, code):
     assert Period.parse(code).to_iso() == iso
 
 
-@pytest.mark.parametrize("iso", ["2026-09-15/P1M", "2026-08-01/P3M", "2026-09-01/P2W", "2026-09-01"])
+@pytest.mark.parametrize("iso", ["2026-09-15/P1M", "2026-08-01/P3M", "2026-09-01/P2W", "2026-09-01",
+                                 "2026-09-01/P1M\n", "2026-09-01/P\u0661M"])
 def test_bad_adx_periods(iso):
     with pytest.raises(PeriodError):
         Period.from_iso(iso)
