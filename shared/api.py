@@ -37,17 +37,36 @@ def error(status: int, message: str, **extra) -> ApiError:
     return ApiError(status, {"status": "ERROR", "httpStatusCode": status, "message": message, **extra})
 
 
-def nul_fields(obj, where: str = "body") -> list[str]:
-    """Where a decoded JSON document holds a NUL character (``\\u0000``), which no text
-    column of PostgreSQL can store: said up front as a 400, not found by the database as
-    a 500 (or, in a return, by a consumer after the 202)."""
+def _unstorable(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone UTF-16 surrogate (a \\ud800-\\udfff escape), which is no character"
+    return None
+
+
+def unstorable_fields(obj, where: str = "body") -> list[tuple[str, str]]:
+    """(where, what) for each text of a decoded JSON document that no text column of
+    PostgreSQL, nor any UTF-8 answer, can hold: a NUL character (``\\u0000``), or half of a
+    surrogate pair (``\\ud800``, JSON lets one be escaped). Said up front as a 400 naming
+    where, not found by the database (or, in a return, by a consumer after the 202) as a 500;
+    the answer never echoes the text itself, which could not be encoded."""
     if isinstance(obj, str):
-        return [where] if "\x00" in obj else []
+        what = _unstorable(obj)
+        return [(where, what)] if what else []
     if isinstance(obj, dict):
-        return [p for k, v in obj.items() for p in ([f"{where}.{k!r}"] if "\x00" in str(k) else [])
-                + nul_fields(v, f"{where}.{k}")]
+        out = []
+        for k, v in obj.items():
+            what = _unstorable(str(k))
+            if what:
+                out.append((f"{where}.{k!a}", what))  # the key in escapes: it can't be sent as it is
+            else:
+                out += unstorable_fields(v, f"{where}.{k}")
+        return out
     if isinstance(obj, list):
-        return [p for i, v in enumerate(obj) for p in nul_fields(v, f"{where}[{i}]")]
+        return [p for i, v in enumerate(obj) for p in unstorable_fields(v, f"{where}[{i}]")]
     return []
 
 

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
 from shared import collectors, local, topology
-from shared.api import nul_fields
+from shared.api import unstorable_fields
 from shared.local import RpcProxy
 from shared.config import Settings
 from shared.db import engine_for
@@ -123,11 +123,12 @@ class GatewayService:
             kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
                 type(body), "a number")
             raise _bad_body(f"body must be a JSON object ({{...}}), not {kind}")
-        nul = nul_fields(body)
-        if nul:
-            raise HttpError(400, f"{len(nul)} field(s) hold a NUL character (\\u0000), which no text can be "
-                                 "stored with", conflicts=[{"object": where, "value": None, "message":
-                                                           "holds a NUL character"} for where in nul])
+        bad = unstorable_fields(body)
+        if bad:
+            raise HttpError(400, f"{len(bad)} field(s) hold text that cannot be stored: "
+                                 + "; ".join(f"{where} holds {what}" for where, what in bad[:5]),
+                            conflicts=[{"object": where, "value": None, "message": f"holds {what}"}
+                                       for where, what in bad])
         return body
 
     def await_replicas(self, version: int | None) -> None:

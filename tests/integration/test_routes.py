@@ -122,3 +122,27 @@ def test_doubled_slashes_name_no_route(system, world):
     for path in ("/api/orgUnits//coverage", "/api//history", f"/api/orgUnits/{t.province}//coverage"):
         r = system.get(path)
         assert r.status_code == 404, (path, r.status_code, r.text)
+
+
+def test_a_lone_surrogate_escape_is_a_400_naming_the_field_never_a_500(system, world):
+    """JSON may escape half of a UTF-16 pair ("\\ud800"), which is no character: no database
+    text and no UTF-8 answer can hold it. Every JSON route names the field; none echoes it."""
+    t, codes, village, _ = world
+    base = json.dumps(village_return(codes, village, "2024", 1, 2))
+    for method, path, body, where in [
+            ("POST", "/api/dataValueSets", base.replace('"value": "1"', '"value": "1\\udfff"', 1),
+             "dataValues[0].value"),
+            ("POST", "/api/dataValueSets?dryRun=true",
+             base.replace('"value": "1"', '"value": "1", "comment": "ok \\ud800 bad"', 1), "dataValues[0].comment"),
+            ("POST", "/api/dataValueSets", base.replace(f'"{codes["ds"]}"', f'"{codes["ds"]}\\ud800"', 1),
+             "dataSet"),
+            ("POST", "/api/metadata", '{"orgUnits": [{"code": "RTSUR", "name": "x", "nameLo": "\\udc80",'
+                                      f' "parent": "{t.country}", "openingDate": "2000-01-01"}}]}}',
+             "body.orgUnits[0].nameLo"),
+            ("PUT", "/api/focalPoints/FPRT", '{"name": "\\ud800"}', "body.name"),
+            ("POST", "/api/users", '{"username": "a\\ud800", "role": "operator", "orgUnit": null}', "body.username")]:
+        r = system.request(method, path, data=body.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert [c["object"] for c in r.json()["conflicts"]] == [where], r.text
+        assert "surrogate" in r.json()["conflicts"][0]["message"]
+    assert system.get("/api/orgUnits/RTSUR").status_code == 404  # nothing stored

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from services.submission.formats import ParseError, RawReturn, RawValue, conflict
-from shared.api import nul_fields
+from shared.api import unstorable_fields
 
 HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
                  # DHIS2 exports carry these; accepted so a DHIS2 payload imports unchanged
@@ -27,11 +27,13 @@ def parse(body: str) -> RawReturn:
         raise ParseError([conflict("body", None, f"body is not valid JSON: {exc}")]) from None
     if not isinstance(doc, dict):
         raise ParseError([conflict("body", None, "body must be a JSON object (a data value set)")])
+    # text PostgreSQL can't store (NUL, a lone surrogate): refused here, not by a consumer after
+    # the 202; and alone, as no other conflict may echo that text (no answer could encode it)
+    bad = unstorable_fields(doc)
+    if bad:
+        raise ParseError([conflict(where.removeprefix("body."), None, f"holds {what}") for where, what in bad])
     problems = [conflict(key, doc[key], f"unknown field {key!r} in the data value set")
                 for key in doc if key not in HEADER_FIELDS]
-    # PostgreSQL stores no NUL in text: refused here, not by a consumer after the 202
-    problems += [conflict(where.removeprefix("body."), None, "holds a NUL character (\\u0000)")
-                 for where in nul_fields(doc)]
     values = doc.get("dataValues", [])
     if not isinstance(values, list):
         problems.append(conflict("dataValues", None, "dataValues must be a list"))
