@@ -18,7 +18,9 @@ ALIASES = {"catoptcombo": "categoryoptioncombo", "attroptcombo": "attributeoptio
            "lastupdate": "lastupdated"}
 # a header, and a data line, may stop after the value: DHIS2 reads the optional columns
 # left out (storedby, lastupdated, comment, followup) as empty
-SHORTEST_ROW = COLUMNS.index("value") + 1
+VALUE = COLUMNS.index("value")
+SHORTEST_ROW = VALUE + 1
+DELETED = "deleted"  # DHIS2's eleventh column since 2.36: true marks a deletion
 
 
 class CsvError(ValueError):
@@ -30,28 +32,53 @@ class CsvError(ValueError):
 
 
 def read(body: str) -> list[tuple[int, list[str]]]:
-    """(line number, the ten fields) for every data line; the header is line 1."""
+    """(line number, the ten fields) for every data line; the header is line 1.
+
+    A ``deleted`` column after ``followup`` (DHIS2 2.36 on) is read too: a line marked
+    deleted is a deletion, its value read as empty. Empty fields past the header's last
+    column (a spreadsheet's trailing comma) are no fields. Quotes are read strictly: a
+    quoted field never closed would otherwise swallow every line after it into itself."""
+    reader = csv.reader(io.StringIO(body.lstrip("\ufeff")), strict=True)
+    start = 1
     try:
-        reader = csv.reader(io.StringIO(body.lstrip("\ufeff")))
         header = next(reader, None)
         if not header or not any(c.strip() for c in header):
             raise CsvError([(1, "the header row is missing: the first line must name the columns "
                                 + ",".join(COLUMNS))])
         names = tuple(ALIASES.get(c.strip().lower(), c.strip().lower()) for c in header)
-        if not (SHORTEST_ROW <= len(names) <= len(COLUMNS)) or names != COLUMNS[:len(names)]:
+        while len(names) > SHORTEST_ROW and names[-1] == "":  # a spreadsheet's trailing commas
+            names = names[:-1]
+        known = COLUMNS + (DELETED,)
+        if not (SHORTEST_ROW <= len(names) <= len(known)) or names != known[:len(names)]:
             raise CsvError([(1, "the header row must be " + ",".join(COLUMNS)
-                                + f" (DHIS2 column order); got {','.join(header)[:200]}")])
+                                + f" (DHIS2 column order, optionally ,{DELETED}); got {','.join(header)[:200]}")])
         rows, problems = [], []
-        for row in reader:
+        while True:
+            start = reader.line_num + 1
+            row = next(reader, None)
+            if row is None:
+                break
             line = reader.line_num
             if not "".join(row).strip():  # a blank line (one join, not a generator per field:
                 continue                       # a third of reading a 40,000-line history chunk)
+            while len(row) > len(names) and row[-1] == "":
+                row.pop()
             if not SHORTEST_ROW <= len(row) <= len(names):
                 problems.append((line, f"line {line} has {len(row)} fields, not {len(names)}"
                                        + ("" if len(row) > len(names) else f" (at least {SHORTEST_ROW}: up to value)")))
                 continue
-            rows.append((line, row + [""] * (len(COLUMNS) - len(row))))
+            row += [""] * (len(known) - len(row))
+            deleted = row.pop().strip().lower()
+            if deleted in ("true", "1"):
+                row[VALUE] = ""
+            elif deleted not in ("", "false", "0"):
+                problems.append((line, f"line {line}: deleted {deleted!r} is not true or false"))
+                continue
+            rows.append((line, row))
     except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise CsvError([(start, f"line {start}: a quoted field is never closed (a \" missing?): "
+                                    "every line after it would be read as part of it")]) from None
         raise CsvError([(reader.line_num, f"line {reader.line_num} is not valid CSV: {exc}")]) from None
     if problems:
         raise CsvError(problems)

@@ -103,3 +103,67 @@ def test_aliases_dhis2_clients_send(content_type):
 def test_other_media_types_are_unsupported():
     with pytest.raises(formats.UnsupportedMediaType):
         formats.parse("application/vnd.ms-excel", "x", {})
+
+
+CSV_HEADER = ",".join(dhis2_csv.COLUMNS)
+
+
+def test_csv_an_unclosed_quote_is_refused_at_its_line_not_read_as_the_rest_of_the_file():
+    body = f'{CSV_HEADER}\nPOP,202602,V,M,,5,,,"ບໍ່ປິດ,\nPOP,202602,V,F,,6,,,,\nHH,202602,V,,,3,,,,\n'
+    with pytest.raises(formats.ParseError) as refused:
+        formats.parse("text/csv", body, {})
+    assert [c["object"] for c in refused.value.conflicts] == ["line 2"]
+    assert "never closed" in refused.value.conflicts[0]["message"]
+
+
+def test_csv_dhis2s_deleted_column_and_a_spreadsheets_trailing_commas():
+    raw = formats.parse("text/csv", f"{CSV_HEADER},deleted,,\nE,202601,O,M,,5,,,,,true\nE,202601,O,F,,6,,,,,false,,\n"
+                                    "E,202601,O,X,,7\n", {})
+    assert [(v.combo, v.value) for v in raw.values] == [("M", ""), ("F", "6"), ("X", "7")]  # true: a deletion
+    with pytest.raises(formats.ParseError) as refused:
+        formats.parse("text/csv", f"{CSV_HEADER},deleted\nE,202601,O,M,,5,,,,,perhaps\n", {})
+    assert "deleted 'perhaps'" in refused.value.conflicts[0]["message"]
+
+
+@pytest.mark.parametrize("content_type, body, where", [
+    ("application/json", '{"dataSet": "D", "period": "202601", "orgUnit": "O", "attributeOptionCombo": "PEPFAR",'
+                         ' "dataValues": [{"dataElement": "E", "value": "1", "attributeOptionCombo": "USAID"}]}',
+     ["attributeOptionCombo", "dataValues[0].attributeOptionCombo"]),
+    ("text/csv", f"{CSV_HEADER}\nE,202601,O,M,XYZPARTNER,50\nE,202601,O,F,default,5\nE,202601,O,F,HllvX50cXC0,5\n",
+     ["line 2.attributeoptioncombo"]),
+    ("application/adx+xml", '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" '
+                            'period="2026-01-01/P1M" FUNDING="PEPFAR"><dataValue dataElement="E" value="1"/>'
+                            '</group></adx>', ["group[1].FUNDING"]),
+])
+def test_an_attribute_option_combo_other_than_the_default_is_named_not_dropped(content_type, body, where):
+    raw = formats.parse(content_type, body, {})
+    assert [p["object"] for p in raw.problems] == where
+    assert all("attribute option combo" in p["message"] for p in raw.problems)
+
+
+def test_adx_values_are_named_by_group_and_position_within_it():
+    adx = formats.parse("application/adx+xml", (
+        '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="2026-01-01/P1M">'
+        '<dataValue dataElement="E" value="1"/><dataValue dataElement="F" value="1" comment="ຄຳເຫັນ"/></group>'
+        '<group dataSet="D" orgUnit="P" period="2026-01-01/P1M"><dataValue dataElement="G" value="2"/></group>'
+        '</adx>'), {})
+    assert [v.where for v in adx.values] == ["group[1].dataValue[1]", "group[1].dataValue[2]",
+                                             "group[2].dataValue[1]"]
+    assert [(p["object"], p["value"]) for p in adx.problems] == [("group[1].dataValue[2].comment", "ຄຳເຫັນ")]
+    assert adx.values[1].combo is None  # the comment is not read as a category
+
+
+def test_a_refused_boolean_is_echoed_as_json_spells_it():
+    assert formats.conflict("x", True, "m")["value"] == "true"
+    assert formats.conflict("x", False, "m")["value"] == "false"
+
+
+def test_json_values_marked_deleted_are_deletions():
+    import json
+
+    raw = formats.parse("application/json", json.dumps({
+        "dataSet": "D", "period": "202601", "orgUnit": "O",
+        "dataValues": [{"dataElement": "E", "value": "4", "deleted": True}, {"dataElement": "F", "deleted": True},
+                       {"dataElement": "G", "value": "5", "deleted": False}, {"dataElement": "H", "deleted": "yes"}]}), {})
+    assert [(v.data_element, v.value) for v in raw.values] == [("E", ""), ("F", ""), ("G", "5")]
+    assert [p["object"] for p in raw.problems] == ["dataValues[3].deleted"]

@@ -23,10 +23,14 @@ class RawValue:
     period: object = None          # None: the return's period
     org_unit: object = None        # None: the return's org unit
     line: int | None = None        # CSV: the line it came from
+    label: str | None = None       # ADX: its element, group[1].dataValue[2]
 
     @property
     def where(self) -> str:
-        return f"line {self.line}" if self.line is not None else f"dataValues[{self.index}]"
+        """The value named in its own format's terms, as a sender finds it in what it sent."""
+        if self.line is not None:
+            return f"line {self.line}"
+        return self.label or f"dataValues[{self.index}]"
 
 
 @dataclass
@@ -58,11 +62,26 @@ ECHO_CHARS = 200  # of a refused value, enough to recognise it: a 60,000-charact
 
 def conflict(obj: str, value, message: str) -> dict:
     # a value sent as a JSON object or list is echoed as the JSON it was, not as Python
-    text = None if value is None else json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) \
-        else str(value)
+    # (true and false too: Python would spell them True and False)
+    text = None if value is None else json.dumps(value, ensure_ascii=False) \
+        if isinstance(value, (dict, list, bool)) else str(value)
     if text is not None and len(text) > ECHO_CHARS:
         text = text[:ECHO_CHARS] + "..."
     return {"object": obj, "value": text, "message": message}
+
+
+# DHIS2's default attribute option combo: by code, and by the UID every DHIS2 instance gives it
+DEFAULT_ATTRIBUTE_COMBOS = ("", "default", "HllvX50cXC0")
+
+
+def attribute_combo_problem(obj: str, value) -> dict | None:
+    """Any other attribute option combo (a partner, a funding source) is refused by name:
+    statnet keeps none, and taken silently the values of several partners would be stored
+    as one, each return overwriting the last (DHIS2: "attribute option combo not found")."""
+    if value is None or (isinstance(value, str) and value.strip() in DEFAULT_ATTRIBUTE_COMBOS):
+        return None
+    return conflict(obj, value, f"unknown attribute option combo {value!r}: statnet keeps no attribute "
+                                "option combos (partners, funding), so give none or 'default'")
 
 
 class UnsupportedMediaType(Exception):

@@ -17,11 +17,12 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from defusedxml.ElementTree import ParseError as XmlParseError
 from defusedxml.ElementTree import fromstring
 
-from services.submission.formats import ParseError, RawReturn, RawValue, conflict
+from services.submission.formats import ParseError, RawReturn, RawValue, attribute_combo_problem, conflict
 from shared.periods import Period, PeriodError
 
 NS = "urn:ihe:qrph:adx:2015"
 VALUE_ATTRIBUTES = {"dataElement", "categoryOptionCombo", "value"}
+GROUP_ATTRIBUTES = {"dataSet", "orgUnit", "period", "completeDate", "id", "attributeOptionCombo"}
 
 
 def _local(tag: str) -> tuple[str | None, str]:
@@ -56,6 +57,13 @@ def parse(body: str) -> RawReturn:
             period = None
             if gi > 1:
                 continue  # its values have no period to be judged by (said above)
+        # ADX disaggregates a group by the data set's attribute categories (FUNDING="X"): an
+        # attribute option combo by another name, and statnet keeps none
+        for key in sorted(k for k in group.attrib if k not in GROUP_ATTRIBUTES and "}" not in k):
+            problems.append(conflict(f"{where}.{key}", group.get(key),
+                                     f"unknown attribute {key}={group.get(key)!r} on a group: statnet keeps no "
+                                     f"attribute option combos (partners, funding); a group names only "
+                                     f"{', '.join(sorted(GROUP_ATTRIBUTES))}"))
         if gi == 1:
             raw.data_set, raw.org_unit, raw.period = data_set, org_unit, period
             raw.complete_date = group.get("completeDate")
@@ -63,12 +71,17 @@ def parse(body: str) -> RawReturn:
         elif data_set != raw.data_set:
             problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
                                                                    f"set {raw.data_set!r}"))
-        for dv in group:
-            if _local(dv.tag)[1] != "dataValue":
-                continue
-            at = f"{where}.dataValue[{index}]"
+        problem = attribute_combo_problem(f"{where}.attributeOptionCombo", group.get("attributeOptionCombo"))
+        if problem:
+            problems.append(problem)
+        values = [dv for dv in group if _local(dv.tag)[1] == "dataValue"]
+        for vi, dv in enumerate(values, 1):
+            at = f"{where}.dataValue[{vi}]"  # counted like the groups, from 1, within its group
             combo = dv.get("categoryOptionCombo")
             categories = {k: v for k, v in dv.attrib.items() if k not in VALUE_ATTRIBUTES and "}" not in k}
+            if "comment" in categories:  # read as a category otherwise, and refused as an unknown combo
+                problems.append(conflict(f"{at}.comment", categories.pop("comment"),
+                                         "ADX has no comment attribute: a comment goes in <annotation>"))
             if combo is None and len(categories) == 1:
                 combo = next(iter(categories.values()))
             elif combo is None and len(categories) > 1:
@@ -79,7 +92,7 @@ def parse(body: str) -> RawReturn:
                 continue
             comment = next((a.text for a in dv if _local(a.tag)[1] == "annotation"), None)
             raw.values.append(RawValue(index, dv.get("dataElement"), combo, dv.get("value"), comment,
-                                       period if gi > 1 else None, org_unit if gi > 1 else None))
+                                       period if gi > 1 else None, org_unit if gi > 1 else None, label=at))
             index += 1
     raw.problems = problems
     return raw

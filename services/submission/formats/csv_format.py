@@ -8,7 +8,7 @@ every row carries its own, like a JSON value with its own period and org unit.
 """
 from __future__ import annotations
 
-from services.submission.formats import ParseError, RawReturn, RawValue, conflict
+from services.submission.formats import ParseError, RawReturn, RawValue, attribute_combo_problem, conflict
 from shared import dhis2_csv
 
 
@@ -20,7 +20,10 @@ def parse(body: str, params: dict) -> RawReturn:
     raw = RawReturn(data_set=params.get("dataSet") or None)
     raw.infer_data_set = raw.data_set is None
     for n, (line, f) in enumerate(rows):
-        de, period, org_unit, combo, _aoc, value, _by, _updated, comment, _followup = f
+        de, period, org_unit, combo, aoc, value, _by, _updated, comment, _followup = f
+        problem = attribute_combo_problem(f"line {line}.attributeoptioncombo", aoc)
+        if problem:
+            raw.problems.append(problem)
         if n == 0:
             raw.period, raw.org_unit = period, org_unit
         raw.values.append(RawValue(n, de, combo or None, value, comment or None, period, org_unit, line=line))

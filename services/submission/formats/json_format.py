@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from services.submission.formats import ParseError, RawReturn, RawValue, conflict
+from services.submission.formats import ParseError, RawReturn, RawValue, attribute_combo_problem, conflict
 from shared.api import unstorable_fields
 
 HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
@@ -11,7 +11,8 @@ HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
                  "attributeOptionCombo", "dataSetComplete", "id", "idScheme",
                  "dataElementIdScheme", "orgUnitIdScheme"}
 VALUE_FIELDS = {"dataElement", "categoryOptionCombo", "value", "comment", "period", "orgUnit",
-                "attributeOptionCombo", "storedBy", "created", "lastUpdated", "followup"}
+                "attributeOptionCombo", "storedBy", "created", "lastUpdated", "followup",
+                "deleted"}  # DHIS2's (and GET /api/dataValueSets?includeDeleted's): true is a deletion
 
 
 def _code(value):
@@ -34,6 +35,7 @@ def parse(body: str) -> RawReturn:
         raise ParseError([conflict(where.removeprefix("body."), None, f"holds {what}") for where, what in bad])
     problems = [conflict(key, doc[key], f"unknown field {key!r} in the data value set")
                 for key in doc if key not in HEADER_FIELDS]
+    problems += filter(None, [attribute_combo_problem("attributeOptionCombo", doc.get("attributeOptionCombo"))])
     values = doc.get("dataValues", [])
     if not isinstance(values, list):
         problems.append(conflict("dataValues", None, "dataValues must be a list"))
@@ -46,11 +48,18 @@ def parse(body: str) -> RawReturn:
             continue
         problems += [conflict(f"dataValues[{i}].{key}", item[key], f"unknown field {key!r} in dataValues[{i}]")
                      for key in item if key not in VALUE_FIELDS]
-        if "value" not in item:
+        aoc = attribute_combo_problem(f"dataValues[{i}].attributeOptionCombo", item.get("attributeOptionCombo"))
+        if aoc:
+            problems.append(aoc)
+        deleted = item.get("deleted", False)
+        if type(deleted) is not bool:
+            problems.append(conflict(f"dataValues[{i}].deleted", deleted, "deleted must be true or false"))
+            continue
+        if "value" not in item and not deleted:
             problems.append(conflict(f"dataValues[{i}].value", None, f"dataValues[{i}] has no value"))
             continue
         raw.values.append(RawValue(i, _code(item.get("dataElement")), _code(item.get("categoryOptionCombo")),
-                                   item.get("value"), item.get("comment"), _code(item.get("period")),
-                                   _code(item.get("orgUnit"))))
+                                   "" if deleted else item.get("value"), item.get("comment"),
+                                   _code(item.get("period")), _code(item.get("orgUnit"))))
     raw.problems = problems
     return raw
