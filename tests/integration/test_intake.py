@@ -378,3 +378,23 @@ def test_the_lifecycle_is_visible_with_on_time(system, world):
     assert sub["receivedAt"].endswith("+07:00")  # shown in Asia/Vientiane
     # another reporter outside the unit's subtree may not follow it
     assert system.get(f"/api/submissions/{sub['id']}", token=world["kenema"]).status_code == 403
+
+
+def test_import_strategy_delete_deletes_what_a_body_names_even_one_sent_before(system, world, settings):
+    """DHIS2 clients delete by sending the values again with importStrategy=DELETE: taken as
+    the default it stored them again; as a byte-identical body it answered the first receipt."""
+    body = JSON_BODY.replace('"201401"', '"201303"')
+    first = system.wait_status(system.submit(body, token=world["bo"], content_type="application/json").json()["id"])
+    assert first["status"] == "AGGREGATED" and values_at(system, "NGELEHUN", "201303") == EXPECTED
+    r = system.post("/api/dataValueSets?importStrategy=DELETE", data=body.encode(), token=world["bo"],
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 202 and r.json()["id"] != first["id"], r.text
+    gone = system.wait_status(r.json()["id"])
+    assert gone["importCount"] == {"imported": 0, "updated": 0, "ignored": 0, "deleted": 4}, gone
+    assert values_at(system, "NGELEHUN", "201303") == {}
+    before = stored(settings)
+    for params, where in (("importStrategy=UPDATE", "importStrategy"), ("idScheme=UID", "idScheme")):
+        r = system.post(f"/api/dataValueSets?{params}", data=body.encode(), token=world["bo"],
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and [c["object"] for c in r.json()["conflicts"]] == [where], r.text
+    assert stored(settings) == before

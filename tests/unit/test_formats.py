@@ -167,3 +167,18 @@ def test_json_values_marked_deleted_are_deletions():
                        {"dataElement": "G", "value": "5", "deleted": False}, {"dataElement": "H", "deleted": "yes"}]}), {})
     assert [(v.data_element, v.value) for v in raw.values] == [("E", ""), ("F", ""), ("G", "5")]
     assert [p["object"] for p in raw.problems] == ["dataValues[3].deleted"]
+
+
+def test_import_strategy_delete_deletes_what_is_named_and_other_options_are_named():
+    body = '{"dataSet": "D", "period": "202601", "orgUnit": "O", "dataValues": [{"dataElement": "E", "value": "6"}]}'
+    assert [v.value for v in formats.parse("application/json", body, {"importStrategy": "DELETE"}).values] == [""]
+    assert [v.value for v in formats.parse("application/json", body, {"importStrategy": "create_and_update"}).values] \
+        == ["6"]
+    for params, where in (({"importStrategy": "CREATE"}, "importStrategy"), ({"importStrategy": "BOGUS"}, "importStrategy"),
+                          ({"idScheme": "UID"}, "idScheme"), ({"orgUnitIdScheme": "NAME"}, "orgUnitIdScheme")):
+        with pytest.raises(formats.ParseError) as refused:
+            formats.parse("application/json", body, params)
+        assert [c["object"] for c in refused.value.conflicts] == [where]
+    assert formats.parse("application/json", body, {"idScheme": "code", "async": "true", "preheatCache": "false"})
+    raw = formats.parse("application/json", body.replace('"dataSet"', '"idScheme": "UID", "dataSet"'), {})
+    assert [p["object"] for p in raw.problems] == ["idScheme"]

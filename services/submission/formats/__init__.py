@@ -70,6 +70,36 @@ def conflict(obj: str, value, message: str) -> dict:
     return {"object": obj, "value": text, "message": message}
 
 
+# DHIS2's import strategies: the default stores what is sent, DELETE deletes what is named.
+# CREATE (new values only) and UPDATE (existing only) are refused, not taken as the default:
+# a client asking for either means something the default would not do
+STRATEGIES = {"CREATE_AND_UPDATE": False, "NEW_AND_UPDATES": False, "DELETE": True, "DELETES": True}
+ID_SCHEMES = ("idScheme", "dataElementIdScheme", "orgUnitIdScheme", "categoryOptionComboIdScheme",
+              "dataSetIdScheme")
+
+
+def id_scheme_problem(name: str, value) -> dict | None:
+    if value is None or str(value).strip().upper() == "CODE":
+        return None
+    return conflict(name, value, f"{name} {value!r} is not supported: statnet identifies everything by code "
+                                 "(idScheme=CODE)")
+
+
+def import_options(params: dict) -> bool:
+    """DHIS2's import parameters statnet honours: True when ``importStrategy=DELETE``. An
+    identifier scheme other than codes, or a strategy it does not do, is a 400 naming it
+    (ignored, a client would be told its values were stored as it asked). The others
+    (``async``: every return is; ``preheatCache``, ``skipExistingCheck``) change nothing."""
+    problems = [p for p in (id_scheme_problem(n, params.get(n)) for n in ID_SCHEMES) if p]
+    strategy = str(params.get("importStrategy") or "CREATE_AND_UPDATE").strip().upper()
+    if strategy not in STRATEGIES:
+        problems.append(conflict("importStrategy", params.get("importStrategy"),
+                                 "importStrategy must be CREATE_AND_UPDATE (the default) or DELETE"))
+    if problems:
+        raise ParseError(problems)
+    return STRATEGIES[strategy]
+
+
 # DHIS2's default attribute option combo: by code, and by the UID every DHIS2 instance gives it
 DEFAULT_ATTRIBUTE_COMBOS = ("", "default", "HllvX50cXC0")
 
@@ -103,12 +133,17 @@ def parse(content_type: str | None, body: str, params: dict) -> RawReturn:
     kind = media_type(content_type)
     kind = ALIASES.get(kind, kind)
     if kind == JSON:
-        return json_format.parse(body)
-    if kind == ADX:
-        return adx_format.parse(body)
-    if kind == CSV:
-        return csv_format.parse(body, params)
-    raise UnsupportedMediaType(kind or "(none)")
+        raw = json_format.parse(body)
+    elif kind == ADX:
+        raw = adx_format.parse(body)
+    elif kind == CSV:
+        raw = csv_format.parse(body, params)
+    else:
+        raise UnsupportedMediaType(kind or "(none)")
+    if import_options(params):  # importStrategy=DELETE: what is named goes, whatever value it carries
+        for v in raw.values:
+            v.value = ""
+    return raw
 
 
 def infer_data_set(raw: RawReturn, md, today) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from services.submission.formats import ParseError, RawReturn, RawValue, attribute_combo_problem, conflict
+from services.submission.formats import (ParseError, RawReturn, RawValue, attribute_combo_problem, conflict,
+                                         id_scheme_problem)
 from shared.api import unstorable_fields
 
 HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
@@ -35,7 +36,9 @@ def parse(body: str) -> RawReturn:
         raise ParseError([conflict(where.removeprefix("body."), None, f"holds {what}") for where, what in bad])
     problems = [conflict(key, doc[key], f"unknown field {key!r} in the data value set")
                 for key in doc if key not in HEADER_FIELDS]
-    problems += filter(None, [attribute_combo_problem("attributeOptionCombo", doc.get("attributeOptionCombo"))])
+    problems += filter(None, [attribute_combo_problem("attributeOptionCombo", doc.get("attributeOptionCombo")),
+                              *(id_scheme_problem(name, doc.get(name))
+                                for name in ("idScheme", "dataElementIdScheme", "orgUnitIdScheme"))])
     values = doc.get("dataValues", [])
     if not isinstance(values, list):
         problems.append(conflict("dataValues", None, "dataValues must be a list"))
