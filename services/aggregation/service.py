@@ -146,6 +146,12 @@ class AggregationService(KeepsMetadataReplica):
             return facts.stored_combos(conn, asked)
 
     @rpc
+    def import_count(self, values: list[dict]) -> dict[str, int]:
+        """For submission's dry run: the importCount these values would get if accepted now."""
+        with self.db.connect() as conn:
+            return facts.import_count(conn, values)
+
+    @rpc
     def data_sets_with_returns(self, asked: list[str]) -> list[str]:
         """For the registry, before a data set's period type changes: those of ``asked``
         with an accepted return (or history) registered."""

@@ -100,6 +100,7 @@ class SubmissionService(KeepsMetadataReplica):
     db = Database(t.metadata)
     replica = Replica(t.replica)
     validation_rpc = RpcProxy("validation")
+    aggregation_rpc = RpcProxy("aggregation")  # a dry run's importCount: aggregation holds the values
 
     # ---------------------------------------------------------------- intake
 
@@ -171,16 +172,20 @@ class SubmissionService(KeepsMetadataReplica):
             # within the gateway's own call: a shorter wait, so that the 503 names validation
             outcome = local.ask(self.validation_rpc, "validation", "check_return", {
                 "data_set": checked.data_set.code, "org_unit": checked.org_unit,
-                "period": checked.period.code, "values": checked.values}, share=0.8)
+                "period": checked.period.code, "values": checked.values}, share=0.4)
+            # a rejected return stores nothing; an accepted one is counted by what aggregation
+            # holds, as its own importCount will be (validation holds no text and no history)
+            import_count = {**NO_IMPORT, "ignored": len(checked.values)} if outcome["status"] == "REJECTED" \
+                else local.ask(self.aggregation_rpc, "aggregation", "import_count", checked.values, share=0.4)
         except local.Unavailable as exc:
-            raise error(503, f"dryRun needs validation: {exc}") from None
+            raise error(503, f"dryRun needs validation and aggregation: {exc}") from None
         # every field of GET /api/submissions/{id}, as the return would have them once judged
         return {"id": None, "status": outcome["status"], "dryRun": True,
                 "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
                 "period": checked.period.code, "receivedAt": show(received_at),
                 "onTime": checked.on_time, "submittedBy": principal.username,
                 "validatedAt": show(dt.datetime.now(dt.timezone.utc)), "aggregatedAt": None,
-                "importCount": outcome["import_count"], **violations_out(outcome["violations"])}
+                "importCount": import_count, **violations_out(outcome["violations"])}
 
     # ---------------------------------------------------------------- reading
 

@@ -246,27 +246,6 @@ def numbers_to_store(places: dict[Place, dict]) -> list[tuple[Place, str, str, s
             for place, sent in places.items() for (de, combo), v in sent.items()]
 
 
-def predicted_import_count(values: list[dict], stored: Stored, rejected: bool) -> dict[str, int]:
-    """A dry run's ``importCount``: what aggregation would report for the return, told from
-    what validation holds for its places (the latest accepted number of each): a value where
-    one is held is ``updated``, ``""`` there ``deleted``; elsewhere ``imported`` and ``ignored``.
-    What validation does not hold it cannot see: a TEXT value, or one a history load
-    brought, counts as new."""
-    counts = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
-    if rejected:
-        counts["ignored"] = len(values)
-        return counts
-    for v in values:
-        held = stored.values.get((v["org_unit"], v["period"]), {}).get((v["data_element"],
-                                                                         v["category_option_combo"]))
-        there = held is not None and held[0] is not None
-        if v["value"] == "":
-            counts["deleted" if there else "ignored"] += 1
-        else:
-            counts["updated" if there else "imported"] += 1
-    return counts
-
-
 def group_history(rows) -> dict[tuple[str, str, str], list[Decimal]]:
     out = defaultdict(list)
     for r in rows:

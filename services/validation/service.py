@@ -230,8 +230,7 @@ class ValidationService(KeepsMetadataReplica):
             stored = _stored(conn, checked[1])
         violations = checks.check_return(ret["data_set"], ret["values"], md, stored, checked=checked)
         rejected = checks.rejected(violations)
-        return {"status": "REJECTED" if rejected else "VALIDATED", "violations": violations,
-                "import_count": checks.predicted_import_count(ret["values"], stored, rejected)}
+        return {"status": "REJECTED" if rejected else "VALIDATED", "violations": violations}
 
     @api_rpc
     def results(self, principal, params: dict):

@@ -112,3 +112,27 @@ def test_scope_and_bad_parameters(system, world):
         assert part in message, (part, message)
     r = _get(system, f"dataSet={codes['ds']}&orgUnit={v11}&startDate=2024-03-01&endDate=2024-01-31")
     assert r.status_code == 400 and "after endDate" in r.json()["message"]
+
+
+def test_text_values_are_read_back_and_a_dry_run_counts_them_as_the_return_will(system, world):
+    """Validation holds no text values, and a dry run counted a text value sent again as
+    imported where its return said updated (and a deletion of one as ignored)."""
+    t, codes, reporter, (v11, v12, _) = world
+    note = f"NOTE{UID}"
+    system.import_metadata({"dataElements": [{"code": note, "name": "Note", "valueType": "TEXT",
+                                              "aggregationType": "NONE"}],
+                            "dataSets": [{"code": codes["ds"], "dataElements": [codes["pop"], codes["hh"], note]}]})
+    body = {"dataSet": codes["ds"], "period": "202403", "orgUnit": v12,
+            "dataValues": [{"dataElement": note, "value": "ນ້ຳຖ້ວມ ບ້ານ"}]}
+    for sent, expected in ((body, {"imported": 1, "updated": 0, "ignored": 0, "deleted": 0}),
+                           ({**body, "dataValues": [{"dataElement": note, "value": "ແລ້ງ"}]},
+                            {"imported": 0, "updated": 1, "ignored": 0, "deleted": 0}),
+                           ({**body, "dataValues": [{"dataElement": note, "value": ""}]},
+                            {"imported": 0, "updated": 0, "ignored": 0, "deleted": 1})):
+        dry = system.post("/api/dataValueSets?dryRun=true", json=sent, token=reporter)
+        assert dry.status_code == 200 and dry.json()["importCount"] == expected, (sent, dry.text)
+        done = system.wait_status(system.submit(sent, token=reporter).json()["id"])
+        assert done["importCount"] == expected, done
+        if sent["dataValues"][0]["value"]:
+            got = _get(system, f"dataSet={codes['ds']}&period=202403&orgUnit={v12}").json()["dataValues"]
+            assert [(v["dataElement"], v["value"]) for v in got] == [(note, sent["dataValues"][0]["value"])]
