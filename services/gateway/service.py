@@ -6,8 +6,10 @@ decide, the gateway translates.
 """
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import zlib
 
 import eventlet
 import sqlalchemy as sa
@@ -43,6 +45,24 @@ def queue_families(container):
                            [(q, n) for q, (n, _) in sorted(depths.items())])
     yield collectors.gauge("statnet_queue_consumers", "Consumers of a RabbitMQ queue", ["queue"],
                            [(q, c) for q, (_, c) in sorted(depths.items())])
+
+
+def _decompressed(raw: bytes, coding: str) -> bytes:
+    """The body as sent before its Content-Encoding: gzip (a district on a slow line may
+    compress), read no further than the size limit, so a small bomb can't become gigabytes."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    if coding not in ("gzip", "x-gzip"):
+        raise HttpError(415, f"Content-Encoding {coding!r} is not supported: send the body as it is, or gzip")
+    try:
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflate.decompress(raw, MAX_BODY + 1)
+    except zlib.error as exc:
+        raise _bad_body(f"body is not gzip data: {exc}") from None
+    if len(out) > MAX_BODY:
+        raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB once decompressed")
+    return out
 
 
 def _bad_body(message: str) -> HttpError:
@@ -102,10 +122,20 @@ class GatewayService:
             raw = request.stream.read(MAX_BODY + 1)
         if len(raw) > MAX_BODY:
             raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
+        raw = _decompressed(raw, request.headers.get("Content-Encoding", ""))
+        # the charset the client declares (a spreadsheet's CSV in windows-1252, an ADX file in
+        # UTF-16), else UTF-8; what it declares is what the body is read as
+        charset = request.mimetype_params.get("charset") or "utf-8"
         try:
-            text = raw.decode("utf-8")
+            codecs.lookup(charset)
+        except LookupError:
+            raise HttpError(415, f"charset {charset!r} is not supported: send UTF-8") from None
+        try:
+            text = raw.decode(charset)
         except UnicodeDecodeError as exc:
-            raise _bad_body(f"body is not UTF-8 text: {exc}") from None
+            raise _bad_body(f"body is not {charset} text: {exc}"
+                            + ("" if "charset" in request.mimetype_params else
+                               " (send UTF-8, or name the charset: Content-Type: text/csv; charset=...)")) from None
         if "\x00" in text:
             raise _bad_body("body holds a NUL character, which no text can be stored with")
         # a byte-order mark (Windows editors write one) is no part of the document, as

@@ -398,3 +398,48 @@ def test_import_strategy_delete_deletes_what_a_body_names_even_one_sent_before(s
                         headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and [c["object"] for c in r.json()["conflicts"]] == [where], r.text
     assert stored(settings) == before
+
+
+def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, world, settings):
+    """A declared charset is how the body is read (a spreadsheet's windows-1252 CSV, a UTF-16
+    ADX file); an XML declaration naming another over UTF-8 text changes nothing (it made
+    the parser read Lao as mojibake); gzip is inflated no further than the size limit."""
+    import gzip
+
+    lao = "ຄຳເຫັນ ເມືອງສິງ"
+    adx = ADX_BODY.replace("2014-01-01/P1M", "2013-04-01/P1M")
+    assert "<annotation>" in adx
+    adx = adx.replace("<annotation>", f"<annotation>{lao} ", 1)
+    declared = adx.replace('<?xml version="1.0" encoding="UTF-8"?>', "") if adx.startswith("<?xml") else adx
+    for body, content_type, headers in (
+            (('<?xml version="1.0" encoding="ISO-8859-1"?>' + declared).encode("utf-8"), ADX, {}),
+            (declared.encode("utf-16"), f"{ADX}; charset=UTF-16", {}),
+            (gzip.compress(declared.encode("utf-8")), ADX, {"Content-Encoding": "gzip"})):
+        r = system.post("/api/dataValueSets?dryRun=true", data=body, token=world["bo"],
+                        headers={"Content-Type": content_type, **headers})
+        assert r.status_code == 200 and r.json()["status"] == "VALIDATED", (content_type, headers, r.text)
+    r = system.submit(('<?xml version="1.0" encoding="ISO-8859-1"?>' + declared).encode("utf-8"), token=world["bo"],
+                      content_type=ADX)
+    system.wait_status(r.json()["id"])
+    with engine_for(settings.database_url).connect() as conn:
+        values = conn.execute(sa.text("SELECT data_values FROM submission.return WHERE id = :id"),
+                              {"id": r.json()["id"]}).scalar_one()
+    assert lao in json.dumps(values, ensure_ascii=False) if not isinstance(values, str) else lao in values
+    csv_1252 = (CSV_HEADER + "BEDS,201304,NGELEHUN,,,40,,,café crème\n").encode("cp1252")
+    r = system.post("/api/dataValueSets?dataSet=MORT5&dryRun=true", data=csv_1252, token=world["bo"],
+                    headers={"Content-Type": "text/csv; charset=windows-1252"})
+    assert r.status_code == 200, r.text
+    r = system.post("/api/dataValueSets?dataSet=MORT5", data=csv_1252, token=world["bo"],
+                    headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400 and "name the charset" in r.json()["message"], r.text
+    before = stored(settings)
+    for headers, status, words in (({"Content-Type": "text/csv; charset=klingon"}, 415, "klingon"),
+                                   ({"Content-Type": "text/csv", "Content-Encoding": "br"}, 415, "'br'"),
+                                   ({"Content-Type": "text/csv", "Content-Encoding": "gzip"}, 400, "gzip")):
+        r = system.post("/api/dataValueSets?dataSet=MORT5", data=csv_1252, token=world["bo"], headers=headers)
+        assert r.status_code == status and words in r.json()["message"], (headers, r.text)
+    bomb = gzip.compress(b" " * (6 * 1024 * 1024))
+    r = system.post("/api/dataValueSets", data=bomb, token=world["bo"],
+                    headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status_code == 413 and "decompressed" in r.json()["message"], r.text
+    assert stored(settings) == before

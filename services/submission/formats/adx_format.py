@@ -34,7 +34,10 @@ def _local(tag: str) -> tuple[str | None, str]:
 
 def parse(body: str) -> RawReturn:
     try:
-        root = fromstring(body.encode("utf-8"), forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        # from the text, not its bytes: the gateway has decoded the body by its HTTP charset,
+        # and an XML declaration saying another (encoding="ISO-8859-1" over UTF-8 bytes) would
+        # have the parser decode it again, into mojibake
+        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden) as exc:
         raise ParseError([conflict("body", None, f"XML with a DTD, entities or external references is "
                                                  f"refused ({type(exc).__name__})")]) from None
