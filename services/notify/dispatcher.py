@@ -77,6 +77,19 @@ def _late_lines(late: list[dict], lang: str) -> str:
                      f"{x['names']['org_unit'][lang]} ({x['org_unit']}), {x['deadline']}" for x in late) or "-"
 
 
+_INTERNATIONAL_TO = "international-address@statnet.invalid"
+
+
+def wire_bytes(msg: MIMEText, address: str) -> bytes:
+    """The message as sent: CRLF line ends (sendmail passes bytes on as they are; send_message's
+    own generator would, but it cannot send an international address from compat32), and an
+    international address written into ``To`` as UTF-8 (the message then travels SMTPUTF8)."""
+    raw = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    if address.isascii():
+        return raw
+    return raw.replace(f"To: {_INTERNATIONAL_TO}\r\n".encode(), f"To: {address}\r\n".encode("utf-8"), 1)
+
+
 def compose(row, settings: Settings) -> MIMEText:
     d = row.details
     lang = d.get("language", "lo")
@@ -95,7 +108,10 @@ def compose(row, settings: Settings) -> MIMEText:
     msg = MIMEText(body, "plain", "utf-8")
     msg["Subject"] = Header(subject, "utf-8")
     msg["From"] = settings.smtp_from
-    msg["To"] = d["email"]
+    # an address in Lao script can't be an encoded word (RFC 2047 forbids them in an address:
+    # readers saw a local part with no domain); it goes raw, as RFC 6532 says, put in by
+    # ``wire_bytes``, since compat32 would encode it
+    msg["To"] = d["email"] if d["email"].isascii() else _INTERNATIONAL_TO
     msg["Date"] = format_datetime(dt.datetime.now(LOCAL_TZ))  # +0700, as times are shown
     domain = settings.smtp_from.split("@")[-1] or "localhost"
     msg["Message-ID"] = f"<statnet-notification-{row.id}@{domain}>"
@@ -117,9 +133,7 @@ def send_email(row, settings: Settings) -> None:
             if international and not smtp.has_extn("smtputf8"):
                 raise PermanentFailure(f"the SMTP relay does not take international addresses (SMTPUTF8): "
                                        f"{address}")
-            # CRLF line ends: sendmail passes bytes on as they are (send_message's own
-            # generator would, but it cannot send an international address from compat32)
-            smtp.sendmail(settings.smtp_from, [address], msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),
+            smtp.sendmail(settings.smtp_from, [address], wire_bytes(msg, address),
                           mail_options=["SMTPUTF8"] if international else [])
     except smtplib.SMTPRecipientsRefused as exc:
         # 5xx: the server will never take it; 4xx (greylisting, a full mailbox) is temporary

@@ -82,6 +82,15 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert sorted(by_recipient) == sorted([(LAO_ADDRESS,), ("b@example.la",), ("c@example.la",)])
     options, data = by_recipient[(LAO_ADDRESS,)]
     assert "SMTPUTF8" in options  # the Lao address travels as itself, through a relay that says it can
+    # and its To header is the address itself in UTF-8 (RFC 6532), which a reader parses back
+    # (an encoded word there read as a local part with no domain)
+    import email
+    import email.policy
+    header = email.message_from_string(data.decode("utf-8"), policy=email.policy.default)["To"]
+    assert [a.addr_spec for a in header.addresses] == [LAO_ADDRESS]
+    # (Python flags any non-ASCII local part; nothing else is wrong with it)
+    assert {type(d).__name__ for d in header.defects} <= {"NonASCIILocalPartDefect"}, header.defects
+    assert f"To: {LAO_ADDRESS}\r\n".encode() in data
     assert b"+0700" in data.split(b"\r\n\r\n", 1)[0]  # the Date header in Asia/Vientiane
     assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
 
