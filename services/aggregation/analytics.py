@@ -132,6 +132,39 @@ class Query:
     ou: list[str]
     pe: list[Period]
     boundaries: list[str] = field(default_factory=list)  # units a LEVEL-n was asked within
+    filters: frozenset[str] = frozenset()  # dimensions asked as DHIS2 filters: not in the rows
+
+
+DIMENSIONS = ("dx", "ou", "pe")
+# DHIS2's reporting-rate items of a data set (dx=DS.REPORTING_RATE): answered by completeness
+_RATE_ITEMS = ("REPORTING_RATE", "REPORTING_RATE_ON_TIME", "ACTUAL_REPORTS", "ACTUAL_REPORTS_ON_TIME",
+               "EXPECTED_REPORTS")
+
+
+def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
+    """The query's parameters as one text each, and the dimensions asked as filters, from any
+    of DHIS2's spellings: ``dx=A;B``, repeated ``dx=A&dx=B``, ``dimension=dx:A;B``, and
+    ``filter=pe:2026`` (one item: the rows then leave that dimension out, as DHIS2's do)."""
+    lists = {k: ([v] if isinstance(v, str) else list(v)) for k, v in raw.items()}
+    params = {k: v[0] for k, v in lists.items() if v and k not in DIMENSIONS + ("dimension", "filter")}
+    items = {d: list(lists.get(d, [])) for d in DIMENSIONS}
+    filters, problems = set(), []
+    for kind in ("dimension", "filter"):
+        for spec in lists.get(kind, []):
+            name, colon, rest = spec.partition(":")
+            if name not in DIMENSIONS or not colon:
+                problems.append(f"{kind}: {spec!r} is not dx:, ou: or pe: followed by its items "
+                                "(e.g. dimension=dx:POP;POP.F)")
+                continue
+            items[name].append(rest)
+            if kind == "filter":
+                filters.add(name)
+    if problems:
+        raise error(400, "; ".join(problems))
+    for name in DIMENSIONS:
+        if items[name]:
+            params[name] = ";".join(items[name])
+    return params, frozenset(filters)
 
 
 # past these an expanded query (LEVEL-4 of a country, LAST_10_YEARS of months) is refused
@@ -194,14 +227,17 @@ def _units(items: list[str], md: Metadata, principal, problems: list[str]) -> tu
     return list(dict.fromkeys(units)), boundaries
 
 
-def parse_query(params: dict, md: Metadata, principal=None) -> Query:
+def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[str] = frozenset()) -> Query:
     """The query's items, units and periods, relative ones worked out; every problem of it
     named in one 400."""
     problems, items, periods = [], [], []
     for code in _split(params.get("dx"), "dx"):
         de_code, _, combo = code.partition(".")
         de = md.data_elements.get(de_code)
-        if de is None:
+        if de is None and combo in _RATE_ITEMS and de_code in md.data_sets:
+            problems.append(f"dx: {code!r}: reporting rates are answered by "
+                            f"/api/completeness?ds={de_code}&ou=...&pe=...")
+        elif de is None:
             problems.append(f"dx: unknown data element {de_code!r}")
         elif combo and combo not in de.combos:
             problems.append(f"dx: {code!r}: {de_code} has no category option combo {combo!r} "
@@ -220,11 +256,16 @@ def parse_query(params: dict, md: Metadata, principal=None) -> Query:
     if problems:
         raise error(400, "; ".join(problems))
     periods = list(dict.fromkeys(periods))
+    asked = {"dx": items, "ou": units, "pe": periods}
+    several = [f"{d} ({len(asked[d])} items)" for d in sorted(filters) if len(asked[d]) != 1]
+    if several:
+        raise error(400, f"filter {', '.join(several)}: a filter takes one item (a total over several "
+                         "is not worked out); ask them as a dimension instead")
     if len(units) > MAX_UNITS or len(units) * len(periods) > MAX_PAIRS:
         raise error(400, f"the query asks {len(units)} org units by {len(periods)} periods; at most "
                    f"{MAX_UNITS:,} units and {MAX_PAIRS:,} unit-periods per query: ask a higher "
                    "level, a smaller boundary or fewer periods")
-    return Query(items, units, periods, boundaries)
+    return Query(items, units, periods, boundaries, filters)
 
 
 def _upper(prefix: str) -> str:
@@ -248,8 +289,8 @@ def plain(value: Decimal | int | float) -> str:
     return format(value.normalize(), "f")
 
 
-def as_json(rows: list[dict]) -> list[dict]:
-    return [{**r, "value": number(r["value"])} for r in rows]
+def as_json(rows: list[dict], filters: frozenset[str] = frozenset()) -> list[dict]:
+    return [{**{k: v for k, v in r.items() if k not in filters}, "value": number(r["value"])} for r in rows]
 
 
 def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:

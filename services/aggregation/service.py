@@ -20,7 +20,7 @@ from nameko.rpc import rpc
 from services.aggregation import analytics, completeness, data_values, exports, facts, history
 from services.aggregation import tables as t
 from shared import collectors, metrics
-from shared.api import api_rpc, reply
+from shared.api import api_rpc, error, flag, reply
 from shared.batches import disjoint_runs
 from shared.delivery import Database
 from shared.events import subscribe
@@ -167,7 +167,8 @@ class AggregationService(KeepsMetadataReplica):
         """``GET /api/analytics`` (JSON), ``.csv`` and ``.sdmx.csv``: one query, three shapes."""
         principal.require("read")
         md = self.replica.current()
-        query = analytics.parse_query(params, md, principal)
+        params, filters = analytics.dhis2_params(params)
+        query = analytics.parse_query(params, md, principal, filters)
         self._in_scope(principal, md, query.boundaries + query.ou)
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
@@ -177,7 +178,10 @@ class AggregationService(KeepsMetadataReplica):
             flows = exports.dataflows_for(params, [i.data_element for i in query.dx], md)
             body = exports.sdmx_csv(rows, md, flows, params.get("labels", "id"), params.get("locale", "en"))
             return reply(body, content_type=exports.SDMX_CSV)
-        return reply({"rows": analytics.as_json(rows), "metaData": analytics.names(query, md)})
+        body = {"rows": analytics.as_json(rows, query.filters)}
+        if not flag(params, "skipMeta"):
+            body["metaData"] = analytics.names(query, md)
+        return reply(body)
 
     @api_rpc
     def data_values(self, principal, params: dict, fmt: str = "json"):
@@ -196,6 +200,12 @@ class AggregationService(KeepsMetadataReplica):
     def completeness(self, principal, params: dict):
         principal.require("read")
         md = self.replica.current()
+        if params.get("ou") == "USER_ORGUNIT":  # as in analytics: the user's scope root
+            roots = [principal.org_unit] if principal.org_unit in md.org_units else md.roots(today())
+            if len(roots) != 1:
+                raise error(400, f"ou: USER_ORGUNIT is {len(roots)} roots for user {principal.username!r}: "
+                                 "name the org unit")
+            params = {**params, "ou": roots[0]}
         with self.db.connect() as conn:
             ou, body = completeness.completeness(conn, md, params)
         self._in_scope(principal, md, [ou])

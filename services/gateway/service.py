@@ -296,17 +296,22 @@ class GatewayService:
     def validation_results(self, request):
         return self.api(request, "validation", "results", dict(request.args))
 
+    # every value of a repeated parameter is passed: DHIS2 clients send dimension= per dimension
     @route("GET", "/api/analytics")
     def analytics(self, request):
-        return self.api(request, "aggregation", "analytics", dict(request.args))
+        return self.api(request, "aggregation", "analytics", request.args.to_dict(flat=False))
+
+    @route("GET", "/api/analytics.json")
+    def analytics_json(self, request):
+        return self.api(request, "aggregation", "analytics", request.args.to_dict(flat=False))
 
     @route("GET", "/api/analytics.csv")
     def analytics_csv(self, request):
-        return self.api(request, "aggregation", "analytics", dict(request.args), "csv")
+        return self.api(request, "aggregation", "analytics", request.args.to_dict(flat=False), "csv")
 
     @route("GET", "/api/analytics.sdmx.csv")
     def analytics_sdmx(self, request):
-        return self.api(request, "aggregation", "analytics", dict(request.args), "sdmx")
+        return self.api(request, "aggregation", "analytics", request.args.to_dict(flat=False), "sdmx")
 
     @route("GET", "/api/completeness")
     def completeness(self, request):

@@ -417,6 +417,14 @@ def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, wo
         csv_rows = list(csv.DictReader(io.StringIO(
             province.get(f"/api/analytics.csv?dx={dx}&ou={ou}&pe={pe}&relativePeriodDate={anchor}").text)))
         assert [(x["dx"], x["ou"], x["pe"]) for x in csv_rows] == [(x["dx"], x["ou"], x["pe"]) for x in fixed["rows"]]
+    # DHIS2 clients' own spelling: dimension= per dimension, a one-item filter, analytics.json
+    r = province.get(f"/api/analytics.json?dimension=dx:{code('S')}&dimension=ou:USER_ORGUNIT_CHILDREN"
+                     f"&filter=pe:{YEAR}&skipMeta=true")
+    assert r.status_code == 200 and "metaData" not in r.json(), r.text
+    year = {row["ou"]: row["value"] for row in
+            system.get(f"/api/analytics?dx={code('S')}&ou={';'.join(t.districts)}&pe={YEAR}").json()["rows"]}
+    assert r.json()["rows"] == [{"dx": code("S"), "ou": ou, "value": v} for ou, v in year.items()]
+    assert province.get(f"/api/completeness?ds=MDS{UID}&ou=USER_ORGUNIT&pe={YEAR}").json()["orgUnit"] == t.province
     # a district's supervisor: its own villages as they sit today; not another's as a boundary
     d1, d2 = t.districts
     district = system.as_user(system.create_user(f"reld{UID}", "supervisor", d1))

@@ -1,5 +1,6 @@
 """An analytics query names every problem at once, and asks each item once."""
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
@@ -101,3 +102,27 @@ def test_an_expansion_past_the_limits_is_refused_with_its_size(monkeypatch):
     with pytest.raises(ApiError) as refused:
         _ask("LEVEL-4", "MONTHS_THIS_YEAR")
     assert "4 org units by 12 periods" in refused.value.body["message"]
+
+
+def test_dhis2s_dimension_and_filter_spellings_read_as_the_plain_ones():
+    params, filters = analytics.dhis2_params({"dimension": ["dx:OPD", "ou:03;LEVEL-3"], "filter": ["pe:THIS_YEAR"],
+                                              "dx": ["OPD"], "skipMeta": ["true"]})
+    assert params == {"dx": "OPD;OPD", "ou": "03;LEVEL-3", "pe": "THIS_YEAR", "skipMeta": "true"}
+    assert filters == {"pe"}
+    q = analytics.parse_query(params, _tree(), None, filters)
+    assert q.ou == ["0301", "0302"] and len(q.pe) == 1 and q.filters == {"pe"}
+    assert analytics.as_json([{"dx": "OPD", "ou": "0301", "pe": "2026", "value": Decimal(3)}], q.filters) == [
+        {"dx": "OPD", "ou": "0301", "value": 3}]
+    with pytest.raises(ApiError) as refused:   # a filter of several periods would need a total over them
+        analytics.parse_query({"dx": "OPD", "ou": "03", "pe": "LAST_3_MONTHS"}, _tree(), None, frozenset({"pe"}))
+    assert "pe (3 items)" in refused.value.body["message"]
+    with pytest.raises(ApiError) as refused:
+        analytics.dhis2_params({"dimension": ["co"], "filter": ["xx:1"]})
+    assert "'co'" in refused.value.body["message"] and "'xx:1'" in refused.value.body["message"]
+
+
+def test_a_data_sets_reporting_rate_is_pointed_to_completeness():
+    md = _md()
+    with pytest.raises(ApiError) as refused:
+        analytics.parse_query({"dx": "HEALTH_M.REPORTING_RATE", "ou": "03", "pe": "2026"}, md)
+    assert "/api/completeness?ds=HEALTH_M" in refused.value.body["message"]
