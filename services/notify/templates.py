@@ -63,6 +63,12 @@ OUTCOMES = {
 }
 
 
+# "ລາຍງານ {data_set}" ("the return {data_set}") said twice when the data set's own Lao name
+# begins with the word, as most do ("ລາຍງານປະຈຳເດືອນ", the monthly return)
+_DOUBLED = {"lo": ("ລາຍງານ ລາຍງານ", "ລາຍງານ"), "en": ("return Return", "return")}
+
+
 def render(kind: str, language: str, **fields) -> tuple[str, str]:
     language = language if language in ("lo", "en") else "en"
-    return SUBJECTS[kind][language].format(**fields), BODIES[kind][language].format(**fields)
+    twice, once = _DOUBLED[language]
+    return tuple(text[kind][language].format(**fields).replace(twice, once) for text in (SUBJECTS, BODIES))

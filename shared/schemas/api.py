@@ -13,7 +13,18 @@ from shared.schemas.metadata import (AGGREGATION_TYPES, FOCAL_POINT_ROLES, IMPOR
                                      MISSING_VALUE_STRATEGIES, OPERATORS, PERIOD_TYPES, ROLES,
                                      VALUE_TYPES)
 
-_NAME = validate.Length(min=1, max=230)
+def _NAME(name: str, shortest: int = 1) -> None:
+    """A name (English or Lao): one line of 1-230 characters, as DHIS2's. A line break or other
+    control character would break a CSV cell, an e-mail subject or a dashboard's label."""
+    if not shortest <= len(name) <= 230:
+        raise ValidationError(f"must be {shortest}-230 characters, not {len(name)}")
+    bad = sorted({c for c in name if unicodedata.category(c) == "Cc"})
+    if bad:
+        raise ValidationError(f"must be one line of text: holds control character(s) {', '.join(map(repr, bad))}")
+
+
+def _NAME_LO(name: str) -> None:
+    _NAME(name, shortest=0)  # "" says there is no Lao name yet, as null does
 
 
 def _one_of(choices):
@@ -28,7 +39,7 @@ def _one_of(choices):
 class OrgUnitImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True)
+    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
     parent = fields.Str(allow_none=True)
     parentFrom = fields.Date(allow_none=True)
     openingDate = fields.Date()
@@ -45,7 +56,7 @@ class OutlierImportSchema(StrictSchema):
 class DataElementImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True)
+    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
     valueType = fields.Str(validate=_one_of(VALUE_TYPES))
     aggregationType = fields.Str(validate=_one_of(AGGREGATION_TYPES))
     disaggregation = fields.List(fields.Str(validate=CODE), allow_none=True)
@@ -55,7 +66,7 @@ class DataElementImportSchema(StrictSchema):
 class DataSetImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True)
+    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
     periodType = fields.Str(validate=_one_of(PERIOD_TYPES))
     dataElements = fields.List(fields.Str())
     orgUnitLevel = fields.Int(allow_none=True, validate=validate.Range(min=1))
@@ -67,7 +78,7 @@ class DataSetImportSchema(StrictSchema):
 class ValidationRuleImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True)
+    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
     importance = fields.Str(validate=_one_of(IMPORTANCES))
     left = fields.Str()
     operator = fields.Str(validate=_one_of(OPERATORS))

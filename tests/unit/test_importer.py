@@ -223,3 +223,16 @@ def test_a_code_is_ascii_letters_digits_and_nothing_after(code):
     from shared.schemas.common import CODE
     with pytest.raises(ValidationError, match="Latin letters"):
         CODE(code)
+
+
+@pytest.mark.parametrize("field, name, words", [("name", "Line one\nline two", "one line"),
+                                                ("nameLo", "ບ້ານ\r\nນ້ຳທາ", "one line"),
+                                                ("nameLo", "ນ" * 231, "230"), ("name", "", "1-230")])
+def test_a_name_is_one_line_of_at_most_230_characters(field, name, words):
+    from marshmallow import ValidationError
+
+    from shared.schemas.api import OrgUnitImportSchema
+    with pytest.raises(ValidationError) as refused:
+        OrgUnitImportSchema().load({"code": "X", field: name})
+    assert words in str(refused.value.messages[field])
+    assert OrgUnitImportSchema().load({"code": "X", "nameLo": ""})["nameLo"] == ""
