@@ -125,7 +125,7 @@ class GatewayService:
         raw = _decompressed(raw, request.headers.get("Content-Encoding", ""))
         # the charset the client declares (a spreadsheet's CSV in windows-1252, an ADX file in
         # UTF-16), else UTF-8; what it declares is what the body is read as
-        charset = request.mimetype_params.get("charset") or "utf-8"
+        charset = request.mimetype_params.get("charset") or "UTF-8"
         try:
             codecs.lookup(charset)
         except LookupError:
