@@ -8,7 +8,8 @@ last changed. Never a total: that is analytics. The parameters are DHIS2's:
 * ``period`` (one or more) or ``startDate`` and ``endDate``: periods inside those dates;
 * ``orgUnit`` (one or more), with ``children=true`` everything in its subtree as of
   each value's period (as analytics counts it);
-* ``lastUpdated=YYYY-MM-DD``: only values changed since that day (Asia/Vientiane);
+* ``lastUpdated``: only values changed since that day or instant (Asia/Vientiane when it
+  names no offset); alone, it is the whole filter, as in DHIS2's sync;
 * ``includeDeleted=true``: deleted values too, flagged ``deleted``.
 
 A parameter may be repeated (``dataSet=A&dataSet=B``) or list items split by ``,``
@@ -26,8 +27,8 @@ import sqlalchemy as sa
 
 from services.aggregation.analytics import _upper
 from shared.api import ApiError, error, flag
-from shared.dhis2_csv import COLUMNS
-from shared.periods import LOCAL_TZ, Period, PeriodError, parse_day, show
+from shared.dhis2_csv import COLUMNS, DELETED
+from shared.periods import LOCAL_TZ, Period, PeriodError, show
 from shared.replica import Metadata
 
 # an export is one RPC answer: past this it is refused with its size, to be asked in parts
@@ -64,6 +65,35 @@ def _one(params: dict, name: str) -> str | None:
     return items[0] if items else None
 
 
+KNOWN = {"dataSet", "period", "startDate", "endDate", "orgUnit", "children", "includeDeleted", "lastUpdated",
+         "idScheme", "dataElementIdScheme", "orgUnitIdScheme"}
+
+
+def _date(name: str, raw: str, problems: list[str]) -> dt.date | None:
+    """A day, any year: DHIS2 sync scripts ask from 1900-01-01 for "everything"."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw, re.ASCII):
+            return dt.date.fromisoformat(raw)
+    except ValueError:
+        pass
+    problems.append(f"{name}: {raw!r} is not a date (YYYY-MM-DD)")
+    return None
+
+
+def _moment(name: str, raw: str, problems: list[str]) -> dt.datetime | None:
+    """A day (from its start) or an instant, ISO 8601; without an offset, in Asia/Vientiane.
+    A '+' left unescaped in a URL arrives as a space: read as the '+' it was."""
+    raw = re.sub(r"(T[\d:.]+) (\d{2}:?\d{2})$", r"\1+\2", raw)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][\d:.]+)?(Z|[+-]\d{2}:?\d{2})?", raw, re.ASCII):
+            moment = dt.datetime.fromisoformat(raw)
+            return moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+    except ValueError:
+        pass
+    problems.append(f"{name}: {raw!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+07:00)")
+    return None
+
+
 def parse(params: dict, md: Metadata) -> dict:
     """The export asked, every problem named in one 400."""
     problems = []
@@ -84,16 +114,23 @@ def parse(params: dict, md: Metadata) -> dict:
     start, end, since = _one(params, "startDate"), _one(params, "endDate"), _one(params, "lastUpdated")
     if period_codes and (start or end):
         problems.append("give period or startDate and endDate, not both")
-    elif not period_codes and not (start and end):
-        problems.append("period, or startDate and endDate, is required")
+    elif not period_codes and bool(start) != bool(end):
+        problems.append("startDate and endDate go together")
+    elif not (period_codes or start or since):
+        problems.append("period, startDate and endDate, or lastUpdated is required")
     dates = {}
-    for name, raw in (("startDate", start), ("endDate", end), ("lastUpdated", since)):
-        try:
-            dates[name] = parse_day(name, raw) if raw else None
-        except PeriodError as exc:
-            problems.append(str(exc))
+    for name, raw in (("startDate", start), ("endDate", end)):
+        dates[name] = _date(name, raw, problems) if raw else None
+    dates["lastUpdated"] = _moment("lastUpdated", since, problems) if since else None
     if dates["startDate"] and dates["endDate"] and dates["startDate"] > dates["endDate"]:
         problems.append(f"startDate {start} is after endDate {end}")
+    unknown = sorted(set(params) - KNOWN)
+    if unknown:
+        problems.append(f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN))})")
+    for name in ("idScheme", "dataElementIdScheme", "orgUnitIdScheme"):
+        scheme = _one(params, name)
+        if scheme and scheme.upper() != "CODE":
+            problems.append(f"{name} {scheme!r} is not supported: statnet identifies everything by code")
     switches = {}
     for name in ("children", "includeDeleted"):
         try:
@@ -117,7 +154,7 @@ def values(conn: sa.Connection, md: Metadata, asked: dict) -> list[dict]:
         "periods": [p.code for p in asked["periods"]] or None,
         "start": asked["startDate"], "end": asked["endDate"],
         "units": None if asked["children"] else asked["org_units"],
-        "since": dt.datetime.combine(since, dt.time(), LOCAL_TZ) if since else None,
+        "since": since,
         "deleted": asked["deleted"], "limit": MAX_VALUES + 1}).all()
     if len(rows) > MAX_VALUES:
         raise error(400, f"more than {MAX_VALUES:,} values asked: ask fewer periods, units or data sets")
@@ -146,13 +183,14 @@ def as_json(asked: dict, data_values: list[dict]) -> dict:
     return body
 
 
-def as_csv(data_values: list[dict]) -> str:
-    """DHIS2's data value CSV, header row first: importable as a return as it stands."""
+def as_csv(data_values: list[dict], with_deleted: bool = False) -> str:
+    """DHIS2's data value CSV, header row first: importable as a return as it stands (with
+    ``includeDeleted``, DHIS2's eleventh column, ``deleted``, which intake reads too)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + ((DELETED,) if with_deleted else ()))
     for v in data_values:
-        writer.writerow([v["dataElement"], v["period"], v["orgUnit"], v["categoryOptionCombo"], "",
-                         v["value"], v["storedBy"] or "", v["lastUpdated"] or "", v["comment"] or "",
-                         "false"])
+        row = [v["dataElement"], v["period"], v["orgUnit"], v["categoryOptionCombo"], "",
+               v["value"], v["storedBy"] or "", v["lastUpdated"] or "", v["comment"] or "", "false"]
+        writer.writerow(row + (["true" if v["deleted"] else "false"] if with_deleted else []))
     return out.getvalue()

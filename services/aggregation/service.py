@@ -193,7 +193,7 @@ class AggregationService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             found = data_values.values(conn, md, asked)
         if fmt == "csv":
-            return reply(data_values.as_csv(found), content_type=exports.CSV)
+            return reply(data_values.as_csv(found, asked["deleted"]), content_type=exports.CSV)
         return reply(data_values.as_json(asked, found))
 
     @api_rpc

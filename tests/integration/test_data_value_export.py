@@ -4,6 +4,7 @@ that can be sent back as a return."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 
 import pytest
@@ -112,6 +113,33 @@ def test_scope_and_bad_parameters(system, world):
         assert part in message, (part, message)
     r = _get(system, f"dataSet={codes['ds']}&orgUnit={v11}&startDate=2024-03-01&endDate=2024-01-31")
     assert r.status_code == 400 and "after endDate" in r.json()["message"]
+    for query, words in (("startDate=2026-13-01&endDate=2026-12-31", "startDate: '2026-13-01'"),
+                         ("startDate=2024-01-01&endDate=x", "endDate: 'x'"),
+                         ("startDate=2024-01-01", "go together"),
+                         ("lastUpdated=2024-02-30", "lastUpdated: '2024-02-30'"),
+                         ("period=202401&format=xml", "unknown parameter(s) format"),
+                         ("period=202401&idScheme=UID", "idScheme 'UID'")):
+        r = _get(system, f"dataSet={codes['ds']}&orgUnit={v11}&{query}")
+        assert r.status_code == 400 and words in r.json()["message"], (query, r.text)
+
+
+def test_dhis2_sync_habits_everything_since_1900_and_changes_since_an_instant(system, world):
+    t, codes, _, (v11, *_) = world
+    everything = _get(system, f"dataSet={codes['ds']}&orgUnit={t.country}&children=true"
+                              "&startDate=1900-01-01&endDate=9999-12-31")
+    assert everything.status_code == 200 and len(everything.json()["dataValues"]) >= 6, everything.text
+    newest = max(v["lastUpdated"] for v in everything.json()["dataValues"])
+    since = _get(system, f"dataSet={codes['ds']}&orgUnit={t.country}&children=true&lastUpdated={newest}")
+    assert since.status_code == 200, since.text
+    assert {v["lastUpdated"] for v in since.json()["dataValues"]} == {newest}
+    # the same instant in UTC, and a day without an offset read in Asia/Vientiane
+    utc = dt.datetime.fromisoformat(newest).astimezone(dt.timezone.utc).isoformat()
+    assert _get(system, f"dataSet={codes['ds']}&orgUnit={t.country}&children=true&lastUpdated={utc.replace('+', '%2B')}"
+                ).json() == since.json()
+    deleted = _get(system, f"dataSet={codes['ds']}&orgUnit={v11}&period=202402&includeDeleted=true", fmt=".csv")
+    rows = list(csv.DictReader(io.StringIO(deleted.text)))
+    assert {(x["dataelement"], x["deleted"]) for x in rows} == {
+        (codes["pop"], "false"), (codes["hh"], "true")}
 
 
 def test_text_values_are_read_back_and_a_dry_run_counts_them_as_the_return_will(system, world):
