@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from nameko.rpc import rpc
 
 from services.validation import checks
@@ -195,10 +196,13 @@ class ValidationService(KeepsMetadataReplica):
                     violations = checks.check_return(data["data_set"], data["values"], md, stored,
                                                      seq=data["seq"], checked=checked)
                     rejected = checks.rejected(violations)
+                    reported = sorted({(data["org_unit"], data["period"]), *places})
                     results.append({"return_id": data["return_id"], "seq": data["seq"],
                                     "data_set": data["data_set"], "org_unit": data["org_unit"],
                                     "period": data["period"], "accepted": not rejected,
-                                    "violations": violations})
+                                    "violations": violations, "places": [list(x) for x in reported],
+                                    "org_units": sorted({ou for ou, _ in reported}),
+                                    "periods": sorted({pe for _, pe in reported})})
                     ref = {k: data[k] for k in _REF}
                     if rejected:
                         decisions.append(("return_rejected", {**ref, "violations": violations},
@@ -244,41 +248,49 @@ class ValidationService(KeepsMetadataReplica):
         if unit is None:
             raise error(400, f"ou: unknown org unit {ou!r}")
         principal.require_path(ou, unit.current.path)
-        query = sa.select(t.validation_result).order_by(t.validation_result.c.seq.desc())
-        if params.get("pe"):
+        r_ = t.validation_result
+        query = sa.select(r_).order_by(r_.c.seq.desc())
+        pe = params.get("pe")
+        if pe:
             try:
-                Period.parse(params["pe"])
+                Period.parse(pe)
             except PeriodError as exc:
                 raise error(400, f"pe: {exc}") from None
-            query = query.where(t.validation_result.c.period == params["pe"])
+            query = query.where(r_.c.periods.contains([pe]))
         if params.get("ds"):
             if params["ds"] not in md.data_sets:
                 raise error(400, f"ds: unknown data set {params['ds']!r}")
-            query = query.where(t.validation_result.c.data_set == params["ds"])
+            query = query.where(r_.c.data_set == params["ds"])
         accepted = flag(params, "accepted")
         if accepted is not None and params.get("accepted") != "":
-            query = query.where(t.validation_result.c.accepted == accepted)
+            query = query.where(r_.c.accepted == accepted)
         try:
             limit = min(int(params.get("limit", 1000)), 10000)
         except ValueError:
             raise error(400, f"limit: {params.get('limit')!r} is not a number") from None
-        # units that were ever in the subtree, each only for the periods it was in it (as
-        # analytics counts it): a village moved away in November shows its October returns
-        # here, and its November ones under its new district only
-        units = md.subtree(ou)
-        query = query.where(t.validation_result.c.org_unit.in_(sa.bindparam("units", expanding=True)))
+        # A return is listed for the places it reported inside the subtree, each only for the
+        # periods its unit was in it (as analytics counts it: a village moved away in
+        # November shows its October returns here, its November ones under its new
+        # district), with the violations of those places alone. A district's CSV of its
+        # villages is one return; each village's violations go to its own supervisors.
+        units = sorted(md.subtree(ou))
+        query = query.where(r_.c.org_units.overlap(sa.cast(sa.bindparam("units"), ARRAY(sa.Text))))
         periods: dict[str, Period] = {}
+
+        def inside(unit: str, period: str) -> bool:
+            p = periods.get(period) or periods.setdefault(period, Period.parse(period))
+            return (not pe or period == pe) and unit in md.org_units and md.in_subtree(unit, p.start, p.end, ou)
+
         rows = []
         with self.db.connect() as conn:
-            for r in conn.execution_options(stream_results=True, yield_per=500).execute(
-                    query, {"units": sorted(units)}):
-                p = periods.get(r.period) or periods.setdefault(r.period, Period.parse(r.period))
-                if md.in_subtree(r.org_unit, p.start, p.end, ou):
-                    rows.append(r)
-                    if len(rows) == limit:
-                        break
+            for r in conn.execution_options(stream_results=True, yield_per=500).execute(query, {"units": units}):
+                if not any(inside(unit, period) for unit, period in r.places):
+                    continue
+                rows.append((r, [v for v in r.violations if inside(v["org_unit"], v["period"])]))
+                if len(rows) == limit:
+                    break
         return reply({"orgUnit": ou, "validationResults": [{
             "returnId": r.return_id, "dataSet": r.data_set, "orgUnit": r.org_unit, "period": r.period,
             "status": "VALIDATED" if r.accepted else "REJECTED", "checkedAt": show(r.checked_at),
-            **violations_out(r.violations)} for r in rows]})
+            **violations_out(seen)} for r, seen in rows]})
 

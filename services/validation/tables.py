@@ -1,6 +1,6 @@
 """Tables of the validation service (schema ``validation``)."""
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from shared.delivery import delivery_tables
 from shared.replica import replica_tables
@@ -20,6 +20,11 @@ validation_result = sa.Table(
     sa.Column("accepted", sa.Boolean, nullable=False),
     sa.Column("violations", JSONB, nullable=False),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # every (unit, period) the return reported, and their units and periods for the indexes:
+    # a multi-place return is listed to each place's subtree (migration 0005)
+    sa.Column("places", JSONB, nullable=False),
+    sa.Column("org_units", ARRAY(sa.Text), nullable=False),
+    sa.Column("periods", ARRAY(sa.Text), nullable=False),
 )
 
 # The latest accepted numeric value of each (unit, element, combo, period), by submission

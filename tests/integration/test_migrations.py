@@ -85,3 +85,26 @@ def test_yearly_rows_lose_their_figures_from_the_subtree_index_and_get_them_back
     migrations.downgrade(settings, "aggregation", "0006")
     assert shape() == (" (org_unit, s, n, last_start, last_value)", None)
     migrations.upgrade(settings, "aggregation")
+
+
+def test_results_learn_the_places_of_their_returns_from_header_and_violations(settings):
+    migrations.upgrade(settings, "validation", "0004")
+    engine = engine_for(settings.database_url)
+    violations = [{"rule": "R", "importance": "HIGH", "operator": "greater_than", "org_unit": "V2", "period": "202602"},
+                  {"rule": "R", "importance": "HIGH", "operator": "greater_than", "org_unit": "V1", "period": "202601"}]
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO validation.result (return_id, seq, data_set, org_unit, period, accepted, violations) "
+            "VALUES ('m1', 1, 'DS', 'V1', '202601', false, CAST(:v AS jsonb)), "
+            "('m2', 2, 'DS', 'ບ້ານ', '2026', true, '[]')"), {"v": json.dumps(violations)})
+    migrations.upgrade(settings, "validation")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT return_id, places, org_units, periods FROM validation.result "
+                                    "WHERE return_id IN ('m1', 'm2') ORDER BY 1")).all()
+    assert [tuple(r) for r in rows] == [
+        ("m1", [["V1", "202601"], ["V2", "202602"]], ["V1", "V2"], ["202601", "202602"]),
+        ("m2", [["ບ້ານ", "2026"]], ["ບ້ານ"], ["2026"])]
+    migrations.downgrade(settings, "validation", "0004")
+    migrations.upgrade(settings, "validation")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM validation.result WHERE return_id IN ('m1', 'm2')"))

@@ -84,3 +84,13 @@ def test_an_invalid_value_for_another_place_alerts_that_places_supervisors_about
 
     assert wait_until(lambda: invalid(f"S2{uid}"), message="v2's supervisor told") == [(v2, feb)]
     assert invalid(f"S1{uid}") == []  # v1's January was fine
+    # validationResults: the violation goes to v2's subtree with the return, and to no one else
+    sup1 = system.create_user(f"s1-{uid}", "supervisor", d1)
+    sup2 = system.create_user(f"s2-{uid}", "supervisor", d2)
+    seen2 = system.get(f"/api/validationResults?ou={d2}", token=sup2).json()["validationResults"]
+    assert [(x["returnId"], [(v["orgUnit"], v["period"]) for v in x["violations"]]) for x in seen2] == [
+        (r.json()["id"], [(v2, feb)])]
+    assert system.get(f"/api/validationResults?ou={d2}&pe={feb}", token=sup2).json()["validationResults"]
+    assert system.get(f"/api/validationResults?ou={d2}&pe={jan}", token=sup2).json()["validationResults"] == []
+    seen1 = system.get(f"/api/validationResults?ou={d1}", token=sup1).json()["validationResults"]
+    assert [(x["returnId"], x["violations"]) for x in seen1] == [(r.json()["id"], [])]  # its own place, clean
