@@ -111,6 +111,8 @@ CATALOGUE = _catalogue(
               "A return has a HIGH violation; nothing of it is aggregated."),
     EventType("aggregation", "return_aggregated", 1, ev.ReturnAggregatedSchema,
               "A return's values are visible in every aggregate."),
+    EventType("aggregation", "history_loaded", 1, ev.HistoryLoadedSchema,
+              "A chunk of past values is in the aggregates; each place given a value counts as reported."),
 )
 
 

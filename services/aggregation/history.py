@@ -342,6 +342,6 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
     if reported.places:
         conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch, "places": serialization.dumps(
             [{"ou": ou, "period": period} for ou, period in reported.places])})
-    return {"batch": batch, "rows": rows,
+    return {"batch": batch, "rows": rows, "places": reported.places,
             "importCount": {"imported": imported, "updated": updated,
                             "ignored": rows - imported - updated, "deleted": 0}}

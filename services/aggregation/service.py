@@ -109,6 +109,14 @@ class AggregationService(KeepsMetadataReplica):
         md = self.replica.current()
         with self.db.transaction() as tx:
             loaded = history.load(tx.conn, md, params.get("dataSet"), body)
+            places = loaded.pop("places")
+            if places:
+                # reported, as completeness already counts them: the deadline check must not
+                # chase a unit for a month its history brought (notify keeps its own record)
+                tx.emit("history_loaded", {
+                    "batch": loaded["batch"], "data_set": params.get("dataSet"),
+                    "places": [{"org_unit": ou, "period": pe} for ou, pe in places],
+                    "loaded_at": dt.datetime.now(dt.timezone.utc)}, correlation_id=loaded["batch"])
         self.year_totals.chunk_loaded()
         for result, n in loaded["importCount"].items():
             if n:

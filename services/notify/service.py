@@ -158,6 +158,16 @@ class NotifyService(KeepsMetadataReplica):
         if new:
             self.outgoing.wake()
 
+    @subscribe("aggregation", "history_loaded")
+    def on_history_loaded(self, event):
+        """Past values loaded in bulk: their places are reported, as completeness counts them."""
+        with self.db.consume(event) as tx:
+            if not tx.duplicate:
+                data = event.data
+                tx.execute(_RECEIVED, {"rows": serialization.dumps([
+                    {"data_set": data["data_set"], "org_unit": p["org_unit"], "period": p["period"],
+                     "return_id": data["batch"], "received_at": data["loaded_at"]} for p in data["places"]])})
+
     def _received(self, tx, returns: list[dict]) -> None:
         if returns:
             tx.execute(_RECEIVED, {"rows": serialization.dumps([

@@ -189,6 +189,20 @@ class ReturnAggregatedSchema(EventSchema):
     aggregated_at = fields.AwareDateTime(required=True)
 
 
+class PlaceSchema(EventSchema):
+    org_unit = fields.Str(required=True)
+    period = fields.Str(required=True)
+
+
+class HistoryLoadedSchema(EventSchema):
+    """A chunk of past values is in the aggregates: each place it gave a value counts as
+    reported (completeness already; notify's deadline check stops chasing it)."""
+    batch = fields.Str(required=True)
+    data_set = fields.Str(required=True)
+    places = FlatItems(PlaceSchema, required=True)
+    loaded_at = fields.AwareDateTime(required=True)
+
+
 class UserChangedSchema(EventSchema):
     """A user was created or its token rotated: caches of tokens drop it."""
     username = fields.Str(required=True)

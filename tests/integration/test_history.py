@@ -268,3 +268,33 @@ def test_the_planner_learns_of_a_load_once_it_is_taken_in(system, world, setting
     assert one("SELECT pg_relation_size('aggregation.year_total_pending')")[0] == 0
     assert maintained_at("last_vacuum", "year_total") > started
     assert maintained_at("last_analyze", "year_total") > started
+
+
+def test_a_place_history_brought_is_reported_and_never_chased_as_late(system, world, settings):
+    """Completeness counted history's months as reported, yet the deadline check, which
+    reads notify's own record of what was received, alerted them late all the same."""
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+
+    t = world
+    ds = f"LDS{UID}"
+    system.import_metadata({
+        "dataSets": [{"code": ds, "name": "Late check", "periodType": "Monthly", "orgUnitLevel": 4,
+                      "dataElements": [f"Z{UID}"], "timelyDays": 5}],
+        "focalPoints": [{"code": f"SUP{UID}", "name": "Supervisor", "orgUnit": t.province, "role": "supervisor",
+                         "email": "sup.his@example.la", "language": "en"}]})
+    loaded, missing = t.all_villages[0], t.all_villages[1:]
+    r = load(system, csv_text([(f"Z{UID}", "201903", loaded, "default", "7")]), ds=ds)
+    assert r.status_code == 200, r.text
+    batch = r.json()["batch"]
+    with engine_for(settings.database_url).connect() as conn:
+        wait_until(lambda: conn.execute(sa.text("SELECT count(*) FROM notify.received WHERE return_id = :b"),
+                                        {"b": batch}).scalar() == 1, message="notify told of the loaded month")
+    c = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe=201903").json()
+    assert (c["expected"], c["actual"]) == (len(t.all_villages), 1)
+    assert system.post("/api/deadlines/check?asOf=2019-04-20").status_code == 200
+    late = {(n["orgUnit"], n["period"]) for n in system.get(
+        f"/api/notifications?recipient=SUP{UID}&type=LATE_RETURN").json()["notifications"]
+        if n["dataSet"] == ds}
+    assert (loaded, "201903") not in late and {(v, "201903") for v in missing} <= late, late
