@@ -5,9 +5,10 @@ units it must report against; an admin keeps a copy, or moves it to another serv
 Posted back as it stands it changes nothing (every object ``ignored``): the document
 is the import shape, field for field, nothing more.
 
-A unit's parent is its latest one; a unit moved since it opened also gets ``parentFrom``
-(the day its latest parent began). Earlier parents are not in the document, which takes
-one parent per unit (``GET /api/orgUnits/{code}`` lists its ``hierarchy``).
+A unit's ``parent`` is its latest one; a unit that moved (or will) also carries its
+``hierarchy``, every parent with its dates as ``GET /api/orgUnits/{code}`` lists them, which
+the import takes as the unit's whole timeline: posted into an empty server, a moved village
+keeps its earlier periods with its old district, as here.
 
 Admins and operators get everything. A supervisor or reporter gets every data element,
 data set and rule (what its units report against), but only the org units of its own
@@ -63,8 +64,11 @@ def document(conn: sa.Connection, principal, params: dict) -> dict:
             item = {"code": code, "name": u["name"], "nameLo": u["name_lo"],
                     "parent": links[-1].parent if links else None,
                     "openingDate": _iso(u["opening_date"]), "closedDate": _iso(u["closed_date"])}
-            if links and links[-1].valid_from != u["opening_date"]:
-                item["parentFrom"] = _iso(links[-1].valid_from)
+            if [(link.valid_from, link.valid_to) for link in links] != [(u["opening_date"], None)]:
+                # moved (or to move), or placed later than it opened: every parent, so that a
+                # new server places its earlier periods where this one does
+                item["hierarchy"] = [{"parent": link.parent, "from": _iso(link.valid_from), "to": _iso(link.valid_to)}
+                                     for link in links]
             if u["generated"]:
                 item["generated"] = True
             units.append(item)

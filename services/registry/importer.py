@@ -18,7 +18,7 @@ from marshmallow import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 
 from services.registry import tables as t
-from services.registry.hierarchy import CycleError, Link, Path, compute_paths, set_parent
+from services.registry.hierarchy import CycleError, Link, Path, compute_paths, merge, set_parent
 from shared import expressions
 from shared.schemas.api import METADATA_LISTS
 from shared.values import keeps_stored_values
@@ -189,6 +189,35 @@ def _reference_problems(rule: dict, side: str, de_states: dict[str, dict]) -> li
 DataSetsWithReturns = Callable[[list[str]], list[str]]
 
 
+def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors") -> list[Link] | None:
+    """A unit's ``hierarchy`` as its links, or None with the errors said: parents known and
+    not itself, dates rising, each ``to`` (if given) the next ``from``, ``parent`` (if given)
+    the last one, and no ``parentFrom`` beside it."""
+    given = item["hierarchy"]
+    problems = []
+    if "parentFrom" in item:
+        problems.append("give hierarchy or parentFrom, not both")
+    for n, link in enumerate(given):
+        if link["parent"] is not None and link["parent"] not in unit_codes:
+            problems.append(f"hierarchy[{n}]: unknown parent {link['parent']!r}")
+        if link["parent"] == code:
+            problems.append(f"hierarchy[{n}]: cycle in the hierarchy: {code} -> {code}")
+        following = given[n + 1]["valid_from"] if n + 1 < len(given) else None
+        if following is not None and following <= link["valid_from"]:
+            problems.append(f"hierarchy[{n + 1}]: from {following} is not after {link['valid_from']}")
+        if link["valid_to"] is not None and link["valid_to"] != following:
+            problems.append(f"hierarchy[{n}]: to {link['valid_to']} is not the next parent's from "
+                            f"({following or 'none: the last runs on'})")
+    if "parent" in item and item["parent"] != given[-1]["parent"]:
+        problems.append(f"parent {item['parent']!r} is not the hierarchy's last ({given[-1]['parent']!r})")
+    for message in problems:
+        errors.add(code, f"org unit {code}: {message}")
+    if problems:
+        return None
+    ends = [link["valid_from"] for link in given[1:]] + [None]
+    return merge([Link(link["parent"], link["valid_from"], end) for link, end in zip(given, ends)])
+
+
 def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
          stored: StoredCombos | None = None, with_returns: DataSetsWithReturns | None = None) -> Plan:
     """``stored`` says which combos hold values, asked only when a change would strand
@@ -240,7 +269,12 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                 timeline = [Link(current[0].parent, state["opening_date"], current[0].valid_to), *current[1:]]
                 links[code] = timeline
                 p.links[code] = timeline
-        if "parent" in item or existing is None:
+        if "hierarchy" in item:
+            timeline = _timeline(code, item, unit_codes, errors)
+            if timeline is not None and timeline != links.get(code, []):
+                links[code] = timeline
+                p.links[code] = timeline
+        elif "parent" in item or existing is None:
             parent = item.get("parent")
             if parent is not None and parent not in unit_codes:
                 errors.add(code, f"org unit {code}: unknown parent {parent!r}")

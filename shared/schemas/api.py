@@ -36,12 +36,22 @@ def _one_of(choices):
 # absent fields keep their current value; the importer checks that a *new*
 # object has everything it needs.
 
+class ParentLinkSchema(StrictSchema):
+    """One parent of a unit and when: ``GET /api/orgUnits/{code}``'s ``hierarchy`` item."""
+    parent = fields.Str(required=True, allow_none=True)
+    valid_from = fields.Date(data_key="from", required=True)
+    valid_to = fields.Date(data_key="to", allow_none=True, load_default=None)
+
+
 class OrgUnitImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
     nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
     parent = fields.Str(allow_none=True)
     parentFrom = fields.Date(allow_none=True)
+    # every parent over time, oldest first (what GET /api/metadata gives a moved unit, so
+    # that a new server takes its history too); instead of parentFrom, ``parent`` its last
+    hierarchy = fields.List(fields.Nested(ParentLinkSchema), validate=validate.Length(min=1))
     openingDate = fields.Date()
     closedDate = fields.Date(allow_none=True)
     generated = fields.Bool()

@@ -236,3 +236,22 @@ def test_a_name_is_one_line_of_at_most_230_characters(field, name, words):
         OrgUnitImportSchema().load({"code": "X", field: name})
     assert words in str(refused.value.messages[field])
     assert OrgUnitImportSchema().load({"code": "X", "nameLo": ""})["nameLo"] == ""
+
+
+def test_a_hierarchy_is_a_units_whole_timeline_and_is_checked():
+    doc = {"orgUnits": [
+        *BASE["orgUnits"], {"code": "04", "name": "Bokeo", "parent": "LA", "openingDate": "1990-01-01"},
+        {"code": "V", "name": "Village", "openingDate": "2000-01-01", "parent": "04",
+         "hierarchy": [{"parent": "03", "from": "2000-01-01", "to": "2020-01-01"},
+                       {"parent": "04", "from": "2020-01-01"}]}]}
+    p = plan(doc, empty(), {}, TODAY)
+    assert p.links["V"] == [Link("03", dt.date(2000, 1, 1), dt.date(2020, 1, 1)), Link("04", dt.date(2020, 1, 1))]
+    assert [(x.path, x.valid_from) for x in p.paths["V"]] == [("/LA/03/V/", dt.date(2000, 1, 1)),
+                                                              ("/LA/04/V/", dt.date(2020, 1, 1))]
+    bad = {"code": "V", "name": "Village", "openingDate": "2000-01-01", "parent": "03", "parentFrom": "2001-01-01",
+           "hierarchy": [{"parent": "NOPE", "from": "2000-01-01", "to": "2010-01-01"},
+                         {"parent": "V", "from": "2005-01-01"}, {"parent": "04", "from": "2004-01-01"}]}
+    messages = " | ".join(e["message"] for e in errors_of({"orgUnits": [*doc["orgUnits"][:3], bad]}))
+    for words in ("not both", "unknown parent 'NOPE'", "cycle", "to 2010-01-01 is not the next parent's from",
+                  "from 2004-01-01 is not after 2005-01-01", "parent '03' is not the hierarchy's last ('04')"):
+        assert words in messages, (words, messages)
