@@ -164,3 +164,16 @@ def test_text_values_are_read_back_and_a_dry_run_counts_them_as_the_return_will(
         if sent["dataValues"][0]["value"]:
             got = _get(system, f"dataSet={codes['ds']}&period=202403&orgUnit={v12}").json()["dataValues"]
             assert [(v["dataElement"], v["value"]) for v in got] == [(note, sent["dataValues"][0]["value"])]
+
+
+def test_a_json_export_of_several_units_goes_back_in_as_one_return(system, world):
+    t, codes, _, (v11, _, v21) = world
+    exported = _get(system, f"dataSet={codes['ds']}&orgUnit={t.province}&children=true&period=202401").json()
+    assert "orgUnit" not in exported and {v["orgUnit"] for v in exported["dataValues"]} == {v11, v21}
+    r = system.submit(exported)
+    assert r.status_code == 202, r.text
+    done = system.wait_status(r.json()["id"])
+    assert done["status"] == "AGGREGATED" and done["importCount"]["updated"] == len(exported["dataValues"]), done
+    again = _get(system, f"dataSet={codes['ds']}&orgUnit={t.province}&children=true&period=202401").json()
+    assert [(v["orgUnit"], v["dataElement"], v["categoryOptionCombo"], v["value"]) for v in again["dataValues"]] == \
+        [(v["orgUnit"], v["dataElement"], v["categoryOptionCombo"], v["value"]) for v in exported["dataValues"]]

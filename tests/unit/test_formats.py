@@ -182,3 +182,15 @@ def test_import_strategy_delete_deletes_what_is_named_and_other_options_are_name
     assert formats.parse("application/json", body, {"idScheme": "code", "async": "true", "preheatCache": "false"})
     raw = formats.parse("application/json", body.replace('"dataSet"', '"idScheme": "UID", "dataSet"'), {})
     assert [p["object"] for p in raw.problems] == ["idScheme"]
+
+
+def test_a_json_set_whose_values_name_their_own_place_needs_none_in_its_header():
+    import json
+
+    values = [{"dataElement": "E", "value": "1", "period": "202602", "orgUnit": "B"},
+              {"dataElement": "E", "value": "2", "period": "202601", "orgUnit": "A"}]
+    raw = formats.parse("application/json", json.dumps({"dataSet": "D", "dataValues": values}), {})
+    assert (raw.period, raw.org_unit) == ("202602", "B")  # the first value's, as a CSV's first line
+    half = formats.parse("application/json", json.dumps({"dataSet": "D", "dataValues": [
+        values[0], {"dataElement": "E", "value": "3"}]}), {})
+    assert (half.period, half.org_unit) == (None, None)  # a value without its own: the header is needed

@@ -64,5 +64,11 @@ def parse(body: str) -> RawReturn:
         raw.values.append(RawValue(i, _code(item.get("dataElement")), _code(item.get("categoryOptionCombo")),
                                    "" if deleted else item.get("value"), item.get("comment"),
                                    _code(item.get("period")), _code(item.get("orgUnit"))))
+    # a data value set whose every value names its own period (or unit) needs none in its
+    # header: the first value's is the return's, as a CSV's first line's is (DHIS2 takes such
+    # a set, and GET /api/dataValueSets exports one for several units or periods)
+    for attr, key in (("period", "period"), ("org_unit", "orgUnit")):
+        if key not in doc and raw.values and all(getattr(v, attr) not in (None, "") for v in raw.values):
+            setattr(raw, attr, getattr(raw.values[0], attr))
     raw.problems = problems
     return raw
