@@ -91,7 +91,8 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
                 CASE WHEN cardinality(e.combos) = 1 THEN e.combos[1] END) AS combo,
        e.code IS NOT NULL AS de_known, e.value_type, e.combos,
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
-       w.path, w.level, d.raw, d.value AS original
+       w.path, w.level, d.raw, d.value AS original,
+       nullif(d.comment, '') AS comment, nullif(btrim(d.storedby), '') AS stored_by
 FROM dated d
 LEFT JOIN aggregation.md_data_element e ON e.code = d.dataelement
 LEFT JOIN aggregation.md_org_unit u ON u.code = d.orgunit
@@ -174,7 +175,7 @@ LIMIT {MAX_PROBLEMS}
 _STORED = """
 INSERT INTO aggregation.data_value AS f
     (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
-     value, text_value, deleted, seq, return_id, updated_at)
+     value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
 SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
        CASE r.value_type WHEN 'TEXT' THEN NULL
                          WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 1 ELSE 0 END
@@ -182,7 +183,7 @@ SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
        CASE r.value_type WHEN 'TEXT' THEN r.original
                          WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 'true' ELSE 'false' END
                          ELSE trim_scale(r.raw::numeric)::text END,
-       false, 0, :batch, now()
+       false, 0, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
 FROM history_rows r WHERE r.raw <> ''
 """
 
@@ -194,7 +195,8 @@ WITH up AS (
     {_STORED}
     ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
        SET value = excluded.value, text_value = excluded.text_value, deleted = false, path = excluded.path,
-           return_id = excluded.return_id, updated_at = excluded.updated_at
+           return_id = excluded.return_id, updated_at = excluded.updated_at, comment = excluded.comment,
+           stored_by = excluded.stored_by
        WHERE f.seq = 0
     RETURNING (xmax = 0) AS inserted
 )
@@ -289,7 +291,7 @@ def _blocking():
         psycopg2.extensions.set_wait_callback(callback)
 
 
-def _store(conn: sa.Connection, batch: str) -> tuple[int, int]:
+def _store(conn: sa.Connection, batch: str, loaded_by: str) -> tuple[int, int]:
     """Store the chunk's values: (imported, updated).
 
     Tried as a plain insert first, and upserted only if a value is there already (a
@@ -301,15 +303,16 @@ def _store(conn: sa.Connection, batch: str) -> tuple[int, int]:
     """
     try:
         with conn.begin_nested():
-            return conn.execute(_INSERT, {"batch": batch}).rowcount, 0
+            return conn.execute(_INSERT, {"batch": batch, "loaded_by": loaded_by}).rowcount, 0
     except sa.exc.IntegrityError as exc:
         if not isinstance(exc.orig, psycopg2.errors.UniqueViolation):
             raise
-    return tuple(conn.execute(_UPSERT, {"batch": batch}).one())
+    return tuple(conn.execute(_UPSERT, {"batch": batch, "loaded_by": loaded_by}).one())
 
 
-def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> dict:
-    """Load one chunk of DHIS2 CSV into the aggregates (in the caller's transaction)."""
+def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loaded_by: str | None = None) -> dict:
+    """Load one chunk of DHIS2 CSV into the aggregates (in the caller's transaction); each value
+    keeps its comment and its storedby, else ``loaded_by``."""
     if not data_set:
         raise error(400, "dataSet is required (?dataSet=CODE): history is loaded one data set at a time")
     ds = md.data_sets.get(data_set)
@@ -335,7 +338,7 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str) -> 
                      conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
                                for p in problems])
     rows = reported.lines
-    imported, updated = _store(conn, batch)
+    imported, updated = _store(conn, batch, loaded_by)
     years = reported.years()
     if years:
         conn.execute(_PENDING, {"years": serialization.dumps(years), "elements": reported.elements})

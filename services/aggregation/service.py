@@ -108,7 +108,7 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("history.load")
         md = self.replica.current()
         with self.db.transaction() as tx:
-            loaded = history.load(tx.conn, md, params.get("dataSet"), body)
+            loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username)
             places = loaded.pop("places")
             if places:
                 # reported, as completeness already counts them: the deadline check must not

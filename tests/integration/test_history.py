@@ -298,3 +298,19 @@ def test_a_place_history_brought_is_reported_and_never_chased_as_late(system, wo
         f"/api/notifications?recipient=SUP{UID}&type=LATE_RETURN").json()["notifications"]
         if n["dataSet"] == ds}
     assert (loaded, "201903") not in late and {(v, "201903") for v in missing} <= late, late
+
+
+def test_history_keeps_each_values_comment_and_sender(system, world):
+    """A closed period can only be copied to a new server through history: its comments
+    and senders were dropped there."""
+    from shared.auth import BOOTSTRAP_ADMIN
+
+    t = world
+    v1, v2 = t.all_villages[:2]
+    body = csv_text([]) + (f"Z{UID},201702,{v1},default,,4,ນາງ ບົວ,,ຂໍ້ມູນເກົ່າ,\n"
+                           f"Z{UID},201702,{v2},default,,5,,,,\n")
+    assert load(system, body).status_code == 200
+    values = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=201702&orgUnit={t.province}&children=true"
+                        ).json()["dataValues"]
+    assert [(v["orgUnit"], v["value"], v["storedBy"], v["comment"]) for v in values] == [
+        (v1, "4", "ນາງ ບົວ", "ຂໍ້ມູນເກົ່າ"), (v2, "5", BOOTSTRAP_ADMIN, None)]
