@@ -130,8 +130,10 @@ def ensure_database(url: str) -> bool:
                 return False
             try:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0'))
-            except sa.exc.ProgrammingError as exc:  # created meanwhile by another process
-                if "already exists" not in str(exc):
+            except (sa.exc.ProgrammingError, sa.exc.IntegrityError) as exc:
+                # created meanwhile by another process: "already exists" once its CREATE has
+                # committed, a unique violation on pg_database while both are under way
+                if "already exists" not in str(exc) and "pg_database_datname_index" not in str(exc):
                     raise
                 return False
             log.info("created database %s", name)

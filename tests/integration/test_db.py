@@ -49,3 +49,35 @@ def test_a_connection_used_moments_ago_is_not_pinged(settings, engine, monkeypat
     assert failed.value.connection_invalidated
     # ... and the pool replaced it: the next caller is served
     assert _backend_pid(engine) != first
+
+
+def test_processes_starting_together_create_the_database_once_and_none_fails(settings):
+    """Eight services started at once against a missing database: one CREATE DATABASE
+    wins; the others met a unique violation on pg_database, which killed one of them."""
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db.sqlalchemy_url(settings.database_url))
+    target = url.set(database=f"{url.database}_race").render_as_string(hide_password=False)
+    db.drop_database(target)
+    results, errors = [], []
+    start = threading.Barrier(8)
+
+    def create():
+        start.wait()
+        try:
+            results.append(db.ensure_database(target))
+        except Exception as exc:  # noqa: BLE001 - what the test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    try:
+        assert not errors, errors
+        assert sorted(results) == [False] * 7 + [True]
+    finally:
+        db.drop_database(target)
