@@ -256,7 +256,7 @@ class ValidationService(KeepsMetadataReplica):
                 Period.parse(pe)
             except PeriodError as exc:
                 raise error(400, f"pe: {exc}") from None
-            query = query.where(r_.c.periods.contains([pe]))
+            query = query.where(sa.or_(r_.c.periods.contains([pe]), sa.and_(r_.c.periods.is_(None), r_.c.period == pe)))
         if params.get("ds"):
             if params["ds"] not in md.data_sets:
                 raise error(400, f"ds: unknown data set {params['ds']!r}")
@@ -274,7 +274,10 @@ class ValidationService(KeepsMetadataReplica):
         # district), with the violations of those places alone. A district's CSV of its
         # villages is one return; each village's violations go to its own supervisors.
         units = sorted(md.subtree(ou))
-        query = query.where(r_.c.org_units.overlap(sa.cast(sa.bindparam("units"), ARRAY(sa.Text))))
+        query = query.where(sa.or_(
+            r_.c.org_units.overlap(sa.cast(sa.bindparam("units"), ARRAY(sa.Text))),
+            sa.and_(r_.c.org_units.is_(None), r_.c.org_unit == sa.func.any(sa.cast(sa.bindparam("units"),
+                                                                                   ARRAY(sa.Text))))))
         periods: dict[str, Period] = {}
 
         def inside(unit: str, period: str) -> bool:
@@ -284,7 +287,8 @@ class ValidationService(KeepsMetadataReplica):
         rows = []
         with self.db.connect() as conn:
             for r in conn.execution_options(stream_results=True, yield_per=500).execute(query, {"units": units}):
-                if not any(inside(unit, period) for unit, period in r.places):
+                places = r.places or [[r.org_unit, r.period]]  # (written before its places were kept)
+                if not any(inside(unit, period) for unit, period in places):
                     continue
                 rows.append((r, [v for v in r.violations if inside(v["org_unit"], v["period"])]))
                 if len(rows) == limit:

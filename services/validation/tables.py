@@ -21,10 +21,11 @@ validation_result = sa.Table(
     sa.Column("violations", JSONB, nullable=False),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     # every (unit, period) the return reported, and their units and periods for the indexes:
-    # a multi-place return is listed to each place's subtree (migration 0005)
-    sa.Column("places", JSONB, nullable=False),
-    sa.Column("org_units", ARRAY(sa.Text), nullable=False),
-    sa.Column("periods", ARRAY(sa.Text), nullable=False),
+    # a multi-place return is listed to each place's subtree (migration 0005). Null in a
+    # result written by an instance of the version before (a rolling upgrade): its header
+    sa.Column("places", JSONB),
+    sa.Column("org_units", ARRAY(sa.Text)),
+    sa.Column("periods", ARRAY(sa.Text)),
 )
 
 # The latest accepted numeric value of each (unit, element, combo, period), by submission

@@ -3,7 +3,9 @@ merged view of a place, outliers against a unit's own past, results queryable in
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
+from shared.db import engine_for
 from tests.support.builders import tree, village_data_set, village_return
 
 
@@ -237,3 +239,19 @@ def test_a_return_received_again_under_a_new_event_id_is_not_judged_again(system
     with engine_for(settings.database_url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM validation.result WHERE return_id = :id"),
                             {"id": return_id}).scalar() == 1
+
+
+def test_a_result_written_by_the_version_before_is_listed_by_its_header(system, world, settings):
+    """During a rolling upgrade an instance of the previous version writes results without
+    their places (migration 0005 keeps the columns nullable for it): listed as before."""
+    t, codes, _ = world
+    village = t.villages[t.districts[1]][0]
+    with engine_for(settings.database_url).begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO validation.result (return_id, seq, data_set, org_unit, period, accepted, violations) "
+            "VALUES ('legacy-result', 1, :ds, :ou, '2011', true, '[]')"), {"ds": codes["ds"], "ou": village})
+    listed = system.get(f"/api/validationResults?ou={t.districts[1]}&pe=2011").json()["validationResults"]
+    assert [x["returnId"] for x in listed] == ["legacy-result"]
+    assert "legacy-result" in {x["returnId"] for x in system.get(
+        f"/api/validationResults?ou={t.districts[1]}").json()["validationResults"]}
+    assert system.get(f"/api/validationResults?ou={t.districts[0]}&pe=2011").json()["validationResults"] == []

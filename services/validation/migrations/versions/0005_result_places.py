@@ -6,6 +6,8 @@ village's violation to the supervisor of whichever unit came first in the file (
 district's, outside the village's subtree) and not to the village's own. The places are
 kept with the result (``places``: [[unit, period], ...]) and indexed by unit and by
 period; existing results get them from their header and their violations' places.
+The columns stay nullable: an instance of the previous version, still running during a
+rolling upgrade, writes results without them, and the reader takes those by their header.
 
 Revision ID: 0005
 """
@@ -34,8 +36,6 @@ def upgrade():
                   WHERE v->>'org_unit' IS NOT NULL AND v->>'period' IS NOT NULL) x
               GROUP BY r2.return_id) p
         WHERE r.return_id = p.return_id;
-        ALTER TABLE {S}.result ALTER COLUMN places SET NOT NULL, ALTER COLUMN org_units SET NOT NULL,
-                               ALTER COLUMN periods SET NOT NULL;
         CREATE INDEX result_org_units ON {S}.result USING gin (org_units);
         CREATE INDEX result_periods ON {S}.result USING gin (periods);
     """)
