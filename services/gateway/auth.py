@@ -4,7 +4,8 @@ The bootstrap admin token comes from ``STATNET_ADMIN_TOKEN``; every other
 token is looked up by its SHA-256 in the registry. Lookups are cached for a
 few seconds: a token rotated through this gateway is dropped at once, and
 ``registry.user_changed`` drops it in every gateway; the TTL bounds what a
-lost event could leave behind.
+lost event could leave behind. While the registry is down, a token it confirmed
+within the hour still stands: intake goes on through a registry restart.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from shared.auth import ADMIN, BOOTSTRAP_ADMIN, Principal, same_secret, token_ha
 from shared.config import Settings
 
 CACHE_SECONDS = 5.0
+# while the registry can't be asked, a token it confirmed within this long still stands, so
+# that district systems go on submitting through a registry restart (a rotation reaches the
+# gateway as user_changed and drops the old token all the same)
+STALE_SECONDS = 3600.0
 
 
 class Authenticator(DependencyProvider):
@@ -49,13 +54,20 @@ class _Auth:
             return Principal(BOOTSTRAP_ADMIN, ADMIN, None)
         key = token_hash(token)
         cached = self.provider.cache.get(key)
-        if cached and cached[0] > time.monotonic():
+        now = time.monotonic()
+        if cached and cached[0] > now:
             return cached[1]
-        found = lookup(key)
+        try:
+            found = lookup(key)
+        except HttpError as exc:
+            if exc.status == 503 and cached and cached[0] - CACHE_SECONDS + STALE_SECONDS > now:
+                return cached[1]
+            raise
         if not found:
+            self.provider.cache.pop(key, None)
             raise HttpError(401, "unknown or rotated token")
         principal = Principal.from_dict(found)
-        self.provider.cache[key] = (time.monotonic() + CACHE_SECONDS, principal)
+        self.provider.cache[key] = (now + CACHE_SECONDS, principal)
         return principal
 
     def forget_user(self, username: str) -> None:

@@ -1,0 +1,48 @@
+"""Tokens to principals at the edge, through a registry that may be down."""
+from types import SimpleNamespace
+
+import pytest
+
+from services.gateway import auth
+from services.gateway.http import HttpError
+
+
+class _Request:
+    headers = {"Authorization": "Bearer district-token"}
+
+
+def _auth():
+    provider = SimpleNamespace(settings=SimpleNamespace(admin_token="boot"), cache={})
+    return auth._Auth(provider)
+
+
+def test_a_confirmed_token_stands_while_the_registry_is_down_but_not_for_ever(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    a = _auth()
+    asked = []
+
+    def registry_up(key):
+        asked.append(key)
+        return {"username": "namtha", "role": "reporter", "org_unit": "0301"}
+
+    def registry_down(key):
+        raise HttpError(503, "the registry service is not running")
+
+    assert a.principal(_Request(), registry_up).username == "namtha"
+    clock[0] += auth.CACHE_SECONDS + 1                       # past the cache: asked again, and down
+    assert a.principal(_Request(), registry_down).username == "namtha"
+    clock[0] += auth.STALE_SECONDS                           # an hour on: no longer vouched for
+    with pytest.raises(HttpError) as down:
+        a.principal(_Request(), registry_down)
+    assert down.value.status == 503
+    # a token the registry says is unknown is never served from before
+    a2 = _auth()
+    assert a2.principal(_Request(), registry_up).username == "namtha"
+    clock[0] += auth.CACHE_SECONDS + 1
+    with pytest.raises(HttpError) as rotated:
+        a2.principal(_Request(), lambda key: None)
+    assert rotated.value.status == 401
+    with pytest.raises(HttpError) as still:
+        a2.principal(_Request(), registry_down)
+    assert still.value.status == 503
