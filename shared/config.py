@@ -62,6 +62,7 @@ class Settings:
     delivery_limit: int = 10             # quorum queues: redeliveries before dead-lettering
     metrics_port: int | None = None      # own /metrics port when a service runs alone
     max_workers: int = 20                # concurrent workers per service container
+    db_pool: int = 30                    # database connections a process keeps (a third more at peaks)
     rpc_timeout: float = 30.0            # seconds the gateway waits for a service
     reminder_days: int = 3               # REMINDER this many days before the due date
     deadline_check_seconds: int = 3600   # timer interval of the deadline check
@@ -84,6 +85,7 @@ class Settings:
         "delivery_limit": "STATNET_DELIVERY_LIMIT",
         "metrics_port": "STATNET_METRICS_PORT",
         "max_workers": "STATNET_MAX_WORKERS",
+        "db_pool": "STATNET_DB_POOL",
         "rpc_timeout": "STATNET_RPC_TIMEOUT",
         "reminder_days": "STATNET_REMINDER_DAYS",
         "deadline_check_seconds": "STATNET_DEADLINE_CHECK_SECONDS",
@@ -109,7 +111,7 @@ class Settings:
         """Build settings from strings or typed values, checking each one."""
         out = dict(values)
         env = cls.ENV
-        for attr in ("smtp_port", "delivery_limit", "max_workers", "reminder_days",
+        for attr in ("smtp_port", "delivery_limit", "max_workers", "db_pool", "reminder_days",
                      "deadline_check_seconds", "late_lookback_days", "notify_retry_seconds"):
             if attr in out and not isinstance(out[attr], int):
                 out[attr] = _int(env[attr], str(out[attr]), minimum=1 if attr != "reminder_days" else 0)

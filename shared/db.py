@@ -8,6 +8,7 @@ the five of them together costs one pool, not five.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -44,18 +45,27 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
-def engine_for(url: str, pool_size: int = 30, max_overflow: int = 10) -> Engine:
+def engine_for(url: str, pool_size: int | None = None, max_overflow: int | None = None) -> Engine:
     """The process-wide engine for ``url``.
 
     Every service of a process shares it, so the pool is sized for their workers
     together: connections beyond ``pool_size`` are opened and closed per use, and
     under load that churn (a PostgreSQL backend forked per checkout) cost 10-15% of
     throughput in the benchmark. Two processes at most (30 + 10) each stay under
-    PostgreSQL's default 100 connections."""
+    PostgreSQL's default 100 connections. Services run one per process (docker-compose,
+    several instances each) need fewer: ``STATNET_DB_POOL`` (default 30; a third more at
+    peaks) keeps their sum under the server's ``max_connections``."""
     url = sqlalchemy_url(url)
     with _lock:
         engine = _engines.get(url)
         if engine is None:
+            if pool_size is None:  # the one setting read here: engines are made before settings
+                from shared.config import Settings, _int
+
+                raw = os.environ.get(Settings.ENV["db_pool"])
+                pool_size = _int(Settings.ENV["db_pool"], raw, minimum=1) if raw else Settings.db_pool
+            if max_overflow is None:
+                max_overflow = max(1, pool_size // 3)
             engine = sa.create_engine(
                 url,
                 pool_size=pool_size,

@@ -27,9 +27,22 @@ def test_environment_overrides():
     ({"STATNET_HTTP": "8000"}, ["STATNET_HTTP", "8000"]),
     ({"STATNET_QUEUE_TYPE": "stream"}, ["STATNET_QUEUE_TYPE", "stream"]),
     ({"DATABASE_URL": "mysql://x"}, ["DATABASE_URL", "mysql://x"]),
+    ({"STATNET_DB_POOL": "0"}, ["STATNET_DB_POOL", "0"]),
 ])
 def test_a_bad_setting_is_named_with_its_value(env, names):
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     for name in names:
         assert name in str(err.value)
+
+
+def test_a_process_keeps_the_database_connections_it_is_given(monkeypatch):
+    """One service per container: six containers of 30 (+10) connections passed PostgreSQL's 100."""
+    from shared import db
+
+    monkeypatch.setenv("STATNET_DB_POOL", "4")
+    url = "postgresql://postgres@127.0.0.1:5432/statnet_pool_size_test"
+    monkeypatch.setattr(db, "_engines", {})
+    engine = db.engine_for(url)  # made, never connected
+    assert (engine.pool.size(), engine.pool._max_overflow) == (4, 1)
+    assert Settings.from_env({"STATNET_DB_POOL": "8"}).db_pool == 8
