@@ -28,15 +28,32 @@ class Container(ServiceContainer):
 
     def start(self):
         """Under plain ``nameko run`` (no ``statnet run`` before it), do what the runner
-        does first: nameko's fixes, the database and this service's schema, the topology."""
+        does first: statnet's log format, nameko's fixes, the database and this service's
+        schema, the topology; and, with ``STATNET_METRICS_PORT``, its own ``/metrics``
+        (once per process), so Prometheus sees it as it sees ``statnet run <service>``."""
         from shared import serialization
         from shared.config import NAMEKO_KEY
 
         if NAMEKO_KEY not in self.config and self.config.get("serializer") == serialization.NAME:
             from services.runner import prepare
-            from shared import compat
+            from shared import compat, logs
             from shared.config import Settings
 
+            settings = Settings.of(self)
+            logs.configure(settings.log_format)
             compat.apply()
-            prepare(Settings.of(self), [self.service_name])
+            prepare(settings, [self.service_name])
+            if settings.metrics_port and self.service_name != "gateway":
+                _serve_metrics(settings.metrics_port)
         super().start()
+
+
+_metrics_served: set[int] = set()
+
+
+def _serve_metrics(port: int) -> None:
+    if port not in _metrics_served:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+        _metrics_served.add(port)

@@ -23,11 +23,15 @@ UID = "NMK"
 NAMEKO = str(pathlib.Path(sys.executable).parent / "nameko")
 
 
-def plain_nameko(settings, *config) -> subprocess.Popen:
+METRICS_PORT = 8769
+
+
+def plain_nameko(settings, *config, stderr=subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "AMQP_URI": settings.amqp_uri, "DATABASE_URL": settings.database_url,
-           "STATNET_LOG_FORMAT": "text", "STATNET_DEADLINE_CHECK_SECONDS": "86400"}
+           "STATNET_LOG_FORMAT": "json", "STATNET_DEADLINE_CHECK_SECONDS": "86400",
+           "STATNET_METRICS_PORT": str(METRICS_PORT)}
     return subprocess.Popen([NAMEKO, "run", *config, "services.validation.service:ValidationService"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def consumers(settings, queue: str) -> int:
@@ -36,8 +40,10 @@ def consumers(settings, queue: str) -> int:
     return topology.queue_depths(settings, [queue])[queue][1]
 
 
-def test_validation_by_plain_nameko_run(settings):
-    validation = plain_nameko(settings, "--config", "deploy/nameko.yaml")  # first: it migrates its own schema
+def test_validation_by_plain_nameko_run(settings, tmp_path):
+    log = open(tmp_path / "validation.log", "wb")
+    # first: it migrates its own schema
+    validation = plain_nameko(settings, "--config", "deploy/nameko.yaml", stderr=log)
     rest = StatnetProcess(settings, services=("gateway", "registry", "submission", "aggregation", "notify"),
                           name="all-but-validation").start()
     try:
@@ -51,7 +57,17 @@ def test_validation_by_plain_nameko_run(settings):
         sent = rest.api.submit(village_return(codes, t.villages[t.districts[0]][0], "2025", 3, 4))
         assert sent.status_code == 202, sent.text
         assert rest.api.wait_status(sent.json()["id"], timeout=60)["status"] == "AGGREGATED"
+        # seen by Prometheus as `statnet run validation` is, and logging as it does
+        import json
+
+        import requests
+
+        metrics = requests.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        assert 'statnet_event_handler_seconds_count{event="return_received",service="validation"}' in metrics
+        lines = [line for line in (tmp_path / "validation.log").read_text().splitlines() if line.startswith("{")]
+        assert lines and all("message" in json.loads(line) for line in lines)
     finally:
+        log.close()
         validation.terminate()
         try:
             validation.wait(30)
