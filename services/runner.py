@@ -36,8 +36,8 @@ ALL = SERVICES
 STOP_SECONDS = 30
 
 
-def _force(runner: ServiceRunner) -> None:
-    log.warning("graceful stop did not finish within %ds; stopping now", STOP_SECONDS)
+def _force(runner: ServiceRunner, seconds: float) -> None:
+    log.warning("graceful stop did not finish within %gs; stopping now", seconds)
     runner.kill()
 
 
@@ -110,7 +110,10 @@ def run(settings: Settings, names=ALL) -> None:
             return
         stopping.append(signum)
         eventlet.spawn_n(stop_edge_first, runner)
-        eventlet.spawn_after(STOP_SECONDS, _force, runner)
+        # longer than a request may wait on another service: an in-flight request ends with
+        # its answer (a 503 at worst), not with a connection cut when the time is up
+        grace = max(STOP_SECONDS, settings.rpc_timeout + 5)
+        eventlet.spawn_after(grace, _force, runner, grace)
 
     signal.signal(signal.SIGTERM, shutdown)
     runner.start()

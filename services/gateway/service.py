@@ -99,10 +99,12 @@ class GatewayService:
 
     def relay(self, reply: dict) -> Response:
         body, status = reply["body"], reply["status"]
+        headers = reply.get("headers") or {}
+        if status == 503 and "Retry-After" not in headers:  # a service's own 503 (a dry run's peer
+            headers = {**headers, "Retry-After": "5"}      # down) says when to try, as the edge's do
         if reply.get("content_type", "application/json").startswith("application/json"):
-            return json_response(body, status, reply.get("headers"))
-        return Response(body, status=status, headers=reply.get("headers"),
-                        content_type=reply["content_type"])
+            return json_response(body, status, headers)
+        return Response(body, status=status, headers=headers, content_type=reply["content_type"])
 
     def api(self, request, service: str, method: str, *args) -> Response:
         """Authenticate, then relay ``service.method(principal, *args)``."""

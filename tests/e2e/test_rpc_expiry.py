@@ -67,6 +67,7 @@ def test_a_dry_run_with_validation_down_names_validation(settings):
         r = edge.api.post("/api/dataValueSets?dryRun=true",
                           json=village_return(codes, t.villages[t.districts[0]][0], "2024", 1, 2))
         assert r.status_code == 503 and "validation" in r.json()["message"], r.text
+        assert r.headers["Retry-After"] == "5"
     finally:
         edge.close()
 
