@@ -52,22 +52,25 @@ def unstorable_fields(obj, where: str = "body") -> list[tuple[str, str]]:
     PostgreSQL, nor any UTF-8 answer, can hold: a NUL character (``\\u0000``), or half of a
     surrogate pair (``\\ud800``, JSON lets one be escaped). Said up front as a 400 naming
     where, not found by the database (or, in a return, by a consumer after the 202) as a 500;
-    the answer never echoes the text itself, which could not be encoded."""
-    if isinstance(obj, str):
-        what = _unstorable(obj)
-        return [(where, what)] if what else []
-    if isinstance(obj, dict):
-        out = []
-        for k, v in obj.items():
-            what = _unstorable(str(k))
+    the answer never echoes the text itself, which could not be encoded. Walked with a list,
+    not by recursion: a document nested a thousand deep is no RecursionError."""
+    out, todo = [], [(where, obj)]
+    while todo:
+        at, item = todo.pop()
+        if isinstance(item, str):
+            what = _unstorable(item)
             if what:
-                out.append((f"{where}.{k!a}", what))  # the key in escapes: it can't be sent as it is
-            else:
-                out += unstorable_fields(v, f"{where}.{k}")
-        return out
-    if isinstance(obj, list):
-        return [p for i, v in enumerate(obj) for p in unstorable_fields(v, f"{where}[{i}]")]
-    return []
+                out.append((at, what))
+        elif isinstance(item, dict):
+            for k, v in reversed(list(item.items())):
+                what = _unstorable(str(k))
+                if what:
+                    todo.append((f"{at}.{k!a}", k))  # the key in escapes: it can't be sent as it is
+                else:
+                    todo.append((f"{at}.{k}", v))
+        elif isinstance(item, list):
+            todo.extend((f"{at}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return out
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")

@@ -55,13 +55,18 @@ def _decompressed(raw: bytes, coding: str) -> bytes:
         return raw
     if coding not in ("gzip", "x-gzip"):
         raise HttpError(415, f"Content-Encoding {coding!r} is not supported: send the body as it is, or gzip")
+    out, rest = b"", raw
     try:
-        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        out = inflate.decompress(raw, MAX_BODY + 1)
+        while rest:  # members one after another (gzip allows several), each read to its end
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += inflate.decompress(rest, MAX_BODY + 1 - len(out))
+            if len(out) > MAX_BODY:
+                raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB once decompressed")
+            if not inflate.eof:  # cut off: what came is no whole body, and none of it is stored
+                raise _bad_body("the gzip body ends before its data does (cut off in transfer?)")
+            rest = inflate.unused_data
     except zlib.error as exc:
         raise _bad_body(f"body is not gzip data: {exc}") from None
-    if len(out) > MAX_BODY:
-        raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB once decompressed")
     return out
 
 
@@ -129,12 +134,15 @@ class GatewayService:
         # UTF-16), else UTF-8; what it declares is what the body is read as
         charset = request.mimetype_params.get("charset") or "UTF-8"
         try:
-            codecs.lookup(charset)
+            # a text encoding: Python's codecs also name transforms (base64, zlib, rot13)
+            if not getattr(codecs.lookup(charset), "_is_text_encoding", True):
+                raise LookupError(charset)
         except LookupError:
             raise HttpError(415, f"charset {charset!r} is not supported: send UTF-8") from None
         try:
             text = raw.decode(charset)
-        except UnicodeDecodeError as exc:
+            text.encode("utf-8")  # UTF-7 and escapes can spell half a surrogate pair: no character
+        except UnicodeError as exc:
             raise _bad_body(f"body is not {charset} text: {exc}"
                             + ("" if "charset" in request.mimetype_params else
                                " (send UTF-8, or name the charset: Content-Type: text/csv; charset=...)")) from None
@@ -151,6 +159,8 @@ class GatewayService:
             body = json.loads(text)
         except ValueError as exc:
             raise HttpError(400, f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _bad_body("body is not valid JSON: nested too deeply") from None
         if not isinstance(body, dict):
             kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
                 type(body), "a number")

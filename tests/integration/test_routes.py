@@ -146,3 +146,36 @@ def test_a_lone_surrogate_escape_is_a_400_naming_the_field_never_a_500(system, w
         assert [c["object"] for c in r.json()["conflicts"]] == [where], r.text
         assert "surrogate" in r.json()["conflicts"][0]["message"]
     assert system.get("/api/orgUnits/RTSUR").status_code == 404  # nothing stored
+
+
+def test_deep_json_odd_charsets_and_broken_gzip_are_400s_and_store_nothing(system, world, settings):
+    """Each was a 500, or (a gzip body cut off in transfer) a 202 that stored half the file."""
+    import gzip
+
+    t, codes, village, _ = world
+    deep = "[" * 2000 + '"ok"' + "]" * 2000  # (as text: Python's own json can't write it)
+    body = json.dumps(village_return(codes, village, "2024", 1, 2)).replace('"value": "1"',
+                                                                            f'"value": "1", "comment": {deep}', 1)
+    csv_body = (",".join(["dataelement", "period", "orgunit", "categoryoptioncombo", "attributeoptioncombo",
+                          "value", "storedby", "lastupdated", "comment", "followup"]) + "\n"
+                + "".join(f"{codes['pop']},2024,{village},{c},,{n},,,note {n},\n" for n, c in ((1, "M"), (2, "F"))))
+    packed = gzip.compress(csv_body.encode())
+    for path, data, headers, status in [
+            ("/api/dataValueSets", body.encode(), {"Content-Type": "application/json"}, 400),
+            ("/api/metadata", f'{{"orgUnits": {deep}}}'.encode(), {"Content-Type": "application/json"}, 400),
+            ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=rot13"}, 415),
+            ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=base64"}, 415),
+            ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=undefined"}, 400),
+            ("/api/dataValueSets", csv_body.replace("note 1", "+2AA-").encode(),
+             {"Content-Type": "text/csv; charset=utf-7"}, 400),
+            ("/api/dataValueSets", packed[:len(packed) * 2 // 3], {"Content-Type": "text/csv",
+                                                                     "Content-Encoding": "gzip"}, 400),
+            ("/api/dataValueSets", packed + b"garbage", {"Content-Type": "text/csv", "Content-Encoding": "gzip"}, 400)]:
+        r = system.request("POST", f"{path}?dataSet={codes['ds']}", data=data, headers=headers)
+        assert r.status_code == status and r.json()["status"] == "ERROR", (headers, r.status_code, r.text[:300])
+    # two gzip members, as `cat a.gz b.gz` makes them, are one body
+    half = csv_body.index(f"{codes['pop']},2024,{village},F")
+    two = gzip.compress(csv_body[:half].encode()) + gzip.compress(csv_body[half:].encode())
+    r = system.request("POST", f"/api/dataValueSets?dataSet={codes['ds']}&dryRun=true", data=two,
+                       headers={"Content-Type": "text/csv", "Content-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json()["importCount"]["imported"] + r.json()["importCount"]["updated"] == 2, r.text

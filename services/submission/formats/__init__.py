@@ -63,8 +63,11 @@ ECHO_CHARS = 200  # of a refused value, enough to recognise it: a 60,000-charact
 def conflict(obj: str, value, message: str) -> dict:
     # a value sent as a JSON object or list is echoed as the JSON it was, not as Python
     # (true and false too: Python would spell them True and False)
-    text = None if value is None else json.dumps(value, ensure_ascii=False) \
-        if isinstance(value, (dict, list, bool)) else str(value)
+    try:
+        text = None if value is None else json.dumps(value, ensure_ascii=False) \
+            if isinstance(value, (dict, list, bool)) else str(value)
+    except RecursionError:
+        text = "(nested too deeply to show)"
     if text is not None and len(text) > ECHO_CHARS:
         text = text[:ECHO_CHARS] + "..."
     return {"object": obj, "value": text, "message": message}

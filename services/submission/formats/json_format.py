@@ -27,6 +27,8 @@ def parse(body: str) -> RawReturn:
         doc = json.loads(body)
     except ValueError as exc:
         raise ParseError([conflict("body", None, f"body is not valid JSON: {exc}")]) from None
+    except RecursionError:
+        raise ParseError([conflict("body", None, "body is not valid JSON: nested too deeply")]) from None
     if not isinstance(doc, dict):
         raise ParseError([conflict("body", None, "body must be a JSON object (a data value set)")])
     # text PostgreSQL can't store (NUL, a lone surrogate): refused here, not by a consumer after
