@@ -27,7 +27,7 @@ from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
-from shared.periods import PeriodError, parse_day, show, today
+from shared.periods import Period, PeriodError, parse_day, show, today
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.returns import reported_places
 
@@ -212,6 +212,14 @@ class NotifyService(KeepsMetadataReplica):
                  sum(result.late.values()), sum(result.due.values()), result.notifications)
         return result.to_json(md)
 
+    @staticmethod
+    def _about_in_scope(principal, md, org_unit: str, period: str) -> bool:
+        try:
+            p = Period.parse(period)
+        except PeriodError:  # (a digest names no one period)
+            return principal.covers_path(md.current_path(org_unit))
+        return org_unit in md.org_units and md.in_subtree(org_unit, p.start, p.end, principal.org_unit)
+
     @api_rpc
     def list_notifications(self, principal, params: dict):
         principal.require("read")
@@ -234,14 +242,19 @@ class NotifyService(KeepsMetadataReplica):
             query = query.where(n.c.type == params["type"])
         if params.get("orgUnit"):
             query = query.where(n.c.org_unit == params["orgUnit"])
+        if not principal.unscoped:
+            # to a focal point in the caller's subtree (as with ?recipient=: the province
+            # supervisor's alerts are not a village reporter's), chosen in the query, before
+            # its limit, so that a country's alerts leave a district's list whole
+            query = query.where(n.c.recipient.in_(sorted(
+                code for code, fp in md.focal_points.items()
+                if principal.covers_path(md.current_path(fp.org_unit)))))
         with self.db.connect() as conn:
             rows = conn.execute(query.limit(10_000)).all()
         if not principal.unscoped:
-            # about a unit in the caller's subtree, and to a focal point in it (as with
-            # ?recipient=: the province supervisor's alerts are not a village reporter's)
-            rows = [r for r in rows if principal.covers_path(md.current_path(r.org_unit))
-                    and r.recipient in md.focal_points
-                    and principal.covers_path(md.current_path(md.focal_points[r.recipient].org_unit))]
+            # and about a unit in the subtree for that period, as analytics counts it: a
+            # village moved away in June stays its old district's for its earlier months
+            rows = [r for r in rows if self._about_in_scope(principal, md, r.org_unit, r.period)]
         return reply({"notifications": [
             {"id": r.id, "type": r.type, "recipient": r.recipient, "orgUnit": r.org_unit,
              "dataSet": r.data_set, "period": r.period, "createdAt": show(r.created_at),

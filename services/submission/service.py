@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 5 * 1024 * 1024
 STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
 NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
+MAX_KEY = 200  # characters of an Idempotency-Key (a UUID is 36)
 STATUS_BATCH = 50  # status events per transaction, at most (shared.events: group commit)
 
 R = t.submission_return
@@ -110,6 +111,9 @@ class SubmissionService(KeepsMetadataReplica):
         principal.require("returns.submit")
         params = params or {}
         dry_run = flag(params, "dryRun")  # read first: a mistyped one must store nothing
+        if idempotency_key is not None and len(idempotency_key) > MAX_KEY:
+            # (a longer one overflowed its index row: a 503 that retrying could never cure)
+            raise error(400, f"Idempotency-Key of {len(idempotency_key)} characters is longer than {MAX_KEY}")
         if len(body.encode("utf-8")) > MAX_BODY_BYTES:
             raise error(413, f"body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
         try:

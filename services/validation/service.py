@@ -264,10 +264,10 @@ class ValidationService(KeepsMetadataReplica):
         accepted = flag(params, "accepted")
         if accepted is not None and params.get("accepted") != "":
             query = query.where(r_.c.accepted == accepted)
-        try:
-            limit = min(int(params.get("limit", 1000)), 10000)
-        except ValueError:
-            raise error(400, f"limit: {params.get('limit')!r} is not a number") from None
+        raw_limit = str(params.get("limit", "1000"))
+        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit)):
+            raise error(400, f"limit: {params.get('limit')!r} is not a number from 1 (at most 10000 are listed)")
+        limit = min(int(raw_limit), 10000)
         # A return is listed for the places it reported inside the subtree, each only for the
         # periods its unit was in it (as analytics counts it: a village moved away in
         # November shows its October returns here, its November ones under its new

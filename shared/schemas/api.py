@@ -79,10 +79,12 @@ class DataSetImportSchema(StrictSchema):
     nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
     periodType = fields.Str(validate=_one_of(PERIOD_TYPES))
     dataElements = fields.List(fields.Str())
-    orgUnitLevel = fields.Int(allow_none=True, validate=validate.Range(min=1))
+    # bounded: a level past the deepest a hierarchy has, or days past a century, can only be
+    # a typing slip, and an unbounded one overflowed date arithmetic in every later check
+    orgUnitLevel = fields.Int(allow_none=True, validate=validate.Range(min=1, max=50))
     orgUnits = fields.List(fields.Str())
-    timelyDays = fields.Int(validate=validate.Range(min=0))
-    expiryDays = fields.Int(validate=validate.Range(min=0))
+    timelyDays = fields.Int(validate=validate.Range(min=0, max=36500))
+    expiryDays = fields.Int(validate=validate.Range(min=0, max=36500))
 
 
 class ValidationRuleImportSchema(StrictSchema):

@@ -443,3 +443,11 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
                     headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert r.status_code == 413 and "decompressed" in r.json()["message"], r.text
     assert stored(settings) == before
+
+
+def test_an_idempotency_key_too_long_to_keep_is_a_400_not_a_503_for_ever(system, world, settings):
+    before = stored(settings)
+    r = system.post("/api/dataValueSets", data=JSON_BODY.replace('"201401"', '"201305"').encode(), token=world["bo"],
+                    headers={"Content-Type": "application/json", "Idempotency-Key": "k" * 7000})
+    assert r.status_code == 400 and "Idempotency-Key" in r.json()["message"], r.text
+    assert stored(settings) == before

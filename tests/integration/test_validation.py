@@ -160,7 +160,9 @@ def test_validation_results_by_subtree_period_and_data_set_within_scope(system, 
     assert system.get(f"/api/validationResults?ou={t.province}", token=tokens[d1]).status_code == 403
     assert system.get("/api/validationResults", token=tokens[d1]).json()["orgUnit"] == d1
 
-    for bad, name in (("ou=NOPE", "ou"), (f"ou={d0}&pe=2021-13", "pe"), (f"ou={d0}&ds=NOPE", "ds")):
+    assert len(system.get(f"/api/validationResults?ou={d0}&limit=1").json()["validationResults"]) == 1
+    for bad, name in (("ou=NOPE", "ou"), (f"ou={d0}&pe=2021-13", "pe"), (f"ou={d0}&ds=NOPE", "ds"),
+                      (f"ou={d0}&limit=0", "limit"), (f"ou={d0}&limit=-1", "limit")):
         r = system.get(f"/api/validationResults?{bad}")
         assert r.status_code == 400 and r.json()["message"].startswith(f"{name}:"), r.text
 

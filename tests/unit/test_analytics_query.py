@@ -7,7 +7,7 @@ import pytest
 from services.aggregation import analytics
 from shared.api import ApiError
 from shared.auth import Principal
-from shared.periods import today
+from shared.periods import Period, today
 from shared.replica import DataElement, Metadata, OrgUnit, UnitPath
 from tests.unit.test_exports import _md
 
@@ -126,3 +126,15 @@ def test_a_data_sets_reporting_rate_is_pointed_to_completeness():
     with pytest.raises(ApiError) as refused:
         analytics.parse_query({"dx": "HEALTH_M.REPORTING_RATE", "ou": "03", "pe": "2026"}, md)
     assert "/api/completeness?ds=HEALTH_M" in refused.value.body["message"]
+
+
+def test_an_alert_about_a_moved_village_is_its_districts_for_the_periods_it_was_there():
+    from services.notify.service import NotifyService
+
+    md, day = _tree(), today()
+    before = Period.containing("Monthly", day - dt.timedelta(days=45)).code   # V2 still in 0301
+    old, new = Principal("s1", "supervisor", "0301"), Principal("s2", "supervisor", "0302")
+    assert NotifyService._about_in_scope(old, md, "V2", before)
+    assert not NotifyService._about_in_scope(new, md, "V2", before)
+    now = Period.containing("Yearly", day + dt.timedelta(days=400)).code      # long after the move
+    assert NotifyService._about_in_scope(new, md, "V2", now) and not NotifyService._about_in_scope(old, md, "V2", now)

@@ -255,3 +255,14 @@ def test_a_hierarchy_is_a_units_whole_timeline_and_is_checked():
     for words in ("not both", "unknown parent 'NOPE'", "cycle", "to 2010-01-01 is not the next parent's from",
                   "from 2004-01-01 is not after 2005-01-01", "parent '03' is not the hierarchy's last ('04')"):
         assert words in messages, (words, messages)
+
+
+@pytest.mark.parametrize("field, value", [("timelyDays", 2147483647), ("expiryDays", 36501), ("orgUnitLevel", 51)])
+def test_a_data_sets_days_and_level_are_bounded(field, value):
+    """An unbounded timelyDays overflowed date arithmetic in every later submission and check."""
+    from marshmallow import ValidationError
+
+    from shared.schemas.api import DataSetImportSchema
+    with pytest.raises(ValidationError) as refused:
+        DataSetImportSchema().load({"code": "DY", field: value})
+    assert field in refused.value.messages
