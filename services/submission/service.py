@@ -28,8 +28,9 @@ from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
 from shared.logs import set_correlation
-from shared.periods import local_date, show
+from shared.periods import Period, PeriodError, local_date, show
 from shared.replica import KeepsMetadataReplica, Replica
+from shared.returns import reported_places
 from shared.schemas.api import violations_out
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,20 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
 NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
 MAX_KEY = 200  # characters of an Idempotency-Key (a UUID is 36)
+
+
+def _place_in_scope(principal, md, org_unit, period) -> bool:
+    """Is (unit, period) the principal's: in its subtree for that period (as analytics and
+    validationResults count it), or where the unit is today (scope's own rule)?"""
+    if org_unit not in md.org_units:
+        return False
+    if principal.covers_path(md.current_path(org_unit)):
+        return True
+    try:
+        p = Period.parse(period)
+    except PeriodError:
+        return False
+    return md.in_subtree(org_unit, p.start, p.end, principal.org_unit)
 STATUS_BATCH = 50  # status events per transaction, at most (shared.events: group commit)
 
 R = t.submission_return
@@ -200,9 +215,17 @@ class SubmissionService(KeepsMetadataReplica):
             row = conn.execute(sa.select(R).where(R.c.id == return_id)).first()
         if row is None:
             raise not_found(f"submission {return_id!r}")
-        # by where the return's unit is, not by who sent it: a sender re-scoped elsewhere
-        # no longer reads what it sent for its old units
-        principal.require_path(row.org_unit, self.replica.current().current_path(row.org_unit))
+        # by where the return's places are, not by who sent it (a sender re-scoped elsewhere
+        # no longer reads what it sent for its old units): a district's CSV of villages of two
+        # districts is each one's to read, with its own villages' violations only
+        violations = row.violations
+        if not principal.unscoped:
+            md = self.replica.current()
+            places = reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})
+            if not any(_place_in_scope(principal, md, ou, pe) for ou, pe in places):
+                principal.require_path(row.org_unit, md.current_path(row.org_unit))  # the 403, named
+            violations = [v for v in violations or []
+                          if _place_in_scope(principal, md, v.get("org_unit"), v.get("period"))]
         import_count = row.import_count or (
             {**NO_IMPORT, "ignored": row.value_count} if row.status == "REJECTED" else NO_IMPORT)
         return reply({
@@ -210,7 +233,7 @@ class SubmissionService(KeepsMetadataReplica):
             "period": row.period, "receivedAt": show(row.received_at), "onTime": row.on_time,
             "submittedBy": row.submitted_by, "validatedAt": show(row.validated_at),
             "aggregatedAt": show(row.aggregated_at), "importCount": import_count,
-            **violations_out(row.violations),
+            **violations_out(violations or []),
         })
 
     # ---------------------------------------------------------------- following the return

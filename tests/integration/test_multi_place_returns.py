@@ -94,3 +94,9 @@ def test_an_invalid_value_for_another_place_alerts_that_places_supervisors_about
     assert system.get(f"/api/validationResults?ou={d2}&pe={jan}", token=sup2).json()["validationResults"] == []
     seen1 = system.get(f"/api/validationResults?ou={d1}", token=sup1).json()["validationResults"]
     assert [(x["returnId"], x["violations"]) for x in seen1] == [(r.json()["id"], [])]  # its own place, clean
+    # and the return itself: each district reads it, with its own places' violations only
+    mine2 = system.get(f"/api/submissions/{r.json()['id']}", token=sup2)
+    assert mine2.status_code == 200, mine2.text
+    assert [(v["orgUnit"], v["period"]) for v in mine2.json()["violations"]] == [(v2, feb)]
+    mine1 = system.get(f"/api/submissions/{r.json()['id']}", token=sup1).json()
+    assert mine1["status"] == "REJECTED" and mine1["violations"] == []
