@@ -183,11 +183,29 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         conflicts.append(conflict("orgUnit", org_unit, f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))
     # who may send for these units before what is wrong with the body: a sender outside
     # its scope hears 403 whatever else the body holds (and learns nothing of the data set)
+    def held_then(unit: str) -> bool:  # one of the unit's periods here was in the sender's subtree
+        return not principal.unscoped and any(
+            u == unit and md.in_subtree(u, p.start, p.end, principal.org_unit) for u, p in places)
+
     for unit in sorted(named):
-        if not principal.covers_path(md.current_path(unit)):
+        if not principal.covers_path(md.current_path(unit)) and not held_then(unit):
             raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
                                 "message": f"org unit {unit!r} is outside the scope of user "
                                            f"{principal.username!r} (subtree of {principal.org_unit!r})"})
+    # and for each period, whose data it is: a period wholly before a unit moved into the
+    # sender's subtree is its old district's (there it counts, in every aggregate), to
+    # write as to correct; the new district writes from the period of the move on
+    if not principal.unscoped:
+        for unit, p in sorted(places, key=lambda x: (x[0], x[1].code)):
+            unit_now = md.org_units[unit].current
+            in_now = principal.covers_path(unit_now.path) and p.end >= unit_now.valid_from
+            if not in_now and not md.in_subtree(unit, p.start, p.end, principal.org_unit):
+                raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
+                                    "message": f"org unit {unit!r} in period {p.code} is outside the scope of "
+                                               f"user {principal.username!r} (subtree of {principal.org_unit!r}): "
+                                               f"its data of {p.code} belongs where it was then, "
+                                               f"{md.period_path(unit, p.start, p.end)}, "
+                                               f"and it is under {unit_now.path} from {unit_now.valid_from}"})
     if conflicts:
         raise Refused(400, {"status": "ERROR", "httpStatusCode": 400,
                             "message": f"{len(conflicts)} conflict(s): nothing was stored",

@@ -217,6 +217,22 @@ def test_a_moved_village_keeps_its_history_with_the_old_district(system, world):
     assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
     assert system.analytics(pop, d1, "2024") == {(pop, d1, "2024"): 50}
     assert system.analytics(pop, d2, "2024") == {}
+    # whose to write: the old district's reporter its years before the move, the new one's
+    # the year of the move on; the new one may not rewrite the old district's totals
+    old_rep = system.create_user(f"rep-old-{village}", "reporter", d1)
+    new_rep = system.create_user(f"rep-new-{village}", "reporter", d2)
+    r = system.submit(village_return(codes, village, "2024", 60, 0), token=new_rep)
+    assert r.status_code == 403 and "2024" in r.json()["message"] and "belongs where it was then" in r.json()["message"], r.text
+    r = system.submit({**village_return(codes, village, "2024", 1, 1), "dataValues": [
+        *village_return(codes, village, "2024", 1, 1)["dataValues"],
+        {"dataElement": codes["pop"], "categoryOptionCombo": "M", "value": "9", "period": "2025"}]}, token=old_rep)
+    assert r.status_code == 403 and "2025" in r.json()["message"], r.text  # not the new district's year
+    r = system.submit(village_return(codes, village, "2024", 70, 0), token=old_rep)
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert system.analytics(pop, d1, "2024") == {(pop, d1, "2024"): 70}
+    r = system.submit(village_return(codes, village, "2025", 310, 0), token=new_rep)
+    assert r.status_code == 202, r.text
 
 
 def test_moving_a_district_moves_its_villages(system, world):
