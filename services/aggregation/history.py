@@ -273,7 +273,10 @@ def _rows(body: str) -> tuple[str, Reported]:
                     conflicts=[{"object": f"line {line}", "value": None, "message": message}
                                for line, message in exc.problems[:MAX_PROBLEMS]]) from None
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows([line, *fields] for line, fields in rows)
+    # CRLF line ends: Python's writer quotes a field holding any character of its line end,
+    # so a comment with a lone carriage return (a Windows line break in DHIS2's export) is
+    # quoted too, where after "\n" alone COPY met it bare and refused the chunk
+    csv.writer(out, lineterminator="\r\n").writerows([line, *fields] for line, fields in rows)
     return out.getvalue(), Reported.of(rows)
 
 

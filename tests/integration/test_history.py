@@ -308,9 +308,13 @@ def test_history_keeps_each_values_comment_and_sender(system, world):
     t = world
     v1, v2 = t.all_villages[:2]
     body = csv_text([]) + (f"Z{UID},201702,{v1},default,,4,ນາງ ບົວ,,ຂໍ້ມູນເກົ່າ,\n"
-                           f"Z{UID},201702,{v2},default,,5,,,,\n")
-    assert load(system, body).status_code == 200
+                           f"Z{UID},201702,{v2},default,,5,,,,\n"
+                           f'Z{UID},201703,{v1},default,,6,,,"line one\rline two",\n')  # a Windows break
+    r = load(system, body)
+    assert r.status_code == 200, r.text
     values = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=201702&orgUnit={t.province}&children=true"
                         ).json()["dataValues"]
     assert [(v["orgUnit"], v["value"], v["storedBy"], v["comment"]) for v in values] == [
         (v1, "4", "ນາງ ບົວ", "ຂໍ້ມູນເກົ່າ"), (v2, "5", BOOTSTRAP_ADMIN, None)]
+    march = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=201703&orgUnit={v1}").json()["dataValues"]
+    assert [v["comment"] for v in march] == ["line one\rline two"]
