@@ -98,6 +98,8 @@ class Period:
             start = dt.date.fromisoformat(m[1])
         except ValueError:
             raise PeriodError(f"period {value!r} has an invalid start date") from None
+        if start.year < FIRST_YEAR:
+            raise PeriodError(f"period {value!r} is before {FIRST_YEAR}")
         ptype = _ISO_DURATION.get(m[2])
         if ptype is None:
             raise PeriodError(f"period {value!r}: duration {m[2]} is not P1M, P3M or P1Y")

@@ -144,12 +144,14 @@ def test_an_attribute_option_combo_other_than_the_default_is_named_not_dropped(c
 def test_adx_values_are_named_by_group_and_position_within_it():
     adx = formats.parse("application/adx+xml", (
         '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="2026-01-01/P1M">'
-        '<dataValue dataElement="E" value="1"/><dataValue dataElement="F" value="1" comment="ຄຳເຫັນ"/></group>'
+        '<dataValue dataElement="E" value="1"/><dataValue dataElement="F" value="1" comment="ຄຳເຫັນ"/>'
+        '<dataValue dataElement="H" value="1" orgUnit="Q"/></group>'
         '<group dataSet="D" orgUnit="P" period="2026-01-01/P1M"><dataValue dataElement="G" value="2"/></group>'
         '</adx>'), {})
     assert [v.where for v in adx.values] == ["group[1].dataValue[1]", "group[1].dataValue[2]",
-                                             "group[2].dataValue[1]"]
-    assert [(p["object"], p["value"]) for p in adx.problems] == [("group[1].dataValue[2].comment", "ຄຳເຫັນ")]
+                                             "group[1].dataValue[3]", "group[2].dataValue[1]"]
+    assert [(p["object"], p["value"]) for p in adx.problems] == [("group[1].dataValue[2].comment", "ຄຳເຫັນ"),
+                                                                 ("group[1].dataValue[3].orgUnit", "Q")]
     assert adx.values[1].combo is None  # the comment is not read as a category
 
 

@@ -35,7 +35,7 @@ def test_adx_periods_round_trip(iso, code):
 
 
 @pytest.mark.parametrize("iso", ["2026-09-15/P1M", "2026-08-01/P3M", "2026-09-01/P2W", "2026-09-01",
-                                 "2026-09-01/P1M\n", "2026-09-01/P\u0661M"])
+                                 "2026-09-01/P1M\n", "2026-09-01/P\u0661M", "0001-01-01/P1M"])
 def test_bad_adx_periods(iso):
     with pytest.raises(PeriodError):
         Period.from_iso(iso)

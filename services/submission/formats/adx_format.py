@@ -85,6 +85,12 @@ def parse(body: str) -> RawReturn:
             if "comment" in categories:  # read as a category otherwise, and refused as an unknown combo
                 problems.append(conflict(f"{at}.comment", categories.pop("comment"),
                                          "ADX has no comment attribute: a comment goes in <annotation>"))
+            for key in ("orgUnit", "period"):
+                if key in categories:
+                    problems.append(conflict(f"{at}.{key}", categories.pop(key),
+                                             f"an ADX dataValue names no {key}: a value of another "
+                                             f"{'org unit' if key == 'orgUnit' else 'period'} goes in a <group> "
+                                             "of its own"))
             if combo is None and len(categories) == 1:
                 combo = next(iter(categories.values()))
             elif combo is None and len(categories) > 1:
