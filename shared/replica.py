@@ -40,7 +40,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from shared.config import Settings
 from shared.db import engine_for
 from shared.events import Transient, subscribe
-from shared.periods import Period, today
+from shared.periods import Period, PeriodError, today
 from shared.schemas.metadata import MetadataChangesSchema
 
 log = logging.getLogger(__name__)
@@ -294,6 +294,17 @@ class Metadata:
     def in_subtree(self, org_unit: str, start: dt.date, end: dt.date, root: str) -> bool:
         """Was the unit in ``root``'s subtree for the period (as analytics counts it)?"""
         return f"/{root}/" in self.period_path(org_unit, start, end)
+
+    def place_in(self, org_unit: str, period: str, root: str) -> bool:
+        """``in_subtree`` for a place as data names it (a unit code, a period code): whose
+        a place is, for scope as for aggregates. False for a unit or period it can't read."""
+        if org_unit not in self.org_units:
+            return False
+        try:
+            p = Period.parse(period)
+        except PeriodError:
+            return False
+        return self.in_subtree(org_unit, p.start, p.end, root)
 
     def current_path(self, org_unit: str) -> str | None:
         """Where the unit sits today (``/LA/03/0301/``), what scope is checked against;

@@ -268,8 +268,9 @@ def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[s
     return Query(items, units, periods, boundaries, filters)
 
 
-def _upper(prefix: str) -> str:
-    # every path under "/LA/03/" sorts before "/LA/030" bytewise ('/' < '0')
+def subtree_end(prefix: str) -> str:
+    """The first path after ``prefix``'s subtree: every path under "/LA/03/" sorts before
+    "/LA/030" bytewise ('/' < '0'), so a subtree is the range [prefix, subtree_end)."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
@@ -308,7 +309,7 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
             for path in paths:
                 targets["tid"].append(tid)
                 targets["lo"].append(path)
-                targets["hi"].append(_upper(path))
+                targets["hi"].append(subtree_end(path))
                 targets["ptype"].append(pe.type)
                 targets["pstart"].append(pe.start)
                 targets["pend"].append(pe.end)

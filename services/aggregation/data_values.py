@@ -25,7 +25,7 @@ import re
 
 import sqlalchemy as sa
 
-from services.aggregation.analytics import _upper
+from services.aggregation.analytics import subtree_end
 from shared.api import ApiError, error, flag
 from shared.dhis2_csv import COLUMNS, DELETED
 from shared.periods import LOCAL_TZ, Period, PeriodError, show
@@ -151,7 +151,7 @@ def values(conn: sa.Connection, md: Metadata, asked: dict) -> list[dict]:
     paths = sorted({p.path for ou in asked["org_units"] for p in md.org_units[ou].paths})
     since = asked["lastUpdated"]
     rows = conn.execute(_VALUES, {
-        "lo": paths, "hi": [_upper(p) for p in paths], "elements": elements,
+        "lo": paths, "hi": [subtree_end(p) for p in paths], "elements": elements,
         "periods": [p.code for p in asked["periods"]] or None,
         "start": asked["startDate"], "end": asked["endDate"],
         "units": None if asked["children"] else asked["org_units"],

@@ -28,7 +28,7 @@ from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
 from shared.logs import set_correlation
-from shared.periods import Period, PeriodError, local_date, show
+from shared.periods import local_date, show
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.returns import reported_places
 from shared.schemas.api import violations_out
@@ -44,15 +44,8 @@ MAX_KEY = 200  # characters of an Idempotency-Key (a UUID is 36)
 def _place_in_scope(principal, md, org_unit, period) -> bool:
     """Is (unit, period) the principal's: in its subtree for that period (as analytics and
     validationResults count it), or where the unit is today (scope's own rule)?"""
-    if org_unit not in md.org_units:
-        return False
-    if principal.covers_path(md.current_path(org_unit)):
-        return True
-    try:
-        p = Period.parse(period)
-    except PeriodError:
-        return False
-    return md.in_subtree(org_unit, p.start, p.end, principal.org_unit)
+    return org_unit in md.org_units and (principal.covers_path(md.current_path(org_unit))
+                                         or md.place_in(org_unit, period, principal.org_unit))
 STATUS_BATCH = 50  # status events per transaction, at most (shared.events: group commit)
 
 R = t.submission_return

@@ -278,11 +278,9 @@ class ValidationService(KeepsMetadataReplica):
             r_.c.org_units.overlap(sa.cast(sa.bindparam("units"), ARRAY(sa.Text))),
             sa.and_(r_.c.org_units.is_(None), r_.c.org_unit == sa.func.any(sa.cast(sa.bindparam("units"),
                                                                                    ARRAY(sa.Text))))))
-        periods: dict[str, Period] = {}
 
         def inside(unit: str, period: str) -> bool:
-            p = periods.get(period) or periods.setdefault(period, Period.parse(period))
-            return (not pe or period == pe) and unit in md.org_units and md.in_subtree(unit, p.start, p.end, ou)
+            return (not pe or period == pe) and md.place_in(unit, period, ou)
 
         rows = []
         with self.db.connect() as conn:
