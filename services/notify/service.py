@@ -79,8 +79,13 @@ def pending_families(container):
     with db.engine.connect() as conn:
         rows = conn.execute(sa.select(n.c.type, n.c.channel, sa.func.count())
                             .where(n.c.status == "PENDING").group_by(n.c.type, n.c.channel)).all()
+    # every type of a channel in use, at 0 when nothing waits: a rule on the series sees it
+    # empty, not absent (absent is also what a notify that is down looks like)
+    channels = collectors.provider(container, Outgoing).channels
+    pending = {(kind, channel): 0 for kind in SUBJECTS for channel in channels}
+    pending.update({(kind, channel): count for kind, channel, count in rows})
     yield collectors.gauge("statnet_notifications_pending", "Alerts not yet delivered (retrying included)",
-                           ["type", "channel"], rows)
+                           ["type", "channel"], [(k, c, v) for (k, c), v in sorted(pending.items())])
 
 
 # accepted returns: the deadline check stops chasing their unit and period

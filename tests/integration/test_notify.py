@@ -326,3 +326,16 @@ def test_the_timer_runs_the_check_on_its_own(world, settings, caplog):
                                for r in caplog.records), timeout=15, message="a timer-driven check")
     finally:
         timed.stop()
+
+
+def test_pending_alerts_are_a_zero_series_of_every_type_and_channel_in_use(system, world):
+    """An empty queue is said as 0, not by the series being absent (which is also how a notify
+    that is down looks): a rule on it can tell the two apart."""
+    from services.notify.templates import SUBJECTS
+
+    zeros = set()
+    for family in text_string_to_metric_families(system.get("/metrics").text):
+        for s in family.samples:
+            if s.name == "statnet_notifications_pending":
+                zeros.add((s.labels["type"], s.labels["channel"]))
+    assert {(kind, "email") for kind in SUBJECTS} <= zeros
