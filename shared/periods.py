@@ -119,6 +119,16 @@ class Period:
             return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
         return f"{self.start.year}"
 
+    def and_finer(self) -> list["Period"]:
+        """This period and every finer one inside it (a year: its quarters and months)."""
+        out = []
+        for ptype in (t for t, order in ORDER.items() if order <= ORDER[self.type]):
+            p = Period.containing(ptype, self.start)
+            while p.start <= self.end:
+                out.append(p)
+                p = p.next()
+        return out
+
     def contains(self, other: "Period") -> bool:
         return self.start <= other.start and other.end <= self.end
 

@@ -251,12 +251,16 @@ class ValidationService(KeepsMetadataReplica):
         r_ = t.validation_result
         query = sa.select(r_).order_by(r_.c.seq.desc())
         pe = params.get("pe")
+        within: set[str] = set()
         if pe:
             try:
-                Period.parse(pe)
+                # a period and the finer ones inside it: pe=2026 lists a monthly data set's months
+                within = {p.code for p in Period.parse(pe).and_finer()}
             except PeriodError as exc:
                 raise error(400, f"pe: {exc}") from None
-            query = query.where(sa.or_(r_.c.periods.contains([pe]), sa.and_(r_.c.periods.is_(None), r_.c.period == pe)))
+            codes = sa.cast(sorted(within), ARRAY(sa.Text))
+            query = query.where(sa.or_(r_.c.periods.overlap(codes),
+                                       sa.and_(r_.c.periods.is_(None), r_.c.period == sa.func.any(codes))))
         if params.get("ds"):
             if params["ds"] not in md.data_sets:
                 raise error(400, f"ds: unknown data set {params['ds']!r}")
@@ -280,7 +284,7 @@ class ValidationService(KeepsMetadataReplica):
                                                                                    ARRAY(sa.Text))))))
 
         def inside(unit: str, period: str) -> bool:
-            return (not pe or period == pe) and md.place_in(unit, period, ou)
+            return (not pe or period in within) and md.place_in(unit, period, ou)
 
         rows = []
         with self.db.connect() as conn:

@@ -92,6 +92,10 @@ def test_an_invalid_value_for_another_place_alerts_that_places_supervisors_about
         (r.json()["id"], [(v2, feb)])]
     assert system.get(f"/api/validationResults?ou={d2}&pe={feb}", token=sup2).json()["validationResults"]
     assert system.get(f"/api/validationResults?ou={d2}&pe={jan}", token=sup2).json()["validationResults"] == []
+    # a year holds its months (and quarters): pe=YEAR lists the return of its February
+    year = system.get(f"/api/validationResults?ou={d2}&pe={YEAR}", token=sup2).json()["validationResults"]
+    assert [(x["returnId"], [(v["orgUnit"], v["period"]) for v in x["violations"]]) for x in year] == [
+        (r.json()["id"], [(v2, feb)])]
     seen1 = system.get(f"/api/validationResults?ou={d1}", token=sup1).json()["validationResults"]
     assert [(x["returnId"], x["violations"]) for x in seen1] == [(r.json()["id"], [])]  # its own place, clean
     # and the return itself: each district reads it, with its own places' violations only
