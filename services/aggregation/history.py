@@ -92,7 +92,8 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
        e.code IS NOT NULL AS de_known, e.value_type, e.combos,
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
        w.path, w.level, d.raw, d.value AS original,
-       nullif(d.comment, '') AS comment, nullif(btrim(d.storedby), '') AS stored_by
+       nullif(d.comment, '') AS comment, nullif(btrim(d.storedby), '') AS stored_by,
+       coalesce(d.attributeoptioncombo, '') AS aoc
 FROM dated d
 LEFT JOIN aggregation.md_data_element e ON e.code = d.dataelement
 LEFT JOIN aggregation.md_org_unit u ON u.code = d.orgunit
@@ -148,6 +149,11 @@ _CHECKS = [
      " AND NOT (r.ou = ANY(CAST(:explicit AS text[])) OR r.level IS NOT DISTINCT FROM CAST(:level AS int))"),
     ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not open in period ' || r.period",
      "r.ou_known AND r.start_date IS NOT NULL AND (r.opening_date > r.end_date OR r.closed_date < r.start_date)"),
+    # as intake: statnet keeps no attribute option combos, and a partner's values taken as
+    # the default's would be merged with every other partner's
+    ("attributeoptioncombo", "r.aoc", "'unknown attribute option combo ' || quote_literal(r.aoc)"
+     " || ': statnet keeps no attribute option combos (partners, funding): give none or default'",
+     "r.aoc NOT IN ('', 'default', 'HllvX50cXC0')"),
     ("value", "r.original", "r.de || ': value ' || quote_literal(r.original) || ' is not of type ' || r.value_type",
      f"r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})"),
 ]

@@ -106,6 +106,13 @@ class AggregationService(KeepsMetadataReplica):
     def load_history(self, principal, params: dict, body: str):
         """``POST /api/history``: one chunk of past years' values, all or nothing."""
         principal.require("history.load")
+        # DHIS2's import parameters that would change what a load means: refused, not ignored
+        # (history stores what the file says, by code; a deletion is no history)
+        for name in ("importStrategy", "idScheme", "dataElementIdScheme", "orgUnitIdScheme"):
+            value = params.get(name)
+            if value is not None and str(value).upper() not in ("CREATE_AND_UPDATE", "CODE"):
+                raise error(400, f"{name} {value!r} is not supported by a history load (it stores the file's "
+                                 "values, by code)")
         md = self.replica.current()
         with self.db.transaction() as tx:
             loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username)

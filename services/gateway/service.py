@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import re
 import zlib
 
 import eventlet
@@ -45,6 +46,10 @@ def queue_families(container):
                            [(q, n) for q, (n, _) in sorted(depths.items())])
     yield collectors.gauge("statnet_queue_consumers", "Consumers of a RabbitMQ queue", ["queue"],
                            [(q, c) for q, (_, c) in sorted(depths.items())])
+
+
+# Unicode, the ISO 8859 and Windows code pages, and Thai's (Lao has no other): by Python's names
+_CHARSET = re.compile(r"utf-(8|16|32)(-[lb]e)?|ascii|iso8859-\d+|cp125\d|cp874|tis-620|latin-1")
 
 
 def _decompressed(raw: bytes, coding: str) -> bytes:
@@ -132,10 +137,13 @@ class GatewayService:
         raw = _decompressed(raw, request.headers.get("Content-Encoding", ""))
         # the charset the client declares (a spreadsheet's CSV in windows-1252, an ADX file in
         # UTF-16), else UTF-8; what it declares is what the body is read as
-        charset = request.mimetype_params.get("charset") or "UTF-8"
+        charset = request.mimetype_params.get("charset")
+        if charset is None:  # undeclared: UTF-8, or UTF-16 when its byte-order mark says so
+            charset = "UTF-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "UTF-8"
         try:
-            # a text encoding: Python's codecs also name transforms (base64, zlib, rot13)
-            if not getattr(codecs.lookup(charset), "_is_text_encoding", True):
+            # a character set of the web's (Python's codecs also name transforms such as
+            # base64 or rot13, and escape decoders)
+            if not _CHARSET.fullmatch(codecs.lookup(charset).name):
                 raise LookupError(charset)
         except LookupError:
             raise HttpError(415, f"charset {charset!r} is not supported: send UTF-8") from None
@@ -145,7 +153,8 @@ class GatewayService:
         except UnicodeError as exc:
             raise _bad_body(f"body is not {charset} text: {exc}"
                             + ("" if "charset" in request.mimetype_params else
-                               " (send UTF-8, or name the charset: Content-Type: text/csv; charset=...)")) from None
+                               f" (send UTF-8, or name the charset: Content-Type: "
+                               f"{request.mimetype or 'text/csv'}; charset=...)")) from None
         if "\x00" in text:
             raise _bad_body("body holds a NUL character, which no text can be stored with")
         # a byte-order mark (Windows editors write one) is no part of the document, as

@@ -189,7 +189,8 @@ def _reference_problems(rule: dict, side: str, de_states: dict[str, dict]) -> li
 DataSetsWithReturns = Callable[[list[str]], list[str]]
 
 
-def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors") -> list[Link] | None:
+def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors",
+              existing: dict | None = None) -> list[Link] | None:
     """A unit's ``hierarchy`` as its links, or None with the errors said: parents known and
     not itself, dates rising, each ``to`` (if given) the next ``from``, ``parent`` (if given)
     the last one, and no ``parentFrom`` beside it."""
@@ -205,9 +206,12 @@ def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors") ->
         following = given[n + 1]["valid_from"] if n + 1 < len(given) else None
         if following is not None and following <= link["valid_from"]:
             problems.append(f"hierarchy[{n + 1}]: from {following} is not after {link['valid_from']}")
-        if link["valid_to"] is not None and link["valid_to"] != following:
-            problems.append(f"hierarchy[{n}]: to {link['valid_to']} is not the next parent's from "
+        if "valid_to" in link and link["valid_to"] != following:
+            problems.append(f"hierarchy[{n}]: to {link['valid_to'] or 'null'} is not the next parent's from "
                             f"({following or 'none: the last runs on'})")
+    opening = item.get("openingDate") or (existing or {}).get("opening_date")
+    if opening and given[0]["valid_from"] < opening:
+        problems.append(f"hierarchy[0]: from {given[0]['valid_from']} is before the unit opened ({opening})")
     if "parent" in item and item["parent"] != given[-1]["parent"]:
         problems.append(f"parent {item['parent']!r} is not the hierarchy's last ({given[-1]['parent']!r})")
     for message in problems:
@@ -270,7 +274,7 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                 links[code] = timeline
                 p.links[code] = timeline
         if "hierarchy" in item:
-            timeline = _timeline(code, item, unit_codes, errors)
+            timeline = _timeline(code, item, unit_codes, errors, existing)
             if timeline is not None and timeline != links.get(code, []):
                 links[code] = timeline
                 p.links[code] = timeline

@@ -217,8 +217,10 @@ class SubmissionService(KeepsMetadataReplica):
             places = reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})
             if not any(_place_in_scope(principal, md, ou, pe) for ou, pe in places):
                 principal.require_path(row.org_unit, md.current_path(row.org_unit))  # the 403, named
+            # the violations of its places in the subtree for their period, as validationResults
+            # and the alerts count them (a village moved since: its old district's)
             violations = [v for v in violations or []
-                          if _place_in_scope(principal, md, v.get("org_unit"), v.get("period"))]
+                          if md.place_in(v.get("org_unit"), v.get("period"), principal.org_unit)]
         import_count = row.import_count or (
             {**NO_IMPORT, "ignored": row.value_count} if row.status == "REJECTED" else NO_IMPORT)
         return reply({

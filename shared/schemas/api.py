@@ -40,7 +40,7 @@ class ParentLinkSchema(StrictSchema):
     """One parent of a unit and when: ``GET /api/orgUnits/{code}``'s ``hierarchy`` item."""
     parent = fields.Str(required=True, allow_none=True)
     valid_from = fields.Date(data_key="from", required=True)
-    valid_to = fields.Date(data_key="to", allow_none=True, load_default=None)
+    valid_to = fields.Date(data_key="to", allow_none=True)  # absent: the next one's from (or open)
 
 
 class OrgUnitImportSchema(StrictSchema):
@@ -81,10 +81,11 @@ class DataSetImportSchema(StrictSchema):
     dataElements = fields.List(fields.Str())
     # bounded: a level past the deepest a hierarchy has, or days past a century, can only be
     # a typing slip, and an unbounded one overflowed date arithmetic in every later check
-    orgUnitLevel = fields.Int(allow_none=True, validate=validate.Range(min=1, max=50))
+    # whole numbers as JSON numbers (strict: 0.5 days was read as 0, "never closes")
+    orgUnitLevel = fields.Int(allow_none=True, strict=True, validate=validate.Range(min=1, max=50))
     orgUnits = fields.List(fields.Str())
-    timelyDays = fields.Int(validate=validate.Range(min=0, max=36500))
-    expiryDays = fields.Int(validate=validate.Range(min=0, max=36500))
+    timelyDays = fields.Int(strict=True, validate=validate.Range(min=0, max=36500))
+    expiryDays = fields.Int(strict=True, validate=validate.Range(min=0, max=36500))
 
 
 class ValidationRuleImportSchema(StrictSchema):

@@ -318,3 +318,17 @@ def test_history_keeps_each_values_comment_and_sender(system, world):
         (v1, "4", "ນາງ ບົວ", "ຂໍ້ມູນເກົ່າ"), (v2, "5", BOOTSTRAP_ADMIN, None)]
     march = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=201703&orgUnit={v1}").json()["dataValues"]
     assert [v["comment"] for v in march] == ["line one\rline two"]
+
+
+def test_history_refuses_a_partners_values_and_import_options_it_would_ignore(system, world):
+    t = world
+    v1 = t.all_villages[0]
+    body = csv_text([]) + f"Z{UID},201705,{v1},default,PARTNER_Z,10,,,,\n"
+    r = load(system, body)
+    assert r.status_code == 400 and "PARTNER_Z" in r.text, r.text
+    for params in ("importStrategy=DELETE", "idScheme=UID"):
+        r = system.post(f"/api/history?dataSet=MDS{UID}&{params}",
+                        data=(csv_text([]) + f"Z{UID},201705,{v1},default,,10,,,,\n").encode(),
+                        headers={"Content-Type": "text/csv"})
+        assert r.status_code == 400 and params.split("=")[0] in r.json()["message"], r.text
+    assert system.analytics(f"Z{UID}", v1, "201705") == {}

@@ -165,9 +165,12 @@ def test_deep_json_odd_charsets_and_broken_gzip_are_400s_and_store_nothing(syste
             ("/api/metadata", f'{{"orgUnits": {deep}}}'.encode(), {"Content-Type": "application/json"}, 400),
             ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=rot13"}, 415),
             ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=base64"}, 415),
-            ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=undefined"}, 400),
+            ("/api/dataValueSets", csv_body.encode(), {"Content-Type": "text/csv; charset=undefined"}, 415),
             ("/api/dataValueSets", csv_body.replace("note 1", "+2AA-").encode(),
-             {"Content-Type": "text/csv; charset=utf-7"}, 400),
+             {"Content-Type": "text/csv; charset=utf-7"}, 415),       # no character set of the web's
+            ("/api/dataValueSets", csv_body.replace("note 1", "\\ud800").encode(),
+             {"Content-Type": "text/csv; charset=unicode_escape"}, 415),
+            ("/api/dataValueSets", csv_body.encode("utf-16-le"), {"Content-Type": "text/csv"}, 400),  # no BOM
             ("/api/dataValueSets", packed[:len(packed) * 2 // 3], {"Content-Type": "text/csv",
                                                                      "Content-Encoding": "gzip"}, 400),
             ("/api/dataValueSets", packed + b"garbage", {"Content-Type": "text/csv", "Content-Encoding": "gzip"}, 400)]:

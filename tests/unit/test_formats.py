@@ -196,3 +196,16 @@ def test_a_json_set_whose_values_name_their_own_place_needs_none_in_its_header()
     half = formats.parse("application/json", json.dumps({"dataSet": "D", "dataValues": [
         values[0], {"dataElement": "E", "value": "3"}]}), {})
     assert (half.period, half.org_unit) == (None, None)  # a value without its own: the header is needed
+
+
+def test_adx_value_attributes_beside_the_combo_are_no_silent_partner():
+    adx = formats.parse("application/adx+xml", (
+        '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="D" orgUnit="O" period="2026-01-01/P1M">'
+        '<dataValue dataElement="E" categoryOptionCombo="M" attributeOptionCombo="PARTNER_E" value="3"/>'
+        '<dataValue dataElement="E" categoryOptionCombo="F" FUNDING="USAID" value="4"/>'
+        '<dataValue dataElement="E" categoryOptionCombo="F" attributeOptionCombo="default" value="5"/>'
+        '</group></adx>'), {})
+    assert [p["object"] for p in adx.problems] == ["group[1].dataValue[1].attributeOptionCombo",
+                                                   "group[1].dataValue[2].FUNDING"]
+    body = '{"dataSet": "D", "period": "202601", "orgUnit": "O", "attributeOptionCombo": "default\\n", "dataValues": []}'
+    assert [p["object"] for p in formats.parse("application/json", body, {}).problems] == ["attributeOptionCombo"]

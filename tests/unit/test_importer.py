@@ -266,3 +266,29 @@ def test_a_data_sets_days_and_level_are_bounded(field, value):
     with pytest.raises(ValidationError) as refused:
         DataSetImportSchema().load({"code": "DY", field: value})
     assert field in refused.value.messages
+
+
+def test_a_hierarchy_contradicting_itself_or_the_opening_date_is_refused():
+    unit = {"code": "V", "name": "Village", "openingDate": "2000-01-01"}
+    cases = [
+        ([{"parent": "LA", "from": "1999-01-01"}], "before the unit opened"),
+        ([{"parent": "LA", "from": "2000-01-01", "to": None}, {"parent": "03", "from": "2010-01-01"}],
+         "to null is not the next parent's from"),
+    ]
+    for hierarchy, words in cases:
+        messages = " | ".join(e["message"] for e in errors_of({"orgUnits": [*BASE["orgUnits"],
+                                                                            {**unit, "hierarchy": hierarchy}]}))
+        assert words in messages, (words, messages)
+    # a unit placed some years after it opened (so its export begins later) is taken as it is
+    p = plan({"orgUnits": [*BASE["orgUnits"], {**unit, "hierarchy": [{"parent": "03", "from": "2005-01-01"}]}]},
+             empty(), {}, TODAY)
+    assert p.links["V"] == [Link("03", dt.date(2005, 1, 1))]
+
+
+@pytest.mark.parametrize("value", [1.9, 0.5, "15", 1e3])
+def test_days_are_whole_json_numbers(value):
+    from marshmallow import ValidationError
+
+    from shared.schemas.api import DataSetImportSchema
+    with pytest.raises(ValidationError):
+        DataSetImportSchema().load({"code": "DY", "expiryDays": value})

@@ -111,7 +111,7 @@ def attribute_combo_problem(obj: str, value) -> dict | None:
     """Any other attribute option combo (a partner, a funding source) is refused by name:
     statnet keeps none, and taken silently the values of several partners would be stored
     as one, each return overwriting the last (DHIS2: "attribute option combo not found")."""
-    if value is None or (isinstance(value, str) and value.strip() in DEFAULT_ATTRIBUTE_COMBOS):
+    if value is None or (isinstance(value, str) and value in DEFAULT_ATTRIBUTE_COMBOS):
         return None
     return conflict(obj, value, f"unknown attribute option combo {value!r}: statnet keeps no attribute "
                                 "option combos (partners, funding), so give none or 'default'")

@@ -91,6 +91,15 @@ def parse(body: str) -> RawReturn:
                                              f"an ADX dataValue names no {key}: a value of another "
                                              f"{'org unit' if key == 'orgUnit' else 'period'} goes in a <group> "
                                              "of its own"))
+            problem = attribute_combo_problem(f"{at}.attributeOptionCombo",
+                                              categories.pop("attributeOptionCombo", None))
+            if problem:
+                problems.append(problem)
+            if combo is not None and categories:  # beside the combo, a category is another dimension
+                problems.append(conflict(f"{at}.{sorted(categories)[0]}", categories[sorted(categories)[0]],
+                                         f"unknown attribute(s) {', '.join(sorted(categories))} beside "
+                                         "categoryOptionCombo: statnet keeps no attribute option combos "
+                                         "(partners, funding)"))
             if combo is None and len(categories) == 1:
                 combo = next(iter(categories.values()))
             elif combo is None and len(categories) > 1:
