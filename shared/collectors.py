@@ -29,12 +29,15 @@ Families = Iterable[GaugeMetricFamily]
 
 class _Process(Collector):
     def __init__(self):
-        self.sources: dict[tuple[str, str], Callable[[], Families]] = {}
+        # each key's sources, newest last: a second container of a service in one process
+        # (a test's, beside `statnet run`'s) answers while it runs, and when it stops the
+        # first one answers again instead of nothing
+        self.sources: dict[tuple[str, str], list[Callable[[], Families]]] = {}
         self.lock = threading.Lock()
 
     def collect(self):
         with self.lock:
-            sources = list(self.sources.items())
+            sources = [(key, fns[-1]) for key, fns in self.sources.items() if fns]
         merged: dict[str, GaugeMetricFamily] = {}
         for (name, service), fn in sources:
             try:
@@ -59,13 +62,16 @@ REGISTRY.register(PROCESS)
 
 def add_source(key: tuple[str, str], fn: Callable[[], Families]) -> None:
     with PROCESS.lock:
-        PROCESS.sources[key] = fn
+        PROCESS.sources.setdefault(key, []).append(fn)
 
 
 def remove_source(key: tuple[str, str], fn: Callable[[], Families]) -> None:
     with PROCESS.lock:
-        if PROCESS.sources.get(key) == fn:
-            del PROCESS.sources[key]
+        fns = PROCESS.sources.get(key, [])
+        if fn in fns:
+            fns.remove(fn)
+        if not fns:
+            PROCESS.sources.pop(key, None)
 
 
 class Source(DependencyProvider):
