@@ -73,6 +73,21 @@ def unstorable_fields(obj, where: str = "body") -> list[tuple[str, str]]:
     return out
 
 
+# DHIS2's identifier schemes: statnet identifies everything by code, and says so rather than
+# read a UID as a code (intake, history loads and the data value export alike)
+ID_SCHEMES = ("idScheme", "dataElementIdScheme", "orgUnitIdScheme", "categoryOptionComboIdScheme",
+              "dataSetIdScheme")
+# DHIS2's default attribute option combo: by code, and by the UID every DHIS2 instance gives it
+DEFAULT_ATTRIBUTE_COMBOS = ("", "default", "HllvX50cXC0")
+
+
+def id_scheme_refusal(name: str, value) -> str | None:
+    """Why an identifier scheme other than codes is refused; None for codes (or none given)."""
+    if value is None or str(value).strip().upper() == "CODE":
+        return None
+    return f"{name} {value!r} is not supported: statnet identifies everything by code (idScheme=CODE)"
+
+
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 
 

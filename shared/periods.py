@@ -201,16 +201,17 @@ def periods_named(code: str, day: dt.date) -> list[Period]:
         raise PeriodError(f"{exc}, nor a relative period such as LAST_12_MONTHS") from None
 
 
-def parse_day(name: str, raw: str) -> dt.date:
+def parse_day(name: str, raw: str, any_year: bool = False) -> dt.date:
     """A query's date parameter: YYYY-MM-DD only (Python alone also reads 20261127), in
-    the years periods are kept for, so a year either side still has codes and dates."""
+    the years periods are kept for, so a year either side still has codes and dates
+    (``any_year``: a bound of a range, where 1900-01-01 means "from the start")."""
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw, re.ASCII):
             raise ValueError(raw)
         day = dt.date.fromisoformat(raw)
     except (TypeError, ValueError):
         raise PeriodError(f"{name}: {raw!r} is not a date (YYYY-MM-DD)") from None
-    if not FIRST_YEAR < day.year < 9999:
+    if not any_year and not FIRST_YEAR < day.year < 9999:
         raise PeriodError(f"{name}: {raw!r} is outside the years periods are kept for "
                           f"({FIRST_YEAR + 1}-9998)")
     return day

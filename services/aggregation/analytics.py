@@ -195,14 +195,19 @@ def anchor_day(params: dict) -> dt.date:
         raise error(400, str(exc)) from None
 
 
+def user_roots(md: Metadata, principal, day: dt.date) -> list[str]:
+    """DHIS2's USER_ORGUNIT: the user's scope root; the hierarchy's roots for the unscoped."""
+    return [principal.org_unit] if principal is not None and principal.org_unit in md.org_units \
+        else md.roots(day)
+
+
 def _units(items: list[str], md: Metadata, principal, problems: list[str]) -> tuple[list[str], list[str]]:
     """(units asked, boundaries) from ``ou``'s items, DHIS2's keywords expanded in today's
     hierarchy: USER_ORGUNIT (the user's scope root; the roots for the unscoped), its
     CHILDREN and GRANDCHILDREN, and LEVEL-n, the units at depth n inside the other items
     (which then bound it and are not answered themselves) or inside the user's root."""
     day = today()
-    own = [principal.org_unit] if principal is not None and principal.org_unit in md.org_units \
-        else md.roots(day)
+    own = user_roots(md, principal, day)
     asked, levels = [], []
     for code in items:
         if code in _USER_UNITS:

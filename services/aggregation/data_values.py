@@ -26,9 +26,9 @@ import re
 import sqlalchemy as sa
 
 from services.aggregation.analytics import subtree_end
-from shared.api import ApiError, error, flag
+from shared.api import ApiError, error, flag, id_scheme_refusal
 from shared.dhis2_csv import COLUMNS, DELETED
-from shared.periods import LOCAL_TZ, Period, PeriodError, show
+from shared.periods import LOCAL_TZ, Period, PeriodError, parse_day, show
 from shared.replica import Metadata
 
 # an export is one RPC answer: past this it is refused with its size, to be asked in parts
@@ -72,12 +72,10 @@ KNOWN = {"dataSet", "period", "startDate", "endDate", "orgUnit", "children", "in
 def _date(name: str, raw: str, problems: list[str]) -> dt.date | None:
     """A day, any year: DHIS2 sync scripts ask from 1900-01-01 for "everything"."""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw, re.ASCII):
-            return dt.date.fromisoformat(raw)
-    except ValueError:
-        pass
-    problems.append(f"{name}: {raw!r} is not a date (YYYY-MM-DD)")
-    return None
+        return parse_day(name, raw, any_year=True)
+    except PeriodError as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _moment(name: str, raw: str, problems: list[str]) -> dt.datetime | None:
@@ -128,10 +126,8 @@ def parse(params: dict, md: Metadata) -> dict:
     unknown = sorted(set(params) - KNOWN)
     if unknown:
         problems.append(f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN))})")
-    for name in ("idScheme", "dataElementIdScheme", "orgUnitIdScheme"):
-        scheme = _one(params, name)
-        if scheme and scheme.upper() != "CODE":
-            problems.append(f"{name} {scheme!r} is not supported: statnet identifies everything by code")
+    problems += filter(None, (id_scheme_refusal(name, _one(params, name))
+                              for name in ("idScheme", "dataElementIdScheme", "orgUnitIdScheme")))
     switches = {}
     for name in ("children", "includeDeleted"):
         try:

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from eventlet import tpool
 
 from shared import dhis2_csv, serialization
-from shared.api import error
+from shared.api import DEFAULT_ATTRIBUTE_COMBOS, error
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
 from shared.replica import Metadata
 from shared.values import MAX_DIGITS, MAX_TEXT
@@ -153,7 +153,7 @@ _CHECKS = [
     # the default's would be merged with every other partner's
     ("attributeoptioncombo", "r.aoc", "'unknown attribute option combo ' || quote_literal(r.aoc)"
      " || ': statnet keeps no attribute option combos (partners, funding): give none or default'",
-     "r.aoc NOT IN ('', 'default', 'HllvX50cXC0')"),
+     "NOT r.aoc = ANY(CAST(:default_aocs AS text[]))"),
     ("value", "r.original", "r.de || ': value ' || quote_literal(r.original) || ' is not of type ' || r.value_type",
      f"r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})"),
 ]
@@ -340,7 +340,8 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     conn.execute(_DERIVE, {"first_year": FIRST_YEAR})
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
-                                        "explicit": sorted(ds.org_units), "level": ds.org_unit_level}).all()
+                                        "explicit": sorted(ds.org_units), "level": ds.org_unit_level,
+                                        "default_aocs": list(DEFAULT_ATTRIBUTE_COMBOS)}).all()
     if problems:
         raise error(400, f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): "
                          "nothing of this chunk was loaded",

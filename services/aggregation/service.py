@@ -20,7 +20,7 @@ from nameko.rpc import rpc
 from services.aggregation import analytics, completeness, data_values, exports, facts, history
 from services.aggregation import tables as t
 from shared import collectors, metrics
-from shared.api import api_rpc, error, flag, reply
+from shared.api import api_rpc, error, flag, id_scheme_refusal, reply
 from shared.batches import disjoint_runs
 from shared.delivery import Database
 from shared.events import subscribe
@@ -108,11 +108,14 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("history.load")
         # DHIS2's import parameters that would change what a load means: refused, not ignored
         # (history stores what the file says, by code; a deletion is no history)
-        for name in ("importStrategy", "idScheme", "dataElementIdScheme", "orgUnitIdScheme"):
-            value = params.get(name)
-            if value is not None and str(value).upper() not in ("CREATE_AND_UPDATE", "CODE"):
-                raise error(400, f"{name} {value!r} is not supported by a history load (it stores the file's "
-                                 "values, by code)")
+        strategy = params.get("importStrategy")
+        if strategy is not None and str(strategy).upper() != "CREATE_AND_UPDATE":
+            raise error(400, f"importStrategy {strategy!r} is not supported by a history load (it stores the "
+                             "file's values)")
+        for name in ("idScheme", "dataElementIdScheme", "orgUnitIdScheme"):
+            refusal = id_scheme_refusal(name, params.get(name))
+            if refusal:
+                raise error(400, refusal)
         md = self.replica.current()
         with self.db.transaction() as tx:
             loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username)
@@ -216,7 +219,7 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("read")
         md = self.replica.current()
         if params.get("ou") == "USER_ORGUNIT":  # as in analytics: the user's scope root
-            roots = [principal.org_unit] if principal.org_unit in md.org_units else md.roots(today())
+            roots = analytics.user_roots(md, principal, today())
             if len(roots) != 1:
                 raise error(400, f"ou: USER_ORGUNIT is {len(roots)} roots for user {principal.username!r}: "
                                  "name the org unit")

@@ -219,13 +219,11 @@ class NotifyService(KeepsMetadataReplica):
 
     @staticmethod
     def _about_in_scope(principal, md, org_unit: str, period: str) -> bool:
-        if md.place_in(org_unit, period, principal.org_unit):
-            return True
         try:
             Period.parse(period)
-            return False
         except PeriodError:  # (a digest names no one period: by where its unit is)
             return principal.covers_path(md.current_path(org_unit))
+        return md.place_in(org_unit, period, principal.org_unit)
 
     @api_rpc
     def list_notifications(self, principal, params: dict):

@@ -145,7 +145,7 @@ class SubmissionService(KeepsMetadataReplica):
             return reply(self._dry_run(checked, principal, received_at))
 
         # the same body with importStrategy=DELETE is another return: it undoes the first
-        strategy = "" if not formats.import_options(params) else "\x00importStrategy=DELETE"
+        strategy = "\x00importStrategy=DELETE" if raw.delete else ""
         digest = hashlib.sha256((body + strategy).encode("utf-8")).hexdigest()
         here = {"user": principal.username, "ds": checked.data_set.code, "ou": checked.org_unit,
                 "pe": checked.period.code}

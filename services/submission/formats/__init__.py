@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from shared.api import DEFAULT_ATTRIBUTE_COMBOS, ID_SCHEMES, id_scheme_refusal
 from shared.periods import Period, PeriodError, is_closed
 
 
@@ -46,6 +47,7 @@ class RawReturn:
     # listed with every problem intake finds in the rest, not instead of them
     problems: list[dict] = field(default_factory=list)
     period_said: bool = False      # the return's period is unreadable, and problems say why
+    delete: bool = False           # importStrategy=DELETE: every value it names is a deletion
 
 
 class ParseError(Exception):
@@ -77,15 +79,11 @@ def conflict(obj: str, value, message: str) -> dict:
 # CREATE (new values only) and UPDATE (existing only) are refused, not taken as the default:
 # a client asking for either means something the default would not do
 STRATEGIES = {"CREATE_AND_UPDATE": False, "NEW_AND_UPDATES": False, "DELETE": True, "DELETES": True}
-ID_SCHEMES = ("idScheme", "dataElementIdScheme", "orgUnitIdScheme", "categoryOptionComboIdScheme",
-              "dataSetIdScheme")
 
 
 def id_scheme_problem(name: str, value) -> dict | None:
-    if value is None or str(value).strip().upper() == "CODE":
-        return None
-    return conflict(name, value, f"{name} {value!r} is not supported: statnet identifies everything by code "
-                                 "(idScheme=CODE)")
+    refusal = id_scheme_refusal(name, value)
+    return conflict(name, value, refusal) if refusal else None
 
 
 def import_options(params: dict) -> bool:
@@ -101,10 +99,6 @@ def import_options(params: dict) -> bool:
     if problems:
         raise ParseError(problems)
     return STRATEGIES[strategy]
-
-
-# DHIS2's default attribute option combo: by code, and by the UID every DHIS2 instance gives it
-DEFAULT_ATTRIBUTE_COMBOS = ("", "default", "HllvX50cXC0")
 
 
 def attribute_combo_problem(obj: str, value) -> dict | None:
@@ -143,7 +137,8 @@ def parse(content_type: str | None, body: str, params: dict) -> RawReturn:
         raw = csv_format.parse(body, params)
     else:
         raise UnsupportedMediaType(kind or "(none)")
-    if import_options(params):  # importStrategy=DELETE: what is named goes, whatever value it carries
+    raw.delete = import_options(params)
+    if raw.delete:  # what is named goes, whatever value it carries
         for v in raw.values:
             v.value = ""
     return raw
