@@ -15,10 +15,10 @@ replica = replica_tables(metadata)
 # ``path`` sorts bytewise (COLLATE "C") so prefix ranges are exact.
 data_value = sa.Table(
     "data_value", metadata,
-    sa.Column("org_unit", sa.Text, primary_key=True),
-    sa.Column("data_element", sa.Text, primary_key=True),
-    sa.Column("combo", sa.Text, primary_key=True),
-    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("org_unit", sa.Text, nullable=False),
+    sa.Column("data_element", sa.Text, nullable=False),
+    sa.Column("combo", sa.Text, nullable=False),
+    sa.Column("period", sa.Text, nullable=False),
     sa.Column("period_type", sa.Text, nullable=False),
     sa.Column("start_date", sa.Date, nullable=False),
     sa.Column("end_date", sa.Date, nullable=False),
@@ -31,6 +31,8 @@ data_value = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("comment", sa.Text),           # the value's comment, as sent
     sa.Column("stored_by", sa.Text),         # the user whose return it came from (null: history)
+    # a unit-period's values are one range of the key, and so is a unit-year's (migration 0010)
+    sa.PrimaryKeyConstraint("org_unit", "period", "data_element", "combo", name="data_value_pkey"),
 )
 
 # Per unit and year, the statistics every aggregation type needs over the

@@ -108,3 +108,33 @@ def test_results_learn_the_places_of_their_returns_from_header_and_violations(se
     migrations.upgrade(settings, "validation")
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM validation.result WHERE return_id IN ('m1', 'm2')"))
+
+
+def test_stored_values_key_by_unit_and_period_and_back(settings):
+    migrations.upgrade(settings, "aggregation")
+    migrations.downgrade(settings, "aggregation", "0009")
+    engine = engine_for(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO aggregation.data_value (org_unit, data_element, combo, period, period_type, start_date, "
+            "end_date, path, value, text_value, deleted, seq, return_id) VALUES ('ບ້ານນ້ຳທາ', 'POP', 'F', '202609', "
+            "'Monthly', '2026-09-01', '2026-09-30', '/LA/03/', 12, '12', false, 1, 'r1')"))
+
+    def key() -> str:
+        with engine.connect() as conn:
+            index = conn.execute(sa.text("SELECT indexdef FROM pg_indexes WHERE schemaname = 'aggregation' "
+                                         "AND indexname = 'data_value_pkey'")).scalar()
+            # the value is still there, and still found by its key
+            assert conn.execute(sa.text(
+                "SELECT value FROM aggregation.data_value WHERE org_unit = 'ບ້ານນ້ຳທາ' AND period = '202609' "
+                "AND data_element = 'POP' AND combo = 'F'")).scalar() == 12
+        return index.split("USING btree ")[1]
+
+    assert key() == "(org_unit, data_element, combo, period)"
+    migrations.upgrade(settings, "aggregation")
+    assert key() == "(org_unit, period, data_element, combo)"
+    migrations.downgrade(settings, "aggregation", "0009")
+    assert key() == "(org_unit, data_element, combo, period)"
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM aggregation.data_value WHERE return_id = 'r1'"))
+    migrations.upgrade(settings, "aggregation")
