@@ -27,7 +27,7 @@ import eventlet
 import eventlet.event
 import kombu.exceptions
 from nameko import rpc as nameko_rpc
-from nameko.exceptions import ContainerBeingKilled, UnknownService
+from nameko.exceptions import ContainerBeingKilled, RemoteError, UnknownService
 from nameko.rpc import Rpc
 
 _containers: dict[str, object] = {}
@@ -142,6 +142,28 @@ def ask(proxy, service: str, method: str, *args, share: float = 1.0, **kwargs):
         raise Unavailable(f"the {service} service is not running") from None
     except eventlet.Timeout:
         raise Unavailable(f"the {service} service did not answer within {timeout:g}s") from None
+    except Unavailable:
+        raise
+    except Exception as exc:
+        # the service is running but its database (or broker) is not there for it: a plain
+        # RPC (the registry's token lookup, which every request makes first) raised what a
+        # service's own API methods answer as 503 (shared.api), and it reached the edge as
+        # a 500 "internal error" while the database refused connections
+        name = _transient_name(exc)
+        if name is None:
+            raise
+        raise Unavailable(f"the {service} service could not reach what it depends on ({name}); retry") from None
+
+
+def _transient_name(exc: BaseException) -> str | None:
+    """The error's name if it is a passing one (shared.events.is_transient), raised here
+    (the service in this process) or in the service's own process (a ``RemoteError``
+    naming it); None otherwise."""
+    from shared.events import TRANSIENT_ERRORS, is_transient
+
+    if isinstance(exc, RemoteError):
+        return exc.exc_type if exc.exc_type in {cls.__name__ for cls in TRANSIENT_ERRORS} else None
+    return type(exc).__name__ if is_transient(exc) else None
 
 
 class RpcProxy(nameko_rpc.RpcProxy):

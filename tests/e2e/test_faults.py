@@ -163,6 +163,42 @@ def test_dropped_database_connections_during_a_burst(settings, world, statnet):
     assert_exactly_once(statnet.api, settings, t, 2013, burst)
 
 
+def test_a_database_refusing_connections_is_a_503_to_try_again(settings, world, statnet):
+    """While the database refuses every connection, a request is a 503 with Retry-After
+    (the registry's token lookup, made before anything else, answered it as a 500
+    "internal error"), /health names the database, and once it is back the same return is
+    taken."""
+    t, _ = world
+    token = statnet.api.create_user(f"rep-{UID}-db", "reporter", t.province)  # never used: looked up
+    (key, body), *_ = workload(t, 2018)
+    name = engine_for(settings.database_url).url.database
+    admin = sa.create_engine(engine_for(settings.database_url).url.set(database="postgres"),
+                             isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+    def refuse(refused: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(not refused).lower()}'))
+            if refused:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+
+    refuse(True)
+    try:
+        for answer in (statnet.api.submit(body, token=token, headers={"Idempotency-Key": key}),
+                       statnet.api.get(f"/api/completeness?ds={DS}&ou={t.province}&pe=201801")):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] and "retry" in answer.json()["message"], answer.text
+        health = statnet.api.get("/health")
+        assert health.status_code == 503 and "unreachable" in health.json()["checks"]["database"], health.text
+    finally:
+        refuse(False)
+        admin.dispose()
+    r = wait_until(lambda: (lambda x: x if x.status_code == 202 else None)(
+        statnet.api.submit(body, token=token, headers={"Idempotency-Key": key})), timeout=60, interval=1,
+        message="taken once the database is back")
+    assert statnet.api.wait_status(r.json()["id"], timeout=60)["status"] == "AGGREGATED"
+
+
 def test_two_instances_of_every_service_share_the_work(settings, world, statnet):
     t, _ = world
     second = StatnetProcess(settings, name="second", http_address=f"127.0.0.1:{free_port()}").start()
