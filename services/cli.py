@@ -130,6 +130,7 @@ def main(argv=None) -> int:
             items = topology.dlq_list(settings, args.service, limit=args.limit or 1000)
             for item in items:
                 print(json.dumps(item, ensure_ascii=False))
+            sys.stdout.flush()  # the messages before their count, also where both go to one file
             print(f"{len(items)} message(s) in {topology.dlq_name(args.service)}", file=sys.stderr)
         else:
             moved = topology.dlq_replay(settings, args.service, limit=args.limit)

@@ -34,9 +34,14 @@ def collect(settings: Settings) -> dict:
     queues = {cls.name: [e.name for e in topology.entities([cls], settings)
                          if isinstance(e, Queue) and e.name.startswith("evt-")] for cls in classes.values()}
     dlqs = {name: topology.dlq_name(name) for name in classes}
+    # failed messages waiting out a delay before their next attempt: shared by every
+    # service, and otherwise seen nowhere (a message retried every two minutes for an
+    # hour and a half before it is parked showed up in no service's queue)
+    delays = [topology.delay_queue(ms).name for ms in topology.RETRY_DELAYS_MS]
     problems = []
     try:
-        depths = topology.queue_depths(settings, [q for qs in queues.values() for q in qs] + list(dlqs.values()))
+        depths = topology.queue_depths(settings, [q for qs in queues.values() for q in qs]
+                                       + list(dlqs.values()) + delays)
     except Exception as exc:  # an operator's screen: say what failed, go on
         depths = None
         problems.append(f"the broker cannot be read (AMQP_URI): {type(exc).__name__}: {exc}")
@@ -67,29 +72,41 @@ def collect(settings: Settings) -> dict:
             "outbox": backlog, "outbox_age": float(age or 0),
         }
     return {"at": dt.datetime.now(dt.timezone.utc), "services": services, "completeness": rates,
+            "retrying": None if depths is None else sum(depths[q][0] for q in delays),
             "problems": problems}
 
 
 def render(report: dict) -> tuple[str, bool]:
     lines = [f"statnet status at {show(report['at'].replace(microsecond=0))}", "",
              f"{'service':<12} {'state':<6} {'queued':>7} {'dead letters':>13} {'outbox':>7} {'oldest':>8}"]
-    healthy = not report["problems"]
+    unwell = []
     for name, s in report["services"].items():
         stuck = s["outbox_age"] > STUCK_SECONDS
-        healthy &= bool(s["up"]) and not s["dead_letters"] and not stuck
+        if s["up"] is False:
+            unwell.append(f"{name} is down")
+        if s["dead_letters"]:
+            unwell.append(f"{name} parked {s['dead_letters']} dead letter(s) (statnet dlq list {name})")
+        if stuck:
+            unwell.append(f"{name}'s outbox has not been published for {s['outbox_age']:.0f}s")
         outbox = "-" if s["outbox"] is None else str(s["outbox"])
         oldest = "-" if s["outbox"] is None else f"{s['outbox_age']:.0f}s"
         state = "?" if s["up"] is None else "up" if s["up"] else "DOWN"
         queued, dead = ("?" if v is None else v for v in (s["queued"], s["dead_letters"]))
         lines.append(f"{name:<12} {state:<6} {queued:>7} {dead:>13} "
                      f"{outbox:>7} {oldest:>8}{'  STUCK' if stuck else ''}")
+    if report.get("retrying"):
+        lines.append(f"retrying: {report['retrying']} message(s) wait in the delay queues for another attempt "
+                     "(the services' logs say why)")
     lines += ["", f"{'data set':<14} {'unit':<10} {'period':<8} {'complete':>9} {'on time':>8}"]
     for ds, ou, pe, rate, on_time in report["completeness"]:
         lines.append(f"{ds:<14} {ou:<10} {pe:<8} {rate:>9.0%} {on_time:>8.0%}")
     if not report["completeness"]:
         lines.append("(no data set is expected anywhere yet)" if not report["problems"] else "(unknown)")
     lines += [f"UNREADABLE: {problem}" for problem in report["problems"]]
-    return "\n".join(lines), healthy
+    # the verdict the exit status gives, in words (an exit status of 1 alone said nothing)
+    unwell += ["not everything could be read (UNREADABLE above)"] if report["problems"] else []
+    lines += ["", "NOT HEALTHY: " + "; ".join(unwell) if unwell else "healthy"]
+    return "\n".join(lines), not unwell
 
 
 def main(settings: Settings) -> int:

@@ -85,3 +85,27 @@ def test_wrong_usage_is_one_line_and_exit_2_never_a_traceback(tmp_path):
     empty.write_text("")
     done = statnet("history", "load", str(empty), "--data-set", "X", "--url", f"http://127.0.0.1:{_free_port()}")
     assert done.returncode == 1 and "Traceback" not in done.stderr and "cannot reach" in done.stderr, done.stderr
+
+
+def _report(**service) -> dict:
+    import datetime as dt
+
+    well = {"up": True, "queued": 0, "dead_letters": 0, "outbox": 0, "outbox_age": 0.0}
+    return {"at": dt.datetime(2026, 11, 28, 3, 0, tzinfo=dt.timezone.utc), "completeness": [], "problems": [],
+            "retrying": service.pop("retrying", 0),
+            "services": {"submission": well, "validation": {**well, **service}}}
+
+
+def test_status_says_in_words_why_it_is_not_healthy_and_counts_retries():
+    from services import status
+
+    text, healthy = status.render(_report())
+    assert healthy and text.splitlines()[-1] == "healthy"
+    # retrying alone is not unwell (a passing failure is retried), but it is said
+    text, healthy = status.render(_report(retrying=2))
+    assert healthy and "retrying: 2 message(s) wait in the delay queues" in text
+    text, healthy = status.render(_report(up=False, dead_letters=3, outbox_age=900.0))
+    assert not healthy
+    assert text.splitlines()[-1] == ("NOT HEALTHY: validation is down; validation parked 3 dead letter(s) "
+                                     "(statnet dlq list validation); validation's outbox has not been "
+                                     "published for 900s")
