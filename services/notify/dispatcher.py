@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import smtplib
+import types
 import urllib.error
 import urllib.request
 from email.header import Header
@@ -44,6 +45,51 @@ class PermanentFailure(Exception):
     """Retrying cannot help (no address, the server refuses the recipient for good)."""
 
 
+def no_address(recipient: str) -> str:
+    """Why an e-mail alert to a focal point with no address failed: the one permanent failure
+    an address added later cures (``requeue_for_new_addresses``)."""
+    return f"focal point {recipient} has no e-mail address"
+
+
+# A focal point given an address: its e-mail alerts that failed for want of one go out
+# now (nothing is dropped). Run where the replica takes the change, in its transaction.
+_REQUEUE = sa.text(f"""
+UPDATE {t.notification.fullname} n
+SET status = 'PENDING', next_attempt_at = now(), last_error = NULL
+FROM {t.replica.focal_point.fullname} f
+WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:codes AS text[]))
+  AND f.code = n.recipient AND coalesce(f.email, '') <> ''
+  AND n.last_error = 'focal point ' || n.recipient || ' has no e-mail address'
+""")
+
+
+def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
+    codes = sorted({fp["code"] for fp in changes.get("focal_points") or [] if fp.get("email")})
+    if not codes:
+        return 0
+    requeued = conn.execute(_REQUEUE, {"codes": codes}).rowcount
+    if requeued:
+        log.info("%d e-mail alert(s) that failed for want of an address queued again", requeued)
+    return requeued
+
+
+# Who a notification goes to, as the focal point is now: an address (or language) corrected
+# after the alert was recorded is the one its next attempt uses
+_CONTACT = sa.text(f"SELECT name, email, language FROM {t.replica.focal_point.fullname} WHERE code = :code")
+
+
+def as_addressed_now(conn: sa.Connection, row):
+    """The notification with its recipient's current name, address and language in its
+    details (a focal point since removed keeps those it was recorded with)."""
+    contact = conn.execute(_CONTACT, {"code": row.recipient}).first()
+    if contact is None:
+        return row
+    fields = dict(row._mapping)
+    fields["details"] = {**row.details, "recipient_name": contact.name, "email": contact.email,
+                         "language": contact.language}
+    return types.SimpleNamespace(**fields)
+
+
 def backoff(attempts: int, first_seconds: int = 5) -> dt.timedelta:
     return dt.timedelta(seconds=min(first_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS))
 
@@ -56,20 +102,36 @@ def _number(x) -> str:
     return "-" if x is None else (str(int(x)) if float(x).is_integer() else f"{x:g}")
 
 
-def _lines(violations: list[dict], lang: str) -> str:
-    """One line per violation: the rule's name in the reader's language, then what failed."""
+# after a rule's figures: the comparison is what the rule wants, and it failed ("500 <= 200"
+# alone read like a statement of fact)
+NOT_HOLDING = {"en": "does not hold", "lo": "ບໍ່ເປັນຈິງ"}
+ELSEWHERE = {"en": "It was rejected for these problems at other places of the same return:",
+             "lo": "ລາຍງານຖືກປະຕິເສດຍ້ອນບັນຫາເຫຼົ່ານີ້ ຢູ່ບ່ອນອື່ນໃນລາຍງານດຽວກັນ:"}
+
+
+def _lines(violations: list[dict], lang: str, where: bool = False) -> str:
+    """One line per violation: the rule's name in the reader's language, then what failed
+    (``where``: and the unit and period it failed at)."""
     out = []
     for v in violations:
         name = (v.get("name_lo") if lang == "lo" else None) or v.get("name") or v["rule"]
         level = IMPORTANCE.get(v["importance"], {}).get(lang, v["importance"])
+        place = f" {v.get('org_unit')} {v.get('period')}:" if where else ""
         if v.get("left") is not None and v.get("right") is not None and v["operator"] in SYMBOLS:
-            what = f"{_number(v['left'])} {SYMBOLS[v['operator']]} {_number(v['right'])}"
+            what = f"{_number(v['left'])} {SYMBOLS[v['operator']]} {_number(v['right'])} {NOT_HOLDING[lang]}"
             if v.get("data_element"):
                 what = f"{v['data_element']}: {what}"
-            out.append(f"- [{level}] {name} ({v['rule']}): {what}")
+            out.append(f"- [{level}]{place} {name} ({v['rule']}): {what}")
         else:
-            out.append(f"- [{level}] {name} ({v['rule']}): {v.get('message', '')}")
+            out.append(f"- [{level}]{place} {name} ({v['rule']}): {v.get('message', '')}")
     return "\n".join(out) or "-"
+
+
+def _problems(details: dict, lang: str) -> str:
+    """The unit's own problems, and those elsewhere in the return that got it rejected."""
+    own = _lines(details.get("violations", []), lang)
+    elsewhere = details.get("rejected_for")
+    return own if not elsewhere else f"{own}\n{ELSEWHERE[lang]}\n{_lines(elsewhere, lang, where=True)}"
 
 
 def _late_lines(late: list[dict], lang: str) -> str:
@@ -99,7 +161,7 @@ def compose(row, settings: Settings) -> MIMEText:
               "data_set": f'{names["data_set"][lang]} ({row.data_set})',
               "org_unit": f'{names["org_unit"][lang]} ({row.org_unit})',
               "period": row.period, "due_date": d.get("due_date", ""), "deadline": d.get("deadline", ""),
-              "return_id": d.get("return_id", ""), "violations": _lines(d.get("violations", []), lang),
+              "return_id": d.get("return_id", ""), "violations": _problems(d, lang),
               "outcome": OUTCOMES.get(d.get("outcome", ""), {}).get(lang, d.get("outcome", "")),
               "count": d.get("count", 0), "lines": _late_lines(d.get("late", []), lang)}
     subject, body = render(row.type, lang, **fields)
@@ -123,7 +185,7 @@ def compose(row, settings: Settings) -> MIMEText:
 def send_email(row, settings: Settings) -> None:
     address = row.details.get("email")
     if not address:
-        raise PermanentFailure(f"focal point {row.recipient} has no e-mail address")
+        raise PermanentFailure(no_address(row.recipient))
     msg = compose(row, settings)
     # an address in Lao script (RFC 6531) travels only through a relay that says SMTPUTF8
     international = not address.isascii()
@@ -221,6 +283,7 @@ class Dispatcher(Pump):
                 .with_for_update(skip_locked=True)).first()
             if row is None:
                 return False
+            row = as_addressed_now(conn, row)
             attempts = row.attempts + 1
             try:
                 CHANNELS[row.channel](row, self.settings)

@@ -20,7 +20,7 @@ from nameko.timer import Timer
 
 from services.notify import alerts, deadlines
 from services.notify import tables as t
-from services.notify.dispatcher import Dispatcher
+from services.notify.dispatcher import Dispatcher, requeue_for_new_addresses
 from services.notify.templates import SUBJECTS
 from shared import collectors, metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
@@ -115,7 +115,8 @@ class NotifyService(KeepsMetadataReplica):
     late = collectors.Source(late_families)
 
     db = Database(t.metadata)
-    replica = Replica(t.replica)
+    # a focal point given an address: its e-mail alerts that failed for want of one go out
+    replica = Replica(t.replica, on_apply=requeue_for_new_addresses)
     outgoing = Outgoing()
 
     def _invalid_return(self, tx, event, outcome: str, violations: list[dict]) -> int:
@@ -135,6 +136,12 @@ class NotifyService(KeepsMetadataReplica):
             recipients = alerts.supervisors(md, org_unit, period)
             details = {"outcome": outcome, "return_id": data["return_id"], "violations": found,
                        "names": alerts.names(md, data["data_set"], org_unit)}
+            if outcome == "REJECTED" and not any(v["importance"] == "HIGH" for v in found):
+                # rejected for another unit's problems in the same return: said, or this unit's
+                # supervisors read "rejected" over a list of warnings and can't tell why
+                details["rejected_for"] = [{**v, "org_unit": ou, "period": pe}
+                                           for (ou, pe), vs in sorted(by_place.items()) if (ou, pe) != (org_unit, period)
+                                           for v in vs if v["importance"] == "HIGH"]
             made = alerts.record(tx.conn, "INVALID_RETURN", recipients, org_unit, data["data_set"],
                                  period, details, self.outgoing.webhook)
             log.info("INVALID_RETURN for return %s at %s %s: %d new notification(s) to %d supervisor(s)",
@@ -191,7 +198,8 @@ class NotifyService(KeepsMetadataReplica):
         """``POST /api/deadlines/check?asOf=YYYY-MM-DD`` (admin, operator)."""
         principal.require("deadlines.check")
         try:
-            day = parse_day("asOf", as_of) if as_of else today()
+            # absent is today; given empty is a mistake like any other (it ran today's whole check)
+            day = parse_day("asOf", as_of) if as_of is not None else today()
         except PeriodError as exc:
             raise error(400, str(exc)) from None
         return reply(self._check_deadlines(day))

@@ -110,13 +110,15 @@ def _email(address: str) -> None:
     """An e-mail address, in any script (RFC 6531): marshmallow's Email refuses a local part
     with a combining mark, which nearly every Lao word has (vowel and tone signs).
 
-    One '@'; a local part of up to 64 characters with no space, control or delimiter; a
+    One '@'; a local part of up to 64 characters with no space, control or delimiter, and
+    dots only between characters (RFC 5322's dot-atom: no '..', none first or last); a
     domain of dot-separated labels of letters, marks, digits and hyphens, one dot at least."""
     local, at, domain = address.rpartition("@")
     labels = domain.split(".")
     ok = (at and 0 < len(local) <= 64 and len(address) <= 254
           and not any(c.isspace() or unicodedata.category(c).startswith("C") or c in '@<>()[]\\,;:"'
                       for c in local)
+          and all(local.split("."))
           and (len(labels) >= 2 or domain == "localhost")
           and all(label and not label.startswith("-") and not label.endswith("-")
                   and all(_letter(c) or c == "-" for c in label)

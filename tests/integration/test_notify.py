@@ -253,7 +253,7 @@ def test_a_recipient_outside_the_callers_scope_is_403_and_unknown_is_404(system,
 def test_only_admins_and_operators_check_and_as_of_must_be_a_date(system, world):
     t, tokens = world
     assert system.post("/api/deadlines/check?asOf=2026-10-20", token=tokens[t.districts[0]]).status_code == 403
-    for bad in ("20-10-2026", "20261020", "9999-12-31", "0001-01-01"):
+    for bad in ("20-10-2026", "20261020", "9999-12-31", "0001-01-01", "", " "):
         r = system.post(f"/api/deadlines/check?asOf={bad}")
         assert r.status_code == 400 and "asOf" in r.json()["message"], r.text
     operator = system.create_user(f"op-{UID}", "operator", None)
@@ -310,6 +310,35 @@ def test_a_supervisor_without_an_address_has_failed_e_mails_not_none(system, wor
     assert all(n["status"] == "SENT" for n in listed if n["channel"] == "webhook")
     assert REGISTRY.get_sample_value("statnet_notifications_total", {
         "type": "LATE_RETURN", "channel": "email", "status": "FAILED"}) == failed_before + 5
+
+
+def test_an_address_given_or_corrected_later_is_the_one_alerts_go_to(system, world, smtp):
+    """The supervisor of the test above is given an address: the alerts that failed for want
+    of one go out (nothing is dropped), and an address corrected while they wait for a
+    relay that is down is the one they reach (an alert kept the address it was recorded with)."""
+    t, _ = world
+    fp = {"name": "No address", "orgUnit": t.districts[1], "role": "supervisor", "language": "en"}
+
+    def emails():
+        return [n for n in notifications(system, recipient=f"SX{UID}") if n["channel"] == "email"]
+
+    assert len(emails()) == 5 and all(n["status"] == "FAILED" for n in emails())
+    smtp.stop()
+    try:
+        before = len(smtp.mails())
+        r = system.request("PUT", f"/api/focalPoints/SX{UID}", json={**fp, "email": "typo@example.la"})
+        assert r.status_code == 200, r.text
+        # queued again, and tried against the relay that is down
+        wait_until(lambda: all(n["status"] == "PENDING" and n["attempts"] >= 2 for n in emails()), timeout=30,
+                   message="queued again and tried")
+        r = system.request("PUT", f"/api/focalPoints/SX{UID}", json={**fp, "email": "district2@example.la"})
+        assert r.status_code == 200, r.text
+    finally:
+        smtp.start()
+    sent = wait_until(lambda: (lambda ns: ns if all(n["status"] == "SENT" for n in ns) else None)(emails()),
+                      timeout=60, message="sent once the relay is back")
+    mails = [m for m in smtp.mails()[before:] if m["X-Statnet-Notification"] in {str(n["id"]) for n in sent}]
+    assert len(mails) == 5 and {m["To"] for m in mails} == {"district2@example.la"}
 
 
 def test_the_timer_runs_the_check_on_its_own(world, settings, caplog):

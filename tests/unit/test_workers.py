@@ -121,3 +121,25 @@ def test_gateway_refuses_a_request_without_a_token():
         service.get_submission(request(), "r1")
     assert err.value.status == 401
     service.submission.get.call_async.assert_not_called()
+
+
+def test_notify_tells_a_unit_rejected_for_another_units_problems_which_they_were(monkeypatch):
+    from services.notify import alerts
+    from services.notify.service import NotifyService
+
+    recorded = {}
+    monkeypatch.setattr(alerts, "supervisors", lambda md, ou, pe: [f"sup-{ou}"])
+    monkeypatch.setattr(alerts, "record", lambda conn, kind, recipients, ou, ds, pe, details, webhook:
+                        recorded.setdefault((ou, pe), details) and [1])
+    service = worker_factory(NotifyService)
+    medium = {"rule": "M", "importance": "MEDIUM", "org_unit": "V1", "period": "202610"}
+    high = {"rule": "H", "importance": "HIGH", "org_unit": "V2", "period": "202610"}
+    low = {"rule": "L", "importance": "LOW", "org_unit": "V2", "period": "202610"}
+    event = Event("e9", "return_rejected", "validation", 1, dt.datetime.now(dt.timezone.utc), "r9",
+                  {"return_id": "r9", "data_set": "DS", "org_unit": "V1", "period": "202610"})
+    service._invalid_return(FakeTx(), event, "REJECTED", [medium, high, low])
+    # V1's supervisors read the MEDIUM of their own and the HIGH that rejected the return at V2
+    assert recorded[("V1", "202610")]["violations"] == [medium]
+    assert recorded[("V1", "202610")]["rejected_for"] == [high]
+    # V2's own HIGH is reason enough: nothing from elsewhere
+    assert "rejected_for" not in recorded[("V2", "202610")]
