@@ -5,7 +5,8 @@ A return names one org unit and period in its header, and each value may name it
 centre's CSV of all its villages for a month, or an ADX file of several groups, is one
 return that reports for every one of those (unit, period) places: each counts as reported
 for completeness, stops the deadline check chasing it and is its unit's last submission,
-not only the place its first line happened to name.
+not only the place its first line happened to name. A header that no value names is
+not one of them (it is still whose return it is, for reading it back).
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from shared.periods import Period, on_time
 
 
 def reported_places(data: dict) -> list[tuple[str, str]]:
-    """(org unit, period) of the return's header and of each of its values, sorted."""
-    places = {(data["org_unit"], data["period"])}
-    places.update((v["org_unit"], v["period"]) for v in data["values"])
-    return sorted(places)
+    """(org unit, period) of each of the return's values, sorted; the header's alone for a
+    return with no values (a unit saying it had nothing to report). A header no value
+    names reports nothing: a return headed 030102 whose values are all 030101's made
+    030102 count as reported, on time, and stopped its late alert."""
+    places = {(v["org_unit"], v["period"]) for v in data["values"]}
+    return sorted(places or {(data["org_unit"], data["period"])})
 
 
 def place_on_time(data: dict, org_unit: str, period: str, timely_days: int | None) -> bool:

@@ -214,7 +214,9 @@ class SubmissionService(KeepsMetadataReplica):
         violations = row.violations
         if not principal.unscoped:
             md = self.replica.current()
-            places = reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})
+            # the header's place too: whose return it is, whatever its values are for
+            places = {(row.org_unit, row.period),
+                      *reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})}
             if not any(_place_in_scope(principal, md, ou, pe) for ou, pe in places):
                 principal.require_path(row.org_unit, md.current_path(row.org_unit))  # the 403, named
             # the violations of its places in the subtree for their period, as validationResults

@@ -104,3 +104,28 @@ def test_an_invalid_value_for_another_place_alerts_that_places_supervisors_about
     assert [(v["orgUnit"], v["period"]) for v in mine2.json()["violations"]] == [(v2, feb)]
     mine1 = system.get(f"/api/submissions/{r.json()['id']}", token=sup1).json()
     assert mine1["status"] == "REJECTED" and mine1["violations"] == []
+
+
+def test_a_header_no_value_names_is_not_reported(system):
+    """A return headed by one village whose values are all another's reports for that other
+    one only: the header's village does not count as reported (it had made it count, on
+    time, and kept its late alert from going out), yet the return is still its sender's to
+    read back."""
+    uid = "MPH"
+    t, units = tree(uid, districts=1, villages=2)
+    codes, doc = village_data_set(uid, period_type="Monthly", timely_days=10, rules=False)
+    doc["orgUnits"] = units
+    system.import_metadata(doc)
+    (district,) = t.districts
+    v1, v2 = t.villages[district]
+    month = f"{YEAR}03"
+    reporter = system.create_user(f"rep-{uid}", "reporter", district)
+    r = system.submit({"dataSet": codes["ds"], "period": month, "orgUnit": v2, "dataValues": [
+        {"dataElement": codes["hh"], "value": "7", "orgUnit": v1}]}, token=reporter)
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    c = system.get(f"/api/completeness?ds={codes['ds']}&ou={district}&pe={month}").json()
+    assert {x["orgUnit"]: x["actual"] for x in c["children"]} == {v1: 1, v2: 0}
+    assert c["actual"] == 1
+    assert system.get(f"/api/orgUnits/{v2}").json()["lastSubmission"] == []
+    assert system.get(f"/api/submissions/{r.json()['id']}", token=reporter).status_code == 200
