@@ -45,10 +45,10 @@ class PermanentFailure(Exception):
     """Retrying cannot help (no address, the server refuses the recipient for good)."""
 
 
-def no_address(recipient: str) -> str:
-    """Why an e-mail alert to a focal point with no address failed: the one permanent failure
-    an address added later cures (``requeue_for_new_addresses``)."""
-    return f"focal point {recipient} has no e-mail address"
+# why an e-mail alert to a focal point with no address failed: the one permanent failure an
+# address added later cures (``requeue_for_new_addresses`` finds it by this text; PostgreSQL's
+# format() reads the same %s)
+NO_ADDRESS = "focal point %s has no e-mail address"
 
 
 # A focal point given an address: its e-mail alerts that failed for want of one go out
@@ -59,7 +59,7 @@ SET status = 'PENDING', next_attempt_at = now(), last_error = NULL
 FROM {t.replica.focal_point.fullname} f
 WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:codes AS text[]))
   AND f.code = n.recipient AND coalesce(f.email, '') <> ''
-  AND n.last_error = 'focal point ' || n.recipient || ' has no e-mail address'
+  AND n.last_error = format(:no_address, n.recipient)
 """)
 
 
@@ -67,7 +67,7 @@ def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
     codes = sorted({fp["code"] for fp in changes.get("focal_points") or [] if fp.get("email")})
     if not codes:
         return 0
-    requeued = conn.execute(_REQUEUE, {"codes": codes}).rowcount
+    requeued = conn.execute(_REQUEUE, {"codes": codes, "no_address": NO_ADDRESS}).rowcount
     if requeued:
         log.info("%d e-mail alert(s) that failed for want of an address queued again", requeued)
     return requeued
@@ -185,7 +185,7 @@ def compose(row, settings: Settings) -> MIMEText:
 def send_email(row, settings: Settings) -> None:
     address = row.details.get("email")
     if not address:
-        raise PermanentFailure(no_address(row.recipient))
+        raise PermanentFailure(NO_ADDRESS % row.recipient)
     msg = compose(row, settings)
     # an address in Lao script (RFC 6531) travels only through a relay that says SMTPUTF8
     international = not address.isascii()
