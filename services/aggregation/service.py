@@ -24,7 +24,7 @@ from shared.api import api_rpc, error, flag, id_scheme_refusal, reply
 from shared.batches import disjoint_runs
 from shared.delivery import Database
 from shared.events import subscribe
-from shared.periods import today
+from shared.periods import Period, today
 from shared.replica import KeepsMetadataReplica, Replica, ReplicaAccess
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,13 @@ def completeness_families(container):
                            ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, r, _ in rows])
     yield collectors.gauge("statnet_completeness_on_time_rate", "On-time returns / expected, reporting period",
                            ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, _, r in rows])
+
+
+def _held_throughout(md, org_unit: str, period: Period, root: str) -> bool:
+    """Was the unit in ``root``'s subtree from the period's first day to its last?"""
+    unit = md.org_units[org_unit]
+    held = (unit.path_on(period.start), unit.path_on(period.end))
+    return all(p is not None and f"/{root}/" in p.path for p in held)
 
 
 class AggregationService(KeepsMetadataReplica):
@@ -176,8 +183,15 @@ class AggregationService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             return facts.data_sets_with_returns(conn, asked)
 
-    def _in_scope(self, principal, md, org_units) -> None:
+    def _in_scope(self, principal, md, org_units, periods=()) -> None:
+        """Each unit is the caller's today, or was in the caller's subtree throughout every
+        period asked: a village moved to another district is still its old district's to
+        read for the periods it spent there (its totals hold them, and it may correct
+        them), by the village's own code too."""
         for ou in org_units:
+            if periods and not principal.unscoped and all(
+                    _held_throughout(md, ou, p, principal.org_unit) for p in periods):
+                continue
             principal.require_path(ou, md.org_units[ou].current.path)
 
     @api_rpc
@@ -187,7 +201,7 @@ class AggregationService(KeepsMetadataReplica):
         md = self.replica.current()
         params, filters = analytics.dhis2_params(params)
         query = analytics.parse_query(params, md, principal, filters)
-        self._in_scope(principal, md, query.boundaries + query.ou)
+        self._in_scope(principal, md, query.boundaries + query.ou, query.pe)
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
         if fmt == "csv":
@@ -207,7 +221,7 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("read")
         md = self.replica.current()
         asked = data_values.parse(params, md)
-        self._in_scope(principal, md, asked["org_units"])
+        self._in_scope(principal, md, asked["org_units"], asked["periods"])
         with self.db.connect() as conn:
             found = data_values.values(conn, md, asked)
         if fmt == "csv":
@@ -226,5 +240,5 @@ class AggregationService(KeepsMetadataReplica):
             params = {**params, "ou": roots[0]}
         with self.db.connect() as conn:
             ou, body = completeness.completeness(conn, md, params)
-        self._in_scope(principal, md, [ou])
+        self._in_scope(principal, md, [ou], [Period.parse(body["period"])])
         return reply(body)

@@ -233,6 +233,22 @@ def test_a_moved_village_keeps_its_history_with_the_old_district(system, world):
     assert system.analytics(pop, d1, "2024") == {(pop, d1, "2024"): 70}
     r = system.submit(village_return(codes, village, "2025", 310, 0), token=new_rep)
     assert r.status_code == 202, r.text
+    # and to read by the village's own code: the old district its years there (what it
+    # wrote and corrected), not the year of the move on; the new district all of them (as today)
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert system.analytics(pop, village, "2024", token=old_rep) == {(pop, village, "2024"): 70}
+    for pe in ("2025", "2024;2025"):
+        r = system.get(f"/api/analytics?dx={pop}&ou={village}&pe={pe}", token=old_rep)
+        assert r.status_code == 403 and village in r.json()["message"], (pe, r.text)
+    assert system.analytics(pop, village, "2024;2025", token=new_rep) == {
+        (pop, village, "2024"): 70, (pop, village, "2025"): 310}
+    r = system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&period=2024", token=old_rep)
+    assert r.status_code == 200 and {v["value"] for v in r.json()["dataValues"]} == {"70", "0"}, r.text
+    assert system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&period=2025",
+                      token=old_rep).status_code == 403
+    r = system.get(f"/api/completeness?ds={codes['ds']}&ou={village}&pe=2024", token=old_rep)
+    assert r.status_code == 200 and r.json()["actual"] == 1, r.text
+    assert system.get(f"/api/completeness?ds={codes['ds']}&ou={village}&pe=2025", token=old_rep).status_code == 403
 
 
 def test_moving_a_district_moves_its_villages(system, world):
