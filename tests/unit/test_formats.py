@@ -209,3 +209,32 @@ def test_adx_value_attributes_beside_the_combo_are_no_silent_partner():
                                                    "group[1].dataValue[2].FUNDING"]
     body = '{"dataSet": "D", "period": "202601", "orgUnit": "O", "attributeOptionCombo": "default\\n", "dataValues": []}'
     assert [p["object"] for p in formats.parse("application/json", body, {}).problems] == ["attributeOptionCombo"]
+
+
+def _adx(groups: str):
+    return formats.parse("application/adx+xml", f'<adx xmlns="urn:ihe:qrph:adx:2015">{groups}</adx>', {})
+
+
+def test_a_later_adx_group_without_its_own_unit_or_period_is_refused_not_given_the_first_ones():
+    first = '<group dataSet="D" orgUnit="O" period="2026-09-01/P1M"><dataValue dataElement="E" value="1"/></group>'
+    raw = _adx(first + '<group dataSet="D" period="2026-10-01/P1M"><dataValue dataElement="E" value="777"/></group>'
+                       '<group dataSet="D" orgUnit="O"><dataValue dataElement="E" value="778"/></group>')
+    assert [(p["object"], p["message"]) for p in raw.problems] == [
+        ("group[2].orgUnit", "group[2] names no orgUnit: every group names its own"),
+        ("group[3].period", "group[3] names no period: every group names its own")]
+    assert [v.value for v in raw.values] == ["1"]  # and none of theirs is stored under group[1]'s place
+
+
+def test_an_adx_element_the_format_has_no_place_for_is_refused_not_skipped():
+    raw = _adx('<group dataSet="D" orgUnit="O" period="2026-09-01/P1M">'
+               '<DataValue dataElement="RAIN" value="9"/><dataValue dataElement="E" value="1"><note>x</note>'
+               '</dataValue></group><gruop dataSet="D"/>')
+    assert [(p["object"], p["value"]) for p in raw.problems] == [
+        ("adx", "gruop"), ("group[1]", "DataValue"), ("group[1].dataValue[1]", "note")]
+    assert "unknown element <gruop> in adx" in raw.problems[0]["message"]
+
+
+def test_a_first_adx_group_without_a_data_set_is_not_called_data_set_none():
+    raw = _adx('<group orgUnit="O" period="2026-09-01/P1M"><dataValue dataElement="E" value="1"/></group>'
+               '<group dataSet="D" orgUnit="P" period="2026-09-01/P1M"><dataValue dataElement="E" value="2"/></group>')
+    assert not any("None" in p["message"] for p in raw.problems) and raw.data_set is None

@@ -32,6 +32,11 @@ def _local(tag: str) -> tuple[str | None, str]:
     return None, tag
 
 
+def _unknown_elements(parent, expected: str, where: str, rule: str) -> list[dict]:
+    return [conflict(where, _local(child.tag)[1], f"unknown element <{_local(child.tag)[1]}> in {where}: {rule}")
+            for child in parent if isinstance(child.tag, str) and _local(child.tag)[1] != expected]
+
+
 def parse(body: str) -> RawReturn:
     try:
         # from the text, not its bytes: the gateway has decoded the body by its HTTP charset,
@@ -47,12 +52,24 @@ def parse(body: str) -> RawReturn:
     if name != "adx" or ns not in (NS, None):
         raise ParseError([conflict("body", root.tag, f"root element must be <adx xmlns=\"{NS}\">")])
     problems, raw, index = [], RawReturn(), 0
+    # an element the format has no place for is refused, not skipped: a <datavalue> or a
+    # <gruop> typed by hand was dropped with its values, and the rest counted as the return
+    problems += _unknown_elements(root, "group", "adx", "an <adx> message holds <group> elements")
     groups = [g for g in root if _local(g.tag)[1] == "group"]
     if not groups:
         problems.append(conflict("adx", None, "no <group> in the message"))
     for gi, group in enumerate(groups, 1):
         where = f"group[{gi}]"
+        problems += _unknown_elements(group, "dataValue", where, "a <group> holds <dataValue> elements")
         data_set, org_unit, iso = group.get("dataSet"), group.get("orgUnit"), group.get("period")
+        if gi > 1 and not (org_unit and iso):
+            # the first group's unit or period is the return's, not every group's: a second
+            # group without its own was stored under the first one's
+            for key, given in (("orgUnit", org_unit), ("period", iso)):
+                if not given:
+                    problems.append(conflict(f"{where}.{key}", given, f"{where} names no {key}: every "
+                                                                      f"group names its own"))
+            continue
         try:
             period = Period.from_iso(iso).code if iso else None
         except PeriodError as exc:
@@ -71,7 +88,7 @@ def parse(body: str) -> RawReturn:
             raw.data_set, raw.org_unit, raw.period = data_set, org_unit, period
             raw.complete_date = group.get("completeDate")
             raw.period_said = bool(iso) and period is None  # reported above, in ADX's own terms
-        elif data_set != raw.data_set:
+        elif data_set != raw.data_set and raw.data_set is not None:  # (group[1]'s missing one: said as the return's)
             problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
                                                                    f"set {raw.data_set!r}"))
         problem = attribute_combo_problem(f"{where}.attributeOptionCombo", group.get("attributeOptionCombo"))
@@ -80,6 +97,7 @@ def parse(body: str) -> RawReturn:
         values = [dv for dv in group if _local(dv.tag)[1] == "dataValue"]
         for vi, dv in enumerate(values, 1):
             at = f"{where}.dataValue[{vi}]"  # counted like the groups, from 1, within its group
+            problems += _unknown_elements(dv, "annotation", at, "a <dataValue> holds at most an <annotation>")
             combo = dv.get("categoryOptionCombo")
             categories = {k: v for k, v in dv.attrib.items() if k not in VALUE_ATTRIBUTES and "}" not in k}
             if "comment" in categories:  # read as a category otherwise, and refused as an unknown combo
