@@ -156,7 +156,11 @@ class GatewayService:
                                f" (send UTF-8, or name the charset: Content-Type: "
                                f"{request.mimetype or 'text/csv'}; charset=...)")) from None
         if "\x00" in text:
-            raise _bad_body("body holds a NUL character, which no text can be stored with")
+            # most often UTF-16 without its byte-order mark (every other byte of Latin text is 0)
+            raise _bad_body("body holds a NUL character, which no text can be stored with"
+                            + ("" if "charset" in request.mimetype_params else
+                               " (UTF-16 without a byte-order mark? name the charset: Content-Type: "
+                               f"{request.mimetype or 'text/csv'}; charset=UTF-16LE)"))
         # a byte-order mark (Windows editors write one) is no part of the document, as
         # DHIS2's readers skip it too
         return text.removeprefix("\ufeff")

@@ -90,8 +90,13 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         named.add(code)
         return code
 
+    header_checked = len(conflicts)
     period = None if raw.period_said else read_period("period", raw.period)
     org_unit = read_unit("orgUnit", raw.org_unit)
+    if raw.lines_name_places:
+        del conflicts[header_checked:]  # the first line's own: said below by its line, once
+        if not raw.values:
+            conflicts.append(conflict("body", None, "the file has a header row and no data lines"))
     if raw.complete_date not in (None, ""):
         # DHIS2's completeDate: a date, or a timestamp beginning with one
         try:
@@ -139,8 +144,12 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                           f"unknown category option combo {combo!r} for data element "
                                           f"{de.code!r} (one of {', '.join(de.combos)})"))
                 ok = False
-        value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period)
-        value_unit = org_unit if v.org_unit in (None, "") else read_unit(f"{at}.orgUnit", v.org_unit)
+        if raw.lines_name_places:  # each line its own: a blank one is missing, not the first line's
+            value_period = read_period(f"{at}.period", v.period)
+            value_unit = read_unit(f"{at}.orgUnit", v.org_unit)
+        else:
+            value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period)
+            value_unit = org_unit if v.org_unit in (None, "") else read_unit(f"{at}.orgUnit", v.org_unit)
         ok = ok and value_period is not None and value_unit is not None
         text = None
         if de is not None:
@@ -167,7 +176,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
                        "period": value_period.code, "value": text, "comment": v.comment})
 
-    if ds is not None and org_unit is not None and period is not None:
+    if ds is not None and org_unit is not None and period is not None and not raw.lines_name_places:
         places[(org_unit, period)] = "orgUnit"
     for (unit, p), named_at in sorted(places.items(), key=lambda x: (x[0][0], x[0][1].code)):
         if ds is None:
@@ -178,7 +187,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             conflicts.append(conflict(named_at, unit, f"org unit {unit!r} is not assigned data set {ds.code!r}"))
         elif not md.org_units[unit].open_during(p):
             conflicts.append(conflict(named_at, unit, f"org unit {unit!r} is not open in period {p.code}"))
-    if ds is not None and org_unit is not None and period is None and not md.assigned(ds, org_unit):
+    if (ds is not None and org_unit is not None and period is None and not raw.lines_name_places
+            and not md.assigned(ds, org_unit)):
         # the period could not be read: still say whether the unit may send this data set at all
         conflicts.append(conflict("orgUnit", org_unit, f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))
     # who may send for these units before what is wrong with the body: a sender outside

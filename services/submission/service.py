@@ -36,6 +36,7 @@ from shared.schemas.api import violations_out
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_TEXT_GROWTH = 3  # UTF-8 bytes per byte sent, at most (a one-byte code page's Thai letter)
 STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
 NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
 MAX_KEY = 200  # characters of an Idempotency-Key (a UUID is 36)
@@ -122,7 +123,10 @@ class SubmissionService(KeepsMetadataReplica):
         if idempotency_key is not None and len(idempotency_key) > MAX_KEY:
             # (a longer one overflowed its index row: a 503 that retrying could never cure)
             raise error(400, f"Idempotency-Key of {len(idempotency_key)} characters is longer than {MAX_KEY}")
-        if len(body.encode("utf-8")) > MAX_BODY_BYTES:
+        # the gateway holds the body as sent to 5 MB; this bounds the text decoded from it, which
+        # UTF-8 makes larger (a Lao character is two bytes in UTF-16, three here: a 3.4 MB
+        # UTF-16 file was refused as over 5 MB)
+        if len(body.encode("utf-8")) > MAX_TEXT_GROWTH * MAX_BODY_BYTES:
             raise error(413, f"body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
         try:
             raw = formats.parse(content_type, body, params)

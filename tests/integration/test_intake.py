@@ -204,6 +204,29 @@ def test_every_problem_of_a_csv_is_listed_with_its_line(system, world, settings)
     assert stored(settings) == before
 
 
+def test_each_csv_line_names_its_own_place_and_is_told_by_its_line(system, world, settings):
+    """A line with no org unit or period is refused by its line (it was stored under the
+    first line's); the first line's problems are said once, by its line (they came twice,
+    once without it); a code the file gets wrong is not also blamed on the data set; a
+    header with no lines is a 400."""
+    before = stored(settings)
+
+    def refused(body: str, params: str = "?dataSet=MORT5") -> list[tuple[str, str]]:
+        r = system.post(f"/api/dataValueSets{params}", data=body.encode(), token=world["bo"],
+                        headers={"Content-Type": CSV})
+        assert r.status_code == 400, r.text
+        return [(c["object"], c["value"]) for c in r.json()["conflicts"]]
+
+    assert refused(CSV_HEADER + "BEDS,201409,NGELEHUN,,,40,,,\nDEATHS_MEASLES,201409,,F,,3,,,\n"
+                                "DEATHS_MALARIA,,NGELEHUN,F,,3,,,\n") == [
+        ("line 3.orgUnit", ""), ("line 4.period", "")]
+    assert refused(CSV_HEADER + "BEDS,2014-09,,,,40,,,\n") == [("line 2.period", "2014-09"), ("line 2.orgUnit", "")]
+    problems = refused(CSV_HEADER + "BEDS,201409,NGELEHUN_X,,,40,,,\n", params="")
+    assert problems == [("line 2.orgUnit", "NGELEHUN_X")], problems
+    assert refused(CSV_HEADER) == [("body", None)]
+    assert stored(settings) == before
+
+
 def test_every_json_problem_is_listed_by_field_and_value(system, world, settings):
     before = stored(settings)
     r = system.submit({"dataSet": "MORT5", "period": "2014-13", "orgUnit": "BAOMA", "dataValues": [
@@ -442,6 +465,16 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
     r = system.post("/api/dataValueSets", data=bomb, token=world["bo"],
                     headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert r.status_code == 413 and "decompressed" in r.json()["message"], r.text
+    # 5 MB is the body as sent: a UTF-16 file of 4 MB of Lao is 6 MB as UTF-8, and was a 413
+    long_lao = declared.replace("<annotation>", "<annotation>" + "ກ" * 2_000_000, 1).encode("utf-16")
+    assert len(long_lao) < 5 * 1024 * 1024 < len(long_lao.decode("utf-16").encode("utf-8"))
+    r = system.post("/api/dataValueSets?dryRun=true", data=long_lao, token=world["bo"],
+                    headers={"Content-Type": f"{ADX}; charset=UTF-16"})
+    assert r.status_code == 400 and "comment" in r.text and "larger than" not in r.text, r.text[:300]
+    # and UTF-16 without its byte-order mark or a charset is named as what it likely is
+    r = system.post("/api/dataValueSets?dataSet=MORT5", data=CSV_HEADER.encode("utf-16-le"), token=world["bo"],
+                    headers={"Content-Type": "text/csv"})
+    assert r.status_code == 400 and "UTF-16 without a byte-order mark?" in r.json()["message"], r.text
     assert stored(settings) == before
 
 

@@ -48,6 +48,10 @@ class RawReturn:
     problems: list[dict] = field(default_factory=list)
     period_said: bool = False      # the return's period is unreadable, and problems say why
     delete: bool = False           # importStrategy=DELETE: every value it names is a deletion
+    # CSV: every line names its own period and org unit (the return's are the first line's,
+    # whose problems its line's checks name): a line without one is refused, never given
+    # the first line's
+    lines_name_places: bool = False
 
 
 class ParseError(Exception):
@@ -156,8 +160,10 @@ def infer_data_set(raw: RawReturn, md, today) -> None:
     """
     if not raw.infer_data_set:
         return
-    elements = {v.data_element for v in raw.values}
-    units = {v.org_unit for v in raw.values} - {None, ""}
+    # by the codes it knows: a code it does not is named as unknown, and was also answered
+    # with "no data set holds every data element", which sent the sender to the wrong fix
+    elements = {v.data_element for v in raw.values} & md.data_elements.keys()
+    units = {v.org_unit for v in raw.values} & md.org_units.keys()
     periods = set()
     for v in raw.values:
         try:

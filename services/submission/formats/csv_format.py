@@ -19,6 +19,7 @@ def parse(body: str, params: dict) -> RawReturn:
         raise ParseError([conflict(f"line {line}", None, message) for line, message in exc.problems]) from None
     raw = RawReturn(data_set=params.get("dataSet") or None)
     raw.infer_data_set = raw.data_set is None
+    raw.lines_name_places = True
     for n, (line, f) in enumerate(rows):
         de, period, org_unit, combo, aoc, value, _by, _updated, comment, _followup = f
         problem = attribute_combo_problem(f"line {line}.attributeoptioncombo", aoc)
