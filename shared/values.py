@@ -67,9 +67,9 @@ def normalise(value_type: str, raw) -> str:
             raise ValueTypeError(f"value {raw!r} is negative ({value_type})")
         return str(number)
     if value_type == "NUMBER":
-        return _canonical(_decimal(text, value_type))
+        return _canonical(_decimal(raw, value_type))  # (raw: a refusal shows what was sent)
     if value_type == "PERCENTAGE":
-        number = _decimal(text, value_type)
+        number = _decimal(raw, value_type)
         if not Decimal(0) <= number <= Decimal(100):
             raise ValueTypeError(f"value {raw!r} is not a percentage between 0 and 100")
         return _canonical(number)
@@ -88,6 +88,8 @@ def normalise(value_type: str, raw) -> str:
 
 
 def _canonical(number: Decimal) -> str:
+    if number.is_zero():
+        return "0"  # "-0" and "0.00" alike (PostgreSQL's numeric, which history writes, has no -0)
     if number == number.to_integral_value():
         return str(number.quantize(Decimal(1)))
     return format(number.normalize(), "f")

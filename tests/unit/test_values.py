@@ -13,6 +13,7 @@ from shared.values import ValueTypeError, normalise, numeric
     ("TEXT", "ບ້ານນ້ຳແກ້ວ", "ບ້ານນ້ຳແກ້ວ"), ("INTEGER", "", ""), ("TEXT", "", ""),
     ("INTEGER", "123456789012345", "123456789012345"), ("NUMBER", "123456789012345.5", "123456789012345.5"),
     ("NUMBER", "1.50000000000000000000", "1.5"), ("NUMBER", "1e-15", "0.000000000000001"),
+    ("NUMBER", "-0", "0"), ("NUMBER", "-0.00", "0"), ("PERCENTAGE", "-0", "0"), ("INTEGER", "-0", "0"),
 ])
 def test_normalise(vtype, raw, out):
     assert normalise(vtype, raw) == out
@@ -27,6 +28,8 @@ def test_normalise(vtype, raw, out):
     ("NUMBER", "0.1234567890123456"), ("INTEGER", "1234567890123456"), ("PERCENTAGE", "1e400"),
     # ASCII digits only
     ("NUMBER", "1_000"), ("NUMBER", "١٢"), ("INTEGER", "١٢"), ("NUMBER", "1e1000"),
+    # a blank one is named as sent, not as '' (it was stripped first)
+    ("NUMBER", "  "), ("PERCENTAGE", " x "),
 ])
 def test_bad_values_name_the_value_and_type(vtype, raw):
     with pytest.raises(ValueTypeError) as err:
