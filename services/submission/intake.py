@@ -60,7 +60,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         if ds is None:
             conflicts.append(conflict("dataSet", raw.data_set, f"unknown data set {raw.data_set!r}"))
 
-    def read_period(obj: str, code) -> Period | None:
+    def read_period(obj: str, code, sent: tuple[str, str] | None = None) -> Period | None:
+        """``sent``: where and how an ADX period was written, which its problems are told by"""
         if _text(code) is None:
             conflicts.append(conflict(obj, code, _absent(obj, code)))
             return None
@@ -69,12 +70,14 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         except PeriodError as exc:
             conflicts.append(conflict(obj, code, str(exc)))
             return None
+        shown = f"{sent[1]!r} ({code})" if sent else repr(code)
+        obj, value = sent if sent else (obj, code)
         if ds is not None and period.type != ds.period_type:
-            conflicts.append(conflict(obj, code, f"period {code!r} is {period.type}, but data set "
-                                                 f"{ds.code!r} is {ds.period_type}"))
+            conflicts.append(conflict(obj, value, f"period {shown} is {period.type}, but data set "
+                                                  f"{ds.code!r} is {ds.period_type}"))
             return None
         if period.start > today:
-            conflicts.append(conflict(obj, code, f"period {code!r} is in the future"))
+            conflicts.append(conflict(obj, value, f"period {shown} is in the future"))
             return None
         return period
 
@@ -91,7 +94,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         return code
 
     header_checked = len(conflicts)
-    period = None if raw.period_said else read_period("period", raw.period)
+    period = None if raw.period_said else read_period("period", raw.period, raw.period_sent)
     org_unit = read_unit("orgUnit", raw.org_unit)
     if raw.lines_name_places:
         del conflicts[header_checked:]  # the first line's own: said below by its line, once
@@ -148,7 +151,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             value_period = read_period(f"{at}.period", v.period)
             value_unit = read_unit(f"{at}.orgUnit", v.org_unit)
         else:
-            value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period)
+            value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period,
+                                                                                 v.period_sent)
             value_unit = org_unit if v.org_unit in (None, "") else read_unit(f"{at}.orgUnit", v.org_unit)
         ok = ok and value_period is not None and value_unit is not None
         text = None
@@ -216,6 +220,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                                f"its data of {p.code} belongs where it was then, "
                                                f"{md.period_path(unit, p.start, p.end)}, "
                                                f"and it is under {unit_now.path} from {unit_now.valid_from}"})
+    # once each: a group's period is every value's of the group, and was told once per value
+    conflicts = list({(c["object"], c["value"], c["message"]): c for c in conflicts}.values())
     if conflicts:
         raise Refused(400, {"status": "ERROR", "httpStatusCode": 400,
                             "message": f"{len(conflicts)} conflict(s): nothing was stored",

@@ -115,6 +115,24 @@ def test_an_adx_message_with_several_groups_is_one_return_per_data_set(system, w
         ("BEDS", "NGELEHUN", "201405"): 41, ("BEDS", "NGELEHUN", "201406"): 42}
 
 
+def test_an_adx_period_is_told_where_and_as_it_was_written_once_per_group(system, world, settings):
+    before = stored(settings)
+    body = """<adx xmlns="urn:ihe:qrph:adx:2015">
+      <group dataSet="MORT5" orgUnit="NGELEHUN" period="2014-04-01/P3M">
+        <dataValue dataElement="BEDS" value="41"/></group>
+      <group dataSet="MORT5" orgUnit="NGELEHUN" period="9999-12-01/P1M">
+        <dataValue dataElement="BEDS" value="42"/>
+        <dataValue dataElement="DEATHS_MEASLES" categoryOptionCombo="F" value="1"/></group>
+    </adx>"""
+    r = system.submit(body, token=world["bo"], content_type=ADX)
+    assert r.status_code == 400, r.text
+    assert [(c["object"], c["value"], c["message"]) for c in r.json()["conflicts"]] == [
+        ("group[1].period", "2014-04-01/P3M", "period '2014-04-01/P3M' (2014Q2) is Quarterly, but data set "
+                                              "'MORT5' is Monthly"),
+        ("group[2].period", "9999-12-01/P1M", "period '9999-12-01/P1M' (999912) is in the future")]
+    assert stored(settings) == before
+
+
 def test_csv_data_set_is_named_or_inferred_as_the_closest_fit(system, world, settings):
     beds_only = ('dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,'
                  'lastupdated,comment,followup\nBEDS,201407,NGELEHUN,,,44,,,,\n')

@@ -25,6 +25,9 @@ class RawValue:
     org_unit: object = None        # None: the return's org unit
     line: int | None = None        # CSV: the line it came from
     label: str | None = None       # ADX: its element, group[1].dataValue[2]
+    # ADX: where its period was written and how (group[2].period, "2026-10-01/P3M"): a
+    # problem with the period is told there, as sent, not as the code it was read as
+    period_sent: tuple[str, str] | None = None
 
     @property
     def where(self) -> str:
@@ -47,6 +50,7 @@ class RawReturn:
     # listed with every problem intake finds in the rest, not instead of them
     problems: list[dict] = field(default_factory=list)
     period_said: bool = False      # the return's period is unreadable, and problems say why
+    period_sent: tuple[str, str] | None = None  # ADX: (group[1].period, as written), as RawValue's
     delete: bool = False           # importStrategy=DELETE: every value it names is a deletion
     # CSV: every line names its own period and org unit (the return's are the first line's,
     # whose problems its line's checks name): a line without one is refused, never given

@@ -88,6 +88,7 @@ def parse(body: str) -> RawReturn:
             raw.data_set, raw.org_unit, raw.period = data_set, org_unit, period
             raw.complete_date = group.get("completeDate")
             raw.period_said = bool(iso) and period is None  # reported above, in ADX's own terms
+            raw.period_sent = (f"{where}.period", iso) if iso else None
         elif data_set != raw.data_set and raw.data_set is not None:  # (group[1]'s missing one: said as the return's)
             problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
                                                                    f"set {raw.data_set!r}"))
@@ -128,7 +129,8 @@ def parse(body: str) -> RawReturn:
                 continue
             comment = next((a.text for a in dv if _local(a.tag)[1] == "annotation"), None)
             raw.values.append(RawValue(index, dv.get("dataElement"), combo, dv.get("value"), comment,
-                                       period if gi > 1 else None, org_unit if gi > 1 else None, label=at))
+                                       period if gi > 1 else None, org_unit if gi > 1 else None, label=at,
+                                       period_sent=(f"{where}.period", iso) if gi > 1 else None))
             index += 1
     raw.problems = problems
     return raw
