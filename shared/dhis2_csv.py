@@ -79,6 +79,10 @@ def read(body: str) -> list[tuple[int, list[str]]]:
         if "unexpected end of data" in str(exc):
             raise CsvError([(start, f"line {start}: a quoted field is never closed (a \" missing?): "
                                     "every line after it would be read as part of it")]) from None
+        if "field larger than field limit" in str(exc):
+            raise CsvError([(start, f"line {start}: a field is longer than {csv.field_size_limit():,} "
+                                    "characters (a value or comment is at most 50,000; a quote left "
+                                    "open runs on into the lines after it)")]) from None
         raise CsvError([(reader.line_num, f"line {reader.line_num} is not valid CSV: {exc}")]) from None
     if problems:
         raise CsvError(problems)

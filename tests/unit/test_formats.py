@@ -238,3 +238,11 @@ def test_a_first_adx_group_without_a_data_set_is_not_called_data_set_none():
     raw = _adx('<group orgUnit="O" period="2026-09-01/P1M"><dataValue dataElement="E" value="1"/></group>'
                '<group dataSet="D" orgUnit="P" period="2026-09-01/P1M"><dataValue dataElement="E" value="2"/></group>')
     assert not any("None" in p["message"] for p in raw.problems) and raw.data_set is None
+
+
+def test_a_csv_field_past_the_readers_limit_is_told_by_its_line_in_words():
+    header = ",".join(dhis2_csv.COLUMNS) + "\n"
+    with pytest.raises(dhis2_csv.CsvError) as err:
+        dhis2_csv.read(header + "A,202601,X,,,1,,,ok,\n" + "A,202602,X,,,1,,," + "x" * 200_000 + ",\n")
+    ((line, message),) = err.value.problems
+    assert line == 3 and "a field is longer than 131,072 characters" in message
