@@ -254,7 +254,7 @@ class Metadata:
 
     def placed_on(self, day: dt.date) -> dict[str, UnitPath]:
         """Every unit's place on ``day`` (else its latest, as ``OrgUnit.current``), worked out
-        once per day and snapshot: what ``LEVEL-n`` and children are read from."""
+        once per day and snapshot: where the roots are read from."""
         placed = self._placed
         if placed is None or placed[0] != day:
             placed = (day, {code: u.path_on(day) or max(u.paths, key=lambda p: p.valid_from)
@@ -264,20 +264,6 @@ class Metadata:
 
     def roots(self, day: dt.date) -> list[str]:
         return sorted(code for code, where in self.placed_on(day).items() if where.level == 1)
-
-    def children(self, org_units: list[str], day: dt.date) -> list[str]:
-        """Units placed directly under any of ``org_units`` on ``day``, by code."""
-        placed = self.placed_on(day)
-        parents = {placed[c].path for c in org_units if c in placed}
-        return sorted(code for code, where in placed.items()
-                      if where.path[:where.path.rstrip("/").rfind("/") + 1] in parents)
-
-    def at_level(self, level: int, within: list[str], day: dt.date) -> list[str]:
-        """Units at ``level`` on ``day`` inside the subtree of any of ``within``, by code."""
-        placed = self.placed_on(day)
-        marks = [f"/{c}/" for c in within]
-        return sorted(code for code, where in placed.items()
-                      if where.level == level and any(m in where.path for m in marks))
 
     def path_on(self, org_unit: str, day: dt.date) -> UnitPath | None:
         unit = self.org_units.get(org_unit)

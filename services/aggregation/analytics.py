@@ -126,6 +126,30 @@ class Item:
     aggregation_type: str
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a keyword looks for units (the children of ``roots``, their grandchildren, or
+    the units at ``level`` inside them), as a test on a place: a unit it names is answered
+    for the periods in which its place passes it, as the totals count it."""
+    roots: frozenset[str]
+    depth: int | None = None     # 1: children of a root, 2: grandchildren
+    level: int | None = None     # LEVEL-n inside a root
+
+    def holds(self, path: str) -> bool:
+        steps = path.strip("/").split("/")
+        if self.level is not None:
+            return len(steps) == self.level and not self.roots.isdisjoint(steps)
+        return len(steps) > self.depth and steps[-1 - self.depth] in self.roots
+
+    def units(self, md: Metadata, periods: list[Period]) -> list[str]:
+        """Every unit that held such a place during one of ``periods`` (today, without any)."""
+        spans = [(p.start, p.end) for p in periods] or [(today(), today())]
+        return sorted(code for code, unit in md.org_units.items()
+                      if any(self.holds(path.path) and any(
+                          path.valid_from <= end and (path.valid_to is None or path.valid_to > start)
+                          for start, end in spans) for path in unit.paths))
+
+
 @dataclass
 class Query:
     dx: list[Item]
@@ -133,6 +157,21 @@ class Query:
     pe: list[Period]
     boundaries: list[str] = field(default_factory=list)  # units a LEVEL-n was asked within
     filters: frozenset[str] = frozenset()  # dimensions asked as DHIS2 filters: not in the rows
+    # units a keyword named, each answered with its values of the places that pass the
+    # keyword's test (LEVEL-4 inside a district: the villages it held in the periods asked,
+    # with their values of their time there), so that they add up to the district's total,
+    # a year split by a move included
+    placed: dict[str, Placement] = field(default_factory=dict)
+
+    def paths(self, ou: str, md: Metadata) -> list[str]:
+        """The places of ``ou`` whose stored values its rows count."""
+        placement = self.placed.get(ou)
+        return sorted({p.path for p in md.org_units[ou].paths if placement is None or placement.holds(p.path)})
+
+    def answers(self, ou: str, pe: Period, md: Metadata) -> bool:
+        """For a unit's own value (NONE): was it where the keyword looks when the period began?"""
+        placement = self.placed.get(ou)
+        return placement is None or placement.holds(md.period_path(ou, pe.start, pe.end))
 
 
 DIMENSIONS = ("dx", "ou", "pe")
@@ -201,20 +240,25 @@ def user_roots(md: Metadata, principal, day: dt.date) -> list[str]:
         else md.roots(day)
 
 
-def _units(items: list[str], md: Metadata, principal, problems: list[str]) -> tuple[list[str], list[str]]:
-    """(units asked, boundaries) from ``ou``'s items, DHIS2's keywords expanded in today's
-    hierarchy: USER_ORGUNIT (the user's scope root; the roots for the unscoped), its
-    CHILDREN and GRANDCHILDREN, and LEVEL-n, the units at depth n inside the other items
-    (which then bound it and are not answered themselves) or inside the user's root."""
-    day = today()
-    own = user_roots(md, principal, day)
-    asked, levels = [], []
+def _units(items: list[str], md: Metadata, principal, problems: list[str],
+           periods: list[Period]) -> tuple[list[str], list[str], dict[str, Placement]]:
+    """(units asked, boundaries, how keywords placed theirs) from ``ou``'s items, DHIS2's
+    keywords expanded over the hierarchy as it stood in the periods asked: USER_ORGUNIT
+    (the user's scope root; the roots for the unscoped), its CHILDREN and GRANDCHILDREN, and
+    LEVEL-n, the units at depth n inside the other items (which then bound it and are not
+    answered themselves) or inside the user's root."""
+    own = user_roots(md, principal, today())
+    asked, levels, placed = [], [], {}
     for code in items:
         if code in _USER_UNITS:
-            units = own
-            for _ in range(_USER_UNITS[code]):
-                units = md.children(units, day)
-            asked.extend(units)
+            depth = _USER_UNITS[code]
+            if depth == 0:
+                asked.extend(own)
+                continue
+            placement = Placement(frozenset(own), depth=depth)
+            for unit in placement.units(md, periods):
+                asked.append(unit)
+                placed.setdefault(unit, placement)
         elif code.startswith("LEVEL-"):
             level = code[len("LEVEL-"):]
             if level.isascii() and level.isdigit() and 0 < int(level) < 100:
@@ -226,10 +270,15 @@ def _units(items: list[str], md: Metadata, principal, problems: list[str]) -> tu
         else:
             asked.append(code)
     if not levels:
-        return list(dict.fromkeys(asked)), []
+        return list(dict.fromkeys(asked)), [], placed
     boundaries = list(dict.fromkeys(asked)) or own
-    units = [code for level in levels for code in md.at_level(level, boundaries, day)]
-    return list(dict.fromkeys(units)), boundaries
+    units = []
+    for level in levels:
+        placement = Placement(frozenset(boundaries), level=level)
+        for unit in placement.units(md, periods):
+            units.append(unit)
+            placed.setdefault(unit, placement)
+    return list(dict.fromkeys(units)), boundaries, placed
 
 
 def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[str] = frozenset()) -> Query:
@@ -251,16 +300,16 @@ def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[s
             problems.append(f"dx: {de_code!r} holds text, which is not aggregated")
         else:
             items.append(Item(code, de_code, combo or None, de.aggregation_type))
-    units, boundaries = _units(_split(params.get("ou"), "ou"), md, principal, problems)
     day = anchor_day(params)
     for code in _split(params.get("pe"), "pe"):
         try:
             periods.extend(periods_named(code, day))
         except PeriodError as exc:
             problems.append(f"pe: {exc}")
+    periods = list(dict.fromkeys(periods))
+    units, boundaries, placed = _units(_split(params.get("ou"), "ou"), md, principal, problems, periods)
     if problems:
         raise error(400, "; ".join(problems))
-    periods = list(dict.fromkeys(periods))
     asked = {"dx": items, "ou": units, "pe": periods}
     several = [f"{d} ({len(asked[d])} items)" for d in sorted(filters) if len(asked[d]) != 1]
     if several:
@@ -270,7 +319,7 @@ def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[s
         raise error(400, f"the query asks {len(units)} org units by {len(periods)} periods; at most "
                    f"{MAX_UNITS:,} units and {MAX_PAIRS:,} unit-periods per query: ask a higher "
                    "level, a smaller boundary or fewer periods")
-    return Query(items, units, periods, boundaries, filters)
+    return Query(items, units, periods, boundaries, filters, placed)
 
 
 def subtree_end(prefix: str) -> str:
@@ -307,7 +356,7 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
     for ou in q.ou:
         # A stored value's path is its unit's ancestry when its period began, so it is in
         # ou's subtree "as of that period" exactly when it starts with one of ou's paths.
-        paths = sorted({p.path for p in md.org_units[ou].paths})
+        paths = q.paths(ou, md)
         for pe in q.pe:
             tid = len(pairs)
             pairs.append((ou, pe))
@@ -336,6 +385,8 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
         if item.aggregation_type != "NONE":
             continue
         for ou, pe in pairs:
+            if not q.answers(ou, pe, md):
+                continue
             value = conn.execute(_OWN_VALUE, {"de": item.data_element, "combo": item.combo,
                                               "ou": ou, "pe": pe.code}).scalar()
             if value is not None:

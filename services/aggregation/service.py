@@ -201,7 +201,9 @@ class AggregationService(KeepsMetadataReplica):
         md = self.replica.current()
         params, filters = analytics.dhis2_params(params)
         query = analytics.parse_query(params, md, principal, filters)
-        self._in_scope(principal, md, query.boundaries + query.ou, query.pe)
+        # (a keyword's units are the caller's roots' or a boundary's, checked, period by period)
+        self._in_scope(principal, md, query.boundaries + [ou for ou in query.ou if ou not in query.placed],
+                       query.pe)
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
         if fmt == "csv":

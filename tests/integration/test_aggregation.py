@@ -425,12 +425,18 @@ def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, wo
             system.get(f"/api/analytics?dx={code('S')}&ou={';'.join(t.districts)}&pe={YEAR}").json()["rows"]}
     assert r.json()["rows"] == [{"dx": code("S"), "ou": ou, "value": v} for ou, v in year.items()]
     assert province.get(f"/api/completeness?ds=MDS{UID}&ou=USER_ORGUNIT&pe={YEAR}").json()["orgUnit"] == t.province
-    # a district's supervisor: its own villages as they sit today; not another's as a boundary
+    # a district's supervisor: its own villages as they sat in the period asked (a village
+    # re-parented mid-year is answered where its year began), so that they add up to the
+    # district's total; not another's district as a boundary
     d1, d2 = t.districts
     district = system.as_user(system.create_user(f"reld{UID}", "supervisor", d1))
-    r = district.get(f"/api/analytics?dx={dx}&ou=USER_ORGUNIT_CHILDREN&pe={YEAR}")
-    today_children = sorted(system.get(f"/api/orgUnits/{d1}").json()["children"])
-    assert r.status_code == 200 and r.json()["metaData"]["dimensions"]["ou"] == today_children
+    for pe in [str(YEAR), *QUARTERS]:
+        r = district.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT_CHILDREN&pe={pe}")
+        assert r.status_code == 200, r.text
+        total = system.analytics(code("S"), d1, pe)[(code("S"), d1, pe)]
+        assert sum(row["value"] for row in r.json()["rows"]) == total, (pe, r.json()["rows"], total)
+        r = district.get(f"/api/analytics?dx={code('S')}&ou={d1};LEVEL-4&pe={pe}")
+        assert sum(row["value"] for row in r.json()["rows"]) == total, (pe, r.json()["rows"], total)
     r = district.get(f"/api/analytics?dx={dx}&ou={d2};LEVEL-4&pe={YEAR}")
     assert r.status_code == 403 and d2 in r.json()["message"], r.text
     r = system.get(f"/api/analytics?dx={dx}&ou={d1}&pe=LAST_13_MONTHS")

@@ -30,7 +30,7 @@ def test_an_item_asked_twice_is_asked_once():
 
 def _tree() -> Metadata:
     """LA > 03 > 0301 (V1, V2), 0302 (V3); V2 moved from 0301 to 0302 ten days ago, and
-    V9 will move under 0301 in a year: keywords read today's hierarchy."""
+    V9 will move under 0301 in a year: keywords read the hierarchy of the periods asked."""
     day, opened = today(), dt.date(1990, 1, 1)
     moved, later = day - dt.timedelta(days=10), day + dt.timedelta(days=365)
 
@@ -75,10 +75,21 @@ def test_a_bad_relative_period_or_anchor_is_named():
         assert refused.value.status == 400 and words in refused.value.body["message"], (pe, refused.value.body)
 
 
-def test_user_org_unit_keywords_follow_the_users_scope_in_todays_hierarchy():
+def _counted(q) -> dict[str, list[str]]:
+    """The places whose values each unit's rows count: a keyword's unit, those it held there."""
+    md = _tree()
+    return {ou: q.paths(ou, md) for ou in q.ou}
+
+
+def test_user_org_unit_keywords_follow_the_users_scope_in_the_periods_hierarchy():
     district = Principal("sup", "supervisor", "0302")
     assert _ask("USER_ORGUNIT", principal=district).ou == ["0302"]
-    assert _ask("USER_ORGUNIT_CHILDREN", principal=district).ou == ["V2", "V3", "V9"]
+    day = today()
+    last_month = f"{(day.replace(day=1) - dt.timedelta(days=1)):%Y%m}"
+    q = _ask("USER_ORGUNIT_CHILDREN", pe=f"{last_month};{day:%Y%m}", principal=district)
+    # V2 is the district's child from its move on, with its values of its time there
+    assert q.ou == ["V2", "V3", "V9"]
+    assert _counted(q) == {"V2": ["/LA/03/0302/V2/"], "V3": ["/LA/03/0302/V3/"], "V9": ["/LA/03/0302/V9/"]}
     province = Principal("prov", "supervisor", "03")
     assert _ask("USER_ORGUNIT_GRANDCHILDREN", principal=province).ou == ["V1", "V2", "V3", "V9"]
     # the unscoped (an admin without an org unit) start at the roots
@@ -86,8 +97,12 @@ def test_user_org_unit_keywords_follow_the_users_scope_in_todays_hierarchy():
 
 
 def test_a_level_is_answered_inside_the_units_named_beside_it_or_the_users_root():
-    q = _ask("0301;LEVEL-4")
-    assert (q.ou, q.boundaries) == (["V1"], ["0301"])   # V2 left ten days ago; V9 not yet come
+    # this year V2 was in 0301 until ten days ago (its values of then are 0301's); V9 comes next year
+    q = _ask("0301;LEVEL-4", pe=str(today().year))
+    assert (q.ou, q.boundaries) == (["V1", "V2"], ["0301"])
+    assert _counted(q) == {"V1": ["/LA/03/0301/V1/"], "V2": ["/LA/03/0301/V2/"]}
+    q = _ask("0301;LEVEL-4", pe=str(today().year + 2))
+    assert q.ou == ["V1", "V9"] and _counted(q)["V9"] == ["/LA/03/0301/V9/"]
     q = _ask("LEVEL-3", principal=Principal("prov", "supervisor", "03"))
     assert (q.ou, q.boundaries) == (["0301", "0302"], ["03"])
     assert _ask("LEVEL-3;LEVEL-2").ou == ["0301", "0302", "03"]
