@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from services.aggregation import facts
+from services.aggregation import facts, history
 from services.aggregation.history import COLUMNS
 from shared.values import ValueTypeError, normalise
 from tests.support.builders import tree
@@ -194,15 +194,29 @@ def test_only_admins_load_history(system, world):
 def test_yearly_totals_wait_for_a_pause_or_for_the_loader_to_say_it_is_done(system, world, monkeypatch):
     t = world
     monkeypatch.setattr(facts.YearTotalsRebuilder, "settle_seconds", 3600)  # no pause ends
-    rows = [(f"N{UID}", f"2010{m:02d}", v, "", "2") for v in t.all_villages for m in (1, 2)]
+    # a bulk chunk: more unit-years than a chunk rebuilds in its own transaction
+    years = [str(y) for y in range(2001, 2002 + history.REBUILD_AT_ONCE // len(t.all_villages))]
+    assert len(years) * len(t.all_villages) > history.REBUILD_AT_ONCE
+    rows = [(f"N{UID}", f"{y}{m:02d}", v, "", "2") for v in t.all_villages for y in years for m in (1, 2)]
     assert load(system, csv_text(rows)).status_code == 200
     time.sleep(2 * facts.YearTotalsRebuilder.poll_seconds + 1)  # the rebuilder polled and waited
     assert system.get("/api/history").json()["pendingYearTotals"] >= len(t.all_villages)
-    assert system.analytics(f"N{UID}", t.country, "2010") == {}  # months are in, the year not yet
+    assert system.analytics(f"N{UID}", t.country, "2001") == {}  # months are in, the year not yet
     r = system.post("/api/history/done")
     assert r.status_code == 200, r.text
     years_rebuilt(system)
-    assert system.analytics(f"N{UID}", t.country, "2010") == {(f"N{UID}", t.country, "2010"): 4 * len(t.all_villages)}
+    assert system.analytics(f"N{UID}", t.country, "2001") == {(f"N{UID}", t.country, "2001"): 4 * len(t.all_villages)}
+
+
+def test_a_small_load_has_its_years_at_once(system, world, monkeypatch):
+    """A few unit-years (a village's year, a correction) are rebuilt with the chunk, as a
+    return's are: the year was missing until the rebuilder's pause ended (six seconds)."""
+    t = world
+    monkeypatch.setattr(facts.YearTotalsRebuilder, "settle_seconds", 3600)  # no pause ends
+    rows = [(f"N{UID}", f"2000{m:02d}", t.all_villages[0], "", str(m)) for m in range(1, 13)]
+    assert load(system, csv_text(rows)).status_code == 200
+    assert system.analytics(f"N{UID}", t.all_villages[0], "2000") == {(f"N{UID}", t.all_villages[0], "2000"): 78}
+    assert system.get("/api/history").json()["pendingYearTotals"] == 0
 
 
 def test_statnet_history_load_sends_a_big_file_in_chunks(system, world, settings, monkeypatch, tmp_path):
@@ -246,7 +260,9 @@ def test_the_planner_learns_of_a_load_once_it_is_taken_in(system, world, setting
 
     t = world
     started = one("SELECT now()")[0]
-    rows = [(f"Z{UID}", f"2012{m:02d}", v, "", str(m)) for v in t.all_villages for m in range(1, 13)]
+    # a bulk load (more unit-years than a chunk rebuilds itself): the rebuilder's, then the refresh
+    years = range(2006, 2007 + history.REBUILD_AT_ONCE // len(t.all_villages))  # (Z's own years: to 2012)
+    rows = [(f"Z{UID}", f"{y}{m:02d}", v, "", str(m)) for v in t.all_villages for y in years for m in range(1, 13)]
     assert load(system, csv_text(rows)).status_code == 200
     years_rebuilt(system)
     # over means done already, not "some time later": a year's total comes from the
@@ -255,7 +271,7 @@ def test_the_planner_learns_of_a_load_once_it_is_taken_in(system, world, setting
         conn.execute(sa.text("SET LOCAL enable_seqscan = off"))  # a handful of rows: it would read the heap
         [[plan]] = conn.execute(sa.text(
             "EXPLAIN (ANALYZE, FORMAT JSON) SELECT sum(s) FROM aggregation.year_total "
-            "WHERE data_element = :de AND year = 2012 AND combo = '*' AND path >= ''"), {"de": f"Z{UID}"}).one()
+            "WHERE data_element = :de AND year = 2006 AND combo = '*' AND path >= ''"), {"de": f"Z{UID}"}).one()
     scan = plan["Plan"]["Plans"][0]
     index_scan = scan if "Index Name" in scan else scan["Plans"][0]
     assert (index_scan["Index Name"], scan["Actual Rows"]) == ("year_total_subtree", len(t.all_villages))
