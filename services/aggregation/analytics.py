@@ -129,8 +129,8 @@ class Item:
 @dataclass(frozen=True)
 class Placement:
     """Where a keyword looks for units (the children of ``roots``, their grandchildren, or
-    the units at ``level`` inside them), as a test on a place: a unit it names is answered
-    for the periods in which its place passes it, as the totals count it."""
+    the units at ``level`` inside them), as a test on a place: a unit it names counts the
+    values of its places that pass it, as the roots' totals count them."""
     roots: frozenset[str]
     depth: int | None = None     # 1: children of a root, 2: grandchildren
     level: int | None = None     # LEVEL-n inside a root
@@ -248,7 +248,7 @@ def _units(items: list[str], md: Metadata, principal, problems: list[str],
     LEVEL-n, the units at depth n inside the other items (which then bound it and are not
     answered themselves) or inside the user's root."""
     own = user_roots(md, principal, today())
-    asked, levels, placed = [], [], {}
+    asked, levels, placed, explicit = [], [], {}, set()
     for code in items:
         if code in _USER_UNITS:
             depth = _USER_UNITS[code]
@@ -269,6 +269,9 @@ def _units(items: list[str], md: Metadata, principal, problems: list[str],
             problems.append(f"ou: unknown org unit {code!r}")
         else:
             asked.append(code)
+            explicit.add(code)
+    # a unit also asked by its code is answered whole, wherever it stood
+    placed = {unit: placement for unit, placement in placed.items() if unit not in explicit}
     if not levels:
         return list(dict.fromkeys(asked)), [], placed
     boundaries = list(dict.fromkeys(asked)) or own

@@ -202,7 +202,7 @@ class AggregationService(KeepsMetadataReplica):
         params, filters = analytics.dhis2_params(params)
         query = analytics.parse_query(params, md, principal, filters)
         # (a keyword's units are the caller's roots' or a boundary's, checked, period by period)
-        self._in_scope(principal, md, query.boundaries + [ou for ou in query.ou if ou not in query.placed],
+        self._in_scope(principal, md, [ou for ou in query.boundaries + query.ou if ou not in query.placed],
                        query.pe)
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)

@@ -153,3 +153,10 @@ def test_an_alert_about_a_moved_village_is_its_districts_for_the_periods_it_was_
     assert not NotifyService._about_in_scope(new, md, "V2", before)
     now = Period.containing("Yearly", day + dt.timedelta(days=400)).code      # long after the move
     assert NotifyService._about_in_scope(new, md, "V2", now) and not NotifyService._about_in_scope(old, md, "V2", now)
+
+
+def test_a_unit_asked_by_its_code_beside_a_keyword_is_answered_whole():
+    district = Principal("sup", "supervisor", "0302")
+    q = _ask("V2;USER_ORGUNIT_CHILDREN", pe=str(today().year), principal=district)
+    assert "V2" in q.ou and "V2" not in q.placed
+    assert q.paths("V2", _tree()) == ["/LA/03/0301/V2/", "/LA/03/0302/V2/"]
