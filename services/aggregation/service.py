@@ -11,6 +11,7 @@ values, so a return is AGGREGATED only once its values are in every total.
 """
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 
@@ -66,7 +67,10 @@ def completeness_families(container):
                            ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, _, r in rows])
 
 
-def _held_throughout(md, org_unit: str, period: Period, root: str) -> bool:
+Span = collections.namedtuple("Span", "start end")  # what _held_throughout reads of a period
+
+
+def _held_throughout(md, org_unit: str, period: Period | Span, root: str) -> bool:
     """Was the unit in ``root``'s subtree from the period's first day to its last?"""
     unit = md.org_units[org_unit]
     held = (unit.path_on(period.start), unit.path_on(period.end))
@@ -223,7 +227,9 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("read")
         md = self.replica.current()
         asked = data_values.parse(params, md)
-        self._in_scope(principal, md, asked["org_units"], asked["periods"])
+        # the periods asked, or the span of dates (read as one period from its start to its end)
+        span = [Span(asked["startDate"], asked["endDate"])] if asked["startDate"] and asked["endDate"] else []
+        self._in_scope(principal, md, asked["org_units"], asked["periods"] or span)
         with self.db.connect() as conn:
             found = data_values.values(conn, md, asked)
         if fmt == "csv":

@@ -92,6 +92,13 @@ _EARLIER_RECEIPT = sa.text(f"""
         WHERE r.submitted_by = :user AND r.data_set = :ds AND r.org_unit = :ou AND r.period = :pe
         ORDER BY r.seq DESC LIMIT 1) AS latest ON true""")
 
+# an Idempotency-Key sent with a body identical to the user's latest return: kept on that
+# return, when it has none (a return keeps the first key it was sent with)
+_KEY_EARLIER = sa.text(f"""
+    UPDATE {R.fullname} SET idempotency_key = :key
+    WHERE id = :id AND idempotency_key IS NULL
+      AND NOT EXISTS (SELECT 1 FROM {R.fullname} WHERE submitted_by = :user AND idempotency_key = :key)""")
+
 _STORE_RETURN = f"""
     INSERT INTO {R.fullname} (id, seq, data_set, org_unit, period, submitted_by, received_at, on_time,
                               status, status_rank, content_type, body_sha256, idempotency_key, body,
@@ -162,6 +169,11 @@ class SubmissionService(KeepsMetadataReplica):
             if earlier.by_key:
                 return _receipt(earlier.by_key)
             if earlier.latest_sha256 == digest:
+                if idempotency_key is not None:
+                    # the key now names that receipt too: a later request with it (and another
+                    # body) is the same request again, not a new return
+                    tx.execute(_KEY_EARLIER, {"id": earlier.latest_id, "user": principal.username,
+                                              "key": idempotency_key})
                 return _receipt(earlier.latest_id)
             return_id = str(uuid.uuid4())
             set_correlation(return_id, self.name)  # from here on, this worker's log lines name the return

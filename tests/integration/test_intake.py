@@ -341,6 +341,16 @@ def test_same_idempotency_key_or_same_body_is_one_return_counted_once(system, wo
     assert metrics.submissions_total.labels(status="RECEIVED")._value.get() == counted + 1
     system.wait_status(first.json()["id"])
     assert values_at(system, "SL", "201411")["BEDS"] == 40
+    # a key first sent with a body identical to the latest return names that return from then
+    # on: the same key with another body is the same request again (it was stored as new)
+    unkeyed = JSON_BODY.replace('"201401"', '"201302"')
+    plain = system.submit(unkeyed, token=world["bo"], content_type="application/json")
+    keyed = system.submit(unkeyed, token=world["bo"], content_type="application/json",
+                          headers={"Idempotency-Key": "k-later"})
+    changed = system.submit(unkeyed.replace('"40"', '"49"'), token=world["bo"], content_type="application/json",
+                            headers={"Idempotency-Key": "k-later"})
+    assert plain.json()["id"] == keyed.json()["id"] == changed.json()["id"], (plain.text, keyed.text, changed.text)
+    assert stored(settings)[0] == rows[0] + 1  # the one return, whatever else its events did
 
 
 def test_a_later_return_replaces_updates_deletes_and_keeps_omitted_values(system, world):

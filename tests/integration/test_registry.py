@@ -246,6 +246,12 @@ def test_a_moved_village_keeps_its_history_with_the_old_district(system, world):
     assert r.status_code == 200 and {v["value"] for v in r.json()["dataValues"]} == {"70", "0"}, r.text
     assert system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&period=2025",
                       token=old_rep).status_code == 403
+    # by dates too: a span wholly before the move, not one reaching past it
+    r = system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&startDate=2023-01-01"
+                   f"&endDate=2024-12-31", token=old_rep)
+    assert r.status_code == 200 and {v["period"] for v in r.json()["dataValues"]} == {"2023", "2024"}, r.text
+    assert system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&startDate=2024-01-01"
+                      f"&endDate=2025-12-31", token=old_rep).status_code == 403
     r = system.get(f"/api/completeness?ds={codes['ds']}&ou={village}&pe=2024", token=old_rep)
     assert r.status_code == 200 and r.json()["actual"] == 1, r.text
     assert system.get(f"/api/completeness?ds={codes['ds']}&ou={village}&pe=2025", token=old_rep).status_code == 403
