@@ -52,13 +52,16 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     conflicts: list[dict] = list(raw.problems)  # the parser's, then everything found here
     today = local_date(received_at)
 
+    # the header's fields by the names the sender's format gives them (ADX: group[1].orgUnit)
+    named_as = {key: raw.header_names.get(key, key) for key in ("dataSet", "period", "orgUnit")}
     ds = None
     if _text(raw.data_set) is None:
-        conflicts.append(raw.data_set_conflict or conflict("dataSet", raw.data_set, _absent("dataSet", raw.data_set)))
+        conflicts.append(raw.data_set_conflict or conflict(named_as["dataSet"], raw.data_set,
+                                                           _absent(named_as["dataSet"], raw.data_set)))
     else:
         ds = md.data_sets.get(raw.data_set)
         if ds is None:
-            conflicts.append(conflict("dataSet", raw.data_set, f"unknown data set {raw.data_set!r}"))
+            conflicts.append(conflict(named_as["dataSet"], raw.data_set, f"unknown data set {raw.data_set!r}"))
 
     def read_period(obj: str, code, sent: tuple[str, str] | None = None) -> Period | None:
         """``sent``: where and how an ADX period was written, which its problems are told by"""
@@ -94,8 +97,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         return code
 
     header_checked = len(conflicts)
-    period = None if raw.period_said else read_period("period", raw.period, raw.period_sent)
-    org_unit = read_unit("orgUnit", raw.org_unit)
+    period = None if raw.period_said else read_period(named_as["period"], raw.period, raw.period_sent)
+    org_unit = read_unit(named_as["orgUnit"], raw.org_unit)
     if raw.lines_name_places:
         del conflicts[header_checked:]  # the first line's own: said below by its line, once
         if not raw.values:
@@ -176,12 +179,13 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                                 f"is given twice (also {seen[key]})"))
             continue
         seen[key] = v.where
-        places.setdefault((value_unit, value_period), "orgUnit" if v.org_unit in (None, "") else f"{at}.orgUnit")
+        places.setdefault((value_unit, value_period),
+                          named_as["orgUnit"] if v.org_unit in (None, "") else f"{at}.orgUnit")
         values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
                        "period": value_period.code, "value": text, "comment": v.comment})
 
     if ds is not None and org_unit is not None and period is not None and not raw.lines_name_places:
-        places[(org_unit, period)] = "orgUnit"
+        places[(org_unit, period)] = named_as["orgUnit"]
     for (unit, p), named_at in sorted(places.items(), key=lambda x: (x[0][0], x[0][1].code)):
         if ds is None:
             break
@@ -194,7 +198,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     if (ds is not None and org_unit is not None and period is None and not raw.lines_name_places
             and not md.assigned(ds, org_unit)):
         # the period could not be read: still say whether the unit may send this data set at all
-        conflicts.append(conflict("orgUnit", org_unit, f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))
+        conflicts.append(conflict(named_as["orgUnit"], org_unit,
+                                  f"org unit {org_unit!r} is not assigned data set {ds.code!r}"))
     # who may send for these units before what is wrong with the body: a sender outside
     # its scope hears 403 whatever else the body holds (and learns nothing of the data set)
     def held_then(unit: str) -> bool:  # one of the unit's periods here was in the sender's subtree

@@ -184,3 +184,14 @@ def test_header_codes_that_are_not_text_and_a_bad_complete_date_are_named():
     assert "must be text, not 7" in messages["dataValues[0].dataElement"]
     assert check(RawReturn("DS", "2025", "V1", "2026-01-03T10:00:00", [RawValue(0, "HH", None, "1")]),
                  MD, REPORTER, NOW).values
+
+
+def test_an_adx_return_is_told_its_first_groups_fields_by_their_adx_names():
+    from services.submission import formats
+
+    ret = formats.parse("application/adx+xml", '<adx xmlns="urn:ihe:qrph:adx:2015"><group dataSet="DS" '
+                        'orgUnit="NOWHERE"><dataValue dataElement="HH" value="1"/></group></adx>', {})
+    by_object = {c["object"]: c["message"] for c in conflicts(ret)}
+    assert by_object["group[1].period"] == "group[1].period is missing"
+    assert by_object["group[1].orgUnit"] == "unknown org unit 'NOWHERE'"
+    assert "period" not in by_object and "orgUnit" not in by_object

@@ -51,6 +51,7 @@ class RawReturn:
     problems: list[dict] = field(default_factory=list)
     period_said: bool = False      # the return's period is unreadable, and problems say why
     period_sent: tuple[str, str] | None = None  # ADX: (group[1].period, as written), as RawValue's
+    header_names: dict[str, str] = field(default_factory=dict)  # ADX: dataSet -> group[1].dataSet, ...
     delete: bool = False           # importStrategy=DELETE: every value it names is a deletion
     # CSV: every line names its own period and org unit (the return's are the first line's,
     # whose problems its line's checks name): a line without one is refused, never given

@@ -89,6 +89,7 @@ def parse(body: str) -> RawReturn:
             raw.complete_date = group.get("completeDate")
             raw.period_said = bool(iso) and period is None  # reported above, in ADX's own terms
             raw.period_sent = (f"{where}.period", iso) if iso else None
+            raw.header_names = {key: f"{where}.{key}" for key in ("dataSet", "period", "orgUnit")}
         elif data_set != raw.data_set and raw.data_set is not None:  # (group[1]'s missing one: said as the return's)
             problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
                                                                    f"set {raw.data_set!r}"))
