@@ -281,6 +281,14 @@ class Metadata:
         """Was the unit in ``root``'s subtree for the period (as analytics counts it)?"""
         return f"/{root}/" in self.period_path(org_unit, start, end)
 
+    def held_throughout(self, org_unit: str, start: dt.date, end: dt.date, root: str) -> bool:
+        """Was the unit in ``root``'s subtree from ``start`` to ``end``, both days? (Stricter
+        than ``in_subtree``, which asks where the period began: a read of a moved unit's
+        own figures by its code, for periods that were wholly the root's.)"""
+        unit = self.org_units[org_unit]
+        held = (unit.path_on(start), unit.path_on(end))
+        return all(p is not None and f"/{root}/" in p.path for p in held)
+
     def place_in(self, org_unit: str, period: str, root: str) -> bool:
         """``in_subtree`` for a place as data names it (a unit code, a period code): whose
         a place is, for scope as for aggregates. False for a unit or period it can't read."""

@@ -11,7 +11,6 @@ values, so a return is AGGREGATED only once its values are in every total.
 """
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 
@@ -65,16 +64,6 @@ def completeness_families(container):
                            ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, r, _ in rows])
     yield collectors.gauge("statnet_completeness_on_time_rate", "On-time returns / expected, reporting period",
                            ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, _, r in rows])
-
-
-Span = collections.namedtuple("Span", "start end")  # what _held_throughout reads of a period
-
-
-def _held_throughout(md, org_unit: str, period: Period | Span, root: str) -> bool:
-    """Was the unit in ``root``'s subtree from the period's first day to its last?"""
-    unit = md.org_units[org_unit]
-    held = (unit.path_on(period.start), unit.path_on(period.end))
-    return all(p is not None and f"/{root}/" in p.path for p in held)
 
 
 class AggregationService(KeepsMetadataReplica):
@@ -187,14 +176,14 @@ class AggregationService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             return facts.data_sets_with_returns(conn, asked)
 
-    def _in_scope(self, principal, md, org_units, periods=()) -> None:
+    def _in_scope(self, principal, md, org_units, spans=()) -> None:
         """Each unit is the caller's today, or was in the caller's subtree throughout every
-        period asked: a village moved to another district is still its old district's to
-        read for the periods it spent there (its totals hold them, and it may correct
-        them), by the village's own code too."""
+        span of days asked (a period's, or an export's dates): a village moved to another
+        district is still its old district's to read for the periods it spent there (its
+        totals hold them, and it may correct them), by the village's own code too."""
         for ou in org_units:
-            if periods and not principal.unscoped and all(
-                    _held_throughout(md, ou, p, principal.org_unit) for p in periods):
+            if spans and not principal.unscoped and all(
+                    md.held_throughout(ou, start, end, principal.org_unit) for start, end in spans):
                 continue
             principal.require_path(ou, md.org_units[ou].current.path)
 
@@ -207,7 +196,7 @@ class AggregationService(KeepsMetadataReplica):
         query = analytics.parse_query(params, md, principal, filters)
         # (a keyword's units are the caller's roots' or a boundary's, checked, period by period)
         self._in_scope(principal, md, [ou for ou in query.boundaries + query.ou if ou not in query.placed],
-                       query.pe)
+                       [(p.start, p.end) for p in query.pe])
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
         if fmt == "csv":
@@ -227,9 +216,10 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("read")
         md = self.replica.current()
         asked = data_values.parse(params, md)
-        # the periods asked, or the span of dates (read as one period from its start to its end)
-        span = [Span(asked["startDate"], asked["endDate"])] if asked["startDate"] and asked["endDate"] else []
-        self._in_scope(principal, md, asked["org_units"], asked["periods"] or span)
+        # the periods asked, or the span of dates
+        spans = [(p.start, p.end) for p in asked["periods"]] or (
+            [(asked["startDate"], asked["endDate"])] if asked["startDate"] and asked["endDate"] else [])
+        self._in_scope(principal, md, asked["org_units"], spans)
         with self.db.connect() as conn:
             found = data_values.values(conn, md, asked)
         if fmt == "csv":
@@ -248,5 +238,6 @@ class AggregationService(KeepsMetadataReplica):
             params = {**params, "ou": roots[0]}
         with self.db.connect() as conn:
             ou, body = completeness.completeness(conn, md, params)
-        self._in_scope(principal, md, [ou], [Period.parse(body["period"])])
+        period = Period.parse(body["period"])
+        self._in_scope(principal, md, [ou], [(period.start, period.end)])
         return reply(body)
