@@ -8,7 +8,10 @@ village is re-districted; statnet does not.
 
 From the links we derive each unit's *paths*: ``/LA/03/0301/030101/`` with
 the interval during which it holds. A path changes when the unit or any
-ancestor moves, so a move is pushed down to every descendant.
+ancestor moves, so a move is pushed down to every descendant. A unit's first
+link holds from the beginning of time, so every unit has one place on every
+day (before its opening it has no data, but its descendants may: a unit can be
+moved under one that opens later).
 """
 from __future__ import annotations
 
@@ -104,8 +107,12 @@ def compute_paths(links: dict[str, list[Link]]) -> dict[str, list[Path]]:
             raise CycleError(visiting[visiting.index(code):] + [code], lo)
         visiting.append(code)
         out: list[Path] = []
-        for link in links.get(code, []):
-            span = _clip(link.valid_from, link.valid_to, lo, hi)
+        for n, link in enumerate(sorted(links.get(code, []), key=lambda l: l.valid_from)):
+            # the first link holds from the beginning: a unit may be placed under a parent
+            # from before that parent's own first link (a village moved, from June, under a
+            # commune opening in September); without this its data of those months had no
+            # path, and stayed where they were while the unit was shown under the new one
+            span = _clip(FAR_PAST if n == 0 else link.valid_from, link.valid_to, lo, hi)
             if span is None:
                 continue
             if link.parent is None:

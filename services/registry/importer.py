@@ -189,11 +189,12 @@ def _reference_problems(rule: dict, side: str, de_states: dict[str, dict]) -> li
 DataSetsWithReturns = Callable[[list[str]], list[str]]
 
 
-def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors",
-              existing: dict | None = None) -> list[Link] | None:
+def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors") -> list[Link] | None:
     """A unit's ``hierarchy`` as its links, or None with the errors said: parents known and
     not itself, dates rising, each ``to`` (if given) the next ``from``, ``parent`` (if given)
-    the last one, and no ``parentFrom`` beside it."""
+    the last one, and no ``parentFrom`` beside it. A first ``from`` before the unit's opening
+    is taken as it is (a first link holds from the beginning anyway): what ``parentFrom``
+    allows, and what an opening date moved later leaves, must post back from the export."""
     given = item["hierarchy"]
     problems = []
     if "parentFrom" in item:
@@ -209,9 +210,6 @@ def _timeline(code: str, item: dict, unit_codes: set[str], errors: "_Errors",
         if "valid_to" in link and link["valid_to"] != following:
             problems.append(f"hierarchy[{n}]: to {link['valid_to'] or 'null'} is not the next parent's from "
                             f"({following or 'none: the last runs on'})")
-    opening = item.get("openingDate") or (existing or {}).get("opening_date")
-    if opening and given[0]["valid_from"] < opening:
-        problems.append(f"hierarchy[0]: from {given[0]['valid_from']} is before the unit opened ({opening})")
     if "parent" in item and item["parent"] != given[-1]["parent"]:
         problems.append(f"parent {item['parent']!r} is not the hierarchy's last ({given[-1]['parent']!r})")
     for message in problems:
@@ -266,15 +264,15 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                              f"openingDate {state['opening_date']}")
         if existing is not None and state["opening_date"] < existing["opening_date"]:
             # an opening date corrected to an earlier one: the first parent link, which began
-            # at the old opening (the default for a new unit), begins at the new one, or the
-            # unit would have no parent, level or path in between
+            # at the old opening (the default for a new unit), begins at the new one (its place
+            # held from the beginning already; this keeps the export a plain parent)
             current = links.get(code, [])
             if current and current[0].valid_from == existing["opening_date"]:
                 timeline = [Link(current[0].parent, state["opening_date"], current[0].valid_to), *current[1:]]
                 links[code] = timeline
                 p.links[code] = timeline
         if "hierarchy" in item:
-            timeline = _timeline(code, item, unit_codes, errors, existing)
+            timeline = _timeline(code, item, unit_codes, errors)
             if timeline is not None and timeline != links.get(code, []):
                 links[code] = timeline
                 p.links[code] = timeline

@@ -515,3 +515,22 @@ def test_months_of_one_village_aggregated_concurrently_add_up_in_the_year(system
     for rid in ids:
         assert system.wait_status(rid)["status"] == "AGGREGATED"
     assert system.analytics(code("S"), village, str(year)) == {(code("S"), village, str(year)): 11 * 78}
+
+
+# ------------------------------------------------------------------ last: adds a district
+
+def test_a_village_moved_to_a_district_opening_later_takes_its_months_along(system, world):
+    """A village moved from May to a district that opens in October (its villages moved
+    first): the new district's place holds from the beginning, so May to September go with
+    the village (they stayed in the old district, under a path nothing showed any more)."""
+    t, model, closing, opening = world
+    d1, d2 = t.districts
+    new_district, village = f"DN{UID}", t.villages[d2][2]
+    system.import_metadata({"orgUnits": [
+        {"code": new_district, "name": "New district", "nameLo": "ເມືອງໃໝ່", "parent": t.province,
+         "openingDate": f"{YEAR}-10-15"},
+        {"code": village, "parent": new_district, "parentFrom": f"{YEAR}-05-01"}]})
+    model.parents[new_district] = [(dt.date(1900, 1, 1), t.province)]
+    model.parents[village].append((dt.date(YEAR, 5, 1), new_district))
+    check_every_cell(system, t, model, [closing, opening, new_district])
+    assert system.analytics(code("S"), new_district, MONTHS[5])  # June, before the district opened

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from services.registry.hierarchy import CycleError, Link, compute_paths, merge, parent_on, set_parent
+from services.registry.hierarchy import FAR_PAST, CycleError, Link, compute_paths, merge, parent_on, set_parent
 
 D = dt.date
 
@@ -38,7 +38,7 @@ def test_paths_follow_moves_down_the_tree():
     }
     paths = compute_paths(links)
     assert [(p.path, p.level, p.valid_from, p.valid_to) for p in paths["H"]] == [
-        ("/LA/03/D1/V/H/", 5, D(2000, 1, 1), D(2026, 7, 1)),
+        ("/LA/03/D1/V/H/", 5, FAR_PAST, D(2026, 7, 1)),  # a first link holds from the beginning
         ("/LA/03/D2/V/H/", 5, D(2026, 7, 1), None),
     ]
     assert paths["03"][0].path == "/LA/03/" and paths["03"][0].level == 2
@@ -61,7 +61,7 @@ def test_a_cycle_is_a_matter_of_dates():
     }
     paths = compute_paths(links)
     assert [(p.path, p.valid_from, p.valid_to) for p in paths["D"]] == [
-        ("/LA/D/", D(2000, 1, 1), D(2026, 8, 1)),
+        ("/LA/D/", FAR_PAST, D(2026, 8, 1)),
         ("/LA/D2/V/D/", D(2026, 8, 1), None),
     ]
     assert [(p.path, p.level) for p in paths["V"]] == [("/LA/D/V/", 3), ("/LA/D2/V/", 3)]
@@ -78,3 +78,32 @@ def test_a_cycle_on_some_days_is_named_with_its_first_day():
     with pytest.raises(CycleError) as err:
         compute_paths(links)
     assert set(err.value.units) == {"D", "V"} and err.value.on == D(2026, 6, 1)
+
+
+def test_a_unit_moved_under_one_that_opens_later_has_a_place_on_every_day():
+    """V moves under C from June; C's own first link begins in September (its opening).
+    June to September were nowhere: V's stored data of those months kept the old district's
+    path while V was shown under C, and its own yearly total lost them."""
+    links = {
+        "LA": [Link(None, D(1975, 1, 1))],
+        "D1": [Link("LA", D(1990, 1, 1))],
+        "D2": [Link("LA", D(1990, 1, 1))],
+        "C": [Link("D2", D(2026, 9, 15))],
+        "V": set_parent([Link("D1", D(1990, 1, 1))], "C", D(2026, 6, 1)),
+    }
+    paths = compute_paths(links)
+    assert [(p.path, p.valid_from, p.valid_to) for p in paths["V"]] == [
+        ("/LA/D1/V/", FAR_PAST, D(2026, 6, 1)),
+        ("/LA/D2/C/V/", D(2026, 6, 1), None),
+    ]
+    assert [(p.path, p.valid_from) for p in paths["C"]] == [("/LA/D2/C/", FAR_PAST)]
+
+
+def test_a_parent_placed_under_its_child_before_its_own_first_link_is_a_cycle():
+    # B under A from 2000, A's first link (under B) from 2010: A holds from the beginning
+    links = {"LA": [Link(None, D(1975, 1, 1))],
+             "A": [Link("B", D(2010, 1, 1))],
+             "B": [Link("A", D(2000, 1, 1), D(2005, 1, 1)), Link("LA", D(2005, 1, 1))]}
+    with pytest.raises(CycleError) as err:
+        compute_paths(links)
+    assert set(err.value.units) == {"A", "B"}
