@@ -214,6 +214,7 @@ class RegistryService:
                 .join(t.org_unit, t.org_unit.c.code == p.c.code)
                 .where(p.c.path.startswith(root_path, autoescape=True), p.c.valid_from <= day,
                        sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day),
+                       t.org_unit.c.opening_date <= day,  # (a unit opening later has a place already)
                        sa.or_(t.org_unit.c.closed_date.is_(None), t.org_unit.c.closed_date >= day))
                 .order_by(p.c.path)).all()
             roles = {}

@@ -2,6 +2,7 @@
 users and scopes, and what the registry learns from traffic (CONTRACT 2-3)."""
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import os
@@ -452,6 +453,13 @@ def test_coverage_lists_units_without_focal_points(system, world):
     assert body["withoutSupervisor"] == []  # the province supervisor covers the subtree
     units = {u["code"]: u for u in body["units"]}
     assert units[t.villages[t.districts[0]][0]]["missing"] == []
+    # a unit opening next year has a place already (every unit has one on every day), but
+    # nobody is missing from it yet
+    future = f"FUT{t.province}"
+    system.import_metadata({"orgUnits": [{"code": future, "name": "Opens next year", "parent": t.province,
+                                          "openingDate": f"{dt.date.today().year + 1}-01-01"}]})
+    body = system.get(f"/api/orgUnits/{t.province}/coverage").json()
+    assert future not in {u["code"] for u in body["units"]} and future not in body["withoutReporter"]
 
 
 def test_the_luang_namtha_reference_metadata_loads(system):
