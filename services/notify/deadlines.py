@@ -1,17 +1,21 @@
-"""The deadline check: LATE_RETURN, REMINDER and daily digests in one statement.
+"""The deadline check: LATE_RETURN, REMINDER and daily digests, set-based.
 
-Notify decides deadlines from its own tables, without asking anyone:
+Notify decides deadlines from its own tables, and asks one question:
 
 * ``received``: the first accepted return of each (data set, unit, period),
   recorded from ``return_validated`` in the handler's transaction;
 * the metadata replica: which units are assigned each data set and open, and
-  where they sit in the hierarchy as of each period (paths over time).
+  where they sit in the hierarchy as of each period (paths over time);
+* the submission service (RPC ``received_in_time``), about the places found
+  missing: which have a return received in time and not rejected, still on its
+  way through validation. Those are held, not alerted (see ``check``); if the
+  submission service can't answer, the check fails and runs again next time.
 
 For a day ``as_of`` (in Asia/Vientiane), the candidate periods of every data set
 are those whose on-time window (end + ``timelyDays``) has passed within the
 look-back (LATE_RETURN), or whose due date (the period's end) is at most
 ``reminder_days`` ahead (REMINDER). One SQL statement finds every assigned,
-open unit without an accepted return for them, joins the recipients
+open unit without an accepted return for them (less the held places), joins the recipients
 (supervisors at the unit and its ancestors as of the period; the unit's own
 reporters for a reminder) and inserts the notifications with ON CONFLICT DO
 NOTHING on their unique key: running the check again, on the timer and by
@@ -28,6 +32,7 @@ with the digest that carries them (``dispatcher.DIGESTED``).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -63,7 +68,9 @@ def candidates(md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: 
     return out
 
 
-_CHECK = sa.text("""
+# every assigned, open unit without an accepted return for a candidate, less those the
+# submission service says have a return received in time that is not rejected (``held``)
+_MISSING = """
 WITH cand AS (
     SELECT * FROM unnest(CAST(:kind AS text[]), CAST(:ds AS text[]), CAST(:period AS text[]),
                          CAST(:start AS date[]), CAST(:end AS date[]), CAST(:deadline AS date[]))
@@ -85,7 +92,16 @@ missing AS (
     WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level)
       AND NOT EXISTS (SELECT 1 FROM notify.received r
                       WHERE r.data_set = c.data_set AND r.org_unit = p.code AND r.period = c.period)
-),
+      AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:held_ds AS text[]), CAST(:held_ou AS text[]),
+                                           CAST(:held_pe AS text[])) AS h(data_set, org_unit, period)
+                      WHERE h.data_set = c.data_set AND h.org_unit = p.code AND h.period = c.period)
+)"""
+
+_FIND = sa.text(_MISSING + """
+SELECT kind, data_set, org_unit, period, deadline FROM missing
+""")
+
+_CHECK = sa.text(_MISSING + """,
 recipients AS (
     SELECT m.*, f.code AS recipient, f.name AS recipient_name, f.language, f.email, f.digest,
            f.org_unit AS recipient_unit, fu.name AS recipient_unit_en,
@@ -159,18 +175,34 @@ class CheckResult:
                              for code in sorted(md.data_sets)]}
 
 
+# of [data set, org unit, period, last day] places, the indexes of those with a return
+# received by the last day and not rejected (the submission service's ``received_in_time``)
+ReceivedInTime = Callable[[list[list]], list[int]]
+
+
 def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int,
-          channels: list[str]) -> CheckResult:
+          channels: list[str], received_in_time: ReceivedInTime) -> CheckResult:
+    """Record the check's alerts. A place without an accepted return is asked about first:
+    notify hears of a return only once validation has accepted it, so a return sent in time
+    and still queued for validation (a rush on the last day, validation down or behind at
+    midnight) would look late, and a late alert, once sent, can't be taken back. Such
+    places are held, and checked again next time (by then judged: accepted, or rejected and
+    late). A reminder is held by any return not rejected."""
     found = candidates(md, as_of, lookback_days, reminder_days)
     late: dict[str, int] = {}
     due: dict[str, int] = {}
     if not found:
         return CheckResult(as_of, late, due, 0)
-    rows = conn.execute(_CHECK, {
-        "kind": [c.kind for c in found], "ds": [c.data_set for c in found],
-        "period": [c.period.code for c in found], "start": [c.period.start for c in found],
-        "end": [c.period.end for c in found], "deadline": [c.deadline for c in found],
-        "channels": channels, "as_of": as_of}).all()
+    params = {"kind": [c.kind for c in found], "ds": [c.data_set for c in found],
+              "period": [c.period.code for c in found], "start": [c.period.start for c in found],
+              "end": [c.period.end for c in found], "deadline": [c.deadline for c in found],
+              "held_ds": [], "held_ou": [], "held_pe": []}
+    missing = conn.execute(_FIND, params).all()
+    asked = [[m.data_set, m.org_unit, m.period, (m.deadline if m.kind == LATE else dt.date.max).isoformat()]
+             for m in missing]
+    held = [asked[i] for i in received_in_time(asked)] if asked else []
+    params.update(held_ds=[h[0] for h in held], held_ou=[h[1] for h in held], held_pe=[h[2] for h in held])
+    rows = conn.execute(_CHECK, {**params, "channels": channels, "as_of": as_of}).all()
     new = 0
     for r in rows:
         if r.kind == "NEW":

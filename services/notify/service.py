@@ -22,11 +22,12 @@ from services.notify import alerts, deadlines
 from services.notify import tables as t
 from services.notify.dispatcher import Dispatcher, requeue_for_new_addresses
 from services.notify.templates import SUBJECTS
-from shared import collectors, metrics, serialization
+from shared import collectors, local, metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
+from shared.local import RpcProxy
 from shared.periods import Period, PeriodError, parse_day, show, today
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.returns import reported_places
@@ -118,6 +119,8 @@ class NotifyService(KeepsMetadataReplica):
     # a focal point given an address: its e-mail alerts that failed for want of one go out
     replica = Replica(t.replica, on_apply=requeue_for_new_addresses)
     outgoing = Outgoing()
+    # the deadline check asks which places it found missing have a return on its way
+    submission_rpc = RpcProxy("submission")
 
     def _invalid_return(self, tx, event, outcome: str, violations: list[dict]) -> int:
         """INVALID_RETURN about each place the violations are at, to that unit's supervisors
@@ -191,7 +194,12 @@ class NotifyService(KeepsMetadataReplica):
 
     @DeadlineTimer.decorator()
     def check_deadlines_on_timer(self):
-        self._check_deadlines(today())
+        try:
+            self._check_deadlines(today())
+        except local.Unavailable as exc:
+            # nothing recorded: the next tick checks again (a place can't be called late
+            # while nobody can say whether its return is waiting for validation)
+            log.warning("deadline check put off: %s", exc)
 
     @api_rpc
     def check_deadlines(self, principal, as_of: str | None = None):
@@ -202,14 +210,18 @@ class NotifyService(KeepsMetadataReplica):
             day = parse_day("asOf", as_of) if as_of is not None else today()
         except PeriodError as exc:
             raise error(400, str(exc)) from None
-        return reply(self._check_deadlines(day))
+        return reply(self._check_deadlines(day, share=0.5))
 
-    def _check_deadlines(self, day: dt.date) -> dict:
+    def _check_deadlines(self, day: dt.date, share: float = 1.0) -> dict:
         settings = self.outgoing.settings
         md = self.replica.current()
+
+        def received_in_time(places: list[list]) -> list[int]:
+            return local.ask(self.submission_rpc, "submission", "received_in_time", places, share=share)
+
         with self.db.transaction() as tx:
             result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
-                                     self.outgoing.channels)
+                                     self.outgoing.channels, received_in_time)
             # what the latest check found, per data set (0 when none late): the gauge's source
             # (an upsert: two checks at once, from two instances, must not collide)
             tx.conn.execute(t.late_count.delete().where(t.late_count.c.data_set.not_in(sorted(md.data_sets))))

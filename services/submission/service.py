@@ -19,6 +19,7 @@ import logging
 import uuid
 
 import sqlalchemy as sa
+from nameko.rpc import rpc
 
 from services.submission import formats, intake
 from services.submission import tables as t
@@ -28,7 +29,7 @@ from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
 from shared.logs import set_correlation
-from shared.periods import local_date, show
+from shared.periods import LOCAL_TZ, local_date, show
 from shared.replica import KeepsMetadataReplica, Replica
 from shared.returns import reported_places
 from shared.schemas.api import violations_out
@@ -105,6 +106,16 @@ _STORE_RETURN = f"""
                               data_values, value_count)
     VALUES (:id, :seq, :ds, :ou, :pe, :user, :received_at, :on_time, 'RECEIVED', 0, :content_type,
             :sha256, :key, :body, CAST(:values AS json), :n)"""
+
+
+# (by return_place, migration 0004; a place's returns are few)
+_RECEIVED_IN_TIME = sa.text(f"""
+SELECT DISTINCT CAST(k.n AS int) - 1
+FROM unnest(CAST(:ds AS text[]), CAST(:ou AS text[]), CAST(:pe AS text[]), CAST(:last AS date[]))
+     WITH ORDINALITY AS k(ds, ou, pe, last_day, n)
+JOIN {R.fullname} r ON r.data_set = k.ds AND r.org_unit = k.ou AND r.period = k.pe
+WHERE r.status <> 'REJECTED' AND CAST(r.received_at AT TIME ZONE CAST(:tz AS text) AS date) <= k.last_day
+""")
 
 
 def _receipt(return_id: str) -> dict:
@@ -277,6 +288,21 @@ class SubmissionService(KeepsMetadataReplica):
             metrics.data_values_total.labels(result="ignored").inc(sum(r.value_count for r in moved))
         for r in moved:
             log.info("return %s is %s", r.id, status)
+
+    @rpc
+    def received_in_time(self, places: list[list]) -> list[int]:
+        """For notify's deadline check: of ``[data set, org unit, period, last day]`` places it
+        found without an accepted return, the indexes of those with a return received by
+        the last day (Asia/Vientiane) and not rejected. Such a return is waiting for
+        validation (or notify has not heard of its acceptance yet): the place is not late,
+        and an alert sent now could never be taken back."""
+        if not places:
+            return []
+        ds, ou, pe, last = (list(x) for x in zip(*places, strict=True))
+        with self.db.connect() as conn:
+            return sorted(conn.execute(_RECEIVED_IN_TIME, {
+                "ds": ds, "ou": ou, "pe": pe, "last": [dt.date.fromisoformat(d) for d in last],
+                "tz": LOCAL_TZ.key}).scalars())
 
     @subscribe("validation", "return_validated", batch=STATUS_BATCH)
     def on_return_validated(self, events):
