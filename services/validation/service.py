@@ -194,7 +194,7 @@ class ValidationService(KeepsMetadataReplica):
                 for data, checked in group:
                     places = checked[1]
                     violations = checks.check_return(data["data_set"], data["values"], md, stored,
-                                                     seq=data["seq"], checked=checked)
+                                                     checked=checked)
                     rejected = checks.rejected(violations)
                     reported = sorted({(data["org_unit"], data["period"]), *places})
                     results.append({"return_id": data["return_id"], "seq": data["seq"],

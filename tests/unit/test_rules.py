@@ -108,14 +108,17 @@ def test_a_wrong_type_is_a_high_violation_naming_the_value():
 def test_rules_see_values_accepted_before_for_the_same_place():
     stored = Stored({("V", "2025"): {("POP", "M"): (D(2), 1), ("POP", "F"): (D(3), 1)}}, {})
     # households alone: 9 > 5 people already stored
-    found = check_return("DS", values(HH=9), MD, stored, seq=2)
+    found = check_return("DS", values(HH=9), MD, stored)
     assert [v["rule"] for v in found] == ["R_HIGH", "R_MEDIUM", "R_LOW"]
     assert found[0]["right"] == 5
     # a deletion takes the stored value out of the view: the rule is skipped (ANY missing)
-    assert check_return("DS", values(HH=9, POP_M="", POP_F=""), MD, stored, seq=2) == []
-    # a value stored by a *later* return wins over this older one
-    later = Stored({("V", "2025"): {("POP", "M"): (D(20), 9)}}, {})
-    assert check_return("DS", values(HH=9, POP_M=1), MD, later, seq=2) == []
+    assert check_return("DS", values(HH=9, POP_M="", POP_F=""), MD, stored) == []
+    # a return is judged on its own values, also where a *later* return (validated first)
+    # stored another: whether it is rejected can't depend on the order the two were seen in
+    later = Stored({("V", "2025"): {("POP", "M"): (D(20), 9), ("POP", "F"): (D(20), 9)}}, {})
+    assert check_return("DS", values(HH=9, POP_M=1), MD, later) == \
+        check_return("DS", values(HH=9, POP_M=1), MD, Stored({("V", "2025"): {("POP", "F"): (D(20), 1)}}, {}))
+    assert [v["rule"] for v in check_return("DS", values(HH=30, POP_M=1), MD, later)][:1] == ["R_HIGH"]
 
 
 # ------------------------------------------------------------------ outliers
