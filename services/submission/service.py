@@ -174,7 +174,12 @@ class SubmissionService(KeepsMetadataReplica):
         with self.db.transaction() as tx:
             # one intake at a time per user and (data set, unit, period): two identical
             # bodies sent together are stored once. Its own statement: one that waited for
-            # the lock inside would read with the snapshot taken before it was granted.
+            # the lock inside would read with the snapshot taken before it was granted. With
+            # an Idempotency-Key, first one at a time per user and key, whatever the bodies
+            # (sent together for several periods, they raced to the key's unique index: 500s);
+            # always in this order, so two requests never wait for each other's second lock
+            if idempotency_key is not None:
+                tx.execute(_INTAKE_LOCK, {"k": f"key|{principal.username}|{idempotency_key}"})
             tx.execute(_INTAKE_LOCK, {"k": "|".join(here.values())})
             earlier = tx.execute(_EARLIER_RECEIPT, {**here, "key": idempotency_key}).one()
             if earlier.by_key:

@@ -512,3 +512,19 @@ def test_an_idempotency_key_too_long_to_keep_is_a_400_not_a_503_for_ever(system,
                     headers={"Content-Type": "application/json", "Idempotency-Key": "k" * 7000})
     assert r.status_code == 400 and "Idempotency-Key" in r.json()["message"], r.text
     assert stored(settings) == before
+
+
+def test_one_idempotency_key_sent_at_once_for_several_periods_is_one_return(system, world, settings):
+    """Requests with one key are one request, whatever their bodies: sent together for
+    different periods (so not behind one place's lock) they raced to the key's unique
+    index, and the losers got a 500."""
+    import eventlet
+
+    before = stored(settings)[0]
+    pool = eventlet.GreenPool(8)
+    answers = list(pool.imap(lambda m: system.submit(with_period(JSON_BODY, m).replace("2014", "2012"),
+                                                     token=world["bo"], content_type="application/json",
+                                                     headers={"Idempotency-Key": "k-raced"}), range(1, 9)))
+    assert [a.status_code for a in answers] == [202] * 8, [a.text for a in answers if a.status_code != 202]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert stored(settings)[0] == before + 1
