@@ -20,7 +20,10 @@ How a replica stays current:
 * **Read-your-writes for clients.** The gateway answers ``POST /api/metadata``
   only after every replica reports the new version (``await_metadata``), so a
   client that imports a data set and submits a return right after is never
-  told the data set is unknown.
+  told the data set is unknown. Instances of one service share their replica's
+  tables but each holds a snapshot, checked for a newer version every
+  ``VERSION_CHECK_SECONDS``: submission, before refusing a return, compares its
+  snapshot with the tables and checks again on a newer one.
 """
 from __future__ import annotations
 

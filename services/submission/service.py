@@ -155,13 +155,23 @@ class SubmissionService(KeepsMetadataReplica):
             raise error(400, "the body could not be read: nothing was stored", conflicts=exc.conflicts)
         received_at = dt.datetime.now(dt.timezone.utc)
         md = self.replica.current()
-        try:
-            formats.infer_data_set(raw, md, local_date(received_at))
-            checked = intake.check(raw, md, principal, received_at)
-        except formats.ParseError as exc:
-            raise error(400, "the data set could not be determined: nothing was stored", conflicts=exc.conflicts)
-        except intake.Refused as exc:
-            return reply(exc.body, exc.status)
+        while True:
+            try:
+                formats.infer_data_set(raw, md, local_date(received_at))
+                checked = intake.check(raw, md, principal, received_at)
+                break
+            except (formats.ParseError, intake.Refused) as exc:
+                if md.version != self.replica.version():
+                    # this process's snapshot is a moment behind the replica (another instance
+                    # applied a metadata change, and the gateway answered the import once one
+                    # instance had it): the unit just imported is not "unknown"
+                    self.replica.invalidate()
+                    md = self.replica.current()
+                    continue
+                if isinstance(exc, intake.Refused):
+                    return reply(exc.body, exc.status)
+                raise error(400, "the data set could not be determined: nothing was stored",
+                            conflicts=exc.conflicts) from None
 
         if dry_run:
             return reply(self._dry_run(checked, principal, received_at))
