@@ -24,7 +24,17 @@ def _NAME(name: str, shortest: int = 1) -> None:
 
 
 def _NAME_LO(name: str) -> None:
-    _NAME(name, shortest=0)  # "" says there is no Lao name yet, as null does
+    _NAME(name, shortest=0)
+
+
+class _NameLo(fields.Str):
+    """A Lao name: ``""`` says there is none yet, as null does, and is kept as null (kept as
+    "", it was a blank where the English name stands in: "ລາຍງານຊັກຊ້າ:  (DS_E)" in every
+    deadline e-mail)."""
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        text = super().deserialize(value, attr, data, **kwargs)  # (checked as sent)
+        return text if text else None
 
 
 def _one_of(choices):
@@ -46,7 +56,7 @@ class ParentLinkSchema(StrictSchema):
 class OrgUnitImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
+    nameLo = _NameLo(allow_none=True, validate=_NAME_LO)
     parent = fields.Str(allow_none=True)
     parentFrom = fields.Date(allow_none=True)
     # every parent over time, oldest first (what GET /api/metadata gives a moved unit, so
@@ -66,7 +76,7 @@ class OutlierImportSchema(StrictSchema):
 class DataElementImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
+    nameLo = _NameLo(allow_none=True, validate=_NAME_LO)
     valueType = fields.Str(validate=_one_of(VALUE_TYPES))
     aggregationType = fields.Str(validate=_one_of(AGGREGATION_TYPES))
     disaggregation = fields.List(fields.Str(validate=CODE), allow_none=True)
@@ -76,7 +86,7 @@ class DataElementImportSchema(StrictSchema):
 class DataSetImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
+    nameLo = _NameLo(allow_none=True, validate=_NAME_LO)
     periodType = fields.Str(validate=_one_of(PERIOD_TYPES))
     dataElements = fields.List(fields.Str())
     # bounded: a level past the deepest a hierarchy has, or days past a century, can only be
@@ -91,7 +101,7 @@ class DataSetImportSchema(StrictSchema):
 class ValidationRuleImportSchema(StrictSchema):
     code = fields.Str(required=True, validate=CODE)
     name = fields.Str(validate=_NAME)
-    nameLo = fields.Str(allow_none=True, validate=_NAME_LO)
+    nameLo = _NameLo(allow_none=True, validate=_NAME_LO)
     importance = fields.Str(validate=_one_of(IMPORTANCES))
     left = fields.Str()
     operator = fields.Str(validate=_one_of(OPERATORS))

@@ -236,7 +236,7 @@ def test_a_name_is_one_line_of_at_most_230_characters(field, name, words):
     with pytest.raises(ValidationError) as refused:
         OrgUnitImportSchema().load({"code": "X", field: name})
     assert words in str(refused.value.messages[field])
-    assert OrgUnitImportSchema().load({"code": "X", "nameLo": ""})["nameLo"] == ""
+    assert OrgUnitImportSchema().load({"code": "X", "nameLo": ""})["nameLo"] is None
 
 
 def test_a_hierarchy_is_a_units_whole_timeline_and_is_checked():
