@@ -10,8 +10,6 @@ not one of them (it is still whose return it is, for reading it back).
 """
 from __future__ import annotations
 
-from shared.periods import Period, on_time
-
 
 def reported_places(data: dict) -> list[tuple[str, str]]:
     """(org unit, period) of each of the return's values, sorted; the header's alone for a
@@ -21,10 +19,3 @@ def reported_places(data: dict) -> list[tuple[str, str]]:
     places = {(v["org_unit"], v["period"]) for v in data["values"]}
     return sorted(places or {(data["org_unit"], data["period"])})
 
-
-def place_on_time(data: dict, org_unit: str, period: str, timely_days: int | None) -> bool:
-    """Whether the return came in time for one of its places: the header's as intake
-    decided it; another period's by the same rule (its end + the data set's timelyDays)."""
-    if (org_unit, period) == (data["org_unit"], data["period"]) or timely_days is None:
-        return data["on_time"]
-    return on_time(Period.parse(period), data["received_at"], timely_days)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from services.aggregation.analytics import anchor_day
 from shared.api import error
-from shared.periods import ORDER, Period, PeriodError, periods_named
+from shared.periods import LOCAL_TZ, ORDER, Period, PeriodError, periods_named
 from shared.replica import Metadata
 
 _COUNTS = sa.text("""
@@ -28,7 +28,7 @@ WITH periods AS (
 ),
 ou_paths AS (SELECT unnest(CAST(:ou_paths AS text[])) AS path),
 expected AS (
-    SELECT per.period, p.code,
+    SELECT per.period, per.end_date, p.code,
            split_part(substr(p.path, length(o.path) + 1), '/', 1) AS child
     FROM periods per
     JOIN aggregation.md_org_unit u
@@ -43,7 +43,10 @@ expected AS (
     WHERE p.code = ANY(CAST(:explicit AS text[])) OR p.level = CAST(:level AS int)
 )
 SELECT e.child, count(*) AS expected, count(c.org_unit) AS actual,
-       count(*) FILTER (WHERE c.on_time) AS on_time
+       -- on time by the data set's timelyDays as it is now (DHIS2's timeliness, too); a
+       -- place history brought has no receipt date, and is never on time
+       count(*) FILTER (WHERE CAST(c.received_at AT TIME ZONE CAST(:tz AS text) AS date)
+                              <= e.end_date + CAST(:timely_days AS int)) AS on_time
 FROM expected e
 LEFT JOIN aggregation.completeness c
        ON c.data_set = :ds AND c.org_unit = e.code AND c.period = e.period
@@ -95,7 +98,8 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, 
     rows = conn.execute(_COUNTS, {
         "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],
         "pend": [p.end for p in periods], "ou_paths": sorted({p.path for p in md.org_units[ou].paths}),
-        "explicit": sorted(ds.org_units), "level": ds.org_unit_level, "ds": ds.code}).all()
+        "explicit": sorted(ds.org_units), "level": ds.org_unit_level, "ds": ds.code,
+        "timely_days": ds.timely_days, "tz": LOCAL_TZ.key}).all()
     total = next((r for r in rows if r.child is None), None)
     children = [_entry(ds.code, r.child, pe.code, r.expected, r.actual, r.on_time)
                 for r in sorted(rows, key=lambda r: r.child or "") if r.child]

@@ -30,7 +30,7 @@ from shared.config import Settings
 from shared.db import engine_for, lock_in_order
 from shared.periods import YEARLY, Period
 from shared.replica import Metadata
-from shared.returns import place_on_time, reported_places
+from shared.returns import reported_places
 from shared.values import numeric
 
 log = logging.getLogger(__name__)
@@ -430,13 +430,11 @@ def register_completeness(conn: sa.Connection, accepted: list[tuple[dict, dt.dat
     """
     first: dict[tuple, dict] = {}
     for data, accepted_at in accepted:
-        ds = md.data_sets.get(data["data_set"])
         for org_unit, period in reported_places(data):
             key = (data["data_set"], org_unit, period)
             if key not in first or data["received_at"] < first[key]["received_at"]:
                 first[key] = {"data_set": data["data_set"], "org_unit": org_unit, "period": period,
                               "return_id": data["return_id"], "received_at": data["received_at"],
-                              "on_time": place_on_time(data, org_unit, period, ds.timely_days if ds else None),
                               "accepted_at": accepted_at}
     if not first:
         return
@@ -444,7 +442,7 @@ def register_completeness(conn: sa.Connection, accepted: list[tuple[dict, dt.dat
     stmt = insert(c).values(list(first.values()))
     conn.execute(stmt.on_conflict_do_update(
         index_elements=[c.c.data_set, c.c.org_unit, c.c.period],
-        set_={k: stmt.excluded[k] for k in ("return_id", "received_at", "on_time", "accepted_at")},
+        set_={k: stmt.excluded[k] for k in ("return_id", "received_at", "accepted_at")},
         where=c.c.received_at > stmt.excluded.received_at))
 
 

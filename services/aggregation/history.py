@@ -224,8 +224,8 @@ ON CONFLICT DO NOTHING
 """)
 
 _COMPLETENESS = sa.text("""
-INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, received_at, on_time, accepted_at)
-SELECT :ds, ou, period, :batch, now(), false, now()
+INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, received_at, accepted_at)
+SELECT :ds, ou, period, :batch, NULL, now()
 FROM json_to_recordset(CAST(:places AS json)) AS k(ou text, period text)
 ON CONFLICT (data_set, org_unit, period) DO NOTHING
 """)

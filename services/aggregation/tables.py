@@ -74,7 +74,8 @@ completeness = sa.Table(
     sa.Column("org_unit", sa.Text, primary_key=True),
     sa.Column("period", sa.Text, primary_key=True),
     sa.Column("return_id", sa.Text, nullable=False),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("on_time", sa.Boolean, nullable=False),
+    # on time or not is worked out when read, with the data set's timelyDays as it is then
+    # (migration 0011); null for history's places: their receipt date is unknown
+    sa.Column("received_at", sa.DateTime(timezone=True)),
     sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -489,6 +489,33 @@ def test_completeness_counts_expected_actual_and_on_time(system, world):
     assert (now["period"], now["actual"]) == (current.code, 2)
 
 
+def test_on_time_follows_the_data_sets_timely_days_as_it_is_now(system, world):
+    """DHIS2 works timeliness out from the current timelyDays: a province giving districts
+    more days sees the returns they fit on time at once, in completeness and in each
+    return's status (both kept the verdict taken with the setting of the day it came)."""
+    t, model, *_ = world
+    ds, village = f"MDS{UID}", t.villages[t.districts[0]][0]
+    values = [{"dataElement": code("O"), "value": "7"}]
+    r = system.submit({"dataSet": ds, "period": MONTHS[0], "orgUnit": village, "dataValues": values})
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    model.apply(values, MONTHS[0], village)
+
+    def january():
+        return system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={MONTHS[0]}").json()
+
+    before = january()
+    assert before["actual"] > 0 and before["onTime"] == 0
+    assert system.get(f"/api/submissions/{r.json()['id']}").json()["onTime"] is False
+    system.import_metadata({"dataSets": [{"code": ds, "timelyDays": 3650}]})
+    try:
+        after = january()
+        assert after["onTime"] == after["actual"] == before["actual"]
+        assert system.get(f"/api/submissions/{r.json()['id']}").json()["onTime"] is True
+    finally:
+        system.import_metadata({"dataSets": [{"code": ds, "timelyDays": 10}]})
+    assert january()["onTime"] == 0
+
+
 def test_completeness_refuses_bad_parameters_by_name(system, world):
     t, *_ = world
     r = system.get(f"/api/completeness?ds=NOPE&ou={t.province}&pe=2025")
