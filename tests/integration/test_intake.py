@@ -530,7 +530,7 @@ def test_one_idempotency_key_sent_at_once_for_several_periods_is_one_return(syst
     assert stored(settings)[0] == before + 1
 
 
-def test_a_unit_imported_a_moment_ago_is_known_where_the_snapshot_is_a_moment_behind(system, world):
+def test_a_unit_imported_a_moment_ago_is_known_where_the_snapshot_is_a_moment_behind(system, world, settings):
     """Two submission instances share their replica's tables but each holds a snapshot,
     checked for a newer version every quarter second; the gateway answers an import once
     one instance has it. A return for the new unit reaching the other instance was refused
@@ -542,7 +542,7 @@ def test_a_unit_imported_a_moment_ago_is_known_where_the_snapshot_is_a_moment_be
     body = json.loads(with_period(JSON_BODY, 3).replace("2014", "2011"))
     body["orgUnit"] = "NEWCHC"
     assert system.submit(body, token=world["bo"]).status_code == 400  # not imported yet
-    (cache,) = [c for key, c in replica._caches.items() if key[1] == "submission"]
+    cache = replica._caches[(settings.database_url, "submission")]
     behind = cache.snapshot
     system.import_metadata({"orgUnits": [{"code": "NEWCHC", "name": "New CHC", "parent": "BADJIA",
                                           "openingDate": "2000-01-01"}],
