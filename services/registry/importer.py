@@ -351,10 +351,10 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
             if narrowed and combos:
                 errors.add(code, f"data element {code}: valueType cannot change from "
                                  f"{reg.data_elements[code]['value_type']} to {de_states[code]['value_type']}: "
-                                 f"values of it are stored")
+                                 f"values of it are stored (or on their way to the aggregates)")
             for combo in sorted(removed & combos):
                 errors.add(code, f"data element {code}: category option combo {combo!r} cannot be removed: "
-                                 f"values of {code}.{combo} are stored")
+                                 f"values of {code}.{combo} are stored (or on their way)")
 
     # --- data sets
     retyped: list[str] = []  # period type changed: returns stored for the old one would be stranded
@@ -394,7 +394,7 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
         # count them nor could they be corrected, while analytics still showed their values
         for code in sorted(set(with_returns(sorted(retyped)))):
             errors.add(code, f"data set {code}: periodType cannot change from {reg.data_sets[code]['period_type']} "
-                             f"to {ds_states[code]['period_type']}: returns for it are stored (create a new "
+                             f"to {ds_states[code]['period_type']}: returns for it are stored or on their way (create a new "
                              "data set for the new period type)")
 
     # --- validation rules (expressions parsed here: a bad one never reaches validation)

@@ -106,6 +106,7 @@ class RegistryService:
     # asked, only when an import would narrow a data element's value type or drop a combo,
     # whether values would be stranded: the stored values are aggregation's
     aggregation = RpcProxy("aggregation")
+    submission = RpcProxy("submission")
 
     # ---------------------------------------------------------------- metadata
 
@@ -126,11 +127,18 @@ class RegistryService:
                                           "total": plan.created + plan.updated + plan.ignored}}
         return {**reply(body), "metadata_version": version}
 
+    # stored (aggregation) or on their way there (submission: validated against the metadata
+    # before this change, a return in flight would bring in what the change was refused for)
     def _stored_combos(self, asked: dict[str, list[str]]) -> dict[str, list[str]]:
-        return local.ask(self.aggregation, "aggregation", "stored_combos", asked)
+        out = {de: set(combos) for de, combos in
+               local.ask(self.aggregation, "aggregation", "stored_combos", asked).items()}
+        for de, combos in local.ask(self.submission, "submission", "combos_in_flight", asked).items():
+            out.setdefault(de, set()).update(combos)
+        return {de: sorted(combos) for de, combos in out.items()}
 
     def _data_sets_with_returns(self, asked: list[str]) -> list[str]:
-        return local.ask(self.aggregation, "aggregation", "data_sets_with_returns", asked)
+        return sorted(set(local.ask(self.aggregation, "aggregation", "data_sets_with_returns", asked))
+                      | set(local.ask(self.submission, "submission", "data_sets_in_flight", asked)))
 
     @api_rpc
     def export_metadata(self, principal, params: dict):

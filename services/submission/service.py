@@ -118,6 +118,18 @@ WHERE r.status <> 'REJECTED' AND CAST(r.received_at AT TIME ZONE CAST(:tz AS tex
 """)
 
 
+# returns on their way: received, not yet aggregated or rejected (by return_status; few)
+_IN_FLIGHT = f"r.status_rank < {STATUS_RANK['AGGREGATED']} AND r.status <> 'REJECTED'"
+_COMBOS_IN_FLIGHT = sa.text(f"""
+SELECT DISTINCT v ->> 'data_element', v ->> 'category_option_combo'
+FROM {R.fullname} r CROSS JOIN LATERAL json_array_elements(r.data_values) AS v
+WHERE {_IN_FLIGHT} AND v ->> 'data_element' = ANY(CAST(:elements AS text[]))
+""")
+_DATA_SETS_IN_FLIGHT = sa.text(f"""
+SELECT DISTINCT r.data_set FROM {R.fullname} r WHERE {_IN_FLIGHT} AND r.data_set = ANY(CAST(:asked AS text[]))
+""")
+
+
 def _receipt(return_id: str) -> dict:
     return reply({"id": return_id, "status": "RECEIVED"}, 202)
 
@@ -323,6 +335,30 @@ class SubmissionService(KeepsMetadataReplica):
             return sorted(conn.execute(_RECEIVED_IN_TIME, {
                 "ds": ds, "ou": ou, "pe": pe, "last": [dt.date.fromisoformat(d) for d in last],
                 "tz": LOCAL_TZ.key}).scalars())
+
+    @rpc
+    def combos_in_flight(self, asked: dict[str, list[str]]) -> dict[str, list[str]]:
+        """For the registry, before a data element's value type narrows or a combo goes: of
+        ``asked`` (element -> combos), those a return carries that is received and not yet
+        aggregated or rejected. Aggregation answers for the values it stores; a return on
+        its way, validated against the metadata before the change, would bring in a value
+        the change was refused for (2.5 under an INTEGER element, a combo that is gone)."""
+        if not asked:
+            return {}
+        with self.db.connect() as conn:
+            rows = conn.execute(_COMBOS_IN_FLIGHT, {"elements": sorted(asked)}).all()
+        out: dict[str, list[str]] = {}
+        for de, combo in rows:
+            if combo in asked[de]:
+                out.setdefault(de, []).append(combo)
+        return out
+
+    @rpc
+    def data_sets_in_flight(self, asked: list[str]) -> list[str]:
+        """For the registry, before a data set's period type changes: those of ``asked`` with
+        a return received and not yet aggregated or rejected."""
+        with self.db.connect() as conn:
+            return list(conn.execute(_DATA_SETS_IN_FLIGHT, {"asked": sorted(asked)}).scalars())
 
     @subscribe("validation", "return_validated", batch=STATUS_BATCH)
     def on_return_validated(self, events):

@@ -124,6 +124,47 @@ def test_a_data_element_change_that_would_strand_stored_values_is_409(system, wo
     assert system.analytics("AREAREG", village, "2019") == {("AREAREG", village, "2019"): 12}
 
 
+def test_a_narrowing_change_waits_for_returns_on_their_way(system, world, settings):
+    """A return validated against the metadata before the change, still on its way to the
+    aggregates, would bring in what the change is refused for once stored (a probe raced
+    them: an INTEGER element holding 2.5, a Quarterly data set holding a month of a combo
+    that was gone). So what is in flight counts as stored, until it is judged."""
+    import uuid
+
+    t, codes, doc, _ = world
+    village = t.villages[t.districts[0]][1]
+    element = {"code": "RXREG", "name": "Doses", "valueType": "NUMBER", "aggregationType": "SUM"}
+    data_set = {"code": "DSRX", "name": "Doses given", "periodType": "Yearly", "dataElements": ["RXREG"],
+                "orgUnitLevel": 4}
+    system.import_metadata({"dataElements": [element], "dataSets": [data_set]})
+    value = {"data_element": "RXREG", "category_option_combo": "default", "org_unit": village,
+             "period": "2019", "value": "2.5", "comment": None}
+    return_id = f"in-flight-{uuid.uuid4()}"
+    db = engine_for(settings.database_url)
+    with db.begin() as conn:  # received as intake stores one; validation has not judged it yet
+        conn.execute(sa.text("""
+            INSERT INTO submission.return (id, data_set, org_unit, period, submitted_by, received_at, on_time,
+                                           status, status_rank, content_type, body_sha256, body,
+                                           data_values, value_count)
+            VALUES (:id, 'DSRX', :ou, '2019', 'test', now(), true, 'RECEIVED', 0, 'application/json', 'x',
+                    '{}', CAST(:values AS json), 1)"""),
+            {"id": return_id, "ou": village, "values": json.dumps([value])})
+    try:
+        for change, expected in ((dict(element, valueType="INTEGER"), "on their way"),
+                                 (dict(data_set, periodType="Quarterly"), "on their way")):
+            key = "dataElements" if "valueType" in change else "dataSets"
+            r = system.post("/api/metadata", json={key: [change]})
+            assert r.status_code == 409 and expected in r.text, r.text
+        with db.begin() as conn:  # judged: rejected, it brings nothing in
+            conn.execute(sa.text("UPDATE submission.return SET status = 'REJECTED', status_rank = 1 WHERE id = :id"),
+                         {"id": return_id})
+        assert system.import_metadata({"dataElements": [dict(element, valueType="INTEGER")],
+                                       "dataSets": [dict(data_set, periodType="Quarterly")]})["stats"]["updated"] == 2
+    finally:
+        with db.begin() as conn:
+            conn.execute(sa.text("DELETE FROM submission.return WHERE id = :id"), {"id": return_id})
+
+
 def test_a_data_sets_period_type_changes_only_before_returns_are_stored(system, world):
     """Its stored returns' periods would no longer be its periods: completeness lost them
     and they could not be corrected, while analytics still showed their values."""
