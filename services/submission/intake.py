@@ -104,9 +104,10 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         if not raw.values:
             conflicts.append(conflict("body", None, "the file has a header row and no data lines"))
     if raw.complete_date not in (None, ""):
-        # DHIS2's completeDate: a date, or a timestamp beginning with one
+        # DHIS2's completeDate: a date, or a whole ISO 8601 timestamp (not "2026-11-28junk")
+        text = str(raw.complete_date)
         try:
-            dt.date.fromisoformat(str(raw.complete_date)[:10])
+            dt.date.fromisoformat(text) if len(text) <= 10 else dt.datetime.fromisoformat(text)
         except ValueError:
             conflicts.append(conflict("completeDate", raw.complete_date,
                                       f"completeDate {raw.complete_date!r} is not a date (YYYY-MM-DD)"))

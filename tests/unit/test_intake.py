@@ -182,8 +182,10 @@ def test_header_codes_that_are_not_text_and_a_bad_complete_date_are_named():
     assert messages["dataSet"] == "dataSet must be text, not ['DS']"
     assert "'yesterday' is not a date" in messages["completeDate"]
     assert "must be text, not 7" in messages["dataValues[0].dataElement"]
-    assert check(RawReturn("DS", "2025", "V1", "2026-01-03T10:00:00", [RawValue(0, "HH", None, "1")]),
-                 MD, REPORTER, NOW).values
+    for stamp in ("2026-01-03T10:00:00", "2026-01-03T10:00:00.000+07:00", "2026-01-03T03:00:00Z", "2026-01-03"):
+        assert check(RawReturn("DS", "2025", "V1", stamp, [RawValue(0, "HH", None, "1")]), MD, REPORTER, NOW).values
+    found = conflicts(RawReturn("DS", "2025", "V1", "2026-11-28junk", [RawValue(0, "HH", None, "1")]))
+    assert [c["object"] for c in found] == ["completeDate"]  # a date followed by anything was taken
 
 
 def test_an_adx_return_is_told_its_first_groups_fields_by_their_adx_names():
