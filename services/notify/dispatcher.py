@@ -134,9 +134,15 @@ def _problems(details: dict, lang: str) -> str:
     return own if not elsewhere else f"{own}\n{ELSEWHERE[lang]}\n{_lines(elsewhere, lang, where=True)}"
 
 
+_ON_TIME_UNTIL = {"en": "on time until", "lo": "ທັນເວລາຮອດວັນທີ"}
+
+
 def _late_lines(late: list[dict], lang: str) -> str:
+    # the date said for what it is: the last day that counted as on time (a bare date
+    # at the end of the line read as anything)
     return "\n".join(f"- {x['names']['data_set'][lang]} ({x['data_set']}) {x['period']}: "
-                     f"{x['names']['org_unit'][lang]} ({x['org_unit']}), {x['deadline']}" for x in late) or "-"
+                     f"{x['names']['org_unit'][lang]} ({x['org_unit']}), {_ON_TIME_UNTIL[lang]} {x['deadline']}"
+                     for x in late) or "-"
 
 
 _INTERNATIONAL_TO = "international-address@statnet.invalid"

@@ -16,7 +16,7 @@ SUBJECTS = {
     },
     "REMINDER": {
         "en": "[statnet] Reminder: {data_set} {period} is due on {due_date}",
-        "lo": "[statnet] ແຈ້ງເຕືອນ: ລາຍງານ {data_set} ໄລຍະ {period} ຕ້ອງສົ່ງພາຍໃນວັນທີ {due_date}",
+        "lo": "[statnet] ແຈ້ງເຕືອນ: ລາຍງານ {data_set} ໄລຍະ {period} ກຳນົດສົ່ງວັນທີ {due_date}",
     },
     "LATE_DIGEST": {
         "en": "[statnet] {count} late return(s) in {org_unit}",
@@ -48,7 +48,7 @@ BODIES = {
                "The return {data_set} for period {period} from {org_unit} is due on {due_date}.\n"
                "It counts as on time until {deadline}.\n\n-- statnet"),
         "lo": ("ຮຽນ {recipient},\n\n"
-               "ລາຍງານ {data_set} ສຳລັບໄລຍະ {period} ຈາກ {org_unit} ຕ້ອງສົ່ງພາຍໃນວັນທີ {due_date}.\n"
+               "ລາຍງານ {data_set} ສຳລັບໄລຍະ {period} ຈາກ {org_unit} ກຳນົດສົ່ງແມ່ນວັນທີ {due_date}.\n"
                "ຖືວ່າທັນເວລາຮອດວັນທີ {deadline}.\n\n-- statnet"),
     },
     "LATE_DIGEST": {

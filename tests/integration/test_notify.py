@@ -182,6 +182,7 @@ def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, s
     assert digest["Subject"] == f"[statnet] ລາຍງານຊັກຊ້າ 2 ສະບັບ ໃນ ແຂວງ ({t.province})"
     body = digest.get_content()
     assert t.villages[d1][1] in body and t.villages[d2][1] in body and t.villages[d1][0] not in body
+    assert "ທັນເວລາຮອດວັນທີ 2026-10-10" in body  # each line's date says what it is
 
     assert sorted((h["type"], h["recipient"]) for h in webhook.received) == sorted(
         [("LATE_RETURN", f"S1{UID}"), ("LATE_RETURN", f"S2{UID}"), ("LATE_DIGEST", f"SP{UID}")])
