@@ -485,13 +485,22 @@ class ReplicaAccess:
             snap = cache.snapshot
             if snap is None or snap.version != version:
                 started = time.perf_counter()
-                snap = _load(conn, self.tables, version)
+                snap = self._load_consistent()
                 cache.snapshot = snap
                 _out_of_the_collectors_way()
                 cache.checked_until = time.monotonic() + VERSION_CHECK_SECONDS
                 log.info("%s metadata replica loaded at version %d in %.0f ms", self.tables.state.schema,
                          version, (time.perf_counter() - started) * 1000)
         return snap
+
+    def _load_consistent(self) -> Metadata:
+        """The replica read in one snapshot of the database, version and all: read table by
+        table under READ COMMITTED, a change applied in between gave a unit without its
+        paths (paths read before, the unit after: "max() arg is an empty sequence" in
+        aggregation), or a data set naming an element not loaded."""
+        with self.provider.engine.connect().execution_options(isolation_level="REPEATABLE READ") as own:
+            with own.begin():
+                return _load(own, self.tables, replica_version(own, self.tables))
 
     def invalidate(self) -> None:
         """Check the version at the next ``current()``: this process has just changed it."""

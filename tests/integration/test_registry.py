@@ -575,3 +575,47 @@ def test_the_metadata_export_asked_in_parts_and_in_scope(system, world):
         r = system.get(f"/api/metadata?{bad}")
         assert r.status_code == 400 and words in r.json()["message"], r.text
     assert system.get("/api/metadata", token="nobody").status_code == 401
+
+
+def test_a_replica_snapshot_is_read_in_one_database_snapshot(system, settings, monkeypatch):
+    """A snapshot is read table by table; under READ COMMITTED a metadata change applied
+    between the paths and the units gave a unit without paths, and aggregation failed on
+    it ("max() arg is an empty sequence", seen with two instances under load)."""
+    import datetime as dt
+    import types
+
+    from services.aggregation import tables as aggregation_tables
+    from shared import replica
+    from shared.db import engine_for
+
+    engine = engine_for(settings.database_url)
+    tables = aggregation_tables.replica
+    real_load = replica._load
+
+    def racing_load(conn, t, version):
+        reads = []
+
+        class Racing:  # the change commits right after the first read (the paths)
+            def execute(self, *args, **kwargs):
+                if len(reads) == 1:
+                    with engine.begin() as other:
+                        other.execute(t.org_unit.insert().values(code="RACEOU", name="Raced",
+                                                                 opening_date=dt.date(2020, 1, 1),
+                                                                 version=10**12))
+                        other.execute(t.org_unit_path.insert().values(code="RACEOU", valid_from=dt.date(1900, 1, 1),
+                                                                      path="/RACEOU/", level=1))
+                reads.append(args)
+                return conn.execute(*args, **kwargs)
+
+        return real_load(Racing(), t, version)
+
+    monkeypatch.setattr(replica, "_load", racing_load)
+    access = replica.ReplicaAccess(types.SimpleNamespace(engine=engine, tables=tables, cache=replica._Cache()))
+    try:
+        snapshot = access._load_consistent()
+        raced = snapshot.org_units.get("RACEOU")
+        assert raced is None or raced.paths, "a unit without its paths"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(tables.org_unit_path.delete().where(tables.org_unit_path.c.code == "RACEOU"))
+            conn.execute(tables.org_unit.delete().where(tables.org_unit.c.code == "RACEOU"))
