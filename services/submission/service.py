@@ -203,6 +203,11 @@ class SubmissionService(KeepsMetadataReplica):
             if idempotency_key is not None:
                 tx.execute(_INTAKE_LOCK, {"k": f"key|{principal.username}|{idempotency_key}"})
             tx.execute(_INTAKE_LOCK, {"k": "|".join(here.values())})
+            # received now, under the place's lock: two returns for one place get their receipt
+            # times in the order of their seq (which says which one replaces the other), not in
+            # the order their requests arrived before one waited for the other's lock
+            received_at = dt.datetime.now(dt.timezone.utc)
+            in_time = on_time(checked.period, received_at, checked.data_set.timely_days)
             earlier = tx.execute(_EARLIER_RECEIPT, {**here, "key": idempotency_key}).one()
             if earlier.by_key:
                 return _receipt(earlier.by_key)
@@ -216,14 +221,14 @@ class SubmissionService(KeepsMetadataReplica):
             return_id = str(uuid.uuid4())
             set_correlation(return_id, self.name)  # from here on, this worker's log lines name the return
             stored = {**here, "id": return_id, "seq": earlier.seq, "received_at": received_at,
-                      "on_time": checked.on_time, "content_type": formats.media_type(content_type),
+                      "on_time": in_time, "content_type": formats.media_type(content_type),
                       "sha256": digest, "key": idempotency_key, "body": body,
                       "values": serialization.dumps(checked.values), "n": len(checked.values)}
             # the return and its event in one statement: one round trip fewer per return
             tx.emit("return_received", {
                 "return_id": return_id, "seq": earlier.seq, "data_set": checked.data_set.code,
                 "org_unit": checked.org_unit, "period": checked.period.code,
-                "received_at": received_at, "on_time": checked.on_time,
+                "received_at": received_at, "on_time": in_time,
                 "submitted_by": principal.username, "values": checked.values,
             }, correlation_id=return_id, along=(_STORE_RETURN, stored))
         metrics.submissions_total.labels(status="RECEIVED").inc()
