@@ -50,6 +50,15 @@ def queue_families(container):
 
 # Unicode, the ISO 8859 and Windows code pages, and Thai's (Lao has no other): by Python's names
 _CHARSET = re.compile(r"utf-(8|16|32)(-[lb]e)?|ascii|iso8859-\d+|cp125\d|cp874|tis-620|latin-1")
+_XML_ENCODING = re.compile(rb"""(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _decompressed(raw: bytes, coding: str) -> bytes:
@@ -140,6 +149,13 @@ class GatewayService:
         charset = request.mimetype_params.get("charset")
         if charset is None:  # undeclared: UTF-8, or UTF-16 when its byte-order mark says so
             charset = "UTF-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "UTF-8"
+            declared = _XML_ENCODING.match(raw) if (request.mimetype or "").endswith("xml") else None
+            if declared and charset == "UTF-8" and not _is_utf8(raw):
+                # an XML document's own declaration, as RFC 7303 and DHIS2's XML reader take it
+                # (an ADX file saved in ISO-8859-1 said so, and was refused as not UTF-8); only
+                # where the bytes are not UTF-8: Lao text under a wrong declaration read as
+                # mojibake when the declaration came first
+                charset = declared.group(1).decode("ascii")
         try:
             # a character set of the web's (Python's codecs also name transforms such as
             # base64 or rot13, and escape decoders)

@@ -462,9 +462,12 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
     assert "<annotation>" in adx
     adx = adx.replace("<annotation>", f"<annotation>{lao} ", 1)
     declared = adx.replace('<?xml version="1.0" encoding="UTF-8"?>', "") if adx.startswith("<?xml") else adx
+    adx_latin = "".join(c if ord(c) < 256 else "x" for c in declared.replace(lao, "Café Nam Tha"))
     for body, content_type, headers in (
             (('<?xml version="1.0" encoding="ISO-8859-1"?>' + declared).encode("utf-8"), ADX, {}),
             (declared.encode("utf-16"), f"{ADX}; charset=UTF-16", {}),
+            # a file saved in ISO-8859-1 that says so (no charset named): its declaration
+            (('<?xml version="1.0" encoding="ISO-8859-1"?>' + adx_latin).encode("latin-1"), ADX, {}),
             (gzip.compress(declared.encode("utf-8")), ADX, {"Content-Encoding": "gzip"})):
         r = system.post("/api/dataValueSets?dryRun=true", data=body, token=world["bo"],
                         headers={"Content-Type": content_type, **headers})
