@@ -9,6 +9,7 @@ mail system can recognise the repeat.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import json
@@ -17,7 +18,6 @@ import smtplib
 import types
 import urllib.error
 import urllib.request
-from email.header import Header
 from email.mime.text import MIMEText
 from email.utils import format_datetime
 
@@ -158,6 +158,26 @@ def wire_bytes(msg: MIMEText, address: str) -> bytes:
     return raw.replace(f"To: {_INTERNATIONAL_TO}\r\n".encode(), f"To: {address}\r\n".encode("utf-8"), 1)
 
 
+# UTF-8 bytes per encoded word: base64 makes 56 characters of 42, the word 68 with its
+# "=?utf-8?b?" and "?=" (RFC 2047 allows 75; email.header's were 76), so that the first
+# fits on the "Subject: " line (else the header began with a fold, read as a leading space)
+_WORD_BYTES = 42
+
+
+def encoded_words(text: str) -> str:
+    """The whole of ``text`` as RFC 2047 encoded words, cut between characters, spaces inside
+    the words (whitespace between words is not part of the text: the default policy's
+    folding dropped the space between ")" and Lao text)."""
+    chunks, chunk = [], ""
+    for ch in text:
+        if chunk and len((chunk + ch).encode("utf-8")) > _WORD_BYTES:
+            chunks.append(chunk)
+            chunk = ""
+        chunk += ch
+    chunks.append(chunk)
+    return " ".join(f"=?utf-8?b?{base64.b64encode(c.encode('utf-8')).decode('ascii')}?=" for c in chunks)
+
+
 def compose(row, settings: Settings) -> MIMEText:
     d = row.details
     lang = d.get("language", "lo")
@@ -171,10 +191,8 @@ def compose(row, settings: Settings) -> MIMEText:
               "outcome": OUTCOMES.get(d.get("outcome", ""), {}).get(lang, d.get("outcome", "")),
               "count": d.get("count", 0), "lines": _late_lines(d.get("late", []), lang)}
     subject, body = render(row.type, lang, **fields)
-    # compat32 with an explicit Header: the whole subject becomes encoded words, spaces
-    # inside them. The default policy's folding drops the space between ")" and Lao text.
     msg = MIMEText(body, "plain", "utf-8")
-    msg["Subject"] = Header(subject, "utf-8")
+    msg["Subject"] = encoded_words(subject)
     msg["From"] = settings.smtp_from
     # an address in Lao script can't be an encoded word (RFC 2047 forbids them in an address:
     # readers saw a local part with no domain); it goes raw, as RFC 6532 says, put in by
