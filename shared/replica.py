@@ -285,11 +285,15 @@ class Metadata:
         return f"/{root}/" in self.period_path(org_unit, start, end)
 
     def held_throughout(self, org_unit: str, start: dt.date, end: dt.date, root: str) -> bool:
-        """Was the unit in ``root``'s subtree from ``start`` to ``end``, both days? (Stricter
-        than ``in_subtree``, which asks where the period began: a read of a moved unit's
-        own figures by its code, for periods that were wholly the root's.)"""
+        """Is every value of the unit dated from ``start`` to ``end`` ``root``'s? A period's
+        data is where the unit was on the period's first day (``period_path``), and no period
+        type is finer than a month: the unit must have been in ``root``'s subtree on
+        ``start`` and on the first day of ``end``'s month. (July of a village moved on 15
+        July is its old district's; the year is neither district's alone.) How reads by a
+        unit's own code are scoped: a village moved away is still its old district's to read
+        for its periods there, and the new district's from the move on, not before."""
         unit = self.org_units[org_unit]
-        held = (unit.path_on(start), unit.path_on(end))
+        held = (unit.path_on(start), unit.path_on(max(start, end.replace(day=1))))
         return all(p is not None and f"/{root}/" in p.path for p in held)
 
     def place_in(self, org_unit: str, period: str, root: str) -> bool:

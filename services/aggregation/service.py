@@ -177,15 +177,25 @@ class AggregationService(KeepsMetadataReplica):
             return facts.data_sets_with_returns(conn, asked)
 
     def _in_scope(self, principal, md, org_units, spans=()) -> None:
-        """Each unit is the caller's today, or was in the caller's subtree throughout every
-        span of days asked (a period's, or an export's dates): a village moved to another
-        district is still its old district's to read for the periods it spent there (its
-        totals hold them, and it may correct them), by the village's own code too."""
+        """Each unit's data of every span of days asked (a period's, or an export's dates) is
+        the caller's (``Metadata.held_throughout``); without spans, the unit is the caller's
+        today. A village moved to another district is its old district's to read for the
+        periods it spent there (its totals hold them), and the new district's from the move
+        on: the new district read its months before the move by the village's code, though
+        its own totals never held them, and the old one was refused the month of the move."""
         for ou in org_units:
-            if spans and not principal.unscoped and all(
-                    md.held_throughout(ou, start, end, principal.org_unit) for start, end in spans):
+            unit = md.org_units[ou]
+            if principal.unscoped:
                 continue
-            principal.require_path(ou, md.org_units[ou].current.path)
+            never = not any(f"/{principal.org_unit}/" in p.path for p in unit.paths)
+            if not spans or never:
+                principal.require_path(ou, unit.current.path)  # (never the caller's: the plain 403)
+                continue
+            for start, end in spans:
+                if not md.held_throughout(ou, start, end, principal.org_unit):
+                    raise error(403, f"org unit {ou!r} from {start} to {end} is outside the scope of user "
+                                     f"{principal.username!r} (subtree of {principal.org_unit!r}): its data of "
+                                     "those days is not all of the subtree's (it moved)")
 
     @api_rpc
     def analytics(self, principal, params: dict, fmt: str = "json"):

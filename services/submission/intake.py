@@ -212,14 +212,14 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
                                 "message": f"org unit {unit!r} is outside the scope of user "
                                            f"{principal.username!r} (subtree of {principal.org_unit!r})"})
-    # and for each period, whose data it is: a period wholly before a unit moved into the
-    # sender's subtree is its old district's (there it counts, in every aggregate), to
-    # write as to correct; the new district writes from the period of the move on
+    # and for each period, whose data it is: where the unit was on its first day (there it
+    # counts, in every aggregate), to write as to correct. The new district writes from
+    # the first period that began after the move; the month of a move on the 15th is the
+    # old district's (the new one could overwrite a value counted in the old one's total)
     if not principal.unscoped:
         for unit, p in sorted(places, key=lambda x: (x[0], x[1].code)):
             unit_now = md.org_units[unit].current
-            in_now = principal.covers_path(unit_now.path) and p.end >= unit_now.valid_from
-            if not in_now and not md.in_subtree(unit, p.start, p.end, principal.org_unit):
+            if not md.in_subtree(unit, p.start, p.end, principal.org_unit):
                 raise Refused(403, {"status": "ERROR", "httpStatusCode": 403,
                                     "message": f"org unit {unit!r} in period {p.code} is outside the scope of "
                                                f"user {principal.username!r} (subtree of {principal.org_unit!r}): "

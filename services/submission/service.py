@@ -44,10 +44,10 @@ MAX_KEY = 200  # characters of an Idempotency-Key (a UUID is 36)
 
 
 def _place_in_scope(principal, md, org_unit, period) -> bool:
-    """Is (unit, period) the principal's: in its subtree for that period (as analytics and
-    validationResults count it), or where the unit is today (scope's own rule)?"""
-    return org_unit in md.org_units and (principal.covers_path(md.current_path(org_unit))
-                                         or md.place_in(org_unit, period, principal.org_unit))
+    """Is (unit, period) the principal's: in its subtree for that period, as analytics and
+    validationResults count it (not where the unit is today: a village's new district read
+    the returns its old one had sent before the move)?"""
+    return org_unit in md.org_units and md.place_in(org_unit, period, principal.org_unit)
 STATUS_BATCH = 50  # status events per transaction, at most (shared.events: group commit)
 
 R = t.submission_return
@@ -277,7 +277,9 @@ class SubmissionService(KeepsMetadataReplica):
             places = {(row.org_unit, row.period),
                       *reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})}
             if not any(_place_in_scope(principal, md, ou, pe) for ou, pe in places):
-                principal.require_path(row.org_unit, md.current_path(row.org_unit))  # the 403, named
+                raise error(403, f"submission {return_id!r} is for org unit {row.org_unit!r} in period {row.period}, "
+                                 f"outside the scope of user {principal.username!r} "
+                                 f"(subtree of {principal.org_unit!r})")
             # the violations of its places in the subtree for their period, as validationResults
             # and the alerts count them (a village moved since: its old district's)
             violations = [v for v in violations or []

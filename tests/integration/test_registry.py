@@ -276,14 +276,18 @@ def test_a_moved_village_keeps_its_history_with_the_old_district(system, world):
     r = system.submit(village_return(codes, village, "2025", 310, 0), token=new_rep)
     assert r.status_code == 202, r.text
     # and to read by the village's own code: the old district its years there (what it
-    # wrote and corrected), not the year of the move on; the new district all of them (as today)
+    # wrote and corrected), not the year of the move on; the new district from the move on,
+    # not the years its own totals never held
     assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
     assert system.analytics(pop, village, "2024", token=old_rep) == {(pop, village, "2024"): 70}
     for pe in ("2025", "2024;2025"):
         r = system.get(f"/api/analytics?dx={pop}&ou={village}&pe={pe}", token=old_rep)
         assert r.status_code == 403 and village in r.json()["message"], (pe, r.text)
-    assert system.analytics(pop, village, "2024;2025", token=new_rep) == {
-        (pop, village, "2024"): 70, (pop, village, "2025"): 310}
+    assert system.analytics(pop, village, "2025", token=new_rep) == {(pop, village, "2025"): 310}
+    r = system.get(f"/api/analytics?dx={pop}&ou={village}&pe=2024;2025", token=new_rep)
+    assert r.status_code == 403 and village in r.json()["message"], r.text
+    assert system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&period=2024",
+                      token=new_rep).status_code == 403
     r = system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&period=2024", token=old_rep)
     assert r.status_code == 200 and {v["value"] for v in r.json()["dataValues"]} == {"70", "0"}, r.text
     assert system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={village}&period=2025",
@@ -619,3 +623,49 @@ def test_a_replica_snapshot_is_read_in_one_database_snapshot(system, settings, m
         with engine.begin() as conn:
             conn.execute(tables.org_unit_path.delete().where(tables.org_unit_path.c.code == "RACEOU"))
             conn.execute(tables.org_unit.delete().where(tables.org_unit.c.code == "RACEOU"))
+
+
+def test_a_village_moved_mid_month_is_the_old_districts_for_that_month_to_write_and_read(system, world):
+    """Moved on 15 July: July began in the old district and is counted there. The new
+    district could write it (overwriting a value in the old district's total) and read the
+    village's months before the move by its code, returns and validation results included;
+    the old district was refused its own July."""
+    t, codes, doc, _ = world
+    d1, d2 = t.districts
+    village, ds = "VMOVREG", "DSMREG"
+    system.import_metadata({
+        "orgUnits": [{"code": village, "name": "Moving village", "parent": d1, "openingDate": "2020-01-01"}],
+        "dataSets": [{"code": ds, "name": "Monthly", "periodType": "Monthly", "dataElements": [codes["hh"]],
+                      "orgUnits": [village]}]})
+    old_rep = system.create_user("rep-mid-old", "reporter", d1)
+    new_rep = system.create_user("rep-mid-new", "reporter", d2)
+
+    def send(period, value, token):
+        return system.submit({"dataSet": ds, "period": period, "orgUnit": village,
+                              "dataValues": [{"dataElement": codes["hh"], "value": str(value)}]}, token=token)
+
+    sent = {pe: send(pe, v, old_rep).json()["id"] for pe, v in (("202606", 6), ("202607", 7))}
+    for rid in sent.values():
+        assert system.wait_status(rid)["status"] == "AGGREGATED"
+    system.import_metadata({"orgUnits": [{"code": village, "parent": d2, "parentFrom": "2026-07-15"}]})
+    r = send("202607", 2017, new_rep)
+    assert r.status_code == 403 and "belongs where it was then" in r.json()["message"], r.text
+    august = send("202608", 8, new_rep)
+    assert august.status_code == 202 and system.wait_status(august.json()["id"])["status"] == "AGGREGATED"
+    hh = codes["hh"]
+    assert system.analytics(hh, d1, "202607") == {(hh, d1, "202607"): 7}
+
+    def read(pe, token):
+        return system.get(f"/api/analytics?dx={hh}&ou={village}&pe={pe}", token=token).status_code
+
+    assert (read("202607", old_rep), read("202606", old_rep), read("2026", old_rep)) == (200, 200, 403)
+    assert (read("202607", new_rep), read("202608", new_rep), read("2026", new_rep)) == (403, 200, 403)
+    assert system.get(f"/api/submissions/{sent['202606']}", token=new_rep).status_code == 403
+    assert system.get(f"/api/submissions/{sent['202606']}", token=old_rep).status_code == 200
+
+    def results(token):
+        r = system.get(f"/api/validationResults?ou={village}", token=token)
+        assert r.status_code == 200, r.text
+        return sorted(x["period"] for x in r.json()["validationResults"])
+
+    assert results(old_rep) == ["202606", "202607"] and results(new_rep) == ["202608"]
