@@ -34,7 +34,7 @@ class _NameLo(fields.Str):
 
     def deserialize(self, value, attr=None, data=None, **kwargs):
         text = super().deserialize(value, attr, data, **kwargs)  # (checked as sent)
-        return text if text else None
+        return None if text == "" else text  # (absent stays absent: marshmallow's missing is falsy)
 
 
 def _one_of(choices):

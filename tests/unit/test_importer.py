@@ -237,6 +237,7 @@ def test_a_name_is_one_line_of_at_most_230_characters(field, name, words):
         OrgUnitImportSchema().load({"code": "X", field: name})
     assert words in str(refused.value.messages[field])
     assert OrgUnitImportSchema().load({"code": "X", "nameLo": ""})["nameLo"] is None
+    assert "nameLo" not in OrgUnitImportSchema().load({"code": "X", "name": "Renamed"})  # kept as it is
 
 
 def test_a_hierarchy_is_a_units_whole_timeline_and_is_checked():
@@ -293,3 +294,13 @@ def test_days_are_whole_json_numbers(value):
     from shared.schemas.api import DataSetImportSchema
     with pytest.raises(ValidationError):
         DataSetImportSchema().load({"code": "DY", "expiryDays": value})
+
+
+def test_a_partial_update_keeps_the_lao_name():
+    """Absent fields keep their value: an update of the name alone (or of the parent) set
+    nameLo to null, as the schema took an absent nameLo for an empty one."""
+    first = plan({"orgUnits": BASE["orgUnits"] + [{"code": "V", "name": "V", "nameLo": "ບ້ານ", "parent": "03",
+                                                    "openingDate": "2000-01-01"}]}, empty(), {}, TODAY)
+    reg = Registry(1, first.org_units, first.links, {}, {}, {}, {})
+    for change in ({"code": "V", "name": "V2"}, {"code": "V", "parent": "LA", "parentFrom": "2020-01-01"}):
+        assert plan({"orgUnits": [change]}, reg, first.paths, TODAY).org_units["V"]["name_lo"] == "ບ້ານ"
