@@ -149,6 +149,10 @@ def ask(proxy, service: str, method: str, *args, share: float = 1.0, **kwargs):
         # RPC (the registry's token lookup, which every request makes first) raised what a
         # service's own API methods answer as 503 (shared.api), and it reached the edge as
         # a 500 "internal error" while the database refused connections
+        if isinstance(exc, RemoteError) and exc.exc_type == "Unavailable":
+            # the service asked another that could not answer (notify's deadline check without
+            # the submission service): the inner 503, not a 500 "internal error: RemoteError"
+            raise Unavailable(str(exc.value)) from None
         name = _transient_name(exc)
         if name is None:
             raise

@@ -589,7 +589,13 @@ class KeepsMetadataReplica:
         stored, so a code unknown here means this replica is behind (a restart before its
         catch-up, a schema reset): the return waits and is retried, it is never judged
         or applied on metadata that does not have it yet (validation once rejected such
-        a return: "unknown data set")."""
+        a return: "unknown data set").
+
+        The version is checked for every batch, not once per ``VERSION_CHECK_SECONDS``: the
+        gateway answers an import once one instance of each service has it, and another
+        instance's snapshot could judge returns on the old rules for that moment (3 of 90
+        returns breaking a HIGH rule tightened just before were accepted). One query a batch."""
+        self.replica.invalidate()
         md = self.replica.current()
         unknown = {r["data_set"] for r in returns} - set(md.data_sets)
         unknown |= {v["org_unit"] for r in returns for v in r["values"]} - set(md.org_units)

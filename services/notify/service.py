@@ -210,7 +210,10 @@ class NotifyService(KeepsMetadataReplica):
             day = parse_day("asOf", as_of) if as_of is not None else today()
         except PeriodError as exc:
             raise error(400, str(exc)) from None
-        return reply(self._check_deadlines(day, share=0.5))
+        try:
+            return reply(self._check_deadlines(day, share=0.5))
+        except local.Unavailable as exc:
+            raise error(503, f"cannot tell which returns are on their way through validation: {exc}") from None
 
     def _check_deadlines(self, day: dt.date, share: float = 1.0) -> dict:
         settings = self.outgoing.settings

@@ -34,7 +34,9 @@ class _NameLo(fields.Str):
 
     def deserialize(self, value, attr=None, data=None, **kwargs):
         text = super().deserialize(value, attr, data, **kwargs)  # (checked as sent)
-        return None if text == "" else text  # (absent stays absent: marshmallow's missing is falsy)
+        # blank is none too (" " showed as a blank name); absent stays absent (marshmallow's
+        # missing is falsy: a rename dropped the Lao name)
+        return None if isinstance(text, str) and not text.strip() else text
 
 
 def _one_of(choices):

@@ -10,6 +10,7 @@ import datetime as dt
 import pytest
 
 from shared.periods import Period, today
+from tests.conftest import free_port
 from tests.support.builders import tree, village_data_set, village_return
 from tests.support.processes import StatnetProcess
 
@@ -56,3 +57,25 @@ def test_a_return_waiting_for_validation_is_not_late_and_a_rejected_one_is(setti
     finally:
         validation.close()
         front.close()
+
+
+def test_without_the_submission_service_the_check_is_a_503_and_alerts_nobody(settings):
+    """Nobody can say then whether a missing return is on its way: the check records nothing
+    and says so (it was a 500, "internal error: RemoteError")."""
+    t, units = tree(f"{UID}S", districts=1, villages=2, opening="2020-01-01")
+    codes, doc = village_data_set(f"{UID}S", period_type="Monthly", timely_days=5, rules=False)
+    supervisor = f"SUP{UID}S"
+    doc.update(orgUnits=units, focalPoints=[{"code": supervisor, "name": "Supervisor", "orgUnit": t.province,
+                                             "role": "supervisor", "email": "sup@example.la", "language": "en"}])
+    # notify apart from the gateway, as in production: its refusal crosses the broker
+    edge = StatnetProcess(settings, services=("gateway", "registry"), name="edge",
+                          http_address=f"127.0.0.1:{free_port()}", STATNET_RPC_TIMEOUT="10").start()
+    notify = StatnetProcess(settings, services=("notify",), name="notify-alone").start()
+    try:
+        edge.api.import_metadata(doc)
+        r = edge.api.post("/api/deadlines/check?asOf=2026-03-20")
+        assert r.status_code == 503 and "submission" in r.json()["message"], r.text
+        assert edge.api.get(f"/api/notifications?recipient={supervisor}").json()["notifications"] == []
+    finally:
+        notify.close()
+        edge.close()

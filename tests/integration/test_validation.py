@@ -301,3 +301,31 @@ def test_an_older_return_judged_after_a_newer_one_is_judged_on_its_own_values(sy
             time.sleep(0.1)
     assert row is not None and row.accepted is False, row
     assert [v["rule"] for v in row.violations] == [codes["rule_high"]]
+
+
+def test_a_rule_tightened_a_moment_ago_judges_the_next_batch_on_every_instance(system, world, settings):
+    """The gateway answers an import once one instance of each service has it; another
+    instance's snapshot, checked every quarter second, judged returns on the old rules for
+    that moment (3 of 90 breaking a HIGH rule tightened just before were accepted). Each
+    batch now checks the version first."""
+    import time
+
+    from shared import replica
+
+    t, codes, tokens = world
+    district = t.districts[1]
+    village = t.villages[district][0]
+    first = system.submit(village_return(codes, village, "2016", 5, 5, households=8), token=tokens[district])
+    assert system.wait_status(first.json()["id"])["status"] == "AGGREGATED"  # (its snapshot loaded)
+    cache = replica._caches[(settings.database_url, "validation")]
+    behind = cache.snapshot
+    system.import_metadata({"validationRules": [{
+        "code": "HH_AT_MOST_6", "name": "At most 6 households", "importance": "HIGH", "left": f"#{{{codes['hh']}}}",
+        "operator": "less_than_or_equal_to", "right": "6", "missingValueStrategy": "SKIP_IF_ANY_VALUE_MISSING",
+        "dataSet": codes["ds"]}]})
+    try:
+        cache.snapshot, cache.checked_until = behind, time.monotonic() + 60  # as another instance's
+        r = system.submit(village_return(codes, village, "2017", 5, 5, households=8), token=tokens[district])
+        assert system.wait_status(r.json()["id"])["status"] == "REJECTED"
+    finally:
+        system.import_metadata({"validationRules": [{"code": "HH_AT_MOST_6", "right": "1000000"}]})

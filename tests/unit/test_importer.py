@@ -237,6 +237,7 @@ def test_a_name_is_one_line_of_at_most_230_characters(field, name, words):
         OrgUnitImportSchema().load({"code": "X", field: name})
     assert words in str(refused.value.messages[field])
     assert OrgUnitImportSchema().load({"code": "X", "nameLo": ""})["nameLo"] is None
+    assert OrgUnitImportSchema().load({"code": "X", "nameLo": "  "})["nameLo"] is None
     assert "nameLo" not in OrgUnitImportSchema().load({"code": "X", "name": "Renamed"})  # kept as it is
 
 
