@@ -69,7 +69,7 @@ def received(m, f):
 @pytest.mark.parametrize("m, f, expected", [(0, 0, "return_rejected"), (3, 4, "return_validated")])
 def test_validation_emits_one_decision(m, f, expected):
     db = FakeDb()
-    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: MD))
+    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: MD, invalidate=lambda: None))
     service.validate_return([received(m, f)])
     assert [e[0] for e in db.tx.emitted] == [expected]
     payload = db.tx.emitted[0][1]
@@ -79,7 +79,7 @@ def test_validation_emits_one_decision(m, f, expected):
 
 def test_validation_does_nothing_for_a_redelivered_event():
     db = FakeDb(duplicate=True)
-    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: MD))
+    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: MD, invalidate=lambda: None))
     service.validate_return([received(0, 0)])
     assert db.tx.emitted == [] and db.tx.executed == []
 
@@ -91,7 +91,7 @@ def test_validation_waits_for_its_replica_rather_than_reject_on_a_code_it_does_n
 
     behind = snapshot({"LA": None, "V": "LA"}, elements=[element("POP", combos=("M", "F"))])  # no DS yet
     db = FakeDb()
-    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: behind))
+    service = worker_factory(ValidationService, db=db, replica=SimpleNamespace(current=lambda: behind, invalidate=lambda: None))
     with pytest.raises(Transient, match="DS"):
         service.validate_return([received(3, 4)])
     assert db.tx.emitted == [] and db.tx.executed == []
