@@ -326,10 +326,14 @@ class Metadata:
         where = unit.path_on(day) if day else unit.current
         return where is not None and where.level == data_set.org_unit_level
 
+    def ever_in(self, org_unit: str, root: str) -> bool:
+        """Is or was the unit ever in ``root``'s subtree (itself included)?"""
+        mark = f"/{root}/"
+        return any(mark in p.path for p in self.org_units[org_unit].paths)
+
     def subtree(self, org_unit: str) -> set[str]:
         """Every unit that is or ever was in ``org_unit``'s subtree (itself included)."""
-        mark = f"/{org_unit}/"
-        return {code for code, unit in self.org_units.items() if any(mark in p.path for p in unit.paths)}
+        return {code for code in self.org_units if self.ever_in(code, org_unit)}
 
     def ancestors(self, org_unit: str, day: dt.date | None = None) -> list[str]:
         """Codes from the unit itself up to the root, as of ``day`` (default today)."""

@@ -184,12 +184,10 @@ class AggregationService(KeepsMetadataReplica):
         on: the new district read its months before the move by the village's code, though
         its own totals never held them, and the old one was refused the month of the move."""
         for ou in org_units:
-            unit = md.org_units[ou]
             if principal.unscoped:
                 continue
-            never = not any(f"/{principal.org_unit}/" in p.path for p in unit.paths)
-            if not spans or never:
-                principal.require_path(ou, unit.current.path)  # (never the caller's: the plain 403)
+            if not spans or not md.ever_in(ou, principal.org_unit):
+                principal.require_path(ou, md.org_units[ou].current.path)  # (never the caller's: the plain 403)
                 continue
             for start, end in spans:
                 if not md.held_throughout(ou, start, end, principal.org_unit):

@@ -150,7 +150,8 @@ class GatewayService:
         if charset is None:  # undeclared: UTF-8, or UTF-16 when its byte-order mark says so
             charset = "UTF-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "UTF-8"
             declared = _XML_ENCODING.match(raw) if (request.mimetype or "").endswith("xml") else None
-            if declared and charset == "UTF-8" and not _is_utf8(raw):
+            if declared and charset == "UTF-8" and declared.group(1).lower() not in (b"utf-8", b"utf8") \
+                    and not _is_utf8(raw):
                 # an XML document's own declaration, as RFC 7303 and DHIS2's XML reader take it
                 # (an ADX file saved in ISO-8859-1 said so, and was refused as not UTF-8); only
                 # where the bytes are not UTF-8: Lao text under a wrong declaration read as

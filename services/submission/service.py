@@ -271,8 +271,8 @@ class SubmissionService(KeepsMetadataReplica):
         # no longer reads what it sent for its old units): a district's CSV of villages of two
         # districts is each one's to read, with its own villages' violations only
         violations = row.violations
+        md = self.replica.current()
         if not principal.unscoped:
-            md = self.replica.current()
             # the header's place too: whose return it is, whatever its values are for
             places = {(row.org_unit, row.period),
                       *reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})}
@@ -289,7 +289,7 @@ class SubmissionService(KeepsMetadataReplica):
         # by the data set's timelyDays as it is now, as completeness counts it (a province that
         # gives 30 days instead of 10 sees last month's returns on time at once); as decided
         # at intake for a data set this replica no longer has
-        ds = self.replica.current().data_sets.get(row.data_set)
+        ds = md.data_sets.get(row.data_set)
         in_time = on_time(Period.parse(row.period), row.received_at, ds.timely_days) if ds else row.on_time
         return reply({
             "id": row.id, "status": row.status, "dataSet": row.data_set, "orgUnit": row.org_unit,
