@@ -23,6 +23,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
 from shared import collectors, local, topology
 from shared.api import unstorable_fields
+from shared.auth import Forbidden
 from shared.local import RpcProxy
 from shared.config import Settings
 from shared.db import engine_for
@@ -113,8 +114,17 @@ class GatewayService:
         except local.Unavailable as exc:
             raise HttpError(503, str(exc)) from None
 
-    def principal(self, request):
-        return self.auth.principal(request, lambda h: self.call("registry", "authenticate", h))
+    def principal(self, request, action: str | None = None):
+        """The caller; with ``action``, 403 unless the caller's role may do it. A route that
+        takes a body checks the role before reading it: a reporter posting metadata learns
+        that it may not, not what is wrong with the document (or that it is too large)."""
+        principal = self.auth.principal(request, lambda h: self.call("registry", "authenticate", h))
+        if action is not None:
+            try:
+                principal.require(action)  # the owning service checks it again, with scope
+            except Forbidden as exc:
+                raise HttpError(403, str(exc)) from None
+        return principal
 
     def relay(self, reply: dict) -> Response:
         body, status = reply["body"], reply["status"]
@@ -250,7 +260,7 @@ class GatewayService:
 
     @route("POST", "/api/users")
     def create_user(self, request):
-        principal = self.principal(request)
+        principal = self.principal(request, "users.write")
         reply = self.call("registry", "create_user", principal.to_dict(), self.json_body(request))
         if reply["status"] == 201:
             self.auth.forget_user(reply["body"]["username"])
@@ -262,7 +272,7 @@ class GatewayService:
 
     @route("POST", "/api/metadata")
     def import_metadata(self, request):
-        principal = self.principal(request)
+        principal = self.principal(request, "metadata.write")
         reply = self.call("registry", "import_metadata", principal.to_dict(), self.json_body(request))
         self.await_replicas(reply.get("metadata_version"))
         return self.relay(reply)
@@ -285,7 +295,7 @@ class GatewayService:
 
     @route("PUT", "/api/focalPoints/<code>")
     def put_focal_point(self, request, code):
-        principal = self.principal(request)
+        principal = self.principal(request, "focal_points.write")
         reply = self.call("registry", "put_focal_point", principal.to_dict(), code, self.json_body(request))
         self.await_replicas(reply.get("metadata_version"))
         return self.relay(reply)
@@ -294,7 +304,7 @@ class GatewayService:
 
     @route("POST", "/api/dataValueSets")
     def post_data_value_set(self, request):
-        principal = self.principal(request)
+        principal = self.principal(request, "returns.submit")
         body = self.body_text(request)
         return self.relay(self.call("submission", "receive", principal.to_dict(),
                                     request.headers.get("Content-Type", ""), body,
@@ -316,7 +326,7 @@ class GatewayService:
 
     @route("POST", "/api/history")
     def load_history(self, request):
-        principal = self.principal(request)
+        principal = self.principal(request, "history.load")
         return self.relay(self.call("aggregation", "load_history", principal.to_dict(), dict(request.args),
                                     self.body_text(request)))
 

@@ -182,3 +182,26 @@ def test_deep_json_odd_charsets_and_broken_gzip_are_400s_and_store_nothing(syste
     r = system.request("POST", f"/api/dataValueSets?dataSet={codes['ds']}&dryRun=true", data=two,
                        headers={"Content-Type": "text/csv", "Content-Encoding": "gzip"})
     assert r.status_code == 200 and r.json()["importCount"]["imported"] + r.json()["importCount"]["updated"] == 2, r.text
+
+
+def test_a_role_that_may_not_write_is_a_403_before_its_body_is_read(system, world):
+    """A supervisor posting metadata, users, focal points, returns or history learns that
+    its role may not, whatever the body: it was told the document's faults (400) or its
+    size (413) first, and only a well-formed document reached the role check."""
+    t, codes, village, _ = world
+    supervisor = system.as_user(system.create_user("rt-role-sup", "supervisor", t.province))
+    too_big = b"x" * (5 * 1024 * 1024 + 10)
+    for method, path, action in [("POST", "/api/metadata", "import metadata"),
+                                 ("POST", "/api/users", "manage users"),
+                                 ("PUT", "/api/focalPoints/FPRT", "edit focal points"),
+                                 ("POST", "/api/dataValueSets", "submit returns"),
+                                 ("POST", f"/api/history?dataSet={codes['ds']}", "load history")]:
+        for body, content_type in [(b"{not json", "application/json"), (too_big, "application/json"),
+                                   (b"\x00\xff", "text/csv; charset=rot13")]:
+            r = supervisor.request(method, path, data=body, headers={"Content-Type": content_type})
+            assert r.status_code == 403, (path, body[:10], r.status_code, r.text[:200])
+            assert action in r.json()["message"] and "'supervisor'" in r.json()["message"], r.text
+    # a reporter may submit: its faulty body is still answered as such
+    reporter = system.as_user(system.create_user("rt-role-rep", "reporter", t.province))
+    r = reporter.request("POST", "/api/dataValueSets", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
