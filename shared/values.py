@@ -15,6 +15,10 @@ _INTEGER = re.compile(r"^[+-]?\d+$", re.ASCII)
 _INTEGRAL_DECIMAL = re.compile(r"^([+-]?\d+)\.0*$", re.ASCII)
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$", re.ASCII)
 MAX_TEXT = 50_000
+# what ``str.strip()`` takes off a value (Unicode's white space: tab, line ends, no-break and
+# ideographic spaces, ...), spelled out for history's SQL (``btrim(value, WHITESPACE)``),
+# so that both paths read " 12\u00a0" alike
+WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 # A count or measure of a province has no business beyond 15 digits either side of the
 # point: up to there every client reads the JSON number exactly (a double holds 15
 # significant digits), and "1e400" is refused, not a 500
@@ -51,9 +55,10 @@ def normalise(value_type: str, raw) -> str:
         raw = str(raw)
     if not isinstance(raw, str):
         raise ValueTypeError(f"value {raw!r} is not text or a number")
-    if raw == "":
-        return ""
     text = raw.strip()
+    if text == "":
+        # blank is no value, as "" (DHIS2 reads a value trimmed to null): it deletes
+        return ""
     if value_type in ("INTEGER", "INTEGER_ZERO_OR_POSITIVE"):
         if not _INTEGER.match(text):
             integral = _INTEGRAL_DECIMAL.match(text)

@@ -443,7 +443,9 @@ def register_completeness(conn: sa.Connection, accepted: list[tuple[dict, dt.dat
     conn.execute(stmt.on_conflict_do_update(
         index_elements=[c.c.data_set, c.c.org_unit, c.c.period],
         set_={k: stmt.excluded[k] for k in ("return_id", "received_at", "accepted_at")},
-        where=c.c.received_at > stmt.excluded.received_at))
+        # a history load's place (received_at unknown: null) gives way to a return: it was
+        # counted never on time, whichever came first (null > anything is never true)
+        where=c.c.received_at.is_(None) | (c.c.received_at > stmt.excluded.received_at)))
 
 
 _REPATH = sa.text("""

@@ -13,9 +13,15 @@ PostgreSQL doing the work a value at a time would cost in Python:
    malformed, mistyped or future periods, values not of their type, rows given
    twice), with line numbers: any problem refuses the whole chunk (nothing is
    stored half-way);
-3. the values are inserted set-based with submission ``seq`` 0 (upserted where
-   some are there already): history may correct history, but never overwrites a
-   value that came with a return, and any later return replaces it;
+3. the values are inserted set-based (upserted where some are there already) with
+   a negative ``seq`` that orders history by the load's start and the file's line
+   (``history_seq``): history may correct history, and a later line wins whichever
+   chunk commits first, but it never overwrites a value that came with a return
+   (whose seq is positive), and any later return replaces it. A line given twice in
+   a chunk is taken at its last. An empty value, or a line marked ``deleted``,
+   deletes a loaded value (leaving a tombstone, as a return's deletion does, so an
+   earlier line committed later can't bring it back); a return's value it never
+   touches;
 4. each (data set, unit, period) counts as reported for completeness (not on
    time: its receipt date is unknown); months and quarters are in every total
    at once; a small chunk's yearly totals are rebuilt in its own transaction too,
@@ -34,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime as dt
 import io
 import uuid
 
@@ -47,13 +54,56 @@ from shared import dhis2_csv, serialization
 from shared.api import DEFAULT_ATTRIBUTE_COMBOS, error
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
 from shared.replica import Metadata
-from shared.values import MAX_DIGITS, MAX_TEXT
+from shared.values import MAX_DIGITS, MAX_TEXT, WHITESPACE
 
 COLUMNS = dhis2_csv.COLUMNS
 MAX_PROBLEMS = 100
 # unit-years a chunk may touch and still have its yearly rows rebuilt in its own transaction
 # (each ~2 ms); a bulk load's chunk (400 villages) leaves them to the YearTotalsRebuilder
 REBUILD_AT_ONCE = 20
+
+# History's seq: below every return's (positive) and below 0, which history loaded before
+# this order existed carries (the oldest history, overwritten by any load). A load's start
+# (seconds since 2020) and the file's line make it, so a load started later wins over an
+# earlier one, and within a load a later line over an earlier one, whichever chunk commits
+# first (the loader sends two at a time)
+_SEQ_BASE = -(2 ** 62)
+_LINE_BITS = 29                     # 536 million lines a load
+_EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+MAX_LINE = 2 ** _LINE_BITS - 1
+
+
+def order_of(params: dict) -> tuple[dt.datetime | None, int | None]:
+    """(the load's start, the file line of the chunk's header) from ``loadStarted`` (an ISO
+    8601 time with its zone) and ``firstLine`` (the file line of the chunk's first data
+    line), as ``statnet history load`` sends them; a chunk sent alone needs neither."""
+    started, first_line = params.get("loadStarted"), params.get("firstLine")
+    if started is not None:
+        try:
+            started = dt.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+        except ValueError:
+            started = None
+        if started is None or started.tzinfo is None:
+            raise error(400, f"loadStarted: {params['loadStarted']!r} is not an ISO 8601 time with its zone "
+                             "(2026-11-28T06:00:00Z)")
+        now = dt.datetime.now(dt.timezone.utc)
+        # a start in the future would put the load after every load to come
+        if not _EPOCH <= started <= now + dt.timedelta(minutes=5):
+            raise error(400, f"loadStarted: {params['loadStarted']!r} is not between 2020 and now")
+    if first_line is None:
+        return started, None
+    if not str(first_line).isdigit() or not 2 <= int(first_line) <= MAX_LINE:
+        raise error(400, f"firstLine: {first_line!r} is not a line number of the file's data (2 or more)")
+    return started, int(first_line) - 2
+
+
+def history_seq(started: dt.datetime, line_offset: int) -> int:
+    """The seq of the chunk line ``n`` is this plus ``n``: ``line_offset`` is the file line
+    of the chunk's header line (its first data line is chunk line 2)."""
+    seconds = int((started - _EPOCH).total_seconds())
+    if not 0 <= seconds < 2 ** 32:
+        raise ValueError(f"a load started at {started.isoformat()} is outside 2020-2156")
+    return _SEQ_BASE + (seconds << _LINE_BITS) + line_offset
 
 _STAGE = f"""
 CREATE TEMP TABLE history_in (n int, {", ".join(f"{c} text" for c in COLUMNS)}) ON COMMIT DROP
@@ -78,7 +128,7 @@ WITH periods AS (     -- each period code of the chunk worked out once: a chunk 
                     WHEN t.ptype = 'Quarterly' THEN make_date(left(c.period, 4)::int, right(c.period, 1)::int * 3 - 2, 1)
                     WHEN t.ptype = 'Yearly' THEN make_date(left(c.period, 4)::int, 1, 1) END AS start_date) d
 ), dated AS (
-    SELECT h.*, btrim(coalesce(h.value, '')) AS raw, x.ptype, x.start_date, x.end_date
+    SELECT h.*, btrim(coalesce(h.value, ''), :ws) AS raw, x.ptype, x.start_date, x.end_date
     FROM history_in h LEFT JOIN periods x ON x.period = h.period
 ), places AS (    -- each unit's path as of each period start, looked up once per pair
     SELECT p.orgunit, p.start_date, w.path, w.level
@@ -174,15 +224,25 @@ SELECT n AS line, object, value, message FROM (
     {" UNION ALL ".join(f"SELECT r.n, '{obj}' AS object, {value} AS value, {message} AS message "
                         f"FROM suspect r WHERE {condition}" for obj, value, message, condition in _CHECKS)}
     UNION ALL
-    SELECT max(r.n), 'row', r.de || '.' || coalesce(r.combo, '') || ' ' || r.ou || ' ' || r.period,
-           'value given ' || count(*) || ' times in this chunk' FROM history_rows r
+    -- not a problem: a key given again (files joined, a correction appended) is taken at its
+    -- last line, as DHIS2 imports a file line after line; listed after every real problem
+    SELECT max(r.n), 'duplicate', NULL, NULL FROM history_rows r
            WHERE r.de_known AND r.combo IS NOT NULL GROUP BY r.de, r.combo, r.ou, r.period HAVING count(*) > 1
 ) problems
-ORDER BY line, object
+ORDER BY object = 'duplicate', line, object
 LIMIT {MAX_PROBLEMS}
 """)
 
-# each loadable row as a stored value, with submission seq 0
+# the earlier lines of a key given more than once (the last line stands)
+_DEDUPE = sa.text("""
+DELETE FROM history_rows r USING (
+    SELECT de, combo, ou, period, max(n) AS keep FROM history_rows
+    WHERE de_known AND combo IS NOT NULL GROUP BY de, combo, ou, period HAVING count(*) > 1
+) d
+WHERE r.de = d.de AND r.combo = d.combo AND r.ou = d.ou AND r.period = d.period AND r.n < d.keep
+""")
+
+# each loadable row as a stored value, with its history seq
 _STORED = """
 INSERT INTO aggregation.data_value AS f
     (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
@@ -194,24 +254,73 @@ SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
        CASE r.value_type WHEN 'TEXT' THEN r.original
                          WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 'true' ELSE 'false' END
                          ELSE trim_scale(r.raw::numeric)::text END,
-       false, 0, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
+       false, :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
 FROM history_rows r WHERE r.raw <> ''
 """
 
 # the usual case, years nobody has loaded yet: a plain insert
 _INSERT = sa.text(_STORED)
 
+# history may overwrite history loaded before (seq 0: before history had an order) or
+# earlier in the order; a return's value (seq > 0) never
+# (equal: the same line of loads started in the same second, or chunks sent on their own
+# in one second: the one committed last)
+_HISTORY_MAY = "(f.seq = 0 OR f.seq <= excluded.seq)"
+
+# the values a chunk meets (as they were), to count a value over a tombstone as imported
+_MET = """
+old AS MATERIALIZED (
+    SELECT f.data_element, f.combo, f.org_unit, f.period, f.deleted
+    FROM aggregation.data_value f
+    JOIN history_rows r ON f.data_element = r.de AND f.combo = r.combo AND f.org_unit = r.ou
+     AND f.period = r.period AND (r.raw = '') = CAST(:deleting AS boolean)
+)"""
+
 _UPSERT = sa.text(f"""
-WITH up AS (
+WITH {_MET},
+up AS (
     {_STORED}
     ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
        SET value = excluded.value, text_value = excluded.text_value, deleted = false, path = excluded.path,
+           seq = excluded.seq, return_id = excluded.return_id, updated_at = excluded.updated_at,
+           comment = excluded.comment, stored_by = excluded.stored_by
+       WHERE {_HISTORY_MAY}
+    RETURNING f.data_element, f.combo, f.org_unit, f.period
+)
+SELECT count(*) FILTER (WHERE o.deleted IS NOT FALSE), count(*) FILTER (WHERE NOT o.deleted)
+FROM up LEFT JOIN old o USING (data_element, combo, org_unit, period)
+""")
+
+# the chunk's deletions (empty values, lines marked deleted): tombstones, over history only
+_TOMBSTONES = sa.text(f"""
+WITH {_MET},
+gone AS (
+    INSERT INTO aggregation.data_value AS f
+        (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
+         value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
+    SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path, NULL, NULL, true,
+           :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
+    FROM history_rows r WHERE r.raw = ''
+    ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
+       SET value = NULL, text_value = NULL, deleted = true, path = excluded.path, seq = excluded.seq,
            return_id = excluded.return_id, updated_at = excluded.updated_at, comment = excluded.comment,
            stored_by = excluded.stored_by
-       WHERE f.seq = 0
-    RETURNING (xmax = 0) AS inserted
+       WHERE {_HISTORY_MAY}
+    RETURNING f.data_element, f.combo, f.org_unit, f.period
 )
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up
+SELECT count(*) FROM gone JOIN old o USING (data_element, combo, org_unit, period) WHERE NOT o.deleted
+""")
+
+# a place history made reported (received_at unknown) and a later load emptied of every
+# value of the data set is reported no more (a return's place stays: it was sent)
+_UNREPORTED = sa.text("""
+DELETE FROM aggregation.completeness c
+USING json_to_recordset(CAST(:places AS json)) AS k(ou text, period text)
+WHERE c.data_set = :ds AND c.org_unit = k.ou AND c.period = k.period
+  AND c.received_at IS NULL AND c.return_id LIKE 'history:%'
+  AND NOT EXISTS (SELECT 1 FROM aggregation.data_value f
+                  WHERE f.org_unit = k.ou AND f.period = k.period
+                    AND f.data_element = ANY(CAST(:elements AS text[])) AND NOT f.deleted)
 """)
 
 # the chunk's unit-years, each with all the chunk's elements: a unit given only some of
@@ -243,27 +352,31 @@ class Reported:
     benchmark's database)."""
     lines: int
     places: list[tuple[str, str]]
-    elements: list[str]
+    elements: list[str]      # given a value or deleted
+    cleared: list[tuple[str, str]] = ()  # (unit, period) with a deletion (an empty value)
 
     @classmethod
     def of(cls, rows: list[tuple[int, list[str]]]) -> "Reported":
-        places, elements = set(), set()
+        places, elements, cleared = set(), set(), set()
         for _, f in rows:
-            if f[5].strip(" "):  # a value is given where not blank (history's SQL: btrim, spaces only)
-                # (period, unit) joined as one string, not a tuple: 40,000 new tuples woke
-                # the garbage collector over the whole chunk, 20 ms where this takes 5. A
-                # good period code never holds the separator; a unit code may hold anything
-                places.add(f"{f[1]}\x1f{f[2]}")
-                elements.add(f[0])
-        return cls(len(rows), sorted((ou, pe) for pe, ou in (p.split("\x1f", 1) for p in places)),
-                   sorted(elements))
+            # (period, unit) joined as one string, not a tuple: 40,000 new tuples woke
+            # the garbage collector over the whole chunk, 20 ms where this takes 5. A
+            # good period code never holds the separator; a unit code may hold anything
+            # a value is given where not blank (as history's SQL: btrim of WHITESPACE)
+            (places if f[5].strip() else cleared).add(f"{f[1]}\x1f{f[2]}")
+            elements.add(f[0])
+
+        def pairs(joined):
+            return sorted((ou, pe) for pe, ou in (p.split("\x1f", 1) for p in joined))
+        return cls(len(rows), pairs(places), sorted(elements), pairs(cleared))
 
     def years(self) -> list[dict]:
-        """The unit-years of its finer-than-yearly periods (a yearly period is its year's
-        total already: nothing to rebuild)."""
-        periods = {code: Period.parse(code) for code in {period for _, period in self.places}}
+        """The unit-years of its finer-than-yearly periods, given values or deleted (a
+        yearly period is its year's total already: nothing to rebuild)."""
+        touched = {*self.places, *self.cleared}
+        periods = {code: Period.parse(code) for code in {period for _, period in touched}}
         return [{"ou": ou, "year": year} for ou, year in
-                sorted({(ou, periods[period].start.year) for ou, period in self.places
+                sorted({(ou, periods[period].start.year) for ou, period in touched
                         if periods[period].type != YEARLY})]
 
 
@@ -305,7 +418,7 @@ def _blocking():
         psycopg2.extensions.set_wait_callback(callback)
 
 
-def _store(conn: sa.Connection, batch: str, loaded_by: str) -> tuple[int, int]:
+def _store(conn: sa.Connection, params: dict) -> tuple[int, int]:
     """Store the chunk's values: (imported, updated).
 
     Tried as a plain insert first, and upserted only if a value is there already (a
@@ -317,16 +430,21 @@ def _store(conn: sa.Connection, batch: str, loaded_by: str) -> tuple[int, int]:
     """
     try:
         with conn.begin_nested():
-            return conn.execute(_INSERT, {"batch": batch, "loaded_by": loaded_by}).rowcount, 0
+            return conn.execute(_INSERT, params).rowcount, 0
     except sa.exc.IntegrityError as exc:
         if not isinstance(exc.orig, psycopg2.errors.UniqueViolation):
             raise
-    return tuple(conn.execute(_UPSERT, {"batch": batch, "loaded_by": loaded_by}).one())
+    return tuple(conn.execute(_UPSERT, {**params, "deleting": False}).one())
 
 
-def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loaded_by: str | None = None) -> dict:
+def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loaded_by: str | None = None,
+         started: dt.datetime | None = None, line_offset: int | None = None) -> dict:
     """Load one chunk of DHIS2 CSV into the aggregates (in the caller's transaction); each value
-    keeps its comment and its storedby, else ``loaded_by``."""
+    keeps its comment and its storedby, else ``loaded_by``. ``started`` (the load's start,
+    else now) and ``line_offset`` (the file line of the chunk's header) order it among
+    other chunks and loads (``history_seq``); a chunk without its line in a file comes after
+    every line of the loads started in the same second (and its own lines are disjoint
+    keys: a key given twice is taken at its last)."""
     if not data_set:
         raise error(400, "dataSet is required (?dataSet=CODE): history is loaded one data set at a time")
     ds = md.data_sets.get(data_set)
@@ -342,18 +460,29 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
         cur.execute(_STAGE)
         with _blocking():
             cur.copy_expert(_COPY, io.StringIO(rows_csv))
-    conn.execute(_DERIVE, {"first_year": FIRST_YEAR})
+    conn.execute(_DERIVE, {"first_year": FIRST_YEAR, "ws": WHITESPACE})
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level,
                                         "default_aocs": list(DEFAULT_ATTRIBUTE_COMBOS)}).all()
-    if problems:
-        raise error(400, f"{len(problems)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): "
+    faults = [p for p in problems if p.object != "duplicate"]
+    if faults:
+        raise error(400, f"{len(faults)}{'+' if len(problems) == MAX_PROBLEMS else ''} problem(s): "
                          "nothing of this chunk was loaded",
                      conflicts=[{"object": f"line {p.line}: {p.object}", "value": p.value, "message": p.message}
-                               for p in problems])
+                               for p in faults])
+    if problems:  # keys given twice, and nothing else: each at its last line
+        conn.execute(_DEDUPE)
     rows = reported.lines
-    imported, updated = _store(conn, batch, loaded_by)
+    last_line = body.count("\n") + 1  # (the chunk's last line number, at most)
+    if line_offset is None:
+        line_offset = MAX_LINE - last_line
+    if line_offset + last_line > MAX_LINE:
+        raise error(400, f"firstLine: a load has at most {MAX_LINE:,} lines")
+    params = {"batch": batch, "loaded_by": loaded_by,
+              "seq": history_seq(started or dt.datetime.now(dt.timezone.utc), line_offset)}
+    imported, updated = _store(conn, params) if reported.places else (0, 0)
+    deleted = conn.execute(_TOMBSTONES, {**params, "deleting": True}).scalar() if reported.cleared else 0
     years = reported.years()
     if 0 < len(years) <= REBUILD_AT_ONCE:
         # a small load (a village's year, a correction): its yearly rows now, as a return's
@@ -365,6 +494,9 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     if reported.places:
         conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch, "places": serialization.dumps(
             [{"ou": ou, "period": period} for ou, period in reported.places])})
+    if reported.cleared:  # (after: a place whose line was superseded by a deletion is none)
+        conn.execute(_UNREPORTED, {"ds": ds.code, "elements": list(ds.data_elements), "places": serialization.dumps(
+            [{"ou": ou, "period": period} for ou, period in reported.cleared])})
     return {"batch": batch, "rows": rows, "places": reported.places,
-            "importCount": {"imported": imported, "updated": updated,
-                            "ignored": rows - imported - updated, "deleted": 0}}
+            "importCount": {"imported": imported, "updated": updated, "deleted": deleted,
+                            "ignored": rows - imported - updated - deleted}}

@@ -107,7 +107,8 @@ class AggregationService(KeepsMetadataReplica):
         """``POST /api/history``: one chunk of past years' values, all or nothing."""
         principal.require("history.load")
         # DHIS2's import parameters that would change what a load means: refused, not ignored
-        # (history stores what the file says, by code; a deletion is no history)
+        # (history stores what the file says, by code; a file's own empty values and
+        # deleted lines delete, but a whole file as deletions is not a load of history)
         strategy = params.get("importStrategy")
         if strategy is not None and str(strategy).upper() != "CREATE_AND_UPDATE":
             raise error(400, f"importStrategy {strategy!r} is not supported by a history load (it stores the "
@@ -116,9 +117,11 @@ class AggregationService(KeepsMetadataReplica):
             refusal = id_scheme_refusal(name, params.get(name))
             if refusal:
                 raise error(400, refusal)
+        started, line_offset = history.order_of(params)
         md = self.replica.current()
         with self.db.transaction() as tx:
-            loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username)
+            loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username,
+                                  started, line_offset)
             places = loaded.pop("places")
             if places:
                 # reported, as completeness already counts them: the deadline check must not

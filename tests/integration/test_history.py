@@ -99,7 +99,7 @@ def test_a_bad_chunk_is_refused_whole_with_line_numbers(system, world):
             (f"P{UID}", "201701", "NOWHERE", "M", "1"),         # unknown unit
             (f"P{UID}", "201701", village, "X", "1"),           # unknown combo
             (f"P{UID}", "201702", village, "F", "many"),        # not an integer
-            (f"P{UID}", "201701", village, "M", "6"),           # the same value twice
+            (f"P{UID}", "201701", village, "M", "6"),           # given again: no problem (the last stands)
             (f"P{UID}", "201701", t.districts[0], "M", "1"),    # district not assigned
             (f"P{UID}", "000001", village, "M", "1"),           # no year 0
             (f"P{UID}", "189912", village, "M", "1")]           # before 1900, as returns
@@ -112,7 +112,7 @@ def test_a_bad_chunk_is_refused_whole_with_line_numbers(system, world):
     assert "NOWHERE" in by_line["line 5"]["message"]
     assert "'X'" in by_line["line 6"]["message"]
     assert by_line["line 7"]["value"] == "many"
-    assert any("given 2 times" in c["message"] for c in conflicts)
+    assert "line 8" not in by_line
     assert any("not assigned" in c["message"] for c in conflicts)
     assert "'000001' is before 1900" in by_line["line 10"]["message"]
     assert "'189912' is before 1900" in by_line["line 11"]["message"]
@@ -159,7 +159,9 @@ CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", "
                                  "1e1000", "123456789012345.5", "1_000", "0.1234567890123456",
                                  "1.50000000000000000000", "١٢")] + \
         [("PERCENTAGE", v) for v in ("0", "100", "100.0", "100.5", "-1", "55.5", "1e400")] + \
-        [("BOOLEAN", v) for v in ("true", "FALSE", "1", "0", "yes")]
+        [("BOOLEAN", v) for v in ("true", "FALSE", "1", "0", "yes")] + \
+        [(t, v) for t in ("INTEGER", "NUMBER", "BOOLEAN")  # white space str.strip() takes, and only it
+         for v in ("\t12", "12\u00a0", "12\n", "\u300012", "12\x1f", " ", "\u200b12")]
 ELEMENT = {"INTEGER": "P", "INTEGER_ZERO_OR_POSITIVE": "Z", "NUMBER": "N", "PERCENTAGE": "R", "BOOLEAN": "B"}
 
 
@@ -348,3 +350,100 @@ def test_history_refuses_a_partners_values_and_import_options_it_would_ignore(sy
                         headers={"Content-Type": "text/csv"})
         assert r.status_code == 400 and params.split("=")[0] in r.json()["message"], r.text
     assert system.analytics(f"Z{UID}", v1, "201705") == {}
+
+
+def test_a_later_line_wins_in_a_chunk_across_chunks_and_across_loads(system, world):
+    """A key given twice in a chunk was refused, and across two chunks the one committed
+    last won (the loader sends two at a time): now the file's order decides, and a load
+    started later wins over an earlier one."""
+    t = world
+    v = t.all_villages[2]
+    key = (f"N{UID}", "200801", v, "")
+    r = load(system, csv_text([key + ("1",), (f"N{UID}", "200802", v, "", "2"), key + ("3",)]))
+    assert r.status_code == 200, r.text
+    assert r.json()["importCount"] == {"imported": 2, "updated": 0, "ignored": 1, "deleted": 0}
+    assert system.analytics(f"N{UID}", v, "200801") == {(f"N{UID}", v, "200801"): 3}
+
+    def chunk(value, first_line, started):
+        return system.post(f"/api/history?dataSet=MDS{UID}&firstLine={first_line}&loadStarted={started}",
+                           data=csv_text([other + (value,)]).encode(), headers={"Content-Type": "text/csv"})
+    other = (f"N{UID}", "200803", v, "")
+    # one load, its second chunk committed first: the first chunk's line comes earlier in the file
+    assert chunk("20", 9000, "2026-11-01T00:00:00Z").status_code == 200
+    assert chunk("10", 2, "2026-11-01T00:00:00Z").json()["importCount"]["ignored"] == 1
+    assert system.analytics(f"N{UID}", v, "200803") == {(f"N{UID}", v, "200803"): 20}
+    # a load started later wins at any line; one started earlier loses at any line
+    assert chunk("30", 2, "2026-11-01T08:00:00%2B07:00").json()["importCount"]["updated"] == 1
+    assert chunk("40", 99999, "2026-10-31T00:00:00Z").json()["importCount"]["ignored"] == 1
+    assert system.analytics(f"N{UID}", v, "200803") == {(f"N{UID}", v, "200803"): 30}
+    # a chunk sent on its own is ordered by the time it comes: after every load before it
+    assert load(system, csv_text([other + ("50",)])).json()["importCount"]["updated"] == 1
+    assert system.analytics(f"N{UID}", v, "200803") == {(f"N{UID}", v, "200803"): 50}
+    assert chunk("60", 99999, "2026-11-27T00:00:00Z").json()["importCount"]["ignored"] == 1
+    for params, name in (("firstLine=1", "firstLine"), ("firstLine=x", "firstLine"),
+                         ("loadStarted=yesterday", "loadStarted"), ("loadStarted=2026-11-01T00:00:00", "loadStarted"),
+                         ("loadStarted=2999-01-01T00:00:00Z", "loadStarted")):
+        r = system.post(f"/api/history?dataSet=MDS{UID}&{params}", data=csv_text([key + ("70",)]).encode(),
+                        headers={"Content-Type": "text/csv"})
+        assert r.status_code == 400 and name in r.json()["message"], (params, r.text)
+    assert system.analytics(f"N{UID}", v, "200801") == {(f"N{UID}", v, "200801"): 3}
+
+
+def test_an_empty_value_or_a_deleted_line_deletes_loaded_history_never_a_returns(system, world):
+    """A value loaded by mistake could not be taken out: an empty value, or DHIS2's
+    deleted column, was "ignored"."""
+    t = world
+    v, w = t.all_villages[0], t.all_villages[1]
+    ds = f"MDS{UID}"
+    rows = [(f"N{UID}", f"2021{m:02d}", x, "", str(m)) for x in (v, w) for m in (1, 2, 3)]
+    assert load(system, csv_text(rows)).status_code == 200
+    r = system.submit({"dataSet": ds, "period": "202103", "orgUnit": w,
+                       "dataValues": [{"dataElement": f"N{UID}", "value": "33"}]})
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    body = "\n".join([",".join(COLUMNS) + ",deleted",
+                      f"N{UID},202101,{v},,,1,,,,,true",      # deleted: true
+                      f"N{UID},202102,{v},,,,,,,",            # an empty value
+                      f"N{UID},202103,{v},,,\u00a0,,,,",      # only white space
+                      f"N{UID},202103,{w},,,,,,,",            # a return's value: untouched
+                      f"N{UID},202104,{w},,,,,,,"]) + "\n"     # nothing there: nothing to delete
+    r = load(system, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["importCount"] == {"imported": 0, "updated": 0, "ignored": 2, "deleted": 3}
+    assert system.analytics(f"N{UID}", v, "2021Q1") == {}
+    assert system.analytics(f"N{UID}", w, "2021Q1") == {(f"N{UID}", w, "2021Q1"): 1 + 2 + 33}
+    assert system.analytics(f"N{UID}", t.country, "2021") == {(f"N{UID}", t.country, "2021"): 36}  # rebuilt
+    # v reported nothing of those months any more; w did
+    c = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe=202101").json()
+    assert c["actual"] == 1, c
+    exported = system.get(f"/api/dataValueSets?dataSet={ds}&period=202101&orgUnit={v}").json()["dataValues"]
+    assert exported == []
+    # an earlier line of the same load, committed after the deletion, can't bring it back
+    deleting = csv_text([]) + f"N{UID},202105,{v},,,,,,,\n"
+    for first_line, text in ((5000, deleting), (2, csv_text([(f"N{UID}", "202105", v, "", "9")]))):
+        r = system.post(f"/api/history?dataSet={ds}&firstLine={first_line}&loadStarted=2026-11-02T00:00:00Z",
+                        data=text.encode(), headers={"Content-Type": "text/csv"})
+        assert r.status_code == 200, r.text
+    assert system.analytics(f"N{UID}", v, "202105") == {}
+    # and a value loaded again after its deletion is imported anew
+    again = load(system, csv_text([(f"N{UID}", "202101", v, "", "7")])).json()
+    assert again["importCount"] == {"imported": 1, "updated": 0, "ignored": 0, "deleted": 0}
+    assert system.analytics(f"N{UID}", v, "202101") == {(f"N{UID}", v, "202101"): 7}
+
+
+def test_a_return_after_history_is_on_time_as_it_was_sent(system, world):
+    """History's places have no receipt time; a return on time that came after them was
+    counted late (a null receipt time was never replaced)."""
+    from shared.periods import Period, today
+
+    t = world
+    v = t.all_villages[3]
+    month = Period.containing("Monthly", today()).code
+    assert load(system, csv_text([(f"Z{UID}", month, v, "", "1")])).status_code == 200
+    c = system.get(f"/api/completeness?ds=MDS{UID}&ou={v}&pe={month}").json()
+    assert (c["actual"], c["onTime"]) == (1, 0)
+    r = system.submit({"dataSet": f"MDS{UID}", "period": month, "orgUnit": v,
+                       "dataValues": [{"dataElement": f"Z{UID}", "value": "2"}]})
+    sub = system.wait_status(r.json()["id"])
+    assert sub["status"] == "AGGREGATED" and sub["onTime"], sub
+    c = system.get(f"/api/completeness?ds=MDS{UID}&ou={v}&pe={month}").json()
+    assert (c["actual"], c["onTime"]) == (1, 1)

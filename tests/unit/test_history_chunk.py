@@ -7,16 +7,18 @@ HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,va
 def test_a_unit_and_period_is_reported_where_some_value_is_given():
     body = HEADER + "".join([
         "POP,202401,ບ້ານນ້ຳທາ,M,,12,,,,\n",
-        "POP,202401,ບ້ານນ້ຳທາ,F,,  ,,,,\n",      # blank: nothing given
-        "HH,202402,V2,,,,,,,\n",                 # empty: nothing given
+        "POP,202401,ບ້ານນ້ຳທາ,F,,  ,,,,\n",      # blank: a deletion
+        "HH,202402,V2,,,,,,,\n",                 # empty: a deletion
         "HH,202402,V3,,,7,,,,\n",
         "HH,202402,V3,,,8,,,,\n",                # the same place again: one place
     ])
     csv_rows, reported = _rows(body)
     assert csv_rows.splitlines()[0] == "2,POP,202401,ບ້ານນ້ຳທາ,M,,12,,,,"  # led by its line number
     assert reported == Reported(lines=5, places=[("V3", "202402"), ("ບ້ານນ້ຳທາ", "202401")],
-                                elements=["HH", "POP"])
-    assert reported.years() == [{"ou": "V3", "year": 2024}, {"ou": "ບ້ານນ້ຳທາ", "year": 2024}]
+                                elements=["HH", "POP"], cleared=[("V2", "202402"), ("ບ້ານນ້ຳທາ", "202401")])
+    # a deletion's unit-year is rebuilt too
+    assert reported.years() == [{"ou": "V2", "year": 2024}, {"ou": "V3", "year": 2024},
+                                {"ou": "ບ້ານນ້ຳທາ", "year": 2024}]
 
 
 def test_quarters_queue_their_year_and_years_queue_nothing():

@@ -28,8 +28,8 @@ def test_normalise(vtype, raw, out):
     ("NUMBER", "0.1234567890123456"), ("INTEGER", "1234567890123456"), ("PERCENTAGE", "1e400"),
     # ASCII digits only
     ("NUMBER", "1_000"), ("NUMBER", "١٢"), ("INTEGER", "١٢"), ("NUMBER", "1e1000"),
-    # a blank one is named as sent, not as '' (it was stripped first)
-    ("NUMBER", "  "), ("PERCENTAGE", " x "),
+    # a bad one is named as sent, not as stripped
+    ("PERCENTAGE", " x "),
 ])
 def test_bad_values_name_the_value_and_type(vtype, raw):
     with pytest.raises(ValueTypeError) as err:
@@ -42,3 +42,11 @@ def test_numeric():
     assert numeric("INTEGER", "12") == Decimal(12)
     assert numeric("BOOLEAN", "true") == 1 and numeric("BOOLEAN", "false") == 0
     assert numeric("TEXT", "x") is None and numeric("NUMBER", "") is None
+
+
+@pytest.mark.parametrize("vtype", ["INTEGER", "NUMBER", "PERCENTAGE", "BOOLEAN", "TEXT"])
+def test_a_blank_value_is_no_value_as_an_empty_one(vtype):
+    """DHIS2 reads a value trimmed to null: blank deletes, as "" does (a number refused it
+    as not a number, while history took it as empty)."""
+    for blank in ("  ", "\t", "\u00a0", "\u3000 \n"):
+        assert normalise(vtype, blank) == ""
