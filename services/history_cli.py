@@ -1,101 +1,184 @@
 """``statnet history load FILE --data-set CODE``: a big DHIS2 CSV file of past years,
-sent to ``POST /api/history`` in chunks of whole lines (each all-or-nothing)."""
+sent to ``POST /api/history`` in chunks of whole records (each all-or-nothing), with the
+load's start and each chunk's first line, which order its values (a later line wins)."""
 from __future__ import annotations
 
+import codecs
+import collections
+import dataclasses
+import datetime as dt
 import json
+import os
+import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 CHUNK_BYTES = 4 * 1024 * 1024  # under the gateway's 5 MB
+_LINE = re.compile(r"\bline (\d+)")
+
+
+@dataclasses.dataclass
+class Chunk:
+    first: int   # file line of its first data line (the header is line 1)
+    last: int    # file line of its last line
+    text: str    # the header, then its lines
 
 
 def chunks(path: str):
-    """(first file line of the chunk's data, chunk text with the header repeated)."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        header = f.readline()
-        lines, size, first, line_no = [], 0, 2, 1
-        for line in f:
+    """The file in chunks of whole CSV records, lines counted at "\n" as the server counts
+    them. A quoted field may hold line breaks (a DHIS2 comment): a chunk never ends inside
+    one (it was cut at a line, and a good file refused as "a quoted field is never closed"),
+    and a lone carriage return inside one is no line end (it shifted every line number after
+    it). A record is open while it holds an odd number of quotes: CSV doubles a quote inside
+    a quoted field, so only an opening or closing one changes that."""
+    with open(path, "rb") as f:
+        header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        lines, size, first, line_no, open_record = [], 0, 2, 1, False
+        for raw in f:
             line_no += 1
-            if size + len(line) > CHUNK_BYTES and lines:
-                yield first, header + "".join(lines)
+            if size + len(raw) > CHUNK_BYTES and lines and not open_record:
+                yield Chunk(first, line_no - 1, header + "".join(lines))
                 lines, size, first = [], 0, line_no
+            line = raw.decode("utf-8")
             lines.append(line)
-            size += len(line.encode("utf-8"))
+            size += len(raw)
+            if line.count('"') % 2:
+                open_record = not open_record
         if lines:
-            yield first, header + "".join(lines)
+            yield Chunk(first, line_no, header + "".join(lines))
 
 
 # what a chunk's refusal says about the file itself (anything else: the server, the token)
 FILE_PROBLEMS = (400, 409, 413)
 
 
-def post_chunk(base_url: str, token: str, data_set: str, first: int, body) -> tuple[int, dict]:
-    """(HTTP status, answer) for one chunk; conflicts re-numbered to the file's lines.
-    Status 0: the chunk never reached the server (``body`` is the error reading the file,
-    or the server could not be reached)."""
-    if isinstance(body, Exception):
-        return 0, {"first_line": first, "message": f"cannot read the file: {body}", "about_file": True}
+def in_file_lines(text: str, first: int) -> str:
+    """A server's "line N" of a chunk (its header is line 1) as the file's line."""
+    return _LINE.sub(lambda m: f"line {first + int(m.group(1)) - 2}", text)
+
+
+def post_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, started: str) -> tuple[int, dict]:
+    """(HTTP status, answer) for one chunk; lines named in file lines. Status 0: the chunk
+    never reached the server."""
+    query = urllib.parse.urlencode({"dataSet": data_set, "loadStarted": started, "firstLine": chunk.first})
     request = urllib.request.Request(
-        f"{base_url}/api/history?dataSet={data_set}", data=body.encode("utf-8"), method="POST",
+        f"{base_url}/api/history?{query}", data=chunk.text.encode("utf-8"), method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        answer = json.loads(exc.read() or b"{}")
+        try:
+            answer = json.loads(exc.read() or b"{}")
+        except ValueError:
+            answer = {"message": f"{exc.code} {exc.reason}"}
+        answer["message"] = in_file_lines(str(answer.get("message")), chunk.first)
         for c in answer.get("conflicts", []):
-            if c["object"].startswith("line "):  # chunk line -> file line (header is chunk line 1)
-                n, colon, rest = c["object"][5:].partition(":")
-                c["object"] = f"line {first + int(n) - 2}{colon}{rest}"
-        answer["first_line"] = first
+            c["object"] = in_file_lines(c["object"], chunk.first)
+            c["message"] = in_file_lines(c["message"], chunk.first)
         return exc.code, answer
     except (urllib.error.URLError, OSError) as exc:
-        return 0, {"first_line": first, "message": f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}"}
+        return 0, {"message": f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}"}
 
 
-def _readable(path: str):
-    """The file's chunks, an error reading it (a bad byte half-way) ending them as an item:
-    raised inside the pool's producer, it would leave the load waiting for ever."""
-    try:
-        yield from chunks(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        yield None, exc
+def _ranges(chunks: list[Chunk]) -> str:
+    """"lines 2-9,000 and 18,001-20,000" for chunks, neighbours joined."""
+    spans: list[list[int]] = []
+    for c in sorted(chunks, key=lambda c: c.first):
+        if spans and spans[-1][1] + 1 == c.first:
+            spans[-1][1] = c.last
+        else:
+            spans.append([c.first, c.last])
+    return " and ".join(f"{a:,}-{b:,}" for a, b in spans)
+
+
+def _refusal(chunk: Chunk, status: int, answer: dict) -> str:
+    """What to do about a refused chunk: the file, the command, or the server."""
+    about_lines = any(c.get("object", "").startswith("line ") for c in answer.get("conflicts", []))
+    print(f"lines {chunk.first:,}-{chunk.last:,} refused" + (f" ({status})" if status else "")
+          + f": {answer.get('message')}", file=sys.stderr)
+    for c in answer.get("conflicts", [])[:20]:
+        # (a message naming its line already is not led by the line again)
+        where = "" if c["message"].startswith(c["object"]) else f"{c['object']}: "
+        value = f" (value {c['value']!r})" if c.get("value") not in (None, "") and repr(c["value"]) not in c["message"] \
+            else ""
+        print(f"  {where}{c['message']}{value}", file=sys.stderr)
+    if about_lines or status == 413:
+        return "Fix the file and load it again"
+    if status in FILE_PROBLEMS and "dataSet" in str(answer.get("message")):
+        return "Check --data-set and load the file again"
+    if status in FILE_PROBLEMS:
+        return "Fix what the server names and load the file again"
+    return "Once the server answers, load the file again"
 
 
 def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2) -> int:
-    """Chunks go ``parallel`` at a time: PostgreSQL writes them on as many cores."""
+    """Chunks go ``parallel`` at a time: PostgreSQL writes them on as many cores. The
+    first refusal stops the load: no further chunk is sent, those already sent are waited
+    for, and what was loaded is named by its lines."""
     import eventlet
 
     try:
-        with open(path, "rb"):
-            pass
+        if os.path.getsize(path) == 0:
+            print(f"statnet history load: {path} is empty: a DHIS2 CSV file starts with its header line",
+                  file=sys.stderr)
+            return 2
     except OSError as exc:
         print(f"statnet history load: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
-    total = {"rows": 0, "imported": 0, "updated": 0, "ignored": 0}
+    total = {"rows": 0, "imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
     started = time.monotonic()
-    pool = eventlet.GreenPool(parallel)
-    results = pool.imap(lambda c: post_chunk(base_url, token, data_set, *c), _readable(path))
-    for status, answer in results:
+    # the load's start orders its values after every earlier load's, whatever the lines
+    load_started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    in_flight: collections.deque = collections.deque()
+    loaded: list[Chunk] = []
+    refused: tuple[Chunk, int, dict] | None = None
+    unread: Exception | None = None
+    last_sent = 1
+
+    def settle(chunk: Chunk, thread) -> None:
+        nonlocal refused
+        status, answer = thread.wait()
         if status != 200:
-            where = f"chunk from line {answer['first_line']}" if answer.get("first_line") else "the load"
-            print(f"{where} refused" + (f" ({status})" if status else "") + f": {answer.get('message')}",
-                  file=sys.stderr)
-            for c in answer.get("conflicts", [])[:20]:
-                print(f"  {c['object']}: {c['message']}", file=sys.stderr)
-            # each chunk is all or nothing; the ones before it are in, and maybe the one beside it
-            cure = "Fix the file" if status in FILE_PROBLEMS or answer.get("about_file") else "Once that is fixed,"
-            print(f"  {total['rows']:,} rows of the chunks before it were loaded and stay (the chunk sent "
-                  f"beside it may have been loaded too). {cure} load it again: values loaded "
-                  "already are updated, never counted twice.", file=sys.stderr)
-            return 1
+            refused = refused or (chunk, status, answer)
+            return
+        loaded.append(chunk)
         total["rows"] += answer["rows"]
-        for k in ("imported", "updated", "ignored"):
-            total[k] += answer["importCount"][k]
+        for k in ("imported", "updated", "ignored", "deleted"):
+            total[k] += answer["importCount"].get(k, 0)
         rate = total["rows"] / max(time.monotonic() - started, 1e-9)
         print(f"{total['rows']:>12,} rows  ({rate:,.0f} values/s)", file=sys.stderr)
+
+    try:
+        for chunk in chunks(path):
+            while len(in_flight) >= parallel or (in_flight and refused):
+                settle(*in_flight.popleft())
+            if refused:
+                break
+            in_flight.append((chunk, eventlet.spawn(post_chunk, base_url, token, data_set, chunk, load_started)))
+            last_sent = chunk.last
+    except (OSError, UnicodeDecodeError) as exc:  # a bad byte half-way: what was sent stays
+        unread = exc
+    while in_flight:
+        settle(*in_flight.popleft())
+    if refused or unread:
+        if refused:
+            cure = _refusal(*refused)
+        else:
+            print(f"cannot read {path} after line {last_sent:,}: {unread}", file=sys.stderr)
+            cure = "Fix the file and load it again"
+        kept = f"lines {_ranges(loaded)} ({total['rows']:,} rows) were loaded and stay" if loaded \
+            else "nothing of the file was loaded"
+        print(f"  {kept}; each chunk is all or nothing. {cure}: values loaded already are "
+              "updated, never counted twice.", file=sys.stderr)
+        if loaded:
+            finish(base_url, token)  # the loaded chunks' yearly totals, now
+        return 1
+    if not loaded:
+        print(f"  {path} holds no data lines, only its header: nothing to load", file=sys.stderr)
     finish(base_url, token)
     problem = wait_for_year_totals(base_url, token)
     if problem:

@@ -447,3 +447,55 @@ def test_a_return_after_history_is_on_time_as_it_was_sent(system, world):
     assert sub["status"] == "AGGREGATED" and sub["onTime"], sub
     c = system.get(f"/api/completeness?ds=MDS{UID}&ou={v}&pe={month}").json()
     assert (c["actual"], c["onTime"]) == (1, 1)
+
+
+def test_statnet_history_load_says_exactly_which_lines_are_in_after_a_refusal(system, world, settings,
+                                                                              monkeypatch, tmp_path, capsys):
+    """The chunk sent beside a refused one, and every chunk after it, went on loading while
+    the loader said "the chunk beside it may have been loaded too"; records with line
+    breaks were cut between chunks."""
+    import re
+
+    from services import history_cli
+
+    t = world
+    monkeypatch.setattr(history_cli, "CHUNK_BYTES", 700)
+    rows = [[f"N{UID}", f"2022{m:02d}", v, "", "", str(m), "", "", f"ບັນທຶກ {m}\r\nວ່າ \"ດີ\"", ""]
+            for v in t.all_villages for m in range(1, 13)]
+    rows[3][5] = "many"  # a bad value in the first chunk
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([list(COLUMNS)] + rows)
+    path = os.path.join(tmp_path, "history.csv")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(out.getvalue())
+    assert len(list(history_cli.chunks(path))) >= 4
+    code = history_cli.load(f"http://{settings.http_address}", settings.admin_token, path, f"MDS{UID}")
+    err = capsys.readouterr().err
+    assert code == 1
+    # two file lines a record: the bad one is the fourth record, lines 8-9 (the line its
+    # record ends on, as the server's CSV reader counts it)
+    assert "line 9" in err and "'many'" in err, err
+    kept = re.search(r"lines ([\d,\- and]+) \(([\d,]+) rows\) were loaded and stay", err)
+    loaded = set()
+    if kept:
+        for a, b in re.findall(r"([\d,]+)-([\d,]+)", kept.group(1)):
+            loaded |= {(int(a.replace(",", "")) + i) // 2 - 1 for i in range(0, int(b.replace(",", "")) -
+                                                                             int(a.replace(",", "")), 2)}
+    else:
+        assert "nothing of the file was loaded" in err, err
+    years_rebuilt(system)
+    expected = sum(int(rows[i][5]) for i in loaded)
+    got = system.analytics(f"N{UID}", t.country, "2022")
+    assert got == ({(f"N{UID}", t.country, "2022"): expected} if loaded else {}), (err, loaded)
+    assert not loaded or max(loaded) < 24, err  # at most the chunk sent beside the refused one
+    # fixed, the same file loads whole, each value once, comments with their line breaks
+    rows[3][5] = "4"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([list(COLUMNS)] + rows)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(out.getvalue())
+    assert history_cli.load(f"http://{settings.http_address}", settings.admin_token, path, f"MDS{UID}") == 0
+    assert system.analytics(f"N{UID}", t.country, "2022") == {(f"N{UID}", t.country, "2022"): 4 * 78}
+    [value] = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=202203&orgUnit={t.all_villages[0]}"
+                         ).json()["dataValues"]
+    assert value["comment"] == "ບັນທຶກ 3\r\nວ່າ \"ດີ\""

@@ -1,6 +1,8 @@
 """``statnet history load``'s parts that need no server."""
 from __future__ import annotations
 
+import csv
+import io
 import socket
 
 from services import history_cli
@@ -21,13 +23,38 @@ def test_chunks_are_whole_lines_each_with_the_header(tmp_path, monkeypatch):
     path.write_text("\ufeffheader\n" + "".join(lines), encoding="utf-8")
     chunks = list(history_cli.chunks(str(path)))
     assert len(chunks) > 1
-    assert all(body.startswith("header\n") for _, body in chunks)  # the BOM is not part of it
-    assert "".join(body[len("header\n"):] for _, body in chunks) == "".join(lines)
-    # each chunk knows the file line of its first data line (the header is line 1)
-    assert [first for first, _ in chunks][0] == 2
-    firsts = [first for first, _ in chunks]
-    sizes = [body.count("\n") - 1 for _, body in chunks]
-    assert firsts == [2 + sum(sizes[:i]) for i in range(len(chunks))]
+    assert all(c.text.startswith("header\n") for c in chunks)  # the BOM is not part of it
+    assert "".join(c.text[len("header\n"):] for c in chunks) == "".join(lines)
+    # each chunk knows the file lines of its first and last data line (the header is line 1)
+    assert chunks[0].first == 2 and chunks[-1].last == 7
+    assert all(a.last + 1 == b.first for a, b in zip(chunks, chunks[1:]))
+    assert all(c.last - c.first + 1 == c.text.count("\n") - 1 for c in chunks)
+
+
+def test_a_chunk_never_ends_inside_a_quoted_field(tmp_path, monkeypatch):
+    """A DHIS2 comment with a line break, where a chunk's size ran out, was cut in two: a
+    good file refused as "a quoted field is never closed"."""
+    monkeypatch.setattr(history_cli, "CHUNK_BYTES", 60)
+    path = tmp_path / "h.csv"
+    records = [f'E1,2020{m:02d},V1,,,{m},,,"ບັນທຶກ\r\nsecond ""line""\nthird",\n' for m in range(1, 10)]
+    path.write_bytes(("header\n" + "".join(records)).encode("utf-8"))
+    chunks = list(history_cli.chunks(str(path)))
+    assert len(chunks) > 2
+    for c in chunks:
+        rows = list(csv.reader(io.StringIO(c.text), strict=True))[1:]
+        assert rows and all(r[8].startswith("ບັນທຶກ") and r[8].endswith("third") for r in rows)
+        assert c.last - c.first + 1 == 3 * len(rows)  # three file lines a record
+
+
+def test_a_lone_carriage_return_is_no_line_end(tmp_path):
+    """A comment with a lone "\r" (an old Mac's break) counted as a line: every line
+    number after it was one more than the file's."""
+    path = tmp_path / "h.csv"
+    path.write_bytes(b'header\nE1,202001,V1,,,1,,,"a\rb",\nE1,202002,V1,,,2,,,,\n')
+    [chunk] = history_cli.chunks(str(path))
+    assert (chunk.first, chunk.last) == (2, 3)
+    assert history_cli.in_file_lines("line 3: value 'x'", chunk.first) == "line 3: value 'x'"
+    assert history_cli.in_file_lines("lines: line 2 and line 3", 101) == "lines: line 101 and line 102"
 
 
 def _nowhere() -> str:
@@ -48,7 +75,14 @@ def test_a_file_unreadable_half_way_or_a_server_away_ends_the_load(tmp_path, mon
     path.write_bytes(b"header\n" + b"E1,202001,V1,,,1,,,,\n" * 2000 + b"E1,202002,V1,,,\xff\xfe,,,,\n")
     assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
     err = capsys.readouterr().err
-    assert "cannot reach" in err and "load it again" in err
+    assert "cannot reach" in err and "load the file again" in err and "nothing of the file was loaded" in err
     path.write_bytes(b"header\n\xff\xfe\n")
     assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
-    assert "cannot read the file" in capsys.readouterr().err
+    assert f"cannot read {path} after line 1" in capsys.readouterr().err
+
+
+def test_an_empty_file_is_no_load(tmp_path, capsys):
+    path = tmp_path / "h.csv"
+    path.write_bytes(b"")
+    assert history_cli.load(_nowhere(), "token", str(path), "DS") == 2
+    assert "is empty" in capsys.readouterr().err
