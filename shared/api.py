@@ -77,8 +77,10 @@ def unstorable_fields(obj, where: str = "body") -> list[tuple[str, str]]:
 # read a UID as a code (intake, history loads and the data value export alike)
 ID_SCHEMES = ("idScheme", "dataElementIdScheme", "orgUnitIdScheme", "categoryOptionComboIdScheme",
               "dataSetIdScheme")
-# DHIS2's default attribute option combo: by code, and by the UID every DHIS2 instance gives it
-DEFAULT_ATTRIBUTE_COMBOS = ("", "default", "HllvX50cXC0")
+# DHIS2's default category option combo, which is its default attribute option combo too:
+# the UID every DHIS2 instance gives it (an export by code names it so when it has no code)
+DEFAULT_COMBO_UID = "HllvX50cXC0"
+DEFAULT_ATTRIBUTE_COMBOS = ("", "default", DEFAULT_COMBO_UID)
 
 
 def id_scheme_refusal(name: str, value) -> str | None:

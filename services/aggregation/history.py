@@ -51,7 +51,7 @@ from eventlet import tpool
 
 from services.aggregation.facts import refresh_year_totals
 from shared import dhis2_csv, serialization
-from shared.api import DEFAULT_ATTRIBUTE_COMBOS, error
+from shared.api import DEFAULT_ATTRIBUTE_COMBOS, DEFAULT_COMBO_UID, error
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
 from shared.replica import Metadata
 from shared.values import MAX_DIGITS, MAX_TEXT, WHITESPACE
@@ -142,8 +142,9 @@ WITH periods AS (     -- each period code of the chunk worked out once: a chunk 
     ) w ON true
 )
 SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_date, d.end_date,
-       coalesce(nullif(d.categoryoptioncombo, ''),
-                CASE WHEN cardinality(e.combos) = 1 THEN e.combos[1] END) AS combo,
+       CASE WHEN d.categoryoptioncombo = :default_uid AND 'default' = ANY(e.combos) THEN 'default'
+            ELSE coalesce(nullif(d.categoryoptioncombo, ''),
+                          CASE WHEN cardinality(e.combos) = 1 THEN e.combos[1] END) END AS combo,
        e.code IS NOT NULL AS de_known, e.value_type, e.combos,
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
        w.path, w.level, d.raw, d.value AS original,
@@ -460,7 +461,7 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
         cur.execute(_STAGE)
         with _blocking():
             cur.copy_expert(_COPY, io.StringIO(rows_csv))
-    conn.execute(_DERIVE, {"first_year": FIRST_YEAR, "ws": WHITESPACE})
+    conn.execute(_DERIVE, {"first_year": FIRST_YEAR, "ws": WHITESPACE, "default_uid": DEFAULT_COMBO_UID})
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level,

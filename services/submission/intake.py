@@ -17,6 +17,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from services.submission.formats import RawReturn, conflict
+from shared.api import DEFAULT_COMBO_UID
 from shared.auth import Principal
 from shared.periods import Period, PeriodError, is_closed, local_date, on_time
 from shared.replica import DataSet, Metadata
@@ -146,6 +147,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                               f"categoryOptionCombo is required for {de.code!r} "
                                               f"(one of {', '.join(de.combos)})"))
                     ok = False
+            elif combo == DEFAULT_COMBO_UID and "default" in de.combos:
+                combo = "default"
             elif combo not in de.combos:
                 conflicts.append(conflict(f"{at}.categoryOptionCombo", combo,
                                           f"unknown category option combo {combo!r} for data element "

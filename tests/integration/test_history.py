@@ -150,6 +150,10 @@ def test_a_chunk_meeting_stored_values_after_new_ones_counts_each_once(system, w
     years_rebuilt(system)
     assert system.analytics(f"N{UID}", village, "2011Q1") == {(f"N{UID}", village, "2011Q1"): 10}
     assert system.analytics(f"N{UID}", t.country, "2011") == {(f"N{UID}", t.country, "2011"): 10}
+    # DHIS2's default combo by its UID, as an export by code may name it
+    uid = load(system, csv_text([(f"N{UID}", "201104", village, "HllvX50cXC0", "4")]))
+    assert uid.status_code == 200 and uid.json()["importCount"]["imported"] == 1, uid.text
+    assert system.analytics(f"N{UID}", village, "201104") == {(f"N{UID}", village, "201104"): 4}
 
 
 CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", " 7 ", "123456789012345",

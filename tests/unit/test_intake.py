@@ -28,6 +28,14 @@ def test_a_good_return_is_normalised():
     assert ok.on_time is False  # 2025 + 15 days is long past
 
 
+def test_dhis2s_default_combo_uid_is_the_default_combo():
+    """An export by code names the default combo by DHIS2's UID when it has no code: taken
+    as the attribute option combo, it was refused as the category option combo."""
+    ok = check(raw([("HH", "HllvX50cXC0", "4")]), MD, REPORTER, NOW)
+    assert [v["category_option_combo"] for v in ok.values] == ["default"]
+    assert "unknown category option combo 'HllvX50cXC0'" in conflicts(raw([("POP", "HllvX50cXC0", "1")]))[0]["message"]
+
+
 def conflicts(ret, principal=REPORTER) -> list[dict]:
     with pytest.raises(Refused) as err:
         check(ret, MD, principal, NOW)
