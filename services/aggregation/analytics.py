@@ -7,7 +7,8 @@ AVERAGE_SUM_ORG_UNIT): there each combo is worked out on its own and the total i
 their sum, as DHIS2 does, so that a total always equals the sum of its combos:
 
 * SUM: sum over units and periods;
-* AVERAGE: mean of the (unit, period) values;
+* AVERAGE: mean of the (unit, period) values; of a BOOLEAN element, as a percentage
+  (the share of yes, as DHIS2 shows an averaged yes/no);
 * AVERAGE_SUM_ORG_UNIT: per unit, the mean over its periods; then the sum over units
   (stocks such as population or staff: a yearly figure is not twelve months added up);
 * LAST: per unit, the value of its latest period in the range; then the sum over units;
@@ -124,6 +125,7 @@ class Item:
     data_element: str
     combo: str | None
     aggregation_type: str
+    percent: bool = False     # an average of yes (1) and no (0): shown as a percentage
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,8 @@ def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[s
         elif de.value_type == "TEXT":
             problems.append(f"dx: {de_code!r} holds text, which is not aggregated")
         else:
-            items.append(Item(code, de_code, combo or None, de.aggregation_type))
+            items.append(Item(code, de_code, combo or None, de.aggregation_type,
+                              de.value_type == "BOOLEAN" and de.aggregation_type == "AVERAGE"))
     day = anchor_day(params)
     for code in _split(params.get("pe"), "pe"):
         try:
@@ -383,7 +386,8 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
                 dx["atype"].append(item.aggregation_type)
         for tid, did, value in conn.execute(_TOTALS, {**targets, **dx}):
             ou, pe = pairs[tid]
-            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code, "value": value})
+            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code,
+                         "value": value * 100 if aggregated[did].percent else value})
     for item in q.dx:
         if item.aggregation_type != "NONE":
             continue
