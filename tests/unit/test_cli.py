@@ -80,11 +80,16 @@ def test_wrong_usage_is_one_line_and_exit_2_never_a_traceback(tmp_path):
         done = statnet(*args)
         assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
         assert says in done.stderr, (args, done.stderr)
-    # a load with nothing to send, and no server to tell: said, not a traceback
+    # an empty file is no DHIS2 CSV; a header alone has nothing to send, and no server to
+    # tell: said, not a traceback
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     done = statnet("history", "load", str(empty), "--data-set", "X", "--url", f"http://127.0.0.1:{_free_port()}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "is empty" in done.stderr, done.stderr
+    empty.write_text("dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value\n")
+    done = statnet("history", "load", str(empty), "--data-set", "X", "--url", f"http://127.0.0.1:{_free_port()}")
     assert done.returncode == 1 and "Traceback" not in done.stderr and "cannot reach" in done.stderr, done.stderr
+    assert "no data lines" in done.stderr
 
 
 def _report(**service) -> dict:
