@@ -10,9 +10,8 @@ PostgreSQL doing the work a value at a time would cost in Python:
 2. one statement derives each row's period type and dates, its combo, its
    unit's path as of the period, and one statement lists every problem (unknown
    codes, elements outside the data set, units not assigned or not open,
-   malformed, mistyped or future periods, values not of their type, rows given
-   twice), with line numbers: any problem refuses the whole chunk (nothing is
-   stored half-way);
+   malformed, mistyped or future periods, values not of their type), with line
+   numbers: any problem refuses the whole chunk (nothing is stored half-way);
 3. the values are inserted set-based (upserted where some are there already) with
    a negative ``seq`` that orders history by the load's start and the file's line
    (``history_seq``): history may correct history, and a later line wins whichever
