@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import csv
 import dataclasses
 import datetime as dt
 import json
@@ -17,7 +18,7 @@ import urllib.parse
 import urllib.request
 
 CHUNK_BYTES = 4 * 1024 * 1024  # under the gateway's 5 MB
-_LINE = re.compile(r"\bline (\d+)")
+_LINE = re.compile(r"(?<!['\"])\bline (\d+)")  # (not in a value the message quotes)
 
 
 @dataclasses.dataclass
@@ -28,27 +29,46 @@ class Chunk:
 
 
 def chunks(path: str):
-    """The file in chunks of whole CSV records, lines counted at "\n" as the server counts
+    """The file in chunks of whole CSV records, lines counted at "\\n" as the server counts
     them. A quoted field may hold line breaks (a DHIS2 comment): a chunk never ends inside
     one (it was cut at a line, and a good file refused as "a quoted field is never closed"),
     and a lone carriage return inside one is no line end (it shifted every line number after
-    it). A record is open while it holds an odd number of quotes: CSV doubles a quote inside
-    a quoted field, so only an opening or closing one changes that."""
+    it). Records are found by Python's CSV reader, as the server reads them (counting quotes
+    took a bare one in an unquoted comment, `5"`, for the start of a quoted field); where
+    the reader gives up, the server names the fault, and records are lines from there."""
     with open(path, "rb") as f:
         header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
-        lines, size, first, line_no, open_record = [], 0, 2, 1, False
-        for raw in f:
-            line_no += 1
-            if size + len(raw) > CHUNK_BYTES and lines and not open_record:
-                yield Chunk(first, line_no - 1, header + "".join(lines))
-                lines, size, first = [], 0, line_no
-            line = raw.decode("utf-8")
-            lines.append(line)
-            size += len(raw)
-            if line.count('"') % 2:
-                open_record = not open_record
-        if lines:
-            yield Chunk(first, line_no, header + "".join(lines))
+        record: list[bytes] = []
+
+        def lines():
+            for raw in f:
+                record.append(raw)
+                yield raw.decode("utf-8")
+
+        def records():
+            reader = csv.reader(lines(), strict=True)
+            try:
+                for _ in reader:
+                    yield record
+                    record.clear()
+            except csv.Error:
+                pass
+            if record:  # what the reader could not make a record of, and the rest: line by line
+                yield record
+            for raw in f:
+                yield [raw]
+
+        lines_in, size, first, line_no = [], 0, 2, 1
+        for raws in records():
+            n = sum(len(raw) for raw in raws)
+            if size + n > CHUNK_BYTES and lines_in:
+                yield Chunk(first, line_no, header + "".join(lines_in))
+                lines_in, size, first = [], 0, line_no + 1
+            lines_in.extend(raw.decode("utf-8") for raw in raws)
+            size += n
+            line_no += len(raws)
+        if lines_in:
+            yield Chunk(first, line_no, header + "".join(lines_in))
 
 
 # what a chunk's refusal says about the file itself (anything else: the server, the token)
@@ -81,7 +101,10 @@ def post_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, started: 
             c["message"] = in_file_lines(c["message"], chunk.first)
         return exc.code, answer
     except (urllib.error.URLError, OSError) as exc:
-        return 0, {"message": f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}"}
+        # refused: never reached; cut off or timed out: it may have been loaded all the same
+        reason = getattr(exc, "reason", exc)
+        return 0, {"message": f"cannot reach {base_url}: {reason}",
+                   "maybe_loaded": not isinstance(reason, ConnectionRefusedError)}
 
 
 def _ranges(chunks: list[Chunk]) -> str:
@@ -98,8 +121,12 @@ def _ranges(chunks: list[Chunk]) -> str:
 def _refusal(chunk: Chunk, status: int, answer: dict) -> str:
     """What to do about a refused chunk: the file, the command, or the server."""
     about_lines = any(c.get("object", "").startswith("line ") for c in answer.get("conflicts", []))
-    print(f"lines {chunk.first:,}-{chunk.last:,} refused" + (f" ({status})" if status else "")
-          + f": {answer.get('message')}", file=sys.stderr)
+    if answer.get("maybe_loaded"):
+        print(f"lines {chunk.first:,}-{chunk.last:,}: no answer ({answer.get('message')}); they may have "
+              "been loaded or not", file=sys.stderr)
+    else:
+        print(f"lines {chunk.first:,}-{chunk.last:,} refused" + (f" ({status})" if status else "")
+              + f": {answer.get('message')}", file=sys.stderr)
     for c in answer.get("conflicts", [])[:20]:
         # (a message naming its line already is not led by the line again)
         where = "" if c["message"].startswith(c["object"]) else f"{c['object']}: "
@@ -182,7 +209,9 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
     finish(base_url, token)
     problem = wait_for_year_totals(base_url, token)
     if problem:
-        print(f"statnet history load: {problem}", file=sys.stderr)
+        print(f"statnet history load: every line was loaded ({total['rows']:,} rows), but the yearly totals "
+              f"are not confirmed: {problem}. The server finishes them when it runs; GET /api/history "
+              "tells when.", file=sys.stderr)
         return 1
     print(json.dumps({**total, "seconds": round(time.monotonic() - started, 1)}))
     return 0

@@ -34,7 +34,7 @@ def _decimal(raw: str, value_type: str) -> Decimal:
     if not _NUMBER.match(text):
         raise ValueTypeError(f"value {raw!r} is not a number ({value_type})")
     number = Decimal(text)
-    if number.adjusted() >= MAX_DIGITS:
+    if not number.is_zero() and number.adjusted() >= MAX_DIGITS:  # (0e20 is 0, as SQL reads it)
         raise ValueTypeError(f"value {raw!r} is too large ({value_type}: at most {MAX_DIGITS} digits "
                              "before the decimal point)")
     if number.normalize().as_tuple().exponent < -MAX_DIGITS:

@@ -41,6 +41,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import re
 import uuid
 
 import psycopg2.errors
@@ -91,7 +92,7 @@ def order_of(params: dict) -> tuple[dt.datetime | None, int | None]:
             raise error(400, f"loadStarted: {params['loadStarted']!r} is not between 2020 and now")
     if first_line is None:
         return started, None
-    if not str(first_line).isdigit() or not 2 <= int(first_line) <= MAX_LINE:
+    if not re.fullmatch(r"[0-9]+", str(first_line)) or not 2 <= int(first_line) <= MAX_LINE:
         raise error(400, f"firstLine: {first_line!r} is not a line number of the file's data (2 or more)")
     return started, int(first_line) - 2
 
@@ -321,6 +322,7 @@ WHERE c.data_set = :ds AND c.org_unit = k.ou AND c.period = k.period
   AND NOT EXISTS (SELECT 1 FROM aggregation.data_value f
                   WHERE f.org_unit = k.ou AND f.period = k.period
                     AND f.data_element = ANY(CAST(:elements AS text[])) AND NOT f.deleted)
+RETURNING c.org_unit, c.period
 """)
 
 # the chunk's unit-years, each with all the chunk's elements: a unit given only some of
@@ -494,9 +496,13 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     if reported.places:
         conn.execute(_COMPLETENESS, {"ds": ds.code, "batch": batch, "places": serialization.dumps(
             [{"ou": ou, "period": period} for ou, period in reported.places])})
-    if reported.cleared:  # (after: a place whose line was superseded by a deletion is none)
-        conn.execute(_UNREPORTED, {"ds": ds.code, "elements": list(ds.data_elements), "places": serialization.dumps(
-            [{"ou": ou, "period": period} for ou, period in reported.cleared])})
-    return {"batch": batch, "rows": rows, "places": reported.places,
+    unreported = set()
+    if reported.cleared or imported + updated + deleted < rows:
+        # (after: a place whose value lost, to a deletion in this chunk or to a later line
+        # or load stored first, reported nothing)
+        unreported = {tuple(r) for r in conn.execute(_UNREPORTED, {
+            "ds": ds.code, "elements": list(ds.data_elements), "places": serialization.dumps(
+                [{"ou": ou, "period": period} for ou, period in {*reported.places, *reported.cleared}])})}
+    return {"batch": batch, "rows": rows, "places": [p for p in reported.places if p not in unreported],
             "importCount": {"imported": imported, "updated": updated, "deleted": deleted,
                             "ignored": rows - imported - updated - deleted}}

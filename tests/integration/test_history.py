@@ -165,7 +165,8 @@ CASES = [("INTEGER", v) for v in ("12", "-3", "+4", "12.0", "1.5", "x", "1e3", "
         [("PERCENTAGE", v) for v in ("0", "100", "100.0", "100.5", "-1", "55.5", "1e400")] + \
         [("BOOLEAN", v) for v in ("true", "FALSE", "1", "0", "yes")] + \
         [(t, v) for t in ("INTEGER", "NUMBER", "BOOLEAN")  # white space str.strip() takes, and only it
-         for v in ("\t12", "12\u00a0", "12\n", "\u300012", "12\x1f", " ", "\u200b12")]
+         for v in ("\t12", "12\u00a0", "12\n", "\u300012", "12\x1f", " ", "\u200b12")] + \
+        [(t, v) for t in ("NUMBER", "PERCENTAGE") for v in ("0e20", "-0E-30")]
 ELEMENT = {"INTEGER": "P", "INTEGER_ZERO_OR_POSITIVE": "Z", "NUMBER": "N", "PERCENTAGE": "R", "BOOLEAN": "B"}
 
 
@@ -384,7 +385,7 @@ def test_a_later_line_wins_in_a_chunk_across_chunks_and_across_loads(system, wor
     assert load(system, csv_text([other + ("50",)])).json()["importCount"]["updated"] == 1
     assert system.analytics(f"N{UID}", v, "200803") == {(f"N{UID}", v, "200803"): 50}
     assert chunk("60", 99999, "2026-11-27T00:00:00Z").json()["importCount"]["ignored"] == 1
-    for params, name in (("firstLine=1", "firstLine"), ("firstLine=x", "firstLine"),
+    for params, name in (("firstLine=1", "firstLine"), ("firstLine=x", "firstLine"), ("firstLine=²", "firstLine"),
                          ("loadStarted=yesterday", "loadStarted"), ("loadStarted=2026-11-01T00:00:00", "loadStarted"),
                          ("loadStarted=2999-01-01T00:00:00Z", "loadStarted")):
         r = system.post(f"/api/history?dataSet=MDS{UID}&{params}", data=csv_text([key + ("70",)]).encode(),
@@ -428,6 +429,8 @@ def test_an_empty_value_or_a_deleted_line_deletes_loaded_history_never_a_returns
                         data=text.encode(), headers={"Content-Type": "text/csv"})
         assert r.status_code == 200, r.text
     assert system.analytics(f"N{UID}", v, "202105") == {}
+    c = system.get(f"/api/completeness?ds={ds}&ou={v}&pe=202105").json()
+    assert c["actual"] == 0, c  # the value lost to the deletion: nothing reported (it was counted)
     # and a value loaded again after its deletion is imported anew
     again = load(system, csv_text([(f"N{UID}", "202101", v, "", "7")])).json()
     assert again["importCount"] == {"imported": 1, "updated": 0, "ignored": 0, "deleted": 0}

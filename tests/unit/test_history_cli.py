@@ -46,6 +46,25 @@ def test_a_chunk_never_ends_inside_a_quoted_field(tmp_path, monkeypatch):
         assert c.last - c.first + 1 == 3 * len(rows)  # three file lines a record
 
 
+def test_a_bare_quote_in_an_unquoted_field_opens_nothing(tmp_path, monkeypatch):
+    """A comment `5"` (a bare quote the server's reader takes as it is) turned the quote
+    count odd for the rest of the file: chunks were cut inside records, or never."""
+    monkeypatch.setattr(history_cli, "CHUNK_BYTES", 60)
+    path = tmp_path / "h.csv"
+    records = ['E1,201001,V1,,,2,,,5",\n'] + [f'E1,2020{m:02d},V1,,,{m},,,"c""\nd\re",\n' for m in range(1, 10)]
+    path.write_bytes(("header\n" + "".join(records)).encode("utf-8"))
+    chunks = list(history_cli.chunks(str(path)))
+    assert len(chunks) > 2
+    for c in chunks:
+        rows = list(csv.reader(io.StringIO(c.text), strict=True))[1:]
+        assert rows and all(len(r) == 10 for r in rows)
+    assert "".join(c.text[len("header\n"):] for c in chunks) == "".join(records)
+    # a quote never closed: the server names it; the loader sends the rest line by line
+    path.write_bytes(b'header\nE1,202001,V1,,,1,,,"open,\n' + b"E1,202002,V1,,,2,,,,\n" * 20)
+    chunks = list(history_cli.chunks(str(path)))
+    assert chunks[-1].last == 22 and all(a.last + 1 == b.first for a, b in zip(chunks, chunks[1:]))
+
+
 def test_a_lone_carriage_return_is_no_line_end(tmp_path):
     """A comment with a lone "\r" (an old Mac's break) counted as a line: every line
     number after it was one more than the file's."""
@@ -55,6 +74,8 @@ def test_a_lone_carriage_return_is_no_line_end(tmp_path):
     assert (chunk.first, chunk.last) == (2, 3)
     assert history_cli.in_file_lines("line 3: value 'x'", chunk.first) == "line 3: value 'x'"
     assert history_cli.in_file_lines("lines: line 2 and line 3", 101) == "lines: line 101 and line 102"
+    # a value the message quotes is the file's own
+    assert history_cli.in_file_lines("line 3: value 'line 7' is not", 101) == "line 102: value 'line 7' is not"
 
 
 def _nowhere() -> str:

@@ -44,6 +44,11 @@ def test_numeric():
     assert numeric("TEXT", "x") is None and numeric("NUMBER", "") is None
 
 
+def test_zero_with_any_exponent_is_zero():
+    """0e20 was refused as too large by returns, and taken as 0 by history."""
+    assert normalise("NUMBER", "0e20") == normalise("PERCENTAGE", "0E-20") == "0"
+
+
 @pytest.mark.parametrize("vtype", ["INTEGER", "NUMBER", "PERCENTAGE", "BOOLEAN", "TEXT"])
 def test_a_blank_value_is_no_value_as_an_empty_one(vtype):
     """DHIS2 reads a value trimmed to null: blank deletes, as "" does (a number refused it
