@@ -138,3 +138,23 @@ def test_stored_values_key_by_unit_and_period_and_back(settings):
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM aggregation.data_value WHERE return_id = 'r1'"))
     migrations.upgrade(settings, "aggregation")
+
+
+def test_completeness_keeps_on_time_for_instances_of_the_version_before(settings):
+    """0011 dropped completeness.on_time, which aggregation before it writes and reads: in a
+    rolling upgrade an old instance dead-lettered every return it took after the first new
+    one migrated. The column stays, with a default, and the new code's rows read back."""
+    migrations.upgrade(settings, "aggregation")
+    engine = engine_for(settings.database_url)
+    with engine.begin() as conn:
+        # as the version before writes and reads a place
+        conn.execute(sa.text("INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, "
+                             "received_at, accepted_at, on_time) VALUES ('DSMIG', 'ບ້ານ', '202611', 'r1', now(), "
+                             "now(), true)"))
+        # as this version writes one (no on_time)
+        conn.execute(sa.text("INSERT INTO aggregation.completeness (data_set, org_unit, period, return_id, "
+                             "received_at, accepted_at) VALUES ('DSMIG', 'V2', '202611', 'r2', NULL, now())"))
+        rows = conn.execute(sa.text("SELECT org_unit, on_time FROM aggregation.completeness "
+                                    "WHERE data_set = 'DSMIG' ORDER BY return_id")).all()
+        assert [tuple(r) for r in rows] == [("ບ້ານ", True), ("V2", False)]
+        conn.execute(sa.text("DELETE FROM aggregation.completeness WHERE data_set = 'DSMIG'"))
