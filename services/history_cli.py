@@ -199,6 +199,8 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
             cure = "Fix the file and load it again"
         kept = f"lines {_ranges(loaded)} ({total['rows']:,} rows) were loaded and stay" if loaded \
             else "nothing of the file was loaded"
+        if refused and refused[2].get("maybe_loaded"):
+            kept += ", besides the lines without an answer"
         print(f"  {kept}; each chunk is all or nothing. {cure}: values loaded already are "
               "updated, never counted twice.", file=sys.stderr)
         if loaded:

@@ -107,3 +107,30 @@ def test_an_empty_file_is_no_load(tmp_path, capsys):
     path.write_bytes(b"")
     assert history_cli.load(_nowhere(), "token", str(path), "DS") == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_a_chunk_whose_answer_is_lost_may_have_been_loaded(tmp_path, capsys):
+    """A server that took the chunk and closed without answering (killed after its commit)
+    was reported as having refused it."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def take_and_hang_up():
+        for _ in range(2):
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=take_and_hang_up, daemon=True).start()
+    path = tmp_path / "h.csv"
+    path.write_text("header\nE1,202001,V1,,,1,,,,\n", encoding="utf-8")
+    try:
+        assert history_cli.load(f"http://127.0.0.1:{server.getsockname()[1]}", "token", str(path), "DS") == 1
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert "lines 2-2: no answer" in err and "may have been loaded or not" in err, err
+    assert "besides the lines without an answer" in err and "refused" not in err, err
