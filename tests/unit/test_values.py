@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from shared.values import ValueTypeError, normalise, numeric
+from shared.values import WHITESPACE, ValueTypeError, normalise, numeric
 
 
 @pytest.mark.parametrize("vtype, raw, out", [
@@ -55,3 +55,7 @@ def test_a_blank_value_is_no_value_as_an_empty_one(vtype):
     as not a number, while history took it as empty)."""
     for blank in ("  ", "\t", "\u00a0", "\u3000 \n"):
         assert normalise(vtype, blank) == ""
+
+
+def test_history_trims_exactly_what_str_strip_takes():
+    assert WHITESPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
