@@ -243,72 +243,72 @@ DELETE FROM history_rows r USING (
 WHERE r.de = d.de AND r.combo = d.combo AND r.ou = d.ou AND r.period = d.period AND r.n < d.keep
 """)
 
-# each loadable row as a stored value, with its history seq
-_STORED = """
-INSERT INTO aggregation.data_value AS f
-    (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
-     value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
-SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
-       CASE r.value_type WHEN 'TEXT' THEN NULL
+# what a row stores: its value, or (a deletion: an empty or blank value, a line marked
+# deleted) a tombstone
+_VALUE = """CASE r.value_type WHEN 'TEXT' THEN NULL
                          WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 1 ELSE 0 END
                          ELSE r.raw::numeric END,
        CASE r.value_type WHEN 'TEXT' THEN r.original
                          WHEN 'BOOLEAN' THEN CASE WHEN lower(r.raw) IN ('true', '1') THEN 'true' ELSE 'false' END
                          ELSE trim_scale(r.raw::numeric)::text END,
-       false, :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
-FROM history_rows r WHERE r.raw <> ''
+       false"""
+_TOMBSTONE = "NULL, NULL, true"
+
+
+def _stored(deleting: bool) -> str:
+    """The chunk's values (or its deletions) as stored rows, with their history seq."""
+    return f"""
+INSERT INTO aggregation.data_value AS f
+    (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
+     value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
+SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
+       {_TOMBSTONE if deleting else _VALUE},
+       :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
+FROM history_rows r WHERE r.raw {"=" if deleting else "<>"} ''
 """
 
+
 # the usual case, years nobody has loaded yet: a plain insert
-_INSERT = sa.text(_STORED)
+_INSERT = sa.text(_stored(deleting=False))
 
 # history may overwrite history loaded before (seq 0: before history had an order) or
 # earlier in the order; a return's value (seq > 0) never
 # (equal: the same line of loads started in the same second, or chunks sent on their own
 # in one second: the one committed last)
-_HISTORY_MAY = "(f.seq = 0 OR f.seq <= excluded.seq)"
+_OVER_HISTORY = """
+ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
+   SET value = excluded.value, text_value = excluded.text_value, deleted = excluded.deleted,
+       path = excluded.path, seq = excluded.seq, return_id = excluded.return_id,
+       updated_at = excluded.updated_at, comment = excluded.comment, stored_by = excluded.stored_by
+   WHERE f.seq = 0 OR f.seq <= excluded.seq
+RETURNING f.data_element, f.combo, f.org_unit, f.period
+"""
 
-# the values a chunk meets (as they were), to count a value over a tombstone as imported
-_MET = """
+
+def _met(deleting: bool) -> str:
+    """The stored rows the chunk's values (or deletions) meet, as they were: a value over a
+    tombstone is imported, and only a value there is deleted."""
+    return f"""
 old AS MATERIALIZED (
     SELECT f.data_element, f.combo, f.org_unit, f.period, f.deleted
     FROM aggregation.data_value f
     JOIN history_rows r ON f.data_element = r.de AND f.combo = r.combo AND f.org_unit = r.ou
-     AND f.period = r.period AND (r.raw = '') = CAST(:deleting AS boolean)
+     AND f.period = r.period AND r.raw {"=" if deleting else "<>"} ''
 )"""
 
+
+# (imported, updated)
 _UPSERT = sa.text(f"""
-WITH {_MET},
-up AS (
-    {_STORED}
-    ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
-       SET value = excluded.value, text_value = excluded.text_value, deleted = false, path = excluded.path,
-           seq = excluded.seq, return_id = excluded.return_id, updated_at = excluded.updated_at,
-           comment = excluded.comment, stored_by = excluded.stored_by
-       WHERE {_HISTORY_MAY}
-    RETURNING f.data_element, f.combo, f.org_unit, f.period
-)
+WITH {_met(deleting=False)},
+up AS ({_stored(deleting=False)} {_OVER_HISTORY})
 SELECT count(*) FILTER (WHERE o.deleted IS NOT FALSE), count(*) FILTER (WHERE NOT o.deleted)
 FROM up LEFT JOIN old o USING (data_element, combo, org_unit, period)
 """)
 
-# the chunk's deletions (empty values, lines marked deleted): tombstones, over history only
+# the chunk's deletions: tombstones, over history only; (deleted)
 _TOMBSTONES = sa.text(f"""
-WITH {_MET},
-gone AS (
-    INSERT INTO aggregation.data_value AS f
-        (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
-         value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
-    SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path, NULL, NULL, true,
-           :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
-    FROM history_rows r WHERE r.raw = ''
-    ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
-       SET value = NULL, text_value = NULL, deleted = true, path = excluded.path, seq = excluded.seq,
-           return_id = excluded.return_id, updated_at = excluded.updated_at, comment = excluded.comment,
-           stored_by = excluded.stored_by
-       WHERE {_HISTORY_MAY}
-    RETURNING f.data_element, f.combo, f.org_unit, f.period
-)
+WITH {_met(deleting=True)},
+gone AS ({_stored(deleting=True)} {_OVER_HISTORY})
 SELECT count(*) FROM gone JOIN old o USING (data_element, combo, org_unit, period) WHERE NOT o.deleted
 """)
 
@@ -436,7 +436,7 @@ def _store(conn: sa.Connection, params: dict) -> tuple[int, int]:
     except sa.exc.IntegrityError as exc:
         if not isinstance(exc.orig, psycopg2.errors.UniqueViolation):
             raise
-    return tuple(conn.execute(_UPSERT, {**params, "deleting": False}).one())
+    return tuple(conn.execute(_UPSERT, params).one())
 
 
 def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loaded_by: str | None = None,
@@ -484,7 +484,7 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     params = {"batch": batch, "loaded_by": loaded_by,
               "seq": history_seq(started or dt.datetime.now(dt.timezone.utc), line_offset)}
     imported, updated = _store(conn, params) if reported.places else (0, 0)
-    deleted = conn.execute(_TOMBSTONES, {**params, "deleting": True}).scalar() if reported.cleared else 0
+    deleted = conn.execute(_TOMBSTONES, params).scalar() if reported.cleared else 0
     years = reported.years()
     if 0 < len(years) <= REBUILD_AT_ONCE:
         # a small load (a village's year, a correction): its yearly rows now, as a return's
