@@ -38,35 +38,37 @@ def chunks(path: str):
     the reader gives up, the server names the fault, and records are lines from there."""
     with open(path, "rb") as f:
         header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
-        record: list[bytes] = []
+        record: list[str] = []  # the lines of the record being read, each decoded once
+        size = [0]              # and their bytes
 
         def lines():
             for raw in f:
-                record.append(raw)
-                yield raw.decode("utf-8")
+                size[0] += len(raw)
+                record.append(raw.decode("utf-8"))
+                yield record[-1]
 
         def records():
-            reader = csv.reader(lines(), strict=True)
+            """(its lines, their bytes) for each record"""
             try:
-                for _ in reader:
-                    yield record
+                for _ in csv.reader(lines(), strict=True):
+                    yield record, size[0]
                     record.clear()
+                    size[0] = 0
             except csv.Error:
                 pass
             if record:  # what the reader could not make a record of, and the rest: line by line
-                yield record
+                yield record, size[0]
             for raw in f:
-                yield [raw]
+                yield [raw.decode("utf-8")], len(raw)
 
-        lines_in, size, first, line_no = [], 0, 2, 1
-        for raws in records():
-            n = sum(len(raw) for raw in raws)
-            if size + n > CHUNK_BYTES and lines_in:
+        lines_in, chunk_size, first, line_no = [], 0, 2, 1
+        for texts, n in records():
+            if chunk_size + n > CHUNK_BYTES and lines_in:
                 yield Chunk(first, line_no, header + "".join(lines_in))
-                lines_in, size, first = [], 0, line_no + 1
-            lines_in.extend(raw.decode("utf-8") for raw in raws)
-            size += n
-            line_no += len(raws)
+                lines_in, chunk_size, first = [], 0, line_no + 1
+            lines_in.extend(texts)
+            chunk_size += n
+            line_no += len(texts)
         if lines_in:
             yield Chunk(first, line_no, header + "".join(lines_in))
 
