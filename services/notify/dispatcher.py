@@ -5,7 +5,9 @@ row lock (``FOR UPDATE SKIP LOCKED``), so two notify instances never send the
 same one, and it is marked SENT in that same transaction. A crash between
 the SMTP server accepting the message and the commit sends it again on
 restart (at-least-once); the ``Message-ID`` is fixed per notification so a
-mail system can recognise the repeat.
+mail system can recognise the repeat. A webhook is the same: an endpoint that
+answers after ``SEND_TIMEOUT``, or just before a crash, gets the alert again,
+with the same ``id`` and ``Idempotency-Key`` header.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import datetime as dt
 import http.client
 import json
 import logging
+import re
 import smtplib
 import types
 import urllib.error
@@ -206,6 +209,24 @@ def compose(row, settings: Settings) -> MIMEText:
     return msg
 
 
+_ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def address_refused(code: int, text: bytes | str) -> bool:
+    """Whether a RCPT reply refuses the address itself, for good: a 5xx whose enhanced
+    status (RFC 3463) is 5.1.x (bad mailbox, bad syntax, moved), or without one a 550,
+    551 or 553 that says nothing of relaying. A 5.7.x (relay access denied, policy),
+    5.3.x or 5.4.x is the relay's configuration or its trouble, every message's: once the
+    operator mends it the alert must still go (CONTRACT 7: nothing is dropped)."""
+    if code < 500:
+        return False
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    status = _ENHANCED_STATUS.match(text.strip())
+    if status:
+        return status.group(2) == "1"
+    return code in (550, 551, 553) and "relay" not in text.lower()
+
+
 def send_email(row, settings: Settings) -> None:
     address = row.details.get("email")
     if not address:
@@ -214,16 +235,27 @@ def send_email(row, settings: Settings) -> None:
     # an address in Lao script (RFC 6531) travels only through a relay that says SMTPUTF8
     international = not address.isascii()
     try:
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT) as smtp:
+        smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT)
+        try:
             smtp.ehlo_or_helo_if_needed()
             if international and not smtp.has_extn("smtputf8"):
                 raise PermanentFailure(f"the SMTP relay does not take international addresses (SMTPUTF8): "
                                        f"{address}")
             smtp.sendmail(settings.smtp_from, [address], wire_bytes(msg, address),
                           mail_options=["SMTPUTF8"] if international else [])
+        finally:
+            # once DATA is answered 250 the message is the relay's: a QUIT it refuses or cuts
+            # short is not a failed delivery (``with SMTP()`` raised it, and each retry sent
+            # the same e-mail again: four copies from a relay answering QUIT with 421)
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
     except smtplib.SMTPRecipientsRefused as exc:
-        # 5xx: the server will never take it; 4xx (greylisting, a full mailbox) is temporary
-        if all(code >= 500 for code, _ in exc.recipients.values()):
+        # the address refused for good (5.1.x, no such mailbox) fails now; anything else
+        # (4xx greylisting or a full mailbox, a 5xx "relay access denied" that the
+        # operator's fix of the relay cures) is retried until GIVE_UP_AFTER
+        if all(address_refused(code, text) for code, text in exc.recipients.values()):
             raise PermanentFailure(f"recipient refused: {exc.recipients}") from None
         raise
     except smtplib.SMTPDataError as exc:
@@ -241,7 +273,11 @@ def send_webhook(row, settings: Settings) -> None:
                "dataSet": row.data_set, "period": row.period, "createdAt": show(row.created_at),
                "details": row.details}
     request = urllib.request.Request(settings.alert_webhook, data=json.dumps(payload, ensure_ascii=False).encode(),
-                                     headers={"Content-Type": "application/json; charset=utf-8"},
+                                     # the alert's own id, the same on every attempt: an endpoint that
+                                     # answered too late (our timeout) or just before a crash gets the
+                                     # alert again, and can tell it is the same one (as Message-ID does)
+                                     headers={"Content-Type": "application/json; charset=utf-8",
+                                              "Idempotency-Key": f"statnet-notification-{row.id}"},
                                      method="POST")
     try:
         with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:

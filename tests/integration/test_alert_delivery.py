@@ -19,7 +19,10 @@ LAO_ADDRESS = "ສົມໃຈ@ຕົວຢ່າງ.la"  # vowel and tone marks
 
 @pytest.fixture(scope="module")
 def relay():
-    server = GreylistingRelay(greylist={"b@example.la"}, refuse_data={"d@example.la"})
+    # and it answers QUIT with 421 after taking a message: the message is delivered all the same
+    server = GreylistingRelay(greylist={"b@example.la"}, refuse_data={"d@example.la"},
+                              deny_relay={"f@example.la"}, unknown={"g@example.la"},
+                              quit_reply="421 4.3.2 Service shutting down")
     yield server
     server.close()
 
@@ -49,6 +52,13 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
          "language": "en"},
         {"code": f"D{UID}", "name": "D", "orgUnit": t.province, "role": "supervisor", "email": "d@example.la",
          "language": "en"}]
+    # one the relay first refuses to relay for (misconfigured, then mended: retried), one
+    # whose mailbox does not exist (refused for good)
+    doc["focalPoints"] += [
+        {"code": f"F{UID}", "name": "F", "orgUnit": t.province, "role": "supervisor", "email": "f@example.la",
+         "language": "en"},
+        {"code": f"G{UID}", "name": "G", "orgUnit": t.province, "role": "supervisor", "email": "g@example.la",
+         "language": "en"}]
     # and a supervisor with no address on record: its alert by e-mail exists, and FAILED says why
     doc["focalPoints"].append({"code": f"E{UID}", "name": "E", "orgUnit": t.province, "role": "supervisor",
                                "language": "en"})
@@ -59,7 +69,7 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
 
     def listed(channel):
         out = {}
-        for code in (f"A{UID}", f"B{UID}", f"C{UID}", f"D{UID}", f"E{UID}"):
+        for code in (f"A{UID}", f"B{UID}", f"C{UID}", f"D{UID}", f"E{UID}", f"F{UID}", f"G{UID}"):
             for n in system.get(f"/api/notifications?recipient={code}&type=INVALID_RETURN").json()["notifications"]:
                 if n["channel"] == channel:
                     out[code] = n
@@ -67,19 +77,27 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
 
     # e-mail goes out while the webhook's first request hangs (its timeout is 15 s)
     def settled(n):
-        return n["status"] == ("FAILED" if n["recipient"] in (f"D{UID}", f"E{UID}") else "SENT")
+        return n["status"] == ("FAILED" if n["recipient"] in (f"D{UID}", f"E{UID}", f"G{UID}") else "SENT")
 
-    wait_until(lambda: len(listed("email")) == 5 and all(settled(n) for n in listed("email").values()),
+    wait_until(lambda: len(listed("email")) == 7 and all(settled(n) for n in listed("email").values()),
                timeout=12, message="every e-mail sent (or refused for good) while the webhook hangs")
     assert time.monotonic() - started < 14
-    assert relay.refused == ["b@example.la"]  # greylisted once, then taken: a 4xx is temporary
+    # greylisted once, then taken (a 4xx is temporary); relaying denied once, then taken (the
+    # relay's configuration, not the address); an unknown mailbox refused once, for good
+    assert sorted(relay.refused) == ["b@example.la", "f@example.la", "g@example.la"]
     assert listed("email")[f"B{UID}"]["attempts"] == 2
+    assert listed("email")[f"F{UID}"]["attempts"] == 2
+    unknown = listed("email")[f"G{UID}"]
+    assert unknown["attempts"] == 1 and "5.1.1" in unknown["lastError"]
+    # taken once each though every QUIT was answered 421: none sent again
+    assert listed("email")[f"C{UID}"]["attempts"] == 1
     refused = listed("email")[f"D{UID}"]  # 554 after DATA: this message's end, at the first try
     assert refused["attempts"] == 1 and "554" in refused["lastError"]
     unreachable = listed("email")[f"E{UID}"]  # nothing to retry: no address
     assert unreachable["attempts"] == 1 and "no e-mail address" in unreachable["lastError"]
     by_recipient = {tuple(rcpts): (options, data) for rcpts, options, data in relay.accepted}
-    assert sorted(by_recipient) == sorted([(LAO_ADDRESS,), ("b@example.la",), ("c@example.la",)])
+    assert sorted(by_recipient) == sorted([(LAO_ADDRESS,), ("b@example.la",), ("c@example.la",), ("f@example.la",)])
+    assert len(relay.accepted) == len(by_recipient)
     options, data = by_recipient[(LAO_ADDRESS,)]
     assert "SMTPUTF8" in options  # the Lao address travels as itself, through a relay that says it can
     # and its To header is the address itself in UTF-8 (RFC 6532), which a reader parses back
@@ -95,9 +113,10 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
 
     # the webhook: hung, two broken status lines and a 404, each one notification's failure
-    wait_until(lambda: len(listed("webhook")) == 5 and all(n["status"] == "SENT" for n in listed("webhook").values()),
+    wait_until(lambda: len(listed("webhook")) == 7 and all(n["status"] == "SENT" for n in listed("webhook").values()),
                timeout=90, message="every webhook alert delivered in the end")
     assert hook.answers[:4] == ["hang", "garbage", "garbage", 404]
-    assert sorted(r["recipient"] for r in hook.received) == sorted(f"{x}{UID}" for x in "ABCDE")  # once each
+    assert sorted(r["recipient"] for r in hook.received) == sorted(f"{x}{UID}" for x in "ABCDEFG")  # once each
+    assert hook.keys == [f"statnet-notification-{r['id']}" for r in hook.received]
     attempts = sorted(n["attempts"] for n in listed("webhook").values())
-    assert sum(attempts) == len(hook.answers) == 5 + 4  # every try counted against its own notification
+    assert sum(attempts) == len(hook.answers) == 7 + 4  # every try counted against its own notification

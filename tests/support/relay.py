@@ -15,12 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class GreylistingRelay:
     """A minimal ESMTP server (SMTPUTF8 announced) that answers ``451`` to the first RCPT
-    of each address in ``greylist``, ``554`` after DATA to a message for ``refuse_data``,
-    and keeps every message it accepts as
+    of each address in ``greylist``, ``554 5.7.1`` relay access denied to the first of each
+    in ``deny_relay`` (a relay misconfigured, then mended), ``550 5.1.1`` to every RCPT of
+    ``unknown``, ``554`` after DATA to a message for ``refuse_data``, ``quit_reply`` to
+    QUIT, and keeps every message it accepts as
     ``(envelope recipients, mail options, message bytes)``."""
 
-    def __init__(self, greylist: set[str] = frozenset(), refuse_data: set[str] = frozenset()):
+    def __init__(self, greylist: set[str] = frozenset(), refuse_data: set[str] = frozenset(),
+                 deny_relay: set[str] = frozenset(), unknown: set[str] = frozenset(),
+                 quit_reply: str = "221 bye"):
         self.greylist = set(greylist)
+        self.deny_relay = set(deny_relay)
+        self.unknown = set(unknown)
+        self.quit_reply = quit_reply
         self.refuse_data = set(refuse_data)  # a message to these is refused after DATA (554)
         self.refused: list[str] = []
         self.accepted: list[tuple[list[str], str, bytes]] = []
@@ -68,6 +75,13 @@ class GreylistingRelay:
                         self.greylist.discard(address)
                         self.refused.append(address)
                         say("451 4.7.1 Greylisted, try again later")
+                    elif address in self.deny_relay:
+                        self.deny_relay.discard(address)
+                        self.refused.append(address)
+                        say(f"554 5.7.1 <{address}>: Relay access denied")
+                    elif address in self.unknown:
+                        self.refused.append(address)
+                        say(f"550 5.1.1 <{address}>: Recipient address rejected: User unknown")
                     else:
                         rcpts.append(address)
                         say("250 OK")
@@ -84,7 +98,7 @@ class GreylistingRelay:
                 elif verb == "RSET":
                     say("250 OK")
                 elif verb == "QUIT":
-                    say("221 bye")
+                    say(self.quit_reply)
                     return
                 elif not line:
                     return
@@ -112,6 +126,7 @@ class ScriptedWebhook:
         self.script = list(script)
         self.received: list[dict] = []
         self.answers: list = []
+        self.keys: list = []  # the Idempotency-Key header of each request kept
         hook = self
         lock = threading.Lock()
 
@@ -129,6 +144,7 @@ class ScriptedWebhook:
                     return
                 if step == 204:
                     hook.received.append(json.loads(body.decode("utf-8")))
+                    hook.keys.append(self.headers["Idempotency-Key"])
                 self.send_response(step)
                 self.end_headers()
 

@@ -1,4 +1,7 @@
-"""Alert texts in the recipient's language."""
+"""Alert texts in the recipient's language, and which SMTP refusals are final."""
+import pytest
+
+from services.notify.dispatcher import address_refused
 from services.notify.templates import render
 
 
@@ -73,3 +76,18 @@ def test_a_subject_is_encoded_words_of_at_most_75_characters_that_read_back_whol
         assert str(make_header(decode_header(read))) == subject
         assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
         assert b"Subject: =?utf-8?b?" in raw  # no fold before the first word
+
+
+@pytest.mark.parametrize("code, text, final", [
+    (550, b"5.1.1 <g@example.la>: Recipient address rejected: User unknown", True),
+    (553, b"5.1.3 Bad recipient address syntax", True),
+    (550, b"No such user here", True),
+    (554, b"5.7.1 <f@example.la>: Relay access denied", False),   # the relay's configuration
+    (550, b"5.7.1 Relaying denied", False),
+    (550, b"relay not permitted", False),
+    (552, b"5.2.2 Mailbox full", False),
+    (451, b"4.7.1 Greylisted, try again later", False),
+    (450, "4.1.1 mailbox busy", False),
+])
+def test_only_a_refusal_of_the_address_itself_is_final(code, text, final):
+    assert address_refused(code, text) is final
