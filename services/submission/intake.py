@@ -161,7 +161,13 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period,
                                                                                  v.period_sent)
             value_unit = org_unit if v.org_unit in (None, "") else read_unit(f"{at}.orgUnit", v.org_unit)
-        ok = ok and value_period is not None and value_unit is not None
+        if value_period is not None and value_unit is not None:
+            # the place is checked below (assigned, open, in scope) whatever else is wrong
+            # with the value: every problem at once (a bad value hid "not assigned" until fixed)
+            places.setdefault((value_unit, value_period),
+                              named_as["orgUnit"] if v.org_unit in (None, "") else f"{at}.orgUnit")
+        else:
+            ok = False
         text = None
         if de is not None:
             try:
@@ -183,8 +189,6 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                                 f"is given twice (also {seen[key]})"))
             continue
         seen[key] = v.where
-        places.setdefault((value_unit, value_period),
-                          named_as["orgUnit"] if v.org_unit in (None, "") else f"{at}.orgUnit")
         values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
                        "period": value_period.code, "value": text, "comment": v.comment})
 

@@ -125,6 +125,18 @@ def test_a_place_a_value_brings_in_is_refused_under_that_values_name():
     assert all("not assigned data set 'M'" in c["message"] for c in found)
 
 
+def test_a_value_with_a_problem_still_has_its_place_checked():
+    """Every problem at once: a bad value for a unit not assigned the data set was told only
+    its value, then, fixed, the unit (a second round trip for the sender)."""
+    ret = RawReturn("M", "202610", "D1", None, [RawValue(0, "HH", None, "x", org_unit="V1"),
+                                                 RawValue(1, "GHOST", None, "1", org_unit="V2", period="202609")])
+    found = conflicts(ret, principal=Principal("a", "admin", None))
+    assert sorted((c["object"], c["value"]) for c in found) == [
+        ("dataValues[0].orgUnit", "V1"), ("dataValues[0].value", "x"),
+        ("dataValues[1].dataElement", "GHOST"), ("dataValues[1].orgUnit", "V2")]
+    assert all("not assigned data set 'M'" in c["message"] for c in found if c["object"].endswith("orgUnit"))
+
+
 def test_a_csv_no_data_set_fits_lists_that_beside_its_other_problems():
     from services.submission import formats
 
