@@ -27,7 +27,9 @@ recipient, their unit, ``*``, the day). Their LATE_RETURN alerts are still recor
 one per unit as for everyone (CONTRACT 7: every supervisor up the tree is a recipient,
 and ``GET /api/notifications`` lists them), but never sent on their own (no attempt is
 ever due: ``next_attempt_at`` is infinity): the dispatcher marks them SENT, or FAILED,
-with the digest that carries them (``dispatcher.DIGESTED``).
+with the digest that lists them (``dispatcher.DIGESTED``). One recorded after the day's
+digest was made, by a later check, is listed in the next digest the reader gets (one is
+made for it, even if nothing else is late by then).
 """
 from __future__ import annotations
 
@@ -103,14 +105,11 @@ SELECT kind, data_set, org_unit, period, deadline FROM missing
 
 _CHECK = sa.text(_MISSING + """,
 recipients AS (
-    SELECT m.*, f.code AS recipient, f.name AS recipient_name, f.language, f.email, f.digest,
-           f.org_unit AS recipient_unit, fu.name AS recipient_unit_en,
-           coalesce(fu.name_lo, fu.name) AS recipient_unit_lo
+    SELECT m.*, f.code AS recipient, f.name AS recipient_name, f.language, f.email, f.digest
     FROM missing m
     JOIN notify.md_focal_point f
       ON (m.kind = 'LATE_RETURN' AND f.role = 'supervisor' AND strpos(m.path, '/' || f.org_unit || '/') > 0)
       OR (m.kind = 'REMINDER' AND f.role = 'reporter' AND f.org_unit = m.org_unit)
-    JOIN notify.md_org_unit fu ON fu.code = f.org_unit
 ),
 channels AS (SELECT unnest(CAST(:channels AS text[])) AS channel),
 -- one alert per unit and recipient; a digest reader's is recorded all the same, never due
@@ -134,24 +133,46 @@ single AS (
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
     RETURNING id
 ),
+-- a digest's lines: every open late return of the reader's subtree found now, and every
+-- alert of theirs that no digest carried yet (recorded by a check after that day's digest
+-- was made; or the reader has since stopped taking digests: a last one carries them). The
+-- dispatcher marks SENT exactly the alerts a digest lists (an alert recorded after it was
+-- made had been marked SENT by the next day's, which did not list it, or waited for ever)
+digest_lines AS (
+    SELECT DISTINCT ON (recipient, channel, data_set, period, org_unit) *
+    FROM (SELECT 0 AS fresh_first, r.recipient, ch.channel, r.data_set, r.period, r.org_unit, r.deadline,
+                 r.ds_en, r.ds_lo, r.unit_en, r.unit_lo
+          FROM recipients r CROSS JOIN channels ch
+          WHERE r.kind = 'LATE_RETURN' AND r.digest
+          UNION ALL
+          SELECT 1, n.recipient, n.channel, n.data_set, n.period, n.org_unit, CAST(n.details->>'deadline' AS date),
+                 n.details #>> '{names,data_set,en}', n.details #>> '{names,data_set,lo}',
+                 n.details #>> '{names,org_unit,en}', n.details #>> '{names,org_unit,lo}'
+          FROM notify.notification n
+          WHERE n.status = 'PENDING' AND n.next_attempt_at = timestamptz 'infinity'
+            AND n.type = 'LATE_RETURN' AND n.details->>'delivered_by' = 'LATE_DIGEST'
+            AND n.channel = ANY(CAST(:channels AS text[]))) l
+    ORDER BY recipient, channel, data_set, period, org_unit, fresh_first
+),
 digest AS (
     INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status, details)
-    SELECT 'LATE_DIGEST', r.recipient, r.recipient_unit, '*', CAST(:as_of AS text), ch.channel, 'PENDING',
+    SELECT 'LATE_DIGEST', l.recipient, f.org_unit, '*', CAST(:as_of AS text), l.channel, 'PENDING',
            jsonb_build_object(
-               'recipient_name', min(r.recipient_name), 'language', min(r.language), 'email', min(r.email),
+               'recipient_name', min(f.name), 'language', min(f.language), 'email', min(f.email),
                'count', count(*), 'as_of', CAST(:as_of AS date),
                'names', jsonb_build_object(
                    'data_set', jsonb_build_object('en', 'all data sets', 'lo', 'ທຸກຊຸດຂໍ້ມູນ'),
-                   'org_unit', jsonb_build_object('en', min(r.recipient_unit_en), 'lo', min(r.recipient_unit_lo))),
+                   'org_unit', jsonb_build_object('en', min(fu.name), 'lo', min(coalesce(fu.name_lo, fu.name)))),
                'late', jsonb_agg(jsonb_build_object(
-                   'data_set', r.data_set, 'period', r.period, 'org_unit', r.org_unit, 'deadline', r.deadline,
+                   'data_set', l.data_set, 'period', l.period, 'org_unit', l.org_unit, 'deadline', l.deadline,
                    'names', jsonb_build_object(
-                       'data_set', jsonb_build_object('en', r.ds_en, 'lo', r.ds_lo),
-                       'org_unit', jsonb_build_object('en', r.unit_en, 'lo', r.unit_lo)))
-                   ORDER BY r.data_set, r.period, r.org_unit))
-    FROM recipients r CROSS JOIN channels ch
-    WHERE r.kind = 'LATE_RETURN' AND r.digest
-    GROUP BY r.recipient, r.recipient_unit, ch.channel
+                       'data_set', jsonb_build_object('en', l.ds_en, 'lo', l.ds_lo),
+                       'org_unit', jsonb_build_object('en', l.unit_en, 'lo', l.unit_lo)))
+                   ORDER BY l.data_set, l.period, l.org_unit))
+    FROM digest_lines l
+    JOIN notify.md_focal_point f ON f.code = l.recipient
+    JOIN notify.md_org_unit fu ON fu.code = f.org_unit
+    GROUP BY l.recipient, f.org_unit, l.channel
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
     RETURNING id
 )

@@ -58,7 +58,9 @@ NO_ADDRESS = "focal point %s has no e-mail address"
 # now (nothing is dropped). Run where the replica takes the change, in its transaction.
 _REQUEUE = sa.text(f"""
 UPDATE {t.notification.fullname} n
-SET status = 'PENDING', next_attempt_at = now(), last_error = NULL
+SET status = 'PENDING', last_error = NULL,
+    -- a digest reader's alert goes again inside the digest queued with it, not on its own
+    next_attempt_at = CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END
 FROM {t.replica.focal_point.fullname} f
 WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:codes AS text[]))
   AND f.code = n.recipient AND coalesce(f.email, '') <> ''
@@ -293,13 +295,15 @@ class WebhookRefused(Exception):
 CHANNELS = {"email": send_email, "webhook": send_webhook}
 
 # A digest reader's LATE_RETURN alerts go out inside their LATE_DIGEST (deadlines.py): when
-# the digest is sent, or given up, so are the alerts recorded for that recipient and channel
-# up to the digest's making (one recorded later waits for the next day's digest)
+# the digest is sent, or given up, so are the alerts of that recipient and channel that it
+# lists, those and no others (one recorded after it was made is listed in the next)
 DIGESTED = sa.text("""
-UPDATE notify.notification SET status = :status, attempts = :attempts, sent_at = :sent_at,
-                               last_error = :last_error
-WHERE type = 'LATE_RETURN' AND recipient = :recipient AND channel = :channel AND status = 'PENDING'
-  AND details->>'delivered_by' = 'LATE_DIGEST' AND created_at <= :made
+UPDATE notify.notification n SET status = :status, attempts = :attempts, sent_at = :sent_at,
+                                 last_error = :last_error
+FROM jsonb_to_recordset(CAST(:late AS jsonb)) AS l(data_set text, period text, org_unit text)
+WHERE n.type = 'LATE_RETURN' AND n.recipient = :recipient AND n.channel = :channel AND n.status = 'PENDING'
+  AND n.details->>'delivered_by' = 'LATE_DIGEST'
+  AND n.data_set = l.data_set AND n.period = l.period AND n.org_unit = l.org_unit
 """)
 
 
@@ -373,7 +377,7 @@ class Dispatcher(Pump):
             return
         carried = conn.execute(DIGESTED, {
             "status": status, "attempts": attempts, "last_error": reason, "recipient": row.recipient,
-            "channel": row.channel, "made": row.created_at,
+            "channel": row.channel, "late": json.dumps(row.details.get("late", [])),
             "sent_at": dt.datetime.now(dt.timezone.utc) if status == "SENT" else None}).rowcount
         if carried:
             metrics.notifications_total.labels(type="LATE_RETURN", channel=row.channel, status=status).inc(carried)

@@ -342,6 +342,40 @@ def test_an_address_given_or_corrected_later_is_the_one_alerts_go_to(system, wor
     assert len(mails) == 5 and {m["To"] for m in mails} == {"district2@example.la"}
 
 
+def test_a_digest_readers_alert_recorded_after_the_days_digest_goes_in_the_next_one(system, world, smtp):
+    """A unit found late by a second check on a day whose digest is out: the reader's alerts
+    about it wait for the next digest, which lists them although the unit has reported by
+    then (that digest, made of what was late at its own check, left them out and still
+    marked them SENT: the province head never heard of it)."""
+    t, _ = world
+    d1 = t.districts[0]
+    joiner = f"V9{UID}"
+    system.import_metadata({"orgUnits": [{"code": joiner, "name": "Late joiner", "nameLo": "ບ້ານໃໝ່",
+                                          "parent": d1, "openingDate": "2026-09-01"}]})
+    assert system.post("/api/deadlines/check?asOf=2026-12-20").json()["notifications"] > 0
+
+    def province_about_joiner():
+        return [n for n in notifications(system, recipient=f"SP{UID}", type="LATE_RETURN")
+                if n["orgUnit"] == joiner]
+
+    waiting = province_about_joiner()
+    assert sorted((n["period"], n["channel"]) for n in waiting) == sorted(
+        (p, c) for p in ("202609", "202610", "202611") for c in ("email", "webhook"))
+    assert all(n["status"] == "PENDING" and n["attempts"] == 0 for n in waiting)  # the 20th's digest is out
+    for period in ("202609", "202610", "202611"):  # the joiner catches up
+        r = system.submit({"dataSet": DS, "period": period, "orgUnit": joiner,
+                           "dataValues": [{"dataElement": f"OPD{UID}", "value": "7"}]})
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    before = len(smtp.mails())
+    system.post("/api/deadlines/check?asOf=2026-12-21")
+    [digest] = wait_until(lambda: [m for m in smtp.mails()[before:] if m["X-Statnet-Type"] == "LATE_DIGEST"],
+                          timeout=30, message="the next day's digest")
+    body = digest.get_content()
+    assert all(f"{period}: ບ້ານໃໝ່ ({joiner})" in body for period in ("202609", "202610", "202611")), body
+    wait_until(lambda: all(n["status"] == "SENT" for n in province_about_joiner()), timeout=30,
+               message="the joiner's alerts sent with the digest that lists them")
+
+
 def test_the_timer_runs_the_check_on_its_own(world, settings, caplog):
     import logging
 
