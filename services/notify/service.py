@@ -110,6 +110,18 @@ def late_families(container):
                            ["dataset"], rows)
 
 
+MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through the gateway's RPC
+
+
+def _page(params: dict, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 10 ** 9):
+        raise error(400, f"{name}: {raw!r} is not a whole number from 1 to 1000000000")
+    return int(raw)
+
+
 class NotifyService(KeepsMetadataReplica):
     name = "notify"
     pending = collectors.Source(pending_families)
@@ -250,10 +262,17 @@ class NotifyService(KeepsMetadataReplica):
 
     @api_rpc
     def list_notifications(self, principal, params: dict):
+        """``GET /api/notifications``, oldest first, a page at a time (DHIS2's ``page`` and
+        ``pageSize``, at most ``MAX_PAGE``) with a ``pager`` saying how many there are: a
+        province's list passes 10,000 after one deadline check, and was cut there without
+        a word, its newest alerts out of sight."""
         principal.require("read")
+        page, page_size = _page(params, "page", 1), _page(params, "pageSize", MAX_PAGE)
+        if page_size > MAX_PAGE:
+            raise error(400, f"pageSize: {page_size} is more than {MAX_PAGE}")
         md = self.replica.current()
         n = t.notification
-        query = sa.select(n).order_by(n.c.id)
+        query = sa.select(*[c for c in n.c if c.name != "details"]).order_by(n.c.id)
         if params.get("recipient"):
             # a recipient is a focal point: unknown is 404; one attached outside the
             # caller's subtree (a neighbouring district's, or the province's for a
@@ -277,13 +296,22 @@ class NotifyService(KeepsMetadataReplica):
             query = query.where(n.c.recipient.in_(sorted(
                 code for code, fp in md.focal_points.items()
                 if principal.covers_path(md.current_path(fp.org_unit)))))
+        first = (page - 1) * page_size
         with self.db.connect() as conn:
-            rows = conn.execute(query.limit(10_000)).all()
-        if not principal.unscoped:
-            # and about a unit in the subtree for that period, as analytics counts it: a
-            # village moved away in June stays its old district's for its earlier months
-            rows = [r for r in rows if self._about_in_scope(principal, md, r.org_unit, r.period)]
-        return reply({"notifications": [
+            if principal.unscoped:
+                rows = conn.execute(query.add_columns(sa.func.count().over().label("total"))
+                                    .offset(first).limit(page_size)).all()
+                total = rows[0].total if rows else conn.execute(
+                    sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+            else:
+                # and about a unit in the subtree for that period, as analytics counts it: a
+                # village moved away in June stays its old district's for its earlier months
+                # (judged here, so the page is cut after it; a subtree's list, not a country's)
+                rows = [r for r in conn.execute(query) if self._about_in_scope(principal, md, r.org_unit, r.period)]
+                total, rows = len(rows), rows[first:first + page_size]
+        return reply({"pager": {"page": page, "pageSize": page_size, "total": total,
+                                "pageCount": max(1, -(-total // page_size))},
+                      "notifications": [
             {"id": r.id, "type": r.type, "recipient": r.recipient, "orgUnit": r.org_unit,
              "dataSet": r.data_set, "period": r.period, "createdAt": show(r.created_at),
              "channel": r.channel, "status": r.status, "attempts": r.attempts,

@@ -236,6 +236,28 @@ def test_notifications_are_listed_by_known_type_only(system, world):
     assert system.get("/api/notifications?type=REMINDER").status_code == 200
 
 
+def test_notifications_come_a_page_at_a_time_with_a_pager(system, world):
+    """A province's list passes any one answer's size: it is cut into pages that say how
+    many there are (cut at 10,000 without a word, the newest alerts were out of sight)."""
+    t, _ = world
+    whole = system.get("/api/notifications").json()
+    assert whole["pager"] == {"page": 1, "pageSize": 10_000, "total": len(whole["notifications"]), "pageCount": 1}
+    pages = [system.get(f"/api/notifications?pageSize=3&page={p}").json() for p in (1, 2)]
+    assert [n["id"] for page in pages for n in page["notifications"]] == [n["id"] for n in whole["notifications"][:6]]
+    assert pages[1]["pager"] == {"page": 2, "pageSize": 3, "total": len(whole["notifications"]),
+                                 "pageCount": -(-len(whole["notifications"]) // 3)}
+    # a supervisor's list is judged by its scope before it is cut into pages
+    sup1 = system.create_user(f"S1{UID}", "supervisor", t.districts[0])
+    own = system.get("/api/notifications", token=sup1).json()
+    assert own["pager"]["total"] == len(own["notifications"]) > 1
+    second = system.get("/api/notifications?pageSize=1&page=2", token=sup1).json()
+    assert second["notifications"] == own["notifications"][1:2] and second["pager"]["total"] == own["pager"]["total"]
+    assert system.get("/api/notifications?page=999&pageSize=10").json()["notifications"] == []
+    for bad in ("pageSize=0", "pageSize=10001", "page=-1", "page=x", "pageSize=1.5"):
+        r = system.get(f"/api/notifications?{bad}")
+        assert r.status_code == 400 and bad.split("=")[0] in r.json()["message"], (bad, r.text)
+
+
 def test_a_recipient_outside_the_callers_scope_is_403_and_unknown_is_404(system, world):
     t, tokens = world
     d1, d2 = t.districts
