@@ -51,6 +51,8 @@ def queue_families(container):
 
 # Unicode, the ISO 8859 and Windows code pages, and Thai's (Lao has no other): by Python's names
 _CHARSET = re.compile(r"utf-(8|16|32)(-[lb]e)?|ascii|iso8859-\d+|cp125\d|cp874|tis-620|latin-1")
+# IANA's names that Python's codecs don't know (Windows' Thai code page, as Windows names it)
+_CHARSET_ALIASES = {"windows-874": "cp874"}
 _XML_ENCODING = re.compile(rb"""(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
@@ -83,6 +85,10 @@ def _decompressed(raw: bytes, coding: str) -> bytes:
     except zlib.error as exc:
         raise _bad_body(f"body is not gzip data: {exc}") from None
     return out
+
+
+# the first four bytes of an XML document in UTF-16 without a byte-order mark: "<?"
+_UTF16_XML_START = {b"<\x00?\x00": "UTF-16-LE", b"\x00<\x00?": "UTF-16-BE"}
 
 
 def _bad_body(message: str) -> HttpError:
@@ -157,25 +163,34 @@ class GatewayService:
         # the charset the client declares (a spreadsheet's CSV in windows-1252, an ADX file in
         # UTF-16), else UTF-8; what it declares is what the body is read as
         charset = request.mimetype_params.get("charset")
+        by_document = False  # the charset is the XML declaration's, not the Content-Type's
         if charset is None:  # undeclared: UTF-8, or UTF-16 when its byte-order mark says so
+            xml = (request.mimetype or "").endswith("xml")
             charset = "UTF-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "UTF-8"
-            declared = _XML_ENCODING.match(raw) if (request.mimetype or "").endswith("xml") else None
+            if xml and raw[:4] in _UTF16_XML_START:
+                # UTF-16 without a byte-order mark, told by "<?" itself (XML 1.0 appendix F):
+                # a document declared UTF-16LE or UTF-16BE has no mark, rightly
+                charset = _UTF16_XML_START[raw[:4]]
+            declared = _XML_ENCODING.match(raw) if xml else None
             if declared and charset == "UTF-8" and declared.group(1).lower() not in (b"utf-8", b"utf8") \
                     and not _is_utf8(raw):
                 # an XML document's own declaration, as RFC 7303 and DHIS2's XML reader take it
                 # (an ADX file saved in ISO-8859-1 said so, and was refused as not UTF-8); only
                 # where the bytes are not UTF-8: Lao text under a wrong declaration read as
                 # mojibake when the declaration came first
-                charset = declared.group(1).decode("ascii")
+                charset, by_document = declared.group(1).decode("ascii"), True
         try:
             # a character set of the web's (Python's codecs also name transforms such as
             # base64 or rot13, and escape decoders)
-            if not _CHARSET.fullmatch(codecs.lookup(charset).name):
+            if not _CHARSET.fullmatch(codecs.lookup(_CHARSET_ALIASES.get(charset.lower(), charset)).name):
                 raise LookupError(charset)
         except LookupError:
+            if by_document:  # the media type is one we take: the document is what's wrong
+                raise _bad_body(f"the document's encoding {charset!r} is not supported: "
+                                f"send UTF-8 (or UTF-16, ISO-8859-1)") from None
             raise HttpError(415, f"charset {charset!r} is not supported: send UTF-8") from None
         try:
-            text = raw.decode(charset)
+            text = raw.decode(_CHARSET_ALIASES.get(charset.lower(), charset))
             text.encode("utf-8")  # UTF-7 and escapes can spell half a surrogate pair: no character
         except UnicodeError as exc:
             raise _bad_body(f"body is not {charset} text: {exc}"

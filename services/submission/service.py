@@ -24,7 +24,7 @@ from nameko.rpc import rpc
 from services.submission import formats, intake
 from services.submission import tables as t
 from shared import local, metrics, serialization
-from shared.api import api_rpc, error, flag, not_found, reply
+from shared.api import ApiError, api_rpc, error, flag, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
@@ -41,6 +41,11 @@ MAX_TEXT_GROWTH = 3  # UTF-8 bytes per byte sent, at most (a one-byte code page'
 STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
 NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
 MAX_KEY = 200  # characters of an Idempotency-Key (a UUID is 36)
+
+
+def _refused(obj: str, value, message: str) -> ApiError:
+    """A 400 about one part of the request, in a return's refusal shape (CONTRACT 4)."""
+    return error(400, message, conflicts=[formats.conflict(obj, value, message)])
 
 
 def _place_in_scope(principal, md, org_unit, period) -> bool:
@@ -149,10 +154,14 @@ class SubmissionService(KeepsMetadataReplica):
                 params: dict | None = None):
         principal.require("returns.submit")
         params = params or {}
-        dry_run = flag(params, "dryRun")  # read first: a mistyped one must store nothing
+        try:
+            dry_run = flag(params, "dryRun")  # read first: a mistyped one must store nothing
+        except ApiError as exc:  # told as every refusal of a return is, by its conflicts
+            raise _refused("dryRun", params.get("dryRun"), exc.body["message"]) from None
         if idempotency_key is not None and len(idempotency_key) > MAX_KEY:
             # (a longer one overflowed its index row: a 503 that retrying could never cure)
-            raise error(400, f"Idempotency-Key of {len(idempotency_key)} characters is longer than {MAX_KEY}")
+            raise _refused("Idempotency-Key", idempotency_key,
+                           f"Idempotency-Key of {len(idempotency_key)} characters is longer than {MAX_KEY}")
         # the gateway holds the body as sent to 5 MB; this bounds the text decoded from it, which
         # UTF-8 makes larger (a Lao character is two bytes in UTF-16, three here: a 3.4 MB
         # UTF-16 file was refused as over 5 MB)
