@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
+from eventlet import Timeout
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from nameko.extensions import DependencyProvider
@@ -25,6 +27,7 @@ from services.notify.templates import SUBJECTS
 from shared import collectors, local, metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
 from shared.config import Settings
+from shared.db import engine_for
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
@@ -64,13 +67,41 @@ class Outgoing(DependencyProvider):
 
 
 class DeadlineTimer(Timer):
-    """nameko's timer, its interval from settings (``STATNET_DEADLINE_CHECK_SECONDS``)."""
+    """nameko's timer, its interval from settings (``STATNET_DEADLINE_CHECK_SECONDS``), its
+    first tick due an interval after the last check recorded (by any instance, on a timer or
+    by hand), at once if that is past: counted from each start, a notify restarted more often
+    than the interval (deploys, a crash loop, a laptop) never ran the check at all."""
 
     def __init__(self, **kwargs):
         super().__init__(interval=3600, eager=False, **kwargs)
 
     def setup(self):
-        self.interval = Settings.of(self.container).deadline_check_seconds
+        settings = Settings.of(self.container)
+        self.interval = settings.deadline_check_seconds
+        self.database_url = settings.database_url
+
+    def first_wait(self) -> float:
+        try:
+            with engine_for(self.database_url).connect() as conn:
+                since = conn.execute(sa.select(sa.func.extract("epoch", sa.func.now() - sa.func.max(
+                    t.late_count.c.checked_at)))).scalar()
+        except sa.exc.SQLAlchemyError:  # (no schema yet: a first start)
+            since = None
+        return self.interval if since is None else min(max(self.interval - float(since), 0.0), self.interval)
+
+    def _run(self):
+        """nameko's loop, but for the first wait: each tick an interval after the one before
+        (or after the worker, if that took longer), until the container stops."""
+        wait = self.first_wait()
+        while True:
+            with Timeout(wait, exception=False):
+                self.should_stop.wait()
+                break
+            began = time.monotonic()
+            self.handle_timer_tick()
+            self.worker_complete.wait()
+            self.worker_complete.reset()
+            wait = max(self.interval - (time.monotonic() - began), 0)
 
 
 def pending_families(container):

@@ -414,6 +414,41 @@ def test_the_timer_runs_the_check_on_its_own(world, settings, caplog):
         timed.stop()
 
 
+def test_the_timer_checks_at_start_when_the_last_check_is_an_interval_old(world, settings, caplog):
+    """The first tick is due an interval after the last check recorded, not after each start:
+    a notify restarted more often than the interval never ran the check."""
+    import logging
+    import time
+
+    import sqlalchemy as sa
+
+    from services.runner import build
+    from shared.db import engine_for
+    from shared.periods import today
+
+    def timed_check_within(seconds: float) -> bool:
+        caplog.clear()
+        timed = build(settings.replace(deadline_check_seconds=3600), ["notify"])
+        timed.start()
+        try:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                if any(r.getMessage().startswith(f"deadline check as of {today()}") for r in caplog.records):
+                    return True
+                time.sleep(0.1)
+            return False
+        finally:
+            timed.stop()
+
+    caplog.set_level(logging.INFO, logger="services.notify.service")
+    with engine_for(settings.database_url).begin() as conn:
+        conn.execute(sa.text("UPDATE notify.late_count SET checked_at = now() - interval '10 minutes'"))
+    assert not timed_check_within(4)  # checked ten minutes ago: due in fifty
+    with engine_for(settings.database_url).begin() as conn:
+        conn.execute(sa.text("UPDATE notify.late_count SET checked_at = now() - interval '2 hours'"))
+    assert timed_check_within(15)  # overdue: at once
+
+
 def test_pending_alerts_are_a_zero_series_of_every_type_and_channel_in_use(system, world):
     """An empty queue is said as 0, not by the series being absent (which is also how a notify
     that is down looks): a rule on it can tell the two apart."""
