@@ -129,6 +129,25 @@ def _fmt(value) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
 
+def _alerts_since(api, began) -> list[dict]:
+    """This run's alerts (one goes out once, so a second run has none of its own): the list is
+    oldest first, a page at a time, so read from its last page back to the first older one."""
+    _, notes = api.call("GET", "/api/notifications?pageSize=1")
+    page = notes["pager"]["total"] // ALERTS_PAGE + 1
+    out: list[dict] = []
+    while page >= 1:
+        _, notes = api.call("GET", f"/api/notifications?page={page}&pageSize={ALERTS_PAGE}")
+        new = [n for n in notes["notifications"] if not _before(n["createdAt"], began)]
+        out = new + out
+        if len(new) < len(notes["notifications"]):
+            break
+        page -= 1
+    return out
+
+
+ALERTS_PAGE = 10_000
+
+
 def main(settings: Settings, month: str | None = None) -> int:
     admin = settings.admin_token or secrets.token_urlsafe(24)
     settings = settings.replace(admin_token=admin)
@@ -254,12 +273,10 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        _, notes = api.call("GET", "/api/notifications")
-        if all(n["status"] != "PENDING" for n in notes["notifications"]):
+        alerts = _alerts_since(api, run_began)
+        if all(n["status"] != "PENDING" for n in alerts):
             break
         time.sleep(0.5)
-    # this run's: an alert goes out once, so a second run has none of its own
-    alerts = [n for n in notes["notifications"] if not _before(n["createdAt"], run_began)]
     tally = Counter((n["type"], n["channel"], n["status"]) for n in alerts)
     print(f"\nAlerts of this run ({len(alerts)}): "
           + (", ".join(f"{k[0]} by {k[1]} {k[2]} {v}" for k, v in sorted(tally.items()))
