@@ -80,10 +80,18 @@ def upsert_user(tx, body: dict) -> dict:
                 f"focal point {focal_point!r} is at org unit {fp_unit.org_unit!r}, outside the user's "
                 f"scope {data['orgUnit']!r}"]})
     else:
-        # a user named like a focal point's code acts for that focal point (if it is the
-        # user's to act for: a name alike in another district is a coincidence, not a link)
-        named = tx.execute(sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
-                           .where(t.focal_point.c.code == data["username"])).first()
+        # a re-post that does not name it keeps the user's link (the contract's rotation
+        # sends username, role and orgUnit only: it cut the link, and the focal point's
+        # lastActiveAt stopped), while the focal point is still in the user's scope
+        kept = None if "focalPoint" in data else tx.execute(
+            sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
+            .join(t.user_account, t.user_account.c.focal_point == t.focal_point.c.code)
+            .where(t.user_account.c.username == data["username"])).first()
+        # else a user named like a focal point's code acts for that focal point (if it is the
+        # user's to act for: a name alike in another district is a coincidence, not a link;
+        # a focal point made after the user is found when its returns are accepted)
+        named = kept or tx.execute(sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
+                                   .where(t.focal_point.c.code == data["username"])).first()
         focal_point = named.code if named and _within_scope(tx, data, named.org_unit) else None
     token = auth.new_token()
     row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
@@ -350,10 +358,18 @@ noted AS (
 )
 UPDATE {t.focal_point.fullname} f
 SET last_active_at = greatest(coalesce(f.last_active_at, a.at), a.at)
-FROM (SELECT coalesce(u.focal_point, sole.code) AS focal_point, max(x.accepted_at) AS at
+FROM (SELECT coalesce(u.focal_point, named.code, sole.code) AS focal_point, max(x.accepted_at) AS at
       FROM x JOIN {t.user_account.fullname} u ON u.username = x.submitted_by
-      -- a user linked to no focal point acts for the one of its role at its org unit,
-      -- when there is exactly one (the person responsible there: CONTRACT 3)
+      -- a user linked to no focal point acts for the one named like it in its scope (made
+      -- after the user: the link made at the user's creation found none), else for the
+      -- one of its role at its org unit, when there is exactly one (the person
+      -- responsible there: CONTRACT 3)
+      LEFT JOIN LATERAL (
+          SELECT fp.code FROM {t.focal_point.fullname} fp
+          JOIN {t.org_unit_path.fullname} p ON p.code = fp.org_unit AND p.valid_to IS NULL
+          WHERE fp.code = u.username
+            AND (u.org_unit IS NULL OR u.role NOT IN ('supervisor', 'reporter')
+                 OR strpos(p.path, '/' || u.org_unit || '/') > 0)) named ON true
       LEFT JOIN LATERAL (
           SELECT min(fp.code) AS code FROM {t.focal_point.fullname} fp
           WHERE fp.org_unit = u.org_unit AND fp.role = u.role

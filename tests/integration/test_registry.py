@@ -476,6 +476,34 @@ def test_a_reporter_acts_for_the_one_reporter_focal_point_of_its_unit(system, wo
     assert r.status_code == 201 and r.json()["focalPoint"] is None
 
 
+def test_a_users_focal_point_holds_through_rotation_and_whichever_came_first(system, world):
+    """Rotating a token as the contract does (username, role, orgUnit) keeps the user's focal
+    point (it cut the link); a user made before the focal point named like it acts for it
+    (the link was looked for only when the user was made). The unit has two reporter focal
+    points, so neither is credited as its only one."""
+    t, codes, *_ = world
+    village = t.villages[t.districts[0]][1]
+    user = {"username": "FPREGLATE", "role": "reporter", "orgUnit": village}
+    early = system.post("/api/users", json=user)
+    assert early.status_code == 201 and early.json()["focalPoint"] is None  # no such focal point yet
+    system.import_metadata({"focalPoints": [
+        {"code": code, "name": "ຜູ້ລາຍງານ", "orgUnit": village, "role": "reporter", "language": "lo"}
+        for code in ("FPREGLATE", "FPREGPICK")]})
+    r = system.post("/api/users", json={"username": "picker", "role": "reporter", "orgUnit": village,
+                                        "focalPoint": "FPREGPICK"})
+    assert r.json()["focalPoint"] == "FPREGPICK"
+    rotated = system.post("/api/users", json={"username": "picker", "role": "reporter", "orgUnit": village})
+    assert rotated.status_code == 201 and rotated.json()["focalPoint"] == "FPREGPICK"
+
+    def last_active() -> dict:
+        return {f["code"]: f["lastActiveAt"] for f in unit(system, village)["focalPoints"]}
+
+    for token, year in ((early.json()["token"], "2015"), (rotated.json()["token"], "2014")):
+        sent = system.submit(village_return(codes, village, year, 2, 3), token=token)
+        assert system.wait_status(sent.json()["id"])["status"] == "AGGREGATED"
+    assert last_active()["FPREGLATE"] is not None and last_active()["FPREGPICK"] is not None
+
+
 def test_a_user_moved_elsewhere_no_longer_reads_what_it_sent(system, world):
     t, codes, *_ = world
     village, elsewhere = t.villages[t.districts[0]][1], t.villages[t.districts[1]][0]
