@@ -104,7 +104,9 @@ class _Errors:
         self.items: list[dict] = []
 
     def add(self, obj: str, message: str) -> None:
-        self.items.append({"object": obj, "message": message})
+        item = {"object": obj, "message": message}
+        if item not in self.items:  # (an element twice in one expression was told twice)
+            self.items.append(item)
 
     def __bool__(self):
         return bool(self.items)
@@ -416,15 +418,24 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
             continue
         if state["data_set"] is not None and state["data_set"] not in ds_states:
             errors.add(code, f"validation rule {code}: unknown data set {state['data_set']!r}")
+        referred: set[str] = set()
         for side in ("left", "right"):
             try:
                 problems = _reference_problems(state, side, de_states)
+                referred |= {ref.data_element for ref in expressions.references(expressions.parse(state[side]))}
             except expressions.ExpressionError as exc:
                 errors.add(code, f"validation rule {code}: bad {side} expression "
                                  f"{state[side]!r}: {exc}")
                 continue
             for _, message in problems:
                 errors.add(code, f"validation rule {code}: {message}")
+        ds_state = ds_states.get(state["data_set"])
+        if ds_state is not None and referred and not referred & set(ds_state["data_elements"]):
+            # a rule applies to a data set's returns where it is about their elements (as DHIS2
+            # picks a data set's rules): about none, it could only ever see missing values
+            errors.add(code, f"validation rule {code}: refers to no data element of data set "
+                             f"{state['data_set']!r} ({', '.join(sorted(referred))}; it has "
+                             f"{', '.join(ds_state['data_elements']) or 'none'})")
         count(existing, state, p.validation_rules, code)
     # rules the document leaves alone must still hold for the data elements it changes
     posted_rules = {item["code"] for item in parsed.get("validationRules", [])}

@@ -57,14 +57,17 @@ class Stored:
 
 
 def rules_for(md: Metadata, ds: DataSet) -> list[ValidationRule]:
-    """Rules of the data set, and unattached rules about any of its elements (as DHIS2 does)."""
-    out = list(md.rules_by_data_set.get(ds.code, []))
+    """The rules about any of the data set's elements (as DHIS2 chooses them), attached to it
+    or to none: a rule of the data set left about none of them (an element taken out of the
+    data set since) can only see missing values, and with NEVER_SKIP rejected every return."""
     elements = set(ds.data_elements)
-    for rule in md.rules_by_data_set.get(None, []):
+
+    def about_its_elements(rule: ValidationRule) -> bool:
         refs = expressions.references(_parsed(rule.left)) + expressions.references(_parsed(rule.right))
-        if any(r.data_element in elements for r in refs):
-            out.append(rule)
-    return sorted(out, key=lambda r: r.code)
+        return any(r.data_element in elements for r in refs)
+
+    return sorted((rule for key in (ds.code, None) for rule in md.rules_by_data_set.get(key, [])
+                   if about_its_elements(rule)), key=lambda r: r.code)
 
 
 def with_totals(values: dict[Key, Decimal]) -> dict[Key, Decimal]:

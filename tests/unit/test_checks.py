@@ -38,3 +38,16 @@ def test_value_type_is_checked_again():
 def test_division_by_zero_skips_the_rule():
     r = rule("DIV", "#{HH} / #{POP}", "less_than", "1", strategy="NEVER_SKIP")
     assert evaluate_rule(r, {("HH", "default"): D(5), ("POP", "M"): D(0)}) is None
+
+
+def test_a_data_sets_rule_about_none_of_its_elements_does_not_judge_its_returns():
+    """The data set dropped POP since the rule was made: the rule, about POP alone, saw only
+    missing values and with NEVER_SKIP rejected every return (DHIS2 picks a data set's rules
+    by the elements they share with it)."""
+    md = snapshot({"LA": None, "V": "LA"}, elements=[element("POP", combos=("M", "F")), element("HH")],
+                  data_sets=[data_set("DS", ["HH"], level=2)],
+                  rules=[rule("HIGH1", "#{POP.M} + #{POP.F}", "greater_than", "0", strategy="NEVER_SKIP",
+                              data_set="DS"),
+                         rule("HH1", "#{HH}", "greater_than", "#{POP}", strategy="NEVER_SKIP", data_set="DS")])
+    assert [v["rule"] for v in check_return("DS", values(HH=0), md)] == ["HH1"]
+    assert check_return("DS", values(HH=4), md) == []

@@ -69,6 +69,27 @@ def test_rule_references_must_exist_with_their_combos():
     assert "POP.X" in text and "GHOST" in text
 
 
+def test_a_rule_of_a_data_set_is_about_one_of_its_elements():
+    """A rule that names a data set and none of its elements could only see missing values
+    (with NEVER_SKIP, it rejected every return of the data set)."""
+    doc = {**BASE, "dataElements": BASE["dataElements"] + [
+        {"code": "HH", "name": "Households", "valueType": "INTEGER", "aggregationType": "SUM"}],
+           "validationRules": [{"code": "R", "name": "r", "importance": "HIGH", "left": "#{HH} + #{HH}",
+                                "operator": "greater_than", "right": "0", "dataSet": "DS",
+                                "missingValueStrategy": "NEVER_SKIP"}]}
+    [error] = errors_of(doc)  # told once, though HH is named twice
+    assert error["object"] == "R" and "refers to no data element of data set 'DS' (HH; it has POP)" in error["message"]
+    ok = {**doc, "validationRules": [{**doc["validationRules"][0], "left": "#{HH} + #{POP}"}]}
+    assert plan(ok, empty(), {}, TODAY).validation_rules["R"]["data_set"] == "DS"
+
+
+def test_an_expression_problem_is_told_once():
+    doc = {**BASE, "validationRules": [{"code": "R", "name": "r", "importance": "LOW", "left": "#{GHOST} + #{GHOST}",
+                                        "operator": "equal_to", "right": "1"}]}
+    assert [e["message"] for e in errors_of(doc)] == ["validation rule R: left expression refers to unknown "
+                                                      "data element 'GHOST'"]
+
+
 def test_a_cycle_is_refused():
     doc = {"orgUnits": [{"code": "A", "name": "a", "parent": "B", "openingDate": "2000-01-01"},
                         {"code": "B", "name": "b", "parent": "A", "openingDate": "2000-01-01"}]}
