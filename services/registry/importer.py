@@ -18,7 +18,7 @@ from marshmallow import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 
 from services.registry import tables as t
-from services.registry.hierarchy import CycleError, Link, Path, compute_paths, merge, set_parent
+from services.registry.hierarchy import CycleError, Link, Path, compute_paths, merge, parent_on, set_parent
 from shared import expressions
 from shared.schemas.api import METADATA_LISTS
 from shared.values import keeps_stored_values
@@ -291,8 +291,12 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
             if existing is None:
                 start = start or state["opening_date"]
             elif start is None:
-                moved = not current or current[-1].parent != parent
-                start = today if moved else None
+                # compared with the parent in force today (or at the opening, for a unit not
+                # open yet), not the last link: with a move to P scheduled for next year,
+                # posting parent P was "no change", and the unit stayed where it was
+                on = max(today, state["opening_date"])
+                moved = not current or parent_on(current, on) != parent
+                start = on if moved else None
             if start is not None:
                 timeline = set_parent(current, parent, start)
                 if timeline != current:

@@ -97,6 +97,17 @@ def test_a_cycle_is_refused(system, world):
     assert any("cycle in the hierarchy" in e["message"] for e in r.json()["errors"])
 
 
+def test_a_unit_not_open_yet_is_shown_under_the_parent_it_will_open_under(system, world):
+    t, *_ = world
+    district = t.districts[0]
+    system.import_metadata({"orgUnits": [{"code": "REGFUT", "name": "Opens next year", "parent": district,
+                                          "openingDate": "2099-01-01"}]})
+    shown = unit(system, "REGFUT")
+    assert shown["parent"] == district and shown["path"].endswith(f"/{district}/REGFUT/")
+    assert shown["level"] == shown["path"].count("/") - 1
+    assert "REGFUT" in unit(system, district)["children"]
+
+
 def test_a_data_element_change_that_would_strand_stored_values_is_409(system, world):
     """Narrowing a value type, or removing a combo, once values of it are stored: refused
     (as DHIS2 refuses a value type change), nothing changed; a widening goes through."""

@@ -123,6 +123,22 @@ def test_a_move_onto_a_unit_that_has_left_is_no_cycle():
     assert [x.path for x in p.paths["D"]] == ["/LA/03/D/", "/LA/03/V/D/"]
 
 
+def test_a_parent_posted_without_a_date_is_compared_with_where_the_unit_is_today():
+    """A move to D2 is scheduled for next year; posting parent D2 without parentFrom moves the
+    unit today (it was "no change", compared with the scheduled link); posting the parent it
+    has today changes nothing and keeps the schedule."""
+    reg, paths = _registry({"orgUnits": BASE["orgUnits"] + [
+        {"code": "D1", "name": "District 1", "parent": "03", "openingDate": "2000-01-01"},
+        {"code": "D2", "name": "District 2", "parent": "03", "openingDate": "2000-01-01"},
+        {"code": "V", "name": "Village", "parent": "D1", "openingDate": "2000-01-01"}]})
+    scheduled = plan({"orgUnits": [{"code": "V", "parent": "D2", "parentFrom": "2027-06-01"}]}, reg, paths, TODAY)
+    reg.links.update(scheduled.links)
+    paths = {**paths, **scheduled.paths}
+    assert plan({"orgUnits": [{"code": "V", "parent": "D1"}]}, reg, paths, TODAY).links == {}
+    p = plan({"orgUnits": [{"code": "V", "parent": "D2"}]}, reg, paths, TODAY)
+    assert p.links["V"] == [Link("D1", dt.date(2000, 1, 1), TODAY), Link("D2", TODAY, None)]
+
+
 def test_reimporting_the_same_document_changes_nothing():
     first = plan(BASE, empty(), {}, TODAY)
     reg = Registry(1, first.org_units, first.links, first.data_elements, first.data_sets,
