@@ -476,12 +476,11 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
 # ------------------------------------------------------------------ writing
 
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
-    for i in range(0, len(rows), 1000):
-        stmt = insert(table).values(rows[i:i + 1000])
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[table.c.code],
-            set_={c.name: stmt.excluded[c.name] for c in table.columns
-                  if c.name in rows[0] and c.name != "code"}))
+    # executemany: batched by SQLAlchemy from one cached compilation (see replica.apply_changes)
+    stmt = insert(table)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[table.c.code],
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name in rows[0] and c.name != "code"}), rows)
 
 
 def write(conn: sa.Connection, p: Plan) -> int:
@@ -500,8 +499,8 @@ def write(conn: sa.Connection, p: Plan) -> int:
         codes = sorted(changed)
         for i in range(0, len(codes), 1000):
             conn.execute(table.delete().where(table.c.code.in_(codes[i:i + 1000])))
-        for i in range(0, len(rows), 1000):
-            conn.execute(insert(table).values(rows[i:i + 1000]))
+        if rows:
+            conn.execute(insert(table), rows)
     return version
 
 
