@@ -177,6 +177,8 @@ class Query:
 
 
 DIMENSIONS = ("dx", "ou", "pe")
+_CHANGES_THE_NUMBERS = ("aggregationType", "measureCriteria", "preAggregationMeasureCriteria", "approvalLevel",
+                        "timeField", "orgUnitField")
 # DHIS2's reporting-rate items of a data set (dx=DS.REPORTING_RATE): answered by completeness
 _RATE_ITEMS = ("REPORTING_RATE", "REPORTING_RATE_ON_TIME", "ACTUAL_REPORTS", "ACTUAL_REPORTS_ON_TIME",
                "EXPECTED_REPORTS")
@@ -189,7 +191,11 @@ def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
     lists = {k: ([v] if isinstance(v, str) else list(v)) for k, v in raw.items()}
     params = {k: v[0] for k, v in lists.items() if v and k not in DIMENSIONS + ("dimension", "filter")}
     items = {d: list(lists.get(d, [])) for d in DIMENSIONS}
-    filters, problems = set(), []
+    # DHIS2's parameters that change the numbers, which statnet does not do: refused, never
+    # answered as if absent (aggregationType=AVERAGE answered with the sum)
+    problems = [f"{name}: {params[name]!r} is not supported (statnet aggregates each element by its own "
+                f"aggregationType, over every stored value)" for name in _CHANGES_THE_NUMBERS if params.get(name)]
+    filters, as_dimension = set(), {d for d in DIMENSIONS if items[d]}
     for kind in ("dimension", "filter"):
         for spec in lists.get(kind, []):
             name, colon, rest = spec.partition(":")
@@ -198,8 +204,11 @@ def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
                                 "(e.g. dimension=dx:POP;POP.F)")
                 continue
             items[name].append(rest)
-            if kind == "filter":
-                filters.add(name)
+            (filters if kind == "filter" else as_dimension).add(name)
+    for name in sorted(filters & as_dimension):
+        # (merged, the two made one filter of two items, refused for that, or a filter of the
+        # dimension's own items, silently leaving it out of the rows)
+        problems.append(f"{name} is asked both as a dimension and as a filter: ask it as one")
     if problems:
         raise error(400, "; ".join(problems))
     for name in DIMENSIONS:

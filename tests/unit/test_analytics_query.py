@@ -136,6 +136,19 @@ def test_dhis2s_dimension_and_filter_spellings_read_as_the_plain_ones():
     assert "'co'" in refused.value.body["message"] and "'xx:1'" in refused.value.body["message"]
 
 
+def test_what_would_change_the_numbers_unsupported_is_refused_not_ignored():
+    """aggregationType=AVERAGE was answered with the sum, measureCriteria with every row; a
+    dimension asked also as a filter left the rows without it, or was refused as a filter of
+    two items that the user never wrote."""
+    for raw, words in (({"dx": "OPD", "aggregationType": "AVERAGE"}, "aggregationType: 'AVERAGE' is not supported"),
+                       ({"dx": "OPD", "measureCriteria": "GT:1000"}, "measureCriteria: 'GT:1000'"),
+                       ({"pe": "2026", "filter": ["pe:2026Q1"]}, "pe is asked both as a dimension and as a filter"),
+                       ({"dimension": ["pe:2026"], "filter": ["pe:2026"]}, "pe is asked both")):
+        with pytest.raises(ApiError) as err:
+            analytics.dhis2_params(raw)
+        assert err.value.status == 400 and words in err.value.body["message"], (raw, err.value.body)
+
+
 def test_a_data_sets_reporting_rate_is_pointed_to_completeness():
     md = _md()
     with pytest.raises(ApiError) as refused:
