@@ -179,10 +179,11 @@ class GatewayService:
                 # where the bytes are not UTF-8: Lao text under a wrong declaration read as
                 # mojibake when the declaration came first
                 charset, by_document = declared.group(1).decode("ascii"), True
+        codec = _CHARSET_ALIASES.get(charset.lower(), charset)
         try:
             # a character set of the web's (Python's codecs also name transforms such as
             # base64 or rot13, and escape decoders)
-            if not _CHARSET.fullmatch(codecs.lookup(_CHARSET_ALIASES.get(charset.lower(), charset)).name):
+            if not _CHARSET.fullmatch(codecs.lookup(codec).name):
                 raise LookupError(charset)
         except LookupError:
             if by_document:  # the media type is one we take: the document is what's wrong
@@ -190,7 +191,7 @@ class GatewayService:
                                 f"send UTF-8 (or UTF-16, ISO-8859-1)") from None
             raise HttpError(415, f"charset {charset!r} is not supported: send UTF-8") from None
         try:
-            text = raw.decode(_CHARSET_ALIASES.get(charset.lower(), charset))
+            text = raw.decode(codec)
             text.encode("utf-8")  # UTF-7 and escapes can spell half a surrogate pair: no character
         except UnicodeError as exc:
             raise _bad_body(f"body is not {charset} text: {exc}"

@@ -102,11 +102,12 @@ def load_paths(conn: sa.Connection) -> dict[str, list[Path]]:
 class _Errors:
     def __init__(self):
         self.items: list[dict] = []
+        self._told: set[tuple[str, str]] = set()
 
     def add(self, obj: str, message: str) -> None:
-        item = {"object": obj, "message": message}
-        if item not in self.items:  # (an element twice in one expression was told twice)
-            self.items.append(item)
+        if (obj, message) not in self._told:  # (an element twice in one expression was told twice)
+            self._told.add((obj, message))
+            self.items.append({"object": obj, "message": message})
 
     def __bool__(self):
         return bool(self.items)
@@ -172,10 +173,15 @@ def _missing(state: dict, required: dict[str, str]) -> list[str]:
 StoredCombos = Callable[[dict[str, list[str]]], dict[str, list[str]]]
 
 
-def _reference_problems(rule: dict, side: str, de_states: dict[str, dict]) -> list[tuple[str | None, str]]:
-    """What is wrong with what a rule's expression refers to: (data element, message)."""
+def _references(rule: dict, side: str) -> list:
+    """What one side of a rule's expression refers to (raises ExpressionError when bad)."""
+    return expressions.references(expressions.parse(rule[side]))
+
+
+def _reference_problems(refs: list, side: str, de_states: dict[str, dict]) -> list[tuple[str | None, str]]:
+    """What is wrong with what a rule's expression refers to (``refs``): (data element, message)."""
     out: list[tuple[str | None, str]] = []
-    for ref in expressions.references(expressions.parse(rule[side])):
+    for ref in refs:
         de = de_states.get(ref.data_element)
         if de is None:
             out.append((None, f"{side} expression refers to unknown data element {ref.data_element!r}"))
@@ -425,13 +431,13 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
         referred: set[str] = set()
         for side in ("left", "right"):
             try:
-                problems = _reference_problems(state, side, de_states)
-                referred |= {ref.data_element for ref in expressions.references(expressions.parse(state[side]))}
+                refs = _references(state, side)
             except expressions.ExpressionError as exc:
                 errors.add(code, f"validation rule {code}: bad {side} expression "
                                  f"{state[side]!r}: {exc}")
                 continue
-            for _, message in problems:
+            referred |= {ref.data_element for ref in refs}
+            for _, message in _reference_problems(refs, side, de_states):
                 errors.add(code, f"validation rule {code}: {message}")
         ds_state = ds_states.get(state["data_set"])
         if ds_state is not None and referred and not referred & set(ds_state["data_elements"]):
@@ -447,7 +453,7 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
         if code in posted_rules:
             continue
         for side in ("left", "right"):
-            for de, message in _reference_problems(rule, side, de_states):
+            for de, message in _reference_problems(_references(rule, side), side, de_states):
                 if de in p.data_elements:
                     errors.add(de, f"data element {de}: validation rule {code}'s {message}")
 

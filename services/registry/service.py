@@ -193,13 +193,14 @@ class RegistryService:
             unit = conn.execute(sa.select(t.org_unit).where(t.org_unit.c.code == code)).one()
             # a unit not open yet is shown as it will open (its path and level were, its
             # parent was none)
-            day = max(today(), unit.opening_date)
+            now = today()
+            day = max(now, unit.opening_date)
             link = t.org_unit_link
             current = sa.and_(link.c.valid_from <= day, sa.or_(link.c.valid_to.is_(None), link.c.valid_to > day))
             parent = conn.execute(sa.select(link.c.parent).where(link.c.code == code, current)).scalar()
             # and those not open yet that will open under it, as they are shown themselves
             # (and as its subtree's metadata export lists them)
-            opens_under = sa.and_(t.org_unit.c.opening_date > today(), link.c.valid_from == t.org_unit.c.opening_date)
+            opens_under = sa.and_(t.org_unit.c.opening_date > now, link.c.valid_from == t.org_unit.c.opening_date)
             children = conn.execute(sa.select(link.c.code).join(t.org_unit, t.org_unit.c.code == link.c.code)
                                     .where(link.c.parent == code, sa.or_(current, opens_under))
                                     .order_by(link.c.code)).scalars().all()
