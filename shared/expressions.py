@@ -9,7 +9,10 @@ Grammar (what the contract allows)::
 
 ``#{DE.COC}`` is one value; ``#{DE}`` is the sum over the combos of DE that
 have a value (read from ``values[(DE, None)]`` when the caller has summed it
-once for many rules, as validation does). Arithmetic is exact (``Decimal``). The registry parses every
+once for many rules, as validation does). Arithmetic is exact: rational numbers
+(``Fraction``), so ``#{A} / 3 * 3`` is ``#{A}`` (in ``Decimal``'s 28 digits it was
+0.999...9 for 1, and a HIGH rule ``equal_to`` rejected the return, showing "1 = 1" as its
+violation; DHIS2's doubles happen to round it back). The registry parses every
 rule when metadata arrives, so a bad expression is refused at import;
 validation evaluates the parsed tree.
 
@@ -19,13 +22,20 @@ Defined behaviours instead of crashes:
   missing-value strategy (``evaluate`` reports how many references were
   missing; with ``NEVER_SKIP`` a missing value counts as 0);
 * division by zero makes that side *undefined* (``None``): the rule cannot be
-  judged and is skipped, exactly like a rule whose values are missing.
+  judged and is skipped, exactly like a rule whose values are missing; so does a
+  side whose value is beyond what a double holds (DHIS2's infinity), which no
+  violation could report as a number;
+* a number written beyond 1e300 (or a non-zero one below 1e-300) is refused at
+  import: ``1e400`` is infinity in DHIS2's doubles, and ``1e999999999`` as an exact
+  number would be a billion digits.
 """
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
-from decimal import Decimal, DivisionByZero, InvalidOperation
+from decimal import Decimal
+from fractions import Fraction
 from typing import Mapping, Union
 
 from shared.schemas.common import CODE_PATTERN
@@ -37,6 +47,9 @@ _TOKEN = re.compile(
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 50
+LARGEST = Decimal("1e300")       # a number written in an expression, at most
+SMALLEST = Decimal("1e-300")     # and, if not zero, at least
+_DOUBLE_MAX = Fraction(sys.float_info.max)
 
 
 class ExpressionError(ValueError):
@@ -45,7 +58,7 @@ class ExpressionError(ValueError):
 
 @dataclass(frozen=True)
 class Num:
-    value: Decimal
+    value: Fraction
 
 
 @dataclass(frozen=True)
@@ -142,7 +155,10 @@ class _Parser:
         kind, text = tok
         if kind == "number":
             self.take()
-            return Num(Decimal(text))
+            number = Decimal(text)
+            if number and not SMALLEST <= number <= LARGEST:
+                raise ExpressionError(f"number {text} is out of range (0, or 1e-300 to 1e300)")
+            return Num(Fraction(number))
         if kind == "ref":
             m = self.take()[2]
             return Ref(m.group("de"), m.group("coc"))
@@ -176,7 +192,7 @@ def references(node: Node) -> list[Ref]:
 
 @dataclass(frozen=True)
 class Evaluation:
-    value: Decimal | None   # None: undefined (division by zero) or every reference missing
+    value: Fraction | None  # None: undefined (division by zero, beyond a double) or every reference missing
     refs: int               # references in the expression
     missing: int            # references that had no value
 
@@ -186,6 +202,8 @@ def evaluate(node: Node, values: Mapping[tuple[str, str], Decimal],
     """Evaluate with ``values[(data_element, combo)]``; see the module docstring."""
     counts = [0, 0]  # refs, missing
     value = _ev(node, values, missing_as_zero, counts)
+    if value is not None and abs(value) > _DOUBLE_MAX:
+        value = None
     return Evaluation(value, counts[0], counts[1])
 
 
@@ -193,7 +211,7 @@ def evaluate(node: Node, values: Mapping[tuple[str, str], Decimal],
 # (function -> cell -> function) that only the cyclic collector frees, one per evaluation:
 # most of the validation process's cyclic garbage under load (gc.DEBUG_SAVEALL).
 def _ev(n: Node, values: Mapping[tuple[str, str], Decimal], missing_as_zero: bool,
-        counts: list[int]) -> Decimal | None:
+        counts: list[int]) -> Fraction | None:
     if isinstance(n, Num):
         return n.value
     if isinstance(n, Ref):
@@ -204,11 +222,11 @@ def _ev(n: Node, values: Mapping[tuple[str, str], Decimal], missing_as_zero: boo
             v = values[(n.data_element, None)]
         else:
             found = [v for (de, _), v in values.items() if de == n.data_element]
-            v = sum(found, Decimal(0)) if found else None
+            v = sum(map(Fraction, found)) if found else None
         if v is None:
             counts[1] += 1
-            return Decimal(0) if missing_as_zero else None
-        return v
+            return Fraction(0) if missing_as_zero else None
+        return Fraction(v)
     if isinstance(n, Neg):
         v = _ev(n.operand, values, missing_as_zero, counts)
         return None if v is None else -v
@@ -216,18 +234,31 @@ def _ev(n: Node, values: Mapping[tuple[str, str], Decimal], missing_as_zero: boo
     right = _ev(n.right, values, missing_as_zero, counts)
     if left is None or right is None:
         return None
-    try:
-        if n.op == "+":
-            return left + right
-        if n.op == "-":
-            return left - right
-        if n.op == "*":
-            return left * right
-        if right == 0:
-            return None
-        return left / right
-    except (DivisionByZero, InvalidOperation):
+    if n.op == "+":
+        return left + right
+    if n.op == "-":
+        return left - right
+    if n.op == "*":
+        return left * right
+    if right == 0:
         return None
+    return left / right
+
+
+def plain(x: Fraction | Decimal) -> str:
+    """A number as a message shows it: exactly when it has a finite decimal form (12, 0.25),
+    else to 15 significant digits (1/3: 0.333333333333333)."""
+    if isinstance(x, Fraction):
+        twos, fives, rest = 0, 0, x.denominator
+        while rest % 2 == 0:
+            rest, twos = rest // 2, twos + 1
+        while rest % 5 == 0:
+            rest, fives = rest // 5, fives + 1
+        if rest != 1:
+            return format(float(x), ".15g")
+        places = max(twos, fives)  # x * 10**places is a whole number
+        x = Decimal(x.numerator * 10 ** places // x.denominator).scaleb(-places)
+    return format(x.normalize(), "f") if x == x.to_integral_value() else format(x, "f")
 
 
 OPERATORS = {

@@ -99,18 +99,14 @@ def evaluate_rule(rule: ValidationRule, values: dict[Key, Decimal]) -> dict | No
         probe_l = expressions.evaluate(left, values, missing_as_zero=True)
         probe_r = expressions.evaluate(right, values, missing_as_zero=True)
     lv, rv = probe_l.value, probe_r.value
-    if lv is None or rv is None:  # division by zero: the rule cannot be judged
+    if lv is None or rv is None:  # division by zero, or beyond a double: the rule cannot be judged
         return None
     if expressions.OPERATORS[rule.operator](lv, rv):
         return None
     return {"rule": rule.code, "name": rule.name, "name_lo": rule.name_lo, "importance": rule.importance,
             "left": float(lv), "operator": rule.operator, "right": float(rv),
-            "message": f"{rule.name}: {rule.left} ({_plain(lv)}) {expressions.SYMBOLS[rule.operator]} {rule.right} "
-                       f"({_plain(rv)}) does not hold"}
-
-
-def _plain(d: Decimal) -> str:
-    return format(d.normalize(), "f") if d == d.to_integral_value() else format(d, "f")
+            "message": f"{rule.name}: {rule.left} ({expressions.plain(lv)}) {expressions.SYMBOLS[rule.operator]} {rule.right} "
+                       f"({expressions.plain(rv)}) does not hold"}
 
 
 def _type_violation(v: dict, rule: str, operator: str, message: str) -> dict:
@@ -202,14 +198,14 @@ def outliers(ds: DataSet, places: dict[Place, dict], md: Metadata, stored: Store
                 operator, bound = "less_than_or_equal_to", hi
             else:
                 continue
-            shown = f"{_plain(lo) if lo is not None else '…'} – {_plain(hi) if hi is not None else '…'}"
+            shown = f"{expressions.plain(lo) if lo is not None else '…'} – {expressions.plain(hi) if hi is not None else '…'}"
             found.append({
                 "rule": "OUTLIER", "name": "Outlier", "name_lo": "ຄ່າຜິດປົກກະຕິ", "importance": "LOW",
                 "left": float(x), "operator": operator, "right": float(bound),
                 "org_unit": org_unit, "period": period, "data_element": de_code,
                 "category_option_combo": combo,
                 "expected_min": None if lo is None else float(lo), "expected_max": None if hi is None else float(hi),
-                "message": f"{de_code}.{combo} = {_plain(x)} is outside the expected range {shown} "
+                "message": f"{de_code}.{combo} = {expressions.plain(x)} is outside the expected range {shown} "
                            f"({'set on the data element' if source == 'min-max' else 'from the unit’s previous periods'})"})
     return found
 
