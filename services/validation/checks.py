@@ -13,6 +13,7 @@ Outliers are judged per value against the unit's own past (see ``outliers``).
 """
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,10 +36,27 @@ MIN_RELATIVE_WIDTH = Decimal("0.1")  # never narrower than median +-10%: a serie
                                      # should not flag every small change
 
 
+log = logging.getLogger(__name__)
+
+
 @lru_cache(maxsize=4096)
 def _parsed(expression: str) -> expressions.Node:
     # rules were parsed at import by the registry; parsing again here is cached
     return expressions.parse(expression)
+
+
+@lru_cache(maxsize=4096)
+def _readable(expression: str) -> bool:
+    """Does the expression parse under this version's grammar? A rule imported before a
+    limit was added (a number beyond 1e300) does not: it is left out, said once, rather
+    than failing every return it would judge."""
+    try:
+        _parsed(expression)
+        return True
+    except expressions.ExpressionError as exc:
+        log.warning("validation rule expression %r is not judged: %s (import the rule again, fixed)",
+                    expression, exc)
+        return False
 
 
 Place = tuple[str, str]                        # (org unit, period)
@@ -63,6 +81,8 @@ def rules_for(md: Metadata, ds: DataSet) -> list[ValidationRule]:
     elements = set(ds.data_elements)
 
     def about_its_elements(rule: ValidationRule) -> bool:
+        if not (_readable(rule.left) and _readable(rule.right)):
+            return False
         refs = expressions.references(_parsed(rule.left)) + expressions.references(_parsed(rule.right))
         return any(r.data_element in elements for r in refs)
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.validation.checks import (Stored, check_return, evaluate_rule, expected_range, rejected,
-                                        with_totals)
+                                        rules_for, with_totals)
 from shared import expressions
 from tests.support.metadata import data_set, element, rule, snapshot
 
@@ -97,6 +97,14 @@ def test_a_number_beyond_a_double_is_refused_when_the_rule_is_imported(text):
         expressions.parse(text)
     for fine in ("1e300", "1e-300", "0e999", "0.0"):
         expressions.parse(fine)
+
+
+def test_a_rule_stored_before_the_limit_is_left_out_not_a_failure_of_every_return():
+    ds = data_set("DS", ["A"])
+    md = snapshot({"LA": None}, elements=[element("A")], data_sets=[ds],
+                  rules=[rule("OLD", "#{A} * 1e400", "less_than", "0", data_set="DS"),
+                         rule("NEW", "#{A}", "less_than", "0", data_set="DS")])
+    assert [r.code for r in rules_for(md, md.data_sets["DS"])] == ["NEW"]
 
 
 def test_a_side_beyond_a_double_cannot_be_judged_and_the_rule_is_skipped():
