@@ -82,10 +82,29 @@ def in_file_lines(text: str, first: int) -> str:
     return _LINE.sub(lambda m: f"line {first + int(m.group(1)) - 2}", text)
 
 
-def post_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, started: str) -> tuple[int, dict]:
-    """(HTTP status, answer) for one chunk; lines named in file lines. Status 0: the chunk
+def begin(base_url: str, token: str) -> tuple[int, dict]:
+    """(HTTP status, answer) of ``POST /api/history/begin``: the load's number, which orders it
+    after every load begun before it (the second it started in did, and two loads begun in
+    one second were ordered by their lines)."""
+    request = urllib.request.Request(f"{base_url}/api/history/begin", data=b"", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except ValueError:
+            return exc.code, {"message": f"{exc.code} {exc.reason}"}
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, {"message": f"cannot reach {base_url}: {getattr(exc, 'reason', exc)}"}
+
+
+def post_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, order: dict) -> tuple[int, dict]:
+    """(HTTP status, answer) for one chunk of the load ``order`` (``{"load": n}``, or an older
+    server's ``{"loadStarted": time}``); lines named in file lines. Status 0: the chunk
     never reached the server."""
-    query = urllib.parse.urlencode({"dataSet": data_set, "loadStarted": started, "firstLine": chunk.first})
+    query = urllib.parse.urlencode({"dataSet": data_set, **order, "firstLine": chunk.first})
     request = urllib.request.Request(
         f"{base_url}/api/history?{query}", data=chunk.text.encode("utf-8"), method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
@@ -160,8 +179,7 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
         return 2
     total = {"rows": 0, "imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
     started = time.monotonic()
-    # the load's start orders its values after every earlier load's, whatever the lines
-    load_started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    order: dict | None = None  # the load's number, taken as its first chunk goes
     in_flight: collections.deque = collections.deque()
     loaded: list[Chunk] = []
     refused: tuple[Chunk, int, dict] | None = None
@@ -187,7 +205,17 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
                 settle(*in_flight.popleft())
             if refused:
                 break
-            in_flight.append((chunk, eventlet.spawn(post_chunk, base_url, token, data_set, chunk, load_started)))
+            if order is None:
+                # the load's number orders its values after every earlier load's, whatever the lines
+                status, answer = begin(base_url, token)
+                if status == 200:
+                    order = {"load": answer["load"]}
+                elif status in (404, 405):  # a server from before load numbers: the start's second
+                    order = {"loadStarted": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                else:  # nothing sent: said as the first chunk's refusal
+                    refused = (chunk, status, {"message": f"the load could not begin: {answer.get('message')}"})
+                    break
+            in_flight.append((chunk, eventlet.spawn(post_chunk, base_url, token, data_set, chunk, order)))
             last_sent = chunk.last
     except (OSError, UnicodeDecodeError) as exc:  # a bad byte half-way: what was sent stays
         unread = exc

@@ -13,8 +13,8 @@ PostgreSQL doing the work a value at a time would cost in Python:
    malformed, mistyped or future periods, values not of their type), with line
    numbers: any problem refuses the whole chunk (nothing is stored half-way);
 3. the values are inserted set-based (upserted where some are there already) with
-   a negative ``seq`` that orders history by the load's start and the file's line
-   (``history_seq``): history may correct history, and a later line wins whichever
+   a negative ``seq`` that orders history by the load's number (taken as it begins) and
+   the file's line (``history_seq``): history may correct history, and a later line wins whichever
    chunk commits first, but it never overwrites a value that came with a return
    (whose seq is positive), and any later return replaces it. A line given twice in
    a chunk is taken at its last. An empty value, or a line marked ``deleted``,
@@ -63,21 +63,57 @@ MAX_PROBLEMS = 100
 REBUILD_AT_ONCE = 20
 
 # History's seq: below every return's (positive) and below 0, which history loaded before
-# this order existed carries (the oldest history, overwritten by any load). A load's start
-# (seconds since 2020) and the file's line make it, so a load started later wins over an
-# earlier one, and within a load a later line over an earlier one, whichever chunk commits
-# first (the loader sends two at a time)
+# this order existed carries (the oldest history, overwritten by any load). A load's number
+# and the file's line make it, so a load begun later wins over an earlier one, and within a
+# load a later line over an earlier one, whichever chunk commits first (the loader sends two
+# at a time). A load's number comes from ``history_clock`` as it begins: one more than the
+# last, and never below the seconds since 2020 of its start (what numbered loads before
+# migration 0012, and still numbers those of an older loader, by ``loadStarted``): two
+# loads begun in the same second were ordered by their lines, and a one-line correction
+# posted right after a chunk lost to it
 _SEQ_BASE = -(2 ** 62)
 _LINE_BITS = 29                     # 536 million lines a load
 _EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 MAX_LINE = 2 ** _LINE_BITS - 1
+MAX_LOAD = 2 ** 32 - 1
+
+_BEGIN = sa.text("""
+UPDATE aggregation.history_clock SET last_load = greatest(last_load + 1, :now) RETURNING last_load
+""")
+_LAST_LOAD = sa.text("SELECT last_load FROM aggregation.history_clock")
 
 
-def order_of(params: dict) -> tuple[dt.datetime | None, int | None]:
-    """(the load's start, the file line of the chunk's header) from ``loadStarted`` (an ISO
-    8601 time with its zone) and ``firstLine`` (the file line of the chunk's first data
-    line), as ``statnet history load`` sends them; a chunk sent alone needs neither."""
-    started, first_line = params.get("loadStarted"), params.get("firstLine")
+def _seconds(at: dt.datetime) -> int:
+    return int((at - _EPOCH).total_seconds())
+
+
+def begin(conn: sa.Connection) -> int:
+    """A new load's number. The caller commits at once (a chunk's transaction holding the
+    clock's row until its own commit would let one load run at a time)."""
+    return conn.execute(_BEGIN, {"now": _seconds(dt.datetime.now(dt.timezone.utc))}).scalar()
+
+
+def check_begun(conn: sa.Connection, load: int) -> None:
+    """A load number a client gives must be one that was given out: a number ahead of the
+    clock would put the load after every load still to come."""
+    if load > conn.execute(_LAST_LOAD).scalar():
+        raise error(400, f"load: {load} was not begun here (POST /api/history/begin gives a load its number)")
+
+
+def order_of(params: dict) -> tuple[int | None, bool, int | None]:
+    """(the load's number, whether the client gave it as ``load``, the file line of the
+    chunk's header): ``load`` as ``POST /api/history/begin`` answered it (what ``statnet
+    history load`` sends), or an older loader's ``loadStarted`` (an ISO 8601 time with its
+    zone: its second is the number), and ``firstLine`` (the file line of the chunk's first
+    data line). A chunk sent with neither is a load of its own, numbered as it arrives."""
+    load, started, first_line = params.get("load"), params.get("loadStarted"), params.get("firstLine")
+    number = None
+    if load is not None and started is not None:
+        raise error(400, "load and loadStarted: give one (load, from POST /api/history/begin)")
+    if load is not None:
+        if not re.fullmatch(r"[0-9]{1,10}", str(load)) or not 0 < int(load) <= MAX_LOAD:
+            raise error(400, f"load: {load!r} is not a load number (POST /api/history/begin gives one)")
+        number = int(load)
     if started is not None:
         try:
             started = dt.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
@@ -90,20 +126,20 @@ def order_of(params: dict) -> tuple[dt.datetime | None, int | None]:
         # a start in the future would put the load after every load to come
         if not _EPOCH <= started <= now + dt.timedelta(minutes=5):
             raise error(400, f"loadStarted: {params['loadStarted']!r} is not between 2020 and now")
+        number = _seconds(started)
     if first_line is None:
-        return started, None
+        return number, load is not None, None
     if not re.fullmatch(r"[0-9]+", str(first_line)) or not 2 <= int(first_line) <= MAX_LINE:
         raise error(400, f"firstLine: {first_line!r} is not a line number of the file's data (2 or more)")
-    return started, int(first_line) - 2
+    return number, load is not None, int(first_line) - 2
 
 
-def history_seq(started: dt.datetime, line_offset: int) -> int:
+def history_seq(load: int, line_offset: int) -> int:
     """The seq of the chunk line ``n`` is this plus ``n``: ``line_offset`` is the file line
     of the chunk's header line (its first data line is chunk line 2)."""
-    seconds = int((started - _EPOCH).total_seconds())
-    if not 0 <= seconds < 2 ** 32:
-        raise ValueError(f"a load started at {started.isoformat()} is outside 2020-2156")
-    return _SEQ_BASE + (seconds << _LINE_BITS) + line_offset
+    if not 0 <= load <= MAX_LOAD:
+        raise ValueError(f"load number {load} is outside 0-{MAX_LOAD}")
+    return _SEQ_BASE + (load << _LINE_BITS) + line_offset
 
 _STAGE = f"""
 CREATE TEMP TABLE history_in (n int, {", ".join(f"{c} text" for c in COLUMNS)}) ON COMMIT DROP
@@ -440,13 +476,13 @@ def _store(conn: sa.Connection, params: dict) -> tuple[int, int]:
 
 
 def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loaded_by: str | None = None,
-         started: dt.datetime | None = None, line_offset: int | None = None) -> dict:
+         number: int = 0, line_offset: int | None = None) -> dict:
     """Load one chunk of DHIS2 CSV into the aggregates (in the caller's transaction); each value
-    keeps its comment and its storedby, else ``loaded_by``. ``started`` (the load's start,
-    else now) and ``line_offset`` (the file line of the chunk's header) order it among
-    other chunks and loads (``history_seq``); a chunk without its line in a file comes after
-    every line of the loads started in the same second (and its own lines are disjoint
-    keys: a key given twice is taken at its last)."""
+    keeps its comment and its storedby, else ``loaded_by``. ``number`` (the load's: ``begin``)
+    and ``line_offset`` (the file line of the chunk's header) order it
+    among other chunks and loads (``history_seq``); a chunk without its line in a file has
+    its lines at the top of its load's range (and its own lines are disjoint keys: a key
+    given twice is taken at its last)."""
     if not data_set:
         raise error(400, "dataSet is required (?dataSet=CODE): history is loaded one data set at a time")
     ds = md.data_sets.get(data_set)
@@ -482,7 +518,7 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     if line_offset + last_line > MAX_LINE:
         raise error(400, f"firstLine: a load has at most {MAX_LINE:,} lines")
     params = {"batch": batch, "loaded_by": loaded_by,
-              "seq": history_seq(started or dt.datetime.now(dt.timezone.utc), line_offset)}
+              "seq": history_seq(number, line_offset)}
     imported, updated = _store(conn, params) if reported.places else (0, 0)
     deleted = conn.execute(_TOMBSTONES, params).scalar() if reported.cleared else 0
     years = reported.years()

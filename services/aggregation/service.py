@@ -117,11 +117,16 @@ class AggregationService(KeepsMetadataReplica):
             refusal = id_scheme_refusal(name, params.get(name))
             if refusal:
                 raise error(400, refusal)
-        started, line_offset = history.order_of(params)
+        number, given, line_offset = history.order_of(params)
+        if given:
+            with self.db.connect() as conn:
+                history.check_begun(conn, number)
+        elif number is None:  # a chunk sent alone is a load of its own, begun as it arrives
+            number = self._begin_load()
         md = self.replica.current()
         with self.db.transaction() as tx:
             loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username,
-                                  started, line_offset)
+                                  number, line_offset)
             places = loaded.pop("places")
             if places:
                 # reported, as completeness already counts them: the deadline check must not
@@ -136,7 +141,18 @@ class AggregationService(KeepsMetadataReplica):
                 metrics.data_values_total.labels(result=result).inc(n)
         log.info("history %s: %d rows into %s, %s", loaded["batch"], loaded["rows"], params.get("dataSet"),
                  loaded["importCount"])
-        return reply({"status": "OK", **loaded})
+        return reply({"status": "OK", "load": number, **loaded})
+
+    @api_rpc
+    def begin_history(self, principal):
+        """``POST /api/history/begin``: a number for a load of several chunks, which each of
+        them carries (``load``): loads are ordered by it, the later begun winning."""
+        principal.require("history.load")
+        return reply({"load": self._begin_load()})
+
+    def _begin_load(self) -> int:
+        with self.db.engine.begin() as conn:  # committed at once: see history.begin
+            return history.begin(conn)
 
     @api_rpc
     def history_status(self, principal):

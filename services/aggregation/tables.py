@@ -67,6 +67,13 @@ year_total_pending = sa.Table(
     sa.Column("data_elements", sa.ARRAY(sa.Text), primary_key=True),
 )
 
+# The number of the last history load begun (one row): loads are ordered by it (migration 0012)
+history_clock = sa.Table(
+    "history_clock", metadata,
+    sa.Column("only_row", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("last_load", sa.BigInteger, nullable=False),
+)
+
 # Completeness and timeliness: the first accepted return of each data set, unit and period.
 completeness = sa.Table(
     "completeness", metadata,

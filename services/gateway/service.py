@@ -346,6 +346,10 @@ class GatewayService:
         return self.relay(self.call("aggregation", "load_history", principal.to_dict(), dict(request.args),
                                     self.body_text(request)))
 
+    @route("POST", "/api/history/begin")
+    def begin_history(self, request):
+        return self.api(request, "aggregation", "begin_history")
+
     @route("GET", "/api/history")
     def history_status(self, request):
         return self.api(request, "aggregation", "history_status")
