@@ -140,11 +140,20 @@ def parse(params: dict, md: Metadata) -> dict:
             "children": switches["children"], "deleted": switches["includeDeleted"], **dates}
 
 
-def values(conn: sa.Connection, md: Metadata, asked: dict) -> list[dict]:
-    """The stored values asked, as DHIS2's ``dataValues``."""
+def values(conn: sa.Connection, md: Metadata, asked: dict, within: str | None = None) -> list[dict]:
+    """The stored values asked, as DHIS2's ``dataValues``; with ``within`` (a scoped reader's
+    root), only those whose place was in its subtree in their period."""
     elements = sorted({de for ds in asked["data_sets"] for de in md.data_sets[ds].data_elements})
     # a unit's values are under one of the paths it has held; with children, so is its subtree's
-    paths = sorted({p.path for ou in asked["org_units"] for p in md.org_units[ou].paths})
+    paths = {p.path for ou in asked["org_units"] for p in md.org_units[ou].paths}
+    if within is not None:
+        # each value's path is its place's as of its period, so the reader's part of a range
+        # is where it meets a path the root has held: the deeper of two nested prefixes. A
+        # lastUpdated export names no period, and read every path the unit ever held: a
+        # village moved in from another district gave its months there to the new one
+        roots = {p.path for p in md.org_units[within].paths}
+        paths = {a if a.startswith(r) else r for a in paths for r in roots if a.startswith(r) or r.startswith(a)}
+    paths = sorted(paths)
     since = asked["lastUpdated"]
     rows = conn.execute(_VALUES, {
         "lo": paths, "hi": [subtree_end(p) for p in paths], "elements": elements,

@@ -201,11 +201,13 @@ class AggregationService(KeepsMetadataReplica):
         today. A village moved to another district is its old district's to read for the
         periods it spent there (its totals hold them), and the new district's from the move
         on: the new district read its months before the move by the village's code, though
-        its own totals never held them, and the old one was refused the month of the move."""
+        its own totals never held them, and the old one was refused the month of the move.
+        Without spans (an export by ``lastUpdated``) a unit ever in the subtree is the
+        caller's, and the caller reads only its days there (``data_values.values``)."""
         for ou in org_units:
             if principal.unscoped:
                 continue
-            if not spans or not md.ever_in(ou, principal.org_unit):
+            if not md.ever_in(ou, principal.org_unit):
                 principal.require_path(ou, md.org_units[ou].current.path)  # (never the caller's: the plain 403)
                 continue
             for start, end in spans:
@@ -248,7 +250,7 @@ class AggregationService(KeepsMetadataReplica):
             [(asked["startDate"], asked["endDate"])] if asked["startDate"] and asked["endDate"] else [])
         self._in_scope(principal, md, asked["org_units"], spans)
         with self.db.connect() as conn:
-            found = data_values.values(conn, md, asked)
+            found = data_values.values(conn, md, asked, None if principal.unscoped else principal.org_unit)
         if fmt == "csv":
             return reply(data_values.as_csv(found, asked["deleted"]), content_type=exports.CSV)
         return reply(data_values.as_json(asked, found))

@@ -180,3 +180,32 @@ def test_a_json_export_of_several_units_goes_back_in_as_one_return(system, world
     again = _get(system, f"dataSet={codes['ds']}&orgUnit={t.province}&children=true&period=202401").json()
     assert [(v["orgUnit"], v["dataElement"], v["categoryOptionCombo"], v["value"]) for v in again["dataValues"]] == \
         [(v["orgUnit"], v["dataElement"], v["categoryOptionCombo"], v["value"]) for v in exported["dataValues"]]
+
+
+def test_an_export_by_last_update_gives_a_moved_village_to_each_district_for_its_own_months(system, world):
+    """With no period a scoped reader's export read every path the unit ever held: a village
+    moved in gave the new district its months under the old one, and the old district was
+    refused the months it holds."""
+    t, codes, reporter, (_, v12, _) = world
+    d1, d2 = t.districts[0], t.districts[1]
+    other = system.create_user(f"rep2-{UID}", "reporter", d2)
+    for period, value in (("202301", "31"), ("202302", "32")):
+        r = system.submit({"dataSet": codes["ds"], "period": period, "orgUnit": v12,
+                           "dataValues": [{"dataElement": codes["hh"], "value": value}]})
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+        if period == "202301":  # the village goes to the other district from February
+            system.import_metadata({"orgUnits": [{"code": v12, "parent": d2, "parentFrom": "2023-02-01"}]})
+    since = f"dataSet={codes['ds']}&orgUnit={v12}&lastUpdated=2000-01-01"
+    for token, months in ((other, {"202302"}), (reporter, {"202301"}), (None, {"202301", "202302"})):
+        r = _get(system, since, token=token)
+        assert r.status_code == 200, r.text
+        assert {v["period"] for v in r.json()["dataValues"]} == months
+        csv_rows = list(csv.DictReader(io.StringIO(_get(system, since, token=token, fmt=".csv").text)))
+        assert {x["period"] for x in csv_rows} == months
+    # the old district's subtree, children included, holds the village's January and no more
+    r = _get(system, f"dataSet={codes['ds']}&orgUnit={d1}&children=true&lastUpdated=2000-01-01", token=reporter)
+    assert {(v["orgUnit"], v["period"]) for v in r.json()["dataValues"] if v["orgUnit"] == v12} == {(v12, "202301")}
+    # a unit never in the subtree is refused as before
+    r = _get(system, f"dataSet={codes['ds']}&orgUnit={t.villages[d2][1]}"
+                     "&lastUpdated=2000-01-01", token=reporter)
+    assert r.status_code == 403
