@@ -17,7 +17,8 @@ class GreylistingRelay:
     """A minimal ESMTP server (SMTPUTF8 announced) that answers ``451`` to the first RCPT
     of each address in ``greylist``, ``554 5.7.1`` relay access denied to the first of each
     in ``deny_relay`` (a relay misconfigured, then mended), ``550 5.1.1`` to every RCPT of
-    ``unknown``, ``554`` after DATA to a message for ``refuse_data``, ``quit_reply`` to
+    ``unknown``, ``500`` after DATA to the first message for each of ``refuse_data`` (a relay
+failing to store it, as aiosmtpd's mailbox answers when its folder is missing), ``quit_reply`` to
     QUIT, and keeps every message it accepts as
     ``(envelope recipients, mail options, message bytes)``."""
 
@@ -28,7 +29,7 @@ class GreylistingRelay:
         self.deny_relay = set(deny_relay)
         self.unknown = set(unknown)
         self.quit_reply = quit_reply
-        self.refuse_data = set(refuse_data)  # a message to these is refused after DATA (554)
+        self.refuse_data = set(refuse_data)  # the first message to each is refused after DATA (500)
         self.refused: list[str] = []
         self.accepted: list[tuple[list[str], str, bytes]] = []
         self.sock = socket.socket()
@@ -91,7 +92,8 @@ class GreylistingRelay:
                     while not data.endswith(b"\r\n.\r\n"):
                         data += f.readline()
                     if self.refuse_data & set(rcpts):
-                        say("554 5.7.1 message refused")
+                        self.refuse_data -= set(rcpts)
+                        say("500 Error: (FileNotFoundError) [Errno 2] No such file or directory")
                         continue
                     self.accepted.append((rcpts, options, data))
                     say("250 OK queued")
