@@ -372,6 +372,9 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
     retyped: list[str] = []  # period type changed: returns stored for the old one would be stranded
     for item in parsed.get("dataSets", []):
         code, existing = item["code"], reg.data_sets.get(item["code"])
+        if existing is not None:  # (stored as given before its lists were kept sorted)
+            existing = {**existing, "data_elements": sorted(existing.get("data_elements") or []),
+                        "org_units": sorted(existing.get("org_units") or [])}
         state = _merge(existing, item, {"name": "name", "nameLo": "name_lo", "periodType": "period_type",
                                         "dataElements": "data_elements", "orgUnitLevel": "org_unit_level",
                                         "orgUnits": "org_units", "timelyDays": "timely_days",
@@ -397,6 +400,9 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
             errors.add(code, f"data set {code}: a data element is listed twice")
         if len(set(state["org_units"])) != len(state["org_units"]):
             errors.add(code, f"data set {code}: an org unit is listed twice")
+        # sets, whatever order a document lists them in: the export (sorted) posted back, or a
+        # data set's elements reordered, was an update sent to every replica
+        state["data_elements"], state["org_units"] = sorted(state["data_elements"]), sorted(state["org_units"])
         if existing is not None and existing["period_type"] != state["period_type"]:
             retyped.append(code)
         ds_states[code] = state

@@ -599,6 +599,24 @@ def test_the_metadata_export_posts_back_as_it_stands(system, world):
         assert unit(system, copy["code"])["hierarchy"] == unit(system, original["code"])["hierarchy"]
 
 
+def test_a_data_sets_lists_are_sets_whatever_order_they_come_in(system, world):
+    """The export lists a data set's units and elements sorted: a data set posted with them in
+    another order, then its export posted back, was one "updated" (and a metadata event to
+    every replica) for nothing; so was the same data set with its elements reordered."""
+    t, codes, _, _ = world
+    ds = {"code": "ORDERDS", "name": "Order", "periodType": "Monthly",
+          "dataElements": [codes["pop"], codes["hh"]], "orgUnits": [t.districts[1], t.districts[0], t.province]}
+    assert system.import_metadata({"dataSets": [ds]})["stats"]["created"] == 1
+    exported = next(d for d in system.get("/api/metadata?dataSets=true").json()["dataSets"] if d["code"] == "ORDERDS")
+    assert exported["orgUnits"] == sorted(ds["orgUnits"])
+    for again in (exported, {**ds, "dataElements": ds["dataElements"][::-1]}, ds):
+        stats = system.import_metadata({"dataSets": [again]})["stats"]
+        assert (stats["updated"], stats["ignored"]) == (0, 1), (again, stats)
+    # a real change is one
+    stats = system.import_metadata({"dataSets": [{**ds, "orgUnits": ds["orgUnits"][:2]}]})["stats"]
+    assert stats["updated"] == 1
+
+
 def test_the_metadata_export_asked_in_parts_and_in_scope(system, world):
     t, codes, _, _ = world
     only = system.get("/api/metadata?dataSets=true&dataElements=1").json()
