@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import sqlalchemy as sa
 
@@ -343,17 +343,33 @@ def subtree_end(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+# a fraction's significant digits in every answer: what a JSON number (a double) holds
+_FRACTION_DIGITS = Context(prec=15)
+
+
+def settled(value: Decimal) -> Decimal:
+    """A total as every format shows it: a sum exactly (whole, or with the few decimals its
+    values were entered with: a sum of large numbers keeps its last digit), a quotient's
+    long tail to 15 significant digits. PostgreSQL's quotients carry 20 (an average of
+    averages 9294.2499999999999999 for 9294.25), and JSON showed the double nearest them
+    (53.333333333333336) where CSV showed them all: three formats, three numbers."""
+    if value.normalize().as_tuple().exponent >= -6:
+        return value
+    return _FRACTION_DIGITS.plus(value)
+
+
 def number(value: Decimal) -> int | float:
     """A total as a JSON number: an integer where it is one."""
+    value = settled(value)
     if value == value.to_integral_value():
         return int(value)
     return float(value)
 
 
 def plain(value: Decimal | int | float) -> str:
-    """A total as CSV text: exact, as PostgreSQL summed it, and never in exponent form
-    (a float printed 1e-07 and lost the last digits of a large sum)."""
-    value = value if isinstance(value, Decimal) else Decimal(str(value))
+    """A total as CSV text: the JSON number's digits, and never in exponent form (a float
+    printed 1e-07 and lost the last digits of a large sum)."""
+    value = settled(value if isinstance(value, Decimal) else Decimal(str(value)))
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")

@@ -27,16 +27,20 @@ def _name(obj, lang: str) -> str:
     return (obj.name_lo or obj.name) if lang == "lo" else obj.name
 
 
-def analytics_csv(rows: list[dict], md: Metadata) -> str:
+def analytics_csv(rows: list[dict], md: Metadata, filters: frozenset[str] = frozenset()) -> str:
+    """DHIS2's analytics CSV; a dimension asked as a filter has no columns, as in its JSON."""
+    columns = ["dx", "ou", "pe", "value", "dxname", "dxnamelo", "ouname", "ounamelo"]
+    kept = [c for c in columns if c[:2] not in filters]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["dx", "ou", "pe", "value", "dxname", "dxnamelo", "ouname", "ounamelo"])
+    writer.writerow(kept)
     for r in rows:
         de_code, _, combo = r["dx"].partition(".")
         de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
         suffix = f" {combo}" if combo else ""
-        writer.writerow([r["dx"], r["ou"], r["pe"], plain(r["value"]), de.name + suffix,
-                         (de.name_lo + suffix) if de.name_lo else "", unit.name, unit.name_lo or ""])
+        cells = dict(zip(columns, [r["dx"], r["ou"], r["pe"], plain(r["value"]), de.name + suffix,
+                                   (de.name_lo + suffix) if de.name_lo else "", unit.name, unit.name_lo or ""]))
+        writer.writerow([cells[c] for c in kept])
     return out.getvalue()
 
 
@@ -80,9 +84,9 @@ def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict, labels: str = "id"
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["DATAFLOW", "DATA_ELEMENT", "DISAGGREGATION", "REF_AREA", "TIME_PERIOD", "OBS_VALUE"]
-    if both:
+    if both:  # (SDMX-CSV 1.0: the measure's column is always plainly OBS_VALUE)
         header = ["DATAFLOW", "DATA_ELEMENT: Data element", "DISAGGREGATION: Disaggregation",
-                  "REF_AREA: Reference area", "TIME_PERIOD: Time period", "OBS_VALUE: Observation value"]
+                  "REF_AREA: Reference area", "TIME_PERIOD: Time period", "OBS_VALUE"]
     writer.writerow(header)
     flows = {}
     for key, ds_code in dataflows.items():
@@ -98,7 +102,7 @@ def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict, labels: str = "id"
         de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
         if both:
             cells = [f"{de_code}: {_name(de, lang)}", f"{combo}: {'Total' if combo == TOTAL else combo}",
-                     f"{r['ou']}: {_name(unit, lang)}", f"{period}: {period}"]
+                     f"{r['ou']}: {_name(unit, lang)}", period]  # time is not coded: no label
         else:
             cells = [de_code, combo, r["ou"], period]
         writer.writerow([flow, *cells, plain(r["value"])])

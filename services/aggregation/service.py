@@ -229,7 +229,7 @@ class AggregationService(KeepsMetadataReplica):
         with self.db.connect() as conn:
             rows = analytics.totals(conn, query, md)
         if fmt == "csv":
-            return reply(exports.analytics_csv(rows, md), content_type=exports.CSV)
+            return reply(exports.analytics_csv(rows, md, query.filters), content_type=exports.CSV)
         if fmt == "sdmx":
             flows = exports.dataflows_for(params, [i.data_element for i in query.dx], md)
             body = exports.sdmx_csv(rows, md, flows, params.get("labels", "id"), params.get("locale", "en"))

@@ -396,6 +396,10 @@ def test_csv_and_sdmx_exports_carry_the_same_numbers(system, world):
     r = system.get(f"/api/analytics.sdmx.csv?{query}&labels=both&locale=lo")
     both = read_sdmx(r.text).data[0].data
     assert any("ຕົວຊີ້ວັດ" in str(v) for v in both.to_dict("list")[both.columns[0]]) or "ຕົວຊີ້ວັດ" in r.text
+    # SDMX-CSV 1.0: the measure's column is plainly OBS_VALUE, and time (not coded) has no label
+    header, first = list(csv.reader(io.StringIO(r.text)))[:2]
+    assert header[-2:] == ["TIME_PERIOD: Time period", "OBS_VALUE"]
+    assert ":" not in first[-2], first
 
 
 def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, world):
@@ -425,6 +429,12 @@ def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, wo
     year = {row["ou"]: row["value"] for row in
             system.get(f"/api/analytics?dx={code('S')}&ou={';'.join(t.districts)}&pe={YEAR}").json()["rows"]}
     assert r.json()["rows"] == [{"dx": code("S"), "ou": ou, "value": v} for ou, v in year.items()]
+    # and in CSV the filter has no column either (it had its pe column)
+    as_csv = province.get(f"/api/analytics.csv?dimension=dx:{code('S')}&dimension=ou:USER_ORGUNIT_CHILDREN"
+                          f"&filter=pe:{YEAR}")
+    header, *lines = list(csv.reader(io.StringIO(as_csv.text)))
+    assert header == ["dx", "ou", "value", "dxname", "dxnamelo", "ouname", "ounamelo"], header
+    assert [(x[0], x[1], float(x[2])) for x in lines] == [(code("S"), ou, v) for ou, v in year.items()]
     assert province.get(f"/api/completeness?ds=MDS{UID}&ou=USER_ORGUNIT&pe={YEAR}").json()["orgUnit"] == t.province
     # a district's supervisor: its own villages as they sat in the period asked (a village
     # re-parented mid-year is answered where its year began), so that they add up to the
