@@ -40,9 +40,9 @@ _APPLY = sa.text("""
 -- what a hundred values share is sent and parsed once (a third of the document's bytes)
 WITH incoming AS (
     SELECT v.de, v.combo, p.ou, p.period, p.ptype, p.start_date, p.end_date, p.path, v.num, v.txt, v.del,
-           v.cm, r.seq, r.return_id, r.sender
+           v.cm, r.seq, r.return_id, coalesce(v.sb, r.sender) AS sender
     FROM json_to_recordset(CAST(:rows AS json))
-           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean, cm text)
+           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean, cm text, sb text)
     JOIN json_to_recordset(CAST(:places AS json))
            AS p(place int, ou text, period text, ptype text, start_date date, end_date date, path text)
       USING (place)
@@ -120,6 +120,8 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
                    "num": None if num is None else str(num), "txt": v["value"], "del": v["value"] == ""}
             if v.get("comment"):  # most values have none: a missing key is a null, and no bytes
                 row["cm"] = v["comment"]
+            if v.get("stored_by"):  # the value's own storedBy, else the return's sender
+                row["sb"] = v["stored_by"]
             rows.append(row)
     counts = {data["return_id"]: dict(NOTHING) for data in returns}
     if not rows:

@@ -175,12 +175,14 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             except ValueTypeError as exc:
                 conflicts.append(conflict(f"{at}.value", v.value, f"{de.code}: {exc}"))
                 ok = False
-        if v.comment is not None and not isinstance(v.comment, str):
-            conflicts.append(conflict(f"{at}.comment", v.comment, "comment must be text"))
-        elif v.comment is not None and len(v.comment) > MAX_TEXT:  # DHIS2's bound on a comment too
-            conflicts.append(conflict(f"{at}.comment", v.comment,
-                                      f"comment of {len(v.comment)} characters is longer than {MAX_TEXT}"))
-            ok = False
+        for name, given in (("comment", v.comment), ("storedBy", v.stored_by)):
+            if given is not None and not isinstance(given, str):
+                conflicts.append(conflict(f"{at}.{name}", given, f"{name} must be text"))
+                ok = False
+            elif given is not None and len(given) > MAX_TEXT:  # DHIS2's bound on a comment too
+                conflicts.append(conflict(f"{at}.{name}", given,
+                                          f"{name} of {len(given)} characters is longer than {MAX_TEXT}"))
+                ok = False
         if not ok:
             continue
         key = (de.code, combo, value_unit, value_period.code)
@@ -189,8 +191,14 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                                                 f"is given twice (also {seen[key]})"))
             continue
         seen[key] = v.where
-        values.append({"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
-                       "period": value_period.code, "value": text, "comment": v.comment})
+        value = {"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
+                 "period": value_period.code, "value": text, "comment": v.comment}
+        # who the value is from, as DHIS2 keeps it (an export sent back keeps its storedBy);
+        # absent, the sender, as before: most values have none, and carry no key for it
+        stored_by = v.stored_by.strip() if isinstance(v.stored_by, str) else None
+        if stored_by:
+            value["stored_by"] = stored_by
+        values.append(value)
 
     if ds is not None and org_unit is not None and period is not None and not raw.lines_name_places:
         places[(org_unit, period)] = named_as["orgUnit"]

@@ -17,7 +17,8 @@ from shared.schemas.metadata import IMPORTANCES, MetadataChangesSchema
 
 class ReturnValues(fields.Field):
     """The values of a return: a list of ``{data_element, category_option_combo,
-    org_unit, period, value, comment}``, all text (``comment`` may be null);
+    org_unit, period, value, comment, stored_by?}``, all text (``comment`` may be null;
+    ``stored_by``, DHIS2's storedBy, only where the sender named one);
     ``value == ""`` deletes the value.
 
     Checked with plain Python rather than a nested schema per value: every
@@ -30,7 +31,8 @@ class ReturnValues(fields.Field):
     json_schema = {"type": "array", "items": {
         "type": "object", "required": list(REQUIRED),
         "properties": {**{k: {"type": "string"} for k in REQUIRED},
-                       "comment": {"oneOf": [{"type": "string"}, {"type": "null"}]}}}}
+                       "comment": {"oneOf": [{"type": "string"}, {"type": "null"}]},
+                       "stored_by": {"type": "string"}}}}
 
     def _check(self, value):
         if not isinstance(value, list):
@@ -44,6 +46,8 @@ class ReturnValues(fields.Field):
             comment = item.get("comment")
             if comment is not None and type(comment) is not str:
                 raise ValidationError(f"values[{i}].comment must be text or null")
+            if "stored_by" in item and type(item["stored_by"]) is not str:
+                raise ValidationError(f"values[{i}].stored_by must be text")
         return value
 
     def _deserialize(self, value, attr, data, **kwargs):

@@ -209,3 +209,27 @@ def test_an_export_by_last_update_gives_a_moved_village_to_each_district_for_its
     r = _get(system, f"dataSet={codes['ds']}&orgUnit={t.villages[d2][1]}"
                      "&lastUpdated=2000-01-01", token=reporter)
     assert r.status_code == 403
+
+
+def test_a_values_stored_by_is_kept_as_sent_and_an_export_sent_back_keeps_it(system, world):
+    """storedBy in an import was ignored (every value was the sender's), so an export sent back
+    by an admin rewrote who each value came from; DHIS2 keeps a value's storedBy, else the
+    user's, as history loads here already did."""
+    t, codes, reporter, (v11, _, v21) = world
+    body = {"dataSet": codes["ds"], "period": "202405", "orgUnit": v21, "dataValues": [
+        {"dataElement": codes["pop"], "categoryOptionCombo": "M", "value": "3", "storedBy": " ລະບົບ-ເມືອງ "},
+        {"dataElement": codes["pop"], "categoryOptionCombo": "F", "value": "4", "storedBy": "  "},
+        {"dataElement": codes["hh"], "value": "1"}]}
+    r = system.submit(body)
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    got = {v["categoryOptionCombo"]: v["storedBy"]
+           for v in _get(system, f"dataSet={codes['ds']}&period=202405&orgUnit={v21}").json()["dataValues"]}
+    assert got == {"M": "ລະບົບ-ເມືອງ", "F": "admin", "default": "admin"}
+    # a reporter's values exported and sent back by the admin (CSV) are still the reporter's
+    exported = _get(system, f"dataSet={codes['ds']}&period=202401&orgUnit={v11}", fmt=".csv").text
+    back = system.submit(exported.encode("utf-8"), content_type="text/csv")
+    assert system.wait_status(back.json()["id"])["status"] == "AGGREGATED"
+    again = _get(system, f"dataSet={codes['ds']}&period=202401&orgUnit={v11}").json()["dataValues"]
+    assert {v["storedBy"] for v in again} == {f"rep-{UID}"}
+    bad = system.submit({**body, "dataValues": [{**body["dataValues"][0], "storedBy": 7}]})
+    assert bad.status_code == 400 and bad.json()["conflicts"][0]["object"] == "dataValues[0].storedBy", bad.text

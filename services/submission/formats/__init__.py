@@ -28,6 +28,7 @@ class RawValue:
     # ADX: where its period was written and how (group[2].period, "2026-10-01/P3M"): a
     # problem with the period is told there, as sent, not as the code it was read as
     period_sent: tuple[str, str] | None = None
+    stored_by: object = None       # DHIS2's storedBy (JSON, CSV): who the value is from; else the sender
 
     @property
     def where(self) -> str:
