@@ -164,6 +164,7 @@ def values(conn: sa.Connection, md: Metadata, asked: dict, within: str | None = 
         "deleted": asked["deleted"], "limit": MAX_VALUES + 1}).all()
     if len(rows) > MAX_VALUES:
         raise error(400, f"more than {MAX_VALUES:,} values asked: ask fewer periods, units or data sets")
+    rows = _of_the_data_sets(conn, md, asked["data_sets"], rows)
     out = []
     for r in rows:
         value = {"dataElement": r.data_element, "period": r.period, "orgUnit": r.org_unit,
@@ -173,6 +174,37 @@ def values(conn: sa.Connection, md: Metadata, asked: dict, within: str | None = 
             value["deleted"] = r.deleted
         out.append(value)
     return out
+
+
+_REPORTED = sa.text("""
+SELECT data_set, org_unit, period FROM aggregation.completeness
+WHERE data_set = ANY(CAST(:data_sets AS text[])) AND org_unit = ANY(CAST(:units AS text[]))
+""")
+
+
+def _of_the_data_sets(conn: sa.Connection, md: Metadata, data_sets: list[str], rows: list) -> list:
+    """The rows that are a data set's: of one of its elements, at a unit it is assigned (as
+    intake decides it, where the unit sat when the period began) or that reported it there.
+    An element two data sets share has values at the other's units too: exported under this
+    data set's name they could not be sent back (intake refuses a unit not assigned it)."""
+    units = sorted({r.org_unit for r in rows})
+    reported = {tuple(x) for x in conn.execute(_REPORTED, {"data_sets": data_sets, "units": units})} if units else set()
+    sets = [md.data_sets[code] for code in data_sets]
+    starts: dict[str, dt.date] = {}
+    decided: dict[tuple[str, str, str], bool] = {}
+
+    def its(r) -> bool:
+        key = (r.data_element, r.org_unit, r.period)
+        if key not in decided:
+            if r.period not in starts:
+                starts[r.period] = Period.parse(r.period).start
+            day = max(starts[r.period], md.org_units[r.org_unit].opening_date)
+            decided[key] = any(r.data_element in ds.data_elements
+                               and ((ds.code, r.org_unit, r.period) in reported or md.assigned(ds, r.org_unit, day))
+                               for ds in sets)
+        return decided[key]
+
+    return [r for r in rows if its(r)]
 
 
 def as_json(asked: dict, data_values: list[dict]) -> dict:

@@ -233,3 +233,27 @@ def test_a_values_stored_by_is_kept_as_sent_and_an_export_sent_back_keeps_it(sys
     assert {v["storedBy"] for v in again} == {f"rep-{UID}"}
     bad = system.submit({**body, "dataValues": [{**body["dataValues"][0], "storedBy": 7}]})
     assert bad.status_code == 400 and bad.json()["conflicts"][0]["object"] == "dataValues[0].storedBy", bad.text
+
+
+def test_a_data_sets_export_holds_its_units_values_and_goes_back_in(system, world):
+    """An element two data sets share has values at the other's units: exported by this data
+    set's name (the JSON header), the export could not be sent back (intake refused the
+    units not assigned it) while its CSV went back under the other data set."""
+    t, codes, _, (v11, _, v21) = world
+    special = f"SPECIAL{UID}"
+    system.import_metadata({"dataSets": [{"code": special, "name": "Special", "periodType": "Monthly",
+                                          "dataElements": [codes["hh"]], "orgUnits": [v21]}]})
+    r = system.submit({"dataSet": special, "period": "202406", "orgUnit": v21,
+                       "dataValues": [{"dataElement": codes["hh"], "value": "6"}]})
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    query = f"dataSet={special}&orgUnit={t.country}&children=true&startDate=2024-01-01&endDate=2024-12-31"
+    exported = _get(system, query).json()
+    assert {(v["orgUnit"], v["period"]) for v in exported["dataValues"]} == {(v21, "202405"), (v21, "202406")}
+    # v11's households (sent with the village data set, at a unit this one is not assigned) stay out
+    assert all(v["orgUnit"] != v11 for v in exported["dataValues"])
+    back = system.submit(exported)
+    assert back.status_code == 202, back.text
+    assert system.wait_status(back.json()["id"])["status"] == "AGGREGATED"
+    # the village data set's own export still holds them
+    village = _get(system, f"dataSet={codes['ds']}&orgUnit={v11}&period=202401").json()["dataValues"]
+    assert codes["hh"] in {v["dataElement"] for v in village}
