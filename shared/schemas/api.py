@@ -3,6 +3,7 @@
 Every request body is loaded through one of these before anything acts on
 it; unknown fields are refused, and every error names the field and value.
 """
+import re
 import unicodedata
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -18,6 +19,8 @@ def _NAME(name: str, shortest: int = 1) -> None:
     control character would break a CSV cell, an e-mail subject or a dashboard's label."""
     if not shortest <= len(name) <= 230:
         raise ValidationError(f"must be {shortest}-230 characters, not {len(name)}")
+    if shortest and not name.strip():  # a blank name showed as nothing in every list and e-mail
+        raise ValidationError("must not be blank")
     bad = sorted({c for c in name if unicodedata.category(c) == "Cc"})
     if bad:
         raise ValidationError(f"must be one line of text: holds control character(s) {', '.join(map(repr, bad))}")
@@ -37,6 +40,23 @@ class _NameLo(fields.Str):
         # blank is none too (" " showed as a blank name); absent stays absent (marshmallow's
         # missing is falsy: a rename dropped the Lao name)
         return None if isinstance(text, str) and not text.strip() else text
+
+
+class _Bool(fields.Bool):
+    """A JSON boolean, ``true`` or ``false``: marshmallow's own reads "yes", "on", 1 and the like
+    as true (``"digest": "yes"`` was stored), where a typo should be told."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is not bool:
+            raise ValidationError(f"must be true or false, not {value!r}")
+        return value
+
+
+def _phone(number: str) -> None:
+    """A telephone number as people write one: digits (ASCII), spaces, +, -, ., (, ); "abc"
+    was stored, and no one could call it."""
+    if not re.fullmatch(r"\+?[0-9(][0-9 ()./-]{1,39}", number) or sum(c.isdigit() for c in number) < 3:
+        raise ValidationError(f"{number!r} is not a telephone number (digits, spaces, + - . ( ), at most 40)")
 
 
 def _one_of(choices):
@@ -66,11 +86,11 @@ class OrgUnitImportSchema(StrictSchema):
     hierarchy = fields.List(fields.Nested(ParentLinkSchema), validate=validate.Length(min=1))
     openingDate = fields.Date()
     closedDate = fields.Date(allow_none=True)
-    generated = fields.Bool()
+    generated = _Bool()
 
 
 class OutlierImportSchema(StrictSchema):
-    enabled = fields.Bool(load_default=True)
+    enabled = _Bool(load_default=True)
     min = fields.Decimal(allow_none=True, load_default=None, as_string=True)
     max = fields.Decimal(allow_none=True, load_default=None, as_string=True)
 
@@ -145,9 +165,9 @@ class FocalPointImportSchema(StrictSchema):
     orgUnit = fields.Str()
     role = fields.Str(validate=_one_of(FOCAL_POINT_ROLES))
     email = fields.Str(allow_none=True, validate=_email)
-    phone = fields.Str(allow_none=True, validate=validate.Length(max=40))
+    phone = fields.Str(allow_none=True, validate=_phone)
     language = fields.Str(validate=_one_of(LANGUAGES))
-    digest = fields.Bool()
+    digest = _Bool()
 
 
 # the import document lists are loaded item by item so every bad item is reported

@@ -452,6 +452,13 @@ def test_focal_points_listed_and_updated(system, world):
     assert r.status_code == 400 and any(c["object"] == "email" for c in r.json()["conflicts"])
     r = system.put("/api/focalPoints/FPREGSUP", json={"orgUnit": "NOWHERE"})
     assert r.status_code == 409 and "NOWHERE" in str(r.json()["errors"])
+    # a blank name, a phone no one could call, a boolean given as a word: told, not stored
+    for field, value in (("name", "   "), ("phone", "abc"), ("digest", "yes"), ("digest", 1)):
+        r = system.put("/api/focalPoints/FPREGSUP", json={field: value})
+        assert r.status_code == 400 and [c["object"] for c in r.json()["conflicts"]] == [field], (field, r.text)
+    r = system.put("/api/focalPoints/FPREGSUP", json={"phone": "+856 20 5555 1234", "digest": True})
+    assert r.status_code == 200 and (r.json()["phone"], r.json()["digest"]) == ("+856 20 5555 1234", True), r.text
+    assert system.put("/api/focalPoints/FPREGSUP", json={"digest": False}).json()["digest"] is False
 
 
 def test_accepted_returns_update_last_submission_and_last_active(system, world):
