@@ -31,6 +31,7 @@ Usage inside a service::
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import logging
 import time
@@ -97,16 +98,17 @@ class Tx:
         return self.emit_all([(event_type, data, correlation_id)], along)[0]
 
     def emit_all(self, events: list[tuple[str, dict, str | None]],
-                 along: tuple[str, dict] | None = None) -> list[str]:
+                 along: tuple[str, dict] | None = None, occurred_at: dt.datetime | None = None) -> list[str]:
         """``emit`` for several (event type, payload, correlation id): one INSERT for all.
 
         ``along``: (SQL of a data-modifying statement, its parameters) run in the same
         statement as the outbox insert, for a change whose event is known before it is
         made: one round trip for both (each costs ~0.2 ms of client CPU, measured).
+        ``occurred_at``: when, if the change records its own time too (one time, not two).
         """
         if not events:
             return []
-        messages = [envelope(self.service_name, kind, data, corr or self.correlation_id)
+        messages = [envelope(self.service_name, kind, data, corr or self.correlation_id, occurred_at)
                     for kind, data, corr in events]
         sql, params = along or (None, {})
         # encoded once, here; the relay sends these very bytes (no decode/re-encode)

@@ -163,7 +163,8 @@ class Event:
                    env["occurred_at"], env["correlation_id"], data)
 
 
-def envelope(source: str, name: str, data: dict, correlation_id: str | None = None) -> dict:
+def envelope(source: str, name: str, data: dict, correlation_id: str | None = None,
+             occurred_at: dt.datetime | None = None) -> dict:
     """The message for a new event, checked against the catalogue.
 
     The payload is dumped and re-loaded through its schema here, in the
@@ -181,7 +182,7 @@ def envelope(source: str, name: str, data: dict, correlation_id: str | None = No
         "event_type": name,
         "source": source,
         "schema_version": kind.schema_version,
-        "occurred_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "occurred_at": (occurred_at or dt.datetime.now(dt.timezone.utc)).isoformat(),
         "correlation_id": correlation_id,
         "data": dumped,
     }

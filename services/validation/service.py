@@ -13,6 +13,7 @@ service writes: one return's validation makes no RPC round trip.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import sqlalchemy as sa
@@ -213,9 +214,12 @@ class ValidationService(KeepsMetadataReplica):
                                                                "violations": violations}, data["return_id"]))
                 if accepted:
                     _store_accepted(tx, accepted, stored)
+            # one time for the decision: the result's checkedAt and the event's, which the
+            # submission shows as validatedAt (they were two, milliseconds apart)
+            decided = dt.datetime.now(dt.timezone.utc)
             if results:
-                tx.execute(t.validation_result.insert(), results)
-            tx.emit_all(decisions)
+                tx.execute(t.validation_result.insert(), [{**r, "checked_at": decided} for r in results])
+            tx.emit_all(decisions, occurred_at=decided)
         for kind, payload, return_id in decisions:
             for v in payload["violations"]:
                 if v["rule"] == OUTLIER:

@@ -149,6 +149,8 @@ def test_validation_results_by_subtree_period_and_data_set_within_scope(system, 
     assert result["status"] == "VALIDATED" and result["orgUnit"] == t.villages[d0][0]
     assert result["violations"][0]["rule"] == codes["rule_medium"]
     assert result["checkedAt"].endswith("+07:00")
+    # one decision, one time: the submission's validatedAt is the result's checkedAt
+    assert system.get(f"/api/submissions/{result['returnId']}").json()["validatedAt"] == result["checkedAt"]
 
     rejected = system.get(f"/api/validationResults?ou={d0}&accepted=false").json()["validationResults"]
     assert {x["period"] for x in rejected} >= {"2022", "2020"} and all(x["status"] == "REJECTED" for x in rejected)
