@@ -74,26 +74,31 @@ def _entry(ds: str, ou: str, pe: str, expected: int, actual: int, on_time: int) 
 
 
 def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, dict]:
-    """(the org unit asked, the answer); raises ApiError(400) naming a bad parameter."""
+    """(the org unit asked, the answer); raises ApiError(400) naming every bad parameter."""
     ds_code, ou, pe_code = params.get("ds"), params.get("ou"), params.get("pe")
-    for name, value in (("ds", ds_code), ("ou", ou), ("pe", pe_code)):
-        if not value:
-            raise error(400, f"{name} is required (e.g. ds=VILLAGE_Y&ou=03&pe=2026)")
-    ds = md.data_sets.get(ds_code)
-    if ds is None:
-        raise error(400, f"ds: unknown data set {ds_code!r}")
-    if ou not in md.org_units:
-        raise error(400, f"ou: unknown org unit {ou!r}")
-    try:
-        named = periods_named(pe_code, anchor_day(params))
-    except PeriodError as exc:
-        raise error(400, f"pe: {exc}") from None
-    if len(named) != 1:
-        raise error(400, f"pe: {pe_code} names {len(named)} periods; completeness is of one "
-                   "(e.g. LAST_MONTH, LAST_QUARTER, THIS_YEAR)")
-    pe = named[0]
-    if ORDER[pe.type] < ORDER[ds.period_type]:
-        raise error(400, f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})")
+    problems = [f"{name} is required (e.g. ds=VILLAGE_Y&ou=03&pe=2026)"
+                for name, value in (("ds", ds_code), ("ou", ou), ("pe", pe_code)) if not value]
+    ds = md.data_sets.get(ds_code) if ds_code else None
+    if ds_code and ds is None:
+        problems.append(f"ds: unknown data set {ds_code!r}")
+    if ou and ou not in md.org_units:
+        problems.append(f"ou: unknown org unit {ou!r}")
+    pe = None
+    if pe_code:
+        try:
+            named = periods_named(pe_code, anchor_day(params))
+        except PeriodError as exc:
+            problems.append(f"pe: {exc}")
+        else:
+            if len(named) != 1:
+                problems.append(f"pe: {pe_code} names {len(named)} periods; completeness is of one "
+                                "(e.g. LAST_MONTH, LAST_QUARTER, THIS_YEAR)")
+            else:
+                pe = named[0]
+    if pe is not None and ds is not None and ORDER[pe.type] < ORDER[ds.period_type]:
+        problems.append(f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})")
+    if problems:  # every one at once, as analytics and dataValueSets tell them
+        raise error(400, "; ".join(problems))
     periods = native_periods(ds.period_type, pe)
     rows = conn.execute(_COUNTS, {
         "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],

@@ -23,7 +23,7 @@ from nameko.rpc import rpc
 from services.validation import checks
 from services.validation import tables as t
 from shared import metrics, serialization
-from shared.api import api_rpc, error, flag, reply
+from shared.api import ApiError, api_rpc, error, flag, reply
 from shared.batches import disjoint_runs
 from shared.schemas.api import OUTLIER, violations_out
 from shared.db import lock_in_order
@@ -246,12 +246,13 @@ class ValidationService(KeepsMetadataReplica):
         principal.require("read")
         md = self.replica.current()
         ou = params.get("ou") or principal.org_unit
+        problems = []
         if not ou:
-            raise error(400, "ou is required (e.g. ou=03)")
-        unit = md.org_units.get(ou)
-        if unit is None:
-            raise error(400, f"ou: unknown org unit {ou!r}")
-        if not principal.unscoped and not md.ever_in(ou, principal.org_unit):
+            problems.append("ou is required (e.g. ou=03)")
+        unit = md.org_units.get(ou) if ou else None
+        if ou and unit is None:
+            problems.append(f"ou: unknown org unit {ou!r}")
+        if unit is not None and not principal.unscoped and not md.ever_in(ou, principal.org_unit):
             principal.require_path(ou, unit.current.path)  # never the caller's: the plain 403
         r_ = t.validation_result
         query = sa.select(r_).order_by(r_.c.seq.desc())
@@ -262,20 +263,26 @@ class ValidationService(KeepsMetadataReplica):
                 # a period and the finer ones inside it: pe=2026 lists a monthly data set's months
                 within = {p.code for p in Period.parse(pe).and_finer()}
             except PeriodError as exc:
-                raise error(400, f"pe: {exc}") from None
+                problems.append(f"pe: {exc}")
             codes = sa.cast(sorted(within), ARRAY(sa.Text))
             query = query.where(sa.or_(r_.c.periods.overlap(codes),
                                        sa.and_(r_.c.periods.is_(None), r_.c.period == sa.func.any(codes))))
         if params.get("ds"):
             if params["ds"] not in md.data_sets:
-                raise error(400, f"ds: unknown data set {params['ds']!r}")
+                problems.append(f"ds: unknown data set {params['ds']!r}")
             query = query.where(r_.c.data_set == params["ds"])
-        accepted = flag(params, "accepted")
+        try:
+            accepted = flag(params, "accepted")
+        except ApiError as exc:  # flag's own 400, told with the others
+            problems.append(exc.body["message"])
+            accepted = None
         if accepted is not None and params.get("accepted") != "":
             query = query.where(r_.c.accepted == accepted)
         raw_limit = str(params.get("limit", "1000"))
         if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit)):
-            raise error(400, f"limit: {params.get('limit')!r} is not a number from 1 (at most 10000 are listed)")
+            problems.append(f"limit: {params.get('limit')!r} is not a number from 1 (at most 10000 are listed)")
+        if problems:  # every one at once, as analytics and dataValueSets tell them
+            raise error(400, "; ".join(problems))
         limit = min(int(raw_limit), 10000)
         # A return is listed for the places it reported inside the subtree, each only for the
         # periods its unit was in it (as analytics counts it: a village moved away in

@@ -537,6 +537,8 @@ def test_completeness_refuses_bad_parameters_by_name(system, world):
     assert r.status_code == 400 and "pe" in r.json()["message"]
     r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}&pe=LAST_3_MONTHS")
     assert r.status_code == 400 and "names 3 periods" in r.json()["message"]
+    r = system.get("/api/completeness?ds=NOPE&ou=ZZ&pe=2025x")  # every problem at once
+    assert r.status_code == 400 and all(p in r.json()["message"] for p in ("ds: unknown", "ou: unknown", "pe:"))
 
 
 def test_months_of_one_village_aggregated_concurrently_add_up_in_the_year(system, world):

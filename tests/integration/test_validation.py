@@ -167,6 +167,11 @@ def test_validation_results_by_subtree_period_and_data_set_within_scope(system, 
                       (f"ou={d0}&limit=0", "limit"), (f"ou={d0}&limit=-1", "limit")):
         r = system.get(f"/api/validationResults?{bad}")
         assert r.status_code == 400 and r.json()["message"].startswith(f"{name}:"), r.text
+    # every problem in one answer (only the first was told)
+    r = system.get("/api/validationResults?ou=ZZ&pe=2026x&ds=NOPE&accepted=maybe&limit=0")
+    assert r.status_code == 400
+    for part in ("ou: unknown org unit 'ZZ'", "pe:", "ds: unknown data set 'NOPE'", "accepted", "limit:"):
+        assert part in r.json()["message"], (part, r.text)
 
 
 def test_validation_results_follow_a_moved_village_period_by_period(system):
