@@ -251,21 +251,42 @@ _SHARED = sa.text(f"SELECT pg_advisory_xact_lock_shared({_YEAR_TOTALS}, 0)")
 _EXCLUSIVE = sa.text(f"SELECT pg_advisory_xact_lock({_YEAR_TOTALS}, 0)")
 
 
-def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) -> None:
+def lock_unit_years(conn: sa.Connection, returns: list[dict]) -> None:
+    """Before a batch's values are applied: the locks ``refresh_year_totals`` takes, on every
+    unit-year the returns' values are in (yearly periods too). A batch running beside
+    another on the same unit-year then reads what is stored only once the other has
+    committed: reading it before, both told the same new values as "imported" (two
+    batches at once after a restart with a backlog), and the importCount and
+    statnet_data_values_total counted them twice."""
+    years: dict[str, int] = {}
+    keys = set()
+    for data in returns:
+        for v in data["values"]:
+            if v["period"] not in years:
+                years[v["period"]] = Period.parse(v["period"]).start.year
+            keys.add(f"{v['org_unit']}:{years[v['period']]}")
+    if keys:
+        conn.execute(_SHARED)
+        lock_in_order(conn, _UNIT_YEAR, keys)
+
+
+def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]], locked: bool = False) -> None:
     """Recompute the yearly rows of (org unit, year, data element) keys from the stored values.
 
     Two returns of one village and year (January's and February's) may be
     aggregated at once. Each transaction must recompute the year *after* the
     other's months are committed, or the last to commit would write a year
     without the other's month. So recomputation takes a transaction lock per
-    (unit, year), in one global order (no deadlock), after this transaction's
-    values are written; the statements that follow see every month committed
-    before the lock was granted.
+    (unit, year), in one global order (no deadlock); the statements that follow
+    see every month committed before the lock was granted. A return batch takes
+    them before it writes its values (``lock_unit_years``, ``locked=True`` here), so
+    that its reading of what was stored waits for the other batch too.
     """
     if not keys:
         return
-    conn.execute(_SHARED)
-    lock_in_order(conn, _UNIT_YEAR, (f"{ou}:{year}" for ou, year, _ in keys))
+    if not locked:  # (else the caller took them: ``lock_unit_years``)
+        conn.execute(_SHARED)
+        lock_in_order(conn, _UNIT_YEAR, (f"{ou}:{year}" for ou, year, _ in keys))
     rebuild_year_totals(conn, sorted(keys))
 
 

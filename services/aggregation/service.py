@@ -84,12 +84,14 @@ class AggregationService(KeepsMetadataReplica):
             # in submission order: of two returns with the same value, the later one wins,
             # as it would arriving alone (apply_returns compares seqs either way)
             fresh = sorted(tx.fresh, key=lambda e: e.data["seq"])
+            facts.lock_unit_years(tx.conn, [e.data for e in fresh])
             counts: dict[str, dict] = {}
             # one statement for a run of returns that send no value in common
             for run in disjoint_runs([e.data for e in fresh], _value_keys):
                 counts.update(facts.apply_returns(tx.conn, run, md))
             applied = [(e.data, counts[e.data["return_id"]]) for e in fresh]
-            facts.refresh_year_totals(tx.conn, {k for e in fresh for k in facts.year_keys(e.data["values"])})
+            facts.refresh_year_totals(tx.conn, {k for e in fresh for k in facts.year_keys(e.data["values"])},
+                                      locked=True)
             facts.register_completeness(tx.conn, [(e.data, e.occurred_at) for e in fresh], md)
             now = dt.datetime.now(dt.timezone.utc)
             tx.emit_all([("return_aggregated", {

@@ -57,3 +57,40 @@ def test_a_rebuild_takes_its_year_and_elements_only(settings):
         with engine.begin() as conn:
             for table in ("data_value", "year_total"):
                 conn.execute(sa.text(f"DELETE FROM aggregation.{table} WHERE org_unit = :ou"), {"ou": UNIT})
+
+
+def test_two_batches_at_once_on_the_same_values_count_them_once(settings):
+    """Two aggregation batches at once (a restart with a backlog): the second read what was
+    stored before the first committed, and told the first's new values as "imported" again
+    (importCount and statnet_data_values_total counted them twice). It waits for the first
+    now, on the unit-year's lock, before it reads."""
+    import eventlet
+
+    from services.aggregation.facts import apply_returns, lock_unit_years
+    from tests.support.metadata import element, snapshot
+
+    unit = "ບ້ານສອງຊຸດ"
+    migrations.upgrade(settings, "aggregation")
+    engine = engine_for(settings.database_url)
+    md = snapshot({"LA": None, unit: "LA"}, elements=[element("A", combos=("M", "F"))])
+
+    def sent(seq: int, value: int) -> dict:
+        return {"return_id": f"two-{seq}", "seq": seq, "submitted_by": "t", "values": [
+            {"data_element": "A", "category_option_combo": combo, "org_unit": unit, "period": "202503",
+             "value": str(value), "comment": None} for combo in ("M", "F")]}
+
+    def second() -> dict:
+        with engine.begin() as conn:
+            lock_unit_years(conn, [sent(2, 7)])
+            return apply_returns(conn, [sent(2, 7)], md)["two-2"]
+
+    try:
+        with engine.begin() as conn:
+            lock_unit_years(conn, [sent(1, 5)])
+            assert apply_returns(conn, [sent(1, 5)], md)["two-1"]["imported"] == 2
+            later = eventlet.spawn(second)
+            eventlet.sleep(0.5)  # the second batch is waiting for this one
+        assert later.wait() == {"imported": 0, "updated": 2, "ignored": 0, "deleted": 0}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM aggregation.data_value WHERE org_unit = :ou"), {"ou": unit})
