@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import smtplib
+import time
 import types
 import urllib.error
 import urllib.request
@@ -337,6 +338,51 @@ class Dispatcher(Pump):
         return sent
 
     def deliver_one(self, channel: str) -> bool:
+        delivered: list = []  # (row, attempts) once the channel has taken the alert
+        try:
+            return self._deliver_one(channel, delivered)
+        except sa.exc.DBAPIError:
+            if not delivered:
+                raise
+            # the alert is delivered, but recording it failed (the connection cut between the
+            # relay's 250 and the commit): record it on a new connection rather than leave it
+            # PENDING, which sent it again (a crash in that instant still does: the fixed
+            # Message-ID and Idempotency-Key let the receiving end tell)
+            self._record_delivered(*delivered[0])
+            return True
+
+    def _record_delivered(self, row, attempts: int, tries: int = 5) -> None:
+        for attempt in range(tries):
+            try:
+                with self.engine.begin() as conn:
+                    carried = self._sent(conn, row, attempts)
+                if carried is not None:
+                    self._count_sent(row, carried)
+                    log.info("notification %d delivered; recorded on a second connection", row.id)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(min(0.2 * 2 ** attempt, 2))
+
+    def _sent(self, conn, row, attempts: int) -> int | None:
+        """Mark the row SENT, and the alerts a digest carried (how many: counted once
+        committed); None if it was not PENDING any more (recorded already)."""
+        n = t.notification
+        marked = conn.execute(n.update().where(n.c.id == row.id, n.c.status == "PENDING").values(
+            status="SENT", attempts=attempts, sent_at=sa.func.now(), last_error=None)).rowcount
+        if not marked:
+            return None
+        return self._with_digest(conn, row, "SENT", attempts, None)
+
+    @staticmethod
+    def _count_sent(row, carried: int) -> None:
+        metrics.notifications_total.labels(type=row.type, channel=row.channel, status="SENT").inc()
+        if carried:
+            metrics.notifications_total.labels(type="LATE_RETURN", channel=row.channel, status="SENT").inc(carried)
+        log.info("notification %d (%s to %s by %s) sent", row.id, row.type, row.recipient, row.channel)
+
+    def _deliver_one(self, channel: str, delivered: list) -> bool:
         n = t.notification
         with self.engine.begin() as conn:
             row = conn.execute(
@@ -363,23 +409,20 @@ class Dispatcher(Pump):
                 gave_up = dt.datetime.now(dt.timezone.utc) - row.created_at >= GIVE_UP_AFTER
                 self._mark(conn, row, "FAILED" if gave_up else "PENDING", attempts, f"{type(exc).__name__}: {exc}")
             else:
-                conn.execute(n.update().where(n.c.id == row.id).values(
-                    status="SENT", attempts=attempts, sent_at=sa.func.now(), last_error=None))
-                metrics.notifications_total.labels(type=row.type, channel=row.channel, status="SENT").inc()
-                self._with_digest(conn, row, "SENT", attempts, None)
-                log.info("notification %d (%s to %s by %s) sent", row.id, row.type, row.recipient, row.channel)
+                delivered.append((row, attempts))
+                carried = self._sent(conn, row, attempts)
+        if delivered and carried is not None:
+            self._count_sent(row, carried)
         return True
 
-    def _with_digest(self, conn, row, status: str, attempts: int, reason: str | None) -> None:
-        """The alerts a digest carried share its fate (see DIGESTED)."""
+    def _with_digest(self, conn, row, status: str, attempts: int, reason: str | None) -> int:
+        """The alerts a digest carried share its fate (see DIGESTED); how many."""
         if row.type != "LATE_DIGEST":
-            return
-        carried = conn.execute(DIGESTED, {
+            return 0
+        return conn.execute(DIGESTED, {
             "status": status, "attempts": attempts, "last_error": reason, "recipient": row.recipient,
             "channel": row.channel, "late": json.dumps(row.details.get("late", [])),
             "sent_at": dt.datetime.now(dt.timezone.utc) if status == "SENT" else None}).rowcount
-        if carried:
-            metrics.notifications_total.labels(type="LATE_RETURN", channel=row.channel, status=status).inc(carried)
 
     def _mark(self, conn, row, status: str, attempts: int, reason: str) -> None:
         n = t.notification
@@ -389,7 +432,10 @@ class Dispatcher(Pump):
         metrics.notifications_total.labels(type=row.type, channel=row.channel,
                                            status="FAILED" if status == "FAILED" else "RETRY").inc()
         if status == "FAILED":
-            self._with_digest(conn, row, "FAILED", attempts, reason[:1000])
+            carried = self._with_digest(conn, row, "FAILED", attempts, reason[:1000])
+            if carried:
+                metrics.notifications_total.labels(type="LATE_RETURN", channel=row.channel,
+                                                   status="FAILED").inc(carried)
         log.warning("notification %d (%s to %s by %s) attempt %d failed: %s%s", row.id, row.type,
                     row.recipient, row.channel, attempts, reason,
                     "" if status == "PENDING" else " (gave up)")

@@ -122,3 +122,51 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert hook.keys == [f"statnet-notification-{r['id']}" for r in hook.received]
     attempts = sorted(n["attempts"] for n in listed("webhook").values())
     assert sum(attempts) == len(hook.answers) == 7 + 4  # every try counted against its own notification
+
+
+def test_an_alert_delivered_whose_record_failed_is_recorded_not_sent_again(system, relay, settings):
+    """The relay took the e-mail, then recording it failed (the database connection cut between
+    the 250 and the commit, as a probe caused): the row stayed PENDING and the e-mail went
+    out a second time. It is recorded on a new connection now. The failure is injected by a
+    trigger that refuses the first SENT of this test's alerts."""
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+
+    uid = "DLR"
+    t, units = tree(uid)
+    codes, doc = village_data_set(uid)
+    doc["orgUnits"] = units
+    doc["focalPoints"] = [{"code": f"S{uid}", "name": "S", "orgUnit": t.province, "role": "supervisor",
+                           "email": "once@example.la", "language": "en"}]
+    system.import_metadata(doc)
+    engine = engine_for(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"""
+            CREATE SEQUENCE notify.inject_{uid};
+            CREATE FUNCTION notify.inject_{uid}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.recipient = 'S{uid}' AND NEW.status = 'SENT' AND nextval('notify.inject_{uid}') = 1 THEN
+                    RAISE EXCEPTION 'injected: the record of a delivery fails once';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER inject_{uid} BEFORE UPDATE ON notify.notification
+                FOR EACH ROW EXECUTE FUNCTION notify.inject_{uid}();"""))
+    try:
+        before = len([m for m in relay.accepted if m[0] == ["once@example.la"]])
+        sent = system.submit(village_return(codes, t.villages[t.districts[0]][0], "2025", 0, 0))
+        assert system.wait_status(sent.json()["id"])["status"] == "REJECTED"
+
+        def alert():
+            found = system.get(f"/api/notifications?recipient=S{uid}&type=INVALID_RETURN").json()["notifications"]
+            return next((n for n in found if n["channel"] == "email"), None)
+
+        wait_until(lambda: (alert() or {}).get("status") == "SENT", timeout=30, message="the alert recorded SENT")
+        time.sleep(3)  # a dispatcher round or two: nothing is sent again
+        assert len([m for m in relay.accepted if m[0] == ["once@example.la"]]) == before + 1
+        assert alert()["attempts"] == 1
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TRIGGER inject_{uid} ON notify.notification; "
+                                 f"DROP FUNCTION notify.inject_{uid}(); DROP SEQUENCE notify.inject_{uid}"))
