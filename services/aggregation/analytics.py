@@ -23,7 +23,9 @@ periods and in the new one afterwards.
 Where the numbers come from: a period asked at the data's own type reads the
 stored values; a quarter of monthly data reads its three months; a year of
 monthly or quarterly data reads ``year_total`` (one row per unit, kept exact
-at every return), so a country-by-year total touches one row per village.
+at every return), so a country-by-year total touches one row per village; a
+unit-year a history load left pending for the rebuilder is summed from its
+values instead, as the rebuild will sum it.
 """
 from __future__ import annotations
 
@@ -77,6 +79,12 @@ months AS (
     WHERE tg.ptype = 'Quarterly' AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
     GROUP BY tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
 ),
+-- (unit, year, element) keys a history load has made stale, until the rebuilder has them
+-- (empty but during and just after a load)
+pending AS MATERIALIZED (
+    SELECT DISTINCT p.org_unit, p.year, de
+    FROM aggregation.year_total_pending p CROSS JOIN unnest(p.data_elements) AS de
+),
 -- months and quarters inside an asked year, already summarised per unit
 years AS (
     SELECT tg.tid, dx.did, dx.atype, dx.combo, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v
@@ -85,12 +93,35 @@ years AS (
       ON y.data_element = dx.de AND y.year = CAST(extract(year FROM tg.pstart) AS int)
      AND y.combo = coalesce(dx.combo, '*') AND y.path >= tg.lo AND y.path < tg.hi
     WHERE tg.ptype = 'Yearly'
+      AND NOT EXISTS (SELECT 1 FROM pending p
+                      WHERE p.org_unit = y.org_unit AND p.year = y.year AND p.de = y.data_element)
+),
+-- a stale key's year from its months and quarters, as the rebuild will sum them: through a
+-- national load the years were last year's figures while its months and quarters were new
+years_live AS (
+    SELECT tg.tid, dx.did, dx.atype, dx.combo, p.org_unit, sum(pp.v) AS s, count(*) AS n,
+           max(pp.start_date) AS last_start,
+           (max(ARRAY[CAST(pp.start_date - DATE '1970-01-01' AS numeric), pp.v]))[2] AS last_v
+    FROM tg CROSS JOIN dx
+    JOIN pending p ON p.de = dx.de AND p.year = CAST(extract(year FROM tg.pstart) AS int)
+    CROSS JOIN LATERAL (      -- each period's value (over combos for a total), by path
+        SELECT f.path, f.start_date, sum(f.value) AS v
+        FROM aggregation.data_value f
+        WHERE f.org_unit = p.org_unit AND f.period >= CAST(p.year AS text) AND f.period < CAST(p.year + 1 AS text)
+          AND extract(year FROM f.start_date) = p.year AND f.data_element = dx.de
+          AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.period_type <> 'Yearly' AND f.value IS NOT NULL
+          AND f.path >= tg.lo AND f.path < tg.hi
+        GROUP BY f.path, f.period, f.start_date
+    ) pp
+    WHERE tg.ptype = 'Yearly'
+    GROUP BY tg.tid, dx.did, dx.atype, dx.combo, p.org_unit, pp.path
 ),
 -- a country has thousands of units. Only LAST and AVERAGE_SUM_ORG_UNIT need each unit's
 -- own figures first (a unit moved during the year has a row per path); any other total is
 -- the same summed straight. The unit's latest value is the greatest (days since 1970,
 -- value) pair, a plain aggregate rather than a sort per unit
-u AS (SELECT * FROM native UNION ALL SELECT * FROM months UNION ALL SELECT * FROM years),
+u AS (SELECT * FROM native UNION ALL SELECT * FROM months UNION ALL SELECT * FROM years
+      UNION ALL SELECT * FROM years_live),
 per_unit AS (
     SELECT tid, did, atype, sum(s) AS s, sum(n) AS n,
            (max(ARRAY[CAST(last_start - DATE '1970-01-01' AS numeric), last_v])
