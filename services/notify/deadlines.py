@@ -56,13 +56,16 @@ class Candidate:
 
 
 def candidates(md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int) -> list[Candidate]:
-    """The (data set, period) pairs a check on ``as_of`` looks at: a few per data set."""
+    """The (data set, period) pairs a check on ``as_of`` looks at: a few per data set. A
+    period is late from the day after its deadline for ``lookback_days`` (counted from the
+    period's end, a data set whose timelyDays reached the look-back was never late, and one
+    near it late on a day or two only: a timer down that day lost the alert)."""
     out = []
     for ds in md.data_sets.values():
-        p = Period.containing(ds.period_type, as_of - dt.timedelta(days=lookback_days))
+        p = Period.containing(ds.period_type, as_of - dt.timedelta(days=lookback_days + ds.timely_days))
         while p.end <= as_of + dt.timedelta(days=reminder_days):
             deadline = p.end + dt.timedelta(days=ds.timely_days)
-            if deadline < as_of and p.end >= as_of - dt.timedelta(days=lookback_days):
+            if as_of - dt.timedelta(days=lookback_days) <= deadline < as_of:
                 out.append(Candidate(LATE, ds.code, p, p.end, deadline))
             elif as_of <= p.end <= as_of + dt.timedelta(days=reminder_days):
                 out.append(Candidate(REMINDER, ds.code, p, p.end, deadline))
@@ -151,8 +154,22 @@ digest_lines AS (
           FROM notify.notification n
           WHERE n.status = 'PENDING' AND n.next_attempt_at = timestamptz 'infinity'
             AND n.type = 'LATE_RETURN' AND n.details->>'delivered_by' = 'LATE_DIGEST'
-            AND n.channel = ANY(CAST(:channels AS text[]))) l
+            AND n.channel = ANY(CAST(:channels AS text[]))
+            AND NOT EXISTS (SELECT 1 FROM notify.received r          -- (see withdrawn)
+                            WHERE r.data_set = n.data_set AND r.org_unit = n.org_unit AND r.period = n.period)) l
     ORDER BY recipient, channel, data_set, period, org_unit, fresh_first
+),
+-- a digest reader's alert whose return has been accepted since it was recorded is no longer
+-- late: withdrawn, never sent (the next day's digest listed the unit as late, its count
+-- above the check's own). (A data-modifying CTE runs whether or not it is read.)
+withdrawn AS (
+    DELETE FROM notify.notification n
+    WHERE n.status = 'PENDING' AND n.next_attempt_at = timestamptz 'infinity'
+      AND n.type = 'LATE_RETURN' AND n.details->>'delivered_by' = 'LATE_DIGEST'
+      AND n.channel = ANY(CAST(:channels AS text[]))
+      AND EXISTS (SELECT 1 FROM notify.received r
+                  WHERE r.data_set = n.data_set AND r.org_unit = n.org_unit AND r.period = n.period)
+    RETURNING id
 ),
 digest AS (
     INSERT INTO notify.notification (type, recipient, org_unit, data_set, period, channel, status, details)
