@@ -251,19 +251,26 @@ class RegistryService:
                                          sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day))
                                   .order_by(ls.c.data_set)):
                 last.setdefault(r.org_unit, []).append(_last_submission_out(r))
+            data_sets = conn.execute(sa.select(t.data_set.c.org_units, t.data_set.c.org_unit_level)).all()
+        explicit = {code for ds in data_sets for code in ds.org_units}
+        levels = {ds.org_unit_level for ds in data_sets if ds.org_unit_level is not None}
         out, no_reporter, no_supervisor = [], [], []
         for u in units:
             ancestors = [c for c in u.path.split("/") if c]
             supervisors = sum(roles.get((a, "supervisor"), 0) for a in ancestors)
             reporters = roles.get((u.code, "reporter"), 0)
-            missing = [r for r, n in (("reporter", reporters), ("supervisor", supervisors)) if n == 0]
-            if reporters == 0:
+            # a reporter is wanted where a return is: a unit assigned a data set (the province
+            # itself, reporting nothing, was listed as wanting one)
+            reports = u.code in explicit or u.level in levels
+            missing = [r for r, n, wanted in (("reporter", reporters, reports), ("supervisor", supervisors, True))
+                       if wanted and n == 0]
+            if reports and reporters == 0:
                 no_reporter.append(u.code)
             if supervisors == 0:
                 no_supervisor.append(u.code)
             out.append({"code": u.code, "name": u.name, "nameLo": u.name_lo, "level": u.level,
                         "generated": u.generated, "reporters": reporters,
-                        "supervisors": supervisors, "missing": missing,
+                        "supervisors": supervisors, "reports": reports, "missing": missing,
                         "lastSubmission": last.get(u.code, [])})
         return reply({"orgUnit": code, "units": out,
                       "withoutReporter": no_reporter, "withoutSupervisor": no_supervisor,

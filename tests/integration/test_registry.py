@@ -544,6 +544,9 @@ def test_coverage_lists_units_without_focal_points(system, world):
     assert body["withoutSupervisor"] == []  # the province supervisor covers the subtree
     units = {u["code"]: u for u in body["units"]}
     assert units[t.villages[t.districts[0]][0]]["missing"] == []
+    # a reporter is wanted where returns are: the province reports nothing (it was listed)
+    assert t.province not in body["withoutReporter"] and units[t.province]["reports"] is False
+    assert units[t.villages[t.districts[1]][0]]["reports"] is True
     # a unit opening next year has a place already (every unit has one on every day), but
     # nobody is missing from it yet
     future = f"FUT{t.province}"
