@@ -29,7 +29,7 @@ class FakeTx:
     def emit(self, event_type, data, correlation_id=None):
         self.emitted.append((event_type, data))
 
-    def emit_all(self, events):
+    def emit_all(self, events, along=None, occurred_at=None):
         for event_type, data, correlation_id in events:
             self.emit(event_type, data, correlation_id)
 
