@@ -259,12 +259,16 @@ class SubmissionService(KeepsMetadataReplica):
                 else local.ask(self.aggregation_rpc, "aggregation", "import_count", checked.values, share=0.4)
         except local.Unavailable as exc:
             raise error(503, f"dryRun needs validation and aggregation: {exc}") from None
-        # every field of GET /api/submissions/{id}, as the return would have them once judged
-        return {"id": None, "status": outcome["status"], "dryRun": True,
+        # every field of GET /api/submissions/{id}, as the return would have them at its final
+        # status (CONTRACT 4): REJECTED, or AGGREGATED for one validation accepts (it said
+        # VALIDATED, which no return keeps: accepted, it is aggregated)
+        accepted = outcome["status"] != "REJECTED"
+        now = show(dt.datetime.now(dt.timezone.utc))
+        return {"id": None, "status": "AGGREGATED" if accepted else "REJECTED", "dryRun": True,
                 "dataSet": checked.data_set.code, "orgUnit": checked.org_unit,
                 "period": checked.period.code, "receivedAt": show(received_at),
                 "onTime": checked.on_time, "submittedBy": principal.username,
-                "validatedAt": show(dt.datetime.now(dt.timezone.utc)), "aggregatedAt": None,
+                "validatedAt": now, "aggregatedAt": now if accepted else None,
                 "importCount": import_count, **violations_out(outcome["violations"])}
 
     # ---------------------------------------------------------------- reading

@@ -202,7 +202,7 @@ def test_unreadable_bodies_are_400_and_store_nothing(system, world, settings, na
 def test_a_byte_order_mark_is_no_part_of_a_json_body(system, world):
     r = system.post("/api/dataValueSets?dryRun=true", data=b"\xef\xbb\xbf" + with_period(JSON_BODY, 10).encode(),
                     token=world["bo"], headers={"Content-Type": "application/json"})
-    assert r.status_code == 200 and r.json()["status"] == "VALIDATED", r.text
+    assert r.status_code == 200 and r.json()["status"] == "AGGREGATED", r.text
 
 
 def test_every_problem_of_a_csv_is_listed_with_its_line(system, world, settings):
@@ -314,7 +314,7 @@ def test_a_streamed_upload_is_read_and_bounded_like_any_other(system, world, set
     before = stored(settings)
     r = system.post("/api/dataValueSets?dryRun=true", data=chunks(with_period(JSON_BODY, 10)), token=world["bo"],
                     headers={"Content-Type": "application/json"})
-    assert r.status_code == 200 and r.json()["status"] == "VALIDATED", r.text
+    assert r.status_code == 200 and r.json()["status"] == "AGGREGATED", r.text
     huge = json.dumps({"dataSet": "MORT5", "period": "201410", "orgUnit": "NGELEHUN",
                        "dataValues": [{"dataElement": "BEDS", "value": "1", "comment": "x" * 1000}] * 5300})
     r = system.post("/api/dataValueSets", data=chunks(huge, 65536), token=world["bo"],
@@ -392,7 +392,7 @@ def test_dry_run_answers_the_final_shape_and_stores_nothing(system, world, setti
                     token=world["bo"], headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["status"] == "VALIDATED" and body["dryRun"] is True
+    assert body["status"] == "AGGREGATED" and body["dryRun"] is True  # the final status an accepted one has
     assert (body["dataSet"], body["orgUnit"], body["period"]) == ("MORT5", "NGELEHUN", "201410")
     assert body["importCount"]["imported"] == 4 and body["violations"] == []
     assert stored(settings) == before
@@ -475,7 +475,7 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
             (gzip.compress(declared.encode("utf-8")), ADX, {"Content-Encoding": "gzip"})):
         r = system.post("/api/dataValueSets?dryRun=true", data=body, token=world["bo"],
                         headers={"Content-Type": content_type, **headers})
-        assert r.status_code == 200 and r.json()["status"] == "VALIDATED", (content_type, headers, r.text)
+        assert r.status_code == 200 and r.json()["status"] == "AGGREGATED", (content_type, headers, r.text)
     r = system.submit(('<?xml version="1.0" encoding="ISO-8859-1"?>' + declared).encode("utf-8"), token=world["bo"],
                       content_type=ADX)
     system.wait_status(r.json()["id"])
@@ -505,7 +505,7 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
     r = system.post("/api/dataValueSets?dryRun=true", data=('<?xml version="1.0" encoding="windows-874"?>'
                                                             + adx_latin.replace("Café", "ก")).encode("cp874"),
                     token=world["bo"], headers={"Content-Type": ADX})
-    assert r.status_code == 200 and r.json()["status"] == "VALIDATED", r.text
+    assert r.status_code == 200 and r.json()["status"] == "AGGREGATED", r.text
     bomb = gzip.compress(b" " * (6 * 1024 * 1024))
     r = system.post("/api/dataValueSets", data=bomb, token=world["bo"],
                     headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
