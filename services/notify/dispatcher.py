@@ -384,6 +384,7 @@ class Dispatcher(Pump):
 
     def _deliver_one(self, channel: str, delivered: list) -> bool:
         n = t.notification
+        carried = None  # the alerts a digest carried, once this one is recorded SENT
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(n).where(n.c.status == "PENDING", n.c.next_attempt_at <= sa.func.now(),
@@ -411,7 +412,7 @@ class Dispatcher(Pump):
             else:
                 delivered.append((row, attempts))
                 carried = self._sent(conn, row, attempts)
-        if delivered and carried is not None:
+        if carried is not None:  # (counted once committed)
             self._count_sent(row, carried)
         return True
 
