@@ -259,15 +259,18 @@ def lock_unit_years(conn: sa.Connection, returns: list[dict]) -> None:
     batches at once after a restart with a backlog), and the importCount and
     statnet_data_values_total counted them twice."""
     years: dict[str, int] = {}
-    keys = set()
     for data in returns:
         for v in data["values"]:
             if v["period"] not in years:
                 years[v["period"]] = Period.parse(v["period"]).start.year
-            keys.add(f"{v['org_unit']}:{years[v['period']]}")
-    if keys:
+    _lock_unit_years(conn, {(v["org_unit"], years[v["period"]]) for data in returns for v in data["values"]})
+
+
+def _lock_unit_years(conn: sa.Connection, unit_years: set[tuple[str, int]]) -> None:
+    """The namespace lock shared, then one lock per (unit, year), in one order."""
+    if unit_years:
         conn.execute(_SHARED)
-        lock_in_order(conn, _UNIT_YEAR, keys)
+        lock_in_order(conn, _UNIT_YEAR, (f"{ou}:{year}" for ou, year in unit_years))
 
 
 def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]], locked: bool = False) -> None:
@@ -285,8 +288,7 @@ def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]], lo
     if not keys:
         return
     if not locked:  # (else the caller took them: ``lock_unit_years``)
-        conn.execute(_SHARED)
-        lock_in_order(conn, _UNIT_YEAR, (f"{ou}:{year}" for ou, year, _ in keys))
+        _lock_unit_years(conn, {(ou, year) for ou, year, _ in keys})
     rebuild_year_totals(conn, sorted(keys))
 
 

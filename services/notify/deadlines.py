@@ -136,6 +136,16 @@ single AS (
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
     RETURNING id
 ),
+-- a digest reader's alerts no digest carried yet, each with whether its unit has reported since
+waiting AS MATERIALIZED (
+    SELECT n.id, n.recipient, n.channel, n.data_set, n.period, n.org_unit, n.details,
+           EXISTS (SELECT 1 FROM notify.received r
+                   WHERE r.data_set = n.data_set AND r.org_unit = n.org_unit AND r.period = n.period) AS answered
+    FROM notify.notification n
+    WHERE n.status = 'PENDING' AND n.next_attempt_at = timestamptz 'infinity'
+      AND n.type = 'LATE_RETURN' AND n.details->>'delivered_by' = 'LATE_DIGEST'
+      AND n.channel = ANY(CAST(:channels AS text[]))
+),
 -- a digest's lines: every open late return of the reader's subtree found now, and every
 -- alert of theirs that no digest carried yet (recorded by a check after that day's digest
 -- was made; or the reader has since stopped taking digests: a last one carries them). The
@@ -151,24 +161,14 @@ digest_lines AS (
           SELECT 1, n.recipient, n.channel, n.data_set, n.period, n.org_unit, CAST(n.details->>'deadline' AS date),
                  n.details #>> '{names,data_set,en}', n.details #>> '{names,data_set,lo}',
                  n.details #>> '{names,org_unit,en}', n.details #>> '{names,org_unit,lo}'
-          FROM notify.notification n
-          WHERE n.status = 'PENDING' AND n.next_attempt_at = timestamptz 'infinity'
-            AND n.type = 'LATE_RETURN' AND n.details->>'delivered_by' = 'LATE_DIGEST'
-            AND n.channel = ANY(CAST(:channels AS text[]))
-            AND NOT EXISTS (SELECT 1 FROM notify.received r          -- (see withdrawn)
-                            WHERE r.data_set = n.data_set AND r.org_unit = n.org_unit AND r.period = n.period)) l
+          FROM waiting n WHERE NOT n.answered) l                  -- (the answered: see withdrawn)
     ORDER BY recipient, channel, data_set, period, org_unit, fresh_first
 ),
 -- a digest reader's alert whose return has been accepted since it was recorded is no longer
 -- late: withdrawn, never sent (the next day's digest listed the unit as late, its count
 -- above the check's own). (A data-modifying CTE runs whether or not it is read.)
 withdrawn AS (
-    DELETE FROM notify.notification n
-    WHERE n.status = 'PENDING' AND n.next_attempt_at = timestamptz 'infinity'
-      AND n.type = 'LATE_RETURN' AND n.details->>'delivered_by' = 'LATE_DIGEST'
-      AND n.channel = ANY(CAST(:channels AS text[]))
-      AND EXISTS (SELECT 1 FROM notify.received r
-                  WHERE r.data_set = n.data_set AND r.org_unit = n.org_unit AND r.period = n.period)
+    DELETE FROM notify.notification n WHERE n.id IN (SELECT id FROM waiting WHERE answered)
     RETURNING id
 ),
 digest AS (
