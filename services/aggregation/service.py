@@ -229,7 +229,7 @@ class AggregationService(KeepsMetadataReplica):
         self._in_scope(principal, md, [ou for ou in query.boundaries + query.ou if ou not in query.placed],
                        [(p.start, p.end) for p in query.pe])
         with self.db.connect() as conn:
-            rows = analytics.totals(conn, query, md)
+            rows = analytics.totals(conn.execution_options(isolation_level="REPEATABLE READ"), query, md)
         if fmt == "csv":
             return reply(exports.analytics_csv(rows, md, query.filters), content_type=exports.CSV)
         if fmt == "sdmx":
