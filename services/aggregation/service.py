@@ -77,8 +77,8 @@ class AggregationService(KeepsMetadataReplica):
 
     @subscribe("validation", "return_validated", batch=RETURNS_PER_BATCH)
     def aggregate_return(self, events):
-        """Apply a batch of accepted returns: each one's values, then every yearly total and
-        completeness row they touch, in one transaction."""
+        """Apply a batch of accepted returns: each one's values and the yearly totals they
+        move, then the completeness rows they touch, in one transaction."""
         md = self.replica_knowing([e.data for e in events])  # behind the one that accepted it: wait
         with self.db.consume_many(events) as tx:
             # in submission order: of two returns with the same value, the later one wins,
@@ -90,8 +90,6 @@ class AggregationService(KeepsMetadataReplica):
             for run in disjoint_runs([e.data for e in fresh], _value_keys):
                 counts.update(facts.apply_returns(tx.conn, run, md))
             applied = [(e.data, counts[e.data["return_id"]]) for e in fresh]
-            facts.refresh_year_totals(tx.conn, {k for e in fresh for k in facts.year_keys(e.data["values"])},
-                                      locked=True)
             facts.register_completeness(tx.conn, [(e.data, e.occurred_at) for e in fresh], md)
             now = dt.datetime.now(dt.timezone.utc)
             tx.emit_all([("return_aggregated", {

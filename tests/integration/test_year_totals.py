@@ -94,3 +94,126 @@ def test_two_batches_at_once_on_the_same_values_count_them_once(settings):
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM aggregation.data_value WHERE org_unit = :ou"), {"ou": unit})
+
+
+def test_yearly_rows_moved_by_each_batch_equal_a_rebuild(settings, monkeypatch):
+    """A return batch moves the yearly rows by what its values changed instead of summing
+    their unit-years again (``update_year_totals``). Random batches of new values,
+    corrections up and down, deletions, older returns arriving late, a month and the
+    quarter starting with it, several periods in one return and a unit that moves: after
+    every batch the rows are what a rebuild from the stored values gives (and a year's own
+    value is no part of them)."""
+    import random
+
+    from services.aggregation import facts
+    from services.aggregation.facts import apply_returns, lock_unit_years
+    from services.aggregation.service import _value_keys
+    from shared.batches import disjoint_runs
+    from tests.support.metadata import element, snapshot
+
+    units = ("ບ້ານໜຶ່ງ", "ບ້ານສອງ")
+    before_move = snapshot({"LA": None, "ເມືອງກ": "LA", "ເມືອງຂ": "LA", units[0]: "ເມືອງກ", units[1]: "ເມືອງກ"},
+                           elements=[element("A", combos=("M", "F")), element("B")])
+    after_move = snapshot({"LA": None, "ເມືອງກ": "LA", "ເມືອງຂ": "LA", units[0]: "ເມືອງຂ", units[1]: "ເມືອງກ"},
+                          elements=[element("A", combos=("M", "F")), element("B")])
+    periods = ("202501", "202502", "202503", "2025Q1", "2025Q2", "202512", "202412", "2025")
+    cells = [("A", "M"), ("A", "F"), ("B", "default")]
+    rng = random.Random(20251128)
+    migrations.upgrade(settings, "aggregation")
+    engine = engine_for(settings.database_url)
+
+    def figures(conn) -> list[tuple]:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT org_unit, year, data_element, combo, path, s, n, last_start, last_value "
+            "FROM aggregation.year_total WHERE org_unit = ANY(:units) ORDER BY 1, 2, 3, 4, 5"),
+            {"units": list(units)})]
+
+    def a_return(seq: int) -> dict:
+        unit = rng.choice(units)
+        values = []
+        for period in rng.sample(periods, rng.choice((1, 1, 1, 2))):
+            for de, combo in rng.sample(cells, rng.randint(1, len(cells))):
+                value = rng.choice(("", str(rng.randint(-5, 40)), str(rng.randint(0, 9)), "2.5"))
+                values.append({"data_element": de, "category_option_combo": combo, "org_unit": unit,
+                               "period": period, "value": value, "comment": None})
+        return {"return_id": f"moved-{seq}", "seq": seq, "submitted_by": "t", "values": values}
+
+    touched, rebuilt, seq = 0, [], 1000
+
+    def counted(conn, keys):  # the keys moving could not give, rebuilt
+        rebuilt.extend(keys)
+        rebuild_year_totals(conn, keys)
+
+    monkeypatch.setattr(facts, "rebuild_year_totals", counted)
+    try:
+        for batch in range(120):
+            md = before_move if batch < 70 else after_move
+            returns = []
+            for _ in range(rng.randint(1, 4)):
+                seq += 1
+                # now and then a return older than what is stored arrives late (ignored)
+                returns.append(a_return(seq - 500 if rng.random() < 0.1 else seq))
+            returns.sort(key=lambda r: r["seq"])
+            with engine.begin() as conn:
+                lock_unit_years(conn, returns)
+                for run in disjoint_runs(returns, _value_keys):
+                    apply_returns(conn, run, md)
+            touched += len({(v["org_unit"], v["period"][:4], v["data_element"]) for r in returns for v in r["values"]})
+            with engine.connect() as conn:
+                kept = figures(conn)
+                keys = sorted({(ou, year, de) for ou in units for year in (2024, 2025) for de in ("A", "B")})
+                rebuild_year_totals(conn, keys)
+                assert kept == figures(conn), f"batch {batch}: {returns}"
+                conn.rollback()
+        assert 0 < len(rebuilt) < touched / 2  # both ways taken, moving the rule
+    finally:
+        with engine.begin() as conn:
+            for table in ("data_value", "year_total"):
+                conn.execute(sa.text(f"DELETE FROM aggregation.{table} WHERE org_unit = ANY(:units)"),
+                             {"units": list(units)})
+
+
+def test_a_return_on_values_whose_yearly_rows_wait_for_the_rebuilder_sums_their_key(settings):
+    """A history load stores values and leaves their yearly rows to the rebuilder. A return
+    that corrects one of them finds no row to move: its key is summed from the values
+    (moving would have left the year without rows until the rebuilder came)."""
+    from services.aggregation.facts import apply_returns, lock_unit_years
+    from tests.support.metadata import element, snapshot
+
+    unit = "ບ້ານລໍຖ້າ"
+    md = snapshot({"LA": None, unit: "LA"}, elements=[element("A", combos=("M", "F")), element("B")])
+    migrations.upgrade(settings, "aggregation")
+    engine = engine_for(settings.database_url)
+    other = {"return_id": "waiting-0", "seq": 1, "submitted_by": "t", "values": [   # the year has rows
+        {"data_element": "B", "category_option_combo": "default", "org_unit": unit, "period": "202501",
+         "value": "1", "comment": None}]}
+    with engine.begin() as conn:
+        lock_unit_years(conn, [other])
+        apply_returns(conn, [other], md)
+    with engine.begin() as conn:   # as a history chunk stores them: values, no yearly rows
+        conn.execute(sa.text(
+            "INSERT INTO aggregation.data_value (org_unit, data_element, combo, period, period_type, start_date, "
+            "end_date, path, value, text_value, deleted, seq, return_id) "
+            "VALUES (:ou, 'A', :combo, :pe, 'Monthly', CAST(:start AS date), CAST(:start AS date), :path, "
+            ":value, CAST(:value AS text), false, 1, 'h')"),
+            [{"ou": unit, "combo": combo, "pe": pe, "start": start, "path": f"/LA/{unit}/", "value": value}
+             for combo, pe, start, value in (("M", "202501", "2025-01-01", 3), ("F", "202501", "2025-01-01", 4),
+                                             ("M", "202502", "2025-02-01", 5))])
+    correction = {"return_id": "waiting-1", "seq": 2, "submitted_by": "t", "values": [
+        {"data_element": "A", "category_option_combo": "M", "org_unit": unit, "period": "202502", "value": "6",
+         "comment": None}]}
+    try:
+        with engine.begin() as conn:
+            lock_unit_years(conn, [correction])
+            apply_returns(conn, [correction], md)
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(sa.text(
+                "SELECT combo, s, n, last_start, last_value FROM aggregation.year_total "
+                "WHERE org_unit = :ou AND data_element = 'A' ORDER BY combo"), {"ou": unit})]
+        feb = dt.date(2025, 2, 1)
+        assert rows == [("*", Decimal(13), 2, feb, Decimal(6)), ("F", Decimal(4), 1, dt.date(2025, 1, 1), Decimal(4)),
+                        ("M", Decimal(9), 2, feb, Decimal(6))]
+    finally:
+        with engine.begin() as conn:
+            for table in ("data_value", "year_total"):
+                conn.execute(sa.text(f"DELETE FROM aggregation.{table} WHERE org_unit = :ou"), {"ou": unit})
