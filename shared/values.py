@@ -6,6 +6,7 @@ the same functions, so the two can never disagree about what a value is.
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal
 
 # ASCII digits only: Python's \d and Decimal() also read other scripts' digits ("١٢") and
@@ -27,6 +28,21 @@ WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u
 MAX_DIGITS = 15
 
 
+ECHO_CHARS = 200  # of a refused value, enough to recognise it: a 60,000-character text is not sent back
+
+
+def shown(text: str) -> str:
+    """``text`` as an error may echo it: cut after ``ECHO_CHARS`` characters, never inside a
+    letter (a Lao vowel or tone sign is a combining character after its consonant: cut
+    between them, the echo showed a syllable that was never sent)."""
+    if len(text) <= ECHO_CHARS:
+        return text
+    end = ECHO_CHARS
+    while end > 0 and unicodedata.category(text[end]).startswith("M"):
+        end -= 1
+    return text[:end] + "..."
+
+
 class ValueTypeError(ValueError):
     pass
 
@@ -34,13 +50,13 @@ class ValueTypeError(ValueError):
 def _decimal(raw: str, value_type: str) -> Decimal:
     text = raw.strip()
     if not _NUMBER.match(text):
-        raise ValueTypeError(f"value {raw!r} is not a number ({value_type})")
+        raise ValueTypeError(f"value {shown(raw)!r} is not a number ({value_type})")
     number = Decimal(text)
     if not number.is_zero() and number.adjusted() >= MAX_DIGITS:  # (0e20 is 0, as SQL reads it)
-        raise ValueTypeError(f"value {raw!r} is too large ({value_type}: at most {MAX_DIGITS} digits "
+        raise ValueTypeError(f"value {shown(raw)!r} is too large ({value_type}: at most {MAX_DIGITS} digits "
                              "before the decimal point)")
     if number.normalize().as_tuple().exponent < -MAX_DIGITS:
-        raise ValueTypeError(f"value {raw!r} has more than {MAX_DIGITS} decimal places ({value_type})")
+        raise ValueTypeError(f"value {shown(raw)!r} has more than {MAX_DIGITS} decimal places ({value_type})")
     return number
 
 
@@ -56,7 +72,7 @@ def normalise(value_type: str, raw) -> str:
     elif isinstance(raw, (int, float, Decimal)):
         raw = str(raw)
     if not isinstance(raw, str):
-        raise ValueTypeError(f"value {raw!r} is not text or a number")
+        raise ValueTypeError(f"value {shown(repr(raw))} is not text or a number")
     text = raw.strip()
     if text == "":
         # blank is no value, as "" (DHIS2 reads a value trimmed to null): it deletes
@@ -65,20 +81,20 @@ def normalise(value_type: str, raw) -> str:
         if not _INTEGER.match(text):
             integral = _INTEGRAL_DECIMAL.match(text)
             if not integral:
-                raise ValueTypeError(f"value {raw!r} is not an integer ({value_type})")
+                raise ValueTypeError(f"value {shown(raw)!r} is not an integer ({value_type})")
             text = integral.group(1)
         number = int(text)
         if len(str(abs(number))) > MAX_DIGITS:
-            raise ValueTypeError(f"value {raw!r} is too large ({value_type}: at most {MAX_DIGITS} digits)")
+            raise ValueTypeError(f"value {shown(raw)!r} is too large ({value_type}: at most {MAX_DIGITS} digits)")
         if value_type == "INTEGER_ZERO_OR_POSITIVE" and number < 0:
-            raise ValueTypeError(f"value {raw!r} is negative ({value_type})")
+            raise ValueTypeError(f"value {shown(raw)!r} is negative ({value_type})")
         return str(number)
     if value_type == "NUMBER":
         return _canonical(_decimal(raw, value_type))  # (raw: a refusal shows what was sent)
     if value_type == "PERCENTAGE":
         number = _decimal(raw, value_type)
         if not Decimal(0) <= number <= Decimal(100):
-            raise ValueTypeError(f"value {raw!r} is not a percentage between 0 and 100")
+            raise ValueTypeError(f"value {shown(raw)!r} is not a percentage between 0 and 100")
         return _canonical(number)
     if value_type == "BOOLEAN":
         lowered = text.lower()
@@ -86,7 +102,7 @@ def normalise(value_type: str, raw) -> str:
             return "true"
         if lowered in ("false", "0"):
             return "false"
-        raise ValueTypeError(f"value {raw!r} is not a boolean (true or false)")
+        raise ValueTypeError(f"value {shown(raw)!r} is not a boolean (true or false)")
     if value_type == "TEXT":
         if len(raw) > MAX_TEXT:
             raise ValueTypeError(f"text value of {len(raw)} characters is longer than {MAX_TEXT}")

@@ -217,3 +217,15 @@ def test_an_adx_return_is_told_its_first_groups_fields_by_their_adx_names():
     assert by_object["group[1].period"] == "group[1].period is missing"
     assert by_object["group[1].orgUnit"] == "unknown org unit 'NOWHERE'"
     assert "period" not in by_object and "orgUnit" not in by_object
+
+
+def test_a_long_refused_value_is_echoed_cut_in_its_message_too_and_never_inside_a_letter():
+    """A 60,000-character value sent for a number: the conflict's value was cut to 200
+    characters, but its message repeated all of it (a 180 KB answer); and the cut fell
+    between a Lao consonant and its vowel sign, echoing a syllable never sent."""
+    sent = "ກ" + "ກີ" * 30_000          # ກີ: the consonant, then its vowel sign (a combining mark)
+    found = conflicts(raw([("HH", None, sent)]))
+    assert len(found) == 1
+    value, message = found[0]["value"], found[0]["message"]
+    assert value == "ກ" + "ກີ" * 99 + "..."   # 199 characters: ກີ is not split at 200
+    assert len(message) < 400 and value in message

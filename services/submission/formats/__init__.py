@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from shared.api import DEFAULT_ATTRIBUTE_COMBOS, ID_SCHEMES, id_scheme_refusal
 from shared.periods import Period, PeriodError, is_closed
+from shared.values import shown
 
 
 @dataclass
@@ -69,9 +70,6 @@ class ParseError(Exception):
         self.conflicts = conflicts
 
 
-ECHO_CHARS = 200  # of a refused value, enough to recognise it: a 60,000-character text is not sent back
-
-
 def conflict(obj: str, value, message: str) -> dict:
     # a value sent as a JSON object or list is echoed as the JSON it was, not as Python
     # (true and false too: Python would spell them True and False)
@@ -80,9 +78,7 @@ def conflict(obj: str, value, message: str) -> dict:
             if isinstance(value, (dict, list, bool)) else str(value)
     except RecursionError:
         text = "(nested too deeply to show)"
-    if text is not None and len(text) > ECHO_CHARS:
-        text = text[:ECHO_CHARS] + "..."
-    return {"object": obj, "value": text, "message": message}
+    return {"object": obj, "value": None if text is None else shown(text), "message": message}
 
 
 # DHIS2's import strategies: the default stores what is sent, DELETE deletes what is named.
