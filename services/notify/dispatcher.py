@@ -49,23 +49,25 @@ class PermanentFailure(Exception):
     """Retrying cannot help (no address, the server refuses the recipient for good)."""
 
 
-# why an e-mail alert to a focal point with no address failed: the one permanent failure an
-# address added later cures (``requeue_for_new_addresses`` finds it by this text; PostgreSQL's
-# format() reads the same %s)
+# why an e-mail alert to a focal point with no address failed (``requeue_for_new_addresses``
+# finds it by this text; PostgreSQL's format() reads the same %s)
 NO_ADDRESS = "focal point %s has no e-mail address"
 
 
-# A focal point given an address: its e-mail alerts that failed for want of one go out
-# now (nothing is dropped). Run where the replica takes the change, in its transaction.
+# A focal point given an address, or a new one: its e-mail alerts that failed (for want of
+# an address; an unknown mailbox, refused for good; a relay down past the last retry) go
+# out now, to that address (nothing is dropped). The address an alert was last sent to is
+# kept in its details, so that a later change of name or language sends nothing again. Run
+# where the replica takes the change, in its transaction.
 _REQUEUE = sa.text(f"""
 UPDATE {t.notification.fullname} n
-SET status = 'PENDING', last_error = NULL,
+SET status = 'PENDING', last_error = NULL, details = n.details || jsonb_build_object('email', f.email),
     -- a digest reader's alert goes again inside the digest queued with it, not on its own
     next_attempt_at = CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END
 FROM {t.replica.focal_point.fullname} f
 WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:codes AS text[]))
   AND f.code = n.recipient AND coalesce(f.email, '') <> ''
-  AND n.last_error = format(:no_address, n.recipient)
+  AND (n.last_error = format(:no_address, n.recipient) OR n.details->>'email' IS DISTINCT FROM f.email)
 """)
 
 
@@ -75,7 +77,7 @@ def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
         return 0
     requeued = conn.execute(_REQUEUE, {"codes": codes, "no_address": NO_ADDRESS}).rowcount
     if requeued:
-        log.info("%d e-mail alert(s) that failed for want of an address queued again", requeued)
+        log.info("%d failed e-mail alert(s) queued again for a focal point's new address", requeued)
     return requeued
 
 

@@ -113,6 +113,18 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert f"To: {LAO_ADDRESS}\r\n".encode() in data
     assert b"+0700" in data.split(b"\r\n\r\n", 1)[0]  # the Date header in Asia/Vientiane
     assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
+    # the unknown mailbox's address corrected: the alert refused for good goes again, to the
+    # new address (it stayed FAILED: only an address added where there was none was retried)
+    r = system.put(f"/api/focalPoints/G{UID}", json={"email": "g.fixed@example.la"})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: listed("email")[f"G{UID}"]["status"] == "SENT", timeout=15,
+               message="the refused alert sent to the corrected address")
+    assert listed("email")[f"G{UID}"]["attempts"] == 2
+    assert [rcpts for rcpts, _, _ in relay.accepted].count(["g.fixed@example.la"]) == 1
+    # a later change of name sends nothing again
+    assert system.put(f"/api/focalPoints/G{UID}", json={"name": "G again"}).status_code == 200
+    time.sleep(1)
+    assert len(relay.accepted) == len(by_recipient) + 1
 
     # the webhook: hung, two broken status lines and a 404, each one notification's failure
     wait_until(lambda: len(listed("webhook")) == 7 and all(n["status"] == "SENT" for n in listed("webhook").values()),
