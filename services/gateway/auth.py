@@ -13,7 +13,7 @@ import time
 
 from nameko.extensions import DependencyProvider
 
-from services.gateway.http import HttpError
+from services.gateway.http import MISSING_TOKEN, HttpError, bearer_token
 from shared.auth import ADMIN, BOOTSTRAP_ADMIN, Principal, same_secret, token_hash
 from shared.config import Settings
 
@@ -44,11 +44,9 @@ class _Auth:
 
     def principal(self, request, lookup) -> Principal:
         """The caller; 401 without a known token. ``lookup(hash)`` asks the registry."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise HttpError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
-        token = token.strip()
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
+            raise HttpError(401, MISSING_TOKEN)
         admin_token = self.provider.settings.admin_token
         if admin_token and same_secret(token, admin_token):
             return Principal(BOOTSTRAP_ADMIN, ADMIN, None)

@@ -25,6 +25,15 @@ class HttpError(Exception):
                         else {"Retry-After": "5"} if status == 503 else None)
 
 
+MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if it holds one."""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def _plain(o):
     try:
         return serialization.plain(o)
@@ -52,6 +61,12 @@ class _JsonErrorsApp(WsgiApp):
         try:
             provider, values = adapter.match()
         except HTTPException as exc:
+            if environ.get("PATH_INFO", "").startswith("/api/") and \
+                    bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
+                # every /api/ call without a token is a 401, one to no route too: what the
+                # API holds is not told to a caller who has not said who they are
+                error = HttpError(401, MISSING_TOKEN)
+                return json_response(error.body, 401, error.headers)(environ, start_response)
             response = json_response({"status": "ERROR", "httpStatusCode": exc.code,
                                       "message": f"{exc.name}: {environ.get('REQUEST_METHOD')} "
                                                  f"{environ.get('PATH_INFO')}"}, exc.code)

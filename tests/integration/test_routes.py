@@ -79,6 +79,16 @@ def test_unknown_route_is_a_json_404(system):
     assert r.json()["status"] == "ERROR"
 
 
+def test_an_api_call_without_a_token_is_a_401_even_to_no_route(system):
+    """Every /api/ call without a token is a 401 (CONTRACT 2): a path that names no route
+    answered 404, telling a caller who had not said who they were what the API holds."""
+    for method, path in (("GET", "/api/nothing-here"), ("POST", "/api/orgUnits/X/nothing"), ("GET", "/api/users")):
+        r = system.request(method, path, headers={"Authorization": ""})
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert r.json()["httpStatusCode"] == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert system.request("GET", "/nothing-here", headers={"Authorization": ""}).status_code == 404  # not the API
+
+
 @pytest.mark.parametrize("path,method", [("/api/users", "POST"), ("/api/metadata", "POST"),
                                          ("/api/focalPoints/FPRT", "PUT")])
 @pytest.mark.parametrize("body", [[1, 2], "text", 5, None])
