@@ -170,8 +170,10 @@ class SubmissionService(KeepsMetadataReplica):
         try:
             raw = formats.parse(content_type, body, params)
         except formats.UnsupportedMediaType as exc:
-            raise error(415, f"content type {exc} is not supported; use application/json, "
-                             "application/adx+xml or text/csv")
+            # (the HTTP server reads a request without a Content-Type as text/plain)
+            unnamed = " (or none was named)" if str(exc) == "text/plain" else ""
+            raise error(415, f"content type {exc}{unnamed} is not supported; name the body's format: "
+                             "application/json, application/adx+xml or text/csv")
         except formats.ParseError as exc:
             raise error(400, "the body could not be read: nothing was stored", conflicts=exc.conflicts)
         received_at = dt.datetime.now(dt.timezone.utc)
