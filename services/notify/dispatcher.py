@@ -23,7 +23,7 @@ import types
 import urllib.error
 import urllib.request
 from email.mime.text import MIMEText
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 
 import sqlalchemy as sa
 
@@ -287,11 +287,37 @@ def send_webhook(row, settings: Settings) -> None:
         with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        raise WebhookRefused(f"webhook answered {exc.code}") from None
+        raise WebhookRefused(exc.code, retry_after(exc.headers.get("Retry-After"))) from None
+
+
+# an endpoint's Retry-After is waited for (a 429 retried on our own backoff was hammered at
+# +6, +10 and +20 s), up to an hour: an alert is not held back a day because a proxy said so
+MAX_RETRY_AFTER = dt.timedelta(hours=1)
+
+
+def retry_after(value: str | None, now: dt.datetime | None = None) -> dt.timedelta | None:
+    """A Retry-After header (seconds, or an HTTP date) as a wait, at most ``MAX_RETRY_AFTER``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        wait = dt.timedelta(seconds=int(value))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        wait = when - (now or dt.datetime.now(dt.timezone.utc))
+    return min(max(wait, dt.timedelta(0)), MAX_RETRY_AFTER)
 
 
 class WebhookRefused(Exception):
-    pass
+    def __init__(self, status: int, wait: dt.timedelta | None = None):
+        super().__init__(f"webhook answered {status}" + (f" (retry after {int(wait.total_seconds())} s)"
+                                                         if wait is not None else ""))
+        self.wait = wait
 
 
 CHANNELS = {"email": send_email, "webhook": send_webhook}
@@ -410,7 +436,8 @@ class Dispatcher(Pump):
                 if not expected:
                     log.warning("notification %d: unexpected failure", row.id, exc_info=True)
                 gave_up = dt.datetime.now(dt.timezone.utc) - row.created_at >= GIVE_UP_AFTER
-                self._mark(conn, row, "FAILED" if gave_up else "PENDING", attempts, f"{type(exc).__name__}: {exc}")
+                self._mark(conn, row, "FAILED" if gave_up else "PENDING", attempts, f"{type(exc).__name__}: {exc}",
+                           getattr(exc, "wait", None))
             else:
                 delivered.append((row, attempts))
                 carried = self._sent(conn, row, attempts)
@@ -427,11 +454,13 @@ class Dispatcher(Pump):
             "channel": row.channel, "late": json.dumps(row.details.get("late", [])),
             "sent_at": dt.datetime.now(dt.timezone.utc) if status == "SENT" else None}).rowcount
 
-    def _mark(self, conn, row, status: str, attempts: int, reason: str) -> None:
+    def _mark(self, conn, row, status: str, attempts: int, reason: str, wait: dt.timedelta | None = None) -> None:
         n = t.notification
         conn.execute(n.update().where(n.c.id == row.id).values(
             status=status, attempts=attempts, last_error=reason[:1000],
-            next_attempt_at=sa.func.now() + backoff(attempts, self.settings.notify_retry_seconds)))
+            # the endpoint's own Retry-After where it said one and it is longer
+            next_attempt_at=sa.func.now() + max(backoff(attempts, self.settings.notify_retry_seconds),
+                                                wait or dt.timedelta(0))))
         metrics.notifications_total.labels(type=row.type, channel=row.channel,
                                            status="FAILED" if status == "FAILED" else "RETRY").inc()
         if status == "FAILED":

@@ -121,8 +121,9 @@ failing to store it, as aiosmtpd's mailbox answers when its folder is missing), 
 
 
 class ScriptedWebhook:
-    """Answers its first requests as ``script`` says ("hang", "garbage", or a status
-    code), then 204; keeps the JSON of every request it answered 204."""
+    """Answers its first requests as ``script`` says ("hang", "garbage", a status code, or
+    a (status code, headers) pair), then 204; keeps the JSON of every request it answered
+    204."""
 
     def __init__(self, script: list, hang_seconds: float = 20):
         self.script = list(script)
@@ -144,10 +145,13 @@ class ScriptedWebhook:
                 if step == "garbage":
                     self.wfile.write(b"GARBAGE\r\n\r\n")
                     return
-                if step == 204:
+                status, headers = step if isinstance(step, tuple) else (step, {})
+                if status == 204:
                     hook.received.append(json.loads(body.decode("utf-8")))
                     hook.keys.append(self.headers["Idempotency-Key"])
-                self.send_response(step)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
 
             def log_message(self, *args):
