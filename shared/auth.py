@@ -24,6 +24,7 @@ PERMISSIONS = {
     "focal_points.write": {ADMIN},  # section 3 of the contract: metadata is the admin's; a supervisor reads
     "returns.submit": {ADMIN, REPORTER},
     "deadlines.check": {ADMIN, OPERATOR},
+    "notifications.retry": {ADMIN, OPERATOR},
     "history.load": {ADMIN},
     # the state of a load (yearly totals pending): the whole country's, read by those who
     # read everything
@@ -36,6 +37,7 @@ DESCRIPTIONS = {
     "focal_points.write": "edit focal points",
     "returns.submit": "submit returns",
     "deadlines.check": "run the deadline check",
+    "notifications.retry": "send failed notifications again",
     "history.load": "load history",
     "history.read": "read the state of history loads",
     "read": "read data",

@@ -398,3 +398,7 @@ class GatewayService:
     @route("GET", "/api/notifications")
     def notifications(self, request):
         return self.api(request, "notify", "list_notifications", dict(request.args))
+
+    @route("POST", "/api/notifications/retry")
+    def retry_notifications(self, request):
+        return self.api(request, "notify", "retry_notifications", dict(request.args))

@@ -71,6 +71,26 @@ WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:co
 """)
 
 
+# An operator's "send them again" (POST /api/notifications/retry) after what FAILED cured:
+# a relay or endpoint down past the last retry, a mailbox refused and since created.
+_RETRY = sa.text(f"""
+UPDATE {t.notification.fullname} n
+SET status = 'PENDING',
+    next_attempt_at = CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END
+WHERE n.status = 'FAILED'
+  AND (CAST(:recipient AS text) IS NULL OR n.recipient = :recipient)
+  AND (CAST(:type AS text) IS NULL OR n.type = :type)
+  AND (CAST(:channel AS text) IS NULL OR n.channel = :channel)
+""")
+
+
+def retry_failed(conn: sa.Connection, recipient: str | None, type_: str | None, channel: str | None) -> int:
+    """FAILED notifications (of a recipient, type, channel) PENDING again, each given one more
+    attempt at least (past ``GIVE_UP_AFTER`` since it was recorded, a new failure is final
+    again at once); how many. A digest's alerts go again inside it, as always."""
+    return conn.execute(_RETRY, {"recipient": recipient, "type": type_, "channel": channel}).rowcount
+
+
 def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
     codes = sorted({fp["code"] for fp in changes.get("focal_points") or [] if fp.get("email")})
     if not codes:

@@ -22,7 +22,7 @@ from nameko.timer import Timer
 
 from services.notify import alerts, deadlines
 from services.notify import tables as t
-from services.notify.dispatcher import Dispatcher, requeue_for_new_addresses
+from services.notify.dispatcher import CHANNELS, Dispatcher, requeue_for_new_addresses, retry_failed
 from services.notify.templates import SUBJECTS
 from shared import collectors, local, metrics, serialization
 from shared.api import api_rpc, error, not_found, reply
@@ -282,6 +282,31 @@ class NotifyService(KeepsMetadataReplica):
         log.info("deadline check as of %s: %d late, %d due, %d new notification(s)", day,
                  sum(result.late.values()), sum(result.due.values()), result.notifications)
         return result.to_json(md)
+
+    @api_rpc
+    def retry_notifications(self, principal, params: dict):
+        """``POST /api/notifications/retry`` (admin, operator; ``recipient``, ``type``,
+        ``channel`` to choose): FAILED is final for the dispatcher (three days of retries,
+        or a refusal for good), not for the alert: once the cause is mended (a relay back
+        after a long holiday, a mailbox created), the operator sends them again."""
+        principal.require("notifications.retry")
+        md = self.replica.current()
+        problems = []
+        if params.get("recipient") and params["recipient"] not in md.focal_points:
+            raise not_found(f"focal point {params['recipient']!r}")
+        if params.get("type") and params["type"] not in SUBJECTS:
+            problems.append(f"type: unknown notification type {params['type']!r} (one of {', '.join(sorted(SUBJECTS))})")
+        if params.get("channel") and params["channel"] not in CHANNELS:
+            problems.append(f"channel: unknown channel {params['channel']!r} (one of {', '.join(sorted(CHANNELS))})")
+        if problems:
+            raise error(400, "; ".join(problems))
+        with self.db.transaction() as tx:
+            retried = retry_failed(tx.conn, params.get("recipient") or None, params.get("type") or None,
+                                   params.get("channel") or None)
+        if retried:
+            self.outgoing.wake()
+        log.info("%d failed notification(s) sent again by %s", retried, principal.username)
+        return reply({"retried": retried})
 
     @staticmethod
     def _about_in_scope(principal, md, org_unit: str, period: str) -> bool:

@@ -113,13 +113,20 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert f"To: {LAO_ADDRESS}\r\n".encode() in data
     assert b"+0700" in data.split(b"\r\n\r\n", 1)[0]  # the Date header in Asia/Vientiane
     assert b"\n" not in data.replace(b"\r\n", b"")  # SMTP's line ends, every one
+    # an operator sends the failed ones again (FAILED is final for the dispatcher only): the
+    # mailbox still unknown, it is tried once more and FAILED again
+    r = system.post(f"/api/notifications/retry?recipient=G{UID}&channel=email")
+    assert r.status_code == 200 and r.json() == {"retried": 1}, r.text
+    wait_until(lambda: listed("email")[f"G{UID}"]["attempts"] == 2, timeout=15, message="tried again")
+    wait_until(lambda: listed("email")[f"G{UID}"]["status"] == "FAILED", timeout=5, message="refused again")
+    assert system.post("/api/notifications/retry?channel=fax").status_code == 400
     # the unknown mailbox's address corrected: the alert refused for good goes again, to the
     # new address (it stayed FAILED: only an address added where there was none was retried)
     r = system.put(f"/api/focalPoints/G{UID}", json={"email": "g.fixed@example.la"})
     assert r.status_code == 200, r.text
     wait_until(lambda: listed("email")[f"G{UID}"]["status"] == "SENT", timeout=15,
                message="the refused alert sent to the corrected address")
-    assert listed("email")[f"G{UID}"]["attempts"] == 2
+    assert listed("email")[f"G{UID}"]["attempts"] == 3
     assert [rcpts for rcpts, _, _ in relay.accepted].count(["g.fixed@example.la"]) == 1
     # a later change of name sends nothing again
     assert system.put(f"/api/focalPoints/G{UID}", json={"name": "G again"}).status_code == 200

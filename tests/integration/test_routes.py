@@ -61,6 +61,7 @@ def routes(t, codes, village, return_id):
         ("GET", f"/api/completeness?ds={codes['ds']}&ou={t.province}&pe=2024", None, 200),
         ("POST", "/api/deadlines/check?asOf=2024-06-01", None, 200),
         ("GET", "/api/notifications?recipient=FPRT", None, 200),
+        ("POST", "/api/notifications/retry?channel=webhook", None, 200),
     ]
 
 
