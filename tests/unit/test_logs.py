@@ -28,3 +28,14 @@ def test_statnets_own_errors_keep_their_level_and_traceback():
         record = _record(exc)
         assert ClientErrorFilter().filter(record)
         assert record.levelname == "ERROR" and record.exc_info is not None
+
+
+def test_a_text_line_says_its_time_in_utc_with_the_offset():
+    """The machine's zone with no offset was logging's default: beside an API time in
+    +07:00 an operator could not tell which zone a line was in."""
+    from shared.logs import TextFormatter
+
+    record = logging.LogRecord("statnet", logging.INFO, __file__, 1, "ສະບາຍດີ", (), None)
+    record.created = 1795862096.25   # 2026-11-28 10:34:56.250 UTC
+    record.correlation_id = "c1"
+    assert TextFormatter().format(record) == "2026-11-28T10:34:56.250+00:00 INFO statnet [c1] ສະບາຍດີ"
