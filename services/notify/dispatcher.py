@@ -35,6 +35,7 @@ from shared.background import Pump
 from shared.config import Settings
 from shared.db import engine_for
 from shared.periods import LOCAL_TZ, show
+from shared.schemas.api import violation_out
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +291,30 @@ def send_email(row, settings: Settings) -> None:
     # alerts of that time were lost (CONTRACT 7: nothing is dropped)
 
 
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def webhook_details(details):
+    """An alert's details as the HTTP API shows its objects: keys in camelCase, and each
+    violation as ``GET /api/submissions/{id}`` shows it (its numbers as the return's: 0,
+    not the 0.0 of a float carried through the event)."""
+    if isinstance(details, list):
+        return [webhook_details(item) for item in details]
+    if not isinstance(details, dict):
+        return details
+    return {_camel(key): ([violation_out(v) for v in value] if key in ("violations", "rejected_for")
+                          else webhook_details(value))
+            for key, value in details.items()}
+
+
 def send_webhook(row, settings: Settings) -> None:
     """Every failure is retried, 4xx included: an endpoint misrouted or redeployed for an
     hour must not lose the alerts of that hour."""
     payload = {"id": row.id, "type": row.type, "recipient": row.recipient, "orgUnit": row.org_unit,
                "dataSet": row.data_set, "period": row.period, "createdAt": show(row.created_at),
-               "details": row.details}
+               "details": webhook_details(row.details)}
     request = urllib.request.Request(settings.alert_webhook, data=json.dumps(payload, ensure_ascii=False).encode(),
                                      # the alert's own id, the same on every attempt: an endpoint that
                                      # answered too late (our timeout) or just before a crash gets the

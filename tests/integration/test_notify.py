@@ -189,7 +189,7 @@ def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, s
     # the province's per-unit alerts went out with its digest: SENT, not sent on their own
     province = notifications(system, recipient=f"SP{UID}", type="LATE_RETURN")
     assert len(province) == 4 and all(n["status"] == "SENT" and n["attempts"] >= 1 for n in province)
-    assert any(h["details"].get("names", {}).get("data_set", {}).get("lo") == "ລາຍງານສາທາລະນະສຸກປະຈຳເດືອນ"
+    assert any(h["details"].get("names", {}).get("dataSet", {}).get("lo") == "ລາຍງານສາທາລະນະສຸກປະຈຳເດືອນ"
                for h in webhook.received)
 
 

@@ -1,5 +1,5 @@
-"""A webhook's Retry-After is waited for (a 429 was retried on statnet's own backoff, at +6,
-+10 and +20 s: a rate-limited endpoint was hammered), up to an hour."""
+"""The webhook: its Retry-After is waited for (a 429 was retried on statnet's own backoff, at +6,
++10 and +20 s: a rate-limited endpoint was hammered), up to an hour; its details read as the API reads."""
 from __future__ import annotations
 
 import datetime as dt
@@ -39,3 +39,20 @@ def test_a_refusal_carries_the_endpoints_wait(status, headers, wait):
         assert refused.value.wait == wait and str(status) in str(refused.value)
     finally:
         hook.close()
+
+
+def test_a_webhooks_details_read_as_the_api_reads():
+    """The webhook sent the alert's inner details: snake_case keys, and a violation's numbers
+    as floats carried through the event (0.0, 20000000.0) where the API shows 0."""
+    from services.notify.dispatcher import webhook_details
+
+    details = {"outcome": "REJECTED", "return_id": "r1",
+               "names": {"data_set": {"en": "Monthly", "lo": "ປະຈຳເດືອນ"}, "org_unit": {"en": "V", "lo": "ບ້ານ"}},
+               "violations": [{"rule": "R1", "name": "Both", "name_lo": "ທັງສອງ", "importance": "HIGH",
+                               "left": 0.0, "operator": ">", "right": 20000000.0, "org_unit": "V1",
+                               "period": "202611", "message": "0 > 20000000"}]}
+    out = webhook_details(details)
+    assert out["returnId"] == "r1" and out["names"]["dataSet"]["lo"] == "ປະຈຳເດືອນ"
+    (v,) = out["violations"]
+    assert (v["left"], v["right"], v["nameLo"], v["orgUnit"]) == (0, 20000000, "ທັງສອງ", "V1")
+    assert repr(v["left"]) == "0" and repr(v["right"]) == "20000000"
