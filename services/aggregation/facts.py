@@ -119,6 +119,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, moves, sums FROM changes
 
 NOTHING = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
 
+
 def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dict[str, dict]:
     """Upsert the values of validated returns, none of which sends a value another one of
     them sends (``shared.batches.disjoint_runs``), and move their yearly rows by what they
