@@ -75,32 +75,37 @@ up AS (
        WHERE f.seq < excluded.seq
     RETURNING f.data_element, f.combo, f.org_unit, f.period
 ),
--- what each written value changes in the yearly rows (a value written again as it was, a
--- form sent twice, changes nothing there)
-changed AS MATERIALIZED (
-    SELECT i.de, i.combo, i.ou, i.period, i.start_date, CAST(extract(year FROM i.start_date) AS int) AS year,
-           o.value AS old, o.path AS old_path, CASE WHEN i.del THEN NULL ELSE i.num END AS new, i.path
+-- unit-years without a yearly row yet (a year's first month): summed from their values,
+-- which are only what this apply brought, as cheaply as any move (``_MOVE_YEARS``)
+first_rows AS MATERIALIZED (
+    SELECT u.ou, u.year
+    FROM (SELECT DISTINCT ou, CAST(extract(year FROM start_date) AS int) AS year FROM incoming
+          WHERE ptype <> 'Yearly') u
+    WHERE NOT EXISTS (SELECT 1 FROM aggregation.year_total y WHERE y.org_unit = u.ou AND y.year = u.year)
+),
+-- what each value written elsewhere changes in the yearly rows (a value written again as
+-- it was, a form sent twice, changes nothing there)
+changed AS (
+    SELECT i.de, i.combo, i.ou, i.period, i.start_date, o.value AS old, o.path AS old_path,
+           CASE WHEN i.del THEN NULL ELSE i.num END AS new, i.path
     FROM incoming i
     JOIN up u ON u.data_element = i.de AND u.combo = i.combo AND u.org_unit = i.ou AND u.period = i.period
     LEFT JOIN old o ON o.data_element = i.de AND o.combo = i.combo AND o.org_unit = i.ou AND o.period = i.period
     WHERE i.ptype <> 'Yearly' AND (o.value IS NOT NULL OR (NOT i.del AND i.num IS NOT NULL))
       AND (o.value IS DISTINCT FROM CASE WHEN i.del THEN NULL ELSE i.num END OR o.path IS DISTINCT FROM i.path)
+      AND NOT EXISTS (SELECT 1 FROM first_rows f
+                      WHERE f.ou = i.ou AND f.year = CAST(extract(year FROM i.start_date) AS int))
 ),
--- unit-years without a yearly row yet (a year's first month): summed from their values,
--- which are only what this apply brought, as cheaply as any move (``_MOVE_YEARS``)
-first_rows AS MATERIALIZED (
-    SELECT u.ou, u.year FROM (SELECT DISTINCT ou, year FROM changed) u
-    WHERE NOT EXISTS (SELECT 1 FROM aggregation.year_total y WHERE y.org_unit = u.ou AND y.year = u.year)
-),
--- one more row of the answer: the other changes, for ``_MOVE_YEARS``, and the keys to sum
+-- one more row of the answer: those changes, for ``_MOVE_YEARS``, and the keys to sum
 changes AS (
     SELECT (SELECT CAST(json_agg(json_build_object('de', c.de, 'combo', c.combo, 'ou', c.ou, 'pe', c.period,
                                                    'start', c.start_date, 'old', c.old, 'old_path', c.old_path,
                                                    'new', c.new, 'path', c.path)) AS text)
-            FROM changed c WHERE NOT EXISTS (SELECT 1 FROM first_rows f WHERE f.ou = c.ou AND f.year = c.year))
-               AS moves,
+            FROM changed c) AS moves,
            (SELECT CAST(json_agg(json_build_array(k.ou, k.year, k.de)) AS text)
-            FROM (SELECT DISTINCT c.ou, c.year, c.de FROM changed c JOIN first_rows f USING (ou, year)) k) AS sums
+            FROM (SELECT DISTINCT i.ou, f.year, i.de FROM incoming i
+                  JOIN first_rows f ON f.ou = i.ou AND f.year = CAST(extract(year FROM i.start_date) AS int)
+                  WHERE i.ptype <> 'Yearly') k) AS sums
 )
 SELECT
     i.return_id,
