@@ -514,6 +514,14 @@ class ReplicaAccess:
             with own.begin():
                 return _load(own, self.tables, replica_version(own, self.tables))
 
+    def as_of(self, conn: sa.Connection, md: Metadata) -> Metadata:
+        """``md``, or the newer snapshot if ``conn`` sees a newer version committed (a batch
+        that took its locks after a metadata change committed must not write by the old)."""
+        if replica_version(conn, self.tables) == md.version:
+            return md
+        self.invalidate()
+        return self.current(conn)
+
     def invalidate(self) -> None:
         """Check the version at the next ``current()``: this process has just changed it."""
         self.provider.cache.checked_until = 0.0

@@ -434,8 +434,15 @@ def refresh_year_totals(conn: sa.Connection, keys: set[tuple[str, int, str]]) ->
 
 
 def lock_all_year_totals(conn: sa.Connection) -> None:
-    """For a bulk change: wait for returns being aggregated, and hold off new ones."""
+    """For a bulk change (a rebuild, a move's re-path): wait for returns being aggregated
+    and history chunks being taken in, and hold off new ones."""
     conn.execute(_EXCLUSIVE)
+
+
+def hold_off_moves(conn: sa.Connection) -> None:
+    """For a history chunk, whose values take their paths from the replica: the namespace
+    lock shared, so that a move's re-path waits for it, or it for the move."""
+    conn.execute(_SHARED)
 
 
 def rebuild_year_totals(conn: sa.Connection, keys: list[tuple[str, int, str]]) -> None:

@@ -39,6 +39,10 @@ def _value_keys(data: dict) -> set[tuple]:
 
 def _repath_moved_units(conn, changes: dict) -> None:
     if changes.get("org_units"):
+        # no return batch or history chunk writes paths meanwhile: one under way is waited
+        # for, then re-pathed here; one after reads the new metadata (a batch that read the
+        # old snapshot and wrote after the re-path left its months in the old district)
+        facts.lock_all_year_totals(conn)
         moved = facts.repath(conn, changes["org_units"])
         if moved:
             log.info("re-pathed %d stored values after a hierarchy change", moved)
@@ -85,6 +89,7 @@ class AggregationService(KeepsMetadataReplica):
             # as it would arriving alone (apply_returns compares seqs either way)
             fresh = sorted(tx.fresh, key=lambda e: e.data["seq"])
             facts.lock_unit_years(tx.conn, [e.data for e in fresh])
+            md = self.replica.as_of(tx.conn, md)  # a unit moved while the locks were waited for
             counts: dict[str, dict] = {}
             # one statement for a run of returns that send no value in common
             for run in disjoint_runs([e.data for e in fresh], _value_keys):
@@ -125,6 +130,7 @@ class AggregationService(KeepsMetadataReplica):
             number = self._begin_load()
         md = self.replica.current()
         with self.db.transaction() as tx:
+            facts.hold_off_moves(tx.conn)  # the chunk's paths are derived from the replica
             loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username,
                                   number, line_offset)
             places = loaded.pop("places")

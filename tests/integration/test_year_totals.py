@@ -217,3 +217,53 @@ def test_a_return_on_values_whose_yearly_rows_wait_for_the_rebuilder_sums_their_
         with engine.begin() as conn:
             for table in ("data_value", "year_total"):
                 conn.execute(sa.text(f"DELETE FROM aggregation.{table} WHERE org_unit = :ou"), {"ou": unit})
+
+
+def test_a_move_waits_for_a_batch_writing_by_the_old_paths_and_re_paths_what_it_wrote(settings):
+    """A batch read the metadata before a village moved and wrote its months after the move
+    had re-pathed the stored values: they stayed in the old district for good (a probe's
+    race). The move's re-path now waits for a batch under way, then re-paths what it wrote."""
+    import datetime as dt_
+
+    import eventlet
+
+    from services.aggregation.facts import apply_returns, lock_unit_years
+    from services.aggregation.service import _repath_moved_units
+    from tests.support.metadata import element, snapshot
+
+    unit = "ບ້ານຍ້າຍ"
+    old_md = snapshot({"LA": None, "ເມືອງເກົ່າ": "LA", "ເມືອງໃໝ່": "LA", unit: "ເມືອງເກົ່າ"},
+                      elements=[element("A")])
+    new_path = f"/LA/ເມືອງໃໝ່/{unit}/"
+    sent = {"return_id": "moving-1", "seq": 1, "submitted_by": "t", "values": [
+        {"data_element": "A", "category_option_combo": "default", "org_unit": unit, "period": period,
+         "value": "5", "comment": None} for period in ("202603", "202604")]}
+    migrations.upgrade(settings, "aggregation")
+    engine = engine_for(settings.database_url)
+    moved_at = []
+
+    def move():
+        with engine.begin() as conn:
+            _repath_moved_units(conn, {"org_units": [{"code": unit, "paths": [
+                {"path": f"/LA/ເມືອງເກົ່າ/{unit}/", "valid_from": dt_.date(2000, 1, 1), "valid_to": dt_.date(2026, 3, 1)},
+                {"path": new_path, "valid_from": dt_.date(2026, 3, 1), "valid_to": None}]}]})
+        moved_at.append(True)
+
+    try:
+        with engine.begin() as conn:
+            lock_unit_years(conn, [sent])
+            apply_returns(conn, [sent], old_md)       # by the old metadata: the old district's path
+            mover = eventlet.spawn(move)
+            eventlet.sleep(0.5)
+            assert not moved_at                        # the move waits for this batch
+        mover.wait()
+        with engine.connect() as conn:
+            paths = {r.period: r.path for r in conn.execute(sa.text(
+                "SELECT period, path FROM aggregation.data_value WHERE org_unit = :ou"), {"ou": unit})}
+            years = {r.path for r in conn.execute(sa.text(
+                "SELECT path FROM aggregation.year_total WHERE org_unit = :ou"), {"ou": unit})}
+        assert paths == {"202603": new_path, "202604": new_path} and years == {new_path}
+    finally:
+        with engine.begin() as conn:
+            for table in ("data_value", "year_total"):
+                conn.execute(sa.text(f"DELETE FROM aggregation.{table} WHERE org_unit = :ou"), {"ou": unit})
