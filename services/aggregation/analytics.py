@@ -35,6 +35,7 @@ from decimal import Context, Decimal
 
 import sqlalchemy as sa
 
+from services.aggregation.facts import any_pending_year_totals
 from shared.api import error
 from shared.periods import Period, PeriodError, parse_day, periods_named, today
 from shared.replica import Metadata
@@ -151,7 +152,6 @@ years_live AS (
 _TOTALS = sa.text(_TOTALS_SQL.format(pending="", not_pending="", years_live="", live_rows=""))
 _TOTALS_DURING_LOAD = sa.text(_TOTALS_SQL.format(pending=_PENDING, not_pending=_NOT_PENDING,
                                                  years_live=_YEARS_LIVE, live_rows=" UNION ALL SELECT * FROM years_live"))
-_ANY_PENDING = sa.text("SELECT 1 FROM aggregation.year_total_pending LIMIT 1")
 
 _OWN_VALUE = sa.text("""
 SELECT sum(f.value) FROM aggregation.data_value f
@@ -454,7 +454,7 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
                 dx["de"].append(item.data_element)
                 dx["combo"].append(combo)
                 dx["atype"].append(item.aggregation_type)
-        during_load = conn.execute(_ANY_PENDING).first() is not None
+        during_load = any_pending_year_totals(conn)
         for tid, did, value in conn.execute(_TOTALS_DURING_LOAD if during_load else _TOTALS, {**targets, **dx}):
             ou, pe = pairs[tid]
             rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code,

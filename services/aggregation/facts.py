@@ -462,6 +462,12 @@ RETURNING org_unit, year, data_elements
 
 
 _ANY_PENDING = sa.text("SELECT 1 FROM aggregation.year_total_pending LIMIT 1")
+
+
+def any_pending_year_totals(conn: sa.Connection) -> bool:
+    """Whether a history load left yearly rows for the rebuilder (none, but during and just
+    after a load)."""
+    return conn.execute(_ANY_PENDING).first() is not None
 _ANALYZE_VALUES = sa.text("ANALYZE aggregation.data_value")
 _VACUUM_YEARS = sa.text("VACUUM (ANALYZE) aggregation.year_total")
 _VACUUM_PENDING = sa.text("VACUUM aggregation.year_total_pending")
@@ -515,7 +521,7 @@ class YearTotalsRebuilder(Pump):
             # nothing pending (the usual case): don't take the exclusive lock at all. Asking
             # for it queues every return's shared lock behind it until the returns already
             # holding one commit, a stall of ~100 ms every poll under load (national bench)
-            pending = conn.execute(_ANY_PENDING).first() is not None
+            pending = any_pending_year_totals(conn)
         if not pending:
             # (outside the probe's transaction: its lock on the queue made VACUUM wait five
             # seconds to truncate the emptied table, and then give up)

@@ -60,11 +60,14 @@ NO_ADDRESS = "focal point %s has no e-mail address"
 # out now, to that address (nothing is dropped). The address an alert was last sent to is
 # kept in its details, so that a later change of name or language sends nothing again. Run
 # where the replica takes the change, in its transaction.
+# when a notification sent again is tried: a digest reader's alert goes again inside the
+# digest queued with it, not on its own
+_AGAIN_AT = "CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END"
+
 _REQUEUE = sa.text(f"""
 UPDATE {t.notification.fullname} n
 SET status = 'PENDING', last_error = NULL, details = n.details || jsonb_build_object('email', f.email),
-    -- a digest reader's alert goes again inside the digest queued with it, not on its own
-    next_attempt_at = CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END
+    next_attempt_at = {_AGAIN_AT}
 FROM {t.replica.focal_point.fullname} f
 WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:codes AS text[]))
   AND f.code = n.recipient AND coalesce(f.email, '') <> ''
@@ -76,8 +79,7 @@ WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:co
 # a relay or endpoint down past the last retry, a mailbox refused and since created.
 _RETRY = sa.text(f"""
 UPDATE {t.notification.fullname} n
-SET status = 'PENDING',
-    next_attempt_at = CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END
+SET status = 'PENDING', next_attempt_at = {_AGAIN_AT}
 WHERE n.status = 'FAILED'
   AND (CAST(:recipient AS text) IS NULL OR n.recipient = :recipient)
   AND (CAST(:type AS text) IS NULL OR n.type = :type)

@@ -144,6 +144,10 @@ def late_families(container):
 MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through the gateway's RPC
 
 
+def _unknown_type(value: str) -> str:
+    return f"type: unknown notification type {value!r} (one of {', '.join(sorted(SUBJECTS))})"
+
+
 def _page(params: dict, name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None:
@@ -295,7 +299,7 @@ class NotifyService(KeepsMetadataReplica):
         if params.get("recipient") and params["recipient"] not in md.focal_points:
             raise not_found(f"focal point {params['recipient']!r}")
         if params.get("type") and params["type"] not in SUBJECTS:
-            problems.append(f"type: unknown notification type {params['type']!r} (one of {', '.join(sorted(SUBJECTS))})")
+            problems.append(_unknown_type(params["type"]))
         if params.get("channel") and params["channel"] not in CHANNELS:
             problems.append(f"channel: unknown channel {params['channel']!r} (one of {', '.join(sorted(CHANNELS))})")
         if problems:
@@ -340,8 +344,7 @@ class NotifyService(KeepsMetadataReplica):
             query = query.where(n.c.recipient == params["recipient"])
         if params.get("type"):
             if params["type"] not in SUBJECTS:  # every type has its templates
-                raise error(400, f"type: unknown notification type {params['type']!r} "
-                                 f"(one of {', '.join(sorted(SUBJECTS))})")
+                raise error(400, _unknown_type(params["type"]))
             query = query.where(n.c.type == params["type"])
         if params.get("orgUnit"):
             query = query.where(n.c.org_unit == params["orgUnit"])
