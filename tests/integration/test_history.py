@@ -579,3 +579,38 @@ def test_statnet_history_load_says_exactly_which_lines_are_in_after_a_refusal(sy
     [value] = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=202203&orgUnit={t.all_villages[0]}"
                          ).json()["dataValues"]
     assert value["comment"] == "ບັນທຶກ 3\r\nວ່າ \"ດີ\""
+
+
+def test_a_chunk_read_by_a_snapshot_from_before_a_move_lands_under_the_new_parent(system, world, settings):
+    """An instance's snapshot counts as current for a moment without asking the database
+    (another instance applied the move). A chunk must not take its paths from it: written
+    after the move's re-path, the village's months would stay in the old district for
+    good. The chunk looks its paths up in SQL, after the lock a move's re-path waits for."""
+    import time
+    import types
+
+    from services.aggregation import tables as aggregation_tables
+    from shared import replica
+    from shared.db import engine_for
+
+    t = world
+    old_district, new_district = t.districts
+    village = f"VSTALE{UID}"
+    system.import_metadata({"orgUnits": [{"code": village, "name": "Stale village", "nameLo": "ບ້ານເກົ່າ",
+                                          "parent": old_district, "openingDate": "2000-01-01"}]})
+    cache = replica._caches[(settings.database_url, aggregation_tables.replica.state.schema)]
+    access = replica.ReplicaAccess(types.SimpleNamespace(engine=engine_for(settings.database_url),
+                                                         tables=aggregation_tables.replica, cache=cache))
+    access.invalidate()
+    before_move = access.current()
+    assert before_move.org_units[village].paths
+    system.import_metadata({"orgUnits": [{"code": village, "parent": new_district, "parentFrom": "2019-01-01"}]})
+    cache.snapshot, cache.checked_until = before_move, time.monotonic() + 3600  # as another instance's
+    try:
+        r = load(system, csv_text([(f"N{UID}", "201903", village, "default", "7")]))
+    finally:
+        cache.checked_until = 0.0
+    assert r.status_code == 200, r.text
+    n = f"N{UID}"
+    assert system.analytics(n, new_district, "201903") == {(n, new_district, "201903"): 7}
+    assert system.analytics(n, old_district, "201903") == {}

@@ -692,6 +692,40 @@ def test_a_replica_snapshot_is_read_in_one_database_snapshot(system, settings, m
             conn.execute(tables.org_unit.delete().where(tables.org_unit.c.code == "RACEOU"))
 
 
+def test_a_batch_that_read_the_metadata_before_a_move_writes_by_the_new_paths(system, world, monkeypatch):
+    """The move commits (its re-path done) after a batch of returns read the metadata and
+    before it got its locks: the batch must not write by the old paths it read, which no
+    later re-path would mend. Taken in this order on purpose: the move is imported from
+    inside the batch's lock call."""
+    from services.aggregation import facts
+
+    t, codes, _, _ = world
+    d1, d2 = t.districts
+    village, ds, hh = "VMOVFIRST", "DSMFIRST", codes["hh"]
+    system.import_metadata({
+        "orgUnits": [{"code": village, "name": "Village moved first", "nameLo": "ບ້ານຍ້າຍກ່ອນ", "parent": d1,
+                      "openingDate": "2020-01-01"}],
+        "dataSets": [{"code": ds, "name": "Monthly", "periodType": "Monthly", "dataElements": [hh],
+                      "orgUnits": [village]}]})
+    real_lock = facts.lock_unit_years
+    moved = []
+
+    def move_then_lock(conn, returns):
+        if not moved and any(r["org_unit"] == village for r in returns):
+            moved.append(system.import_metadata(
+                {"orgUnits": [{"code": village, "parent": d2, "parentFrom": "2026-01-01"}]}))
+        return real_lock(conn, returns)
+
+    monkeypatch.setattr(facts, "lock_unit_years", move_then_lock)
+    r = system.submit({"dataSet": ds, "period": "202603", "orgUnit": village,
+                       "dataValues": [{"dataElement": hh, "value": "31"}]})
+    assert r.status_code == 202, r.text
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED" and moved
+    assert system.analytics(hh, d2, "202603") == {(hh, d2, "202603"): 31}
+    assert system.analytics(hh, d1, "202603") == {}
+    assert system.analytics(hh, d2, "2026") == {(hh, d2, "2026"): 31}
+
+
 def test_a_village_moved_mid_month_is_the_old_districts_for_that_month_to_write_and_read(system, world):
     """Moved on 15 July: July began in the old district and is counted there. The new
     district could write it (overwriting a value in the old district's total) and read the
