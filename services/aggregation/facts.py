@@ -83,18 +83,28 @@ first_rows AS MATERIALIZED (
           WHERE ptype <> 'Yearly') u
     WHERE NOT EXISTS (SELECT 1 FROM aggregation.year_total y WHERE y.org_unit = u.ou AND y.year = u.year)
 ),
+-- each incoming value beside what it found and whether it was written: read once by the
+-- changes and the counts below. Joined to ``old`` a second time for the changes, the
+-- planner, trusting its row estimates of the CTEs, looped over all of ``old`` for each
+-- value a batch replaced (1,500 x 1,500: 0.55 s for 15 corrections, 5 ms for new months)
+joined AS MATERIALIZED (
+    SELECT i.de, i.combo, i.ou, i.period, i.ptype, i.start_date, i.path, i.num, i.del, i.return_id,
+           o.data_element IS NOT NULL AS had, o.deleted AS was_deleted, o.value AS old, o.path AS old_path,
+           u.data_element IS NOT NULL AS written
+    FROM incoming i
+    LEFT JOIN old o ON o.data_element = i.de AND o.combo = i.combo AND o.org_unit = i.ou AND o.period = i.period
+    LEFT JOIN up u ON u.data_element = i.de AND u.combo = i.combo AND u.org_unit = i.ou AND u.period = i.period
+),
 -- what each value written elsewhere changes in the yearly rows (a value written again as
 -- it was, a form sent twice, changes nothing there)
 changed AS (
-    SELECT i.de, i.combo, i.ou, i.period, i.start_date, o.value AS old, o.path AS old_path,
-           CASE WHEN i.del THEN NULL ELSE i.num END AS new, i.path
-    FROM incoming i
-    JOIN up u ON u.data_element = i.de AND u.combo = i.combo AND u.org_unit = i.ou AND u.period = i.period
-    LEFT JOIN old o ON o.data_element = i.de AND o.combo = i.combo AND o.org_unit = i.ou AND o.period = i.period
-    WHERE i.ptype <> 'Yearly' AND (o.value IS NOT NULL OR (NOT i.del AND i.num IS NOT NULL))
-      AND (o.value IS DISTINCT FROM CASE WHEN i.del THEN NULL ELSE i.num END OR o.path IS DISTINCT FROM i.path)
+    SELECT j.de, j.combo, j.ou, j.period, j.start_date, j.old, j.old_path,
+           CASE WHEN j.del THEN NULL ELSE j.num END AS new, j.path
+    FROM joined j
+    WHERE j.written AND j.ptype <> 'Yearly' AND (j.old IS NOT NULL OR (NOT j.del AND j.num IS NOT NULL))
+      AND (j.old IS DISTINCT FROM CASE WHEN j.del THEN NULL ELSE j.num END OR j.old_path IS DISTINCT FROM j.path)
       AND NOT EXISTS (SELECT 1 FROM first_rows f
-                      WHERE f.ou = i.ou AND f.year = CAST(extract(year FROM i.start_date) AS int))
+                      WHERE f.ou = j.ou AND f.year = CAST(extract(year FROM j.start_date) AS int))
 ),
 -- one more row of the answer: those changes, for ``_MOVE_YEARS``, and the keys to sum
 changes AS (
@@ -108,15 +118,13 @@ changes AS (
                   WHERE i.ptype <> 'Yearly') k) AS sums
 )
 SELECT
-    i.return_id,
-    count(*) FILTER (WHERE u.data_element IS NOT NULL AND NOT i.del AND (o.data_element IS NULL OR o.deleted)),
-    count(*) FILTER (WHERE u.data_element IS NOT NULL AND NOT i.del AND o.data_element IS NOT NULL AND NOT o.deleted),
-    count(*) FILTER (WHERE u.data_element IS NOT NULL AND i.del AND o.data_element IS NOT NULL AND NOT o.deleted),
+    j.return_id,
+    count(*) FILTER (WHERE j.written AND NOT j.del AND (NOT j.had OR j.was_deleted)),
+    count(*) FILTER (WHERE j.written AND NOT j.del AND j.had AND NOT j.was_deleted),
+    count(*) FILTER (WHERE j.written AND j.del AND j.had AND NOT j.was_deleted),
     count(*), NULL, NULL
-FROM incoming i
-LEFT JOIN old o ON o.data_element = i.de AND o.combo = i.combo AND o.org_unit = i.ou AND o.period = i.period
-LEFT JOIN up u ON u.data_element = i.de AND u.combo = i.combo AND u.org_unit = i.ou AND u.period = i.period
-GROUP BY i.return_id
+FROM joined j
+GROUP BY j.return_id
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, moves, sums FROM changes
 """)
