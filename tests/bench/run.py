@@ -14,6 +14,8 @@ PostgreSQL, on a database and vhost of its own, and measures:
   the bulk path, and its rate (chunks taken in, then the yearly totals' rebuild);
 * analytics p50/p99, province-by-year and country-by-year, at the stored volume;
 * sustained end-to-end throughput, POST to AGGREGATED, returns/s and values/s;
+  and again for a province's steady state: a new month into unit-years holding six
+  (the burst above lands in a year's first month), and corrections replacing months;
 * latency POST to AGGREGATED at a steady 50 returns/s, p50/p99;
 * peak resident memory of the statnet process;
 * where the CPU went in the history load and the sustained run (statnet's
@@ -338,17 +340,18 @@ class Statnet:
             os.remove(self.log.name)
 
 
-def history(st: Statnet, villages: list[str], months: int) -> tuple[int, float, float]:
-    """A year of the return for every village through POST /api/history; (values, seconds
-    until every chunk was taken in, seconds until the yearly totals were rebuilt too)."""
-    rng = random.Random(2024)
+def history(st: Statnet, villages: list[str], months: int, year: int = HISTORY_YEAR) -> tuple[int, float, float]:
+    """The first ``months`` of ``year`` of the return for every village through POST
+    /api/history; (values, seconds until every chunk was taken in, seconds until the yearly
+    totals were rebuilt too)."""
+    rng = random.Random(year)
     header = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
     per_chunk = 40_000
     total, started = 0, time.perf_counter()
 
     def rows():
         for m in range(1, months + 1):
-            period = f"{HISTORY_YEAR}{m:02d}"
+            period = f"{year}{m:02d}"
             for v in villages:
                 for i in range(1, ELEMENTS + 1):
                     yield f"E{i:03d},{period},{v},M,,{rng.randint(0, 999)},,,,\n"
@@ -485,7 +488,8 @@ def main() -> int:
 
         print("loading history ...", file=sys.stderr)
         cpu = st.cpu_split()
-        values, chunks_seconds, seconds = history(st, villages, 1 if quick else 12)
+        history_months = 1 if quick else 12
+        values, chunks_seconds, seconds = history(st, villages, history_months)
         results["history load"] = f"{values:,} values in {seconds:.0f} s = {values / seconds:,.0f} values/s"
         results["history load: chunks taken in / yearly totals rebuilt"] = (
             f"{chunks_seconds:.0f} s ({values / chunks_seconds:,.0f} values/s) / {seconds - chunks_seconds:.0f} s more")
@@ -544,6 +548,30 @@ def main() -> int:
             with open(args.latencies, "w") as out:
                 out.write("id,sent_at,latency_ms\n")
                 out.writelines(f"{i},{t0:.3f},{ms:.1f}\n" for (i, t0), ms in zip(sent, latencies))
+
+        # a province's steady state: a month's returns into unit-years that already hold
+        # earlier months (the burst above lands in nearly empty unit-years, a year's first
+        # month), where each return's yearly rows are moved by what it changed rather than
+        # summed again; then corrections, each replacing a month the history brought
+        print("end to end into years with data ...", file=sys.stderr)
+        steady = villages[:250 if quick else 1500]
+        history(st, steady, 6, year=HISTORY_YEAR - 1)  # January to June, not measured
+        cases = [("a new month (July) into a year holding six",
+                  [return_body(rng, v, f"{HISTORY_YEAR - 1}07") for v in steady])]
+        filled = [(v, f"{HISTORY_YEAR}{m:02d}") for m in range(1, history_months + 1) for v in villages]
+        rng.shuffle(filled)
+        cases.append(("corrections, each replacing a month of the history",
+                      [return_body(rng, v, p) for v, p in filled[:250 if quick else 1000]]))
+        for label, bodies in cases:
+            started, cpu = time.perf_counter(), st.cpu_split()
+            sent = post_returns(st, bodies, concurrency=32, rate=None)
+            done = wait_aggregated(engine, [i for i, _ in sent], timeout=900)
+            elapsed = time.perf_counter() - started
+            case_cpu = cpu.stop()
+            if len(done) != len(sent):
+                raise SystemExit(f"only {len(done)} of {len(sent)} returns aggregated ({label})")
+            results[f"end to end, {label}"] = f"{len(sent):,} returns in {elapsed:.1f} s = {len(sent) / elapsed:,.1f} returns/s"
+            results[f"end to end, {label}, CPU"] = CpuSplit.describe(*case_cpu, len(sent), "return")
         rss = st.rss_peak_mb()
         results["one core: 10 million Python additions, at start / end"] = f"{core_at_start} / {core_speed()}"
         results[f"statnet peak RSS ({len(st.procs)} process{'es' if len(st.procs) > 1 else ''})"] = \
