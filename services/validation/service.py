@@ -77,11 +77,16 @@ _STORE_NEW = sa.text(f"""
     SELECT p.org_unit, p.period, p.period_type, x.data_element, x.combo, x.value, p.seq
     FROM {_ACCEPTED_ROWS}
 """)
+# Values there already: an upsert that always meets its row, so that each is found by the
+# primary key. As an UPDATE ... FROM, the planner (a table without statistics: autovacuum
+# off, as on this machine) reached each value by the place index, every one of the
+# place's values filtered for it: 1,500 x 100 rows for 15 corrections, 115 ms a statement.
 _STORE_NEWER = sa.text(f"""
-    UPDATE {V.fullname} v SET value = x.value, seq = p.seq
+    INSERT INTO {V.fullname} AS v (org_unit, period, period_type, data_element, combo, value, seq)
+    SELECT p.org_unit, p.period, p.period_type, x.data_element, x.combo, x.value, p.seq
     FROM {_ACCEPTED_ROWS}
-    WHERE v.org_unit = p.org_unit AND v.period = p.period AND v.data_element = x.data_element
-      AND v.combo = x.combo AND v.seq < p.seq
+    ON CONFLICT (org_unit, data_element, combo, period) DO UPDATE
+       SET value = excluded.value, seq = excluded.seq WHERE v.seq < excluded.seq
 """)
 
 
