@@ -553,14 +553,14 @@ def main() -> int:
         # month), where each return's yearly rows are moved by what it changed rather than
         # summed again; then corrections, each replacing a return of the burst
         print("end to end into years with data ...", file=sys.stderr)
-        steady = villages[:250 if quick else 1500]
+        steady = villages[:100 if quick else 1500]
         history(st, steady, 6, year=HISTORY_YEAR - 1)  # January to June, not measured
         cases = [("a new month (July) into a year holding six",
                   [return_body(rng, v, f"{HISTORY_YEAR - 1}07") for v in steady])]
         # a district correcting what it sent: every layer replaces stored values (validation's
         # accepted values too, which a month of history is not in)
         cases.append(("corrections, each replacing an earlier return",
-                      [return_body(rng, v, p) for v, p in cells[:min(burst_n, 250 if quick else 1000)]]))
+                      [return_body(rng, v, p) for v, p in cells[:min(burst_n, 100 if quick else 1000)]]))
         for label, bodies in cases:
             started, cpu = time.perf_counter(), st.cpu_split()
             sent = post_returns(st, bodies, concurrency=32, rate=None)
