@@ -254,6 +254,8 @@ class Metadata:
         for fp in focal_points.values():
             self.focal_points_by_unit.setdefault(fp.org_unit, []).append(fp)
         self._placed: tuple[dt.date, dict[str, UnitPath]] | None = None
+        # what services work out from the snapshot once (validation: a data set's rules)
+        self.derived: dict = {}
 
     def placed_on(self, day: dt.date) -> dict[str, UnitPath]:
         """Every unit's place on ``day`` (else its latest, as ``OrgUnit.current``), worked out

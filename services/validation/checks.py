@@ -75,9 +75,19 @@ class Stored:
 
 
 def rules_for(md: Metadata, ds: DataSet) -> list[ValidationRule]:
-    """The rules about any of the data set's elements (as DHIS2 chooses them), attached to it
-    or to none: a rule of the data set left about none of them (an element taken out of the
-    data set since) can only see missing values, and with NEVER_SKIP rejected every return."""
+    """The rules about any of the data set's elements, as DHIS2 chooses them: attached to
+    none, or to any data set of the same period type. A rule follows its elements, not the
+    form it was written for: attached to its own data set only, a HIGH rule let the same
+    values in through another form of the unit, and then rejected a later return of its
+    own data set that sent none of them (the merged view held them). The period type keeps
+    a yearly data set's rule (a year's population) off a monthly form sharing an element,
+    as DHIS2's rule period type does. A rule left about none of the data set's elements
+    (one taken out since) can only see missing values, and with NEVER_SKIP rejected every
+    return."""
+    key = ("rules_for", ds.code)
+    cached = md.derived.get(key)
+    if cached is not None:
+        return cached
     elements = set(ds.data_elements)
 
     def about_its_elements(rule: ValidationRule) -> bool:
@@ -86,8 +96,11 @@ def rules_for(md: Metadata, ds: DataSet) -> list[ValidationRule]:
         refs = expressions.references(_parsed(rule.left)) + expressions.references(_parsed(rule.right))
         return any(r.data_element in elements for r in refs)
 
-    return sorted((rule for key in (ds.code, None) for rule in md.rules_by_data_set.get(key, [])
-                   if about_its_elements(rule)), key=lambda r: r.code)
+    same_type = [code for code, other in md.data_sets.items() if other.period_type == ds.period_type]
+    rules = sorted((rule for key in (None, *same_type) for rule in md.rules_by_data_set.get(key, [])
+                    if about_its_elements(rule)), key=lambda r: r.code)
+    md.derived[key] = rules  # a snapshot never changes: worked out once per data set
+    return rules
 
 
 def with_totals(values: dict[Key, Decimal]) -> dict[Key, Decimal]:

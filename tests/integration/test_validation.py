@@ -336,3 +336,33 @@ def test_a_rule_tightened_a_moment_ago_judges_the_next_batch_on_every_instance(s
         assert system.wait_status(r.json()["id"])["status"] == "REJECTED"
     finally:
         system.import_metadata({"validationRules": [{"code": "HH_AT_MOST_6", "right": "1000000"}]})
+
+
+def test_a_rule_judges_its_elements_sent_by_another_form_of_its_period_type(system, world):
+    """A HIGH rule of one monthly form let the same values in through another monthly form,
+    and then rejected a later return of its own form that sent none of them (a probe)."""
+    t, _, _ = world
+    village = t.villages[t.districts[0]][0]
+    system.import_metadata({
+        "dataElements": [{"code": f"A{e}VAL", "name": f"Shared {e}", "valueType": "INTEGER",
+                          "aggregationType": "SUM"} for e in "12"]
+        + [{"code": "XVAL", "name": "Own only", "valueType": "INTEGER", "aggregationType": "SUM"}],
+        "dataSets": [{"code": "OWNVAL", "name": "Its own form", "periodType": "Monthly",
+                      "dataElements": ["A1VAL", "A2VAL", "XVAL"], "orgUnits": [village]},
+                     {"code": "MIXVAL", "name": "Another form", "periodType": "Monthly",
+                      "dataElements": ["A1VAL", "A2VAL"], "orgUnits": [village]}],
+        "validationRules": [{"code": "R1VAL", "name": "ຢ່າງໜ້ອຍໜຶ່ງ", "importance": "HIGH",
+                             "left": "#{A1VAL} + #{A2VAL}", "operator": "greater_than", "right": "0",
+                             "missingValueStrategy": "SKIP_IF_ALL_VALUES_MISSING", "dataSet": "OWNVAL"}]})
+
+    def send(ds, **values):
+        r = system.submit({"dataSet": ds, "period": "202501", "orgUnit": village,
+                           "dataValues": [{"dataElement": k, "value": str(v)} for k, v in values.items()]})
+        assert r.status_code == 202, r.text
+        return system.wait_status(r.json()["id"])
+
+    mixed = send("MIXVAL", A1VAL=0, A2VAL=0)
+    assert mixed["status"] == "REJECTED" and [v["rule"] for v in mixed["violations"]] == ["R1VAL"]
+    assert system.analytics("A1VAL", village, "202501") == {}
+    own = send("OWNVAL", XVAL=1)  # nothing of the rule's was accepted: skipped, not rejected
+    assert own["status"] == "AGGREGATED" and own["violations"] == []

@@ -257,3 +257,24 @@ def test_precedence_and_unary_minus_follow_arithmetic(a, b, c):
 def test_bad_expressions_are_refused_with_a_reason(bad):
     with pytest.raises(expressions.ExpressionError):
         expressions.parse(bad)
+
+
+def test_a_rule_follows_its_elements_into_every_data_set_of_its_period_type():
+    """Attached to its own form only, a HIGH rule let the same values in through another
+    form of the unit (a probe: A1 = B1 = 0 accepted by a second monthly data set), and then
+    rejected a later return of its own form that sent neither (the merged view held them)."""
+    own, other = data_set("OWN", ["A", "B", "X"], "Monthly"), data_set("MIX", ["A", "B", "C"], "Monthly")
+    yearly = data_set("YEAR", ["A", "P"], "Yearly")
+    md = snapshot({"LA": None}, elements=[element(e) for e in "ABCPX"], data_sets=[own, other, yearly],
+                  rules=[rule("R1", "#{A} + #{B}", "greater_than", "0", data_set="OWN"),
+                         rule("RY", "#{A}", "less_than_or_equal_to", "#{P}", data_set="YEAR",
+                              strategy="NEVER_SKIP"),
+                         rule("RX", "#{X}", "greater_than", "0", data_set="OWN"),
+                         rule("FREE", "#{C}", "greater_than", "0")])
+    assert [r.code for r in rules_for(md, md.data_sets["MIX"])] == ["FREE", "R1"]
+    assert [r.code for r in rules_for(md, md.data_sets["OWN"])] == ["R1", "RX"]
+    # a year's rule stays off the months: with NEVER_SKIP, a month's A against no P failed
+    assert [r.code for r in rules_for(md, md.data_sets["YEAR"])] == ["RY"]
+    violations = check_return("MIX", [{"data_element": d, "category_option_combo": "default",
+                                       "org_unit": "LA", "period": "202501", "value": "0"} for d in "AB"], md)
+    assert [v["rule"] for v in violations] == ["R1"] and rejected(violations)
