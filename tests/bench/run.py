@@ -418,6 +418,19 @@ def wait_aggregated(engine, ids: list[str], timeout: float) -> dict[str, dt.date
         time.sleep(0.25)
 
 
+def flat_out(st: Statnet, engine, bodies: list[dict]) -> tuple[list[tuple[str, float]], float, tuple]:
+    """Send returns as fast as 32 clients can and wait until each is AGGREGATED; (what was
+    sent, the seconds it took, where the CPU went)."""
+    started, cpu = time.perf_counter(), st.cpu_split()
+    sent = post_returns(st, bodies, concurrency=32, rate=None)
+    done = wait_aggregated(engine, [i for i, _ in sent], timeout=900)
+    elapsed = time.perf_counter() - started
+    used = cpu.stop()
+    if len(done) != len(sent):
+        raise SystemExit(f"only {len(done)} of {len(sent)} returns aggregated")
+    return sent, elapsed, used
+
+
 def post_returns(st: Statnet, bodies: list[dict], concurrency: int, rate: float | None):
     """Send returns (paced at ``rate``/s when given); [(id, sent_at)]."""
     pool = eventlet.GreenPool(concurrency)
@@ -516,13 +529,7 @@ def main() -> int:
         cells = [(v, f"{RETURN_YEAR}{m:02d}") for m in range(1, 13) for v in villages]
         rng.shuffle(cells)
         burst = [return_body(rng, v, p) for v, p in cells[:burst_n]]
-        started, cpu = time.perf_counter(), st.cpu_split()
-        sent = post_returns(st, burst, concurrency=32, rate=None)
-        done = wait_aggregated(engine, [i for i, _ in sent], timeout=900)
-        elapsed = time.perf_counter() - started
-        burst_cpu = cpu.stop()
-        if len(done) != len(sent):
-            raise SystemExit(f"only {len(done)} of {len(sent)} returns aggregated")
+        sent, elapsed, burst_cpu = flat_out(st, engine, burst)
         returns_per_s = len(sent) / elapsed
         results["end to end, POST to AGGREGATED"] = (f"{len(sent):,} returns in {elapsed:.1f} s = "
                                                     f"{returns_per_s:,.1f} returns/s, "
@@ -562,13 +569,7 @@ def main() -> int:
         cases.append(("corrections, each replacing an earlier return",
                       [return_body(rng, v, p) for v, p in cells[:min(burst_n, 100 if quick else 1000)]]))
         for label, bodies in cases:
-            started, cpu = time.perf_counter(), st.cpu_split()
-            sent = post_returns(st, bodies, concurrency=32, rate=None)
-            done = wait_aggregated(engine, [i for i, _ in sent], timeout=900)
-            elapsed = time.perf_counter() - started
-            case_cpu = cpu.stop()
-            if len(done) != len(sent):
-                raise SystemExit(f"only {len(done)} of {len(sent)} returns aggregated ({label})")
+            sent, elapsed, case_cpu = flat_out(st, engine, bodies)
             results[f"end to end, {label}"] = f"{len(sent):,} returns in {elapsed:.1f} s = {len(sent) / elapsed:,.1f} returns/s"
             results[f"end to end, {label}, CPU"] = CpuSplit.describe(*case_cpu, len(sent), "return")
         rss = st.rss_peak_mb()
