@@ -88,15 +88,26 @@ _INTAKE_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))")
 # Idempotency-Key, the user's latest return for the same data set, unit and period (a
 # byte-identical body answers its receipt), and the sequence number a new one gets
 # (taken now so that the return and its event, which carries it, are one statement)
-_EARLIER_RECEIPT = sa.text(f"""
+def _earlier(seq: str) -> sa.TextClause:
+    return sa.text(f"""
     SELECT (SELECT r.id FROM {R.fullname} r
             WHERE r.submitted_by = :user AND r.idempotency_key = :key) AS by_key,
-           latest.id AS latest_id, latest.body_sha256 AS latest_sha256,
-           nextval(pg_get_serial_sequence('{R.fullname}', 'seq')) AS seq
+           latest.id AS latest_id, latest.body_sha256 AS latest_sha256{seq}
     FROM (SELECT 1) AS one LEFT JOIN LATERAL (
         SELECT r.id, r.body_sha256 FROM {R.fullname} r
         WHERE r.submitted_by = :user AND r.data_set = :ds AND r.org_unit = :ou AND r.period = :pe
         ORDER BY r.seq DESC LIMIT 1) AS latest ON true""")
+
+
+_EARLIER_RECEIPT = _earlier(f", nextval(pg_get_serial_sequence('{R.fullname}', 'seq')) AS seq")
+# a dry run's question: would this request be answered by an earlier receipt (no number taken)
+_EARLIER_SEEN = _earlier("")
+
+
+def _answered_before(earlier, digest: str) -> str | None:
+    """The earlier receipt a request is answered with: the one its Idempotency-Key names,
+    else the user's latest return for the place if its body is byte-identical."""
+    return earlier.by_key or (earlier.latest_id if earlier.latest_sha256 == digest else None)
 
 # an Idempotency-Key sent with a body identical to the user's latest return: kept on that
 # return, when it has none (a return keeps the first key it was sent with)
@@ -196,14 +207,21 @@ class SubmissionService(KeepsMetadataReplica):
                 raise error(400, "the data set could not be determined: nothing was stored",
                             conflicts=exc.conflicts) from None
 
-        if dry_run:
-            return reply(self._dry_run(checked, principal, received_at))
-
         # the same body with importStrategy=DELETE is another return: it undoes the first
         strategy = "\x00importStrategy=DELETE" if raw.delete else ""
         digest = hashlib.sha256((body + strategy).encode("utf-8")).hexdigest()
         here = {"user": principal.username, "ds": checked.data_set.code, "ou": checked.org_unit,
                 "pe": checked.period.code}
+        if dry_run:
+            # sent for real, a request an earlier receipt answers gets that receipt's id: its
+            # final status is that return's, not a new return's (which would count the
+            # values again as updated)
+            with self.db.connect() as conn:
+                earlier = _answered_before(conn.execute(_EARLIER_SEEN, {**here, "key": idempotency_key}).one(),
+                                           digest)
+            if earlier is not None:
+                return reply({**self._status_of(principal, earlier), "dryRun": True})
+            return reply(self._dry_run(checked, principal, received_at))
         with self.db.transaction() as tx:
             # one intake at a time per user and (data set, unit, period): two identical
             # bodies sent together are stored once. Its own statement: one that waited for
@@ -220,15 +238,14 @@ class SubmissionService(KeepsMetadataReplica):
             received_at = dt.datetime.now(dt.timezone.utc)
             in_time = on_time(checked.period, received_at, checked.data_set.timely_days)
             earlier = tx.execute(_EARLIER_RECEIPT, {**here, "key": idempotency_key}).one()
-            if earlier.by_key:
-                return _receipt(earlier.by_key)
-            if earlier.latest_sha256 == digest:
-                if idempotency_key is not None:
+            answered = _answered_before(earlier, digest)
+            if answered is not None:
+                if not earlier.by_key and idempotency_key is not None:
                     # the key now names that receipt too: a later request with it (and another
                     # body) is the same request again, not a new return
-                    tx.execute(_KEY_EARLIER, {"id": earlier.latest_id, "user": principal.username,
+                    tx.execute(_KEY_EARLIER, {"id": answered, "user": principal.username,
                                               "key": idempotency_key})
-                return _receipt(earlier.latest_id)
+                return _receipt(answered)
             return_id = str(uuid.uuid4())
             set_correlation(return_id, self.name)  # from here on, this worker's log lines name the return
             stored = {**here, "id": return_id, "seq": earlier.seq, "received_at": received_at,
@@ -278,6 +295,10 @@ class SubmissionService(KeepsMetadataReplica):
     @api_rpc
     def get(self, principal, return_id: str):
         principal.require("read")
+        return reply(self._status_of(principal, return_id))
+
+    def _status_of(self, principal, return_id: str) -> dict:
+        """``GET /api/submissions/{id}``'s body, as ``principal`` may read it."""
         with self.db.connect() as conn:
             row = conn.execute(sa.select(R).where(R.c.id == return_id)).first()
         if row is None:
@@ -306,13 +327,13 @@ class SubmissionService(KeepsMetadataReplica):
         # at intake for a data set this replica no longer has
         ds = md.data_sets.get(row.data_set)
         in_time = on_time(Period.parse(row.period), row.received_at, ds.timely_days) if ds else row.on_time
-        return reply({
+        return {
             "id": row.id, "status": row.status, "dataSet": row.data_set, "orgUnit": row.org_unit,
             "period": row.period, "receivedAt": show(row.received_at), "onTime": in_time,
             "submittedBy": row.submitted_by, "validatedAt": show(row.validated_at),
             "aggregatedAt": show(row.aggregated_at), "importCount": import_count,
             **violations_out(violations or []),
-        })
+        }
 
     # ---------------------------------------------------------------- following the return
 

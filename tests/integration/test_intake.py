@@ -588,3 +588,27 @@ def test_returns_for_one_place_sent_together_are_received_in_the_order_they_repl
         rows = conn.execute(sa.text("SELECT received_at FROM submission.return WHERE id = ANY(:ids) ORDER BY seq"),
                             {"ids": ids}).scalars().all()
     assert len(rows) == 10 and rows == sorted(rows)
+
+
+def test_a_dry_run_of_a_request_an_earlier_receipt_answers_says_that_returns_status(system, world, settings):
+    """Sent for real, a byte-identical body (or a reused Idempotency-Key) gets the first
+    receipt's id; its dry run foretold a new return instead (all values "updated")."""
+    body = with_period(JSON_BODY, 7).encode()
+    first = system.post("/api/dataValueSets", data=body, token=world["bo"],
+                        headers={"Content-Type": "application/json", "Idempotency-Key": "dry-again-7"})
+    assert first.status_code == 202, first.text
+    final = system.wait_status(first.json()["id"])
+    before = stored(settings)
+    for headers in ({}, {"Idempotency-Key": "dry-again-7"}):
+        dry = system.post("/api/dataValueSets?dryRun=true", data=body, token=world["bo"],
+                          headers={"Content-Type": "application/json", **headers})
+        assert dry.status_code == 200, dry.text
+        assert dry.json() == {**final, "dryRun": True}
+    changed = json.loads(body)
+    changed["dataValues"][0]["value"] = "7"  # another body under the same key: still that return
+    dry = system.post("/api/dataValueSets?dryRun=true", json=changed, token=world["bo"],
+                      headers={"Idempotency-Key": "dry-again-7"})
+    assert dry.json()["id"] == final["id"]
+    new = system.post("/api/dataValueSets?dryRun=true", json=changed, token=world["bo"])
+    assert new.json()["id"] is None and new.json()["importCount"]["updated"] == 4
+    assert stored(settings) == before
