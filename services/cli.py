@@ -127,15 +127,18 @@ def main(argv=None) -> int:
         from shared import topology
 
         if args.action == "list":
-            items = topology.dlq_list(settings, args.service, limit=args.limit or 1000)
+            items, waiting = topology.dlq_list(settings, args.service, limit=args.limit or 1000)
             for item in items:
                 print(json.dumps(item, ensure_ascii=False))
             sys.stdout.flush()  # the messages before their count, also where both go to one file
-            print(f"{len(items)} message(s) in {topology.dlq_name(args.service)}", file=sys.stderr)
-        else:
-            moved = topology.dlq_replay(settings, args.service, limit=args.limit)
-            print(f"replayed {moved} message(s) from {topology.dlq_name(args.service)}")
-        return 0
+            shown = "" if len(items) == waiting else f" (the first {len(items)} listed)"
+            print(f"{waiting} message(s) in {topology.dlq_name(args.service)}{shown}", file=sys.stderr)
+            return 0
+        moved, left = topology.dlq_replay(settings, args.service, limit=args.limit)
+        print(f"replayed {moved} message(s) from {topology.dlq_name(args.service)}")
+        for why in left:
+            print(f"left in place: {why}", file=sys.stderr)
+        return 1 if left else 0
     if args.command == "history":
         from services import history_cli
 

@@ -268,13 +268,15 @@ def _describe(message) -> dict:
     }
 
 
-def dlq_list(settings: Settings, service: str, limit: int = 1000) -> list[dict]:
-    """What sits in a service's DLQ, without consuming it."""
+def dlq_list(settings: Settings, service: str, limit: int = 1000) -> tuple[list[dict], int]:
+    """What sits in a service's DLQ, without consuming it: the first ``limit`` messages, and
+    how many the queue holds."""
     out = []
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
         queue = dlq(service, settings)(channel)
         queue.declare()
+        _, waiting, _ = channel.queue_declare(queue=queue.name, passive=True)
         while len(out) < limit:
             message = queue.get(no_ack=False)
             if message is None:
@@ -282,17 +284,23 @@ def dlq_list(settings: Settings, service: str, limit: int = 1000) -> list[dict]:
             out.append(_describe(message))
         # closing the channel returns every unacked message to the queue, in order
         channel.close()
-    return out
+    return out, waiting
 
 
-def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> int:
-    """Move dead letters back to the queues they came from, attempts reset.
+def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> tuple[int, list[str]]:
+    """Move dead letters back to the queues they came from, attempts reset; (how many
+    moved, why each one left in place was). A message that names no origin queue, or one
+    that no longer exists (a handler renamed by an upgrade), stays in the DLQ, in its
+    place, and the ones behind it are still replayed (the first such message stopped the
+    run, said "replayed 0", and stopped every later run there too).
 
     Only what is in the queue when the replay starts is moved: a message that
     is still poisonous comes straight back, and must not be replayed again in
     the same run.
     """
-    moved = 0
+    from nameko.amqp.publish import UndeliverableMessage
+
+    moved, left = 0, []
     publisher = Publisher(settings.amqp_uri, use_confirms=True, mandatory=True)
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
@@ -300,28 +308,32 @@ def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> in
         queue.declare()
         _, waiting, _ = channel.queue_declare(queue=queue.name, passive=True)
         limit = waiting if limit is None else min(limit, waiting)
-        while moved < limit:
+        while moved + len(left) < limit:
             message = queue.get(no_ack=False)
             if message is None:
                 break
             origin = _origin_of(message)
             if not origin:
-                log.error("dead letter without origin queue left in place: %s", _describe(message))
-                message.requeue()
-                break
+                # unacked until the channel closes: back in its place then, not at the head now
+                left.append(f"no origin queue: {_describe(message)}")
+                continue
             headers = {k: v for k, v in (message.headers or {}).items()
                        if k not in (ATTEMPTS_HEADER, ERROR_HEADER, ORIGIN_QUEUE_HEADER,
                                     DEAD_LETTERED_AT_HEADER, "x-death", "x-first-death-exchange",
                                     "x-first-death-queue", "x-first-death-reason",
                                     "x-last-death-exchange", "x-last-death-queue",
                                     "x-last-death-reason")}
-            publisher.publish(message.body, exchange="", routing_key=origin, headers=headers,
-                              content_type=message.content_type,
-                              content_encoding=message.content_encoding)
+            try:
+                publisher.publish(message.body, exchange="", routing_key=origin, headers=headers,
+                                  content_type=message.content_type,
+                                  content_encoding=message.content_encoding)
+            except UndeliverableMessage:
+                left.append(f"its origin queue {origin!r} does not exist: {_describe(message)}")
+                continue
             message.ack()
             moved += 1
         channel.close()
-    return moved
+    return moved, left
 
 
 def queue_depths(settings: Settings, names: Iterable[str]) -> dict[str, tuple[int, int]]:
