@@ -268,15 +268,22 @@ def _describe(message) -> dict:
     }
 
 
+def _open_dlq(channel, service: str, settings: Settings) -> tuple[Queue, int]:
+    """A service's DLQ on ``channel`` (declared, as the service declares it), and how many
+    messages it holds."""
+    queue = dlq(service, settings)(channel)
+    queue.declare()  # with its exchange and binding: dead letters reach one made here too
+    _, waiting, _ = queue.queue_declare(passive=True)
+    return queue, waiting
+
+
 def dlq_list(settings: Settings, service: str, limit: int = 1000) -> tuple[list[dict], int]:
     """What sits in a service's DLQ, without consuming it: the first ``limit`` messages, and
     how many the queue holds."""
     out = []
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
-        queue = dlq(service, settings)(channel)
-        queue.declare()
-        _, waiting, _ = channel.queue_declare(queue=queue.name, passive=True)
+        queue, waiting = _open_dlq(channel, service, settings)
         while len(out) < limit:
             message = queue.get(no_ack=False)
             if message is None:
@@ -304,9 +311,7 @@ def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> tu
     publisher = Publisher(settings.amqp_uri, use_confirms=True, mandatory=True)
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
-        queue = dlq(service, settings)(channel)
-        queue.declare()
-        _, waiting, _ = channel.queue_declare(queue=queue.name, passive=True)
+        queue, waiting = _open_dlq(channel, service, settings)
         limit = waiting if limit is None else min(limit, waiting)
         while moved + len(left) < limit:
             message = queue.get(no_ack=False)

@@ -55,15 +55,15 @@ class PermanentFailure(Exception):
 NO_ADDRESS = "focal point %s has no e-mail address"
 
 
+# when a notification sent again is tried: a digest reader's alert goes again inside the
+# digest queued with it, not on its own
+_AGAIN_AT = "CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END"
+
 # A focal point given an address, or a new one: its e-mail alerts that failed (for want of
 # an address; an unknown mailbox, refused for good; a relay down past the last retry) go
 # out now, to that address (nothing is dropped). The address an alert was last sent to is
 # kept in its details, so that a later change of name or language sends nothing again. Run
 # where the replica takes the change, in its transaction.
-# when a notification sent again is tried: a digest reader's alert goes again inside the
-# digest queued with it, not on its own
-_AGAIN_AT = "CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' ELSE now() END"
-
 _REQUEUE = sa.text(f"""
 UPDATE {t.notification.fullname} n
 SET status = 'PENDING', last_error = NULL, details = n.details || jsonb_build_object('email', f.email),

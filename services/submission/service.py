@@ -86,8 +86,9 @@ _INTAKE_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))")
 
 # what was received before, in one round trip: the first return sent with this
 # Idempotency-Key, the user's latest return for the same data set, unit and period (a
-# byte-identical body answers its receipt), and the sequence number a new one gets
-# (taken now so that the return and its event, which carries it, are one statement)
+# byte-identical body answers its receipt), and for an intake (``seq``) the sequence number
+# a new one gets (taken now so that the return and its event, which carries it, are one
+# statement)
 def _earlier(seq: str) -> sa.TextClause:
     return sa.text(f"""
     SELECT (SELECT r.id FROM {R.fullname} r
@@ -108,6 +109,7 @@ def _answered_before(earlier, digest: str) -> str | None:
     """The earlier receipt a request is answered with: the one its Idempotency-Key names,
     else the user's latest return for the place if its body is byte-identical."""
     return earlier.by_key or (earlier.latest_id if earlier.latest_sha256 == digest else None)
+
 
 # an Idempotency-Key sent with a body identical to the user's latest return: kept on that
 # return, when it has none (a return keeps the first key it was sent with)
