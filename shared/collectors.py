@@ -6,7 +6,10 @@ collector is registered per process; each running service adds its *sources*
 to it while it runs (``Source`` dependency), so ``statnet run`` serves every
 service's series once, on one ``/metrics``, and a service alone serves its own.
 A source that fails (database down) is skipped and counted in
-``statnet_scrape_errors_total{source}``: a scrape never fails as a whole.
+``statnet_scrape_errors_total{source}``: a scrape never fails as a whole. Whether each
+service reaches its database at all is ``statnet_database_up{service}``, from the
+outbox's source (``shared.delivery``), so an outage is a series that says 0, not
+series that vanish.
 """
 from __future__ import annotations
 
@@ -48,8 +51,7 @@ class _Process(Collector):
                     else:
                         merged[family.name] = family
             except Exception as exc:
-                scrape_errors_total.labels(source=f"{service}.{name}").inc()
-                log.warning("metric source %s of %s failed: %s", name, service, exc)
+                count_failure((name, service), exc)
         yield from merged.values()
 
     def describe(self):
@@ -58,6 +60,12 @@ class _Process(Collector):
 
 PROCESS = _Process()
 REGISTRY.register(PROCESS)
+
+
+def count_failure(key: tuple[str, str], exc: BaseException) -> None:
+    name, service = key
+    scrape_errors_total.labels(source=f"{service}.{name}").inc()
+    log.warning("metric source %s of %s failed: %s", name, service, exc)
 
 
 def add_source(key: tuple[str, str], fn: Callable[[], Families]) -> None:

@@ -272,6 +272,9 @@ class OutboxRelay(Pump):
         return len(rows)
 
 
+DATABASE_UP = ("statnet_database_up", "1 if the service's last scrape reached its database, else 0", ["service"])
+
+
 class Database(DependencyProvider):
     """A service's own schema, with its outbox relay and inbox (``self.db``)."""
 
@@ -299,11 +302,20 @@ class Database(DependencyProvider):
 
     def outbox_families(self):
         """Events committed but not yet relayed, and how long the oldest has waited: a relay
-        that is stuck (broker unreachable, a bug) shows here before anything else does."""
-        with self.engine.connect() as conn:
-            backlog, age = conn.execute(sa.select(
-                sa.func.count(), sa.func.coalesce(sa.func.extract("epoch", sa.func.now() - sa.func.min(
-                    self.outbox.c.created_at)), 0)).select_from(self.outbox)).one()
+        that is stuck (broker unreachable, a bug) shows here before anything else does. And
+        whether the service reaches its database at all: with PostgreSQL down every gauge
+        read from it vanished, /metrics still answered 200, and no alert fired (the outbox
+        alert needs its series; handler and HTTP errors need traffic)."""
+        try:
+            with self.engine.connect() as conn:
+                backlog, age = conn.execute(sa.select(
+                    sa.func.count(), sa.func.coalesce(sa.func.extract("epoch", sa.func.now() - sa.func.min(
+                        self.outbox.c.created_at)), 0)).select_from(self.outbox)).one()
+        except sa.exc.DBAPIError as exc:  # refused, not accepting connections, cut off
+            collectors.count_failure(("outbox", self.service_name), exc)
+            yield collectors.gauge(*DATABASE_UP, [(self.service_name, 0)])
+            return
+        yield collectors.gauge(*DATABASE_UP, [(self.service_name, 1)])
         yield collectors.gauge("statnet_outbox_backlog", "Events in a service's outbox not yet published",
                                ["service"], [(self.service_name, backlog)])
         yield collectors.gauge("statnet_outbox_oldest_seconds", "Age of the oldest unpublished event",

@@ -179,6 +179,56 @@ def test_a_service_alone_serves_its_own_metrics_port(settings):
         proc.close()
 
 
+def test_a_service_that_cannot_reach_its_database_says_so(backend, settings):
+    """PostgreSQL refusing a service's connections: its /metrics still answers, and says
+    ``statnet_database_up 0`` (every gauge read from the database had vanished, silently:
+    no alert could fire); once the database is back, 1 again."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from shared.db import engine_for_maintenance, sqlalchemy_url
+
+    db = backend.new_database()
+    name = make_url(sqlalchemy_url(db)).database
+    admin = engine_for_maintenance(make_url(sqlalchemy_url(db)))
+    port = free_port()
+    proc = StatnetProcess(settings, services=("validation",), http_address=f"127.0.0.1:{free_port()}",
+                          name="validation-db-down", STATNET_METRICS_PORT=port, DATABASE_URL=db)
+
+    def database_up(expected: float):
+        def scraped():
+            try:
+                s = Scrape(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            except requests.ConnectionError:
+                return None
+            return s if s.has("statnet_database_up", service="validation") and \
+                s.value("statnet_database_up", service="validation") == expected else None
+        return wait_until(scraped, timeout=60, message=f"statnet_database_up {expected}")
+
+    def allow(yes: bool):
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}'))
+            if not yes:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = :n"), {"n": name})
+
+    proc.start(wait=False)
+    try:
+        assert database_up(1).has("statnet_outbox_backlog", service="validation")
+        allow(False)
+        down = database_up(0)
+        assert not down.has("statnet_outbox_backlog", service="validation")  # what it could not read
+        assert proc.proc.poll() is None                                        # still serving
+        allow(True)
+        assert database_up(1).has("statnet_outbox_backlog", service="validation")
+    finally:
+        proc.terminate()
+        proc.close()
+        allow(True)
+        admin.dispose()
+        backend.drop_database(db)
+
+
 def test_statnet_status_shows_the_network_on_one_screen(system, world, settings):
     t, codes, _ = world
     done = cli(settings, "status")
