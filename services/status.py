@@ -97,9 +97,9 @@ def render(report: dict) -> tuple[str, bool]:
     if report.get("retrying"):
         lines.append(f"retrying: {report['retrying']} message(s) wait in the delay queues for another attempt "
                      "(the services' logs say why)")
-    lines += ["", f"{'data set':<14} {'unit':<10} {'period':<8} {'complete':>9} {'on time':>8}"]
-    for ds, ou, pe, rate, on_time in report["completeness"]:
-        lines.append(f"{ds:<14} {ou:<10} {pe:<8} {rate:>9.0%} {on_time:>8.0%}")
+    lines += ["", f"{'data set':<14} {'unit':<10} {'period':<8} {'deadline':<8} {'complete':>9} {'on time':>8}"]
+    for ds, ou, pe, deadline, rate, on_time in report["completeness"]:
+        lines.append(f"{ds:<14} {ou:<10} {pe:<8} {deadline:<8} {rate:>9.0%} {on_time:>8.0%}")
     if not report["completeness"]:
         lines.append("(no data set is expected anywhere yet)" if not report["problems"] else "(unknown)")
     lines += [f"UNREADABLE: {problem}" for problem in report["problems"]]

@@ -14,6 +14,8 @@ monthly return in a quarter). One statement answers the unit and each child.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 
 from services.aggregation.analytics import anchor_day
@@ -121,15 +123,34 @@ def reporting_period(ptype: str, day) -> Period:
     return Period.containing(ptype, day).previous()
 
 
-def current_rates(conn: sa.Connection, md: Metadata, day) -> list[tuple[str, str, str, float, float]]:
-    """(data set, root unit, period, rate, on-time rate) for each data set's reporting period,
-    rates as fractions, for the operators' gauge. A few queries: one per data set and root."""
+PASSED, AHEAD = "passed", "ahead"
+
+
+def gauge_periods(ptype: str, timely_days: int, day) -> list[tuple[Period, str]]:
+    """The periods the operators' gauge follows for a data set: the one being reported, and,
+    while its returns may still come in on time (``day`` not past end + ``timelyDays``), the
+    latest one whose deadline has passed. Only the latter is judged: read from the first
+    of the month, the month just ended was a few percent complete, and the completeness
+    alert fired every month before its returns were due."""
+    pe = reporting_period(ptype, day)
+    out = []
+    while pe.end + dt.timedelta(days=timely_days) >= day:
+        if not out:
+            out.append((pe, AHEAD))
+        pe = pe.previous()
+    return out + [(pe, PASSED)]
+
+
+def current_rates(conn: sa.Connection, md: Metadata, day) -> list[tuple[str, str, str, str, float, float]]:
+    """(data set, root unit, period, deadline ``passed`` or ``ahead``, rate, on-time rate) for
+    each data set's gauge periods, rates as fractions, for the operators' gauge. A few
+    queries: one per data set, period and root."""
     roots = sorted(code for code, u in md.org_units.items() if u.current and u.current.level == 1)
     out = []
     for ds in sorted(md.data_sets.values(), key=lambda d: d.code):
-        pe = reporting_period(ds.period_type, day)
-        for root in roots:
-            _, body = completeness(conn, md, {"ds": ds.code, "ou": root, "pe": pe.code})
-            if body["expected"]:
-                out.append((ds.code, root, pe.code, body["rate"] / 100, body["onTimeRate"] / 100))
+        for pe, deadline in gauge_periods(ds.period_type, ds.timely_days, day):
+            for root in roots:
+                _, body = completeness(conn, md, {"ds": ds.code, "ou": root, "pe": pe.code})
+                if body["expected"]:
+                    out.append((ds.code, root, pe.code, deadline, body["rate"] / 100, body["onTimeRate"] / 100))
     return out

@@ -59,15 +59,20 @@ class YearTotals(DependencyProvider):
 
 def completeness_families(container):
     """Completeness of every data set's reporting period at each root: the number the
-    province reports on, live, instead of DHIS2's manual "complete" clicks."""
+    province reports on, live, instead of DHIS2's manual "complete" clicks; and, while that
+    period's returns may still come in on time, of the latest period whose deadline passed
+    (``deadline="passed"``), the one an alert may judge."""
     db = collectors.provider(container, Database)
     replica = collectors.provider(container, Replica)
     with db.engine.connect() as conn:
         rows = completeness.current_rates(conn, ReplicaAccess(replica).current(conn), today())
-    yield collectors.gauge("statnet_completeness_rate", "Accepted returns / expected, reporting period",
-                           ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, r, _ in rows])
-    yield collectors.gauge("statnet_completeness_on_time_rate", "On-time returns / expected, reporting period",
-                           ["dataset", "org_unit", "period"], [(d, o, p, r) for d, o, p, _, r in rows])
+    labels = ["dataset", "org_unit", "period", "deadline"]
+    yield collectors.gauge("statnet_completeness_rate", "Accepted returns / expected: the period being reported "
+                           "(deadline ahead) and the latest whose deadline passed", labels,
+                           [(d, o, p, due, r) for d, o, p, due, r, _ in rows])
+    yield collectors.gauge("statnet_completeness_on_time_rate", "On-time returns / expected: the period being "
+                           "reported (deadline ahead) and the latest whose deadline passed", labels,
+                           [(d, o, p, due, r) for d, o, p, due, _, r in rows])
 
 
 class AggregationService(KeepsMetadataReplica):
