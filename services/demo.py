@@ -261,7 +261,8 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         print(f"\nDeadline check as of {today()}: {report.get('late', 0)} late return(s), "
               f"{report.get('due', 0)} reminder(s) due")
         print("  (every period of the last STATNET_LATE_LOOKBACK_DAYS days that an assigned open unit has "
-              "not sent counts: this demo sends one month, so the earlier months and quarters are late too)")
+              "not sent counts: this demo sends one month, so the earlier months and quarters are late too; "
+              "at go-live, STATNET_REPORTING_START leaves the months that went on paper alone)")
 
     for ds, pe in (("HEALTH_M", month.code), ("PRICES_M", month.code), ("VILLAGE_Y", year.code)):
         status, c = api.call("GET", f"/api/completeness?ds={ds}&ou=03&pe={pe}")

@@ -8,6 +8,7 @@ process.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ def _float(name: str, raw: str) -> float:
     return value
 
 
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 _ADDRESS = re.compile(r"^(?P<host>[^:]+):(?P<port>\d{1,5})$", re.ASCII)
 
 
@@ -67,6 +69,7 @@ class Settings:
     reminder_days: int = 3               # REMINDER this many days before the due date
     deadline_check_seconds: int = 3600   # timer interval of the deadline check
     late_lookback_days: int = 400        # how far back the deadline check looks for late periods
+    reporting_start: str | None = None   # YYYY-MM-DD: go-live; no period that ended before it is chased
     notify_retry_seconds: int = 5        # first retry of a failed alert delivery; doubles up to 10 min
     log_format: str = "json"             # json | text
     timezone: str = "Asia/Vientiane"     # where times are shown; storage is always UTC
@@ -90,6 +93,7 @@ class Settings:
         "reminder_days": "STATNET_REMINDER_DAYS",
         "deadline_check_seconds": "STATNET_DEADLINE_CHECK_SECONDS",
         "late_lookback_days": "STATNET_LATE_LOOKBACK_DAYS",
+        "reporting_start": "STATNET_REPORTING_START",
         "notify_retry_seconds": "STATNET_NOTIFY_RETRY_SECONDS",
         "log_format": "STATNET_LOG_FORMAT",
     }
@@ -134,6 +138,23 @@ class Settings:
             raise ConfigError(f"AMQP_URI={self.amqp_uri!r} must start with amqp:// or amqps://")
         if not self.database_url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
             raise ConfigError(f"DATABASE_URL={self.database_url!r} must be a postgresql:// URL")
+        if self.reporting_start is not None:
+            self.reporting_start_date  # noqa: B018 (checked here, at start-up)
+
+    @property
+    def reporting_start_date(self) -> dt.date | None:
+        """The day statnet went live: the deadline check chases no period that ended before it
+        (on the first check, every month of the look-back that no unit had sent through
+        statnet, because it went on paper, was late: a dozen alerts per unit per supervisor,
+        and the late-returns alert firing from the first day)."""
+        if self.reporting_start is None:
+            return None
+        try:
+            if not _DAY.match(self.reporting_start):
+                raise ValueError
+            return dt.date.fromisoformat(self.reporting_start)
+        except ValueError:
+            raise ConfigError(f"STATNET_REPORTING_START={self.reporting_start!r} is not a day (YYYY-MM-DD)") from None
 
     @property
     def http_host(self) -> str:

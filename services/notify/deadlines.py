@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -55,14 +55,19 @@ class Candidate:
     deadline: dt.date      # the last day that counts as on time
 
 
-def candidates(md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int) -> list[Candidate]:
+def candidates(md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int,
+               start: dt.date | None = None) -> list[Candidate]:
     """The (data set, period) pairs a check on ``as_of`` looks at: a few per data set. A
     period is late from the day after its deadline for ``lookback_days`` (counted from the
     period's end, a data set whose timelyDays reached the look-back was never late, and one
-    near it late on a day or two only: a timer down that day lost the alert)."""
+    near it late on a day or two only: a timer down that day lost the alert). With a
+    reporting ``start`` (go-live), the first period chased is the one under way that day:
+    those that ended before it went on paper."""
     out = []
     for ds in md.data_sets.values():
         p = Period.containing(ds.period_type, as_of - dt.timedelta(days=lookback_days + ds.timely_days))
+        if start is not None and p.end < start:
+            p = Period.containing(ds.period_type, start)
         while p.end <= as_of + dt.timedelta(days=reminder_days):
             deadline = p.end + dt.timedelta(days=ds.timely_days)
             if as_of - dt.timedelta(days=lookback_days) <= deadline < as_of:
@@ -81,8 +86,8 @@ WITH cand AS (
                          CAST(:start AS date[]), CAST(:end AS date[]), CAST(:deadline AS date[]))
            AS c(kind, data_set, period, start_date, end_date, deadline)
 ),
-missing AS (
-    -- assigned (explicitly or by level as of the period), open during it, nothing accepted
+expected AS (
+    -- assigned (explicitly or by level as of the period) and open during it
     SELECT c.*, p.code AS org_unit, p.path, u.name AS unit_en, coalesce(u.name_lo, u.name) AS unit_lo,
            d.name AS ds_en, coalesce(d.name_lo, d.name) AS ds_lo
     FROM cand c
@@ -95,11 +100,15 @@ missing AS (
       ON p.code = u.code AND p.valid_from <= greatest(c.start_date, u.opening_date)
      AND (p.valid_to IS NULL OR p.valid_to > greatest(c.start_date, u.opening_date))
     WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level)
-      AND NOT EXISTS (SELECT 1 FROM notify.received r
-                      WHERE r.data_set = c.data_set AND r.org_unit = p.code AND r.period = c.period)
+),
+missing AS (
+    -- of those, nothing accepted
+    SELECT * FROM expected e
+    WHERE NOT EXISTS (SELECT 1 FROM notify.received r
+                      WHERE r.data_set = e.data_set AND r.org_unit = e.org_unit AND r.period = e.period)
       AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:held_ds AS text[]), CAST(:held_ou AS text[]),
                                            CAST(:held_pe AS text[])) AS h(data_set, org_unit, period)
-                      WHERE h.data_set = c.data_set AND h.org_unit = p.code AND h.period = c.period)
+                      WHERE h.data_set = e.data_set AND h.org_unit = e.org_unit AND h.period = e.period)
 )"""
 
 _FIND = sa.text(_MISSING + """
@@ -193,7 +202,10 @@ digest AS (
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING
     RETURNING id
 )
-SELECT kind, data_set, count(*) AS units, NULL AS new FROM missing GROUP BY kind, data_set
+SELECT kind, data_set, count(*) AS units, CAST(NULL AS bigint) AS new FROM missing GROUP BY kind, data_set
+UNION ALL
+-- the returns that fell due over the look-back: the late ones' denominator
+SELECT 'EXPECTED', data_set, count(*), NULL FROM expected WHERE kind = 'LATE_RETURN' GROUP BY data_set
 UNION ALL
 SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM digest)
 """)
@@ -205,11 +217,14 @@ class CheckResult:
     late: dict[str, int]        # data set -> units late (as of this check)
     due: dict[str, int]         # data set -> units to remind
     notifications: int          # new notifications recorded by this check
+    # data set -> unit-periods whose deadline passed over the look-back (late or not)
+    expected: dict[str, int] = field(default_factory=dict)
 
     def to_json(self, md: Metadata) -> dict:
         return {"asOf": self.as_of.isoformat(), "late": sum(self.late.values()), "due": sum(self.due.values()),
-                "notifications": self.notifications,
-                "dataSets": [{"dataSet": code, "late": self.late.get(code, 0), "due": self.due.get(code, 0)}
+                "expected": sum(self.expected.values()), "notifications": self.notifications,
+                "dataSets": [{"dataSet": code, "late": self.late.get(code, 0), "due": self.due.get(code, 0),
+                              "expected": self.expected.get(code, 0)}
                              for code in sorted(md.data_sets)]}
 
 
@@ -219,18 +234,19 @@ ReceivedInTime = Callable[[list[list]], list[int]]
 
 
 def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int,
-          channels: list[str], received_in_time: ReceivedInTime) -> CheckResult:
+          channels: list[str], received_in_time: ReceivedInTime, start: dt.date | None = None) -> CheckResult:
     """Record the check's alerts. A place without an accepted return is asked about first:
     notify hears of a return only once validation has accepted it, so a return sent in time
     and still queued for validation (a rush on the last day, validation down or behind at
     midnight) would look late, and a late alert, once sent, can't be taken back. Such
     places are held, and checked again next time (by then judged: accepted, or rejected and
     late). A reminder is held by any return not rejected."""
-    found = candidates(md, as_of, lookback_days, reminder_days)
+    found = candidates(md, as_of, lookback_days, reminder_days, start)
     late: dict[str, int] = {}
     due: dict[str, int] = {}
+    expected: dict[str, int] = {}
     if not found:
-        return CheckResult(as_of, late, due, 0)
+        return CheckResult(as_of, late, due, 0, expected)
     params = {"kind": [c.kind for c in found], "ds": [c.data_set for c in found],
               "period": [c.period.code for c in found], "start": [c.period.start for c in found],
               "end": [c.period.end for c in found], "deadline": [c.deadline for c in found],
@@ -245,8 +261,6 @@ def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int,
     for r in rows:
         if r.kind == "NEW":
             new = int(r.new)
-        elif r.kind == LATE:
-            late[r.data_set] = int(r.units)
         else:
-            due[r.data_set] = int(r.units)
-    return CheckResult(as_of, late, due, new)
+            {LATE: late, REMINDER: due, "EXPECTED": expected}[r.kind][r.data_set] = int(r.units)
+    return CheckResult(as_of, late, due, new, expected)

@@ -135,10 +135,15 @@ def late_families(container):
     (a restart, or another instance, says the same until the next check)."""
     db = collectors.provider(container, Database)
     with db.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.late_count.c.data_set, t.late_count.c.late)).all()
+        rows = conn.execute(sa.select(t.late_count.c.data_set, t.late_count.c.late, t.late_count.c.expected)).all()
     yield collectors.gauge("statnet_late_returns", "Returns (unit-periods) of assigned, open units not accepted "
                            "by due date + timelyDays, over the look-back of the last deadline check",
-                           ["dataset"], rows)
+                           ["dataset"], [(ds, late) for ds, late, _ in rows])
+    # the denominator: an absolute threshold on the late count fired for good from go-live,
+    # and for a large province's few units that never report
+    yield collectors.gauge("statnet_expected_returns", "Returns (unit-periods) expected from assigned, open units "
+                           "whose due date + timelyDays passed, over the look-back of the last deadline check",
+                           ["dataset"], [(ds, expected) for ds, _, expected in rows])
 
 
 MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through the gateway's RPC
@@ -271,16 +276,18 @@ class NotifyService(KeepsMetadataReplica):
 
         with self.db.transaction() as tx:
             result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
-                                     self.outgoing.channels, received_in_time)
+                                     self.outgoing.channels, received_in_time, settings.reporting_start_date)
             # what the latest check found, per data set (0 when none late): the gauge's source
             # (an upsert: two checks at once, from two instances, must not collide)
             tx.conn.execute(t.late_count.delete().where(t.late_count.c.data_set.not_in(sorted(md.data_sets))))
             if md.data_sets:
                 late = insert(t.late_count).values([{"data_set": code, "late": result.late.get(code, 0),
-                                                     "as_of": day} for code in sorted(md.data_sets)])
+                                                     "expected": result.expected.get(code, 0), "as_of": day}
+                                                    for code in sorted(md.data_sets)])
                 tx.conn.execute(late.on_conflict_do_update(
                     index_elements=[t.late_count.c.data_set],
-                    set_={"late": late.excluded.late, "as_of": late.excluded.as_of, "checked_at": sa.func.now()}))
+                    set_={"late": late.excluded.late, "expected": late.excluded.expected,
+                          "as_of": late.excluded.as_of, "checked_at": sa.func.now()}))
         if result.notifications:
             self.outgoing.wake()
         log.info("deadline check as of %s: %d late, %d due, %d new notification(s)", day,

@@ -50,6 +50,8 @@ late_count = sa.Table(
     "late_count", metadata,
     sa.Column("data_set", sa.Text, primary_key=True),
     sa.Column("late", sa.Integer, nullable=False),
+    # of how many whose deadline passed over the look-back (statnet_expected_returns)
+    sa.Column("expected", sa.Integer, nullable=False, server_default="0"),
     sa.Column("as_of", sa.Date, nullable=False),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )

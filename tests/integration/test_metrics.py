@@ -95,7 +95,8 @@ def test_every_metric_moves_with_the_flow(system, world, settings, mailbox):
 
     # a deadline check after the year's on-time window: the rejected and the silent village are late
     report = system.post(f"/api/deadlines/check?asOf={int(YEAR) + 1}-03-01").json()
-    assert {"dataSet": ds, "late": 2, "due": 0} in report["dataSets"]  # v3 rejected, v4 silent
+    # v3 rejected, v4 silent, of four villages
+    assert {"dataSet": ds, "late": 2, "due": 0, "expected": 4} in report["dataSets"]
     wait_until(lambda: all(n["status"] == "SENT" for n in
                            system.get(f"/api/notifications?recipient=SUP{UID}").json()["notifications"]),
                message="alerts sent")
@@ -128,6 +129,7 @@ def test_every_metric_moves_with_the_flow(system, world, settings, mailbox):
     moved("statnet_validation_violations_total", 1, importance="HIGH")
     moved("statnet_validation_violations_total", importance="MEDIUM")
     assert now.value("statnet_late_returns", dataset=ds) == 2
+    assert now.value("statnet_expected_returns", dataset=ds) == 4
     moved("statnet_notifications_total", type="LATE_RETURN", channel="email", status="SENT")
     moved("statnet_notifications_total", type="INVALID_RETURN", channel="email", status="SENT")
     for service, event in (("validation", "return_received"), ("aggregation", "return_validated"),

@@ -11,6 +11,7 @@ def test_defaults_are_the_contracts():
     assert s.admin_token is None
     assert (s.smtp_host, s.smtp_port, s.smtp_from) == ("127.0.0.1", 8025, "statnet@localhost")
     assert s.alert_webhook is None
+    assert s.reporting_start_date is None  # every period of the look-back is chased
 
 
 def test_environment_overrides():
@@ -28,6 +29,8 @@ def test_environment_overrides():
     ({"STATNET_QUEUE_TYPE": "stream"}, ["STATNET_QUEUE_TYPE", "stream"]),
     ({"DATABASE_URL": "mysql://x"}, ["DATABASE_URL", "mysql://x"]),
     ({"STATNET_DB_POOL": "0"}, ["STATNET_DB_POOL", "0"]),
+    ({"STATNET_REPORTING_START": "2026-02-30"}, ["STATNET_REPORTING_START", "2026-02-30", "YYYY-MM-DD"]),
+    ({"STATNET_REPORTING_START": "20260201"}, ["STATNET_REPORTING_START", "20260201"]),
 ])
 def test_a_bad_setting_is_named_with_its_value(env, names):
     with pytest.raises(ConfigError) as err:

@@ -31,3 +31,17 @@ def test_reminders_come_before_the_due_date_only():
     md = snapshot({"LA": None}, data_sets=[data_set("DS", [], period_type="Monthly", timely=10)])
     due = {c.period.code: c.kind for c in candidates(md, dt.date(2026, 11, 28), 60, 3)}
     assert due["202611"] == REMINDER and due["202609"] == LATE and "202612" not in due
+
+
+def test_with_a_reporting_start_no_period_that_ended_before_it_is_chased():
+    """Live from 15 September: September, under way that day, is the first month chased;
+    the year of look-back before it went on paper."""
+    md = snapshot({"LA": None}, data_sets=[data_set("DS", [], period_type="Monthly", timely=10)])
+    as_of = dt.date(2026, 11, 28)
+    before = {c.period.code: c.kind for c in candidates(md, as_of, 400, 3)}
+    assert "202510" in before and before["202610"] == LATE
+    after = {c.period.code: c.kind for c in candidates(md, as_of, 400, 3, start=dt.date(2026, 9, 15))}
+    assert after == {"202609": LATE, "202610": LATE, "202611": REMINDER}
+    # a start in the future chases nothing yet, and still reminds of what comes after it
+    assert {c.period.code: c.kind for c in candidates(md, as_of, 400, 3, start=dt.date(2026, 11, 1))} == \
+        {"202611": REMINDER}
