@@ -104,7 +104,11 @@ def main(argv=None) -> int:
     if args.command == "run":
         from services import runner
 
-        runner.run(settings, tuple(args.services) or runner.ALL)
+        try:
+            runner.run(settings, tuple(args.services) or runner.ALL)
+        except ConfigError as exc:  # found at start: the broker's queues set up otherwise
+            print(f"statnet: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "demo":
         from services import demo

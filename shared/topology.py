@@ -31,6 +31,7 @@ import json
 import logging
 from typing import Iterable
 
+from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler
@@ -38,7 +39,7 @@ from nameko.extensions import SharedExtension
 from nameko.messaging import QueueConsumer
 
 from shared import metrics
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.periods import show
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,25 @@ def declare_all(settings: Settings, service_classes) -> None:
         channel = conn.channel()
         try:
             for entity in entities(service_classes, settings):
-                entity(channel).declare()
+                try:
+                    entity(channel).declare()
+                except PreconditionFailed as exc:
+                    raise ConfigError(_inequivalent(entity, settings, exc)) from None
         finally:
             channel.close()
+
+
+def _inequivalent(entity, settings: Settings, exc: PreconditionFailed) -> str:
+    """What to do when the broker holds a queue declared otherwise: STATNET_QUEUE_TYPE (or
+    the delivery limit) changed on a vhost statnet already ran on. The broker's 406 alone
+    came out of ``statnet run`` as a traceback."""
+    asked = f"STATNET_QUEUE_TYPE={settings.queue_type}" + (
+        f", STATNET_DELIVERY_LIMIT={settings.delivery_limit}" if settings.queue_type == "quorum" else "")
+    return (f"{type(entity).__name__.lower()} {entity.name!r} exists on the broker with other arguments than "
+            f"{asked} asks for ({exc.reply_text}). RabbitMQ cannot change a queue's type or delivery limit "
+            f"in place: run with the settings the vhost was set up with, or move it over: stop statnet, "
+            f"let `statnet status` show nothing queued and no dead letters, delete the statnet queues "
+            f"(rabbitmqctl delete_queue, or use a new vhost), start again")
 
 
 def definitions(service_classes, settings: Settings) -> dict:

@@ -30,3 +30,15 @@ def test_quorum_queues_carry_the_whole_flow(system, settings, backend):
     assert rows and all(row[1] == "quorum" for row in rows), rows
     event_queues = [row for row in rows if row[0].startswith("evt-")]
     assert all("x-delivery-limit" in row[2] and "statnet.dlq" in row[2] for row in event_queues)
+
+
+def test_a_vhost_set_up_with_quorum_queues_refuses_classic_in_words(system, settings):
+    """STATNET_QUEUE_TYPE changed on a vhost statnet already ran on: RabbitMQ cannot change a
+    queue's type, and the broker's 406 came out of `statnet run` as a traceback."""
+    from tests.support.processes import cli
+
+    done = cli(settings, "run", "validation", timeout=90)  # cli's environment: the default, classic
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "STATNET_QUEUE_TYPE=classic" in done.stderr and "exists on the broker" in done.stderr, done.stderr
+    assert "x-queue-type" in done.stderr  # the broker's own words, naming the argument
