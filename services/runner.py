@@ -94,10 +94,9 @@ def run(settings: Settings, names=ALL) -> None:
     """Run until SIGTERM or Ctrl-C; SIGTERM finishes in-flight work first."""
     runner = build(settings, names)
     if settings.metrics_port and "gateway" not in names:
-        from prometheus_client import start_http_server
+        from shared import health
 
-        start_http_server(settings.metrics_port)
-        log.info("metrics on :%d/metrics", settings.metrics_port)
+        health.serve(settings)
 
     stopping = []
 

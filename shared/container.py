@@ -44,16 +44,8 @@ class Container(ServiceContainer):
             compat.apply()
             prepare(settings, [self.service_name])
             if settings.metrics_port and self.service_name != "gateway":
-                _serve_metrics(settings.metrics_port)
+                from shared import health
+
+                health.serve(settings)
         super().start()
 
-
-_metrics_served: set[int] = set()
-
-
-def _serve_metrics(port: int) -> None:
-    if port not in _metrics_served:
-        from prometheus_client import start_http_server
-
-        start_http_server(port)
-        _metrics_served.add(port)

@@ -13,20 +13,18 @@ import re
 import zlib
 
 import eventlet
-import sqlalchemy as sa
-from kombu import Connection, Queue
+from kombu import Queue
 from nameko.exceptions import UnknownService
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
 from services.gateway.http import HttpError, json_response, route
-from shared import collectors, local, topology
+from shared import collectors, health, local, topology
 from shared.api import unstorable_fields
 from shared.auth import Forbidden
 from shared.local import RpcProxy
 from shared.config import Settings
-from shared.db import engine_for
 from shared.events import subscribe
 
 log = logging.getLogger(__name__)
@@ -251,22 +249,8 @@ class GatewayService:
 
     @route("GET", "/health")
     def health(self, request):
-        checks = {}
-        try:
-            with engine_for(self.settings.database_url).connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-        try:
-            with Connection(self.settings.amqp_uri, connect_timeout=3) as conn:
-                conn.ensure_connection(max_retries=1)
-            checks["broker"] = "ok"
-        except Exception as exc:
-            checks["broker"] = f"unreachable: {type(exc).__name__}"
-        if all(v == "ok" for v in checks.values()):
-            return json_response({"status": "ok", "checks": checks})
-        return json_response({"status": "error", "checks": checks}, 503)
+        status, body = health.report(self.settings)
+        return json_response(body, status)
 
     @route("GET", "/metrics")
     def metrics(self, request):

@@ -179,6 +179,12 @@ def test_a_service_alone_serves_its_own_metrics_port(settings):
         assert s.has("statnet_outbox_backlog", service="validation")
         assert not s.has("statnet_outbox_backlog", service="submission")  # only its own
         assert not s.has("statnet_queue_messages")                        # the gateway's job
+        # and its health beside them; nothing else (every path answered the metrics, 200)
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert health.status_code == 200 and health.json() == {
+            "status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+        other = requests.get(f"http://127.0.0.1:{port}/anything", timeout=5)
+        assert other.status_code == 404 and "statnet_" not in other.text
     finally:
         proc.terminate()
         proc.close()
@@ -224,6 +230,8 @@ def test_a_service_that_cannot_reach_its_database_says_so(backend, settings):
         down = database_up(0)
         assert not down.has("statnet_outbox_backlog", service="validation")  # what it could not read
         assert proc.proc.poll() is None                                        # still serving
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert health.status_code == 503 and health.json()["checks"]["database"].startswith("unreachable")
         allow(True)
         assert database_up(1).has("statnet_outbox_backlog", service="validation")
     finally:
