@@ -255,6 +255,21 @@ def address_refused(code: int, text: bytes | str) -> bool:
     return code in (550, 551, 553) and "relay" not in text.lower()
 
 
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A failed delivery as an operator reads it in ``lastError``: the relay's code and
+    words, not Python's repr of them (``{'g@example.la': (550, b'5.1.1 <g@...')}``)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "recipient refused: " + "; ".join(f"{address}: {code} {_text(text)}"
+                                                 for address, (code, text) in exc.recipients.items())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__}: {exc.smtp_code} {_text(exc.smtp_error)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def send_email(row, settings: Settings) -> None:
     address = row.details.get("email")
     if not address:
@@ -284,7 +299,7 @@ def send_email(row, settings: Settings) -> None:
         # (4xx greylisting or a full mailbox, a 5xx "relay access denied" that the
         # operator's fix of the relay cures) is retried until GIVE_UP_AFTER
         if all(address_refused(code, text) for code, text in exc.recipients.values()):
-            raise PermanentFailure(f"recipient refused: {exc.recipients}") from None
+            raise PermanentFailure(failure_reason(exc)) from None
         raise
     # A message refused after DATA, 5xx included, is retried until GIVE_UP_AFTER, as a refused
     # sender is: an alert's content is statnet's own, so a refusal of it is the relay's
@@ -477,7 +492,7 @@ class Dispatcher(Pump):
                 if not expected:
                     log.warning("notification %d: unexpected failure", row.id, exc_info=True)
                 gave_up = dt.datetime.now(dt.timezone.utc) - row.created_at >= GIVE_UP_AFTER
-                self._mark(conn, row, "FAILED" if gave_up else "PENDING", attempts, f"{type(exc).__name__}: {exc}",
+                self._mark(conn, row, "FAILED" if gave_up else "PENDING", attempts, failure_reason(exc),
                            getattr(exc, "wait", None))
             else:
                 delivered.append((row, attempts))
