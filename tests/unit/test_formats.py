@@ -1,4 +1,5 @@
 """The three readers, without a database: what each makes of a body."""
+import re
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,17 @@ def test_a_csv_field_past_the_readers_limit_is_told_by_its_line_in_words():
         dhis2_csv.read(header + "A,202601,X,,,1,,,ok,\n" + "A,202602,X,,,1,,," + "x" * 200_000 + ",\n")
     ((line, message),) = err.value.problems
     assert line == 3 and "a field is longer than 131,072 characters" in message
+
+
+def test_a_json_number_keeps_the_digits_it_was_sent_with():
+    from shared.values import ValueTypeError, normalise
+
+    body = ('{"dataSet": "D", "period": "202601", "orgUnit": "O", "dataValues": ['
+            '{"dataElement": "A", "value": 123456789012345.678}, {"dataElement": "B", "value": 0.1234567890123456789},'
+            '{"dataElement": "C", "value": 12}, {"dataElement": "D", "value": NaN}]}')
+    raw = formats.parse("application/json", body, {})
+    assert [v.value for v in raw.values] == ["123456789012345.678", "0.1234567890123456789", 12, "NaN"]
+    assert normalise("NUMBER", raw.values[0].value) == "123456789012345.678"
+    for refused in raw.values[1:4:2]:  # echoed as sent, not as a float rounded it
+        with pytest.raises(ValueTypeError, match=re.escape(repr(refused.value))):
+            normalise("NUMBER", refused.value)

@@ -24,7 +24,9 @@ def _code(value):
 
 def parse(body: str) -> RawReturn:
     try:
-        doc = json.loads(body)
+        # a number's own digits, as DHIS2 reads a value: text. As a float, 123456789012345.678
+        # was stored as ...45.67 and 0.1234567890123456789 refused as 0.12345678901234568
+        doc = json.loads(body, parse_float=str, parse_constant=str)
     except ValueError as exc:
         raise ParseError([conflict("body", None, f"body is not valid JSON: {exc}")]) from None
     except RecursionError:
