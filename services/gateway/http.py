@@ -1,10 +1,20 @@
-"""The gateway's HTTP entrypoint: JSON errors, request metrics, no HTML pages."""
+"""The gateway's HTTP entrypoint: JSON errors, request metrics, no HTML pages, and
+request bodies read before a worker is taken.
+
+nameko hands a request to a worker (``STATNET_MAX_WORKERS`` of them) and the worker read
+the body: 21 uploads sent slowly, or stalled after their first byte, held every worker,
+and every other request, ``/health`` included, waited for as long as they did (the
+server had no socket timeout: for ever). A body is now read by the connection's own green
+thread, which costs no worker, within a deadline its size earns, and within a budget of
+bytes buffered at once; a worker starts once it is all here."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
 
+import eventlet
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
@@ -23,6 +33,33 @@ class HttpError(Exception):
         # a 401 says how to authenticate (RFC 9110), as DHIS2's does; a 503 when to try again
         self.headers = ({"WWW-Authenticate": 'Bearer realm="statnet"'} if status == 401
                         else {"Retry-After": "5"} if status == 503 else None)
+
+
+MAX_BODY = 5 * 1024 * 1024
+IDLE_SECONDS = 60              # a connection silent this long, mid-request or between, is closed
+BODY_GRACE_SECONDS = 30        # a body's deadline: this, and a second per MIN_BYTES_PER_SECOND
+MIN_BYTES_PER_SECOND = 2048    # (a district's slow line; 5 MB: 43 minutes)
+BUFFERED_AT_ONCE = 20 * MAX_BODY  # bytes of bodies held while read and handled
+
+
+class _Budget:
+    """Bytes of request bodies held at once (green threads: no lock, nothing yields between
+    the test and the taking)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.held -= n
+
+
+_BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
@@ -74,7 +111,53 @@ class _JsonErrorsApp(WsgiApp):
                 response.headers["Allow"] = ", ".join(exc.valid_methods)
             return response(environ, start_response)
         request.path_values = values
-        return provider.handle_request(request)(environ, start_response)
+        held = _expected_body(environ)
+        if not held:
+            return provider.handle_request(request)(environ, start_response)
+        if not self.budget.take(held):
+            error = HttpError(503, "too many uploads are under way at once: send again shortly")
+            return json_response(error.body, 503, error.headers)(environ, start_response)
+        try:
+            refusal = _read_body(environ, held)
+            if refusal is not None:
+                return refusal(environ, start_response)
+            return provider.handle_request(request)(environ, start_response)
+        finally:
+            self.budget.give_back(held)
+
+    budget = _Budget(BUFFERED_AT_ONCE)
+
+
+def _expected_body(environ) -> int:
+    """How many bytes of body to read before a worker takes the request: 0 when there is
+    none, or when its length alone refuses it (the handler answers 413 without reading)."""
+    if environ.get("REQUEST_METHOD") not in _BODY_METHODS:
+        return 0
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return MAX_BODY + 1  # no length said: read up to the limit (and one byte to tell)
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+    return length if 0 < length <= MAX_BODY else 0
+
+
+def _read_body(environ, expected: int) -> Response | None:
+    """Read the body into memory, in this connection's green thread; None when it is all
+    here (the request then reads it from memory), else the answer to give."""
+    seconds = BODY_GRACE_SECONDS + expected / MIN_BYTES_PER_SECOND
+    try:
+        with eventlet.Timeout(seconds):
+            raw = environ["wsgi.input"].read(expected)
+    except (eventlet.Timeout, OSError) as exc:  # too slow in all, or silent for IDLE_SECONDS
+        error = HttpError(408, f"the request body did not arrive in time ({seconds:.0f} s for "
+                               f"{expected:,} bytes): send it again")
+        log.info("request body of %s %s not received: %s", environ.get("REQUEST_METHOD"),
+                 environ.get("PATH_INFO"), type(exc).__name__)
+        return json_response(error.body, 408, {"Connection": "close"})
+    environ["wsgi.input"] = io.BytesIO(raw)
+    environ["CONTENT_LENGTH"] = str(len(raw))
+    return None
 
 
 def _nul_in(environ) -> str | None:
@@ -92,6 +175,11 @@ def _nul_in(environ) -> str | None:
 class JsonWebServer(WebServer):
     def get_wsgi_app(self):
         return _JsonErrorsApp(self)
+
+    def get_wsgi_server(self, sock, wsgi_app, *args, **kwargs):
+        server = super().get_wsgi_server(sock, wsgi_app, *args, **kwargs)
+        server.socket_timeout = IDLE_SECONDS  # (nameko's accept loop sets it on each connection)
+        return server
 
     def make_url_map(self):
         # no merging of '//' by redirect: werkzeug answered /api//history with a 308 that,
@@ -112,6 +200,8 @@ class Route(HttpRequestHandler):
         method = request.method if request.method != "HEAD" else "GET"
         metrics.http_requests_total.labels(method=method, route=self.url, status=str(response.status_code)).inc()
         metrics.http_request_seconds.labels(method=method, route=self.url).observe(time.perf_counter() - started)
+        if response.status_code in (401, 403):
+            _audit_refusal(request, response)
         return response
 
     def response_from_exception(self, exc):
@@ -120,6 +210,20 @@ class Route(HttpRequestHandler):
         log.error("unexpected error on %s %s: %r", self.method, self.url, exc)
         return json_response({"status": "ERROR", "httpStatusCode": 500,
                               "message": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def _audit_refusal(request, response) -> None:
+    """Who tried what outside their role or scope, whichever service refused it (a district
+    user reading another district's data left no trace but a 403 counted in the metrics),
+    and from where a token was refused."""
+    who = getattr(request, "statnet_principal", None)
+    try:
+        message = json.loads(response.get_data(as_text=True)).get("message")
+    except ValueError:
+        message = None
+    log.warning("access refused (%d) to %s from %s on %s %s: %s", response.status_code,
+                f"{who.username} ({who.role} at {who.org_unit or 'the whole hierarchy'})" if who else "?",
+                request.remote_addr, request.method, request.full_path.rstrip("?"), message)
 
 
 route = Route.decorator

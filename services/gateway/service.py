@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
-from services.gateway.http import HttpError, json_response, route
+from services.gateway.http import MAX_BODY, HttpError, json_response, route
 from shared import collectors, health, local, topology
 from shared.api import unstorable_fields
 from shared.auth import Forbidden
@@ -29,7 +29,6 @@ from shared.events import subscribe
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 5 * 1024 * 1024
 REPLICA_SERVICES = ("submission", "validation", "aggregation", "notify")
 
 
@@ -123,6 +122,7 @@ class GatewayService:
         takes a body checks the role before reading it: a reporter posting metadata learns
         that it may not, not what is wrong with the document (or that it is too large)."""
         principal = self.auth.principal(request, lambda h: self.call("registry", "authenticate", h))
+        request.statnet_principal = principal  # who a refusal is logged against (http.Route)
         if action is not None:
             try:
                 principal.require(action)  # the owning service checks it again, with scope

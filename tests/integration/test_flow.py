@@ -3,6 +3,8 @@ metadata -> return -> validation -> aggregation at every ancestor; a rejected
 return e-mails the supervisors over SMTP."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from shared import mailsink
@@ -97,13 +99,18 @@ def test_no_token_or_unknown_token_is_401(system):
     assert r.headers["WWW-Authenticate"].startswith("Bearer")  # RFC 9110: a 401 says how
 
 
-def test_outside_scope_is_403_and_nothing_is_stored(system, province):
+def test_outside_scope_is_403_and_nothing_is_stored(system, province, caplog):
     t, codes, tokens = province
     other_village = t.villages[t.districts[1]][0]
+    caplog.set_level(logging.INFO, logger="services.gateway.http")
     r = system.submit(village_return(codes, other_village, "2024", males=5, females=5),
                       token=tokens[t.districts[0]])
     assert r.status_code == 403, r.text
     assert other_village in r.json()["message"]
+    # and the attempt is on record: who, with which role and scope, what
+    audit = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("access refused (403)")]
+    assert any(f"(reporter at {t.districts[0]}) from 127.0.0.1 on POST /api/dataValueSets: " in m
+               and other_village in m for m in audit), audit
     # a reporter may not import metadata
     r = system.post("/api/metadata", json={}, token=tokens[t.districts[0]])
     assert r.status_code == 403
