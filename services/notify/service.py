@@ -302,7 +302,9 @@ class NotifyService(KeepsMetadataReplica):
         after a long holiday, a mailbox created), the operator sends them again."""
         principal.require("notifications.retry")
         md = self.replica.current()
-        problems = []
+        # a filter misspelt (?typ=, ?id=) retried every failed alert of every kind
+        problems = [f"unknown parameter {name!r} (known: channel, recipient, type)"
+                    for name in sorted(set(params) - {"recipient", "type", "channel"})]
         if params.get("recipient") and params["recipient"] not in md.focal_points:
             raise not_found(f"focal point {params['recipient']!r}")
         if params.get("type") and params["type"] not in SUBJECTS:

@@ -121,6 +121,9 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     wait_until(lambda: listed("email")[f"G{UID}"]["attempts"] == 2, timeout=15, message="tried again")
     wait_until(lambda: listed("email")[f"G{UID}"]["status"] == "FAILED", timeout=5, message="refused again")
     assert system.post("/api/notifications/retry?channel=fax").status_code == 400
+    # a filter misspelt retries nothing (it retried every failed alert of every kind)
+    r = system.post("/api/notifications/retry?typ=LATE_RETURN")
+    assert r.status_code == 400 and "unknown parameter 'typ'" in r.json()["message"], r.text
     # the unknown mailbox's address corrected: the alert refused for good goes again, to the
     # new address (it stayed FAILED: only an address added where there was none was retried)
     r = system.put(f"/api/focalPoints/G{UID}", json={"email": "g.fixed@example.la"})
