@@ -26,13 +26,30 @@ log = logging.getLogger(__name__)
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, **extra):
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra):
         super().__init__(message)
         self.status = status
         self.body = {"status": "ERROR", "httpStatusCode": status, "message": message, **extra}
         # a 401 says how to authenticate (RFC 9110), as DHIS2's does; a 503 when to try again
         self.headers = ({"WWW-Authenticate": 'Bearer realm="statnet"'} if status == 401
-                        else {"Retry-After": "5"} if status == 503 else None)
+                        else {"Retry-After": "5"} if status == 503 else headers)
+
+
+# the route a request to no route of the API is handed to, with its routing error, to have
+# its token checked first: an unknown token got the 404 or 405 (with Allow), so anyone
+# could map the API's routes and methods without one (CONTRACT 2: unknown token, 401)
+UNMATCHED = "/.unmatched"
+ROUTING_ERROR = "statnet.routing_error"
+
+
+def routing_error(request) -> HttpError:
+    """The 404 or 405 (with Allow) the request's path and method got from the router."""
+    exc = request.environ.get(ROUTING_ERROR)
+    if exc is None:  # asked for from outside
+        exc = type("NotFound", (), {"code": 404, "name": "Not Found"})()
+    allowed = getattr(exc, "valid_methods", None)
+    return HttpError(exc.code, f"{exc.name}: {request.method} {request.path}",
+                     headers={"Allow": ", ".join(allowed)} if exc.code == 405 and allowed else None)
 
 
 MAX_BODY = 5 * 1024 * 1024
@@ -98,18 +115,19 @@ class _JsonErrorsApp(WsgiApp):
         try:
             provider, values = adapter.match()
         except HTTPException as exc:
-            if environ.get("PATH_INFO", "").startswith("/api/") and \
-                    bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
-                # every /api/ call without a token is a 401, one to no route too: what the
-                # API holds is not told to a caller who has not said who they are
-                error = HttpError(401, MISSING_TOKEN)
-                return json_response(error.body, 401, error.headers)(environ, start_response)
-            response = json_response({"status": "ERROR", "httpStatusCode": exc.code,
-                                      "message": f"{exc.name}: {environ.get('REQUEST_METHOD')} "
-                                                 f"{environ.get('PATH_INFO')}"}, exc.code)
-            if exc.code == 405 and getattr(exc, "valid_methods", None):
-                response.headers["Allow"] = ", ".join(exc.valid_methods)
-            return response(environ, start_response)
+            environ[ROUTING_ERROR] = exc
+            if environ.get("PATH_INFO", "").startswith("/api/"):
+                if bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
+                    # every /api/ call without a token is a 401, one to no route too: what
+                    # the API holds is not told to a caller who has not said who they are
+                    error = HttpError(401, MISSING_TOKEN)
+                    return json_response(error.body, 401, error.headers)(environ, start_response)
+                unmatched = next((p for p in self.server._providers if getattr(p, "url", None) == UNMATCHED), None)
+                if unmatched is not None:  # its token checked by a worker, then the same answer
+                    request.path_values = {}
+                    return unmatched.handle_request(request)(environ, start_response)
+            error = routing_error(request)
+            return json_response(error.body, error.status, error.headers)(environ, start_response)
         request.path_values = values
         held = _expected_body(environ)
         if not held:

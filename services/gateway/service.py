@@ -19,7 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
-from services.gateway.http import MAX_BODY, HttpError, json_response, route
+from services.gateway.http import (MAX_BODY, ROUTING_ERROR, UNMATCHED, HttpError, json_response, route,
+                                   routing_error)
 from shared import collectors, health, local, topology
 from shared.api import unstorable_fields
 from shared.auth import Forbidden
@@ -246,6 +247,14 @@ class GatewayService:
                 log.warning("%s has not confirmed metadata version %d: %s", service, version, exc)
 
     # ------------------------------------------------------------ operations
+
+    @route("GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS", UNMATCHED)
+    def unmatched(self, request):
+        """A request to no route of the API: the caller's token first (401 if unknown), then
+        the router's own 404 or 405."""
+        if ROUTING_ERROR in request.environ:
+            self.principal(request)
+        raise routing_error(request)
 
     @route("GET", "/health")
     def health(self, request):

@@ -90,6 +90,23 @@ def test_an_api_call_without_a_token_is_a_401_even_to_no_route(system):
     assert system.request("GET", "/nothing-here", headers={"Authorization": ""}).status_code == 404  # not the API
 
 
+def test_an_unknown_token_is_a_401_to_no_route_too_and_a_known_one_learns_the_routes(system):
+    """An unknown token to a path or method of no route got the router's 404 or 405 (with
+    Allow): the API's routes could be mapped without a valid token."""
+    for method, path in (("GET", "/api/nothing-here"), ("DELETE", "/api/users"), ("GET", "/api/users")):
+        r = system.request(method, path, headers={"Authorization": "Bearer not-a-token"})
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert "Allow" not in r.headers and r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = system.request("GET", "/api/nothing-here")  # the admin's token
+    assert r.status_code == 404 and r.json() == {"status": "ERROR", "httpStatusCode": 404,
+                                                 "message": "Not Found: GET /api/nothing-here"}, r.text
+    r = system.request("DELETE", "/api/users")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST", (r.status_code, r.headers, r.text)
+    assert "Method Not Allowed: DELETE /api/users" in r.json()["message"]
+    # the inner route is no door of its own
+    assert system.request("GET", "/.unmatched").status_code == 404
+
+
 @pytest.mark.parametrize("path,method", [("/api/users", "POST"), ("/api/metadata", "POST"),
                                          ("/api/focalPoints/FPRT", "PUT")])
 @pytest.mark.parametrize("body", [[1, 2], "text", 5, None])
