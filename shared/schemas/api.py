@@ -195,7 +195,9 @@ def _username(name: str) -> None:
     if not ok:
         raise ValidationError("must be 1-80 letters (any script), digits, '_', '.', '@' or '-', "
                               "beginning with a letter or digit")
-    if name == BOOTSTRAP_ADMIN:
+    # in any case and form: 'Admin' and 'ＡＤＭＩＮ' stood beside the bootstrap admin's
+    # 'admin' in storedBy and submittedBy, as if the same person
+    if unicodedata.normalize("NFKC", name).casefold() == BOOTSTRAP_ADMIN:
         raise ValidationError(f"{name!r} is reserved for the bootstrap admin token (STATNET_ADMIN_TOKEN)")
 
 

@@ -380,6 +380,8 @@ def test_users_get_a_token_and_reposting_rotates_it(system, world, settings):
     ({"username": "x", "role": "reporter"}, "orgUnit"),
     ({"username": "bad name!", "role": "admin"}, "username"),
     ({"username": "admin", "role": "reporter", "orgUnit": "D1REG"}, "username"),  # the bootstrap token's
+    ({"username": "Admin", "role": "admin"}, "username"),        # in any case or width, as it reads
+    ({"username": "ＡＤＭＩＮ", "role": "admin"}, "username"),
     # the province's supervisor focal point is outside a district user's scope
     ({"username": "x", "role": "supervisor", "orgUnit": "D2REG", "focalPoint": "FPREGSUP"}, "focalPoint"),
 ])
