@@ -6,6 +6,7 @@ That port was prometheus_client's own server, which answers every path with the 
 an orchestrator's readiness probe at ``/health`` got 200 with the database down."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from socketserver import ThreadingMixIn
@@ -56,8 +57,6 @@ class _Quiet(WSGIRequestHandler):
 
 
 def _app(settings: Settings):
-    import json
-
     metrics = make_wsgi_app(REGISTRY)
 
     def app(environ, start_response):
