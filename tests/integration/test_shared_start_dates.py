@@ -20,7 +20,7 @@ def world(system):
     elements = [{"code": c, "name": c, "valueType": "INTEGER", "aggregationType": a, "disaggregation": ["M", "F"]}
                 for c, a in ((AVG, "AVERAGE"), (ASO, "AVERAGE_SUM_ORG_UNIT"), (LST, "LAST"))]
     data_sets = [{"code": f"{p}{UID}", "name": f"{p} {UID}", "periodType": p, "dataElements": [AVG, ASO, LST],
-                  "orgUnitLevel": 4, "timelyDays": 10} for p in ("Monthly", "Quarterly")]
+                  "orgUnitLevel": 4, "timelyDays": 10} for p in ("Monthly", "Quarterly", "Yearly")]
     system.import_metadata({"orgUnits": units, "dataElements": elements, "dataSets": data_sets})
     return t
 
@@ -46,3 +46,21 @@ def test_a_month_and_a_quarter_beginning_together_are_two_periods_of_the_year(sy
     assert year[LST] in (10, 40) and year[f"{LST}.M"] in (4, 15)
     district = {k[0]: v for k, v in system.analytics(f"{AVG};{ASO}", t.districts[0], str(YEAR)).items()}
     assert district == {AVG: 25, ASO: 25}
+
+
+def test_a_year_sent_as_a_year_beside_its_months_is_one_more_period_of_each_unit(system, world):
+    """The year's own value and its months' summary are two rows of one unit for the asked
+    year: worked out per unit before they are summed (a unit's rows are taken as they
+    are only where it has one)."""
+    t = world
+    village = t.all_villages[1]
+    send(system, "Yearly", str(YEAR), village, {ASO: (30, 30), LST: (30, 30)})           # 60
+    send(system, "Monthly", f"{YEAR}01", village, {ASO: (1, 2), LST: (1, 2)})           # 3
+    send(system, "Monthly", f"{YEAR}06", village, {ASO: (5, 7), LST: (5, 7)})           # 12
+    own = {k[0]: v for k, v in system.analytics(f"{ASO};{LST};{LST}.M", village, str(YEAR)).items()}
+    # three periods of the unit: the year, January, June; June is the latest
+    assert own == {ASO: 25, LST: 12, f"{LST}.M": 5}
+    first = {k[0]: v for k, v in system.analytics(f"{ASO};{LST}", t.all_villages[0], str(YEAR)).items()}
+    for ou in (t.districts[0], t.province):
+        above = {k[0]: v for k, v in system.analytics(f"{ASO};{LST}", ou, str(YEAR)).items()}
+        assert above == {ASO: own[ASO] + first[ASO], LST: own[LST] + first[LST]}, ou
