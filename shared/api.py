@@ -20,6 +20,7 @@ from shared.events import is_transient
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+MAX_BODY = 5 * 1024 * 1024  # a request body, as sent (CONTRACT 4: 413 above 5 MB)
 
 
 class ApiError(Exception):

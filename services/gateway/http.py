@@ -17,10 +17,11 @@ import time
 import eventlet
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.wrappers import Request, Response
 
 from shared import metrics, serialization
+from shared.api import MAX_BODY
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ class HttpError(Exception):
         self.headers = ({"WWW-Authenticate": 'Bearer realm="statnet"'} if status == 401
                         else {"Retry-After": "5"} if status == 503 else headers)
 
+    def response(self) -> Response:
+        return json_response(self.body, self.status, self.headers)
+
 
 # the route a request to no route of the API is handed to, with its routing error, to have
 # its token checked first: an unknown token got the 404 or 405 (with Allow), so anyone
@@ -44,15 +48,12 @@ ROUTING_ERROR = "statnet.routing_error"
 
 def routing_error(request) -> HttpError:
     """The 404 or 405 (with Allow) the request's path and method got from the router."""
-    exc = request.environ.get(ROUTING_ERROR)
-    if exc is None:  # asked for from outside
-        exc = type("NotFound", (), {"code": 404, "name": "Not Found"})()
+    exc = request.environ.get(ROUTING_ERROR) or NotFound()  # (none: the inner route asked for from outside)
     allowed = getattr(exc, "valid_methods", None)
     return HttpError(exc.code, f"{exc.name}: {request.method} {request.path}",
                      headers={"Allow": ", ".join(allowed)} if exc.code == 405 and allowed else None)
 
 
-MAX_BODY = 5 * 1024 * 1024
 IDLE_SECONDS = 60              # a connection silent this long, mid-request or between, is closed
 BODY_GRACE_SECONDS = 30        # a body's deadline: this, and a second per MIN_BYTES_PER_SECOND
 MIN_BYTES_PER_SECOND = 2048    # (a district's slow line; 5 MB: 43 minutes)
@@ -120,21 +121,19 @@ class _JsonErrorsApp(WsgiApp):
                 if bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
                     # every /api/ call without a token is a 401, one to no route too: what
                     # the API holds is not told to a caller who has not said who they are
-                    error = HttpError(401, MISSING_TOKEN)
-                    return json_response(error.body, 401, error.headers)(environ, start_response)
+                    return HttpError(401, MISSING_TOKEN).response()(environ, start_response)
                 unmatched = next((p for p in self.server._providers if getattr(p, "url", None) == UNMATCHED), None)
                 if unmatched is not None:  # its token checked by a worker, then the same answer
                     request.path_values = {}
                     return unmatched.handle_request(request)(environ, start_response)
-            error = routing_error(request)
-            return json_response(error.body, error.status, error.headers)(environ, start_response)
+            return routing_error(request).response()(environ, start_response)
         request.path_values = values
         held = _expected_body(environ)
         if not held:
             return provider.handle_request(request)(environ, start_response)
         if not self.budget.take(held):
-            error = HttpError(503, "too many uploads are under way at once: send again shortly")
-            return json_response(error.body, 503, error.headers)(environ, start_response)
+            return HttpError(503, "too many uploads are under way at once: send again shortly").response()(
+                environ, start_response)
         try:
             refusal = _read_body(environ, held)
             if refusal is not None:
@@ -168,11 +167,10 @@ def _read_body(environ, expected: int) -> Response | None:
         with eventlet.Timeout(seconds):
             raw = environ["wsgi.input"].read(expected)
     except (eventlet.Timeout, OSError) as exc:  # too slow in all, or silent for IDLE_SECONDS
-        error = HttpError(408, f"the request body did not arrive in time ({seconds:.0f} s for "
-                               f"{expected:,} bytes): send it again")
         log.info("request body of %s %s not received: %s", environ.get("REQUEST_METHOD"),
                  environ.get("PATH_INFO"), type(exc).__name__)
-        return json_response(error.body, 408, {"Connection": "close"})
+        return HttpError(408, f"the request body did not arrive in time ({seconds:.0f} s for "
+                              f"{expected:,} bytes): send it again", headers={"Connection": "close"}).response()
     environ["wsgi.input"] = io.BytesIO(raw)
     environ["CONTENT_LENGTH"] = str(len(raw))
     return None
@@ -224,7 +222,7 @@ class Route(HttpRequestHandler):
 
     def response_from_exception(self, exc):
         if isinstance(exc, HttpError):
-            return json_response(exc.body, exc.status, exc.headers)
+            return exc.response()
         log.error("unexpected error on %s %s: %r", self.method, self.url, exc)
         return json_response({"status": "ERROR", "httpStatusCode": 500,
                               "message": f"internal error: {type(exc).__name__}"}, 500)

@@ -19,10 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
-from services.gateway.http import (MAX_BODY, ROUTING_ERROR, UNMATCHED, HttpError, json_response, route,
-                                   routing_error)
+from services.gateway.http import ROUTING_ERROR, UNMATCHED, HttpError, json_response, route, routing_error
 from shared import collectors, health, local, topology
-from shared.api import unstorable_fields
+from shared.api import MAX_BODY, unstorable_fields
 from shared.auth import Forbidden
 from shared.local import RpcProxy
 from shared.config import Settings

@@ -24,7 +24,7 @@ from nameko.rpc import rpc
 from services.submission import formats, intake
 from services.submission import tables as t
 from shared import local, metrics, serialization
-from shared.api import ApiError, api_rpc, error, flag, not_found, reply
+from shared.api import MAX_BODY, ApiError, api_rpc, error, flag, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
@@ -36,7 +36,6 @@ from shared.schemas.api import violations_out
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_TEXT_GROWTH = 3  # UTF-8 bytes per byte sent, at most (a one-byte code page's Thai letter)
 STATUS_RANK = {"RECEIVED": 0, "VALIDATED": 1, "REJECTED": 1, "AGGREGATED": 2}
 NO_IMPORT = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
@@ -178,8 +177,8 @@ class SubmissionService(KeepsMetadataReplica):
         # the gateway holds the body as sent to 5 MB; this bounds the text decoded from it, which
         # UTF-8 makes larger (a Lao character is two bytes in UTF-16, three here: a 3.4 MB
         # UTF-16 file was refused as over 5 MB)
-        if len(body.encode("utf-8")) > MAX_TEXT_GROWTH * MAX_BODY_BYTES:
-            raise error(413, f"body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB")
+        if len(body.encode("utf-8")) > MAX_TEXT_GROWTH * MAX_BODY:
+            raise error(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
         try:
             raw = formats.parse(content_type, body, params)
         except formats.UnsupportedMediaType as exc:
