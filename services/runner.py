@@ -13,6 +13,7 @@ import signal
 
 import eventlet
 from nameko.runners import ServiceRunner
+from nameko.utils.concurrency import SpawningProxy
 
 from shared import compat, local, migrations, topology
 from shared.config import SERVICES, Settings
@@ -62,6 +63,22 @@ def build(settings: Settings, names=ALL) -> ServiceRunner:
     for name in names:
         runner.add_service(classes[name])
     return runner
+
+
+def start_edge_last(runner: ServiceRunner) -> None:
+    """The services first, then the gateway (nameko's ``runner.start`` starts them all at once).
+
+    Started together, the gateway took requests while a service beside it was still setting
+    up its consumers: the first request found no local container and no consumer of the
+    service's queue, and was answered 503 "not running" by a process that had just said
+    ``/health`` 200 (a flaky CI run). Now the gateway listens only once every service of
+    its process takes calls, in this process (``shared.local``) as over the broker."""
+    inner = [c for c in runner.containers if c.service_name != "gateway"]
+    edge = [c for c in runner.containers if c.service_name == "gateway"]
+    SpawningProxy(inner).start()
+    local.register(inner)
+    SpawningProxy(edge).start()
+    local.register(edge)
 
 
 def stop_edge_first(runner: ServiceRunner) -> None:
@@ -115,8 +132,7 @@ def run(settings: Settings, names=ALL) -> None:
         eventlet.spawn_after(grace, _force, runner, grace)
 
     signal.signal(signal.SIGTERM, shutdown)
-    runner.start()
-    local.register(runner.containers)
+    start_edge_last(runner)
     _tune_gc()
     log.info("statnet running: %s%s", ", ".join(names),
              f" (HTTP on {settings.http_address})" if "gateway" in names else "")

@@ -71,14 +71,14 @@ def mailbox(settings):
 @pytest.fixture(scope="module")
 def system(settings):
     """Every service running in this process, as ``statnet run`` runs them; yields an admin API client."""
-    from services.runner import build
+    from services.runner import build, start_edge_last, stop_edge_first
 
     runner = build(settings)
-    runner.start()
+    start_edge_last(runner)
     api = Api(f"http://{settings.http_address}", settings.admin_token)
     wait_until(lambda: _healthy(api), timeout=30, message="statnet /health")
     yield api
-    runner.stop()
+    stop_edge_first(runner)
 
 
 def _healthy(api: Api) -> bool:
