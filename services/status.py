@@ -54,7 +54,7 @@ def collect(settings: Settings) -> dict:
                         f"SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
                         f"FROM {name}.outbox")).one()
             md = _load(conn, agg.replica, replica_version(conn, agg.replica))
-            rates = completeness.current_rates(conn, md, today())
+            rates = completeness.current_rates(conn, md, today(), settings.reporting_start_date)
     except Exception as exc:
         outboxes = None
         where = sa.engine.make_url(settings.database_url)

@@ -126,29 +126,32 @@ def reporting_period(ptype: str, day) -> Period:
 PASSED, AHEAD = "passed", "ahead"
 
 
-def gauge_periods(ptype: str, timely_days: int, day) -> list[tuple[Period, str]]:
+def gauge_periods(ptype: str, timely_days: int, day, start: dt.date | None = None) -> list[tuple[Period, str]]:
     """The periods the operators' gauge follows for a data set: the one being reported, and,
     while its returns may still come in on time (``day`` not past end + ``timelyDays``), the
     latest one whose deadline has passed. Only the latter is judged: read from the first
     of the month, the month just ended was a few percent complete, and the completeness
-    alert fired every month before its returns were due."""
+    alert fired every month before its returns were due. None that ended before the
+    reporting ``start`` (go-live, STATNET_REPORTING_START): those went on paper, and the
+    alert fired at 0 % for the month before go-live (the deadline check starts there too)."""
     pe = reporting_period(ptype, day)
     out = []
     while pe.end + dt.timedelta(days=timely_days) >= day:
         if not out:
             out.append((pe, AHEAD))
         pe = pe.previous()
-    return out + [(pe, PASSED)]
+    return [(p, deadline) for p, deadline in out + [(pe, PASSED)] if start is None or p.end >= start]
 
 
-def current_rates(conn: sa.Connection, md: Metadata, day) -> list[tuple[str, str, str, str, float, float]]:
+def current_rates(conn: sa.Connection, md: Metadata, day,
+                  start: dt.date | None = None) -> list[tuple[str, str, str, str, float, float]]:
     """(data set, root unit, period, deadline ``passed`` or ``ahead``, rate, on-time rate) for
-    each data set's gauge periods, rates as fractions, for the operators' gauge. A few
-    queries: one per data set, period and root."""
+    each data set's gauge periods (from the reporting ``start``), rates as fractions, for the
+    operators' gauge. A few queries: one per data set, period and root."""
     roots = sorted(code for code, u in md.org_units.items() if u.current and u.current.level == 1)
     out = []
     for ds in sorted(md.data_sets.values(), key=lambda d: d.code):
-        for pe, deadline in gauge_periods(ds.period_type, ds.timely_days, day):
+        for pe, deadline in gauge_periods(ds.period_type, ds.timely_days, day, start):
             for root in roots:
                 _, body = completeness(conn, md, {"ds": ds.code, "ou": root, "pe": pe.code})
                 if body["expected"]:

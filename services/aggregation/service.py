@@ -22,6 +22,7 @@ from services.aggregation import tables as t
 from shared import collectors, metrics
 from shared.api import api_rpc, error, flag, id_scheme_refusal, reply
 from shared.batches import disjoint_runs
+from shared.config import Settings
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.periods import Period, today
@@ -65,7 +66,8 @@ def completeness_families(container):
     db = collectors.provider(container, Database)
     replica = collectors.provider(container, Replica)
     with db.engine.connect() as conn:
-        rows = completeness.current_rates(conn, ReplicaAccess(replica).current(conn), today())
+        rows = completeness.current_rates(conn, ReplicaAccess(replica).current(conn), today(),
+                                          Settings.of(container).reporting_start_date)
     labels = ["dataset", "org_unit", "period", "deadline"]
     yield collectors.gauge("statnet_completeness_rate", "Accepted returns / expected: the period being reported "
                            "(deadline ahead) and the latest whose deadline passed", labels,

@@ -211,6 +211,50 @@ SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM 
 """)
 
 
+# Alerts still waiting to go out about periods that ended before go-live: they went on
+# paper. The candidates start at go-live, but the alerts a check recorded before the
+# operator set STATNET_REPORTING_START (a first deploy checks as soon as its metadata is
+# in) went out after it, hundreds of e-mails about months nobody reported in statnet, and
+# the digest counted them. Withdrawn (deleted, as a digest reader's answered alert is); the
+# sent ones stay, as what was sent. A pending digest keeps its other lines, its count says
+# so, and one left with none is withdrawn too. (The status in each statement's own WHERE: a
+# row the dispatcher is sending meanwhile is read again once it commits, and left SENT.)
+_BEFORE_START = sa.text("""
+WITH gone AS (
+    DELETE FROM notify.notification n
+    WHERE n.status = 'PENDING' AND n.type IN ('LATE_RETURN', 'REMINDER')
+      AND CAST(n.details->>'due_date' AS date) < :start
+    RETURNING n.type, n.recipient, n.channel, n.data_set, n.period, n.org_unit
+),
+lines AS (
+    SELECT d.id, l.line, l.ord,
+           EXISTS (SELECT 1 FROM gone g
+                   WHERE g.type = 'LATE_RETURN' AND g.recipient = d.recipient AND g.channel = d.channel
+                     AND g.data_set = l.line->>'data_set' AND g.period = l.line->>'period'
+                     AND g.org_unit = l.line->>'org_unit') AS before_start
+    FROM notify.notification d
+    CROSS JOIN LATERAL jsonb_array_elements(d.details->'late') WITH ORDINALITY AS l(line, ord)
+    WHERE d.type = 'LATE_DIGEST' AND d.status = 'PENDING'
+),
+kept AS (
+    SELECT id, coalesce(jsonb_agg(line ORDER BY ord) FILTER (WHERE NOT before_start), '[]') AS late,
+           count(*) FILTER (WHERE NOT before_start) AS lines
+    FROM lines GROUP BY id HAVING bool_or(before_start)
+),
+emptied AS (
+    DELETE FROM notify.notification n USING kept k
+    WHERE n.id = k.id AND k.lines = 0 AND n.status = 'PENDING'
+    RETURNING n.id
+),
+trimmed AS (
+    UPDATE notify.notification n SET details = n.details || jsonb_build_object('late', k.late, 'count', k.lines)
+    FROM kept k WHERE n.id = k.id AND k.lines > 0 AND n.status = 'PENDING'
+    RETURNING n.id
+)
+SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM emptied) AS withdrawn
+""")
+
+
 @dataclass
 class CheckResult:
     as_of: dt.date
@@ -219,10 +263,13 @@ class CheckResult:
     notifications: int          # new notifications recorded by this check
     # data set -> unit-periods whose deadline passed over the look-back (late or not)
     expected: dict[str, int] = field(default_factory=dict)
+    # pending alerts withdrawn: about periods that ended before the reporting start
+    withdrawn: int = 0
 
     def to_json(self, md: Metadata) -> dict:
         return {"asOf": self.as_of.isoformat(), "late": sum(self.late.values()), "due": sum(self.due.values()),
                 "expected": sum(self.expected.values()), "notifications": self.notifications,
+                "withdrawn": self.withdrawn,
                 "dataSets": [{"dataSet": code, "late": self.late.get(code, 0), "due": self.due.get(code, 0),
                               "expected": self.expected.get(code, 0)}
                              for code in sorted(md.data_sets)]}
@@ -240,13 +287,15 @@ def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int,
     and still queued for validation (a rush on the last day, validation down or behind at
     midnight) would look late, and a late alert, once sent, can't be taken back. Such
     places are held, and checked again next time (by then judged: accepted, or rejected and
-    late). A reminder is held by any return not rejected."""
+    late). A reminder is held by any return not rejected. With a reporting ``start``, the
+    alerts still pending about periods that ended before it are withdrawn first."""
+    withdrawn = conn.execute(_BEFORE_START, {"start": start}).scalar() if start is not None else 0
     found = candidates(md, as_of, lookback_days, reminder_days, start)
     late: dict[str, int] = {}
     due: dict[str, int] = {}
     expected: dict[str, int] = {}
     if not found:
-        return CheckResult(as_of, late, due, 0, expected)
+        return CheckResult(as_of, late, due, 0, expected, withdrawn)
     params = {"kind": [c.kind for c in found], "ds": [c.data_set for c in found],
               "period": [c.period.code for c in found], "start": [c.period.start for c in found],
               "end": [c.period.end for c in found], "deadline": [c.deadline for c in found],
@@ -263,4 +312,4 @@ def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int,
             new = int(r.new)
         else:
             {LATE: late, REMINDER: due, "EXPECTED": expected}[r.kind][r.data_set] = int(r.units)
-    return CheckResult(as_of, late, due, new, expected)
+    return CheckResult(as_of, late, due, new, expected, withdrawn)

@@ -79,14 +79,21 @@ class DeadlineTimer(Timer):
         settings = Settings.of(self.container)
         self.interval = settings.deadline_check_seconds
         self.database_url = settings.database_url
+        self.reporting_start = settings.reporting_start_date
 
     def first_wait(self) -> float:
+        """At once, too, when the reporting start is not the one the last check judged by: the
+        operator has just set go-live, and the gauge still counts the months before it."""
+        lc = t.late_count
         try:
             with engine_for(self.database_url).connect() as conn:
-                since = conn.execute(sa.select(sa.func.extract("epoch", sa.func.now() - sa.func.max(
-                    t.late_count.c.checked_at)))).scalar()
+                since, start_changed = conn.execute(sa.select(
+                    sa.func.extract("epoch", sa.func.now() - sa.func.max(lc.c.checked_at)),
+                    sa.func.bool_or(lc.c.reporting_start.is_distinct_from(self.reporting_start)))).one()
         except sa.exc.SQLAlchemyError:  # (no schema yet: a first start)
-            since = None
+            since, start_changed = None, False
+        if start_changed:
+            return 0.0
         return self.interval if since is None else min(max(self.interval - float(since), 0.0), self.interval)
 
     def _run(self):
@@ -282,14 +289,19 @@ class NotifyService(KeepsMetadataReplica):
             tx.conn.execute(t.late_count.delete().where(t.late_count.c.data_set.not_in(sorted(md.data_sets))))
             if md.data_sets:
                 late = insert(t.late_count).values([{"data_set": code, "late": result.late.get(code, 0),
-                                                     "expected": result.expected.get(code, 0), "as_of": day}
+                                                     "expected": result.expected.get(code, 0), "as_of": day,
+                                                     "reporting_start": settings.reporting_start_date}
                                                     for code in sorted(md.data_sets)])
                 tx.conn.execute(late.on_conflict_do_update(
                     index_elements=[t.late_count.c.data_set],
                     set_={"late": late.excluded.late, "expected": late.excluded.expected,
-                          "as_of": late.excluded.as_of, "checked_at": sa.func.now()}))
+                          "as_of": late.excluded.as_of, "reporting_start": late.excluded.reporting_start,
+                          "checked_at": sa.func.now()}))
         if result.notifications:
             self.outgoing.wake()
+        if result.withdrawn:
+            log.warning("withdrew %d alert(s) not yet sent about periods that ended before the reporting "
+                        "start (%s): they went on paper", result.withdrawn, settings.reporting_start_date)
         log.info("deadline check as of %s: %d late, %d due, %d new notification(s)", day,
                  sum(result.late.values()), sum(result.due.values()), result.notifications)
         return result.to_json(md)

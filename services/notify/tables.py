@@ -54,4 +54,6 @@ late_count = sa.Table(
     sa.Column("expected", sa.Integer, nullable=False, server_default="0"),
     sa.Column("as_of", sa.Date, nullable=False),
     sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    # the STATNET_REPORTING_START it judged by: another one set since is checked at once
+    sa.Column("reporting_start", sa.Date, nullable=True),
 )

@@ -10,8 +10,9 @@ import pytest
 from services.aggregation.completeness import gauge_periods
 
 
-def _periods(ptype: str, timely: int, day: str) -> list[tuple[str, str]]:
-    return [(p.code, deadline) for p, deadline in gauge_periods(ptype, timely, dt.date.fromisoformat(day))]
+def _periods(ptype: str, timely: int, day: str, start: str | None = None) -> list[tuple[str, str]]:
+    return [(p.code, deadline) for p, deadline in gauge_periods(
+        ptype, timely, dt.date.fromisoformat(day), start and dt.date.fromisoformat(start))]
 
 
 @pytest.mark.parametrize("day, expected", [
@@ -39,3 +40,12 @@ def test_a_window_longer_than_the_period_follows_the_latest_period_and_the_lates
 def test_a_year_across_new_year():
     assert _periods("Yearly", 30, "2026-01-10") == [("2025", "ahead"), ("2024", "passed")]
     assert _periods("Yearly", 30, "2026-02-01") == [("2025", "passed")]
+
+
+def test_nothing_that_ended_before_go_live_is_followed():
+    # live from 15 October: September went on paper, and is not judged at 0 %
+    assert _periods("Monthly", 15, "2026-11-01", start="2026-10-15") == [("202610", "ahead")]
+    # October (under way at go-live) is judged once its deadline passes
+    assert _periods("Monthly", 15, "2026-11-16", start="2026-10-15") == [("202610", "passed")]
+    # live from December: nothing yet, November's returns go on paper
+    assert _periods("Monthly", 15, "2026-11-20", start="2026-12-01") == []
