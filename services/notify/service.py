@@ -153,6 +153,7 @@ def late_families(container):
                            ["dataset"], [(ds, expected) for ds, _, expected in rows])
 
 
+STATUSES = ("PENDING", "SENT", "FAILED")
 MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through the gateway's RPC
 
 
@@ -369,6 +370,13 @@ class NotifyService(KeepsMetadataReplica):
             query = query.where(n.c.type == params["type"])
         if params.get("orgUnit"):
             query = query.where(n.c.org_unit == params["orgUnit"])
+        # which alerts were given up on, or still wait, over which channel: what an operator
+        # mending a relay asks first (the three-day retries' lastError is on each)
+        for name, column, known in (("status", n.c.status, STATUSES), ("channel", n.c.channel, tuple(CHANNELS))):
+            if params.get(name):
+                if params[name] not in known:
+                    raise error(400, f"{name}: unknown {name} {params[name]!r} (one of {', '.join(known)})")
+                query = query.where(column == params[name])
         if not principal.unscoped:
             # to a focal point in the caller's subtree (as with ?recipient=: the province
             # supervisor's alerts are not a village reporter's), chosen in the query, before

@@ -237,6 +237,17 @@ def test_notifications_are_listed_by_known_type_only(system, world):
     assert system.get("/api/notifications?type=REMINDER").status_code == 200
 
 
+def test_notifications_are_listed_by_status_and_channel(system, world):
+    whole = system.get("/api/notifications").json()["notifications"]
+    for status, channel in (("SENT", "email"), ("SENT", "webhook"), ("FAILED", "email"), ("PENDING", "webhook")):
+        got = system.get(f"/api/notifications?status={status}&channel={channel}").json()["notifications"]
+        assert got == [n for n in whole if (n["status"], n["channel"]) == (status, channel)]
+    assert any(n["status"] == "SENT" for n in whole)
+    for name, value in (("status", "sent"), ("channel", "sms")):
+        r = system.get(f"/api/notifications?{name}={value}")
+        assert r.status_code == 400 and r.json()["message"].startswith(f"{name}: unknown {name} {value!r}"), r.text
+
+
 def test_notifications_come_a_page_at_a_time_with_a_pager(system, world):
     """A province's list passes any one answer's size: it is cut into pages that say how
     many there are (cut at 10,000 without a word, the newest alerts were out of sight)."""
