@@ -20,6 +20,17 @@ from shared.db import engine_for
 from shared.periods import show, today
 
 STUCK_SECONDS = 300
+# an alert goes out within seconds, or is retried with a growing wait: one still waiting after
+# an hour means the relay or the webhook has been failing that long
+ALERT_STUCK_SECONDS = 3600
+
+_ALERTS = """
+SELECT count(*) FILTER (WHERE waiting),
+       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE waiting)), 0),
+       count(*) FILTER (WHERE status = 'FAILED')
+FROM notify.notification CROSS JOIN LATERAL
+     (SELECT status = 'PENDING' AND next_attempt_at < timestamptz 'infinity' AS waiting) w
+"""
 
 
 def collect(settings: Settings) -> dict:
@@ -45,7 +56,7 @@ def collect(settings: Settings) -> dict:
     except Exception as exc:  # an operator's screen: say what failed, go on
         depths = None
         problems.append(f"the broker cannot be read (AMQP_URI): {type(exc).__name__}: {exc}")
-    outboxes, rates = {}, []
+    outboxes, rates, alerts = {}, [], None
     try:
         with engine_for(settings.database_url).connect() as conn:
             for name in classes:
@@ -53,6 +64,8 @@ def collect(settings: Settings) -> dict:
                     outboxes[name] = conn.execute(sa.text(
                         f"SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) "
                         f"FROM {name}.outbox")).one()
+            # alerts waiting to go out (not those a digest carries: they go with it) and given up on
+            alerts = conn.execute(sa.text(_ALERTS)).one()
             md = _load(conn, agg.replica, replica_version(conn, agg.replica))
             rates = completeness.current_rates(conn, md, today(), settings.reporting_start_date)
     except Exception as exc:
@@ -72,6 +85,8 @@ def collect(settings: Settings) -> dict:
             "outbox": backlog, "outbox_age": float(age or 0),
         }
     return {"at": dt.datetime.now(dt.timezone.utc), "services": services, "completeness": rates,
+            "alerts": None if alerts is None else {"waiting": alerts[0], "oldest": float(alerts[1]),
+                                                   "given_up": alerts[2]},
             "retrying": None if depths is None else sum(depths[q][0] for q in delays),
             "problems": problems}
 
@@ -97,6 +112,13 @@ def render(report: dict) -> tuple[str, bool]:
     if report.get("retrying"):
         lines.append(f"retrying: {report['retrying']} message(s) wait in the delay queues for another attempt "
                      "(the services' logs say why)")
+    alerts = report.get("alerts")
+    if alerts and (alerts["waiting"] or alerts["given_up"]):
+        lines.append(f"alerts: {alerts['waiting']} waiting to go out (oldest {alerts['oldest']:.0f}s), "
+                     f"{alerts['given_up']} given up (GET /api/notifications?status=FAILED)")
+        if alerts["waiting"] and alerts["oldest"] > ALERT_STUCK_SECONDS:
+            unwell.append(f"alerts have waited {alerts['oldest']:.0f}s to go out (is the SMTP relay or the "
+                          "webhook down? GET /api/notifications?status=PENDING names the error)")
     lines += ["", f"{'data set':<14} {'unit':<10} {'period':<8} {'deadline':<8} {'complete':>9} {'on time':>8}"]
     for ds, ou, pe, deadline, rate, on_time in report["completeness"]:
         lines.append(f"{ds:<14} {ou:<10} {pe:<8} {deadline:<8} {rate:>9.0%} {on_time:>8.0%}")

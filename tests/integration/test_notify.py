@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from services import status
 from shared import mailsink
 from tests.conftest import free_port
 from tests.support.builders import tree
@@ -135,7 +136,7 @@ def late_gauge() -> float | None:
     return REGISTRY.get_sample_value("statnet_late_returns", {"dataset": DS})
 
 
-def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, smtp, webhook):
+def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, smtp, webhook, settings):
     t, _ = world
     d1, d2 = t.districts
     r = system.post("/api/deadlines/check?asOf=2026-10-20")
@@ -160,7 +161,9 @@ def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, s
 
     emails = wait_until(retried, timeout=30, message="e-mail attempts while SMTP is down")
     assert all("Error" in (n["lastError"] or "") for n in emails)
-    assert pending_gauge(system) == {("LATE_RETURN", "email"): 4, ("LATE_DIGEST", "email"): 1}
+    # e-mails waiting: the districts' two alerts and the province's digest (its alerts go inside)
+    assert pending_gauge(system) == {("LATE_RETURN", "email"): 2, ("LATE_DIGEST", "email"): 1}
+    assert status.collect(settings)["alerts"]["waiting"] == 3
     # (by webhook, its digest is out already, and they with it; by e-mail they wait for it)
     province = notifications(system, recipient=f"SP{UID}", type="LATE_RETURN")
     assert sorted((n["orgUnit"], n["period"], n["channel"], n["status"]) for n in province) == sorted(
@@ -239,9 +242,9 @@ def test_notifications_are_listed_by_known_type_only(system, world):
 
 def test_notifications_are_listed_by_status_and_channel(system, world):
     whole = system.get("/api/notifications").json()["notifications"]
-    for status, channel in (("SENT", "email"), ("SENT", "webhook"), ("FAILED", "email"), ("PENDING", "webhook")):
-        got = system.get(f"/api/notifications?status={status}&channel={channel}").json()["notifications"]
-        assert got == [n for n in whole if (n["status"], n["channel"]) == (status, channel)]
+    for state, channel in (("SENT", "email"), ("SENT", "webhook"), ("FAILED", "email"), ("PENDING", "webhook")):
+        got = system.get(f"/api/notifications?status={state}&channel={channel}").json()["notifications"]
+        assert got == [n for n in whole if (n["status"], n["channel"]) == (state, channel)]
     assert any(n["status"] == "SENT" for n in whole)
     for name, value in (("status", "sent"), ("channel", "sms")):
         r = system.get(f"/api/notifications?{name}={value}")

@@ -97,7 +97,7 @@ def _report(**service) -> dict:
 
     well = {"up": True, "queued": 0, "dead_letters": 0, "outbox": 0, "outbox_age": 0.0}
     return {"at": dt.datetime(2026, 11, 28, 3, 0, tzinfo=dt.timezone.utc), "completeness": [], "problems": [],
-            "retrying": service.pop("retrying", 0),
+            "retrying": service.pop("retrying", 0), "alerts": service.pop("alerts", None),
             "services": {"submission": well, "validation": {**well, **service}}}
 
 
@@ -114,3 +114,14 @@ def test_status_says_in_words_why_it_is_not_healthy_and_counts_retries():
     assert text.splitlines()[-1] == ("NOT HEALTHY: validation is down; validation parked 3 dead letter(s) "
                                      "(statnet dlq list validation); validation's outbox has not been "
                                      "published for 900s")
+
+
+def test_status_counts_alerts_waiting_and_given_up_and_an_hour_waiting_is_unwell():
+    from services import status
+
+    text, healthy = status.render(_report(alerts={"waiting": 3, "oldest": 40.0, "given_up": 2}))
+    assert healthy and "alerts: 3 waiting to go out (oldest 40s), 2 given up" in text
+    text, healthy = status.render(_report(alerts={"waiting": 260, "oldest": 5400.0, "given_up": 0}))
+    assert not healthy and text.splitlines()[-1].startswith("NOT HEALTHY: alerts have waited 5400s to go out")
+    text, healthy = status.render(_report(alerts={"waiting": 0, "oldest": 0.0, "given_up": 0}))
+    assert healthy and "alerts:" not in text
