@@ -213,8 +213,8 @@ SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM 
 
 # Alerts still waiting to go out about periods that ended before go-live: they went on
 # paper. The candidates start at go-live, but the alerts a check recorded before the
-# operator set STATNET_REPORTING_START (a first deploy checks as soon as its metadata is
-# in) went out after it, hundreds of e-mails about months nobody reported in statnet, and
+# operator set STATNET_REPORTING_START (a first deploy checks an hour after it starts, or
+# when asked) went out after it, hundreds of e-mails about months nobody reported in statnet, and
 # the digest counted them. Withdrawn (deleted, as a digest reader's answered alert is); the
 # sent ones stay, as what was sent. A pending digest keeps its other lines, its count says
 # so, and one left with none is withdrawn too. (The status in each statement's own WHERE: a
