@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import time
 
 import eventlet
@@ -121,7 +122,7 @@ class _JsonErrorsApp(WsgiApp):
                 if bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
                     # every /api/ call without a token is a 401, one to no route too: what
                     # the API holds is not told to a caller who has not said who they are
-                    return HttpError(401, MISSING_TOKEN).response()(environ, start_response)
+                    return _answer(request, UNMATCHED, HttpError(401, MISSING_TOKEN))(environ, start_response)
                 unmatched = next((p for p in self.server._providers if getattr(p, "url", None) == UNMATCHED), None)
                 if unmatched is not None:  # its token checked by a worker, then the same answer
                     request.path_values = {}
@@ -132,12 +133,13 @@ class _JsonErrorsApp(WsgiApp):
         if not held:
             return provider.handle_request(request)(environ, start_response)
         if not self.budget.take(held):
-            return HttpError(503, "too many uploads are under way at once: send again shortly").response()(
-                environ, start_response)
+            refusal = HttpError(503, "too many uploads are under way at once: send again shortly")
+            return _answer(request, provider.url, refusal)(environ, start_response)
         try:
             refusal = _read_body(environ, held)
             if refusal is not None:
-                return refusal(environ, start_response)
+                _closing(environ)
+                return _answer(request, provider.url, refusal)(environ, start_response)
             return provider.handle_request(request)(environ, start_response)
         finally:
             self.budget.give_back(held)
@@ -159,10 +161,12 @@ def _expected_body(environ) -> int:
     return length if 0 < length <= MAX_BODY else 0
 
 
-def _read_body(environ, expected: int) -> Response | None:
+def _read_body(environ, expected: int) -> HttpError | None:
     """Read the body into memory, in this connection's green thread; None when it is all
-    here (the request then reads it from memory), else the answer to give."""
+    here (the request then reads it from memory), else the refusal to answer with, after
+    which the connection is closed (``_closing``)."""
     seconds = BODY_GRACE_SECONDS + expected / MIN_BYTES_PER_SECOND
+    chunked = expected > MAX_BODY
     try:
         with eventlet.Timeout(seconds):
             raw = environ["wsgi.input"].read(expected)
@@ -170,10 +174,28 @@ def _read_body(environ, expected: int) -> Response | None:
         log.info("request body of %s %s not received: %s", environ.get("REQUEST_METHOD"),
                  environ.get("PATH_INFO"), type(exc).__name__)
         return HttpError(408, f"the request body did not arrive in time ({seconds:.0f} s for "
-                              f"{expected:,} bytes): send it again", headers={"Connection": "close"}).response()
+                              f"{expected:,} bytes): send it again", headers={"Connection": "close"})
+    except ValueError as exc:  # eventlet's ChunkReadError: a chunk size that is no number, ...
+        return HttpError(400, f"the request body's chunked encoding is broken: {exc}",
+                         headers={"Connection": "close"})
+    if not chunked and len(raw) < expected:
+        # the client closed its side early: what came is not the return it meant (a CSV cut
+        # after "250" of "25000" was stored as 250)
+        return HttpError(400, f"the request body ended after {len(raw):,} of the {expected:,} bytes "
+                              "its Content-Length says: send it again", headers={"Connection": "close"})
     environ["wsgi.input"] = io.BytesIO(raw)
     environ["CONTENT_LENGTH"] = str(len(raw))
     return None
+
+
+def _closing(environ) -> None:
+    """No further request is read on this connection: what is left of this one's body is
+    unknown (eventlet, ignoring the answer's ``Connection: close``, read on to the declared
+    length, took the next request's bytes for the rest of this one's and misread the rest)."""
+    try:
+        environ["eventlet.input"].get_socket().shutdown(socket.SHUT_RD)
+    except (KeyError, AttributeError, OSError):
+        pass
 
 
 def _nul_in(environ) -> str | None:
@@ -226,6 +248,18 @@ class Route(HttpRequestHandler):
         log.error("unexpected error on %s %s: %r", self.method, self.url, exc)
         return json_response({"status": "ERROR", "httpStatusCode": 500,
                               "message": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def _answer(request, url: str, error: HttpError) -> Response:
+    """An answer the edge gives itself, before any route's worker (a body that did not come,
+    too many uploads, no token): counted and audited as a route's own answers are; they
+    were in no metric, and StatnetHttpErrors could not see uploads refused."""
+    response = error.response()
+    method = request.method if request.method != "HEAD" else "GET"
+    metrics.http_requests_total.labels(method=method, route=url, status=str(response.status_code)).inc()
+    if response.status_code in (401, 403):
+        _audit_refusal(request, response)
+    return response
 
 
 def _audit_refusal(request, response) -> None:
