@@ -214,27 +214,46 @@ SELECT 'NEW', NULL, NULL, (SELECT count(*) FROM single) + (SELECT count(*) FROM 
 # Alerts still waiting to go out about periods that ended before go-live: they went on
 # paper. The candidates start at go-live, but the alerts a check recorded before the
 # operator set STATNET_REPORTING_START (a first deploy checks an hour after it starts, or
-# when asked) went out after it, hundreds of e-mails about months nobody reported in statnet, and
-# the digest counted them. Withdrawn (deleted, as a digest reader's answered alert is); the
-# sent ones stay, as what was sent. A pending digest keeps its other lines, its count says
-# so, and one left with none is withdrawn too. (The status in each statement's own WHERE: a
-# row the dispatcher is sending meanwhile is read again once it commits, and left SENT.)
+# when asked) went out after it, hundreds of e-mails about months nobody reported in
+# statnet, and the digest counted them. Withdrawn (deleted, as a digest reader's answered
+# alert is); the sent ones stay, as what was sent. A pending digest keeps the lines of its
+# other periods, its count says so, and one left with none is withdrawn too.
+#
+# Nothing the dispatcher holds is waited for (SKIP LOCKED): it holds a row while it sends
+# it, and a digest while it sends it and then marks the alerts it carries, so waiting on
+# either in the other order deadlocked (a reviewer's experiment). Skipped: an alert or
+# digest on its way now, and the alerts a digest on its way carries; whatever is left
+# pending is withdrawn by the next check.
+_PERIOD_END = """CASE WHEN {p} ~ '^[0-9]{{4}}$' THEN make_date(CAST(left({p}, 4) AS int), 12, 31)
+     ELSE CAST(make_date(CAST(left({p}, 4) AS int),
+                         CASE WHEN {p} ~ 'Q' THEN 3 * CAST(right({p}, 1) AS int) ELSE CAST(right({p}, 2) AS int) END,
+                         1) + interval '1 month' - interval '1 day' AS date) END"""
+
 _BEFORE_START = sa.text("""
-WITH gone AS (
+WITH digests AS MATERIALIZED (
+    SELECT id, recipient, channel, details FROM notify.notification
+    WHERE type = 'LATE_DIGEST' AND status = 'PENDING'
+    FOR UPDATE SKIP LOCKED
+),
+on_its_way AS (
+    SELECT recipient, channel FROM notify.notification
+    WHERE type = 'LATE_DIGEST' AND status = 'PENDING' AND id NOT IN (SELECT id FROM digests)
+),
+gone AS (
     DELETE FROM notify.notification n
-    WHERE n.status = 'PENDING' AND n.type IN ('LATE_RETURN', 'REMINDER')
-      AND CAST(n.details->>'due_date' AS date) < :start
-    RETURNING n.type, n.recipient, n.channel, n.data_set, n.period, n.org_unit
+    WHERE n.status = 'PENDING' AND n.id IN (
+        SELECT a.id FROM notify.notification a
+        WHERE a.status = 'PENDING' AND a.type IN ('LATE_RETURN', 'REMINDER')
+          AND CAST(a.details->>'due_date' AS date) < :start
+          AND NOT (a.details->>'delivered_by' = 'LATE_DIGEST' AND EXISTS (
+                   SELECT 1 FROM on_its_way w WHERE w.recipient = a.recipient AND w.channel = a.channel))
+        FOR UPDATE SKIP LOCKED)
+    RETURNING n.id
 ),
 lines AS (
-    SELECT d.id, l.line, l.ord,
-           EXISTS (SELECT 1 FROM gone g
-                   WHERE g.type = 'LATE_RETURN' AND g.recipient = d.recipient AND g.channel = d.channel
-                     AND g.data_set = l.line->>'data_set' AND g.period = l.line->>'period'
-                     AND g.org_unit = l.line->>'org_unit') AS before_start
-    FROM notify.notification d
+    SELECT d.id, l.line, l.ord, """ + _PERIOD_END.format(p="(l.line->>'period')") + """ < :start AS before_start
+    FROM digests d
     CROSS JOIN LATERAL jsonb_array_elements(d.details->'late') WITH ORDINALITY AS l(line, ord)
-    WHERE d.type = 'LATE_DIGEST' AND d.status = 'PENDING'
 ),
 kept AS (
     SELECT id, coalesce(jsonb_agg(line ORDER BY ord) FILTER (WHERE NOT before_start), '[]') AS late,
@@ -242,17 +261,23 @@ kept AS (
     FROM lines GROUP BY id HAVING bool_or(before_start)
 ),
 emptied AS (
-    DELETE FROM notify.notification n USING kept k
-    WHERE n.id = k.id AND k.lines = 0 AND n.status = 'PENDING'
+    DELETE FROM notify.notification n USING kept k WHERE n.id = k.id AND k.lines = 0
     RETURNING n.id
 ),
 trimmed AS (
     UPDATE notify.notification n SET details = n.details || jsonb_build_object('late', k.late, 'count', k.lines)
-    FROM kept k WHERE n.id = k.id AND k.lines > 0 AND n.status = 'PENDING'
+    FROM kept k WHERE n.id = k.id AND k.lines > 0
     RETURNING n.id
 )
 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM emptied) AS withdrawn
 """)
+
+
+def withdraw_before(conn: sa.Connection, start: dt.date) -> int:
+    """Withdraw the pending alerts (and digest lines) about periods that ended before the
+    reporting ``start``; how many alerts were withdrawn. Its own short transaction: the
+    check after it holds its own for an RPC and a large statement."""
+    return conn.execute(_BEFORE_START, {"start": start}).scalar()
 
 
 @dataclass
@@ -287,15 +312,13 @@ def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int,
     and still queued for validation (a rush on the last day, validation down or behind at
     midnight) would look late, and a late alert, once sent, can't be taken back. Such
     places are held, and checked again next time (by then judged: accepted, or rejected and
-    late). A reminder is held by any return not rejected. With a reporting ``start``, the
-    alerts still pending about periods that ended before it are withdrawn first."""
-    withdrawn = conn.execute(_BEFORE_START, {"start": start}).scalar() if start is not None else 0
+    late). A reminder is held by any return not rejected."""
     found = candidates(md, as_of, lookback_days, reminder_days, start)
     late: dict[str, int] = {}
     due: dict[str, int] = {}
     expected: dict[str, int] = {}
     if not found:
-        return CheckResult(as_of, late, due, 0, expected, withdrawn)
+        return CheckResult(as_of, late, due, 0, expected)
     params = {"kind": [c.kind for c in found], "ds": [c.data_set for c in found],
               "period": [c.period.code for c in found], "start": [c.period.start for c in found],
               "end": [c.period.end for c in found], "deadline": [c.deadline for c in found],
@@ -312,4 +335,4 @@ def check(conn: sa.Connection, md: Metadata, as_of: dt.date, lookback_days: int,
             new = int(r.new)
         else:
             {LATE: late, REMINDER: due, "EXPECTED": expected}[r.kind][r.data_set] = int(r.units)
-    return CheckResult(as_of, late, due, new, expected, withdrawn)
+    return CheckResult(as_of, late, due, new, expected)

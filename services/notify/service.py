@@ -285,9 +285,14 @@ class NotifyService(KeepsMetadataReplica):
         def received_in_time(places: list[list]) -> list[int]:
             return local.ask(self.submission_rpc, "submission", "received_in_time", places, share=share)
 
+        withdrawn = 0
+        if settings.reporting_start_date is not None:
+            with self.db.transaction() as tx:
+                withdrawn = deadlines.withdraw_before(tx.conn, settings.reporting_start_date)
         with self.db.transaction() as tx:
             result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
                                      self.outgoing.channels, received_in_time, settings.reporting_start_date)
+            result.withdrawn = withdrawn
             # what the latest check found, per data set (0 when none late): the gauge's source
             # (an upsert: two checks at once, from two instances, must not collide)
             tx.conn.execute(t.late_count.delete().where(t.late_count.c.data_set.not_in(sorted(md.data_sets))))
