@@ -12,6 +12,7 @@ import logging
 import signal
 
 import eventlet
+import eventlet.event
 from nameko.runners import ServiceRunner
 from nameko.utils.concurrency import SpawningProxy
 
@@ -116,6 +117,14 @@ def run(settings: Settings, names=ALL) -> None:
         health.serve(settings)
 
     stopping = []
+    started = eventlet.event.Event()
+
+    def stop_once_started():
+        # a SIGTERM while the services start waits for them: stopped mid-start, the start
+        # went on after the stop (the gateway answered after it, a stopped container was
+        # registered for in-process calls) and the forced kill ended it
+        started.wait()
+        stop_edge_first(runner)
 
     def shutdown(signum, frame):
         # signal handlers can't use eventlet primitives: stop from a green thread.
@@ -125,14 +134,16 @@ def run(settings: Settings, names=ALL) -> None:
             eventlet.spawn_n(runner.kill)
             return
         stopping.append(signum)
-        eventlet.spawn_n(stop_edge_first, runner)
+        eventlet.spawn_n(stop_once_started)
         # longer than a request may wait on another service: an in-flight request ends with
         # its answer (a 503 at worst), not with a connection cut when the time is up
         grace = max(STOP_SECONDS, settings.rpc_timeout + 5)
         eventlet.spawn_after(grace, _force, runner, grace)
 
     signal.signal(signal.SIGTERM, shutdown)
+    log.info("statnet starting: %s", ", ".join(names))
     start_edge_last(runner)
+    started.send()
     _tune_gc()
     log.info("statnet running: %s%s", ", ".join(names),
              f" (HTTP on {settings.http_address})" if "gateway" in names else "")

@@ -141,6 +141,25 @@ def test_sigterm_finishes_in_flight_work_and_exits(settings, world, statnet):
     assert_exactly_once(statnet.api, settings, t, 2012, burst)
 
 
+def test_sigterm_while_starting_stops_once_started(settings, world, statnet):
+    """A SIGTERM while the services start (a deploy that changes its mind, a supervisor's
+    restart loop): the stop waits for the start, then stops everything, quickly. Stopped
+    mid-start, the start went on after the stop, the gateway answered after it and the
+    forced kill ended the process."""
+    statnet.terminate()
+    began = len(statnet.log_text().splitlines())
+    statnet.start(wait=False)
+
+    def starting():
+        return any("statnet starting" in line for line in statnet.log_text().splitlines()[began:])
+
+    wait_until(starting, timeout=60, interval=0.01, message="statnet to begin starting")
+    assert statnet.terminate(timeout=40) == 0
+    log = "\n".join(statnet.log_text().splitlines()[began:])
+    assert "graceful stop did not finish" not in log and "thread exited with error" not in log, log[-3000:]
+    assert "statnet stopped" in log, log[-3000:]
+
+
 def test_dropped_database_connections_during_a_burst(settings, world, statnet):
     t, _ = world
     burst = Burst([statnet.api], workload(t, 2013)).start()
