@@ -26,10 +26,12 @@ ALERT_STUCK_SECONDS = 3600
 
 _ALERTS = """
 SELECT count(*) FILTER (WHERE waiting),
-       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE waiting)), 0),
+       coalesce(extract(epoch FROM now() - min(since) FILTER (WHERE waiting)), 0),
        count(*) FILTER (WHERE status = 'FAILED')
 FROM notify.notification CROSS JOIN LATERAL
-     (SELECT status = 'PENDING' AND next_attempt_at < timestamptz 'infinity' AS waiting) w
+     (SELECT status = 'PENDING' AND next_attempt_at < timestamptz 'infinity' AS waiting,
+             -- one sent again (retry, a new address) waits from then, not from its first day
+             greatest(created_at, CAST(details->>'requeued_at' AS timestamptz)) AS since) w
 """
 
 

@@ -66,7 +66,8 @@ _AGAIN_AT = "CASE WHEN n.details ? 'delivered_by' THEN timestamptz 'infinity' EL
 # where the replica takes the change, in its transaction.
 _REQUEUE = sa.text(f"""
 UPDATE {t.notification.fullname} n
-SET status = 'PENDING', last_error = NULL, details = n.details || jsonb_build_object('email', f.email),
+SET status = 'PENDING', last_error = NULL,
+    details = n.details || jsonb_build_object('email', f.email, 'requeued_at', now()),
     next_attempt_at = {_AGAIN_AT}
 FROM {t.replica.focal_point.fullname} f
 WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:codes AS text[]))
@@ -79,7 +80,8 @@ WHERE n.channel = 'email' AND n.status = 'FAILED' AND n.recipient = ANY(CAST(:co
 # a relay or endpoint down past the last retry, a mailbox refused and since created.
 _RETRY = sa.text(f"""
 UPDATE {t.notification.fullname} n
-SET status = 'PENDING', next_attempt_at = {_AGAIN_AT}
+SET status = 'PENDING', next_attempt_at = {_AGAIN_AT},
+    details = n.details || jsonb_build_object('requeued_at', now())  -- waiting again from now (statnet status)
 WHERE n.status = 'FAILED'
   AND (CAST(:recipient AS text) IS NULL OR n.recipient = :recipient)
   AND (CAST(:type AS text) IS NULL OR n.type = :type)

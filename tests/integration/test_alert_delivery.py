@@ -39,7 +39,7 @@ def settings(settings, relay, hook):
     return settings.replace(smtp_port=relay.port, alert_webhook=hook.url, notify_retry_seconds=1)
 
 
-def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook):
+def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook, settings):
     t, units = tree(UID)
     codes, doc = village_data_set(UID)
     doc["orgUnits"] = units
@@ -120,6 +120,15 @@ def test_each_failure_is_its_own_and_retried_until_delivered(system, relay, hook
     assert r.status_code == 200 and r.json() == {"retried": 1}, r.text
     wait_until(lambda: listed("email")[f"G{UID}"]["attempts"] == 2, timeout=15, message="tried again")
     wait_until(lambda: listed("email")[f"G{UID}"]["status"] == "FAILED", timeout=5, message="refused again")
+    # sent again, it waits from then: statnet status called it hours late at once
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+    with engine_for(settings.database_url).connect() as conn:
+        since = conn.execute(sa.text("SELECT now() - CAST(details->>'requeued_at' AS timestamptz) "
+                                     "FROM notify.notification WHERE recipient = :r AND channel = 'email'"),
+                             {"r": f"G{UID}"}).scalar()
+    assert since is not None and since.total_seconds() < 60
     assert system.post("/api/notifications/retry?channel=fax").status_code == 400
     # a filter misspelt retries nothing (it retried every failed alert of every kind)
     r = system.post("/api/notifications/retry?typ=LATE_RETURN")
