@@ -79,6 +79,7 @@ class _Budget:
 
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+_SLICE = 64 * 1024  # a body is read, held and timed this much at a time
 
 
 MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
@@ -129,16 +130,21 @@ class _JsonErrorsApp(WsgiApp):
                     return unmatched.handle_request(request)(environ, start_response)
             return routing_error(request).response()(environ, start_response)
         request.path_values = values
-        held = _expected_body(environ)
-        if not held:
+        expected = _expected_body(environ)
+        if not expected:
             return provider.handle_request(request)(environ, start_response)
-        if not self.budget.take(held):
-            refusal = HttpError(503, "too many uploads are under way at once: send again shortly")
+        if environ.get("PATH_INFO", "").startswith("/api/") and \
+                bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
+            # the 401 its worker would give, before a byte of the body is read or held
+            _closing(environ)
+            refusal = HttpError(401, MISSING_TOKEN)
+            refusal.headers = {**refusal.headers, "Connection": "close"}
             return _answer(request, provider.url, refusal)(environ, start_response)
+        refusal, held = _read_body(environ, expected, self.budget)
         try:
-            refusal = _read_body(environ, held)
             if refusal is not None:
                 _closing(environ)
+                refusal.headers = {**(refusal.headers or {}), "Connection": "close"}
                 return _answer(request, provider.url, refusal)(environ, start_response)
             return provider.handle_request(request)(environ, start_response)
         finally:
@@ -161,31 +167,56 @@ def _expected_body(environ) -> int:
     return length if 0 < length <= MAX_BODY else 0
 
 
-def _read_body(environ, expected: int) -> HttpError | None:
-    """Read the body into memory, in this connection's green thread; None when it is all
-    here (the request then reads it from memory), else the refusal to answer with, after
-    which the connection is closed (``_closing``)."""
-    seconds = BODY_GRACE_SECONDS + expected / MIN_BYTES_PER_SECOND
+def _read_body(environ, expected: int, budget: _Budget) -> tuple[HttpError | None, int]:
+    """Read the body into memory, in this connection's green thread, a slice at a time:
+    (None, bytes held) when it is all here (the request then reads it from memory; the
+    caller gives the bytes back once it is answered), else (the refusal to answer with, 0),
+    after which the connection is closed (``_closing``).
+
+    Each slice is held from the budget as it is read, and must be here by the time the
+    bytes so far earn (``BODY_GRACE_SECONDS`` and a second per ``MIN_BYTES_PER_SECOND``):
+    taken whole by the declared length, with one deadline for all of it, twenty connections
+    declaring 5 MB and sending a byte a minute held the whole budget for 43 minutes, and
+    every upload was a 503."""
+    began = time.monotonic()
     chunked = expected > MAX_BODY
+    parts: list[bytes] = []
+    got = held = 0
+    done = False
     try:
-        with eventlet.Timeout(seconds):
-            raw = environ["wsgi.input"].read(expected)
-    except (eventlet.Timeout, OSError) as exc:  # too slow in all, or silent for IDLE_SECONDS
+        while got < expected:
+            n = min(_SLICE, expected - got)
+            if not budget.take(n):
+                return HttpError(503, "too many uploads are under way at once: send again shortly"), 0
+            held += n
+            seconds = began + BODY_GRACE_SECONDS + (got + n) / MIN_BYTES_PER_SECOND - time.monotonic()
+            with eventlet.Timeout(max(seconds, 0.001)):
+                part = environ["wsgi.input"].read(n)
+            budget.give_back(n - len(part))
+            held -= n - len(part)
+            parts.append(part)
+            got += len(part)
+            if len(part) < n:  # the end: of the chunks, or the client closed early
+                break
+        if not chunked and got < expected:
+            # what came is not the return meant (a CSV cut after "250" of "25000" was stored as 250)
+            return HttpError(400, f"the request body ended after {got:,} of the {expected:,} bytes "
+                                  "its Content-Length says: send it again"), 0
+        environ["wsgi.input"] = io.BytesIO(b"".join(parts))
+        environ["CONTENT_LENGTH"] = str(got)
+        done = True
+        return None, held
+    except (eventlet.Timeout, OSError) as exc:  # too slow, or silent for IDLE_SECONDS
         log.info("request body of %s %s not received: %s", environ.get("REQUEST_METHOD"),
                  environ.get("PATH_INFO"), type(exc).__name__)
-        return HttpError(408, f"the request body did not arrive in time ({seconds:.0f} s for "
-                              f"{expected:,} bytes): send it again", headers={"Connection": "close"})
+        return HttpError(408, f"the request body did not arrive in time (at least {MIN_BYTES_PER_SECOND:,} "
+                              f"bytes a second after the first {BODY_GRACE_SECONDS} s; {got:,} of "
+                              f"{expected:,} came): send it again"), 0
     except ValueError as exc:  # eventlet's ChunkReadError: a chunk size that is no number, ...
-        return HttpError(400, f"the request body's chunked encoding is broken: {exc}",
-                         headers={"Connection": "close"})
-    if not chunked and len(raw) < expected:
-        # the client closed its side early: what came is not the return it meant (a CSV cut
-        # after "250" of "25000" was stored as 250)
-        return HttpError(400, f"the request body ended after {len(raw):,} of the {expected:,} bytes "
-                              "its Content-Length says: send it again", headers={"Connection": "close"})
-    environ["wsgi.input"] = io.BytesIO(raw)
-    environ["CONTENT_LENGTH"] = str(len(raw))
-    return None
+        return HttpError(400, f"the request body's chunked encoding is broken: {exc}"), 0
+    finally:
+        if not done:
+            budget.give_back(held)
 
 
 def _closing(environ) -> None:

@@ -50,23 +50,42 @@ def test_stalled_uploads_hold_no_worker(system, settings, stalled):
     assert " 400 " in answer(stalled[0]).splitlines()[0]
 
 
-def test_bodies_beyond_the_budget_are_told_to_come_back(system, settings, stalled, monkeypatch):
-    """What is buffered at once is bounded: 20 bodies of 5 MB promised and not sent take it
-    all (the memory a burst of slow uploads may hold); the next is a 503 with Retry-After,
-    and once they are gone, uploads go through again."""
-    per_body = http.MAX_BODY
-    fits = http.BUFFERED_AT_ONCE // per_body
-    stalled += [stalled_upload(settings, settings.admin_token, per_body) for _ in range(fits)]
+def test_uploads_that_trickle_hold_little_and_stop_no_one(system, settings, stalled):
+    """Twenty-five connections declaring 5 MB and sending a byte: each holds one slice of
+    the budget, not its declared 5 MB (taken whole, twenty of them made every upload a 503
+    for 43 minutes), and a real upload goes through beside them."""
+    stalled += [stalled_upload(settings, settings.admin_token, http.MAX_BODY) for _ in range(STALLED)]
     time.sleep(1)
+    assert http._JsonErrorsApp.budget.held <= STALLED * http._SLICE
+    r = system.post("/api/dataValueSets", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+
+
+def test_bodies_beyond_the_budget_are_told_to_come_back(system, settings, stalled, monkeypatch):
+    """What is buffered at once is bounded: bodies held past the budget make the next a
+    503 with Retry-After, and once they are gone, uploads go through again."""
+    monkeypatch.setattr(http._JsonErrorsApp, "budget", http._Budget(2 * http._SLICE))
+    big = stalled_upload(settings, settings.admin_token, http.MAX_BODY, sent=b"{" + b" " * http._SLICE)
+    stalled.append(big)
+    time.sleep(1)  # its first slice read and held, its second waited for
     extra = stalled_upload(settings, settings.admin_token, 10)
     stalled.append(extra)
     reply = answer(extra)
     assert reply.startswith("HTTP/1.1 503") and "Retry-After: 5" in reply and "too many uploads" in reply, reply
-    for s in stalled[:fits]:
-        s.close()
+    big.close()
     time.sleep(1)
     r = system.post("/api/dataValueSets", data=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
+
+
+def test_an_upload_without_a_token_is_refused_before_its_body_is_read(system, settings, stalled):
+    sock = socket.create_connection((settings.http_host, settings.http_port), timeout=10)
+    stalled.append(sock)
+    sock.sendall(f"POST /api/dataValueSets HTTP/1.1\r\nHost: statnet\r\nContent-Type: application/json\r\n"
+                 f"Expect: 100-continue\r\nContent-Length: {http.MAX_BODY}\r\n\r\n".encode())
+    reply = answer(sock)
+    assert reply.startswith("HTTP/1.1 401") and "missing bearer token" in reply, reply
+    assert "100 Continue" not in reply
 
 
 def test_a_body_that_does_not_come_in_time_is_a_408(system, settings, stalled, monkeypatch):
@@ -121,3 +140,17 @@ def test_a_broken_chunked_body_is_a_json_400(system, settings, stalled):
     reply = answer(sock)
     assert reply.startswith("HTTP/1.1 400") and "application/json" in reply, reply
     assert "chunked encoding is broken" in reply, reply
+
+
+def test_a_body_must_keep_up_not_only_finish_in_time(system, settings, stalled, monkeypatch):
+    """The deadline is earned by the bytes so far, slice by slice: a 5 MB body that stalls
+    after its first byte is refused once its first slice is late, not after the whole
+    body's time (a byte a minute kept a connection for 43 minutes)."""
+    monkeypatch.setattr(http, "BODY_GRACE_SECONDS", 1)
+    monkeypatch.setattr(http, "MIN_BYTES_PER_SECOND", http._SLICE)  # a slice a second: 5 MB in 81 s
+    sock = stalled_upload(settings, settings.admin_token, http.MAX_BODY)
+    stalled.append(sock)
+    started = time.monotonic()
+    reply = answer(sock)
+    assert reply.startswith("HTTP/1.1 408") and "did not arrive in time" in reply, reply
+    assert time.monotonic() - started < 5
