@@ -170,6 +170,12 @@ class SubmissionService(KeepsMetadataReplica):
             dry_run = flag(params, "dryRun")  # read first: a mistyped one must store nothing
         except ApiError as exc:  # told as every refusal of a return is, by its conflicts
             raise _refused("dryRun", params.get("dryRun"), exc.body["message"]) from None
+        # a dry run asked for under another spelling (dryrun=true) was ignored, as any unknown
+        # parameter is, and the return stored for real
+        for name in params:
+            if name != "dryRun" and name.replace("_", "").replace("-", "").lower() == "dryrun":
+                raise _refused(name, params[name], f"{name}: did you mean dryRun? (parameter names are "
+                                                   "case-sensitive; nothing was stored)")
         if idempotency_key is not None and len(idempotency_key) > MAX_KEY:
             # (a longer one overflowed its index row: a 503 that retrying could never cure)
             raise _refused("Idempotency-Key", idempotency_key,

@@ -408,6 +408,12 @@ def test_dry_run_answers_the_final_shape_and_stores_nothing(system, world, setti
                     token=world["bo"], headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "dryRun" in r.json()["message"], r.text
     assert r.json()["conflicts"] == [{"object": "dryRun", "value": "ture", "message": r.json()["message"]}]
+    # nor a dry run asked for under another spelling (ignored, it stored the return for real)
+    for name in ("dryrun", "DryRun", "dry_run"):
+        r = system.post(f"/api/dataValueSets?{name}=true", data=with_period(JSON_BODY, 10).encode(),
+                        token=world["bo"], headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["conflicts"][0]["object"] == name, r.text
+        assert "did you mean dryRun?" in r.json()["message"], r.text
     assert stored(settings) == before
     assert values_at(system, "NGELEHUN", "201410") == {}
 
