@@ -102,6 +102,7 @@ def _earlier(seq: str) -> sa.TextClause:
 _EARLIER_RECEIPT = _earlier(f", nextval(pg_get_serial_sequence('{R.fullname}', 'seq')) AS seq")
 # a dry run's question: would this request be answered by an earlier receipt (no number taken)
 _EARLIER_SEEN = _earlier("")
+_BY_KEY = sa.text(f"SELECT id FROM {R.fullname} WHERE submitted_by = :user AND idempotency_key = :key")
 
 
 def _answered_before(earlier, digest: str) -> str | None:
@@ -180,6 +181,15 @@ class SubmissionService(KeepsMetadataReplica):
             # (a longer one overflowed its index row: a 503 that retrying could never cure)
             raise _refused("Idempotency-Key", idempotency_key,
                            f"Idempotency-Key of {len(idempotency_key)} characters is longer than {MAX_KEY}")
+        if idempotency_key is not None:
+            # the same key from the same user is the same request, whatever its body is now
+            # (CONTRACT 4): a retry whose body broke on the way, or another's, was a 400 where
+            # the first receipt is the answer. (Two at once: the second meets the key under the
+            # intake lock below.)
+            with self.db.connect() as conn:
+                first = conn.execute(_BY_KEY, {"user": principal.username, "key": idempotency_key}).scalar()
+            if first is not None:
+                return reply({**self._status_of(principal, first), "dryRun": True}) if dry_run else _receipt(first)
         # the gateway holds the body as sent to 5 MB; this bounds the text decoded from it, which
         # UTF-8 makes larger (a Lao character is two bytes in UTF-16, three here: a 3.4 MB
         # UTF-16 file was refused as over 5 MB)

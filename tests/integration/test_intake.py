@@ -335,8 +335,11 @@ def test_same_idempotency_key_or_same_body_is_one_return_counted_once(system, wo
     again = system.submit(body.replace('"40"', '"41"'), token=world["bo"], content_type="application/json",
                           headers={"Idempotency-Key": "k-201411"})
     same = system.submit(body, token=world["bo"], content_type="application/json")
-    assert again.json()["id"] == same.json()["id"] == first.json()["id"]
-    assert (again.status_code, same.status_code) == (202, 202)
+    # the key names the request whatever its body is now: one broken on the way too
+    broken = system.submit("{not json", token=world["bo"], content_type="application/json",
+                           headers={"Idempotency-Key": "k-201411"})
+    assert again.json()["id"] == same.json()["id"] == first.json()["id"] == broken.json()["id"]
+    assert (again.status_code, same.status_code, broken.status_code) == (202, 202, 202)
     assert stored(settings) == rows
     assert metrics.submissions_total.labels(status="RECEIVED")._value.get() == counted + 1
     system.wait_status(first.json()["id"])
