@@ -136,16 +136,12 @@ class _JsonErrorsApp(WsgiApp):
         if environ.get("PATH_INFO", "").startswith("/api/") and \
                 bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
             # the 401 its worker would give, before a byte of the body is read or held
-            _closing(environ)
-            refusal = HttpError(401, MISSING_TOKEN)
-            refusal.headers = {**refusal.headers, "Connection": "close"}
+            refusal = _closing(environ, HttpError(401, MISSING_TOKEN))
             return _answer(request, provider.url, refusal)(environ, start_response)
         refusal, held = _read_body(environ, expected, self.budget)
         try:
             if refusal is not None:
-                _closing(environ)
-                refusal.headers = {**(refusal.headers or {}), "Connection": "close"}
-                return _answer(request, provider.url, refusal)(environ, start_response)
+                return _answer(request, provider.url, _closing(environ, refusal))(environ, start_response)
             return provider.handle_request(request)(environ, start_response)
         finally:
             self.budget.give_back(held)
@@ -219,14 +215,17 @@ def _read_body(environ, expected: int, budget: _Budget) -> tuple[HttpError | Non
             budget.give_back(held)
 
 
-def _closing(environ) -> None:
-    """No further request is read on this connection: what is left of this one's body is
-    unknown (eventlet, ignoring the answer's ``Connection: close``, read on to the declared
-    length, took the next request's bytes for the rest of this one's and misread the rest)."""
+def _closing(environ, refusal: HttpError) -> HttpError:
+    """``refusal``, saying ``Connection: close``, and no further request read on this
+    connection: what is left of this one's body is unknown (eventlet, ignoring the answer's
+    ``Connection: close``, read on to the declared length, took the next request's bytes
+    for the rest of this one's and misread the rest)."""
     try:
         environ["eventlet.input"].get_socket().shutdown(socket.SHUT_RD)
     except (KeyError, AttributeError, OSError):
         pass
+    refusal.headers = {**(refusal.headers or {}), "Connection": "close"}
+    return refusal
 
 
 def _nul_in(environ) -> str | None:
