@@ -181,48 +181,18 @@ class SubmissionService(KeepsMetadataReplica):
             # (a longer one overflowed its index row: a 503 that retrying could never cure)
             raise _refused("Idempotency-Key", idempotency_key,
                            f"Idempotency-Key of {len(idempotency_key)} characters is longer than {MAX_KEY}")
-        if idempotency_key is not None:
+        try:
+            raw, checked, received_at = self._read(principal, content_type, body, params)
+        except ApiError:
             # the same key from the same user is the same request, whatever its body is now
             # (CONTRACT 4): a retry whose body broke on the way, or another's, was a 400 where
-            # the first receipt is the answer. (Two at once: the second meets the key under the
-            # intake lock below.)
-            with self.db.connect() as conn:
-                first = conn.execute(_BY_KEY, {"user": principal.username, "key": idempotency_key}).scalar()
-            if first is not None:
-                return reply({**self._status_of(principal, first), "dryRun": True}) if dry_run else _receipt(first)
-        # the gateway holds the body as sent to 5 MB; this bounds the text decoded from it, which
-        # UTF-8 makes larger (a Lao character is two bytes in UTF-16, three here: a 3.4 MB
-        # UTF-16 file was refused as over 5 MB)
-        if len(body.encode("utf-8")) > MAX_TEXT_GROWTH * MAX_BODY:
-            raise error(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
-        try:
-            raw = formats.parse(content_type, body, params)
-        except formats.UnsupportedMediaType as exc:
-            # (the HTTP server reads a request without a Content-Type as text/plain)
-            unnamed = " (or none was named)" if str(exc) == "text/plain" else ""
-            raise error(415, f"content type {exc}{unnamed} is not supported; name the body's format: "
-                             "application/json, application/adx+xml or text/csv")
-        except formats.ParseError as exc:
-            raise error(400, "the body could not be read: nothing was stored", conflicts=exc.conflicts)
-        received_at = dt.datetime.now(dt.timezone.utc)
-        md = self.replica.current()
-        while True:
-            try:
-                formats.infer_data_set(raw, md, local_date(received_at))
-                checked = intake.check(raw, md, principal, received_at)
-                break
-            except (formats.ParseError, intake.Refused) as exc:
-                if md.version != self.replica.version():
-                    # this process's snapshot is a moment behind the replica (another instance
-                    # applied a metadata change, and the gateway answered the import once one
-                    # instance had it): the unit just imported is not "unknown"
-                    self.replica.invalidate()
-                    md = self.replica.current()
-                    continue
-                if isinstance(exc, intake.Refused):
-                    return reply(exc.body, exc.status)
-                raise error(400, "the data set could not be determined: nothing was stored",
-                            conflicts=exc.conflicts) from None
+            # the first receipt is the answer. Asked only of a refused body: an accepted one
+            # meets its key under the intake lock below (one round trip more on every keyed
+            # return is what the intake's three statements were cut down from)
+            first = self._keyed_before(principal, idempotency_key)
+            if first is None:
+                raise
+            return reply({**self._status_of(principal, first), "dryRun": True}) if dry_run else _receipt(first)
 
         # the same body with importStrategy=DELETE is another return: it undoes the first
         strategy = "\x00importStrategy=DELETE" if raw.delete else ""
@@ -313,6 +283,51 @@ class SubmissionService(KeepsMetadataReplica):
     def get(self, principal, return_id: str):
         principal.require("read")
         return reply(self._status_of(principal, return_id))
+
+    def _keyed_before(self, principal, idempotency_key: str | None) -> str | None:
+        """The return the user's ``idempotency_key`` already names, if any."""
+        if idempotency_key is None:
+            return None
+        with self.db.connect() as conn:
+            return conn.execute(_BY_KEY, {"user": principal.username, "key": idempotency_key}).scalar()
+
+    def _read(self, principal, content_type: str, body: str, params: dict):
+        """(the return parsed, it checked against the metadata, when it was received); raises
+        ``ApiError`` with the refusal to give."""
+        # the gateway holds the body as sent to 5 MB; this bounds the text decoded from it, which
+        # UTF-8 makes larger (a Lao character is two bytes in UTF-16, three here: a 3.4 MB
+        # UTF-16 file was refused as over 5 MB)
+        if len(body.encode("utf-8")) > MAX_TEXT_GROWTH * MAX_BODY:
+            raise error(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB")
+        try:
+            raw = formats.parse(content_type, body, params)
+        except formats.UnsupportedMediaType as exc:
+            # (the HTTP server reads a request without a Content-Type as text/plain)
+            unnamed = " (or none was named)" if str(exc) == "text/plain" else ""
+            raise error(415, f"content type {exc}{unnamed} is not supported; name the body's format: "
+                             "application/json, application/adx+xml or text/csv")
+        except formats.ParseError as exc:
+            raise error(400, "the body could not be read: nothing was stored", conflicts=exc.conflicts)
+        received_at = dt.datetime.now(dt.timezone.utc)
+        md = self.replica.current()
+        while True:
+            try:
+                formats.infer_data_set(raw, md, local_date(received_at))
+                checked = intake.check(raw, md, principal, received_at)
+                break
+            except (formats.ParseError, intake.Refused) as exc:
+                if md.version != self.replica.version():
+                    # this process's snapshot is a moment behind the replica (another instance
+                    # applied a metadata change, and the gateway answered the import once one
+                    # instance had it): the unit just imported is not "unknown"
+                    self.replica.invalidate()
+                    md = self.replica.current()
+                    continue
+                if isinstance(exc, intake.Refused):
+                    raise ApiError(exc.status, exc.body) from None
+                raise error(400, "the data set could not be determined: nothing was stored",
+                            conflicts=exc.conflicts) from None
+        return raw, checked, received_at
 
     def _status_of(self, principal, return_id: str) -> dict:
         """``GET /api/submissions/{id}``'s body, as ``principal`` may read it."""
