@@ -6,6 +6,7 @@
     statnet user create ...        create a user (or rotate its token) and print the token
     statnet history load FILE --data-set CODE   bulk-load past years (DHIS2 CSV)
     statnet dlq list|replay SERVICE
+    statnet dlq drop SERVICE --id ID|--all --to FILE   give up on dead letters, kept in FILE
     statnet status                 services up, queues, outboxes, dead letters, completeness
     statnet topology               print the RabbitMQ definitions of the whole topology
     statnet asyncapi               print the AsyncAPI document of every event
@@ -47,10 +48,15 @@ def main(argv=None) -> int:
     p_create.add_argument("--org-unit")
     p_create.add_argument("--focal-point")
 
-    p_dlq = sub.add_parser("dlq", help="inspect or replay a service's dead-letter queue")
-    p_dlq.add_argument("action", choices=["list", "replay"])
+    p_dlq = sub.add_parser("dlq", help="inspect, replay or drop a service's dead-letter queue")
+    p_dlq.add_argument("action", choices=["list", "replay", "drop"])
     p_dlq.add_argument("service", choices=SERVICES)
     p_dlq.add_argument("--limit", type=int)
+    p_dlq.add_argument("--id", action="append", dest="ids", metavar="ID",
+                       help="drop: the dead letter of this id, as list shows it (repeatable)")
+    p_dlq.add_argument("--all", action="store_true", help="drop: every dead letter now in the queue")
+    p_dlq.add_argument("--to", metavar="FILE",
+                       help="drop: where the dropped messages are kept (JSON lines, appended)")
 
     p_hist = sub.add_parser("history", help="bulk-load past years")
     hist_sub = p_hist.add_subparsers(dest="history_command", required=True)
@@ -69,6 +75,11 @@ def main(argv=None) -> int:
     if args.command == "migrate" and set(args.services) - set(SCHEMAS):
         p_mig.error(f"unknown schema(s): {', '.join(sorted(set(args.services) - set(SCHEMAS)))}; "
                     f"choose from {', '.join(SCHEMAS)} (the gateway has none)")
+    if args.command == "dlq":
+        if args.action == "drop" and (not args.to or bool(args.ids) == args.all):
+            p_dlq.error("drop needs --to FILE, and --id ID (repeatable) or --all")
+        if args.action != "drop" and (args.ids or args.all or args.to):
+            p_dlq.error("--id, --all and --to are for drop")
     if args.command == "demo" and args.month is not None:
         from shared.periods import MONTHLY, Period, PeriodError
 
@@ -138,6 +149,8 @@ def main(argv=None) -> int:
             shown = "" if len(items) == waiting else f" (the first {len(items)} listed)"
             print(f"{waiting} message(s) in {topology.dlq_name(args.service)}{shown}", file=sys.stderr)
             return 0
+        if args.action == "drop":
+            return _drop_dead_letters(settings, args)
         moved, left = topology.dlq_replay(settings, args.service, limit=args.limit)
         print(f"replayed {moved} message(s) from {topology.dlq_name(args.service)}")
         for why in left:
@@ -272,6 +285,24 @@ def _create_user(settings, args) -> int:
         return 2
     print(json.dumps(user, ensure_ascii=False))
     return 0
+
+
+def _drop_dead_letters(settings, args) -> int:
+    """``statnet dlq drop``: exit 1 when an id asked for was not in the queue (a typo, or
+    dropped already), having dropped the others."""
+    from shared import topology
+
+    try:
+        archive = open(args.to, "a", encoding="utf-8")
+    except OSError as exc:
+        print(f"statnet: --to {args.to}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with archive:
+        dropped, missing = topology.dlq_drop(settings, args.service, None if args.all else set(args.ids), archive)
+    print(f"dropped {dropped} message(s) from {topology.dlq_name(args.service)}, kept in {args.to}")
+    for missing_id in sorted(missing):
+        print(f"not in the queue: {missing_id}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

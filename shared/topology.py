@@ -26,10 +26,13 @@ can see) and dead-letters it.
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
-from typing import Iterable
+import os
+import uuid
+from typing import IO, Iterable
 
 from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue
@@ -52,6 +55,9 @@ ATTEMPTS_HEADER = "x-statnet-attempts"
 ORIGIN_QUEUE_HEADER = "x-statnet-origin-queue"
 ERROR_HEADER = "x-statnet-error"
 DEAD_LETTERED_AT_HEADER = "x-statnet-dead-lettered-at"
+# a dead letter's own name, given when it is parked: what `statnet dlq drop --id` takes (a
+# body that is no event has no event id, and an event may be parked by several services)
+DEAD_LETTER_ID_HEADER = "x-statnet-dead-letter-id"
 
 
 def events_exchange(source: str) -> Exchange:
@@ -244,7 +250,8 @@ class Bouncer(SharedExtension):
         self._republish(message, dlq_exchange(), service,
                         {ATTEMPTS_HEADER: attempts, ERROR_HEADER: reason,
                          ORIGIN_QUEUE_HEADER: origin_queue,
-                         DEAD_LETTERED_AT_HEADER: dt.datetime.now(dt.timezone.utc).isoformat()},
+                         DEAD_LETTERED_AT_HEADER: dt.datetime.now(dt.timezone.utc).isoformat(),
+                         DEAD_LETTER_ID_HEADER: uuid.uuid4().hex},
                         declare=[dlq_exchange(), dlq(service, self.settings)])
         metrics.dead_letters_total.labels(service=service).inc()
 
@@ -258,6 +265,15 @@ def _origin_of(message) -> str | None:
         return origin
     deaths = headers.get("x-death") or []  # dead-lettered by the broker itself
     return deaths[0].get("queue") if deaths else None
+
+
+def _id_of(message, body) -> str | None:
+    """What ``dlq drop --id`` knows a dead letter by: the name it was parked under, else (one
+    parked before names were given, or by the broker) its event's id."""
+    own = (message.headers or {}).get(DEAD_LETTER_ID_HEADER)
+    if own:
+        return own
+    return body.get("event_id") if isinstance(body, dict) else None
 
 
 def _shown(stamp: str | None) -> str | None:
@@ -275,6 +291,7 @@ def _describe(message) -> dict:
     except (ValueError, TypeError):
         body = None
     return {
+        "id": _id_of(message, body),
         "origin_queue": _origin_of(message),
         "error": headers.get(ERROR_HEADER),
         "attempts": headers.get(ATTEMPTS_HEADER),
@@ -341,7 +358,7 @@ def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> tu
                 continue
             headers = {k: v for k, v in (message.headers or {}).items()
                        if k not in (ATTEMPTS_HEADER, ERROR_HEADER, ORIGIN_QUEUE_HEADER,
-                                    DEAD_LETTERED_AT_HEADER, "x-death", "x-first-death-exchange",
+                                    DEAD_LETTERED_AT_HEADER, DEAD_LETTER_ID_HEADER, "x-death", "x-first-death-exchange",
                                     "x-first-death-queue", "x-first-death-reason",
                                     "x-last-death-exchange", "x-last-death-queue",
                                     "x-last-death-reason")}
@@ -356,6 +373,49 @@ def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> tu
             moved += 1
         channel.close()
     return moved, left
+
+
+def dlq_drop(settings: Settings, service: str, ids: set[str] | None, archive: IO[str]) -> tuple[int, set[str]]:
+    """Take dead letters out of a service's DLQ for good: every one (``ids`` None) or those
+    whose id (as ``dlq list`` shows it) is in ``ids``; (how many dropped, the ids asked for
+    and not found). Each goes to ``archive`` first, one JSON line with its headers and
+    body, written through to disk before any is acknowledged: an operator gives up on a
+    message, the system never loses one. The rest stay in place, in their order; only
+    what the queue held when the run started is looked at.
+    """
+    dropped = []
+    found: set[str] = set()
+    with Connection(settings.amqp_uri, connect_timeout=10) as conn:
+        channel = conn.channel()
+        queue, waiting = _open_dlq(channel, service, settings)
+        for _ in range(waiting):
+            message = queue.get(no_ack=False)
+            if message is None:
+                break
+            record = _archived(message)
+            if ids is None or record["id"] in ids:
+                archive.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                dropped.append(message)
+                found.add(record["id"])
+        if dropped:
+            archive.flush()
+            os.fsync(archive.fileno())
+            for message in dropped:
+                message.ack()
+        channel.close()  # the ones not taken go back, in their places
+    return len(dropped), (ids or set()) - found
+
+
+def _archived(message) -> dict:
+    """A dead letter as ``dlq drop`` keeps it: enough to read it, or to publish it again."""
+    raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+    record = {**_describe(message), "headers": dict(message.headers or {}),
+              "content_type": message.content_type, "content_encoding": message.content_encoding}
+    try:
+        record["body"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["body_base64"] = base64.b64encode(raw).decode("ascii")
+    return record
 
 
 def queue_depths(settings: Settings, names: Iterable[str]) -> dict[str, tuple[int, int]]:

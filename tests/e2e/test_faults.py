@@ -247,7 +247,7 @@ def _metric(api, name: str, labels: str) -> float:
     return 0.0
 
 
-def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_flows(settings, world, statnet):
+def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_flows(settings, world, statnet, tmp_path):
     t, _ = world
     village = t.all_villages[0]
     # one message that can never fit its schema, one that fits but keeps failing:
@@ -293,8 +293,16 @@ def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_flows(settings
                [topology.dlq_name("aggregation")][0] == 1, timeout=30, message="only the malformed one left")
     # out of the dead-letter queue is not yet handled: wait for it to be stored
     wait_until(lambda: _stored_text(settings, "poison-1") == "abc", timeout=30, message="replayed value stored")
-    # empty the DLQs for the other tests' checks
-    for service in ("registry", "submission", "notify", "aggregation"):
+    # the malformed one can never be handled: given up on by its id, kept in a file
+    [malformed] = [json.loads(line) for line in cli(settings, "dlq", "list", "aggregation").stdout.splitlines()]
+    assert malformed["id"] and malformed["event_id"] is None  # no event: named when it was parked
+    archive = tmp_path / "dropped.jsonl"
+    dropped = cli(settings, "dlq", "drop", "aggregation", "--id", malformed["id"], "--to", str(archive))
+    assert dropped.returncode == 0 and "dropped 1 message(s)" in dropped.stdout, dropped.stderr
+    assert json.loads(json.loads(archive.read_text(encoding="utf-8"))["body"]) == {"this is": "not an event"}
+    assert not parked("aggregation", 1)
+    # empty the other DLQs for the other tests' checks
+    for service in ("registry", "submission", "notify"):
         with Connection(settings.amqp_uri) as conn:
             conn.default_channel.queue_purge(topology.dlq_name(service))
     assert len(burst.acknowledged) == 120

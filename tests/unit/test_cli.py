@@ -125,3 +125,18 @@ def test_status_counts_alerts_waiting_and_given_up_and_an_hour_waiting_is_unwell
     assert not healthy and text.splitlines()[-1].startswith("NOT HEALTHY: alerts have waited 5400s to go out")
     text, healthy = status.render(_report(alerts={"waiting": 0, "oldest": 0.0, "given_up": 0}))
     assert healthy and "alerts:" not in text
+
+
+def test_dlq_drop_says_what_it_needs(capsys):
+    """Giving up on dead letters names which ones (or all) and where they are kept, or is
+    refused before anything is touched; the other actions take none of it."""
+    import pytest
+
+    for argv in (["dlq", "drop", "validation", "--all"],                    # kept where?
+                 ["dlq", "drop", "validation", "--to", "x.jsonl"],          # which ones?
+                 ["dlq", "drop", "validation", "--all", "--id", "a", "--to", "x.jsonl"],
+                 ["dlq", "replay", "validation", "--all"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2, argv
+        assert "--to" in capsys.readouterr().err
