@@ -155,6 +155,12 @@ def main(settings: Settings, month: str | None = None) -> int:
         print(f"statnet demo: {settings.http_address} is in use (is statnet already running?); "
               "stop it or set STATNET_HTTP to a free address")
         return 2
+    if settings.smtp_port == settings.http_port and (
+            settings.smtp_host == settings.http_host or "0.0.0.0" in (settings.smtp_host, settings.http_host)):
+        # the demo's own mail server would take the address its HTTP is to listen on
+        print(f"statnet demo: SMTP_PORT {settings.smtp_port} is STATNET_HTTP's port too; "
+              "give them different ports")
+        return 2
     the_month = Period.parse(month) if month else Period.containing("Monthly", today()).previous()
     year = Period.containing("Yearly", the_month.start).previous()
 
@@ -162,12 +168,15 @@ def main(settings: Settings, month: str | None = None) -> int:
     if not mailsink.listening(settings.smtp_host, settings.smtp_port):
         maildir = tempfile.mkdtemp(prefix="statnet-demo-mail-")
         sink = mailsink.start(settings.smtp_host, settings.smtp_port, maildir)
-    services = runner.build(settings)
-    services.start()
+    services = None
     try:
+        services = runner.build(settings)
+        runner.start_edge_last(services)  # as `statnet run` does: no request before its service takes calls
         return _run(Client(f"http://{settings.http_address}", admin), the_month, year, maildir)
     finally:
-        services.stop()
+        if services is not None:
+            runner.stop_edge_first(services)
+        # (also when the services could not start: a mail server left behind held its port)
         if sink is not None:
             sink.terminate()
             sink.wait(10)
@@ -191,16 +200,21 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
     for code, *_ in reference.DISTRICTS:
         status, user = api.call("POST", "/api/users", {"username": f"FP-{code}-REP", "role": "reporter",
                                                        "orgUnit": code})
+        if status != 201:
+            print(f"user FP-{code}-REP not created ({status}): {json.dumps(user, ensure_ascii=False)[:400]}")
+            return 1
         tokens[code] = user["token"]
 
     plan = plan_returns(doc, month, year)
     run_began = time.time() - 1  # what this run did, apart from what an earlier run left
     started = time.monotonic()
     receipts = []
+    refused = 0
     for district, body, note in plan:
         status, answer = api.call("POST", "/api/dataValueSets", body, token=tokens[district])
         if status != 202:
             print(f"  refused ({status}): {json.dumps(answer, ensure_ascii=False)[:400]}")
+            refused += 1
             continue
         receipts.append((answer["id"], body, note, district))
     print(f"Returns sent: {len(receipts)} in {time.monotonic() - started:.1f}s")
@@ -223,6 +237,8 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
         counts[sub["status"]] = counts.get(sub["status"], 0) + 1
     print(f"Returns processed in {time.monotonic() - started:.1f}s: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if pending:
+        print(f"  {len(pending)} return(s) not processed within 2 minutes: is every service running?")
     again = sum(1 for sub in outcome.values() if _before(sub.get("receivedAt"), run_began))
     if again:
         print(f"  ({again} of them byte-identical to a return received in an earlier run: the same "
@@ -299,4 +315,5 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
             first = mails[0]
             print(f"  To: {first['To']}\n  Subject: {first['Subject']}\n")
             print("    " + first.get_content().strip().replace("\n", "\n    "))
-    return 0
+    # a demonstration that went wrong says so to whatever ran it (make demo, a script)
+    return 1 if refused or pending else 0
