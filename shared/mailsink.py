@@ -9,6 +9,7 @@ it is the same code that talks to a province's mail relay.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email
 import email.policy
 import itertools
@@ -22,11 +23,14 @@ import time
 
 
 class _Keep:
-    def __init__(self, maildir: pathlib.Path):
+    def __init__(self, maildir: pathlib.Path, delay: float = 0.0):
         self.maildir = maildir
+        self.delay = delay
         self.counter = itertools.count(len(list(maildir.glob("*.eml"))) + 1)
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:  # a slow relay: a sender killed meanwhile never hears the 250, yet it is kept
+            await asyncio.sleep(self.delay)
         n = next(self.counter)
         tmp = self.maildir / f".{n}.tmp"
         tmp.write_bytes(envelope.original_content or envelope.content)
@@ -34,13 +38,13 @@ class _Keep:
         return "250 OK"
 
 
-def serve(host: str, port: int, maildir: str) -> None:
+def serve(host: str, port: int, maildir: str, delay: float = 0.0) -> None:
     from aiosmtpd.controller import Controller
 
     path = pathlib.Path(maildir)
     path.mkdir(parents=True, exist_ok=True)
     # SMTPUTF8: a focal point's address may be in Lao script (RFC 6531), as a relay may take
-    controller = Controller(_Keep(path), hostname=host, port=port, enable_SMTPUTF8=True)
+    controller = Controller(_Keep(path, delay), hostname=host, port=port, enable_SMTPUTF8=True)
     controller.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -66,10 +70,11 @@ def listening(host: str, port: int) -> bool:
         return False
 
 
-def start(host: str, port: int, maildir: str) -> subprocess.Popen:
-    """Start a sink process and wait until it accepts connections."""
+def start(host: str, port: int, maildir: str, delay: float = 0.0) -> subprocess.Popen:
+    """Start a sink process and wait until it accepts connections; ``delay``: seconds it
+    takes over each message before it answers."""
     proc = subprocess.Popen([sys.executable, "-m", "shared.mailsink", "--listen", f"{host}:{port}",
-                             "--maildir", maildir], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             "--maildir", maildir, "--delay", str(delay)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -86,9 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", default="127.0.0.1:8025")
     parser.add_argument("--maildir", required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds taken over each message")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
-    serve(host or "127.0.0.1", int(port), args.maildir)
+    serve(host or "127.0.0.1", int(port), args.maildir, args.delay)
 
 
 if __name__ == "__main__":
