@@ -46,8 +46,9 @@ BY_UNIT = ("LAST", "AVERAGE_SUM_ORG_UNIT")
 _TOTALS_SQL = """
 WITH tg AS (      -- one row per (ou path, asked period); tid names the (ou, pe) pair
     SELECT * FROM unnest(CAST(:tid AS int[]), CAST(:lo AS text[]), CAST(:hi AS text[]),
-                         CAST(:ptype AS text[]), CAST(:pstart AS date[]), CAST(:pend AS date[]))
-           AS tg(tid, lo, hi, ptype, pstart, pend)
+                         CAST(:ptype AS text[]), CAST(:pstart AS date[]), CAST(:pend AS date[]),
+                         CAST(:several AS boolean[]))
+           AS tg(tid, lo, hi, ptype, pstart, pend, several)
 ),
 dx AS (
     SELECT * FROM unnest(CAST(:did AS int[]), CAST(:de AS text[]), CAST(:combo AS text[]),
@@ -73,13 +74,14 @@ yearly_native AS (
 ),
 native AS (
     SELECT tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
-           sum(f.value) AS last_v, tg.ptype <> 'Monthly' OR f.org_unit IN (SELECT code FROM moved) AS repeats
+           sum(f.value) AS last_v,
+           tg.several OR tg.ptype <> 'Monthly' OR f.org_unit IN (SELECT code FROM moved) AS repeats
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
       ON f.data_element = dx.de AND f.start_date = tg.pstart AND f.period_type = tg.ptype
      AND f.path >= tg.lo AND f.path < tg.hi
     WHERE (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
-    GROUP BY tg.tid, tg.ptype, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
+    GROUP BY tg.tid, tg.ptype, tg.several, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
 ),
 -- months inside an asked quarter, one number per unit and month
 months AS (
@@ -95,7 +97,7 @@ months AS (
 {pending}-- months and quarters inside an asked year, already summarised per unit
 years AS (
     SELECT tg.tid, dx.did, dx.atype, dx.combo, y.org_unit, y.s, y.n, y.last_start, y.last_value AS last_v,
-           y.org_unit IN (SELECT code FROM moved)
+           tg.several OR y.org_unit IN (SELECT code FROM moved)
            OR EXISTS (SELECT 1 FROM yearly_native n WHERE n.tid = tg.tid AND n.did = dx.did) AS repeats
     FROM tg CROSS JOIN dx
     JOIN aggregation.year_total y
@@ -227,6 +229,12 @@ class Query:
     # a year split by a move included
     placed: dict[str, Placement] = field(default_factory=dict)
 
+    @property
+    def merged(self) -> frozenset[str]:
+        """The filters of several items (``filter=pe:LAST_12_MONTHS``, ``filter=ou:A;B``): each
+        row is one total over all of them, as DHIS2 answers a filter."""
+        return frozenset(d for d in self.filters if len({"ou": self.ou, "pe": self.pe}.get(d, ())) > 1)
+
     def paths(self, ou: str, md: Metadata) -> list[str]:
         """The places of ``ou`` whose stored values its rows count."""
         placement = self.placed.get(ou)
@@ -249,7 +257,8 @@ _RATE_ITEMS = ("REPORTING_RATE", "REPORTING_RATE_ON_TIME", "ACTUAL_REPORTS", "AC
 def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
     """The query's parameters as one text each, and the dimensions asked as filters, from any
     of DHIS2's spellings: ``dx=A;B``, repeated ``dx=A&dx=B``, ``dimension=dx:A;B``, and
-    ``filter=pe:2026`` (one item: the rows then leave that dimension out, as DHIS2's do)."""
+    ``filter=pe:2026`` (the rows then leave that dimension out, as DHIS2's do; a filter of
+    several periods or units, ``filter=pe:LAST_12_MONTHS``, is one total over them)."""
     lists = {k: ([v] if isinstance(v, str) else list(v)) for k, v in raw.items()}
     params = {k: v[0] for k, v in lists.items() if v and k not in DIMENSIONS + ("dimension", "filter")}
     items = {d: list(lists.get(d, [])) for d in DIMENSIONS}
@@ -387,11 +396,16 @@ def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[s
     units, boundaries, placed = _units(_split(params.get("ou"), "ou"), md, principal, problems, periods)
     if problems:
         raise error(400, "; ".join(problems))
-    asked = {"dx": items, "ou": units, "pe": periods}
-    several = [f"{d} ({len(asked[d])} items)" for d in sorted(filters) if len(asked[d]) != 1]
-    if several:
-        raise error(400, f"filter {', '.join(several)}: a filter takes one item (a total over several "
-                         "is not worked out); ask them as a dimension instead")
+    if "dx" in filters and len(items) != 1:
+        raise error(400, f"filter dx ({len(items)} items): a filter of data items takes one (their sum "
+                         "mixes what each element counts); ask them as a dimension instead")
+    if "pe" in filters:
+        # one total over the periods: a value in two of them would count twice
+        ordered = sorted(periods, key=lambda p: (p.start, p.end))
+        overlaps = [f"{a.code} and {b.code}" for a, b in zip(ordered, ordered[1:]) if b.start <= a.end]
+        if overlaps:
+            raise error(400, f"filter pe: {'; '.join(overlaps)} overlap (a value would count twice in "
+                             "their total): give periods that do not")
     if len(units) > MAX_UNITS or len(units) * len(periods) > MAX_PAIRS:
         raise error(400, f"the query asks {len(units)} org units by {len(periods)} periods; at most "
                    f"{MAX_UNITS:,} units and {MAX_PAIRS:,} unit-periods per query: ask a higher "
@@ -454,22 +468,29 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
     REPEATABLE READ transaction, so that whether a load's years are waiting and the
     figures are read in one snapshot (a chunk committed between them would show its new
     months beside its stale years)."""
-    targets = {"tid": [], "lo": [], "hi": [], "ptype": [], "pstart": [], "pend": []}
-    pairs = []
-    for ou in q.ou:
+    targets = {"tid": [], "lo": [], "hi": [], "ptype": [], "pstart": [], "pend": [], "several": []}
+    pairs = []  # (ou, pe) of each tid; None for a filter of several items (one total over them)
+    unit_groups = [(None, q.ou)] if "ou" in q.merged else [(ou, [ou]) for ou in q.ou]
+    period_groups = [(None, q.pe)] if "pe" in q.merged else [(pe, [pe]) for pe in q.pe]
+    for ou, units in unit_groups:
         # A stored value's path is its unit's ancestry when its period began, so it is in
         # ou's subtree "as of that period" exactly when it starts with one of ou's paths.
-        paths = q.paths(ou, md)
-        for pe in q.pe:
+        # Of units filtered together, one inside another's subtree adds nothing: its values
+        # are the other's already, and counted once
+        paths = _outermost({path for unit in units for path in q.paths(unit, md)})
+        for pe, periods in period_groups:
             tid = len(pairs)
             pairs.append((ou, pe))
-            for path in paths:
-                targets["tid"].append(tid)
-                targets["lo"].append(path)
-                targets["hi"].append(subtree_end(path))
-                targets["ptype"].append(pe.type)
-                targets["pstart"].append(pe.start)
-                targets["pend"].append(pe.end)
+            for period in periods:
+                for path in paths:
+                    targets["tid"].append(tid)
+                    targets["lo"].append(path)
+                    targets["hi"].append(subtree_end(path))
+                    targets["ptype"].append(period.type)
+                    targets["pstart"].append(period.start)
+                    targets["pend"].append(period.end)
+                    # a unit then has a row per period: worked out per unit first (LAST, ...)
+                    targets["several"].append(pe is None)
     aggregated = [item for item in q.dx if item.aggregation_type != "NONE"]
     rows = []
     if aggregated and targets["tid"]:
@@ -485,12 +506,14 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
         for tid, did, value in conn.execute(_TOTALS_DURING_LOAD if during_load else _TOTALS,
                                             {**targets, **dx, "moved": moved_units(md)}):
             ou, pe = pairs[tid]
-            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe.code,
+            rows.append({"dx": aggregated[did].code, "ou": ou, "pe": pe and pe.code,
                          "value": value * 100 if aggregated[did].percent else value})
     for item in q.dx:
         if item.aggregation_type != "NONE":
             continue
         for ou, pe in pairs:
+            if ou is None or pe is None:
+                continue  # NONE is a unit's own value for its own period: there is none of several
             if not q.answers(ou, pe, md):
                 continue
             value = conn.execute(_OWN_VALUE, {"de": item.data_element, "combo": item.combo,
@@ -499,8 +522,13 @@ def totals(conn: sa.Connection, q: Query, md: Metadata) -> list[dict]:
                 rows.append({"dx": item.code, "ou": ou, "pe": pe.code, "value": value})
     order = ({i.code: n for n, i in enumerate(q.dx)}, {o: n for n, o in enumerate(q.ou)},
              {p.code: n for n, p in enumerate(q.pe)})
-    rows.sort(key=lambda r: (order[0][r["dx"]], order[1][r["ou"]], order[2][r["pe"]]))
+    rows.sort(key=lambda r: (order[0][r["dx"]], order[1].get(r["ou"], 0), order[2].get(r["pe"], 0)))
     return rows
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """``paths`` less those inside another one's subtree (a path is its ancestry, "/LA/03/")."""
+    return sorted(p for p in paths if not any(p != q and p.startswith(q) for q in paths))
 
 
 def names(q: Query, md: Metadata) -> dict:

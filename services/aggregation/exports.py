@@ -36,10 +36,12 @@ def analytics_csv(rows: list[dict], md: Metadata, filters: frozenset[str] = froz
     writer.writerow(kept)
     for r in rows:
         de_code, _, combo = r["dx"].partition(".")
-        de, unit = md.data_elements[de_code], md.org_units[r["ou"]]
+        de = md.data_elements[de_code]
+        unit = md.org_units[r["ou"]] if r["ou"] is not None else None  # (None: a filter of several)
         suffix = f" {combo}" if combo else ""
         cells = dict(zip(columns, [r["dx"], r["ou"], r["pe"], plain(r["value"]), de.name + suffix,
-                                   (de.name_lo + suffix) if de.name_lo else "", unit.name, unit.name_lo or ""]))
+                                   (de.name_lo + suffix) if de.name_lo else "",
+                                   unit and unit.name, unit and (unit.name_lo or "")]))
         writer.writerow([cells[c] for c in kept])
     return out.getvalue()
 

@@ -236,6 +236,9 @@ class AggregationService(KeepsMetadataReplica):
         md = self.replica.current()
         params, filters = analytics.dhis2_params(params)
         query = analytics.parse_query(params, md, principal, filters)
+        if fmt == "sdmx" and query.merged:
+            raise error(400, f"filter {', '.join(sorted(query.merged))}: an SDMX observation has one "
+                             "REF_AREA and one TIME_PERIOD; ask several as a dimension")
         # (a keyword's units are the caller's roots' or a boundary's, checked, period by period)
         self._in_scope(principal, md, [ou for ou in query.boundaries + query.ou if ou not in query.placed],
                        [(p.start, p.end) for p in query.pe])
