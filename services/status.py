@@ -102,7 +102,7 @@ def render(report: dict) -> tuple[str, bool]:
         if s["up"] is False:
             unwell.append(f"{name} is down")
         if s["dead_letters"]:
-            unwell.append(f"{name} parked {s['dead_letters']} dead letter(s) (statnet dlq list {name})")
+            unwell.append(f"{name} parked {s['dead_letters']} dead letter(s) (statnet dlq list {name}, then replay or drop)")
         if stuck:
             unwell.append(f"{name}'s outbox has not been published for {s['outbox_age']:.0f}s")
         outbox = "-" if s["outbox"] is None else str(s["outbox"])

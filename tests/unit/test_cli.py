@@ -112,7 +112,7 @@ def test_status_says_in_words_why_it_is_not_healthy_and_counts_retries():
     text, healthy = status.render(_report(up=False, dead_letters=3, outbox_age=900.0))
     assert not healthy
     assert text.splitlines()[-1] == ("NOT HEALTHY: validation is down; validation parked 3 dead letter(s) "
-                                     "(statnet dlq list validation); validation's outbox has not been "
+                                     "(statnet dlq list validation, then replay or drop); validation's outbox has not been "
                                      "published for 900s")
 
 
