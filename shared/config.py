@@ -71,6 +71,7 @@ class Settings:
     late_lookback_days: int = 400        # how far back the deadline check looks for late periods
     reporting_start: str | None = None   # YYYY-MM-DD: go-live; no period that ended before it is chased
     notify_retry_seconds: int = 5        # first retry of a failed alert delivery; doubles up to 10 min
+    inbox_days: int = 30                 # how long a consumed event's id is kept against redelivery
     log_format: str = "json"             # json | text
     timezone: str = "Asia/Vientiane"     # where times are shown; storage is always UTC
     extra: dict = field(default_factory=dict, compare=False)
@@ -95,6 +96,7 @@ class Settings:
         "late_lookback_days": "STATNET_LATE_LOOKBACK_DAYS",
         "reporting_start": "STATNET_REPORTING_START",
         "notify_retry_seconds": "STATNET_NOTIFY_RETRY_SECONDS",
+        "inbox_days": "STATNET_INBOX_DAYS",
         "log_format": "STATNET_LOG_FORMAT",
     }
 
@@ -116,7 +118,7 @@ class Settings:
         out = dict(values)
         env = cls.ENV
         for attr in ("smtp_port", "delivery_limit", "max_workers", "db_pool", "reminder_days",
-                     "deadline_check_seconds", "late_lookback_days", "notify_retry_seconds"):
+                     "deadline_check_seconds", "late_lookback_days", "notify_retry_seconds", "inbox_days"):
             if attr in out and not isinstance(out[attr], int):
                 out[attr] = _int(env[attr], str(out[attr]), minimum=1 if attr != "reminder_days" else 0)
         if out.get("metrics_port") not in (None, "") and not isinstance(out["metrics_port"], int):

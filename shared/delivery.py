@@ -15,6 +15,11 @@
 * **Inbox.** ``db.consume(event)`` records the event id in the service's
   ``inbox`` table in the same transaction as the handler's effect. A
   redelivered event finds its id there and the handler does nothing twice.
+  ``InboxPruner`` forgets ids older than ``STATNET_INBOX_DAYS`` (30), hourly: the
+  table grew by a row per event and handler for ever (six a return). A consumed
+  message comes back within minutes (a consumer that died before its ack) or not
+  at all; a dead letter is one that was never consumed, so replaying it weeks
+  later finds no id either way.
 
 Usage inside a service::
 
@@ -272,6 +277,39 @@ class OutboxRelay(Pump):
         return len(rows)
 
 
+class InboxPruner(Pump):
+    """Deletes a service's inbox rows older than ``STATNET_INBOX_DAYS``, every hour (see the
+    module docstring). One statement, by ``processed_at`` without an index: an hourly scan
+    of the table costs less than an index every consumed event would maintain."""
+
+    name = "inbox-pruner"
+    poll_seconds = 3600.0
+
+    def __init__(self):
+        super().__init__()
+        self.engine = None
+        self.inbox = None
+
+    def configure(self, engine: sa.Engine, inbox: sa.Table, days: int) -> None:
+        self.engine, self.inbox, self.days = engine, inbox, days
+
+    def ready(self) -> bool:
+        return self.inbox is not None
+
+    def work(self) -> int:
+        pruned = prune_inbox(self.engine, self.inbox, self.days)
+        if pruned:
+            log.info("forgot %d consumed event id(s) older than %d days", pruned, self.days)
+        return 0  # (all of them at once: no next batch)
+
+
+def prune_inbox(engine: sa.Engine, inbox: sa.Table, days: int) -> int:
+    """Delete the inbox rows processed more than ``days`` ago; how many."""
+    with engine.begin() as conn:
+        return conn.execute(inbox.delete().where(
+            inbox.c.processed_at < sa.func.now() - sa.func.make_interval(0, 0, 0, days))).rowcount
+
+
 DATABASE_UP = ("statnet_database_up", "1 if the service's last scrape reached its database, else 0", ["service"])
 
 
@@ -279,6 +317,7 @@ class Database(DependencyProvider):
     """A service's own schema, with its outbox relay and inbox (``self.db``)."""
 
     relay = OutboxRelay()
+    pruner = InboxPruner()
 
     def __init__(self, metadata: sa.MetaData):
         self.metadata = metadata
@@ -291,6 +330,7 @@ class Database(DependencyProvider):
         self.outbox = self.metadata.tables[f"{self.schema}.outbox"]
         self.inbox = self.metadata.tables[f"{self.schema}.inbox"]
         self.relay.configure(self.engine, self.outbox, self.service_name)
+        self.pruner.configure(self.engine, self.inbox, self.settings.inbox_days)
 
     def start(self):
         collectors.add_source(("outbox", self.service_name), self.outbox_families)
