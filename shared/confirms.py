@@ -75,13 +75,20 @@ class ConfirmedBatches:
 
     def heartbeat(self) -> None:
         """Send a heartbeat if one is due (py-amqp sends none by itself); a connection the
-        broker has dropped is closed here and opened again by the next batch."""
+        broker has dropped is closed here and opened again by the next batch. What the
+        broker sent meanwhile (its heartbeats) is read first: py-amqp counts only frames
+        read as the broker's heartbeats, and an idle publisher read none, so every quiet
+        spell ended in "Too many heartbeats missed" and a new connection."""
         if self.kombu is None:
             return
         try:
+            try:
+                self.kombu.connection.drain_events(timeout=0)
+            except socket.timeout:
+                pass  # nothing waiting
             self.kombu.heartbeat_check()
         except Exception as exc:
-            log.info("confirm channel lost (%s): reconnecting on the next batch", exc)
+            log.warning("confirm channel lost (%s): reconnecting on the next batch", exc)
             self.close()
 
     # ------------------------------------------------------------ confirms

@@ -63,3 +63,26 @@ def test_a_lost_connection_fails_the_batch_and_the_next_one_reconnects(broker):
         publisher.publish([_message(2)])
     publisher.publish([_message(3)])
     assert [m.properties["message_id"] for m in _drain(uri)][-1] == "m3"
+
+
+def test_an_idle_publisher_keeps_its_connection(broker):
+    """The relay calls ``heartbeat()`` every second while nothing is published. It sent its
+    own heartbeats but never read the broker's, so after two intervals py-amqp judged the
+    broker's missed and the connection was dropped and opened again: a soak run logged
+    "Too many heartbeats missed" two minutes after every quiet spell began."""
+    import time
+
+    uri, _ = broker
+    publisher = ConfirmedBatches(uri, heartbeat=2)
+    try:
+        publisher.publish([_message(1)])
+        connection = publisher.kombu
+        idle_until = time.monotonic() + 7  # past two heartbeat intervals, twice
+        while time.monotonic() < idle_until:
+            publisher.heartbeat()
+            time.sleep(0.25)
+        assert publisher.kombu is connection, "the idle connection was dropped"
+        publisher.publish([_message(2)])
+    finally:
+        publisher.close()
+    assert [m.properties["message_id"] for m in _drain(uri)][-2:] == ["m1", "m2"]
