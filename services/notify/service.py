@@ -158,6 +158,8 @@ def late_families(container):
 
 STATUSES = ("PENDING", "SENT", "FAILED")
 MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through the gateway's RPC
+# what GET /api/notifications takes
+_LIST_PARAMETERS = ("recipient", "type", "orgUnit", "dataSet", "period", "status", "channel", "page", "pageSize")
 
 
 def _unknown_type(value: str) -> str:
@@ -357,6 +359,11 @@ class NotifyService(KeepsMetadataReplica):
         province's list passes 10,000 after one deadline check, and was cut there without
         a word, its newest alerts out of sight."""
         principal.require("read")
+        # a filter misspelt (?typ=, ?dataset=) listed every alert, as if it had matched
+        unknown = sorted(set(params) - set(_LIST_PARAMETERS))
+        if unknown:
+            raise error(400, "; ".join(f"unknown parameter {name!r} (known: {', '.join(_LIST_PARAMETERS)})"
+                                       for name in unknown))
         page, page_size = _page(params, "page", 1), _page(params, "pageSize", MAX_PAGE)
         if page_size > MAX_PAGE:
             raise error(400, f"pageSize: {page_size} is more than {MAX_PAGE}")
@@ -376,8 +383,10 @@ class NotifyService(KeepsMetadataReplica):
             if params["type"] not in SUBJECTS:  # every type has its templates
                 raise error(400, _unknown_type(params["type"]))
             query = query.where(n.c.type == params["type"])
-        if params.get("orgUnit"):
-            query = query.where(n.c.org_unit == params["orgUnit"])
+        # (as stored: a digest's data set is "*" and its period the day it is for)
+        for name, column in (("orgUnit", n.c.org_unit), ("dataSet", n.c.data_set), ("period", n.c.period)):
+            if params.get(name):
+                query = query.where(column == params[name])
         # which alerts were given up on, or still wait, over which channel: what an operator
         # mending a relay asks first (the three-day retries' lastError is on each)
         for name, column, known in (("status", n.c.status, STATUSES), ("channel", n.c.channel, tuple(CHANNELS))):

@@ -251,6 +251,21 @@ def test_notifications_are_listed_by_status_and_channel(system, world):
         assert r.status_code == 400 and r.json()["message"].startswith(f"{name}: unknown {name} {value!r}"), r.text
 
 
+def test_notifications_are_listed_by_data_set_and_period_and_a_misspelt_filter_is_refused(system, world):
+    """?dataSet= and ?period= choose, as the other fields do; a parameter the list does not
+    know (?typ=, ?dataset=) is a 400 naming it, where it listed every alert as if matched."""
+    whole = system.get("/api/notifications").json()["notifications"]
+    some = next(n for n in whole if n["dataSet"] == DS)
+    got = system.get(f"/api/notifications?dataSet={DS}&period={some['period']}").json()["notifications"]
+    assert got and got == [n for n in whole if (n["dataSet"], n["period"]) == (DS, some["period"])]
+    assert system.get(f"/api/notifications?dataSet={DS}X").json()["notifications"] == []
+    for misspelt in ("typ=LATE_RETURN", "dataset=" + DS, "recipient=S1" + UID + "&pe=202609"):
+        r = system.get(f"/api/notifications?{misspelt}")
+        name = misspelt.split("&")[-1].split("=")[0]
+        assert r.status_code == 400 and f"unknown parameter {name!r}" in r.json()["message"], r.text
+        assert "dataSet" in r.json()["message"]  # and says what it knows
+
+
 def test_notifications_come_a_page_at_a_time_with_a_pager(system, world):
     """A province's list passes any one answer's size: it is cut into pages that say how
     many there are (cut at 10,000 without a word, the newest alerts were out of sight)."""
