@@ -311,6 +311,16 @@ def _open_dlq(channel, service: str, settings: Settings) -> tuple[Queue, int]:
     return queue, waiting
 
 
+def _taken(queue, n: int):
+    """Up to ``n`` messages off ``queue``, unacknowledged: each one not acked goes back to its
+    place when the channel closes."""
+    for _ in range(n):
+        message = queue.get(no_ack=False)
+        if message is None:
+            return
+        yield message
+
+
 def dlq_list(settings: Settings, service: str, limit: int = 1000) -> tuple[list[dict], int]:
     """What sits in a service's DLQ, without consuming it: the first ``limit`` messages, and
     how many the queue holds."""
@@ -318,10 +328,7 @@ def dlq_list(settings: Settings, service: str, limit: int = 1000) -> tuple[list[
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
         queue, waiting = _open_dlq(channel, service, settings)
-        while len(out) < limit:
-            message = queue.get(no_ack=False)
-            if message is None:
-                break
+        for message in _taken(queue, limit):
             out.append(_describe(message))
         # closing the channel returns every unacked message to the queue, in order
         channel.close()
@@ -347,10 +354,7 @@ def dlq_replay(settings: Settings, service: str, limit: int | None = None) -> tu
         channel = conn.channel()
         queue, waiting = _open_dlq(channel, service, settings)
         limit = waiting if limit is None else min(limit, waiting)
-        while moved + len(left) < limit:
-            message = queue.get(no_ack=False)
-            if message is None:
-                break
+        for message in _taken(queue, limit):
             origin = _origin_of(message)
             if not origin:
                 # unacked until the channel closes: back in its place then, not at the head now
@@ -388,10 +392,7 @@ def dlq_drop(settings: Settings, service: str, ids: set[str] | None, archive: IO
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
         channel = conn.channel()
         queue, waiting = _open_dlq(channel, service, settings)
-        for _ in range(waiting):
-            message = queue.get(no_ack=False)
-            if message is None:
-                break
+        for message in _taken(queue, waiting):
             record = _archived(message)
             if ids is None or record["id"] in ids:
                 archive.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")

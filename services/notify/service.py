@@ -162,6 +162,12 @@ MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through
 _LIST_PARAMETERS = ("recipient", "type", "orgUnit", "dataSet", "period", "status", "channel", "page", "pageSize")
 
 
+def _unknown_parameters(params: dict, known: tuple[str, ...]) -> list[str]:
+    """A problem naming each parameter not in ``known``: a filter misspelt chose nothing,
+    and the request went on over every alert."""
+    return [f"unknown parameter {name!r} (known: {', '.join(known)})" for name in sorted(set(params) - set(known))]
+
+
 def _unknown_type(value: str) -> str:
     return f"type: unknown notification type {value!r} (one of {', '.join(sorted(SUBJECTS))})"
 
@@ -326,8 +332,7 @@ class NotifyService(KeepsMetadataReplica):
         principal.require("notifications.retry")
         md = self.replica.current()
         # a filter misspelt (?typ=, ?id=) retried every failed alert of every kind
-        problems = [f"unknown parameter {name!r} (known: channel, recipient, type)"
-                    for name in sorted(set(params) - {"recipient", "type", "channel"})]
+        problems = _unknown_parameters(params, ("channel", "recipient", "type"))
         if params.get("recipient") and params["recipient"] not in md.focal_points:
             raise not_found(f"focal point {params['recipient']!r}")
         if params.get("type") and params["type"] not in SUBJECTS:
@@ -360,10 +365,9 @@ class NotifyService(KeepsMetadataReplica):
         a word, its newest alerts out of sight."""
         principal.require("read")
         # a filter misspelt (?typ=, ?dataset=) listed every alert, as if it had matched
-        unknown = sorted(set(params) - set(_LIST_PARAMETERS))
+        unknown = _unknown_parameters(params, _LIST_PARAMETERS)
         if unknown:
-            raise error(400, "; ".join(f"unknown parameter {name!r} (known: {', '.join(_LIST_PARAMETERS)})"
-                                       for name in unknown))
+            raise error(400, "; ".join(unknown))
         page, page_size = _page(params, "page", 1), _page(params, "pageSize", MAX_PAGE)
         if page_size > MAX_PAGE:
             raise error(400, f"pageSize: {page_size} is more than {MAX_PAGE}")
