@@ -25,7 +25,7 @@ from services.notify import tables as t
 from services.notify.dispatcher import CHANNELS, Dispatcher, requeue_for_new_addresses, retry_failed
 from services.notify.templates import SUBJECTS
 from shared import collectors, local, metrics, serialization
-from shared.api import api_rpc, error, not_found, reply
+from shared.api import api_rpc, error, flag, not_found, reply
 from shared.config import Settings
 from shared.db import engine_for
 from shared.delivery import Database
@@ -159,7 +159,9 @@ def late_families(container):
 STATUSES = ("PENDING", "SENT", "FAILED")
 MAX_PAGE = 10_000  # notifications a page (the default): ~2.5 MB of JSON through the gateway's RPC
 # what GET /api/notifications takes
-_LIST_PARAMETERS = ("recipient", "type", "orgUnit", "dataSet", "period", "status", "channel", "page", "pageSize")
+# (and DHIS2 clients' habitual paging=true|false: a list is a page of at most MAX_PAGE either way)
+_LIST_PARAMETERS = ("recipient", "type", "orgUnit", "dataSet", "period", "status", "channel", "page", "pageSize",
+                    "paging")
 
 
 def _unknown_parameters(params: dict, known: tuple[str, ...]) -> list[str]:
@@ -368,6 +370,7 @@ class NotifyService(KeepsMetadataReplica):
         unknown = _unknown_parameters(params, _LIST_PARAMETERS)
         if unknown:
             raise error(400, "; ".join(unknown))
+        flag(params, "paging")  # (true or false, or a 400 naming it)
         page, page_size = _page(params, "page", 1), _page(params, "pageSize", MAX_PAGE)
         if page_size > MAX_PAGE:
             raise error(400, f"pageSize: {page_size} is more than {MAX_PAGE}")

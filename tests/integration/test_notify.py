@@ -259,6 +259,9 @@ def test_notifications_are_listed_by_data_set_and_period_and_a_misspelt_filter_i
     got = system.get(f"/api/notifications?dataSet={DS}&period={some['period']}").json()["notifications"]
     assert got and got == [n for n in whole if (n["dataSet"], n["period"]) == (DS, some["period"])]
     assert system.get(f"/api/notifications?dataSet={DS}X").json()["notifications"] == []
+    # DHIS2 clients' habit: paging=false is taken (a page of at most 10,000 all the same)
+    assert system.get("/api/notifications?paging=false").json()["notifications"] == whole
+    assert system.get("/api/notifications?paging=maybe").status_code == 400
     for misspelt in ("typ=LATE_RETURN", "dataset=" + DS, "recipient=S1" + UID + "&pe=202609"):
         r = system.get(f"/api/notifications?{misspelt}")
         name = misspelt.split("&")[-1].split("=")[0]
