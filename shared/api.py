@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 
 from nameko.rpc import rpc
 
@@ -48,13 +49,25 @@ def _unstorable(text: str) -> str | None:
     return None
 
 
-def unstorable_fields(obj, where: str = "body") -> list[tuple[str, str]]:
+# How JSON text decodes to such text: a NUL or a surrogate written as an escape (a raw
+# control character is no JSON, and the text itself is decoded already). An escaped
+# backslash before "u0000" (the six characters, not a NUL) matches too: the walk decides.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def unstorable_fields(obj, where: str = "body", text: str | None = None) -> list[tuple[str, str]]:
     """(where, what) for each text of a decoded JSON document that no text column of
     PostgreSQL, nor any UTF-8 answer, can hold: a NUL character (``\\u0000``), or half of a
     surrogate pair (``\\ud800``, JSON lets one be escaped). Said up front as a 400 naming
     where, not found by the database (or, in a return, by a consumer after the 202) as a 500;
     the answer never echoes the text itself, which could not be encoded. Walked with a list,
-    not by recursion: a document nested a thousand deep is no RecursionError."""
+    not by recursion: a document nested a thousand deep is no RecursionError.
+
+    ``text``: the JSON the document was decoded from. When it holds no NUL, no lone
+    surrogate and no escape of either, nothing in the document can, and it is not walked:
+    the walk was half of reading a return of a hundred values (0.3 ms, tests/bench)."""
+    if text is not None and _unstorable(text) is None and not _UNSTORABLE_ESCAPE.search(text):
+        return []
     out, todo = [], [(where, obj)]
     while todo:
         at, item = todo.pop()

@@ -219,7 +219,7 @@ class GatewayService:
             kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
                 type(body), "a number")
             raise _bad_body(f"body must be a JSON object ({{...}}), not {kind}")
-        bad = unstorable_fields(body)
+        bad = unstorable_fields(body, text=text)
         if bad:
             raise HttpError(400, f"{len(bad)} field(s) hold text that cannot be stored: "
                                  + "; ".join(f"{where} holds {what}" for where, what in bad[:5]),

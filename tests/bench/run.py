@@ -285,10 +285,18 @@ LAYOUTS = {
     "single": [[]],
     # the HTTP edge and intake in one process, the per-return pipeline in another
     "split": [["gateway", "registry", "submission", "notify"], ["validation", "aggregation"]],
+    # each service in a process of its own, as compose runs them: whose CPU a return costs
+    "apart": [["gateway"], ["registry"], ["submission"], ["notify"], ["validation"], ["aggregation"]],
 }
 
-# what a process of a layout is called in the CPU split, by its first service
+# what a process of several services is called in the CPU split, by its first service
 _PROCESS_NAMES = {"gateway": "edge", "validation": "pipeline"}
+
+
+def _process_name(group: list[str]) -> str:
+    if not group:
+        return "(all services)"
+    return group[0] if len(group) == 1 else _PROCESS_NAMES[group[0]]
 
 
 class Statnet:
@@ -320,7 +328,7 @@ class Statnet:
 
     def cpu_split(self) -> CpuSplit:
         """Start counting CPU: each statnet process, PostgreSQL, RabbitMQ and this client."""
-        groups = {"statnet " + _PROCESS_NAMES.get(group[0] if group else "", "(all services)"): {proc.pid}
+        groups = {"statnet " + _process_name(group): {proc.pid}
                   for group, proc in zip(LAYOUTS[self.layout], self.procs, strict=True)}
         return CpuSplit({**groups, "bench client": {os.getpid()}})
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.bench.run import CpuSplit, cpu_seconds
+from tests.bench.run import LAYOUTS, CpuSplit, _process_name, cpu_seconds
 
 _BURN = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
 
@@ -39,3 +39,14 @@ def test_cpu_seconds_names_each_process():
     mine = cpu_seconds()[os.getpid()]
     assert mine[0].startswith("python") or "pytest" in mine[0]
     assert mine[1] > 0
+
+
+def test_each_process_of_a_layout_has_its_own_name_in_the_split():
+    for layout, groups in LAYOUTS.items():
+        names = [_process_name(group) for group in groups]
+        assert len(set(names)) == len(names), layout
+        assert sorted(s for group in groups for s in group) == (
+            [] if layout == "single" else sorted(["gateway", "registry", "submission", "notify", "validation",
+                                                  "aggregation"])), layout
+    assert [_process_name(g) for g in LAYOUTS["split"]] == ["edge", "pipeline"]
+    assert _process_name(LAYOUTS["apart"][2]) == "submission"

@@ -261,3 +261,28 @@ def test_a_json_number_keeps_the_digits_it_was_sent_with():
     for refused in raw.values[1:4:2]:  # echoed as sent, not as a float rounded it
         with pytest.raises(ValueTypeError, match=re.escape(repr(refused.value))):
             normalise("NUMBER", refused.value)
+
+
+def test_reading_the_json_text_for_unstorable_characters_finds_what_walking_the_document_finds():
+    """The JSON text is searched first and the document walked only when the text may hold a
+    NUL or a lone surrogate: both ways must find the same, whatever is escaped and how."""
+    import json
+    import random
+
+    from shared.api import unstorable_fields
+
+    rng = random.Random(7)
+    alphabet = ["a", "ລາວ", "\\", "u", "0", "d", "D", "8", "f", "\x00", "\ud800", "\udfff", "\U0001f600", '"']
+    texts = ['{"comment": "\\\\u0000"}', '{"a\\u0000": 1}', '{"v": "\\uD83D\\uDE00"}', '{"v": "\\uDBFF"}',
+             '{"v": ["\\u0ea5", {"w": "\\udc00"}]}', '{"v": "\\\\ud800"}']
+    for _ in range(3000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        doc = {"dataValues": [{"value": s, s: [s]}]}
+        texts.append(json.dumps(doc, ensure_ascii=rng.random() < 0.5))
+    found = 0
+    for text in texts:
+        doc = json.loads(text)
+        walked = unstorable_fields(doc)
+        assert unstorable_fields(doc, text=text) == walked, text
+        found += bool(walked)
+    assert 100 < found < len(texts) - 100  # both kinds well represented

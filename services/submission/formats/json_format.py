@@ -35,7 +35,7 @@ def parse(body: str) -> RawReturn:
         raise ParseError([conflict("body", None, "body must be a JSON object (a data value set)")])
     # text PostgreSQL can't store (NUL, a lone surrogate): refused here, not by a consumer after
     # the 202; and alone, as no other conflict may echo that text (no answer could encode it)
-    bad = unstorable_fields(doc)
+    bad = unstorable_fields(doc, text=body)
     if bad:
         raise ParseError([conflict(where.removeprefix("body."), None, f"holds {what}") for where, what in bad])
     problems = [conflict(key, doc[key], f"unknown field {key!r} in the data value set")
