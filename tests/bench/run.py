@@ -3,8 +3,10 @@
     python tests/bench/run.py            # the full run (10 million history values)
     python tests/bench/run.py --quick    # under a minute, small volumes
 
-Starts statnet (``statnet run``, one process) on the local RabbitMQ and
-PostgreSQL, on a database and vhost of its own, and measures:
+Starts statnet on the local RabbitMQ and PostgreSQL, on a database and vhost of its
+own, as production splits it (``--layout split``: the HTTP edge and intake in one
+process, the per-return pipeline in another; ``single``, one process; ``apart``, a
+process per service, to see each service's part of the CPU), and measures:
 
 * ceiling: a raw kombu publish-consume loop through one durable queue with
   publisher confirms (nameko's client stack), messages the size of a return event;
