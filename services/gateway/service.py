@@ -385,7 +385,7 @@ class GatewayService:
 
     @route("POST", "/api/deadlines/check")
     def check_deadlines(self, request):
-        return self.api(request, "notify", "check_deadlines", request.args.get("asOf"))
+        return self.api(request, "notify", "check_deadlines", request.args.get("asOf"), dict(request.args))
 
     @route("GET", "/api/notifications")
     def notifications(self, request):

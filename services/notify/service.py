@@ -275,26 +275,47 @@ class NotifyService(KeepsMetadataReplica):
             log.warning("deadline check put off: %s", exc)
 
     @api_rpc
-    def check_deadlines(self, principal, as_of: str | None = None):
-        """``POST /api/deadlines/check?asOf=YYYY-MM-DD`` (admin, operator)."""
+    def check_deadlines(self, principal, as_of: str | None = None, params: dict | None = None):
+        """``POST /api/deadlines/check?asOf=YYYY-MM-DD[&dryRun=true]`` (admin, operator).
+
+        A dry run answers what the check would find and record, and records nothing: a
+        check as of a day still to come sends its alerts now, and once sent an alert is
+        never sent again (an operator trying out next month's deadline had warned every
+        supervisor early, and silenced the real alert)."""
         principal.require("deadlines.check")
+        params = params or {}  # (a gateway of the release before passes asOf alone)
+        # a misspelt ?asof= ran today's whole check, its alerts sent
+        unknown = _unknown_parameters(params, ("asOf", "dryRun"))
+        if unknown:
+            raise error(400, "; ".join(unknown))
+        dry_run = bool(flag(params, "dryRun"))
         try:
             # absent is today; given empty is a mistake like any other (it ran today's whole check)
             day = parse_day("asOf", as_of) if as_of is not None else today()
         except PeriodError as exc:
             raise error(400, str(exc)) from None
         try:
-            return reply(self._check_deadlines(day, share=0.5))
+            return reply(self._check_deadlines(day, share=0.5, dry_run=dry_run))
         except local.Unavailable as exc:
             raise error(503, f"cannot tell which returns are on their way through validation: {exc}") from None
 
-    def _check_deadlines(self, day: dt.date, share: float = 1.0) -> dict:
+    def _check_deadlines(self, day: dt.date, share: float = 1.0, dry_run: bool = False) -> dict:
         settings = self.outgoing.settings
         md = self.replica.current()
 
         def received_in_time(places: list[list]) -> list[int]:
             return local.ask(self.submission_rpc, "submission", "received_in_time", places, share=share)
 
+        if dry_run:
+            # the very statement of a check, in a transaction rolled back: what it would
+            # record is counted by what it did record, never a second reading of the rules
+            with self.db.connect() as conn, conn.begin() as tx:
+                result = deadlines.check(conn, md, day, settings.late_lookback_days, settings.reminder_days,
+                                         self.outgoing.channels, received_in_time, settings.reporting_start_date)
+                tx.rollback()
+            log.info("deadline check as of %s, dry run: %d late, %d due, %d notification(s) not recorded", day,
+                     sum(result.late.values()), sum(result.due.values()), result.notifications)
+            return {**result.to_json(md), "dryRun": True}
         withdrawn = 0
         if settings.reporting_start_date is not None:
             with self.db.transaction() as tx:

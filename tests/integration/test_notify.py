@@ -7,6 +7,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -134,6 +135,24 @@ def pending_gauge(system) -> dict:
 
 def late_gauge() -> float | None:
     return REGISTRY.get_sample_value("statnet_late_returns", {"dataset": DS})
+
+
+def test_a_dry_run_says_what_the_check_would_find_and_records_nothing(system, world, smtp, webhook):
+    before = late_gauge()
+    for asked in ("asOf=2026-10-20&dryRun=true", "asOf=2026-10-20&dryRun=true"):  # twice: nothing held
+        r = system.post(f"/api/deadlines/check?{asked}")
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["dryRun"] is True and (report["late"], report["due"], report["expected"]) == (2, 0, 4)
+        assert report["notifications"] == 10  # what the real check records below
+    assert notifications(system) == [] and late_gauge() == before
+    # a misspelt parameter or flag is refused, and nothing is checked (?asof= checked today)
+    for asked, named in (("asof=2026-10-20", "'asof'"), ("asOf=2026-10-20&dryrun=true", "'dryrun'"),
+                         ("asOf=2026-10-20&dryRun=perhaps", "dryRun")):
+        r = system.post(f"/api/deadlines/check?{asked}")
+        assert r.status_code == 400 and named in r.json()["message"], r.text
+    time.sleep(1)  # (a notification recorded would be sent at once: none was)
+    assert notifications(system) == [] and smtp.mails() == [] and webhook.received == []
 
 
 def test_late_returns_are_found_and_delivered_once_smtp_is_back(system, world, smtp, webhook, settings):
