@@ -13,7 +13,7 @@ import time
 
 from nameko.extensions import DependencyProvider
 
-from services.gateway.http import MISSING_TOKEN, HttpError, bearer_token
+from services.gateway.http import MISSING_TOKEN, REFUSED_TOKENS, UNKNOWN_TOKEN, HttpError, bearer_token
 from shared.auth import ADMIN, BOOTSTRAP_ADMIN, Principal, same_secret, token_hash
 from shared.config import Settings
 
@@ -63,7 +63,8 @@ class _Auth:
             raise
         if not found:
             self.provider.cache.pop(key, None)
-            raise HttpError(401, "unknown or rotated token")
+            REFUSED_TOKENS.remember(key)  # its next upload is refused unread
+            raise HttpError(401, UNKNOWN_TOKEN)
         principal = Principal.from_dict(found)
         self.provider.cache[key] = (now + CACHE_SECONDS, principal)
         return principal

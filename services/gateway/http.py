@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared import metrics, serialization
 from shared.api import MAX_BODY
+from shared.auth import token_hash
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,36 @@ _SLICE = 64 * 1024  # a body is read, held and timed this much at a time
 
 
 MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
+UNKNOWN_TOKEN = "unknown or rotated token"
+
+
+class _RefusedTokens:
+    """Tokens the registry said it does not know, for a while: an upload carrying one is
+    refused before its body is read. A district system left with a rotated token sent its
+    5 MB return again and again, and each was read whole (a worker looks a token up, after
+    the body is in) only to be a 401. Only what the registry refused is kept, by hash, a
+    bounded number: a token issued later is new, never one refused before."""
+
+    SECONDS = 300.0
+    MOST = 10_000
+
+    def __init__(self):
+        self._until: dict[str, float] = {}
+
+    def remember(self, key: str) -> None:
+        if len(self._until) >= self.MOST:
+            now = time.monotonic()
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            while len(self._until) >= self.MOST:  # (a flood of made-up tokens: the oldest go)
+                del self._until[next(iter(self._until))]
+        self._until[key] = time.monotonic() + self.SECONDS
+
+    def holds(self, key: str) -> bool:
+        until = self._until.get(key)
+        return until is not None and until > time.monotonic()
+
+
+REFUSED_TOKENS = _RefusedTokens()
 
 
 def bearer_token(header: str) -> str | None:
@@ -133,11 +164,12 @@ class _JsonErrorsApp(WsgiApp):
         expected = _expected_body(environ)
         if not expected:
             return provider.handle_request(request)(environ, start_response)
-        if environ.get("PATH_INFO", "").startswith("/api/") and \
-                bearer_token(environ.get("HTTP_AUTHORIZATION", "")) is None:
-            # the 401 its worker would give, before a byte of the body is read or held
-            refusal = _closing(environ, HttpError(401, MISSING_TOKEN))
-            return _answer(request, provider.url, refusal)(environ, start_response)
+        if environ.get("PATH_INFO", "").startswith("/api/"):
+            token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+            if token is None or REFUSED_TOKENS.holds(token_hash(token)):
+                # the 401 its worker would give, before a byte of the body is read or held
+                refusal = _closing(environ, HttpError(401, MISSING_TOKEN if token is None else UNKNOWN_TOKEN))
+                return _answer(request, provider.url, refusal)(environ, start_response)
         refusal, held = _read_body(environ, expected, self.budget)
         try:
             if refusal is not None:

@@ -88,6 +88,22 @@ def test_an_upload_without_a_token_is_refused_before_its_body_is_read(system, se
     assert "100 Continue" not in reply
 
 
+def test_an_upload_with_a_token_the_registry_refused_is_refused_before_its_body_is_read(system, settings, stalled):
+    """A district system left with a rotated token sends its return again and again: only
+    the first is read (a worker asks the registry about a token once the body is in)."""
+    rotated = "rotated-" + "x" * 30
+    r = system.post("/api/dataValueSets", data=b"{}", headers={"Content-Type": "application/json"}, token=rotated)
+    assert r.status_code == 401 and r.json()["message"] == "unknown or rotated token", r.text
+    sock = stalled_upload(settings, rotated, http.MAX_BODY, sent=b"")  # the headers, and no body
+    stalled.append(sock)
+    reply = answer(sock)
+    assert reply.startswith("HTTP/1.1 401") and "unknown or rotated token" in reply, reply
+    assert http._JsonErrorsApp.budget.held == 0
+    # a token that works is not held up by it
+    r = system.post("/api/dataValueSets", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+
+
 def test_a_body_that_does_not_come_in_time_is_a_408(system, settings, stalled, monkeypatch):
     monkeypatch.setattr(http, "BODY_GRACE_SECONDS", 1)
     monkeypatch.setattr(http, "MIN_BYTES_PER_SECOND", 10 ** 9)

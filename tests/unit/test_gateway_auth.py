@@ -1,4 +1,5 @@
 """Tokens to principals at the edge, through a registry that may be down."""
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -46,3 +47,16 @@ def test_a_confirmed_token_stands_while_the_registry_is_down_but_not_for_ever(mo
     with pytest.raises(HttpError) as still:
         a2.principal(_Request(), registry_down)
     assert still.value.status == 503
+
+
+def test_the_tokens_refused_are_kept_for_a_while_and_never_without_bound(monkeypatch):
+    from services.gateway import http
+
+    refused = http._RefusedTokens()
+    refused.MOST = 100
+    for n in range(1000):  # a flood of made-up tokens
+        refused.remember(f"h{n}")
+    assert len(refused._until) <= 100 and refused.holds("h999") and not refused.holds("h0")
+    later = time.monotonic() + refused.SECONDS + 1
+    monkeypatch.setattr(http.time, "monotonic", lambda: later)
+    assert not refused.holds("h999")
