@@ -49,6 +49,14 @@ def _unstorable(text: str) -> str | None:
     return None
 
 
+def json_whole_number(text: str):
+    """How a JSON document's whole numbers are read (``json.loads(parse_int=...)``): as an
+    int, or past the 4,300 digits Python converts, as their text, which the field holding
+    it refuses by name (json.loads raised, and the answer was the interpreter's advice to
+    raise its limit, as if the body were not JSON)."""
+    return int(text) if len(text) <= 4000 else text
+
+
 # How JSON text decodes to such text: a NUL or a surrogate written as an escape (a raw
 # control character is no JSON, and the text itself is decoded already). An escaped
 # backslash before "u0000" (the six characters, not a NUL) matches too: the walk decides.

@@ -30,6 +30,9 @@ _PATTERNS = (
 
 LOCAL_TZ = ZoneInfo("Asia/Vientiane")
 FIRST_YEAR = 1900  # no period begins earlier (history's SQL checks the same bound)
+# nor ends later than 9998: a period's next, and the day after its end, are still dates
+# (pe=9999 was a 500 from completeness and validationResults, "date value out of range")
+LAST_YEAR = 9998
 
 
 class PeriodError(ValueError):
@@ -65,6 +68,8 @@ class Period:
             year = int(m["y"])
             if year < FIRST_YEAR:
                 raise PeriodError(f"period {code!r} is before {FIRST_YEAR}")
+            if year > LAST_YEAR:
+                raise PeriodError(f"period {code!r} is after {LAST_YEAR}")
             if ptype == MONTHLY:
                 start = dt.date(year, int(m["m"]), 1)
             elif ptype == QUARTERLY:
@@ -100,6 +105,8 @@ class Period:
             raise PeriodError(f"period {value!r} has an invalid start date") from None
         if start.year < FIRST_YEAR:
             raise PeriodError(f"period {value!r} is before {FIRST_YEAR}")
+        if start.year > LAST_YEAR:
+            raise PeriodError(f"period {value!r} is after {LAST_YEAR}")
         ptype = _ISO_DURATION.get(m[2])
         if ptype is None:
             raise PeriodError(f"period {value!r}: duration {m[2]} is not P1M, P3M or P1Y")
@@ -211,9 +218,9 @@ def parse_day(name: str, raw: str, any_year: bool = False) -> dt.date:
         day = dt.date.fromisoformat(raw)
     except (TypeError, ValueError):
         raise PeriodError(f"{name}: {raw!r} is not a date (YYYY-MM-DD)") from None
-    if not any_year and not FIRST_YEAR < day.year < 9999:
+    if not any_year and not FIRST_YEAR < day.year <= LAST_YEAR:
         raise PeriodError(f"{name}: {raw!r} is outside the years periods are kept for "
-                          f"({FIRST_YEAR + 1}-9998)")
+                          f"({FIRST_YEAR + 1}-{LAST_YEAR})")
     return day
 
 

@@ -83,9 +83,11 @@ def normalise(value_type: str, raw) -> str:
             if not integral:
                 raise ValueTypeError(f"value {shown(raw)!r} is not an integer ({value_type})")
             text = integral.group(1)
-        number = int(text)
-        if len(str(abs(number))) > MAX_DIGITS:
+        # counted before int(), which refuses past 4,300 digits, leading zeros too (a 500)
+        sign, digits = text[:1] if text[:1] in "+-" else "", text.lstrip("+-").lstrip("0") or "0"
+        if len(digits) > MAX_DIGITS:
             raise ValueTypeError(f"value {shown(raw)!r} is too large ({value_type}: at most {MAX_DIGITS} digits)")
+        number = int(sign + digits)
         if value_type == "INTEGER_ZERO_OR_POSITIVE" and number < 0:
             raise ValueTypeError(f"value {shown(raw)!r} is negative ({value_type})")
         return str(number)

@@ -343,7 +343,7 @@ def _units(items: list[str], md: Metadata, principal, problems: list[str],
                 placed.setdefault(unit, placement)
         elif code.startswith("LEVEL-"):
             level = code[len("LEVEL-"):]
-            if level.isascii() and level.isdigit() and 0 < int(level) < 100:
+            if level.isascii() and level.isdigit() and len(level) <= 2 and 0 < int(level):
                 levels.append(int(level))
             else:
                 problems.append(f"ou: {code!r} is not LEVEL-n with n a level from 1 (the root)")

@@ -86,7 +86,11 @@ def _moment(name: str, raw: str, problems: list[str]) -> dt.datetime | None:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][\d:.]+)?(Z|[+-]\d{2}:?\d{2})?", raw, re.ASCII):
             moment = dt.datetime.fromisoformat(raw)
             # to UTC here: PostgreSQL takes no offset beyond 15:59, Python any under a day
-            return (moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)).astimezone(dt.timezone.utc)
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=LOCAL_TZ)
+            try:
+                return moment.astimezone(dt.timezone.utc)
+            except OverflowError:  # 0001-01-01 in Vientiane is in year 0 in UTC: from the start (or the end)
+                return (dt.datetime.min if moment.year == 1 else dt.datetime.max).replace(tzinfo=dt.timezone.utc)
     except ValueError:
         pass
     problems.append(f"{name}: {raw!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+07:00)")

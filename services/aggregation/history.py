@@ -129,7 +129,7 @@ def order_of(params: dict) -> tuple[int | None, bool, int | None]:
         number = _seconds(started)
     if first_line is None:
         return number, load is not None, None
-    if not re.fullmatch(r"[0-9]+", str(first_line)) or not 2 <= int(first_line) <= MAX_LINE:
+    if not re.fullmatch(r"[0-9]{1,10}", str(first_line)) or not 2 <= int(first_line) <= MAX_LINE:
         raise error(400, f"firstLine: {first_line!r} is not a line number of the file's data (2 or more)")
     return number, load is not None, int(first_line) - 2
 

@@ -178,7 +178,7 @@ def _page(params: dict, name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 10 ** 9):
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and 1 <= int(raw) <= 10 ** 9):
         raise error(400, f"{name}: {raw!r} is not a whole number from 1 to 1000000000")
     return int(raw)
 

@@ -176,6 +176,47 @@ def test_a_lone_surrogate_escape_is_a_400_naming_the_field_never_a_500(system, w
     assert system.get("/api/orgUnits/RTSUR").status_code == 404  # nothing stored
 
 
+def test_numbers_past_what_python_reads_and_the_calendars_last_year_are_400s_never_500s(system, world):
+    """A fuzz found each a 500: Python converts at most 4,300 digits to an int (ValueError),
+    and a period of 9999 has no next period nor a day after its end (OverflowError)."""
+    t, codes, village, _ = world
+    huge = "9" * 5000
+    ret = village_return(codes, village, "2024", 1, 2)
+    for body in ({**ret, "dataValues": [{**ret["dataValues"][0], "value": huge}]},
+                 {**ret, "dataValues": [{**ret["dataValues"][0], "value": huge + ".0"}]}):
+        for path in ("/api/dataValueSets", "/api/dataValueSets?dryRun=true"):
+            r = system.post(path, json=body)
+            assert r.status_code == 400 and "too large" in r.text, (path, r.status_code, r.text[:300])
+    # a bare JSON number that long: the field holding it says so, not "body is not valid JSON"
+    raw = json.dumps(ret).replace('"value": "1"', f'"value": {huge}', 1)
+    r = system.request("POST", "/api/dataValueSets", data=raw.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "dataValues[0].value" in r.text and "too large" in r.text, r.text[:300]
+    r = system.request("POST", "/api/metadata", headers={"Content-Type": "application/json"},
+                       data=f'{{"dataSets": [{{"code": "RTX", "name": "x", "periodType": "Monthly", '
+                            f'"timelyDays": {huge}}}]}}'.encode())
+    assert r.status_code in (400, 409) and "timelyDays" in r.text and "digits" not in r.text, r.text[:300]
+    csv = ("dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,"
+           f"comment,followup\n{codes['pop']},2023,{village},M,,5,,,,\n")
+    for method, path, body in [
+            ("GET", f"/api/notifications?page={huge}", None), ("GET", f"/api/notifications?pageSize={huge}", None),
+            ("GET", f"/api/analytics?dx={codes['pop']}&ou=LEVEL-{huge}&pe=2024", None),
+            ("POST", f"/api/history?dataSet={codes['ds']}&firstLine={huge}", csv),
+            ("GET", f"/api/completeness?ds={codes['ds']}&ou={t.province}&pe=9999", None),
+            ("GET", f"/api/validationResults?ou={t.province}&pe=9999Q4", None),
+            ("GET", f"/api/analytics?dx={codes['pop']}&ou={t.province}&pe=999912", None)]:
+        r = system.request(method, path, data=body and body.encode(), headers={"Content-Type": "text/csv"})
+        assert r.status_code == 400, (path[:90], r.status_code, r.text[:300])
+        assert "Exceeds the limit" not in r.text and "out of range" not in r.text, r.text[:300]
+    # a huge limit is the most there is, as before
+    r = system.get(f"/api/validationResults?ou={t.province}&limit={huge}")
+    assert r.status_code == 200, r.text[:300]
+    # "changed since the start of time", in any zone: everything, not an overflow
+    for since in ("0001-01-01", "0001-01-01T00:00:00%2B14:00", "9999-12-31T23:59:59-12:00"):
+        r = system.get(f"/api/dataValueSets?dataSet={codes['ds']}&orgUnit={t.province}&children=true"
+                       f"&lastUpdated={since}")
+        assert r.status_code == 200, (since, r.text[:300])
+
+
 def test_deep_json_odd_charsets_and_broken_gzip_are_400s_and_store_nothing(system, world, settings):
     """Each was a 500, or (a gzip body cut off in transfer) a 202 that stored half the file."""
     import gzip

@@ -69,3 +69,13 @@ def test_expiry():
 
 def test_times_are_shown_in_vientiane():
     assert show(dt.datetime(2026, 1, 1, 0, 0, tzinfo=dt.timezone.utc)) == "2026-01-01T07:00:00+07:00"
+
+
+def test_no_period_is_in_the_calendars_last_year():
+    """Its next period, and the day after its end, would be no date (a 500 from completeness)."""
+    for code in ("9999", "999912", "9999Q4"):
+        with pytest.raises(PeriodError, match="after 9998"):
+            Period.parse(code)
+    with pytest.raises(PeriodError, match="after 9998"):
+        Period.from_iso("9999-01-01/P1Y")
+    assert Period.parse("9998Q4").next().code == "9999Q1"  # (as a next period: a date still)

@@ -59,3 +59,13 @@ def test_a_blank_value_is_no_value_as_an_empty_one(vtype):
 
 def test_history_trims_exactly_what_str_strip_takes():
     assert WHITESPACE == "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+
+
+def test_an_integer_past_the_digits_python_converts_is_too_large_not_a_crash():
+    for raw in ("9" * 5000, "-" + "9" * 5000, "9" * 5000 + ".0", "0" * 5000 + "7"):
+        for value_type in ("INTEGER", "INTEGER_ZERO_OR_POSITIVE"):
+            if raw.startswith("0"):
+                assert normalise(value_type, raw) == "7"  # leading zeros are no size
+                continue
+            with pytest.raises(ValueTypeError, match="too large"):
+                normalise(value_type, raw)
