@@ -121,10 +121,11 @@ class AggregationService(KeepsMetadataReplica):
         # DHIS2's import parameters that would change what a load means: refused, not ignored
         # (history stores what the file says, by code; a file's own empty values and
         # deleted lines delete, but a whole file as deletions is not a load of history)
-        strategy = params.get("importStrategy")
-        if strategy is not None and str(strategy).upper() != "CREATE_AND_UPDATE":
-            raise error(400, f"importStrategy {strategy!r} is not supported by a history load (it stores the "
-                             "file's values)")
+        for name in ("importStrategy", "strategy"):  # (DHIS2's two names for it)
+            strategy = params.get(name)
+            if strategy is not None and str(strategy).strip().upper() != "CREATE_AND_UPDATE":
+                raise error(400, f"{name} {strategy!r} is not supported by a history load (it stores the "
+                                 "file's values)")
         for name in ("idScheme", "dataElementIdScheme", "orgUnitIdScheme"):
             refusal = id_scheme_refusal(name, params.get(name))
             if refusal:

@@ -392,7 +392,7 @@ def test_history_refuses_a_partners_values_and_import_options_it_would_ignore(sy
     body = csv_text([]) + f"Z{UID},201705,{v1},default,PARTNER_Z,10,,,,\n"
     r = load(system, body)
     assert r.status_code == 400 and "PARTNER_Z" in r.text, r.text
-    for params in ("importStrategy=DELETE", "idScheme=UID"):
+    for params in ("importStrategy=DELETE", "strategy=DELETE", "idScheme=UID"):
         r = system.post(f"/api/history?dataSet=MDS{UID}&{params}",
                         data=(csv_text([]) + f"Z{UID},201705,{v1},default,,10,,,,\n").encode(),
                         headers={"Content-Type": "text/csv"})

@@ -177,7 +177,13 @@ def test_import_strategy_delete_deletes_what_is_named_and_other_options_are_name
     assert [v.value for v in formats.parse("application/json", body, {"importStrategy": "DELETE"}).values] == [""]
     assert [v.value for v in formats.parse("application/json", body, {"importStrategy": "create_and_update"}).values] \
         == ["6"]
+    # DHIS2's other name for it: ignored, strategy=DELETE was a 202 that deleted nothing
+    assert [v.value for v in formats.parse("application/json", body, {"strategy": "delete"}).values] == [""]
+    assert [v.value for v in formats.parse("application/json", body, {"strategy": "DELETE",
+                                                                      "importStrategy": "DELETE"}).values] == [""]
     for params, where in (({"importStrategy": "CREATE"}, "importStrategy"), ({"importStrategy": "BOGUS"}, "importStrategy"),
+                          ({"strategy": "UPDATE"}, "strategy"),
+                          ({"strategy": "DELETE", "importStrategy": "CREATE_AND_UPDATE"}, "strategy"),
                           ({"idScheme": "UID"}, "idScheme"), ({"orgUnitIdScheme": "NAME"}, "orgUnitIdScheme")):
         with pytest.raises(formats.ParseError) as refused:
             formats.parse("application/json", body, params)

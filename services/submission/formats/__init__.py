@@ -92,16 +92,26 @@ def id_scheme_problem(name: str, value) -> dict | None:
     return conflict(name, value, refusal) if refusal else None
 
 
+STRATEGY_PARAMETERS = ("importStrategy", "strategy")
+
+
 def import_options(params: dict) -> bool:
     """DHIS2's import parameters statnet honours: True when ``importStrategy=DELETE``. An
     identifier scheme other than codes, or a strategy it does not do, is a 400 naming it
     (ignored, a client would be told its values were stored as it asked). The others
     (``async``: every return is; ``preheatCache``, ``skipExistingCheck``) change nothing."""
     problems = [p for p in (id_scheme_problem(n, params.get(n)) for n in ID_SCHEMES) if p]
-    strategy = str(params.get("importStrategy") or "CREATE_AND_UPDATE").strip().upper()
+    # DHIS2 takes ``strategy`` as another name for it (ImportOptions.setStrategy): ignored,
+    # strategy=DELETE was a 202 that deleted nothing
+    named = [n for n in STRATEGY_PARAMETERS if params.get(n) is not None]
+    if len({str(params[n]).strip().upper() for n in named}) > 1:
+        problems.append(conflict("strategy", params["strategy"], "strategy is DHIS2's other name for "
+                                 f"importStrategy, which says {params['importStrategy']!r}: give one of them"))
+    name = named[0] if named else "importStrategy"
+    strategy = str(params.get(name) or "CREATE_AND_UPDATE").strip().upper()
     if strategy not in STRATEGIES:
-        problems.append(conflict("importStrategy", params.get("importStrategy"),
-                                 "importStrategy must be CREATE_AND_UPDATE (the default) or DELETE"))
+        problems.append(conflict(name, params.get(name),
+                                 f"{name} must be CREATE_AND_UPDATE (the default) or DELETE"))
     if problems:
         raise ParseError(problems)
     return STRATEGIES[strategy]
