@@ -316,20 +316,30 @@ def anchor_day(params: dict) -> dt.date:
         raise error(400, str(exc)) from None
 
 
-def user_roots(md: Metadata, principal, day: dt.date) -> list[str]:
-    """DHIS2's USER_ORGUNIT: the user's scope root; the hierarchy's roots for the unscoped."""
+def user_roots(md: Metadata, principal, day: dt.date, params: dict | None = None) -> list[str]:
+    """DHIS2's USER_ORGUNIT: the units of ``userOrgUnit=A;B`` when given (a dashboard's
+    choice among a user's units: ignored, the answer was another unit's total), else the
+    user's scope root; the hierarchy's roots for the unscoped. (Scope is checked on what
+    is answered, as for any unit named.)"""
+    given = str((params or {}).get("userOrgUnit") or "").strip()
+    if given:
+        codes = list(dict.fromkeys(c for c in given.split(";") if c))
+        unknown = [c for c in codes if c not in md.org_units]
+        if unknown:
+            raise error(400, f"userOrgUnit: unknown org unit {unknown[0]!r}")
+        return codes
     return [principal.org_unit] if principal is not None and principal.org_unit in md.org_units \
         else md.roots(day)
 
 
 def _units(items: list[str], md: Metadata, principal, problems: list[str],
-           periods: list[Period]) -> tuple[list[str], list[str], dict[str, Placement]]:
+           periods: list[Period], params: dict) -> tuple[list[str], list[str], dict[str, Placement]]:
     """(units asked, boundaries, how keywords placed theirs) from ``ou``'s items, DHIS2's
     keywords expanded over the hierarchy as it stood in the periods asked: USER_ORGUNIT
     (the user's scope root; the roots for the unscoped), its CHILDREN and GRANDCHILDREN, and
     LEVEL-n, the units at depth n inside the other items (which then bound it and are not
     answered themselves) or inside the user's root."""
-    own = user_roots(md, principal, today())
+    own = user_roots(md, principal, today(), params)
     asked, levels, placed, explicit = [], [], {}, set()
     for code in items:
         if code in _USER_UNITS:
@@ -393,7 +403,7 @@ def parse_query(params: dict, md: Metadata, principal=None, filters: frozenset[s
         except PeriodError as exc:
             problems.append(f"pe: {exc}")
     periods = list(dict.fromkeys(periods))
-    units, boundaries, placed = _units(_split(params.get("ou"), "ou"), md, principal, problems, periods)
+    units, boundaries, placed = _units(_split(params.get("ou"), "ou"), md, principal, problems, periods, params)
     if problems:
         raise error(400, "; ".join(problems))
     if "dx" in filters and len(items) != 1:

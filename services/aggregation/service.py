@@ -277,7 +277,7 @@ class AggregationService(KeepsMetadataReplica):
         principal.require("read")
         md = self.replica.current()
         if params.get("ou") == "USER_ORGUNIT":  # as in analytics: the user's scope root
-            roots = analytics.user_roots(md, principal, today())
+            roots = analytics.user_roots(md, principal, today(), params)
             if len(roots) != 1:
                 raise error(400, f"ou: USER_ORGUNIT is {len(roots)} roots for user {principal.username!r}: "
                                  "name the org unit")

@@ -441,10 +441,23 @@ def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, wo
     assert header == ["dx", "ou", "value", "dxname", "dxnamelo", "ouname", "ounamelo"], header
     assert [(x[0], x[1], float(x[2])) for x in lines] == [(code("S"), ou, v) for ou, v in year.items()]
     assert province.get(f"/api/completeness?ds=MDS{UID}&ou=USER_ORGUNIT&pe={YEAR}").json()["orgUnit"] == t.province
+    # userOrgUnit: a dashboard's choice among the user's units stands for USER_ORGUNIT (ignored,
+    # the province's total was answered as the district's); outside the user's scope, a 403
+    d1, d2 = t.districts
+    r = province.get(f"/api/analytics?dimension=dx:{code('S')}&dimension=ou:USER_ORGUNIT&pe={YEAR}&userOrgUnit={d1}")
+    assert r.json()["rows"] == [{"dx": code("S"), "ou": d1, "pe": str(YEAR), "value": year[d1]}], r.text
+    r = province.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT_CHILDREN&pe={YEAR}&userOrgUnit={t.province}")
+    assert {row["ou"] for row in r.json()["rows"]} == set(t.districts), r.text
+    assert province.get(f"/api/completeness?ds=MDS{UID}&ou=USER_ORGUNIT&pe={YEAR}&userOrgUnit={d2}"
+                        ).json()["orgUnit"] == d2
+    district = system.as_user(system.create_user(f"relu{UID}", "supervisor", d1))
+    r = district.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT&pe={YEAR}&userOrgUnit={d2}")
+    assert r.status_code == 403 and d2 in r.json()["message"], r.text
+    r = province.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT&pe={YEAR}&userOrgUnit=NOWHERE")
+    assert r.status_code == 400 and "userOrgUnit" in r.json()["message"], r.text
     # a district's supervisor: its own villages as they sat in the period asked (a village
     # re-parented mid-year is answered where its year began), so that they add up to the
     # district's total; not another's district as a boundary
-    d1, d2 = t.districts
     district = system.as_user(system.create_user(f"reld{UID}", "supervisor", d1))
     for pe in [str(YEAR), *QUARTERS]:
         r = district.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT_CHILDREN&pe={pe}")
