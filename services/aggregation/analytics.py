@@ -249,6 +249,11 @@ class Query:
 DIMENSIONS = ("dx", "ou", "pe")
 _CHANGES_THE_NUMBERS = ("aggregationType", "measureCriteria", "preAggregationMeasureCriteria", "approvalLevel",
                         "timeField", "orgUnitField")
+# how DHIS2 is asked to name what the rows hold: by code (statnet's only identifier) or by
+# UID, DHIS2's default, which a client names to be sure of it (statnet's codes stand in);
+# NAME was answered with codes, as if it had been heard
+_OUTPUT_ID_SCHEMES = ("outputIdScheme", "outputDataItemIdScheme", "outputDataElementIdScheme",
+                      "outputOrgUnitIdScheme")
 # DHIS2's reporting-rate items of a data set (dx=DS.REPORTING_RATE): answered by completeness
 _RATE_ITEMS = ("REPORTING_RATE", "REPORTING_RATE_ON_TIME", "ACTUAL_REPORTS", "ACTUAL_REPORTS_ON_TIME",
                "EXPECTED_REPORTS")
@@ -266,6 +271,9 @@ def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
     # answered as if absent (aggregationType=AVERAGE answered with the sum)
     problems = [f"{name}: {params[name]!r} is not supported (statnet aggregates each element by its own "
                 f"aggregationType, over every stored value)" for name in _CHANGES_THE_NUMBERS if params.get(name)]
+    problems += [f"{name}: {params[name]!r} is not supported: rows name everything by code (names, in "
+                 "English and Lao, are in metaData.items)" for name in _OUTPUT_ID_SCHEMES
+                 if params.get(name) and str(params[name]).strip().upper() not in ("CODE", "UID")]
     filters, as_dimension = set(), {d for d in DIMENSIONS if items[d]}
     for kind in ("dimension", "filter"):
         for spec in lists.get(kind, []):

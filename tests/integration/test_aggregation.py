@@ -455,6 +455,11 @@ def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, wo
     assert r.status_code == 403 and d2 in r.json()["message"], r.text
     r = province.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT&pe={YEAR}&userOrgUnit=NOWHERE")
     assert r.status_code == 400 and "userOrgUnit" in r.json()["message"], r.text
+    # rows are keyed by code: asked by name, a 400 (codes were answered as if names had been)
+    for scheme, status in (("CODE", 200), ("UID", 200), ("NAME", 400), ("SHORTNAME", 400)):
+        for name in ("outputIdScheme", "outputOrgUnitIdScheme"):
+            r = province.get(f"/api/analytics?dx={code('S')}&ou={d1}&pe={YEAR}&{name}={scheme}")
+            assert r.status_code == status and (status == 200 or name in r.json()["message"]), r.text
     # a district's supervisor: its own villages as they sat in the period asked (a village
     # re-parented mid-year is answered where its year began), so that they add up to the
     # district's total; not another's district as a boundary
