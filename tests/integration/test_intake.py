@@ -541,6 +541,43 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
     assert stored(settings) == before
 
 
+def test_a_gzip_or_zip_file_posted_as_it_is_is_opened_as_dhis2_opens_it(system, world, settings):
+    """A DHIS2 export's .json.gz or .csv.zip is posted without a Content-Encoding: told by its
+    first bytes, as DHIS2 does (it was refused as text that is not UTF-8)."""
+    import gzip
+    import io
+    import zipfile
+
+    def zipped(*files: tuple[str, str]) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, text in files:
+                archive.writestr(name, text)
+        return out.getvalue()
+
+    csv_text = CSV_HEADER + "BEDS,201302,NGELEHUN,,,46,,,ຄຳເຫັນ\n"
+    for body, content_type in ((gzip.compress(JSON_BODY.replace('"201401"', '"201302"').encode()), "application/json"),
+                               (zipped(("datavalues.csv", csv_text)), "text/csv")):
+        r = system.post("/api/dataValueSets?dataSet=MORT5", data=body, token=world["bo"],
+                        headers={"Content-Type": content_type})
+        assert r.status_code == 202, (content_type, r.text)
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    assert values_at(system, "NGELEHUN", "201302")["BEDS"] == 46  # the zip's, after the gzip's
+    before = stored(settings)
+    for body, words in ((zipped(("a.csv", csv_text), ("b.csv", csv_text)), "holds 2 files"),
+                        (zipped(), "holds 0 files"),
+                        (gzip.compress(csv_text.encode())[:-12], "gzip"),
+                        (b"PK\x03\x04 not a zip at all", "zip")):
+        r = system.post("/api/dataValueSets?dataSet=MORT5", data=body, token=world["bo"],
+                        headers={"Content-Type": "text/csv"})
+        assert r.status_code == 400 and words in r.json()["message"], r.text
+    bomb = zipped(("big.csv", " " * (6 * 1024 * 1024)))
+    r = system.post("/api/dataValueSets", data=bomb, token=world["bo"], headers={"Content-Type": "text/csv"})
+    assert r.status_code == 413 and "decompressed" in r.json()["message"], r.text
+    assert stored(settings) == before
+
+
+
 def test_an_idempotency_key_too_long_to_keep_is_a_400_not_a_503_for_ever(system, world, settings):
     before = stored(settings)
     r = system.post("/api/dataValueSets", data=JSON_BODY.replace('"201401"', '"201305"').encode(), token=world["bo"],
