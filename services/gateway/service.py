@@ -120,6 +120,25 @@ def _gunzipped(raw: bytes) -> bytes:
 _UTF16_XML_START = {b"<\x00?\x00": "UTF-16-LE", b"\x00<\x00?": "UTF-16-BE"}
 
 
+# What a path without a suffix answers by the Accept header, as DHIS2 chooses (a CSV reader
+# asking for text/csv was handed JSON with a 200): the media types offered, the first the
+# default, each with its format's name for the owning service (none: JSON)
+_DATA_VALUE_FORMATS = {"application/json": None, "text/csv": "csv", "application/csv": "csv"}
+_ANALYTICS_FORMATS = {**_DATA_VALUE_FORMATS, "application/vnd.sdmx.data+csv": "sdmx"}
+
+
+def _wanted(request, offered: dict[str, str | None]) -> tuple[str, ...]:
+    """The format argument for the service (none for JSON), or a 406 when the Accept header
+    takes none of the types offered (ADX, XML: not offered)."""
+    if not request.headers.get("Accept", "").strip():
+        return ()
+    best = request.accept_mimetypes.best_match(list(offered))
+    if best is None:
+        raise HttpError(406, f"none of the media types accepted ({request.headers['Accept']}) is offered here: "
+                             f"ask for {', '.join(offered)}, or use the path's .json or .csv form")
+    return () if offered[best] is None else (offered[best],)
+
+
 def _bad_body(message: str) -> HttpError:
     """A 400 about the body as a whole, its one conflict naming it."""
     return HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
@@ -354,7 +373,8 @@ class GatewayService:
     @route("GET", "/api/dataValueSets")
     def get_data_value_set(self, request):
         # DHIS2 repeats a parameter for each item (dataSet=A&dataSet=B): every one is passed
-        return self.api(request, "aggregation", "data_values", request.args.to_dict(flat=False))
+        return self.api(request, "aggregation", "data_values", request.args.to_dict(flat=False),
+                        *_wanted(request, _DATA_VALUE_FORMATS))
 
     @route("GET", "/api/dataValueSets.json")
     def get_data_value_set_json(self, request):
@@ -395,7 +415,8 @@ class GatewayService:
     # every value of a repeated parameter is passed: DHIS2 clients send dimension= per dimension
     @route("GET", "/api/analytics")
     def analytics(self, request):
-        return self.api(request, "aggregation", "analytics", request.args.to_dict(flat=False))
+        return self.api(request, "aggregation", "analytics", request.args.to_dict(flat=False),
+                        *_wanted(request, _ANALYTICS_FORMATS))
 
     @route("GET", "/api/analytics.json")
     def analytics_json(self, request):

@@ -274,3 +274,25 @@ def test_a_role_that_may_not_write_is_a_403_before_its_body_is_read(system, worl
     reporter = system.as_user(system.create_user("rt-role-rep", "reporter", t.province))
     r = reporter.request("POST", "/api/dataValueSets", data=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
+
+
+def test_exports_answer_in_the_format_the_accept_header_asks_for(system, world):
+    """As DHIS2 chooses by Accept: a CSV reader asking for text/csv was handed JSON with a 200;
+    what is not offered (ADX, XML) is a 406, and a client that takes anything gets JSON."""
+    t, codes, village, _ = world
+    analytics = f"/api/analytics?dx={codes['pop']}&ou={t.province}&pe=2024"
+    export = f"/api/dataValueSets?dataSet={codes['ds']}&period=2024&orgUnit={t.province}&children=true"
+    for path, accept, kind, first in [
+            (analytics, None, "application/json", "{"), (analytics, "*/*", "application/json", "{"),
+            (analytics, "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "application/json", "{"),
+            (analytics, "text/csv", "text/csv", "dx,"), (analytics, "application/csv;q=0.9, application/json;q=0.5",
+                                                           "text/csv", "dx,"),
+            (analytics, "application/vnd.sdmx.data+csv", "application/vnd.sdmx.data+csv", "DATAFLOW,"),
+            (export, "text/csv", "text/csv", "dataelement,"), (export, "application/json", "application/json", "{")]:
+        r = system.get(path, headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith(kind), (accept, r.headers, r.text[:200])
+        assert r.text.startswith(first), (accept, r.text[:100])
+    for path in (analytics, export):
+        for accept in ("application/adx+xml", "application/xml"):
+            r = system.get(path, headers={"Accept": accept})
+            assert r.status_code == 406 and "text/csv" in r.json()["message"], r.text
