@@ -35,7 +35,7 @@ from shared.replica import Metadata
 MAX_VALUES = 100_000
 
 _VALUES = sa.text("""
-SELECT f.data_element, f.period, f.org_unit, f.combo, f.text_value, f.stored_by, f.updated_at,
+SELECT f.data_element, f.period, f.org_unit, f.combo, f.text_value, f.stored_by, f.updated_at, f.followup,
        f.comment, f.deleted
 FROM aggregation.data_value f
 JOIN unnest(CAST(:lo AS text[]), CAST(:hi AS text[])) AS w(lo, hi) ON f.path >= w.lo AND f.path < w.hi
@@ -173,7 +173,7 @@ def values(conn: sa.Connection, md: Metadata, asked: dict, within: str | None = 
     for r in rows:
         value = {"dataElement": r.data_element, "period": r.period, "orgUnit": r.org_unit,
                  "categoryOptionCombo": r.combo, "value": r.text_value or "", "storedBy": r.stored_by,
-                 "lastUpdated": show(r.updated_at), "comment": r.comment, "followup": False}
+                 "lastUpdated": show(r.updated_at), "comment": r.comment, "followup": r.followup}
         if asked["deleted"]:
             value["deleted"] = r.deleted
         out.append(value)
@@ -233,6 +233,7 @@ def as_csv(data_values: list[dict], with_deleted: bool = False) -> str:
     writer.writerow(COLUMNS + ((DELETED,) if with_deleted else ()))
     for v in data_values:
         row = [v["dataElement"], v["period"], v["orgUnit"], v["categoryOptionCombo"], "",
-               v["value"], v["storedBy"] or "", v["lastUpdated"] or "", v["comment"] or "", "false"]
+               v["value"], v["storedBy"] or "", v["lastUpdated"] or "", v["comment"] or "",
+               "true" if v["followup"] else "false"]
         writer.writerow(row + (["true" if v["deleted"] else "false"] if with_deleted else []))
     return out.getvalue()

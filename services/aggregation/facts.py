@@ -40,10 +40,11 @@ _APPLY = sa.text("""
 -- what a hundred values share is sent and parsed once (a third of the document's bytes)
 WITH incoming AS (
     SELECT v.de, v.combo, p.ou, p.period, p.ptype, p.start_date, p.end_date, p.path, v.num, v.txt, v.del,
-           v.cm, r.seq, r.return_id, coalesce(v.sb, r.sender) AS sender,
+           v.cm, coalesce(v.fu, false) AS fu, r.seq, r.return_id, coalesce(v.sb, r.sender) AS sender,
            CAST(extract(year FROM p.start_date) AS int) AS year  -- the unit-year its yearly rows are
     FROM json_to_recordset(CAST(:rows AS json))
-           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean, cm text, sb text)
+           AS v(de text, combo text, place int, ret int, num numeric, txt text, del boolean, cm text, sb text,
+                fu boolean)
     JOIN json_to_recordset(CAST(:places AS json))
            AS p(place int, ou text, period text, ptype text, start_date date, end_date date, path text)
       USING (place)
@@ -64,15 +65,16 @@ old AS MATERIALIZED (
 up AS (
     INSERT INTO aggregation.data_value AS f
         (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
-         value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
+         value, text_value, deleted, seq, return_id, updated_at, comment, stored_by, followup)
     SELECT de, combo, ou, period, ptype, start_date, end_date, path,
            CASE WHEN del THEN NULL ELSE num END, CASE WHEN del THEN NULL ELSE txt END, del,
-           seq, return_id, now(), cm, sender
+           seq, return_id, now(), cm, sender, fu
     FROM incoming
     ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
        SET value = excluded.value, text_value = excluded.text_value, deleted = excluded.deleted,
            seq = excluded.seq, return_id = excluded.return_id, path = excluded.path,
-           updated_at = excluded.updated_at, comment = excluded.comment, stored_by = excluded.stored_by
+           updated_at = excluded.updated_at, comment = excluded.comment, stored_by = excluded.stored_by,
+           followup = excluded.followup
        WHERE f.seq < excluded.seq
     RETURNING f.data_element, f.combo, f.org_unit, f.period
 ),
@@ -165,6 +167,8 @@ def apply_returns(conn: sa.Connection, returns: list[dict], md: Metadata) -> dic
                 row["cm"] = v["comment"]
             if v.get("stored_by"):  # the value's own storedBy, else the return's sender
                 row["sb"] = v["stored_by"]
+            if v.get("followup"):  # (marked: a few values in a thousand)
+                row["fu"] = True
             rows.append(row)
     counts = {data["return_id"]: dict(NOTHING) for data in returns}
     if not rows:

@@ -185,6 +185,7 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
        w.path, w.level, d.raw, d.value AS original,
        nullif(d.comment, '') AS comment, nullif(btrim(d.storedby), '') AS stored_by,
+       d.followup, lower(btrim(coalesce(d.followup, ''))) = 'true' AS marked,
        coalesce(d.attributeoptioncombo, '') AS aoc
 FROM dated d
 LEFT JOIN aggregation.md_data_element e ON e.code = d.dataelement
@@ -248,6 +249,9 @@ _CHECKS = [
      "NOT r.aoc = ANY(CAST(:default_aocs AS text[]))"),
     ("value", "r.original", "r.de || ': value ' || quote_literal(r.original) || ' is not of type ' || r.value_type",
      f"r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})"),
+    # DHIS2's mark for a data-quality follow-up, kept as its export gives it
+    ("followup", "r.followup", "'followup must be true or false'",
+     "NOT lower(btrim(coalesce(r.followup, ''))) IN ('', 'true', 'false')"),
 ]
 
 # One pass over the chunk finds the rows with any problem (a good chunk has none), and only
@@ -296,10 +300,10 @@ def _stored(deleting: bool) -> str:
     return f"""
 INSERT INTO aggregation.data_value AS f
     (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
-     value, text_value, deleted, seq, return_id, updated_at, comment, stored_by)
+     value, text_value, deleted, seq, return_id, updated_at, comment, stored_by, followup)
 SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
        {_TOMBSTONE if deleting else _VALUE},
-       :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by)
+       :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by), r.marked
 FROM history_rows r WHERE r.raw {"=" if deleting else "<>"} ''
 """
 
@@ -315,7 +319,8 @@ _OVER_HISTORY = """
 ON CONFLICT (data_element, combo, org_unit, period) DO UPDATE
    SET value = excluded.value, text_value = excluded.text_value, deleted = excluded.deleted,
        path = excluded.path, seq = excluded.seq, return_id = excluded.return_id,
-       updated_at = excluded.updated_at, comment = excluded.comment, stored_by = excluded.stored_by
+       updated_at = excluded.updated_at, comment = excluded.comment, stored_by = excluded.stored_by,
+       followup = excluded.followup
    WHERE f.seq = 0 OR f.seq <= excluded.seq
 RETURNING f.data_element, f.combo, f.org_unit, f.period
 """

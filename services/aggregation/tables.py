@@ -31,6 +31,8 @@ data_value = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("comment", sa.Text),           # the value's comment, as sent
     sa.Column("stored_by", sa.Text),         # the user whose return it came from (null: history)
+    # DHIS2's followup: marked for a data-quality follow-up, as sent (migration 0013)
+    sa.Column("followup", sa.Boolean, nullable=False, server_default=sa.false()),
     # a unit-period's values are one range of the key, and so is a unit-year's (migration 0010)
     sa.PrimaryKeyConstraint("org_unit", "period", "data_element", "combo", name="data_value_pkey"),
 )

@@ -44,6 +44,15 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
+def _followup(given) -> bool | None:
+    """DHIS2's followup as JSON (a boolean) or CSV (its text) gives it; None: neither."""
+    if given is None or isinstance(given, bool):
+        return bool(given)
+    if isinstance(given, str) and given.strip().lower() in ("", "true", "false"):
+        return given.strip().lower() == "true"
+    return None
+
+
 def _absent(obj: str, value) -> str:
     """Why a code that should be text is not usable: missing, or not text at all."""
     return f"{obj} is missing" if value in (None, "") else f"{obj} must be text, not {value!r}"
@@ -183,6 +192,10 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                 conflicts.append(conflict(f"{at}.{name}", given,
                                           f"{name} of {len(given)} characters is longer than {MAX_TEXT}"))
                 ok = False
+        followup = _followup(v.followup)
+        if followup is None:
+            conflicts.append(conflict(f"{at}.followup", v.followup, "followup must be true or false"))
+            ok = False
         if not ok:
             continue
         key = (de.code, combo, value_unit, value_period.code)
@@ -198,6 +211,8 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         stored_by = v.stored_by.strip() if isinstance(v.stored_by, str) else None
         if stored_by:
             value["stored_by"] = stored_by
+        if followup:  # DHIS2's mark for a data-quality follow-up (a few values in a thousand)
+            value["followup"] = True
         values.append(value)
 
     if ds is not None and org_unit is not None and period is not None and not raw.lines_name_places:

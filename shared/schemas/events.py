@@ -17,8 +17,9 @@ from shared.schemas.metadata import IMPORTANCES, MetadataChangesSchema
 
 class ReturnValues(fields.Field):
     """The values of a return: a list of ``{data_element, category_option_combo,
-    org_unit, period, value, comment, stored_by?}``, all text (``comment`` may be null;
-    ``stored_by``, DHIS2's storedBy, only where the sender named one);
+    org_unit, period, value, comment, stored_by?, followup?}``, all text (``comment`` may be
+    null; ``stored_by``, DHIS2's storedBy, only where the sender named one) but ``followup``,
+    DHIS2's mark for a data-quality follow-up, ``true`` where it is set;
     ``value == ""`` deletes the value.
 
     Checked with plain Python rather than a nested schema per value: every
@@ -32,7 +33,7 @@ class ReturnValues(fields.Field):
         "type": "object", "required": list(REQUIRED),
         "properties": {**{k: {"type": "string"} for k in REQUIRED},
                        "comment": {"oneOf": [{"type": "string"}, {"type": "null"}]},
-                       "stored_by": {"type": "string"}}}}
+                       "stored_by": {"type": "string"}, "followup": {"type": "boolean"}}}}
 
     def _check(self, value):
         if not isinstance(value, list):
@@ -48,6 +49,8 @@ class ReturnValues(fields.Field):
                 raise ValidationError(f"values[{i}].comment must be text or null")
             if "stored_by" in item and type(item["stored_by"]) is not str:
                 raise ValidationError(f"values[{i}].stored_by must be text")
+            if "followup" in item and type(item["followup"]) is not bool:
+                raise ValidationError(f"values[{i}].followup must be true or false")
         return value
 
     def _deserialize(self, value, attr, data, **kwargs):

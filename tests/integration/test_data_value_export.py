@@ -235,6 +235,36 @@ def test_a_values_stored_by_is_kept_as_sent_and_an_export_sent_back_keeps_it(sys
     assert bad.status_code == 400 and bad.json()["conflicts"][0]["object"] == "dataValues[0].storedBy", bad.text
 
 
+def test_a_values_followup_mark_is_kept_and_exported_and_an_export_sent_back_keeps_it(system, world):
+    """DHIS2's followup (a value marked for a data-quality check) was read, dropped, and
+    exported as false: a DHIS2 export sent here and back lost its marks."""
+    t, codes, _, (v11, v12, v21) = world
+    body = {"dataSet": codes["ds"], "period": "202406", "orgUnit": v12, "dataValues": [
+        {"dataElement": codes["pop"], "categoryOptionCombo": "M", "value": "30", "followup": True},
+        {"dataElement": codes["pop"], "categoryOptionCombo": "F", "value": "31", "followup": False},
+        {"dataElement": codes["hh"], "value": "9"}]}
+    assert system.wait_status(system.submit(body).json()["id"])["status"] == "AGGREGATED"
+    query = f"dataSet={codes['ds']}&period=202406&orgUnit={v12}"
+    marks = {v["categoryOptionCombo"]: v["followup"] for v in _get(system, query).json()["dataValues"]}
+    assert marks == {"M": True, "F": False, "default": False}
+    exported = _get(system, query, fmt=".csv").text
+    assert sorted(line.rsplit(",", 1)[1] for line in exported.splitlines()[1:]) == ["false", "false", "true"]
+    # sent back as CSV with the mark moved: the export's marks are what is kept
+    lines = exported.replace(",true\n", ",false\n").splitlines()
+    lines = [lines[0]] + [(line.rsplit(",", 1)[0] + ",TRUE") if line.startswith(codes["hh"]) else line
+                          for line in lines[1:]]
+    back = system.submit(("\n".join(lines) + "\n").encode("utf-8"), content_type="text/csv")
+    assert system.wait_status(back.json()["id"])["status"] == "AGGREGATED", back.text
+    marks = {v["categoryOptionCombo"]: v["followup"] for v in _get(system, query).json()["dataValues"]}
+    assert marks == {"M": False, "F": False, "default": True}
+    for bad in ("yes", 1, None):
+        r = system.submit({**body, "dataValues": [{**body["dataValues"][0], "followup": bad}]})
+        if bad is None:  # (null: not marked, as DHIS2 reads it)
+            assert r.status_code == 202, r.text
+            continue
+        assert r.status_code == 400 and r.json()["conflicts"][0]["object"] == "dataValues[0].followup", r.text
+
+
 def test_a_data_sets_export_holds_its_units_values_and_goes_back_in(system, world):
     """An element two data sets share has values at the other's units: exported by this data
     set's name (the JSON header), the export could not be sent back (intake refused the

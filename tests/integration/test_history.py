@@ -386,6 +386,22 @@ def test_history_keeps_each_values_comment_and_sender(system, world):
     assert [v["comment"] for v in march] == ["line one\rline two"]
 
 
+def test_history_keeps_each_values_followup_mark(system, world):
+    """DHIS2's followup column, the mark of a value to check again: read and dropped, and
+    exported as false, so years brought over from DHIS2 lost their marks."""
+    t = world
+    v1, v2 = t.all_villages[:2]
+    body = csv_text([]) + (f"Z{UID},201708,{v1},default,,4,,,,true\n"
+                           f"Z{UID},201708,{v2},default,,5,,,, FALSE \n")
+    assert load(system, body).status_code == 200
+    values = system.get(f"/api/dataValueSets?dataSet=MDS{UID}&period=201708&orgUnit={t.province}&children=true"
+                        ).json()["dataValues"]
+    assert [(v["orgUnit"], v["followup"]) for v in values] == [(v1, True), (v2, False)]
+    r = load(system, csv_text([]) + f"Z{UID},201709,{v1},default,,4,,,,perhaps\n")
+    assert r.status_code == 400 and r.json()["conflicts"][0]["object"] == "line 2: followup", r.text
+    assert system.analytics(f"Z{UID}", v1, "201709") == {}
+
+
 def test_history_refuses_a_partners_values_and_import_options_it_would_ignore(system, world):
     t = world
     v1 = t.all_villages[0]

@@ -30,6 +30,7 @@ class RawValue:
     # problem with the period is told there, as sent, not as the code it was read as
     period_sent: tuple[str, str] | None = None
     stored_by: object = None       # DHIS2's storedBy (JSON, CSV): who the value is from; else the sender
+    followup: object = None        # DHIS2's followup (JSON, CSV): marked for a data-quality follow-up
 
     @property
     def where(self) -> str:

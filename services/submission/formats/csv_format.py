@@ -21,12 +21,12 @@ def parse(body: str, params: dict) -> RawReturn:
     raw.infer_data_set = raw.data_set is None
     raw.lines_name_places = True
     for n, (line, f) in enumerate(rows):
-        de, period, org_unit, combo, aoc, value, stored_by, _updated, comment, _followup = f
+        de, period, org_unit, combo, aoc, value, stored_by, _updated, comment, followup = f
         problem = attribute_combo_problem(f"line {line}.attributeoptioncombo", aoc)
         if problem:
             raw.problems.append(problem)
         if n == 0:
             raw.period, raw.org_unit = period, org_unit
         raw.values.append(RawValue(n, de, combo or None, value, comment or None, period, org_unit, line=line,
-                                   stored_by=stored_by))
+                                   stored_by=stored_by, followup=followup))
     return raw

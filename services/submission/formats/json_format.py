@@ -68,7 +68,7 @@ def parse(body: str) -> RawReturn:
         raw.values.append(RawValue(i, _code(item.get("dataElement")), _code(item.get("categoryOptionCombo")),
                                    "" if deleted else item.get("value"), item.get("comment"),
                                    _code(item.get("period")), _code(item.get("orgUnit")),
-                                   stored_by=item.get("storedBy")))
+                                   stored_by=item.get("storedBy"), followup=item.get("followup")))
     # a data value set whose every value names its own period (or unit) needs none in its
     # header: the first value's is the return's, as a CSV's first line's is (DHIS2 takes such
     # a set, and GET /api/dataValueSets exports one for several units or periods)
