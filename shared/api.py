@@ -99,6 +99,8 @@ def unstorable_fields(obj, where: str = "body", text: str | None = None) -> list
 # read a UID as a code (intake, history loads and the data value export alike)
 ID_SCHEMES = ("idScheme", "dataElementIdScheme", "orgUnitIdScheme", "categoryOptionComboIdScheme",
               "dataSetIdScheme")
+# DHIS2's two names for the import strategy (``strategy``: ImportOptions.setStrategy)
+STRATEGY_PARAMETERS = ("importStrategy", "strategy")
 # DHIS2's default category option combo, which is its default attribute option combo too:
 # the UID every DHIS2 instance gives it (an export by code names it so when it has no code)
 DEFAULT_COMBO_UID = "HllvX50cXC0"

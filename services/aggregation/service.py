@@ -20,7 +20,7 @@ from nameko.rpc import rpc
 from services.aggregation import analytics, completeness, data_values, exports, facts, history
 from services.aggregation import tables as t
 from shared import collectors, metrics
-from shared.api import api_rpc, error, flag, id_scheme_refusal, reply
+from shared.api import STRATEGY_PARAMETERS, api_rpc, error, flag, id_scheme_refusal, reply
 from shared.batches import disjoint_runs
 from shared.config import Settings
 from shared.delivery import Database
@@ -121,7 +121,7 @@ class AggregationService(KeepsMetadataReplica):
         # DHIS2's import parameters that would change what a load means: refused, not ignored
         # (history stores what the file says, by code; a file's own empty values and
         # deleted lines delete, but a whole file as deletions is not a load of history)
-        for name in ("importStrategy", "strategy"):  # (DHIS2's two names for it)
+        for name in STRATEGY_PARAMETERS:
             strategy = params.get(name)
             if strategy is not None and str(strategy).strip().upper() != "CREATE_AND_UPDATE":
                 raise error(400, f"{name} {strategy!r} is not supported by a history load (it stores the "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from shared.api import DEFAULT_ATTRIBUTE_COMBOS, ID_SCHEMES, id_scheme_refusal
+from shared.api import DEFAULT_ATTRIBUTE_COMBOS, ID_SCHEMES, STRATEGY_PARAMETERS, id_scheme_refusal
 from shared.periods import Period, PeriodError, is_closed
 from shared.values import shown
 
@@ -91,9 +91,6 @@ STRATEGIES = {"CREATE_AND_UPDATE": False, "NEW_AND_UPDATES": False, "DELETE": Tr
 def id_scheme_problem(name: str, value) -> dict | None:
     refusal = id_scheme_refusal(name, value)
     return conflict(name, value, refusal) if refusal else None
-
-
-STRATEGY_PARAMETERS = ("importStrategy", "strategy")
 
 
 def import_options(params: dict) -> bool:
