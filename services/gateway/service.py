@@ -18,6 +18,7 @@ import eventlet
 from kombu import Queue
 from nameko.exceptions import UnknownService
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from werkzeug.datastructures import MIMEAccept
 from werkzeug.wrappers import Response
 
 from services.gateway.auth import Authenticator
@@ -129,13 +130,19 @@ _ANALYTICS_FORMATS = {**_DATA_VALUE_FORMATS, "application/vnd.sdmx.data+csv": "s
 
 def _wanted(request, offered: dict[str, str | None]) -> tuple[str, ...]:
     """The format argument for the service (none for JSON), or a 406 when the Accept header
-    takes none of the types offered (ADX, XML: not offered)."""
+    asks only for formats not offered (ADX, XML). A type's parameters do not keep it from
+    matching (werkzeug's match took application/json;charset=utf-8 for another type), and
+    a header naming nothing offered nor any XML (text/html alone) gets JSON, as before."""
     if not request.headers.get("Accept", "").strip():
         return ()
-    best = request.accept_mimetypes.best_match(list(offered))
+    accepted = MIMEAccept([(value.split(";")[0].strip().lower(), quality)
+                           for value, quality in request.accept_mimetypes])
+    best = accepted.best_match(list(offered))
     if best is None:
-        raise HttpError(406, f"none of the media types accepted ({request.headers['Accept']}) is offered here: "
-                             f"ask for {', '.join(offered)}, or use the path's .json or .csv form")
+        if any("xml" in value for value, quality in accepted if quality > 0):
+            raise HttpError(406, f"none of the media types accepted ({request.headers['Accept']}) is offered "
+                                 f"here: ask for {', '.join(offered)}, or use the path's .json or .csv form")
+        return ()
     return () if offered[best] is None else (offered[best],)
 
 

@@ -288,7 +288,13 @@ def test_exports_answer_in_the_format_the_accept_header_asks_for(system, world):
             (analytics, "text/csv", "text/csv", "dx,"), (analytics, "application/csv;q=0.9, application/json;q=0.5",
                                                            "text/csv", "dx,"),
             (analytics, "application/vnd.sdmx.data+csv", "application/vnd.sdmx.data+csv", "DATAFLOW,"),
-            (export, "text/csv", "text/csv", "dataelement,"), (export, "application/json", "application/json", "{")]:
+            (export, "text/csv", "text/csv", "dataelement,"), (export, "application/json", "application/json", "{"),
+            # a type's parameters keep it what it is (werkzeug's own match read none of these)
+            (analytics, "application/json; charset=utf-8", "application/json", "{"),
+            (export, "text/csv;charset=UTF-8", "text/csv", "dataelement,"),
+            (analytics, "application/vnd.sdmx.data+csv;version=1.0.0", "application/vnd.sdmx.data+csv", "DATAFLOW,"),
+            # naming nothing offered and no XML: JSON, as before
+            (analytics, "text/html", "application/json", "{"), (export, "text/plain", "application/json", "{")]:
         r = system.get(path, headers={"Accept": accept} if accept else {})
         assert r.status_code == 200 and r.headers["Content-Type"].startswith(kind), (accept, r.headers, r.text[:200])
         assert r.text.startswith(first), (accept, r.text[:100])
