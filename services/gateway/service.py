@@ -97,8 +97,12 @@ def _unzipped(raw: bytes) -> bytes:
             zlib.error) as exc:  # (RuntimeError: encrypted; NotImplementedError: a method zipfile lacks)
         raise _bad_body(f"body is not a zip file statnet can open: {exc}") from None
     if len(out) > MAX_BODY:
-        raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB once decompressed")
+        raise _too_large_decompressed()
     return out
+
+
+def _too_large_decompressed() -> HttpError:
+    return HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB once decompressed")
 
 
 def _gunzipped(raw: bytes) -> bytes:
@@ -108,7 +112,7 @@ def _gunzipped(raw: bytes) -> bytes:
             inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
             out += inflate.decompress(rest, MAX_BODY + 1 - len(out))
             if len(out) > MAX_BODY:
-                raise HttpError(413, f"body is larger than {MAX_BODY // (1024 * 1024)} MB once decompressed")
+                raise _too_large_decompressed()
             if not inflate.eof:  # cut off: what came is no whole body, and none of it is stored
                 raise _bad_body("the gzip body ends before its data does (cut off in transfer?)")
             rest = inflate.unused_data

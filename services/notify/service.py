@@ -170,6 +170,13 @@ def _unknown_parameters(params: dict, known: tuple[str, ...]) -> list[str]:
     return [f"unknown parameter {name!r} (known: {', '.join(known)})" for name in sorted(set(params) - set(known))]
 
 
+def _refuse_unknown_parameters(params: dict, known: tuple[str, ...]) -> None:
+    """A 400 naming every parameter not in ``known``, if any."""
+    unknown = _unknown_parameters(params, known)
+    if unknown:
+        raise error(400, "; ".join(unknown))
+
+
 def _unknown_type(value: str) -> str:
     return f"type: unknown notification type {value!r} (one of {', '.join(sorted(SUBJECTS))})"
 
@@ -284,10 +291,7 @@ class NotifyService(KeepsMetadataReplica):
         supervisor early, and silenced the real alert)."""
         principal.require("deadlines.check")
         params = params or {}  # (a gateway of the release before passes asOf alone)
-        # a misspelt ?asof= ran today's whole check, its alerts sent
-        unknown = _unknown_parameters(params, ("asOf", "dryRun"))
-        if unknown:
-            raise error(400, "; ".join(unknown))
+        _refuse_unknown_parameters(params, ("asOf", "dryRun"))  # (?asof= ran today's whole check)
         dry_run = bool(flag(params, "dryRun"))
         try:
             # absent is today; given empty is a mistake like any other (it ran today's whole check)
@@ -306,12 +310,15 @@ class NotifyService(KeepsMetadataReplica):
         def received_in_time(places: list[list]) -> list[int]:
             return local.ask(self.submission_rpc, "submission", "received_in_time", places, share=share)
 
+        def check(conn: sa.Connection) -> deadlines.CheckResult:
+            return deadlines.check(conn, md, day, settings.late_lookback_days, settings.reminder_days,
+                                   self.outgoing.channels, received_in_time, settings.reporting_start_date)
+
         if dry_run:
             # the very statement of a check, in a transaction rolled back: what it would
             # record is counted by what it did record, never a second reading of the rules
             with self.db.connect() as conn, conn.begin() as tx:
-                result = deadlines.check(conn, md, day, settings.late_lookback_days, settings.reminder_days,
-                                         self.outgoing.channels, received_in_time, settings.reporting_start_date)
+                result = check(conn)
                 tx.rollback()
             log.info("deadline check as of %s, dry run: %d late, %d due, %d notification(s) not recorded", day,
                      sum(result.late.values()), sum(result.due.values()), result.notifications)
@@ -321,8 +328,7 @@ class NotifyService(KeepsMetadataReplica):
             with self.db.transaction() as tx:
                 withdrawn = deadlines.withdraw_before(tx.conn, settings.reporting_start_date)
         with self.db.transaction() as tx:
-            result = deadlines.check(tx.conn, md, day, settings.late_lookback_days, settings.reminder_days,
-                                     self.outgoing.channels, received_in_time, settings.reporting_start_date)
+            result = check(tx.conn)
             result.withdrawn = withdrawn
             # what the latest check found, per data set (0 when none late): the gauge's source
             # (an upsert: two checks at once, from two instances, must not collide)
@@ -388,9 +394,7 @@ class NotifyService(KeepsMetadataReplica):
         a word, its newest alerts out of sight."""
         principal.require("read")
         # a filter misspelt (?typ=, ?dataset=) listed every alert, as if it had matched
-        unknown = _unknown_parameters(params, _LIST_PARAMETERS)
-        if unknown:
-            raise error(400, "; ".join(unknown))
+        _refuse_unknown_parameters(params, _LIST_PARAMETERS)
         flag(params, "paging")  # (true or false, or a 400 naming it)
         page, page_size = _page(params, "page", 1), _page(params, "pageSize", MAX_PAGE)
         if page_size > MAX_PAGE:
