@@ -230,6 +230,14 @@ class Query:
     placed: dict[str, Placement] = field(default_factory=dict)
 
     @property
+    def scoped(self) -> list[str]:
+        """The units the caller must hold for the query to be answered: those named, the
+        boundaries of a LEVEL-n, and the roots a keyword's units were found under (the user's
+        own, or any ``userOrgUnit`` names: its children are checked through it)."""
+        roots = [r for placement in self.placed.values() for r in sorted(placement.roots)]
+        return list(dict.fromkeys([*self.boundaries, *(ou for ou in self.ou if ou not in self.placed), *roots]))
+
+    @property
     def merged(self) -> frozenset[str]:
         """The filters of several items (``filter=pe:LAST_12_MONTHS``, ``filter=ou:A;B``): each
         row is one total over all of them, as DHIS2 answers a filter."""

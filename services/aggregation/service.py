@@ -240,9 +240,7 @@ class AggregationService(KeepsMetadataReplica):
         if fmt == "sdmx" and query.merged:
             raise error(400, f"filter {', '.join(sorted(query.merged))}: an SDMX observation has one "
                              "REF_AREA and one TIME_PERIOD; ask several as a dimension")
-        # (a keyword's units are the caller's roots' or a boundary's, checked, period by period)
-        self._in_scope(principal, md, [ou for ou in query.boundaries + query.ou if ou not in query.placed],
-                       [(p.start, p.end) for p in query.pe])
+        self._in_scope(principal, md, query.scoped, [(p.start, p.end) for p in query.pe])
         with self.db.connect() as conn:
             rows = analytics.totals(conn.execution_options(isolation_level="REPEATABLE READ"), query, md)
         if fmt == "csv":

@@ -453,6 +453,16 @@ def test_relative_periods_and_unit_keywords_answer_for_what_they_name(system, wo
     district = system.as_user(system.create_user(f"relu{UID}", "supervisor", d1))
     r = district.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT&pe={YEAR}&userOrgUnit={d2}")
     assert r.status_code == 403 and d2 in r.json()["message"], r.text
+    # the keywords below a userOrgUnit answer only within the caller's scope, in every form (a
+    # district's user read both districts' totals as the province's children, and the country's
+    # total through a filter)
+    for path, ou in (("analytics", "ou=USER_ORGUNIT_CHILDREN"), ("analytics", "ou=USER_ORGUNIT_GRANDCHILDREN"),
+                     ("analytics.sdmx.csv", "ou=USER_ORGUNIT_CHILDREN"), ("analytics.csv", "ou=USER_ORGUNIT_CHILDREN"),
+                     ("analytics", "filter=ou:USER_ORGUNIT_CHILDREN"), ("analytics", "ou=LEVEL-3")):
+        r = district.get(f"/api/{path}?dx={code('S')}&{ou}&pe={YEAR}&userOrgUnit={t.province}")
+        assert r.status_code == 403 and t.province in r.json()["message"], (path, ou, r.text)
+    r = district.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT_CHILDREN&pe={YEAR}&userOrgUnit={d1}")
+    assert r.status_code == 200, r.text
     r = province.get(f"/api/analytics?dx={code('S')}&ou=USER_ORGUNIT&pe={YEAR}&userOrgUnit=NOWHERE")
     assert r.status_code == 400 and "userOrgUnit" in r.json()["message"], r.text
     # rows are keyed by code: asked by name, a 400 (codes were answered as if names had been)
