@@ -150,6 +150,17 @@ def _wanted(request, offered: dict[str, str | None]) -> tuple[str, ...]:
     return () if offered[best] is None else (offered[best],)
 
 
+def one_each(args) -> dict[str, str]:
+    """The query's parameters, each given once: a route whose parameters take one value
+    each refuses a second (``ou=0301&ou=03`` read the first and dropped the other, where
+    analytics answers both); the same value twice is one."""
+    repeated = {name: values for name, values in args.to_dict(flat=False).items() if len(set(values)) > 1}
+    if repeated:
+        raise HttpError(400, "; ".join(f"{name} is given {len(values)} times ({', '.join(map(repr, values))}): "
+                                       "this route takes it once" for name, values in repeated.items()))
+    return args.to_dict()
+
+
 def _bad_body(message: str) -> HttpError:
     """A 400 about the body as a whole, its one conflict naming it."""
     return HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
@@ -205,6 +216,12 @@ class GatewayService:
         """Authenticate, then relay ``service.method(principal, *args)``."""
         principal = self.principal(request)
         return self.relay(self.call(service, method, principal.to_dict(), *args))
+
+    def query(self, request) -> dict[str, str]:
+        """``one_each`` of the query, once the caller is known (an unknown token is a 401
+        whatever its parameters are)."""
+        self.principal(request)
+        return one_each(request.args)
 
     @staticmethod
     def body_text(request) -> str:
@@ -349,7 +366,7 @@ class GatewayService:
 
     @route("GET", "/api/metadata")
     def export_metadata(self, request):
-        return self.api(request, "registry", "export_metadata", dict(request.args))
+        return self.api(request, "registry", "export_metadata", self.query(request))
 
     @route("GET", "/api/orgUnits/<code>")
     def get_org_unit(self, request, code):
@@ -361,7 +378,7 @@ class GatewayService:
 
     @route("GET", "/api/focalPoints")
     def list_focal_points(self, request):
-        return self.api(request, "registry", "list_focal_points", request.args.get("orgUnit"))
+        return self.api(request, "registry", "list_focal_points", self.query(request).get("orgUnit"))
 
     @route("PUT", "/api/focalPoints/<code>")
     def put_focal_point(self, request, code):
@@ -379,7 +396,7 @@ class GatewayService:
         return self.relay(self.call("submission", "receive", principal.to_dict(),
                                     request.headers.get("Content-Type", ""), body,
                                     request.headers.get("Idempotency-Key") or None,
-                                    dict(request.args)))
+                                    one_each(request.args)))
 
     @route("GET", "/api/dataValueSets")
     def get_data_value_set(self, request):
@@ -398,7 +415,7 @@ class GatewayService:
     @route("POST", "/api/history")
     def load_history(self, request):
         principal = self.principal(request, "history.load")
-        return self.relay(self.call("aggregation", "load_history", principal.to_dict(), dict(request.args),
+        return self.relay(self.call("aggregation", "load_history", principal.to_dict(), one_each(request.args),
                                     self.body_text(request)))
 
     @route("POST", "/api/history/begin")
@@ -421,7 +438,7 @@ class GatewayService:
 
     @route("GET", "/api/validationResults")
     def validation_results(self, request):
-        return self.api(request, "validation", "results", dict(request.args))
+        return self.api(request, "validation", "results", self.query(request))
 
     # every value of a repeated parameter is passed: DHIS2 clients send dimension= per dimension
     @route("GET", "/api/analytics")
@@ -443,18 +460,18 @@ class GatewayService:
 
     @route("GET", "/api/completeness")
     def completeness(self, request):
-        return self.api(request, "aggregation", "completeness", dict(request.args))
+        return self.api(request, "aggregation", "completeness", self.query(request))
 
     # ------------------------------------------------------------ alerts
 
     @route("POST", "/api/deadlines/check")
     def check_deadlines(self, request):
-        return self.api(request, "notify", "check_deadlines", request.args.get("asOf"), dict(request.args))
+        return self.api(request, "notify", "check_deadlines", (query := self.query(request)).get("asOf"), query)
 
     @route("GET", "/api/notifications")
     def notifications(self, request):
-        return self.api(request, "notify", "list_notifications", dict(request.args))
+        return self.api(request, "notify", "list_notifications", self.query(request))
 
     @route("POST", "/api/notifications/retry")
     def retry_notifications(self, request):
-        return self.api(request, "notify", "retry_notifications", dict(request.args))
+        return self.api(request, "notify", "retry_notifications", self.query(request))

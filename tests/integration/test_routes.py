@@ -302,3 +302,34 @@ def test_exports_answer_in_the_format_the_accept_header_asks_for(system, world):
         for accept in ("application/adx+xml", "application/xml"):
             r = system.get(path, headers={"Accept": accept})
             assert r.status_code == 406 and "text/csv" in r.json()["message"], r.text
+
+
+def test_a_parameter_given_twice_with_two_values_is_a_400_where_a_route_takes_one(system, world):
+    """Completeness, validationResults, focal points, notifications and the others read one
+    value of each parameter: ``ou=0301&ou=03`` answered the first and dropped the second (a
+    supervisor's 200 for its own district, the province never judged). A 400 names it;
+    analytics and dataValueSets, which answer every value, are left alone."""
+    t, codes, village, _ = world
+    district = t.districts[0]
+    admin = system
+    for method, path in [("GET", f"/api/completeness?ds={codes['ds']}&ou={district}&pe=2024&ou={t.province}"),
+                         ("GET", f"/api/validationResults?ou={district}&ou={t.province}"),
+                         ("GET", f"/api/focalPoints?orgUnit={district}&orgUnit={t.province}"),
+                         ("GET", "/api/notifications?recipient=FPRT&recipient=FPX"),
+                         ("GET", "/api/metadata?dataSets=true&dataSets=false"),
+                         ("POST", "/api/deadlines/check?asOf=2024-06-01&asOf=2024-07-01"),
+                         ("POST", "/api/notifications/retry?channel=webhook&channel=email"),
+                         ("POST", "/api/dataValueSets?dryRun=true&dryRun=false"),
+                         ("POST", f"/api/history?dataSet={codes['ds']}&dataSet=OTHER")]:
+        r = admin.request(method, path, json=village_return(codes, village, "2024", 10, 11)
+                          if "dataValueSets" in path else None)
+        assert r.status_code == 400, (path, r.status_code, r.text[:300])
+        name = path.rsplit("&", 1)[1].split("=")[0]
+        assert f"{name} is given 2 times" in r.json()["message"], (path, r.text)
+        # who is asking comes first: an unknown token is a 401 whatever the parameters
+        assert system.request(method, path, token="nobody").status_code == 401, path
+    # the same value twice is the value
+    r = admin.get(f"/api/completeness?ds={codes['ds']}&ou={district}&pe=2024&ou={district}")
+    assert r.status_code == 200 and r.json()["orgUnit"] == district, r.text
+    r = admin.get(f"/api/analytics?dx={codes['pop']}&ou={district}&ou={t.province}&pe=2024")
+    assert r.status_code == 200, r.text
