@@ -415,6 +415,11 @@ class NotifyService(KeepsMetadataReplica):
             if params["type"] not in SUBJECTS:  # every type has its templates
                 raise error(400, _unknown_type(params["type"]))
             query = query.where(n.c.type == params["type"])
+        asked_unit = params.get("orgUnit")
+        if asked_unit in md.org_units and not principal.unscoped and not md.ever_in(asked_unit, principal.org_unit):
+            # a unit never in the caller's subtree is a 403 naming it, as everywhere else (an
+            # empty list read as "no alerts there")
+            principal.require_path(asked_unit, md.current_path(asked_unit))
         # (as stored: a digest's data set is "*" and its period the day it is for)
         for name, column in (("orgUnit", n.c.org_unit), ("dataSet", n.c.data_set), ("period", n.c.period)):
             if params.get(name):

@@ -320,6 +320,11 @@ def test_a_recipient_outside_the_callers_scope_is_403_and_unknown_is_404(system,
         assert r.status_code == 403 and "outside the scope" in r.json()["message"], r.text
     r = system.get(f"/api/notifications?recipient=NOBODY{UID}")
     assert r.status_code == 404 and f"NOBODY{UID}" in r.json()["message"]
+    # so is a unit outside it: its alerts are not "none" (an empty 200 said they were)
+    for other in (d2, t.province):
+        r = system.get(f"/api/notifications?orgUnit={other}", token=sup1)
+        assert r.status_code == 403 and other in r.json()["message"], r.text
+    assert system.get(f"/api/notifications?orgUnit={d1}", token=sup1).status_code == 200
     # unfiltered, the same rule: alerts about its subtree, to focal points in it
     listed = system.get("/api/notifications", token=sup1).json()["notifications"]
     assert listed and {n["recipient"] for n in listed} <= {f"S1{UID}", f"R11{UID}"}
