@@ -83,6 +83,23 @@ def engine_for(url: str, pool_size: int | None = None, max_overflow: int | None 
         return engine
 
 
+def engine_outside_pool(engine: Engine) -> Engine:
+    """An engine on ``engine``'s database whose every connection is its own, opened and
+    closed per use: for a rare task done while callers hold the pool's connections and wait
+    for it. A replica's reload asked the pool for a second connection while every other one
+    was held by a worker waiting for that reload: after a restart under load the process
+    answered nothing but 503s for minutes, each waiter's pool timeout renewing the wait (a
+    chaos probe's HIGH; ``shared.replica``)."""
+    key = "outside:" + engine.url.render_as_string(hide_password=False)
+    with _lock:
+        outside = _engines.get(key)
+        if outside is None:
+            outside = sa.create_engine(engine.url, poolclass=sa.pool.NullPool,
+                                       connect_args={"options": "-c jit=off"}, future=True)
+            _engines[key] = outside
+        return outside
+
+
 # A connection back in the pool for longer than this is pinged before it is handed out.
 PING_AFTER_IDLE_SECONDS = 1.0
 

@@ -41,7 +41,7 @@ from nameko.rpc import RpcProxy, rpc
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
 from shared.config import Settings
-from shared.db import engine_for
+from shared.db import engine_for, engine_outside_pool
 from shared.events import Transient, subscribe
 from shared.periods import Period, PeriodError, today
 from shared.schemas.metadata import MetadataChangesSchema
@@ -483,15 +483,18 @@ class ReplicaAccess:
             return replica_version(conn, self.tables)
 
     def current(self, conn: sa.Connection | None = None) -> Metadata:
-        """The newest snapshot (one cheap version query; a reload only after a change)."""
+        """The newest snapshot (one cheap version query; a reload only after a change).
+        Without ``conn`` no connection is held while the reload is waited for: every worker
+        of a process just started asks at once."""
         cache = self.provider.cache
         snap = cache.snapshot
         if snap is not None and time.monotonic() < cache.checked_until:
             return snap  # checked a moment ago: no connection needed at all
         if conn is None:
             with self.provider.engine.connect() as own:
-                return self.current(own)
-        version = replica_version(conn, self.tables)
+                version = replica_version(own, self.tables)
+        else:
+            version = replica_version(conn, self.tables)
         if snap is not None and snap.version == version:
             cache.checked_until = time.monotonic() + VERSION_CHECK_SECONDS
             return snap
@@ -511,8 +514,10 @@ class ReplicaAccess:
         """The replica read in one snapshot of the database, version and all: read table by
         table under READ COMMITTED, a change applied in between gave a unit without its
         paths (paths read before, the unit after: "max() arg is an empty sequence" in
-        aggregation), or a data set naming an element not loaded."""
-        with self.provider.engine.connect().execution_options(isolation_level="REPEATABLE READ") as own:
+        aggregation), or a data set naming an element not loaded. On a connection of its own,
+        not the pool's: the workers waiting for this load may hold all of those."""
+        outside = engine_outside_pool(self.provider.engine)
+        with outside.connect().execution_options(isolation_level="REPEATABLE READ") as own:
             with own.begin():
                 return _load(own, self.tables, replica_version(own, self.tables))
 

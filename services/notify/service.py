@@ -207,7 +207,7 @@ class NotifyService(KeepsMetadataReplica):
         (a district's return carrying a village's bad month tells that village's chain, about
         that village and month, not the header's); how many alerts are new."""
         data = event.data
-        md = self.replica.current()
+        md = self.replica.current(tx.conn)  # (a second connection, held with this one, could wait for ever)
         by_place: dict[tuple[str, str], list[dict]] = {}
         for v in violations:
             place = (v.get("org_unit") or data["org_unit"], v.get("period") or data["period"])

@@ -772,3 +772,41 @@ def test_a_village_moved_mid_month_is_the_old_districts_for_that_month_to_write_
         return sorted(x["period"] for x in r.json()["validationResults"])
 
     assert results(old_rep) == ["202606", "202607"] and results(new_rep) == ["202608"]
+
+
+def test_workers_of_a_process_just_started_all_asking_for_the_replica_never_wait_on_the_pool(settings, world,
+                                                                                              monkeypatch):
+    """A process restarted under load: every worker asks for the replica at once, none is
+    loaded yet. The loader took a second connection from the pool while the workers waiting
+    for it held the rest: nothing but 503s for minutes, until the load stopped (a chaos
+    probe: submission with STATNET_DB_POOL=5 killed and restarted under 76 requests). Here
+    a pool of two, eight workers and a slow load: each gets the snapshot."""
+    import types
+
+    import eventlet
+    import sqlalchemy as sa
+
+    from services.submission import tables as submission_tables
+    from shared import db, replica
+
+    engine = sa.create_engine(db.sqlalchemy_url(settings.database_url), pool_size=2, max_overflow=0,
+                              pool_timeout=5)
+    real_load = replica._load
+
+    def slow_load(conn, t, version):
+        eventlet.sleep(0.5)  # every worker is waiting by now
+        return real_load(conn, t, version)
+
+    monkeypatch.setattr(replica, "_load", slow_load)
+    access = replica.ReplicaAccess(types.SimpleNamespace(engine=engine, tables=submission_tables.replica,
+                                                         cache=replica._Cache()))
+    try:
+        pool = eventlet.GreenPool(8)
+        got = list(pool.imap(lambda _: access.current(), range(8)))
+        assert len({id(md) for md in got}) == 1 and got[0].org_units, "one snapshot, loaded once"
+        # and a worker that holds its own connection in a transaction asks on it
+        with engine.begin() as conn:
+            access.invalidate()
+            assert access.current(conn) is got[0]
+    finally:
+        engine.dispose()
