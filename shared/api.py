@@ -17,6 +17,7 @@ from nameko.rpc import rpc
 from shared import metrics
 from shared.auth import Forbidden, Principal
 from shared.events import is_transient
+from shared.local import CallerGaveUp
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,11 @@ def api_rpc(fn):
             return reply(exc.body, exc.status)
         except Forbidden as exc:
             return reply({"status": "ERROR", "httpStatusCode": 403, "message": str(exc)}, 403)
+        except CallerGaveUp as exc:
+            # (the caller has answered 503 already: this answer is for the log)
+            log.warning("%s.%s: %s", service, fn.__name__, exc)
+            return reply({"status": "ERROR", "httpStatusCode": 503, "message": f"{exc}; retry"}, 503,
+                         headers={"Retry-After": "1"})
         except Exception as exc:
             if not is_transient(exc):
                 raise

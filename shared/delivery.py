@@ -52,6 +52,7 @@ from shared.confirms import ConfirmedBatches, Outgoing, Unroutable
 from shared.config import Settings
 from shared.db import engine_for
 from shared.events import envelope
+from shared.local import check_caller_waits
 from shared.logs import set_correlation
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,9 @@ class Store:
         with self.engine.begin() as conn:
             tx = Tx(conn, provider.service_name, provider.outbox, self.correlation_id)
             yield tx
+            if self.worker_ctx is not None and isinstance(self.worker_ctx.entrypoint, Rpc):
+                # an RPC's caller that has given up was told 503: nothing is committed
+                check_caller_waits(self.worker_ctx.context_data)
         if tx.emitted:
             self.provider.relay.wake()
 

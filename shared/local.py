@@ -80,6 +80,29 @@ def call(service: str, method: str, args: tuple, kwargs: dict, context_data: dic
     return result
 
 
+# The moment a caller stops waiting (epoch seconds), carried in the worker context (a
+# message header through the broker): work that would commit after it is rolled back
+# (``shared.delivery.Store.transaction``), so that a 503 means nothing was done. Expiry on
+# the broker drops a request no worker took; this covers one taken and then held (a worker
+# waiting for a pool connection for 30 s stored four returns after their 503s, a chaos
+# probe's HIGH: a correction sent since would have been replaced by the stale return).
+DEADLINE = "statnet_deadline"
+# of the caller's timeout, what is kept for the answer's way back after the commit
+REPLY_MARGIN = 1.0
+
+
+class CallerGaveUp(Exception):
+    """The caller stopped waiting before this work could commit: rolled back."""
+
+
+def check_caller_waits(context_data: dict) -> None:
+    """Raise ``CallerGaveUp`` if the caller's deadline has passed."""
+    deadline = context_data.get(DEADLINE)
+    if deadline is not None and time.time() > float(deadline):
+        raise CallerGaveUp(f"the caller stopped waiting {time.time() - float(deadline):.1f}s ago: "
+                           "rolled back, nothing was done")
+
+
 # what publishing to a broker that went away raises (refused, reset, closed by the
 # server, or refused at login as a vhost at its connection limit is)
 BROKER_DOWN = (OSError, kombu.exceptions.OperationalError, amqp.exceptions.ConnectionError)
@@ -123,6 +146,21 @@ def ask(proxy, service: str, method: str, *args, share: float = 1.0, **kwargs):
 
     settings = Settings.of(proxy.worker_ctx.container)
     timeout = settings.rpc_timeout * share
+    # the callee's deadline: this call's, or the one this worker was given if sooner
+    context = proxy.worker_ctx.data  # (``context_data`` is a copy of it, with the call stack)
+    inherited = context.get(DEADLINE)
+    own = time.time() + timeout - min(REPLY_MARGIN, timeout / 10)
+    context[DEADLINE] = own if inherited is None else min(float(inherited), own)
+    try:
+        return _ask(proxy, settings, timeout, service, method, args, kwargs)
+    finally:
+        if inherited is None:
+            context.pop(DEADLINE, None)
+        else:
+            context[DEADLINE] = inherited
+
+
+def _ask(proxy, settings, timeout: float, service: str, method: str, args: tuple, kwargs: dict):
     try:
         with eventlet.Timeout(timeout):
             try:
@@ -176,9 +214,10 @@ class RpcProxy(nameko_rpc.RpcProxy):
     A caller gives up after ``STATNET_RPC_TIMEOUT`` and answers 503; the request itself
     stayed queued, and a service coming back a minute later stored a return whose sender
     had been told it failed (with no id to follow it by). Expired, the request is dropped
-    by the broker instead: a 503 means nothing was done. (A request taken just before it
-    expires and finished after the caller gave up is the narrow case left; retrying with
-    the same ``Idempotency-Key`` finds it.)"""
+    by the broker instead: a 503 means nothing was done. A request taken and then held
+    past the caller's deadline is rolled back at its commit (``DEADLINE``); left is a
+    commit whose answer takes longer than ``REPLY_MARGIN`` to come back (retrying with the
+    same ``Idempotency-Key`` finds it)."""
 
     def setup(self):
         from shared.config import Settings

@@ -56,6 +56,48 @@ def test_a_request_the_gateway_gave_up_on_is_not_done_later(settings):
         edge.close()
 
 
+@pytest.mark.parametrize("apart", [False, True], ids=["one-process", "through-the-broker"])
+def test_a_return_held_past_the_gateways_timeout_is_not_stored_after_its_503(settings, apart):
+    """The request was taken, then held (here: behind the place's intake lock; in the chaos
+    probe that found it, 30 s waiting for a pool connection after a restart) until the
+    gateway had answered 503: it was stored when the hold ended, a return its sender was
+    told had failed, whose higher number would replace a correction sent meanwhile. It is
+    rolled back instead: the deadline travels with the request, in the process and through
+    the broker."""
+    uid = UID + ("B" if apart else "L")
+    everything = ("gateway", "registry", "validation", "aggregation", "notify")
+    edge = StatnetProcess(settings, services=everything if apart else everything + ("submission",),
+                          name=f"edge-{uid}", STATNET_RPC_TIMEOUT="3").start()
+    submission = StatnetProcess(settings, services=("submission",), name=f"submission-{uid}",
+                                STATNET_RPC_TIMEOUT="3").start() if apart else None
+    try:
+        t, units = tree(uid)
+        codes, doc = village_data_set(uid)
+        doc["orgUnits"] = units
+        edge.api.import_metadata(doc)
+        village = t.villages[t.districts[0]][0]
+        before = stored_returns(settings)
+        engine = engine_for(settings.database_url)
+        with engine.begin() as held:  # the place's intake lock, as a slow first intake holds it
+            held.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                         {"k": f"admin|{codes['ds']}|{village}|2025"})
+            r = edge.api.submit(village_return(codes, village, "2025", 3, 4))
+            assert r.status_code == 503 and "did not answer within 3s" in r.json()["message"], r.text
+        time.sleep(2)  # the held intake goes on now, past its caller's deadline
+        assert stored_returns(settings) == before, "stored after the sender was told 503"
+        assert "stopped waiting" in (submission or edge).log_text()
+        # sent again, it is taken as any return is
+        again = edge.api.submit(village_return(codes, village, "2025", 3, 4))
+        assert again.status_code == 202, again.text
+        wait_until(lambda: edge.api.get(f"/api/submissions/{again.json()['id']}").json()["status"] == "AGGREGATED",
+                   timeout=60, message="the return sent again aggregated")
+        assert stored_returns(settings) == before + 1
+    finally:
+        if submission is not None:
+            submission.close()
+        edge.close()
+
+
 def test_a_dry_run_with_validation_down_names_validation(settings):
     edge = StatnetProcess(settings, services=("gateway", "registry", "submission", "aggregation", "notify"),
                           name="no-validation", STATNET_RPC_TIMEOUT="3").start()
