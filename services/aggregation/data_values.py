@@ -81,7 +81,13 @@ def _date(name: str, raw: str, problems: list[str]) -> dt.date | None:
 def _moment(name: str, raw: str, problems: list[str]) -> dt.datetime | None:
     """A day (from its start) or an instant, ISO 8601; without an offset, in Asia/Vientiane.
     A '+' left unescaped in a URL arrives as a space: read as the '+' it was."""
+    given = raw
     raw = re.sub(r"(T[\d:.]+) (\d{2}:?\d{2})$", r"\1+\2", raw)
+    day_at = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(Z|[+-]\d{2}:?\d{2})", raw, re.ASCII)
+    if day_at:
+        # a day at an offset (XML Schema's xs:date): from its start there (Python read
+        # 2026-11-29+07:00 as seven o'clock in the morning, and a sync missed those hours)
+        raw = f"{day_at[1]}T00:00{day_at[2]}"
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][\d:.]+)?(Z|[+-]\d{2}:?\d{2})?", raw, re.ASCII):
             moment = dt.datetime.fromisoformat(raw)
@@ -93,7 +99,7 @@ def _moment(name: str, raw: str, problems: list[str]) -> dt.datetime | None:
                 return (dt.datetime.min if moment.year == 1 else dt.datetime.max).replace(tzinfo=dt.timezone.utc)
     except ValueError:
         pass
-    problems.append(f"{name}: {raw!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+07:00)")
+    problems.append(f"{name}: {given!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS+07:00)")
     return None
 
 
