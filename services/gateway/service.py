@@ -275,6 +275,13 @@ class GatewayService:
                             + ("" if "charset" in request.mimetype_params else
                                f" (send UTF-8, or name the charset: Content-Type: "
                                f"{request.mimetype or 'text/csv'}; charset=...)")) from None
+        if not raw.isascii() and not codecs.lookup(codec).name.startswith("utf") and _is_utf8(raw):
+            # UTF-8 labelled a single-byte charset (old HTTP's text/* default, ISO-8859-1, or a
+            # client's setting): read as labelled, Lao was stored as mojibake without a word.
+            # Text of those charsets is UTF-8 by accident only when short and odd (its accented
+            # letters are followed by ASCII, not by the 0x80-0xBF bytes UTF-8 needs)
+            raise _bad_body(f"body is labelled {charset} but is UTF-8 text (read as {charset}, its "
+                            "letters beyond ASCII would be stored garbled): send it with charset=utf-8")
         if "\x00" in text:
             # most often UTF-16 without its byte-order mark (every other byte of Latin text is 0)
             raise _bad_body("body holds a NUL character, which no text can be stored with"

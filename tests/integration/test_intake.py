@@ -534,6 +534,17 @@ def test_a_body_is_read_in_the_charset_and_content_coding_it_declares(system, wo
     r = system.post("/api/dataValueSets?dryRun=true", data=long_lao, token=world["bo"],
                     headers={"Content-Type": f"{ADX}; charset=UTF-16"})
     assert r.status_code == 400 and "comment" in r.text and "larger than" not in r.text, r.text[:300]
+    # UTF-8 labelled a single-byte charset is refused, not stored as mojibake: a CSV of Lao
+    # sent as ISO-8859-1 (HTTP's old default for text/*) or TIS-620, an ADX file whose own
+    # declaration says UTF-8 under a Content-Type that says otherwise
+    csv_lao = (CSV_HEADER + f"BEDS,201304,NGELEHUN,,,40,,,{lao},\n").encode("utf-8")
+    for body, content_type in ((csv_lao, "text/csv; charset=iso-8859-1"), (csv_lao, "text/csv; charset=TIS-620"),
+                               (('<?xml version="1.0" encoding="UTF-8"?>' + declared).encode("utf-8"),
+                                f"{ADX}; charset=ISO-8859-1")):
+        r = system.post("/api/dataValueSets?dataSet=MORT5", data=body, token=world["bo"],
+                        headers={"Content-Type": content_type})
+        assert r.status_code == 400 and "is UTF-8 text" in r.json()["message"], (content_type, r.text)
+    assert stored(settings) == before
     # and UTF-16 without its byte-order mark or a charset is named as what it likely is
     r = system.post("/api/dataValueSets?dataSet=MORT5", data=CSV_HEADER.encode("utf-16-le"), token=world["bo"],
                     headers={"Content-Type": "text/csv"})
