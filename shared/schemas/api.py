@@ -6,7 +6,7 @@ it; unknown fields are refused, and every error names the field and value.
 import re
 import unicodedata
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from shared.auth import BOOTSTRAP_ADMIN
 from shared.schemas.common import CODE, StrictSchema
@@ -206,6 +206,14 @@ class UserSchema(StrictSchema):
     role = fields.Str(required=True, validate=_one_of(ROLES))
     orgUnit = fields.Str(allow_none=True)
     focalPoint = fields.Str(allow_none=True)
+
+    @pre_load
+    def one_spelling_of_a_name(self, data, **kwargs):
+        # canonically equivalent spellings are one name (NFC): a Lao tone mark typed before the
+        # vowel sign or after it looks the same, and made a second user beside the first
+        if isinstance(data, dict) and isinstance(data.get("username"), str):
+            return {**data, "username": unicodedata.normalize("NFC", data["username"])}
+        return data
 
     @validates_schema
     def scoped_roles_need_org_unit(self, data, **kwargs):
