@@ -88,8 +88,16 @@ def _tokens(text: str) -> list[tuple[str, str, re.Match]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            snippet = text[pos:pos + 15].strip()
-            raise ExpressionError(f"unexpected {snippet!r} at position {pos + 1}")
+            rest = text[pos:].lstrip()
+            at = len(text) - len(rest) + 1
+            if rest.startswith("#{"):
+                ref = rest[:rest.find("}") + 1] if "}" in rest else rest[:30]
+                raise ExpressionError(f"{ref!r} at position {at} is not a reference #{{CODE}} or #{{CODE.COMBO}}: "
+                                      "codes are 1-50 Latin letters, digits 0-9, '_' or '-'")
+            if rest[:1].isdigit() or rest[:1] in ".,":  # a digit of another script (Lao ໕), a decimal comma
+                raise ExpressionError(f"{rest[:15]!r} at position {at} is not a number: numbers are written "
+                                      "in digits 0-9 with a decimal point")
+            raise ExpressionError(f"unexpected {rest[:15]!r} at position {at}")
         kind = m.lastgroup if m.lastgroup in ("number", "op") else "ref"
         out.append((kind, m.group(kind if kind != "ref" else "ref"), m))
         pos = m.end()

@@ -278,3 +278,18 @@ def test_a_rule_follows_its_elements_into_every_data_set_of_its_period_type():
     violations = check_return("MIX", [{"data_element": d, "category_option_combo": "default",
                                        "org_unit": "LA", "period": "202501", "value": "0"} for d in "AB"], md)
     assert [v["rule"] for v in violations] == ["R1"] and rejected(violations)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("#{ພົນ.ຊາຍ} + 1", "'#{ພົນ.ຊາຍ}' at position 1 is not a reference #{CODE} or #{CODE.COMBO}: codes are 1-50 Latin"),
+    ("#{POP} + #{A B}", "'#{A B}' at position 10 is not a reference"),
+    ("#{POP} + ໕", "'໕' at position 10 is not a number: numbers are written in digits 0-9"),
+    ("#{POP} * 1,5", "',5' at position 11 is not a number"),
+    ("#{POP} % 2", "unexpected '% 2' at position 8"),
+])
+def test_an_expression_that_cannot_be_read_says_what_is_wrong_where(text, says):
+    """A code in Lao script or a Lao digit was "unexpected '#{ພົນ.ຊາຍ} + ໕' at position 1":
+    the message now says which rule of the syntax the text breaks."""
+    with pytest.raises(expressions.ExpressionError) as exc:
+        expressions.parse(text)
+    assert str(exc.value).startswith(says), str(exc.value)
