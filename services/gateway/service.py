@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 REPLICA_SERVICES = ("submission", "validation", "aggregation", "notify")
 
 
+BROKER_UP = ("statnet_broker_up", "1 if the gateway's last scrape read RabbitMQ's queues, else 0", [])
+
+
 def queue_families(container):
     """Messages ready and consumers of every queue of the topology (the gateway's process
     only: one reader per deployment is enough, and the broker is the source of truth)."""
@@ -42,7 +45,15 @@ def queue_families(container):
 
     settings = Settings.of(container)
     names = [e.name for e in topology.entities(service_classes().values(), settings) if isinstance(e, Queue)]
-    depths = topology.queue_depths(settings, names)
+    try:
+        depths = topology.queue_depths(settings, names)
+    except Exception as exc:  # noqa: BLE001 - refused, reset, timed out: the broker is not there
+        # an outage is a series that says 0: the queue series vanished, and with them every
+        # rule on them, while /metrics still answered (StatnetBrokerUnreachable)
+        collectors.count_failure(("queue_families", container.service_name), exc)
+        yield collectors.gauge(*BROKER_UP, [(0,)])
+        return
+    yield collectors.gauge(*BROKER_UP, [(1,)])
     yield collectors.gauge("statnet_queue_messages", "Messages ready in a RabbitMQ queue", ["queue"],
                            [(q, n) for q, (n, _) in sorted(depths.items())])
     yield collectors.gauge("statnet_queue_consumers", "Consumers of a RabbitMQ queue", ["queue"],

@@ -366,8 +366,14 @@ def test_a_broker_outage_is_a_503_to_try_again_with_services_apart(settings, pri
             r = edge.api.submit(body, headers={"Idempotency-Key": key})
             assert r.status_code == 503, r.text
             assert "broker" in r.json()["message"] and r.headers["Retry-After"] == "5"
+            # and the operator's scrape says so: the queue series had vanished, the rules on
+            # them silent, and nothing fired
+            scraped = edge.api.get("/metrics").text
+            assert "statnet_broker_up 0.0" in scraped and "statnet_queue_messages{" not in scraped, scraped[-2000:]
         finally:
             private_broker.start_app()
+        wait_until(lambda: "statnet_broker_up 1.0" in edge.api.get("/metrics").text, timeout=60, interval=1,
+                   message="statnet_broker_up 1 once the broker is back")
         r = wait_until(lambda: (lambda x: x if x.status_code == 202 else None)(
             edge.api.submit(body, headers={"Idempotency-Key": key})), timeout=90, interval=1,
             message="taken once the broker is back")
