@@ -44,6 +44,15 @@ def test_promtool_accepts_the_prometheus_config(promtool):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_amtool_accepts_the_alertmanager_config():
+    amtool = shutil.which("amtool")
+    if amtool is None:  # never a skip: `make test` installs it (scripts/ensure-tools)
+        pytest.fail("amtool is missing: install Debian's prometheus-alertmanager package (make test does)",
+                    pytrace=False)
+    done = run(amtool, "check-config", str(DEPLOY / "alertmanager.yml"))
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
 def exported() -> set[str]:
     """Every statnet_* metric name declared in the code (counters without their _total)."""
     names = set()

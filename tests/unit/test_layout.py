@@ -108,14 +108,32 @@ def test_compose_environment_matches_the_contracts_settings():
     assert f"{port}:{port}" in gateway["ports"]
 
 
-def test_prometheus_scrapes_every_statnet_service():
+def test_prometheus_scrapes_every_replica_of_every_statnet_service_and_alerts_reach_someone():
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
-    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    targets = {}  # "name:port" -> the service label its series get
+    for job in prom["scrape_configs"]:
+        for sc in job.get("static_configs", []):
+            targets.update({t: sc.get("labels", {}).get("service") for t in sc["targets"]})
+        # a scaled service (docker compose up --scale) is every address its name resolves to
+        for sd in job.get("dns_sd_configs", []):
+            assert sd["type"] == "A", job
+            service = [r["replacement"] for r in job["relabel_configs"] if r["target_label"] == "service"]
+            targets.update({f"{n}:{sd['port']}": service[0] for n in sd["names"]})
     for name in ALL:
         env = SERVICES[name]["environment"]
         port = (Settings.from_env({"STATNET_HTTP": env["STATNET_HTTP"]}).http_port if name == "gateway"
                 else int(env["STATNET_METRICS_PORT"]))
-        assert f"{name}:{port}" in targets
+        assert targets.get(f"{name}:{port}") == name, (name, targets)
+        if name != "gateway":  # (one gateway owns the HTTP address; the others scale)
+            job = next(j for j in prom["scrape_configs"] if j["job_name"] == f"statnet-{name}")
+            assert "dns_sd_configs" in job and "static_configs" not in job, job
+    # the rules' alerts go to an Alertmanager compose runs, with the config beside this one
+    (manager,) = [t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
+    host, port = manager.split(":")
+    assert f"{port}:{port}" in SERVICES[host]["ports"]
+    assert any(v.startswith("./deploy/alertmanager.yml:") for v in SERVICES[host]["volumes"])
+    smarthost = yaml.safe_load((ROOT / "deploy" / "alertmanager.yml").read_text(encoding="utf-8"))["global"]["smtp_smarthost"]
+    assert smarthost.split(":")[0] in SERVICES, smarthost
 
 
 def test_the_definitions_are_for_the_vhost_amqp_uri_names():
