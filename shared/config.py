@@ -24,14 +24,19 @@ class ConfigError(ValueError):
     """A setting has a value statnet cannot use; the message names both."""
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={raw!r} must be at most {maximum}")
     return value
+
+
+MAX_PORT = 65535  # (a port past it was a traceback from bind() at start, or e-mails failing later)
 
 
 def _float(name: str, raw: str) -> float:
@@ -120,9 +125,10 @@ class Settings:
         for attr in ("smtp_port", "delivery_limit", "max_workers", "db_pool", "reminder_days",
                      "deadline_check_seconds", "late_lookback_days", "notify_retry_seconds", "inbox_days"):
             if attr in out and not isinstance(out[attr], int):
-                out[attr] = _int(env[attr], str(out[attr]), minimum=1 if attr != "reminder_days" else 0)
+                out[attr] = _int(env[attr], str(out[attr]), minimum=1 if attr != "reminder_days" else 0,
+                                 maximum=MAX_PORT if attr == "smtp_port" else None)
         if out.get("metrics_port") not in (None, "") and not isinstance(out["metrics_port"], int):
-            out["metrics_port"] = _int(env["metrics_port"], str(out["metrics_port"]), minimum=1)
+            out["metrics_port"] = _int(env["metrics_port"], str(out["metrics_port"]), minimum=1, maximum=MAX_PORT)
         if "rpc_timeout" in out and not isinstance(out["rpc_timeout"], float):
             out["rpc_timeout"] = _float(env["rpc_timeout"], str(out["rpc_timeout"]))
         settings = cls(**out)
@@ -130,8 +136,10 @@ class Settings:
         return settings
 
     def check(self) -> None:
-        if not _ADDRESS.match(self.http_address):
-            raise ConfigError(f"STATNET_HTTP={self.http_address!r} must be host:port")
+        if not _ADDRESS.match(self.http_address) or not 0 < self.http_port <= MAX_PORT:
+            raise ConfigError(f"STATNET_HTTP={self.http_address!r} must be host:port, the port 1-{MAX_PORT}")
+        if self.alert_webhook is not None and not re.match(r"https?://[^/\s]+", self.alert_webhook):
+            raise ConfigError(f"STATNET_ALERT_WEBHOOK={self.alert_webhook!r} must be an http:// or https:// URL")
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigError(f"STATNET_QUEUE_TYPE={self.queue_type!r} must be classic or quorum")
         if self.log_format not in ("json", "text"):

@@ -6,6 +6,7 @@ That port was prometheus_client's own server, which answers every path with the 
 an orchestrator's readiness probe at ``/health`` got 200 with the database down."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from kombu import Connection
 from prometheus_client import REGISTRY, make_wsgi_app
 
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.db import engine_for
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,13 @@ def serve(settings: Settings) -> None:
     with _lock:
         if port in _served:
             return
-        server = make_server("", port, _app(settings), _Server, handler_class=_Quiet)
+        try:
+            server = make_server("", port, _app(settings), _Server, handler_class=_Quiet)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:  # (a traceback from bind() at start)
+                raise ConfigError(f"STATNET_METRICS_PORT={port} is already in use (another statnet process?): "
+                                  "give each process its own") from None
+            raise
         threading.Thread(target=server.serve_forever, name=f"metrics:{port}", daemon=True).start()
         _served.add(port)
     log.info("metrics and health on :%d (/metrics, /health)", port)

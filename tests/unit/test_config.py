@@ -31,6 +31,12 @@ def test_environment_overrides():
     ({"STATNET_DB_POOL": "0"}, ["STATNET_DB_POOL", "0"]),
     ({"STATNET_REPORTING_START": "2026-02-30"}, ["STATNET_REPORTING_START", "2026-02-30", "YYYY-MM-DD"]),
     ({"STATNET_REPORTING_START": "20260201"}, ["STATNET_REPORTING_START", "20260201"]),
+    # ports past 65535: a traceback from bind() at start, or e-mails failing later
+    ({"STATNET_HTTP": "127.0.0.1:99999"}, ["STATNET_HTTP", "127.0.0.1:99999", "1-65535"]),
+    ({"STATNET_HTTP": "127.0.0.1:0"}, ["STATNET_HTTP", "127.0.0.1:0"]),
+    ({"STATNET_METRICS_PORT": "99999"}, ["STATNET_METRICS_PORT", "99999", "at most 65535"]),
+    ({"SMTP_PORT": "70000"}, ["SMTP_PORT", "70000", "at most 65535"]),
+    ({"STATNET_ALERT_WEBHOOK": "notaurl"}, ["STATNET_ALERT_WEBHOOK", "notaurl", "http://"]),
 ])
 def test_a_bad_setting_is_named_with_its_value(env, names):
     with pytest.raises(ConfigError) as err:
@@ -49,3 +55,19 @@ def test_a_process_keeps_the_database_connections_it_is_given(monkeypatch):
     engine = db.engine_for(url)  # made, never connected
     assert (engine.pool.size(), engine.pool._max_overflow) == (4, 1)
     assert Settings.from_env({"STATNET_DB_POOL": "8"}).db_pool == 8
+
+
+def test_a_metrics_port_in_use_is_named_not_a_traceback():
+    import socket
+
+    from shared import health
+
+    taken = socket.socket()
+    taken.bind(("", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError, match=f"STATNET_METRICS_PORT={port} is already in use"):
+            health.serve(Settings.from_env({"STATNET_METRICS_PORT": str(port)}))
+    finally:
+        taken.close()
