@@ -23,6 +23,17 @@ from shared.config import SERVICES
 from shared.migrations import SERVICES_WITH_SCHEMA as SCHEMAS
 
 
+def _positive(raw: str) -> int:
+    """An argument of 1 or more (``--limit -1`` listed "the first 0")."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r}: give 1 or more")
+    return value
+
+
 def main(argv=None) -> int:
     green.patch()  # before anything opens a socket
     from shared import logs
@@ -49,9 +60,12 @@ def main(argv=None) -> int:
     p_create.add_argument("--focal-point")
 
     p_dlq = sub.add_parser("dlq", help="inspect, replay or drop a service's dead-letter queue")
-    p_dlq.add_argument("action", choices=["list", "replay", "drop"])
+    p_dlq.add_argument("action", choices=["list", "replay", "drop"],
+                       help="list: show the dead letters and why each failed; replay: send them back "
+                            "to their queue; drop: give up chosen ones for good (kept in --to)")
     p_dlq.add_argument("service", choices=SERVICES)
-    p_dlq.add_argument("--limit", type=int)
+    p_dlq.add_argument("--limit", type=_positive, metavar="N",
+                       help="list or replay at most N (default: list 1000, replay all)")
     p_dlq.add_argument("--id", action="append", dest="ids", metavar="ID",
                        help="drop: the dead letter of this id, as list shows it (repeatable)")
     p_dlq.add_argument("--all", action="store_true", help="drop: every dead letter now in the queue")
@@ -66,7 +80,8 @@ def main(argv=None) -> int:
     p_load.add_argument("--url", help="base URL (default http://$STATNET_HTTP)")
     p_load.add_argument("--token", help="admin token (default $STATNET_ADMIN_TOKEN)")
 
-    sub.add_parser("status", help="services up, queue depths, outboxes, dead letters, completeness")
+    sub.add_parser("status", help="services up, queue depths, outboxes, dead letters, completeness "
+                                  "(exit 0 healthy, 1 unwell)")
     sub.add_parser("topology", help="print RabbitMQ definitions of the topology")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of the events")
 

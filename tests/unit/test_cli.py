@@ -4,6 +4,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from services import cli
 from shared.config import Settings
 
@@ -140,3 +142,13 @@ def test_dlq_drop_says_what_it_needs(capsys):
             cli.main(argv)
         assert exit_.value.code == 2, argv
         assert "--to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "x"])
+def test_a_dead_letter_limit_below_one_is_refused_naming_it(limit, capsys):
+    """``--limit -1`` listed "(the first 0 listed)" and ``--limit 0`` meant all, unsaid."""
+    from services import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["dlq", "list", "validation", "--limit", limit])
+    assert exc.value.code == 2 and f"argument --limit: '{limit}'" in capsys.readouterr().err
