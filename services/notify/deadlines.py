@@ -58,9 +58,10 @@ class Candidate:
 def candidates(md: Metadata, as_of: dt.date, lookback_days: int, reminder_days: int,
                start: dt.date | None = None) -> list[Candidate]:
     """The (data set, period) pairs a check on ``as_of`` looks at: a few per data set. A
-    period is late from the day after its deadline for ``lookback_days`` (counted from the
-    period's end, a data set whose timelyDays reached the look-back was never late, and one
-    near it late on a day or two only: a timer down that day lost the alert). With a
+    period is late from the day after its deadline for ``lookback_days``, counted from that
+    deadline (counted from the period's end, a data set whose timelyDays reached the
+    look-back was never late, and one near it late on a day or two only: a timer down that
+    day lost the alert). With a
     reporting ``start`` (go-live), the first period chased is the one under way that day:
     those that ended before it went on paper."""
     out = []
