@@ -458,10 +458,19 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
     for code, rule in sorted(reg.validation_rules.items()):
         if code in posted_rules:
             continue
+        referred = set()
         for side in ("left", "right"):
-            for de, message in _reference_problems(_references(rule, side), side, de_states):
+            refs = _references(rule, side)
+            referred |= {ref.data_element for ref in refs}
+            for de, message in _reference_problems(refs, side, de_states):
                 if de in p.data_elements:
                     errors.add(de, f"data element {de}: validation rule {code}'s {message}")
+        # and for the data sets it changes: one that drops every element a rule of it is about
+        # left the rule judging nothing, and an export its own import refused
+        ds = rule.get("data_set")
+        if ds in p.data_sets and referred and not referred & set(ds_states[ds]["data_elements"]):
+            errors.add(ds, f"data set {ds}: validation rule {code} refers to {', '.join(sorted(referred))}, "
+                           "none of which it would still have: change the rule (its data set or expressions) in the same document")
 
     # --- focal points
     for item in parsed.get("focalPoints", []):

@@ -83,6 +83,26 @@ def test_a_rule_of_a_data_set_is_about_one_of_its_elements():
     assert plan(ok, empty(), {}, TODAY).validation_rules["R"]["data_set"] == "DS"
 
 
+def test_a_data_set_cannot_drop_every_element_a_rule_of_it_is_about():
+    """The data set changed alone, the rule left as it was: it judged nothing after, and the
+    registry's own export was refused on import ("refers to no data element of data set")."""
+    doc = {**BASE, "dataElements": BASE["dataElements"] + [
+        {"code": "HH", "name": "Households", "valueType": "INTEGER", "aggregationType": "SUM"}],
+           "dataSets": [{**BASE["dataSets"][0], "dataElements": ["POP", "HH"]}],
+           "validationRules": [{**BASE["validationRules"][0], "dataSet": "DS"}]}
+    reg, paths = _registry(doc)
+    with pytest.raises(ImportRefused) as err:
+        plan({"dataSets": [{"code": "DS", "dataElements": ["HH"]}]}, reg, paths, TODAY)
+    [error] = err.value.errors
+    assert error["object"] == "DS" and error["message"].startswith(
+        "data set DS: validation rule R refers to POP, none of which it would still have"), error
+    # an element the rule is not about may go; and the rule changed with it in one document
+    assert plan({"dataSets": [{"code": "DS", "dataElements": ["POP"]}]}, reg, paths, TODAY).data_sets["DS"]
+    both = plan({"dataSets": [{"code": "DS", "dataElements": ["HH"]}],
+                 "validationRules": [{"code": "R", "left": "#{HH}"}]}, reg, paths, TODAY)
+    assert both.validation_rules["R"]["left"] == "#{HH}"
+
+
 def test_an_expression_problem_is_told_once():
     doc = {**BASE, "validationRules": [{"code": "R", "name": "r", "importance": "LOW", "left": "#{GHOST} + #{GHOST}",
                                         "operator": "equal_to", "right": "1"}]}
