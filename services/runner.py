@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import os
 import signal
 
 import eventlet
@@ -38,9 +39,24 @@ ALL = SERVICES
 STOP_SECONDS = 30
 
 
+# how long the forced stop may take before the process exits without it: nameko's consumers
+# wait for a broker that is gone (reconnecting for ever), and a SIGTERM with the broker down
+# left the process running until the broker came back, minutes later (an operator probe).
+# Exiting is as safe as a crash: nothing is acknowledged before it is committed.
+KILL_SECONDS = 10
+
+
 def _force(runner: ServiceRunner, seconds: float) -> None:
     log.warning("graceful stop did not finish within %gs; stopping now", seconds)
+    eventlet.spawn_after(KILL_SECONDS, _exit_now)
     runner.kill()
+
+
+def _exit_now() -> None:
+    log.error("the forced stop did not finish within %gs either (waiting for the broker?): exiting; "
+              "unacknowledged messages are redelivered", KILL_SECONDS)
+    logging.shutdown()
+    os._exit(1)
 
 
 def prepare(settings: Settings, names=ALL) -> None:

@@ -384,3 +384,27 @@ def test_a_broker_outage_is_a_503_to_try_again_with_services_apart(settings, pri
     finally:
         rest.terminate()
         edge.terminate()
+
+
+@pytest.mark.parametrize("services", [("notify",), ("gateway",)])
+def test_sigterm_while_the_broker_is_down_still_stops(settings, private_broker, services):
+    """The broker gone, a SIGTERM: the graceful stop waits on the broker, the forced one
+    after its grace, and the process ends either way (a lone gateway and a lone notify kept
+    retrying the broker for minutes after it, until it came back: an operator probe)."""
+    from services.runner import STOP_SECONDS
+
+    settings = settings.replace(amqp_uri=private_broker.amqp_uri)
+    p = StatnetProcess(settings, services=services, name=f"stop-broker-down-{services[0]}",
+                       http_address=f"127.0.0.1:{free_port()}", STATNET_RPC_TIMEOUT="3").start()
+    try:
+        private_broker.stop_app()
+        try:
+            time.sleep(3)  # the process has met the broker's absence
+            began = time.monotonic()
+            p.proc.send_signal(15)
+            p.proc.wait(STOP_SECONDS + 60)
+            assert time.monotonic() - began < STOP_SECONDS + 30, p.log_text()[-2000:]
+        finally:
+            private_broker.start_app()
+    finally:
+        p.close()
