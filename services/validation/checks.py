@@ -114,19 +114,23 @@ def with_totals(values: dict[Key, Decimal]) -> dict[Key, Decimal]:
 def evaluate_rule(rule: ValidationRule, values: dict[Key, Decimal]) -> dict | None:
     """The violation of ``rule`` by ``values`` (one unit and period), or None.
 
-    Missing values follow the rule's strategy: SKIP_IF_ANY_VALUE_MISSING skips
-    when any reference has no value, SKIP_IF_ALL_VALUES_MISSING when none has,
-    NEVER_SKIP counts a missing value as 0. A side that divides by zero can't
-    be judged: the rule is skipped, never a crash.
+    Missing values follow the rule's strategy, on each side as DHIS2 applies it:
+    SKIP_IF_ANY_VALUE_MISSING skips when any reference has no value,
+    SKIP_IF_ALL_VALUES_MISSING when a side's references have none (a side of numbers
+    alone is never missing: "vaccinated <= population" waits for the population, where
+    counting it as 0 rejected every village that sent its vaccinations first), NEVER_SKIP
+    counts a missing value as 0. A side that divides by zero can't be judged: the rule is
+    skipped, never a crash.
     """
     left, right = _parsed(rule.left), _parsed(rule.right)
     probe_l = expressions.evaluate(left, values)
     probe_r = expressions.evaluate(right, values)
-    refs, missing = probe_l.refs + probe_r.refs, probe_l.missing + probe_r.missing
+    missing = probe_l.missing + probe_r.missing
     strategy = rule.missing_value_strategy
     if strategy == "SKIP_IF_ANY_VALUE_MISSING" and missing > 0:
         return None
-    if strategy == "SKIP_IF_ALL_VALUES_MISSING" and refs > 0 and missing == refs:
+    if strategy == "SKIP_IF_ALL_VALUES_MISSING" and any(
+            side.refs > 0 and side.missing == side.refs for side in (probe_l, probe_r)):
         return None
     if missing:  # not skipped: a missing value counts as zero
         probe_l = expressions.evaluate(left, values, missing_as_zero=True)

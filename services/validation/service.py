@@ -115,15 +115,22 @@ def _checked(data: dict, md) -> tuple[list[dict], dict]:
     """The return's value-type violations and its numbers by place (nothing for an unknown
     data set, which ``check_return`` rejects)."""
     ds = md.data_sets.get(data["data_set"])
-    return checks.check_values(ds, data["values"], md) if ds else ([], {})
+    if ds is None:
+        return [], {}
+    violations, places = checks.check_values(ds, data["values"], md)
+    # a return of no values still reports its place (completeness counts it): its rules are
+    # judged on what the place holds (with NEVER_SKIP, "0 > 0" was never asked of it)
+    return violations, places or {(data["org_unit"], data["period"]): {}}
 
 
 def _stored(conn, places: dict) -> checks.Stored:
     doc, number = _places_document((ou, pe, None) for ou, pe in places)
     sent = [{"place": number[place], "data_element": de, "combo": coc}
             for place, values in places.items() for (de, coc) in values]
-    if not sent:
+    if not places:
         return checks.Stored.empty()
+    # (a place whose values are all text sends no number, and is still judged on what it
+    # holds: read as empty, a HIGH rule rejected a return of comments on a good month)
     stored = checks.Stored({}, {})
     history = []
     for r in conn.execute(_STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):

@@ -366,3 +366,32 @@ def test_a_rule_judges_its_elements_sent_by_another_form_of_its_period_type(syst
     assert system.analytics("A1VAL", village, "202501") == {}
     own = send("OWNVAL", XVAL=1)  # nothing of the rule's was accepted: skipped, not rejected
     assert own["status"] == "AGGREGATED" and own["violations"] == []
+
+
+def test_a_return_of_text_alone_or_of_nothing_is_judged_on_what_its_place_holds(system, world):
+    """Comments alone sent for a good year were REJECTED by the HIGH rule (NEVER_SKIP), its
+    population read as missing: a place with no number in the return was judged as if it
+    held none. A return of no values, which completeness counts as reported, skipped every
+    rule: a village met its obligation with "0 > 0" never asked."""
+    t, codes, tokens = world
+    d = t.districts[1]
+    village, empty_village = t.villages[d][0], t.villages[d][1]
+    note, notes = f"NOTE{codes['ds']}", f"NOTES{codes['ds']}"
+    system.import_metadata({
+        "dataElements": [{"code": note, "name": "Notes", "valueType": "TEXT", "aggregationType": "NONE"}],
+        "dataSets": [{"code": notes, "name": "Village notes", "periodType": "Yearly",
+                      "dataElements": [codes["pop"], note], "orgUnitLevel": 4}]})
+    r = system.submit(village_return(codes, village, "2014", males=2, females=3), token=tokens[d])
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    r = system.submit({"dataSet": notes, "period": "2014", "orgUnit": village,
+                       "dataValues": [{"dataElement": note, "value": "ຄຳເຫັນ"}]}, token=tokens[d])
+    text_only = system.wait_status(r.json()["id"])
+    assert text_only["status"] == "AGGREGATED" and text_only["violations"] == [], text_only
+    # nothing sent: judged on what the place holds, nothing there (0 > 0) or the good year
+    r = system.submit({"dataSet": codes["ds"], "period": "2014", "orgUnit": empty_village, "dataValues": []},
+                      token=tokens[d])
+    nothing = system.wait_status(r.json()["id"])
+    assert nothing["status"] == "REJECTED" and [v["rule"] for v in nothing["violations"]] == [codes["rule_high"]]
+    r = system.submit({"dataSet": codes["ds"], "period": "2014", "orgUnit": village, "dataValues": []},
+                      token=tokens[d])
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"

@@ -54,6 +54,21 @@ def test_each_missing_value_strategy(case, i, strategy):
         assert found["left"] == sum(present.values())
 
 
+@pytest.mark.parametrize("present, judged", [
+    ({"A": 5, "B": 1}, True),    # both sides hold a value: judged (5 <= 1 is violated)
+    ({"A": 5}, False),           # the right side's one reference missing: not judged
+    ({"B": -1}, False),          # the left side's: not judged (it was "0 <= -1", a violation)
+    ({"A": 5, "C": 1}, True),    # a side with one of its references present is judged, the other as 0
+])
+def test_skip_if_all_values_missing_is_judged_side_by_side_as_dhis2_does(present, judged):
+    """DHIS2 applies the strategy to each side: "vaccinated <= population" waits for the
+    population. Over the whole rule, a village that sent its vaccinations first was rejected
+    ("5 <= 0")."""
+    values = {(k, "default"): D(v) for k, v in present.items()}
+    r = rule("R", "#{A}", "less_than_or_equal_to", "#{B} + #{C}", strategy="SKIP_IF_ALL_VALUES_MISSING")
+    assert (evaluate_rule(r, values) is not None) == judged
+
+
 def test_a_rule_with_only_numbers_is_always_judged():
     assert evaluate_rule(rule("R", "1", "greater_than", "2", strategy="SKIP_IF_ALL_VALUES_MISSING"), {})
 
