@@ -310,16 +310,25 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                     p.links[code] = timeline
         count(existing, state, p.org_units, code, moved=code in p.links)
 
-    try:
-        new_paths = compute_paths(links)
-    except CycleError as exc:
-        # named after a unit this document moves (the one to correct), not a bystander the
-        # check happened to start from
-        cycle = exc.units[:-1]
-        posted = next((u for u in cycle if u in p.links), cycle[0])
-        at = cycle.index(posted)
-        cycle = cycle[at:] + cycle[:at] + [posted]
-        errors.add(posted, f"cycle in the hierarchy from {exc.on}: " + " -> ".join(cycle))
+    trial, cycles = dict(links), 0
+    while True:
+        try:
+            new_paths = compute_paths(trial)
+            break
+        except CycleError as exc:
+            # named after a unit this document moves (the one to correct), not a bystander the
+            # check happened to start from
+            cycle = exc.units[:-1]
+            posted = next((u for u in cycle if u in p.links), cycle[0])
+            at = cycle.index(posted)
+            cycle = cycle[at:] + cycle[:at] + [posted]
+            errors.add(posted, f"cycle in the hierarchy from {exc.on}: " + " -> ".join(cycle))
+            # that unit set aside, the others are looked for too: every cycle told at once
+            trial[posted], cycles = [], cycles + 1
+            if cycles >= 100:
+                new_paths = {}
+                break
+    if cycles:
         new_paths = {}
     for code, paths in new_paths.items():
         if paths != old_paths.get(code):

@@ -122,6 +122,17 @@ def _registry(doc) -> tuple[Registry, dict]:
                     first.validation_rules, first.focal_points), first.paths
 
 
+def test_every_cycle_of_a_document_is_told_at_once():
+    doc = {"orgUnits": [{"code": "A", "name": "a", "parent": "B", "openingDate": "2000-01-01"},
+                        {"code": "B", "name": "b", "parent": "A", "openingDate": "2000-01-01"},
+                        {"code": "C", "name": "c", "parent": "D", "openingDate": "2000-01-01"},
+                        {"code": "D", "name": "d", "parent": "E", "openingDate": "2000-01-01"},
+                        {"code": "E", "name": "e", "parent": "C", "openingDate": "2000-01-01"}]}
+    cycles = sorted(e["message"] for e in errors_of(doc) if "cycle" in e["message"])
+    assert len(cycles) == 2 and any("A" in c and "B" in c for c in cycles) and \
+        any("C" in c and "D" in c and "E" in c for c in cycles), cycles
+
+
 def test_a_cycle_is_named_after_the_unit_the_document_moves():
     reg, paths = _registry({"orgUnits": BASE["orgUnits"] + [
         {"code": "D", "name": "District", "parent": "03", "openingDate": "2000-01-01"},
