@@ -160,6 +160,8 @@ def _refusal(chunk: Chunk, status: int, answer: dict) -> str:
         return "Check --data-set and load the file again"
     if status in FILE_PROBLEMS:
         return "Fix what the server names and load the file again"
+    if status in (401, 403):  # the server answered: who asks is the matter, not whether it is up
+        return "Load it with an admin's token (--token, or STATNET_ADMIN_TOKEN)"
     return "Once the server answers, load the file again"
 
 

@@ -140,3 +140,12 @@ def test_a_chunk_whose_answer_is_lost_may_have_been_loaded(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lines 2-2: no answer" in err and "may have been loaded or not" in err, err
     assert "besides the lines without an answer" in err and "refused" not in err, err
+
+
+def test_a_refusal_of_the_token_says_to_use_an_admins_not_to_wait_for_the_server(capsys):
+    """An operator's token: "Once the server answers, load the file again" (it had answered)."""
+    chunk = history_cli.Chunk(2, 100, "")
+    advice = history_cli._refusal(chunk, 403, {"message": "role 'operator' may not load history"})
+    assert advice == "Load it with an admin's token (--token, or STATNET_ADMIN_TOKEN)"
+    assert "may not load history" in capsys.readouterr().err
+    assert history_cli._refusal(chunk, 503, {"message": "down"}) == "Once the server answers, load the file again"
