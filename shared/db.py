@@ -45,6 +45,13 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+# No JIT compilation: statnet's statements are short, and on a large table the planner's
+# cost estimate crosses jit_above_cost, so PostgreSQL spent ~290 ms compiling a statement
+# that runs in 40 (yearly totals at national scale, EXPLAIN ANALYZE; tests/bench/RESULTS.md).
+# The standard advice for OLTP.
+_CONNECT_ARGS = {"options": "-c jit=off"}
+
+
 def engine_for(url: str, pool_size: int | None = None, max_overflow: int | None = None) -> Engine:
     """The process-wide engine for ``url``.
 
@@ -71,11 +78,7 @@ def engine_for(url: str, pool_size: int | None = None, max_overflow: int | None 
                 pool_size=pool_size,
                 max_overflow=max_overflow,
                 pool_recycle=1800,
-                # No JIT compilation: statnet's statements are short, and on a large table the
-                # planner's cost estimate crosses jit_above_cost, so PostgreSQL spent ~290 ms
-                # compiling a statement that runs in 40 (yearly totals at national scale,
-                # EXPLAIN ANALYZE; tests/bench/RESULTS.md). The standard advice for OLTP.
-                connect_args={"options": "-c jit=off"},
+                connect_args=_CONNECT_ARGS,
                 future=True,
             )
             _ping_when_idle(engine)
@@ -94,8 +97,8 @@ def engine_outside_pool(engine: Engine) -> Engine:
     with _lock:
         outside = _engines.get(key)
         if outside is None:
-            outside = sa.create_engine(engine.url, poolclass=sa.pool.NullPool,
-                                       connect_args={"options": "-c jit=off"}, future=True)
+            outside = sa.create_engine(engine.url, poolclass=sa.pool.NullPool, connect_args=_CONNECT_ARGS,
+                                       future=True)
             _engines[key] = outside
         return outside
 

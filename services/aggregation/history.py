@@ -185,7 +185,7 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
        w.path, w.level, d.raw, d.value AS original,
        nullif(d.comment, '') AS comment, nullif(btrim(d.storedby), '') AS stored_by,
-       d.followup, lower(btrim(coalesce(d.followup, ''))) = 'true' AS marked,
+       d.followup, lower(btrim(coalesce(d.followup, ''))) AS followup_word,
        coalesce(d.attributeoptioncombo, '') AS aoc
 FROM dated d
 LEFT JOIN aggregation.md_data_element e ON e.code = d.dataelement
@@ -251,7 +251,7 @@ _CHECKS = [
      f"r.de_known AND r.raw <> '' AND NOT ({_VALUE_OK})"),
     # DHIS2's mark for a data-quality follow-up, kept as its export gives it
     ("followup", "r.followup", "'followup must be true or false'",
-     "NOT lower(btrim(coalesce(r.followup, ''))) IN ('', 'true', 'false')"),
+     "NOT r.followup_word IN ('', 'true', 'false')"),
 ]
 
 # One pass over the chunk finds the rows with any problem (a good chunk has none), and only
@@ -303,7 +303,7 @@ INSERT INTO aggregation.data_value AS f
      value, text_value, deleted, seq, return_id, updated_at, comment, stored_by, followup)
 SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
        {_TOMBSTONE if deleting else _VALUE},
-       :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by), r.marked
+       :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by), r.followup_word = 'true'
 FROM history_rows r WHERE r.raw {"=" if deleting else "<>"} ''
 """
 

@@ -324,9 +324,9 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
             cycle = cycle[at:] + cycle[:at] + [posted]
             errors.add(posted, f"cycle in the hierarchy from {exc.on}: " + " -> ".join(cycle))
             # that unit set aside, the others are looked for too: every cycle told at once
-            trial[posted], cycles = [], cycles + 1
+            trial[posted] = []
+            cycles += 1
             if cycles >= 100:
-                new_paths = {}
                 break
     if cycles:
         new_paths = {}

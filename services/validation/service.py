@@ -124,13 +124,13 @@ def _checked(data: dict, md) -> tuple[list[dict], dict]:
 
 
 def _stored(conn, places: dict) -> checks.Stored:
+    # (a place whose values are all text sends no number, and is still judged on what it
+    # holds: read as empty, a HIGH rule rejected a return of comments on a good month)
+    if not places:
+        return checks.Stored.empty()
     doc, number = _places_document((ou, pe, None) for ou, pe in places)
     sent = [{"place": number[place], "data_element": de, "combo": coc}
             for place, values in places.items() for (de, coc) in values]
-    if not places:
-        return checks.Stored.empty()
-    # (a place whose values are all text sends no number, and is still judged on what it
-    # holds: read as empty, a HIGH rule rejected a return of comments on a good month)
     stored = checks.Stored({}, {})
     history = []
     for r in conn.execute(_STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):
