@@ -687,3 +687,22 @@ WHERE EXISTS (SELECT 1 FROM aggregation.completeness c WHERE c.data_set = a.code
 def data_sets_with_returns(conn: sa.Connection, asked: list[str]) -> list[str]:
     """Of the asked data sets, those with a return (or a history load) registered."""
     return list(conn.execute(_WITH_RETURNS, {"asked": list(asked)}).scalars())
+
+
+_HISTORY_OF_PLACES = sa.text("""
+SELECT v.org_unit, v.period, v.period_type, v.data_element, v.combo,
+       CASE WHEN v.deleted THEN NULL ELSE v.value::text END AS value, v.seq
+FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
+CROSS JOIN LATERAL (
+    SELECT * FROM aggregation.data_value d
+    WHERE d.org_unit = p.org_unit AND d.period = p.period AND d.seq <= 0
+      AND (d.deleted OR d.value IS NOT NULL)) v
+""")
+
+
+def history_of_places(conn: sa.Connection, places: list[list[str]]) -> list[list]:
+    """What history loads left at these (unit, period) places, as validation keeps values:
+    each number (seq <= 0: a load's), and each deletion as None; text is not a number."""
+    rows = conn.execute(_HISTORY_OF_PLACES, {"places": serialization.dumps(
+        [{"org_unit": ou, "period": pe} for ou, pe in places])})
+    return [[r.org_unit, r.period, r.period_type, r.data_element, r.combo, r.value, r.seq] for r in rows]

@@ -203,6 +203,14 @@ class AggregationService(KeepsMetadataReplica):
             return facts.import_count(conn, values)
 
     @rpc
+    def history_of_places(self, places: list[list[str]]) -> list[list]:
+        """For validation, which judges later returns on what history loads brought too:
+        [unit, period, period type, element, combo, value or None (deleted), seq] of each
+        loaded number at these places."""
+        with self.db.connect() as conn:
+            return facts.history_of_places(conn, places)
+
+    @rpc
     def data_sets_with_returns(self, asked: list[str]) -> list[str]:
         """For the registry, before a data set's period type changes: those of ``asked``
         with an accepted return (or history) registered."""

@@ -4,12 +4,15 @@ Event flow::
 
     submission.return_received -> validate_return -> validation.return_validated (accepted, with warnings)
                                                   -> validation.return_rejected  (a HIGH violation)
+    aggregation.history_loaded -> mark_history    -> [places marked; their values taken in,
+                                                      asked of aggregation, before a return about the unit]
 
 The decision is taken once per return: a redelivered ``return_received``
 finds the return in the inbox and changes nothing. Rules see the merged view
 of each place (what was accepted before, overlaid with this return) and
 outliers the unit's own past, both from ``accepted_value``, which only this
-service writes: one return's validation makes no RPC round trip.
+service writes: one return's validation makes no RPC round trip, but the first one
+about a unit after a history load, which asks aggregation for what the load brought.
 """
 from __future__ import annotations
 
@@ -22,15 +25,17 @@ from nameko.rpc import rpc
 
 from services.validation import checks
 from services.validation import tables as t
-from shared import metrics, serialization
+from shared import local, metrics, serialization
 from shared.api import ApiError, api_rpc, error, flag, reply
 from shared.batches import disjoint_runs
 from shared.schemas.api import OUTLIER, violations_out
 from shared.db import lock_in_order
 from shared.delivery import Database
-from shared.events import subscribe
+from shared.events import Transient, subscribe
 from shared.periods import Period, PeriodError, show
+from shared.local import RpcProxy
 from shared.replica import KeepsMetadataReplica, Replica
+from shared.returns import reported_places
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,38 @@ _STORE_NEWER = sa.text(f"""
     ON CONFLICT (org_unit, data_element, combo, period) DO UPDATE
        SET value = excluded.value, seq = excluded.seq WHERE v.seq < excluded.seq
 """)
+
+H = t.history_place
+
+_MARK = sa.text(f"""
+    INSERT INTO {H.fullname} (org_unit, period)
+    SELECT DISTINCT org_unit, period FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
+    ON CONFLICT (org_unit, period) DO UPDATE SET marked = nextval('{t.history_marked.schema}.{t.history_marked.name}')
+""")
+_MARKED = sa.text(f"SELECT org_unit, period, marked FROM {H.fullname} "
+                  "WHERE org_unit = ANY(CAST(:units AS text[])) ORDER BY org_unit, period")
+# What aggregation holds for a marked place is history's last word on it: it replaces
+# what a load stored before (seq <= 0; among loads aggregation has already chosen), never
+# a value validation accepted from a return (seq > 0)
+_TAKE = sa.text(f"""
+    INSERT INTO {V.fullname} AS v (org_unit, period, period_type, data_element, combo, value, seq)
+    SELECT org_unit, period, period_type, data_element, combo, value, seq
+    FROM json_to_recordset(CAST(:rows AS json))
+         AS x(org_unit text, period text, period_type text, data_element text, combo text, value numeric,
+              seq bigint)
+    ON CONFLICT (org_unit, data_element, combo, period) DO UPDATE
+       SET value = excluded.value, seq = excluded.seq WHERE v.seq <= 0
+""")
+# a place marked again while its values were on their way keeps the new mark
+_UNMARK = sa.text(f"""
+    DELETE FROM {H.fullname} h
+    USING json_to_recordset(CAST(:taken AS json)) AS x(org_unit text, period text, marked bigint)
+    WHERE h.org_unit = x.org_unit AND h.period = x.period AND h.marked = x.marked
+""")
+
+
+def _units_of(returns: list[dict]) -> set[str]:
+    return {ou for data in returns for ou, _ in reported_places(data)} | {data["org_unit"] for data in returns}
 
 
 def _places_document(places) -> tuple[list[dict], dict]:
@@ -186,11 +223,48 @@ class ValidationService(KeepsMetadataReplica):
 
     db = Database(t.metadata)
     replica = Replica(t.replica)
+    # what history loads brought to a unit, asked when a return about it comes
+    aggregation_rpc = RpcProxy("aggregation")
+
+    @subscribe("aggregation", "history_loaded")
+    def mark_history(self, event):
+        """Past values loaded in bulk: their places are marked, and their values taken in
+        before a return about one of their units is judged (``_take_history``)."""
+        with self.db.consume(event) as tx:
+            if not tx.duplicate:
+                tx.execute(_MARK, {"places": serialization.dumps(event.data["places"])})
+
+    def _take_history(self, units: set[str], share: float = 1.0) -> None:
+        """Into ``accepted_value``, what history loads gave the units' marked places (every
+        period: a rule reads the return's own, outliers the earlier ones), asked of
+        aggregation, which holds it; then the marks are gone. One query when nothing is
+        marked, as after the first return about each unit."""
+        with self.db.connect() as conn:
+            marked = conn.execute(_MARKED, {"units": sorted(units)}).all()
+        if not marked:
+            return
+        rows = local.ask(self.aggregation_rpc, "aggregation", "history_of_places",
+                         [[m.org_unit, m.period] for m in marked], share=share)
+        with self.db.transaction() as tx:
+            # under the places' locks, as a return's values are stored: a batch judging one
+            # of them meanwhile has read what it will insert beside
+            lock_in_order(tx.conn, _PLACES, (f"{m.org_unit}|{m.period}" for m in marked))
+            if rows:
+                tx.execute(_TAKE, {"rows": serialization.dumps([dict(zip(
+                    ("org_unit", "period", "period_type", "data_element", "combo", "value", "seq"), r))
+                    for r in rows])})
+            tx.execute(_UNMARK, {"taken": serialization.dumps([m._asdict() for m in marked])})
+        log.info("took in %d value(s) history loaded at %d place(s)", len(rows), len(marked))
 
     @subscribe("submission", "return_received", batch=RETURNS_PER_BATCH)
     def validate_return(self, events):
         """Judge a batch of returns in one transaction, each exactly as if alone."""
         md = self.replica_knowing([e.data for e in events])
+        try:
+            self._take_history(_units_of([e.data for e in events]))
+        except local.Unavailable as exc:
+            # judged without the history it would see once aggregation answers: wait for it
+            raise Transient(str(exc)) from None
         with self.db.consume_many(events) as tx:
             returns = _not_judged(tx, tx.fresh)
             # returns in submission order, each with its checked values by place
@@ -245,6 +319,8 @@ class ValidationService(KeepsMetadataReplica):
     def check_return(self, ret: dict) -> dict:
         """Dry run: what validation would decide about a return, storing nothing."""
         md = self.replica.current()
+        # (within half the caller's time: a silent aggregation is named by this call)
+        self._take_history(_units_of([ret]), share=0.5)
         checked = _checked(ret, md)
         with self.db.connect() as conn:
             stored = _stored(conn, checked[1])

@@ -41,3 +41,18 @@ accepted_value = sa.Table(
     sa.Column("value", sa.Numeric),
     sa.Column("seq", sa.BigInteger, nullable=False),
 )
+
+# Places (unit, period) a history load gave values since validation last took them: the
+# values themselves stay in aggregation until a return about the unit is judged, which
+# first asks for them (``ValidationService._take_history``). Copied on every load, the
+# country's past years would pass through here whether or not a return ever met them.
+# ``marked`` grows with each mark, so a place loaded again while its values were on
+# their way keeps its new mark.
+history_marked = sa.Sequence("history_place_marked", metadata=metadata)
+history_place = sa.Table(
+    "history_place", metadata,
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("marked", sa.BigInteger, history_marked, server_default=history_marked.next_value(),
+              nullable=False),
+)

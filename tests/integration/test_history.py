@@ -545,6 +545,74 @@ def test_a_return_after_history_is_on_time_as_it_was_sent(system, world):
     assert (c["actual"], c["onTime"]) == (1, 1)
 
 
+def _marked_for_validation(settings, village: str) -> None:
+    """History's places reach validation by an event after the chunk's answer: wait for it
+    (a return judged before is judged as if the load were still to come)."""
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+
+    with engine_for(settings.database_url).connect() as conn:
+        wait_until(lambda: conn.execute(sa.text("SELECT count(*) FROM validation.history_place "
+                                                "WHERE org_unit = :v"), {"v": village}).scalar(),
+                   timeout=20, message=f"history of {village} marked for validation")
+
+
+@pytest.fixture(scope="module")
+def kids(system, world):
+    """An element whose two combos a HIGH rule compares (boys never more than girls here)."""
+    system.import_metadata({
+        "dataElements": [{"code": f"K{UID}", "name": "Kids", "valueType": "INTEGER", "aggregationType": "SUM",
+                          "disaggregation": ["M", "F"]}],
+        "dataSets": [{"code": f"MDS{UID}", "name": "Monthly", "periodType": "Monthly", "orgUnitLevel": 4,
+                      "dataElements": [f"P{UID}", f"R{UID}", f"N{UID}", f"B{UID}", f"Z{UID}", f"T{UID}",
+                                       f"K{UID}"]}],
+        "validationRules": [{"code": f"KMF{UID}", "name": "Boys at most girls", "importance": "HIGH",
+                             "left": f"#{{K{UID}.M}}", "operator": "less_than_or_equal_to",
+                             "right": f"#{{K{UID}.F}}", "missingValueStrategy": "SKIP_IF_ANY_VALUE_MISSING",
+                             "dataSet": f"MDS{UID}"}]})
+    return f"K{UID}"
+
+
+def test_a_return_after_history_is_judged_with_the_loaded_values(system, world, settings, kids):
+    """A rule across values reads what history loaded at the place: girls 98 loaded, then
+    boys 500 sent, is rejected as it is when both came in returns (it was accepted:
+    validation held only what it had accepted itself). The dry run says so first."""
+    v = world.all_villages[0]
+    assert load(system, csv_text([(kids, "201203", v, "F", "98")])).status_code == 200
+    _marked_for_validation(settings, v)
+    sent = {"dataSet": f"MDS{UID}", "period": "201203", "orgUnit": v,
+            "dataValues": [{"dataElement": kids, "categoryOptionCombo": "M", "value": "500"}]}
+    dry = system.post("/api/dataValueSets?dryRun=true", json=sent)
+    assert dry.status_code == 200 and dry.json()["status"] == "REJECTED", dry.text
+    sub = system.wait_status(system.submit(sent).json()["id"])
+    assert sub["status"] == "REJECTED", sub
+    assert [x["rule"] for x in sub["violations"]] == [f"KMF{UID}"], sub
+    # a return's own value is never replaced by history validation takes in later
+    ok = system.wait_status(system.submit({**sent, "dataValues": [
+        {"dataElement": kids, "categoryOptionCombo": "M", "value": "90"}]}).json()["id"])
+    assert ok["status"] == "AGGREGATED", ok
+    assert load(system, csv_text([(kids, "201203", v, "M", "1000")])).status_code == 200
+    _marked_for_validation(settings, v)
+    later = system.wait_status(system.submit({**sent, "dataValues": [
+        {"dataElement": kids, "categoryOptionCombo": "F", "value": "95"}]}).json()["id"])
+    assert later["status"] == "AGGREGATED", later  # boys 90 (the return's), not 1000 (history's)
+
+
+def test_outliers_are_judged_against_the_loaded_past(system, world, settings, kids):
+    """Eleven loaded months of about 100 make a month of 5,000 an outlier: the past a
+    province loads is the past outliers are judged against (validation saw none of it, and
+    judged no outlier until it had accepted four months of returns itself)."""
+    v = world.all_villages[1]
+    past = [(kids, f"2012{m:02d}", v, "M", str(100 + m)) for m in range(1, 12)]
+    assert load(system, csv_text(past)).status_code == 200
+    _marked_for_validation(settings, v)
+    sub = system.wait_status(system.submit({"dataSet": f"MDS{UID}", "period": "201212", "orgUnit": v, "dataValues": [
+        {"dataElement": kids, "categoryOptionCombo": "M", "value": "5000"}]}).json()["id"])
+    assert sub["status"] == "AGGREGATED", sub
+    assert [(o["dataElement"], o["categoryOptionCombo"]) for o in sub["outliers"]] == [(kids, "M")], sub
+
+
 def test_statnet_history_load_says_exactly_which_lines_are_in_after_a_refusal(system, world, settings,
                                                                               monkeypatch, tmp_path, capsys):
     """The chunk sent beside a refused one, and every chunk after it, went on loading while

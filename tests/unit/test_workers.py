@@ -45,6 +45,11 @@ class FakeDb:
     transaction = consume
 
     @contextlib.contextmanager
+    def connect(self):
+        # reads outside a transaction find nothing (validation: no history marked)
+        yield MagicMock(execute=lambda *a, **k: MagicMock(all=lambda: []))
+
+    @contextlib.contextmanager
     def consume_many(self, events):
         self.tx.fresh = [] if self.tx.duplicate else list(events)
         yield self.tx
