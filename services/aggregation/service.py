@@ -203,10 +203,10 @@ class AggregationService(KeepsMetadataReplica):
             return facts.import_count(conn, values)
 
     @rpc
-    def history_of_places(self, places: list[list[str]]) -> list[list]:
+    def history_of_places(self, places: list[list[str]]) -> tuple[int, str]:
         """For validation, which judges later returns on what history loads brought too:
-        [unit, period, period type, element, combo, value or None (deleted), seq] of each
-        loaded number at these places."""
+        how many numbers (or deletions) loads left at these places, and the JSON list of
+        them (``{org_unit, period, period_type, data_element, combo, value, seq}``)."""
         with self.db.connect() as conn:
             return facts.history_of_places(conn, places)
 

@@ -243,18 +243,16 @@ class ValidationService(KeepsMetadataReplica):
             marked = conn.execute(_MARKED, {"units": sorted(units)}).all()
         if not marked:
             return
-        rows = local.ask(self.aggregation_rpc, "aggregation", "history_of_places",
-                         [[m.org_unit, m.period] for m in marked], share=share)
+        n, rows = local.ask(self.aggregation_rpc, "aggregation", "history_of_places",
+                            [[m.org_unit, m.period] for m in marked], share=share)
         with self.db.transaction() as tx:
             # under the places' locks, as a return's values are stored: a batch judging one
             # of them meanwhile has read what it will insert beside
             lock_in_order(tx.conn, _PLACES, (f"{m.org_unit}|{m.period}" for m in marked))
-            if rows:
-                tx.execute(_TAKE, {"rows": serialization.dumps([dict(zip(
-                    ("org_unit", "period", "period_type", "data_element", "combo", "value", "seq"), r))
-                    for r in rows])})
+            if n:
+                tx.execute(_TAKE, {"rows": rows})
             tx.execute(_UNMARK, {"taken": serialization.dumps([m._asdict() for m in marked])})
-        log.info("took in %d value(s) history loaded at %d place(s)", len(rows), len(marked))
+        log.info("took in %d value(s) history loaded at %d place(s)", n, len(marked))
 
     @subscribe("submission", "return_received", batch=RETURNS_PER_BATCH)
     def validate_return(self, events):
