@@ -144,6 +144,11 @@ class _JsonErrorsApp(WsgiApp):
         if nul:  # PostgreSQL stores no NUL in text: refused here, never a 500 from the database
             return json_response({"status": "ERROR", "httpStatusCode": 400,
                                   "message": f"the request's {nul} holds a NUL character"}, 400)(environ, start_response)
+        path = environ.get("PATH_INFO", "")
+        if len(path) > 1 and path.endswith("/") and not path.endswith("//"):
+            # DHIS2 (Spring) serves /api/analytics/ as /api/analytics: a client adding the
+            # slash got a 404 here (werkzeug's strict slashes only redirect the other way)
+            environ["PATH_INFO"] = path[:-1]
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:

@@ -144,6 +144,16 @@ def test_a_nul_character_anywhere_is_a_400_never_a_500(system, world):
     assert system.get("/api/orgUnits/RTNUL").status_code == 404  # nothing stored
 
 
+def test_a_trailing_slash_names_the_same_route(system, world):
+    """As DHIS2 answers /api/analytics/ (Spring matches a trailing slash): it was a 404."""
+    t, codes, village, return_id = world
+    for method, path, body, expected in routes(t, codes, village, return_id):
+        bare, _, query = path.partition("?")
+        slashed = bare + "/" + ("?" + query if query else "")
+        r = system.request(method, slashed, json=body)
+        assert r.status_code == expected, (method, slashed, r.status_code, r.text[:300])
+
+
 def test_doubled_slashes_name_no_route(system, world):
     """werkzeug redirected them (308) and the redirect lost its Location on the way to JSON."""
     t, *_ = world
