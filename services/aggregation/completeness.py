@@ -10,7 +10,8 @@ Computed from facts, not from a "complete" button (DHIS2's weak spot):
   end (judged at receipt, on the date in Asia/Vientiane).
 
 A period coarser than the data set's counts unit-periods (three months of a
-monthly return in a quarter). One statement answers the unit and each child.
+monthly return in a quarter). One statement answers the unit and every unit under it,
+as a tree: each child has the same shape, its own children included.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ WITH periods AS (
 ou_paths AS (SELECT unnest(CAST(:ou_paths AS text[])) AS path),
 expected AS (
     SELECT per.period, per.end_date, p.code,
-           split_part(substr(p.path, length(o.path) + 1), '/', 1) AS child
+           -- the units between the one asked and this one, this one included ('0301/030101')
+           string_to_array(rtrim(substr(p.path, length(o.path) + 1), '/'), '/') AS below
     FROM periods per
     JOIN aggregation.md_org_unit u
       ON u.opening_date <= per.end_date AND (u.closed_date IS NULL OR u.closed_date >= per.start_date)
@@ -44,7 +46,7 @@ expected AS (
     JOIN ou_paths o ON starts_with(p.path, o.path)
     WHERE p.code = ANY(CAST(:explicit AS text[])) OR p.level = CAST(:level AS int)
 )
-SELECT e.child, count(*) AS expected, count(c.org_unit) AS actual,
+SELECT n.node, count(*) AS expected, count(c.org_unit) AS actual,
        -- on time by the data set's timelyDays as it is now (DHIS2's timeliness, too); a
        -- place history brought has no receipt date, and is never on time
        count(*) FILTER (WHERE CAST(c.received_at AT TIME ZONE CAST(:tz AS text) AS date)
@@ -52,7 +54,12 @@ SELECT e.child, count(*) AS expected, count(c.org_unit) AS actual,
 FROM expected e
 LEFT JOIN aggregation.completeness c
        ON c.data_set = :ds AND c.org_unit = e.code AND c.period = e.period
-GROUP BY ROLLUP (e.child)
+-- counted at the unit asked ('') and at each unit on the way down to it, each named by
+-- its path below the one asked (a unit moved during the periods is under both parents)
+CROSS JOIN LATERAL (
+    SELECT array_to_string(e.below[1:d], '/') AS node
+    FROM generate_series(0, least(cardinality(e.below), CAST(:depth AS int))) AS d) n
+GROUP BY n.node
 """)
 
 
@@ -75,8 +82,9 @@ def _entry(ds: str, ou: str, pe: str, expected: int, actual: int, on_time: int) 
             "onTime": on_time, "rate": _rate(actual, expected), "onTimeRate": _rate(on_time, expected)}
 
 
-def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, dict]:
-    """(the org unit asked, the answer); raises ApiError(400) naming every bad parameter."""
+def completeness(conn: sa.Connection, md: Metadata, params: dict, depth: int = 100) -> tuple[str, dict]:
+    """(the org unit asked, the answer, its children ``depth`` levels down); raises
+    ApiError(400) naming every bad parameter."""
     ds_code, ou, pe_code = params.get("ds"), params.get("ou"), params.get("pe")
     problems = [f"{name} is required (e.g. ds=VILLAGE_Y&ou=03&pe=2026)"
                 for name, value in (("ds", ds_code), ("ou", ou), ("pe", pe_code)) if not value]
@@ -106,14 +114,15 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict) -> tuple[str, 
         "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],
         "pend": [p.end for p in periods], "ou_paths": sorted({p.path for p in md.org_units[ou].paths}),
         "explicit": sorted(ds.org_units), "level": ds.org_unit_level, "ds": ds.code,
-        "timely_days": ds.timely_days, "tz": LOCAL_TZ.key}).all()
-    total = next((r for r in rows if r.child is None), None)
-    children = [_entry(ds.code, r.child, pe.code, r.expected, r.actual, r.on_time)
-                for r in sorted(rows, key=lambda r: r.child or "") if r.child]
-    for child in children:
-        child["children"] = []
-    body = _entry(ds.code, ou, pe.code, *(total[1:] if total else (0, 0, 0)))
-    body["children"] = children
+        "timely_days": ds.timely_days, "tz": LOCAL_TZ.key, "depth": depth}).all()
+    # every unit with its children, the same shape all the way down (a child's empty
+    # "children" read as "no units under it" when they were only not listed)
+    nodes = {r.node: {**_entry(ds.code, r.node.rpartition("/")[2] or ou, pe.code, r.expected, r.actual,
+                               r.on_time), "children": []} for r in rows}
+    for node in sorted(nodes):
+        if node:
+            nodes[node.rpartition("/")[0]]["children"].append(nodes[node])
+    body = nodes.get("") or {**_entry(ds.code, ou, pe.code, 0, 0, 0), "children": []}
     return ou, body
 
 
@@ -153,7 +162,7 @@ def current_rates(conn: sa.Connection, md: Metadata, day,
     for ds in sorted(md.data_sets.values(), key=lambda d: d.code):
         for pe, deadline in gauge_periods(ds.period_type, ds.timely_days, day, start):
             for root in roots:
-                _, body = completeness(conn, md, {"ds": ds.code, "ou": root, "pe": pe.code})
+                _, body = completeness(conn, md, {"ds": ds.code, "ou": root, "pe": pe.code}, depth=0)
                 if body["expected"]:
                     out.append((ds.code, root, pe.code, deadline, body["rate"] / 100, body["onTimeRate"] / 100))
     return out

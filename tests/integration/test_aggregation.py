@@ -582,6 +582,14 @@ def test_completeness_counts_expected_actual_and_on_time(system, world):
     # after the move: d1 holds its own two villages plus `whole`; d2 holds `moving` and the rest
     assert sum(x["expected"] for x in children.values()) == expected_units
     assert children[d1]["actual"] == 2
+    # each child the same shape, down to the villages (a district's "children": [] read as
+    # "no villages"): the same answer as asking the district itself
+    alone = system.get(f"/api/completeness?ds={ds}&ou={d1}&pe={current.code}").json()
+    assert children[d1] == alone
+    villages = {x["orgUnit"]: x for x in alone["children"]}
+    assert set(sent) <= set(villages) and all(villages[v]["actual"] == 1 for v in sent)
+    assert all(x["children"] == [] and x["expected"] == 1 for x in villages.values())
+    assert [x["orgUnit"] for x in alone["children"]] == sorted(villages)
 
     # a month of last year, after the returns of the tests above: all late
     january = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={MONTHS[0]}").json()
