@@ -409,7 +409,8 @@ class NotifyService(KeepsMetadataReplica):
             fp = md.focal_points.get(params["recipient"])
             if fp is None:
                 raise not_found(f"focal point {params['recipient']!r}")
-            principal.require_path(fp.org_unit, md.current_path(fp.org_unit))
+            if not principal.unscoped and not md.ever_in(fp.org_unit, principal.org_unit):
+                principal.require_path(fp.org_unit, md.current_path(fp.org_unit))
             query = query.where(n.c.recipient == params["recipient"])
         if params.get("type"):
             if params["type"] not in SUBJECTS:  # every type has its templates
@@ -434,10 +435,12 @@ class NotifyService(KeepsMetadataReplica):
         if not principal.unscoped:
             # to a focal point in the caller's subtree (as with ?recipient=: the province
             # supervisor's alerts are not a village reporter's), chosen in the query, before
-            # its limit, so that a country's alerts leave a district's list whole
+            # its limit, so that a country's alerts leave a district's list whole. Ever in
+            # it: a village moved away keeps its reporter's reminders of the months it was
+            # the old district's there (by where it is now, neither district saw them),
+            # and the alerts themselves are cut to the caller's unit-periods below
             query = query.where(n.c.recipient.in_(sorted(
-                code for code, fp in md.focal_points.items()
-                if principal.covers_path(md.current_path(fp.org_unit)))))
+                code for code, fp in md.focal_points.items() if md.ever_in(fp.org_unit, principal.org_unit))))
         first = (page - 1) * page_size
         with self.db.connect() as conn:
             if principal.unscoped:
