@@ -1,6 +1,13 @@
 """Periods as DHIS2 names them (``202609``, ``2026Q3``, ``2026``) and as ADX does
 (``2026-09-01/P1M``, ``2026-07-01/P3M``, ``2026-01-01/P1Y``).
 
+Data sets report by month, quarter or year (CONTRACT 3). Outputs (analytics,
+completeness, validation results) also take DHIS2's coarser period types that months
+and quarters roll into: bi-months (``202601B``: January-February), six-months
+(``2026S1``; ``2026AprilS1``: April-September) and financial years (``2026April``,
+``2026July``, ``2026Oct``: from that month of 2026 to the month before in 2027); a
+province's six-monthly review of its plan reads ``2026S1`` (``Period.parse_output``).
+
 A period is due at its end; a return is on time when received (local date in
 Asia/Vientiane) no later than ``end + timelyDays``; the period closes for data
 entry after ``end + expiryDays`` when ``expiryDays > 0``.
@@ -14,9 +21,15 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 MONTHLY, QUARTERLY, YEARLY = "Monthly", "Quarterly", "Yearly"
-# finer to coarser; a period rolls up into any coarser type
+BIMONTHLY, SIXMONTHLY, SIXMONTHLY_APRIL = "BiMonthly", "SixMonthly", "SixMonthlyApril"
+FINANCIAL_APRIL, FINANCIAL_JULY, FINANCIAL_OCT = "FinancialApril", "FinancialJuly", "FinancialOct"
+# the data types, finer to coarser; a period rolls up into any coarser type
 ORDER = {MONTHLY: 0, QUARTERLY: 1, YEARLY: 2}
-_MONTHS = {MONTHLY: 1, QUARTERLY: 3, YEARLY: 12}
+# every type: (months long, the month the year's first period of the type begins)
+_SHAPE = {MONTHLY: (1, 1), BIMONTHLY: (2, 1), QUARTERLY: (3, 1), SIXMONTHLY: (6, 1), SIXMONTHLY_APRIL: (6, 4),
+          YEARLY: (12, 1), FINANCIAL_APRIL: (12, 4), FINANCIAL_JULY: (12, 7), FINANCIAL_OCT: (12, 10)}
+MONTHS_LONG = _MONTHS = {ptype: months for ptype, (months, _) in _SHAPE.items()}
+_FINANCIAL = {"April": FINANCIAL_APRIL, "July": FINANCIAL_JULY, "Oct": FINANCIAL_OCT}
 _ISO_DURATION = {"P1M": MONTHLY, "P3M": QUARTERLY, "P1Y": YEARLY, "P12M": YEARLY}
 
 # ASCII digits only, and the whole text (``$`` alone lets a trailing newline through): Python's
@@ -26,6 +39,13 @@ _PATTERNS = (
     (re.compile(r"(?P<y>\d{4})(?P<m>0[1-9]|1[0-2])", re.ASCII), MONTHLY),
     (re.compile(r"(?P<y>\d{4})Q(?P<q>[1-4])", re.ASCII), QUARTERLY),
     (re.compile(r"(?P<y>\d{4})", re.ASCII), YEARLY),
+)
+# the output types' codes: the year their first period of that year begins in, and its number
+_OUTPUT_PATTERNS = (
+    (re.compile(r"(?P<y>\d{4})(?P<n>0[1-6])B", re.ASCII), BIMONTHLY),
+    (re.compile(r"(?P<y>\d{4})S(?P<n>[12])", re.ASCII), SIXMONTHLY),
+    (re.compile(r"(?P<y>\d{4})AprilS(?P<n>[12])", re.ASCII), SIXMONTHLY_APRIL),
+    (re.compile(r"(?P<y>\d{4})(?P<f>April|July|Oct)", re.ASCII), None),
 )
 
 LOCAL_TZ = ZoneInfo("Asia/Vientiane")
@@ -81,17 +101,55 @@ class Period:
                           "or Yearly (YYYY) period")
 
     @classmethod
+    def parse_output(cls, code: str) -> "Period":
+        """A period asked of the outputs: a data type's (``parse``), or one of the coarser
+        types months and quarters roll into (the module's docstring)."""
+        for pattern, ptype in _OUTPUT_PATTERNS:
+            m = pattern.fullmatch(code) if isinstance(code, str) else None
+            if not m:
+                continue
+            year = int(m["y"])
+            if not FIRST_YEAR <= year < LAST_YEAR:
+                raise PeriodError(f"period {code!r} is outside {FIRST_YEAR}-{LAST_YEAR - 1}")
+            ptype = ptype or _FINANCIAL[m["f"]]
+            months, first = _SHAPE[ptype]
+            month = first - 1 + (int(m.groupdict().get("n") or 1) - 1) * months  # since January of the year
+            return cls(dt.date(year + month // 12, month % 12 + 1, 1), ptype, code)
+        try:
+            return cls.parse(code)
+        except PeriodError as exc:
+            if "is not a Monthly" not in str(exc):
+                raise
+            raise PeriodError(f"period {code!r} is not a Monthly (YYYYMM), BiMonthly (YYYYnnB), Quarterly "
+                              "(YYYYQn), SixMonthly (YYYYSn, YYYYAprilSn), Yearly (YYYY) or financial year "
+                              "(YYYYApril, YYYYJuly, YYYYOct) period (weeks and days are finer than any data "
+                              "set's)") from None
+
+    @classmethod
     def of(cls, ptype: str, start: dt.date) -> "Period":
+        """The period of the type beginning on ``start`` (a period's first day)."""
         if ptype == MONTHLY:
             return cls(start, ptype, f"{start.year}{start.month:02d}")
         if ptype == QUARTERLY:
             return cls(start, ptype, f"{start.year}Q{(start.month - 1) // 3 + 1}")
-        return cls(start, ptype, f"{start.year}")
+        if ptype == YEARLY:
+            return cls(start, ptype, f"{start.year}")
+        months, first = _SHAPE[ptype]
+        # (the year its type's first period of the year began in, and its number from it)
+        since = (start.month - first) % 12
+        year = start.year - (start.month < first)
+        n = since // months + 1
+        code = {BIMONTHLY: f"{year}{n:02d}B", SIXMONTHLY: f"{year}S{n}", SIXMONTHLY_APRIL: f"{year}AprilS{n}"}.get(
+            ptype) or f"{year}{next(k for k, v in _FINANCIAL.items() if v == ptype)}"
+        return cls(start, ptype, code)
 
     @classmethod
     def containing(cls, ptype: str, day: dt.date) -> "Period":
-        month = {MONTHLY: day.month, QUARTERLY: 3 * ((day.month - 1) // 3) + 1, YEARLY: 1}[ptype]
-        return cls.of(ptype, dt.date(day.year, month, 1))
+        months, first = _SHAPE[ptype]
+        index = day.year * 12 + day.month - first  # months since the type's first start in year 0
+        index -= index % months
+        index += first - 1
+        return cls.of(ptype, dt.date(index // 12, index % 12 + 1, 1))
 
     @classmethod
     def from_iso(cls, value: str) -> "Period":
@@ -119,21 +177,29 @@ class Period:
         return f"{self.start.isoformat()}/{ {MONTHLY: 'P1M', QUARTERLY: 'P3M', YEARLY: 'P1Y'}[self.type]}"
 
     def sdmx(self) -> str:
-        """SDMX TIME_PERIOD: 2026-09, 2026-Q3, 2026."""
+        """SDMX TIME_PERIOD: 2026-09, 2026-Q3, 2026, 2026-S1; a period SDMX's reporting
+        periods have no name for, as its time range (2026-07-01/P1Y, a financial year)."""
         if self.type == MONTHLY:
             return f"{self.start.year}-{self.start.month:02d}"
         if self.type == QUARTERLY:
             return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
-        return f"{self.start.year}"
+        if self.type == YEARLY:
+            return f"{self.start.year}"
+        if self.type == SIXMONTHLY:
+            return f"{self.start.year}-S{(self.start.month - 1) // 6 + 1}"
+        months = _MONTHS[self.type]
+        return f"{self.start.isoformat()}/{'P1Y' if months == 12 else f'P{months}M'}"
 
     def and_finer(self) -> list["Period"]:
-        """This period and every finer one inside it (a year: its quarters and months)."""
-        out = []
-        for ptype in (t for t, order in ORDER.items() if order <= ORDER[self.type]):
-            p = Period.containing(ptype, self.start)
-            while p.start <= self.end:
-                out.append(p)
-                p = p.next()
+        """This period and every data type's period inside it (a year: its quarters and
+        months; ``2026S1``: two quarters and six months)."""
+        out = [] if self.type in ORDER else [self]
+        for ptype in ORDER:
+            if fits(ptype, self.type):
+                p = Period.containing(ptype, self.start)
+                while p.start <= self.end:
+                    out.append(p)
+                    p = p.next()
         return out
 
     def contains(self, other: "Period") -> bool:
@@ -154,6 +220,13 @@ class Period:
         return self.code
 
 
+def fits(inner: str, outer: str) -> bool:
+    """Does every period of type ``inner`` lie inside one of type ``outer`` (a quarter in a
+    six-month, not in a bi-month; a year only in a year)?"""
+    (m_in, first_in), (m_out, first_out) = _SHAPE[inner], _SHAPE[outer]
+    return m_out % m_in == 0 and (first_out - first_in) % m_in == 0
+
+
 # DHIS2's relative periods, by what they count back from the period containing the
 # anchor day (``relativePeriodDate``, default today): (type, first offset, how many).
 # "LAST_n" ends before the current period, as in DHIS2 (a running month is not yet data).
@@ -165,6 +238,9 @@ _RELATIVE = {
     "LAST_4_QUARTERS": (QUARTERLY, -4, 4),
     "THIS_YEAR": (YEARLY, 0, 1), "LAST_YEAR": (YEARLY, -1, 1),
     "LAST_5_YEARS": (YEARLY, -5, 5), "LAST_10_YEARS": (YEARLY, -10, 10),
+    "THIS_BIMONTH": (BIMONTHLY, 0, 1), "LAST_BIMONTH": (BIMONTHLY, -1, 1), "LAST_6_BIMONTHS": (BIMONTHLY, -6, 6),
+    "THIS_SIX_MONTH": (SIXMONTHLY, 0, 1), "LAST_SIX_MONTH": (SIXMONTHLY, -1, 1),
+    "LAST_2_SIXMONTHS": (SIXMONTHLY, -2, 2),
 }
 # ... and the finer periods of the anchor's year or the one before, January first
 _OF_YEAR = {"MONTHS_THIS_YEAR": (MONTHLY, 0), "QUARTERS_THIS_YEAR": (QUARTERLY, 0),
@@ -203,7 +279,7 @@ def periods_named(code: str, day: dt.date) -> list[Period]:
     if isinstance(code, str) and (code in _RELATIVE or code in _OF_YEAR):
         return relative(code, day)
     try:
-        return [Period.parse(code)]
+        return [Period.parse_output(code)]
     except PeriodError as exc:
         raise PeriodError(f"{exc}, nor a relative period such as LAST_12_MONTHS") from None
 

@@ -83,16 +83,20 @@ native AS (
     WHERE (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
     GROUP BY tg.tid, tg.ptype, tg.several, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
 ),
--- months inside an asked quarter, one number per unit and month
+-- months (and quarters) inside an asked period that is neither a month nor a calendar year,
+-- one number per unit and period: a quarter's months; a six-month's months and quarters; a
+-- financial year's (shared.periods: the output types; no data set reports by them)
 months AS (
     SELECT tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, sum(f.value) AS s, 1 AS n, f.start_date AS last_start,
            sum(f.value) AS last_v, true AS repeats
     FROM tg CROSS JOIN dx
     JOIN aggregation.data_value f
       ON f.data_element = dx.de AND f.start_date >= tg.pstart AND f.start_date <= tg.pend
-     AND f.period_type = 'Monthly' AND f.path >= tg.lo AND f.path < tg.hi
-    WHERE tg.ptype = 'Quarterly' AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
-    GROUP BY tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, f.start_date
+     AND f.period_type IN ('Monthly', 'Quarterly') AND f.period_type <> tg.ptype
+     AND f.path >= tg.lo AND f.path < tg.hi
+    WHERE tg.ptype NOT IN ('Monthly', 'Yearly') AND f.end_date <= tg.pend
+      AND (dx.combo IS NULL OR f.combo = dx.combo) AND f.value IS NOT NULL
+    GROUP BY tg.tid, dx.did, dx.atype, dx.combo, f.org_unit, f.period_type, f.start_date
 ),
 {pending}-- months and quarters inside an asked year, already summarised per unit
 years AS (

@@ -98,7 +98,7 @@ def sdmx_csv(rows: list[dict], md: Metadata, dataflows: dict, labels: str = "id"
     for r in rows:
         de_code, _, combo = r["dx"].partition(".")
         combo = combo or TOTAL
-        asked = Period.parse(r["pe"])
+        asked = Period.parse_output(r["pe"])
         flow = flows.get((de_code, asked.type)) or flows[(de_code, None)]
         period = asked.sdmx()
         de, unit = md.data_elements[de_code], md.org_units[r["ou"]]

@@ -290,6 +290,6 @@ class AggregationService(KeepsMetadataReplica):
             params = {**params, "ou": roots[0]}
         with self.db.connect() as conn:
             ou, body = completeness.completeness(conn, md, params)
-        period = Period.parse(body["period"])
+        period = Period.parse_output(body["period"])
         self._in_scope(principal, md, [ou], [(period.start, period.end)])
         return reply(body)

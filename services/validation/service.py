@@ -347,7 +347,7 @@ class ValidationService(KeepsMetadataReplica):
         if pe:
             try:
                 # a period and the finer ones inside it: pe=2026 lists a monthly data set's months
-                within = {p.code for p in Period.parse(pe).and_finer()}
+                within = {p.code for p in Period.parse_output(pe).and_finer()}
             except PeriodError as exc:
                 problems.append(f"pe: {exc}")
             codes = sa.cast(sorted(within), ARRAY(sa.Text))

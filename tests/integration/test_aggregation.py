@@ -25,6 +25,11 @@ UID = "AGG"
 YEAR = 2025
 MONTHS = [f"{YEAR}{m:02d}" for m in range(1, 13)]
 QUARTERS = [f"{YEAR}Q{q}" for q in range(1, 5)]
+# DHIS2's coarser periods, which months and quarters roll into (no data set reports by them):
+# bi-months, six-months (calendar and April's), financial years across the new year
+OUTPUTS = [f"{YEAR}{b:02d}B" for b in range(1, 7)] + [
+    f"{YEAR}S1", f"{YEAR}S2", f"{YEAR - 1}AprilS2", f"{YEAR}AprilS1", f"{YEAR}AprilS2",
+    f"{YEAR - 1}April", f"{YEAR}April", f"{YEAR - 1}July", f"{YEAR}July", f"{YEAR - 1}Oct", f"{YEAR}Oct"]
 
 # element -> (value type, aggregation type, combos)
 ELEMENTS = {
@@ -194,7 +199,7 @@ def check_every_cell(system, t, model: Model, extra_units=()) -> int:
         dx.append(code(de))
         dx += [f"{code(de)}.{c}" for c in combos if c != "default"]
     ous = [t.country, t.province, *t.districts, *t.all_villages, *extra_units]
-    pes = MONTHS + QUARTERS + [str(YEAR)]
+    pes = MONTHS + QUARTERS + [str(YEAR)] + OUTPUTS
     r = system.get(f"/api/analytics?dx={';'.join(dx)}&ou={';'.join(ous)}&pe={';'.join(pes)}")
     assert r.status_code == 200, r.text
     got = {(row["dx"], row["ou"], row["pe"]): row["value"] for row in r.json()["rows"]}
@@ -202,7 +207,7 @@ def check_every_cell(system, t, model: Model, extra_units=()) -> int:
     for x in dx:
         for ou in ous:
             for pe in pes:
-                expected = model.total(x, ou, Period.parse(pe))
+                expected = model.total(x, ou, Period.parse_output(pe))
                 actual = got.pop((x, ou, pe), None)
                 if expected is None:
                     if actual is not None:
@@ -599,6 +604,15 @@ def test_completeness_counts_expected_actual_and_on_time(system, world):
     # a quarter counts unit-months: the closing village 3, the new one 0 in Q1
     q1 = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={QUARTERS[0]}").json()
     assert q1["expected"] == 6 * 3 + 3
+    # a six-month counts its six months (DHIS2's six-monthly reporting rate), a financial
+    # year its twelve across the new year
+    s1 = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={YEAR}S1").json()
+    months = [system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={m}").json() for m in MONTHS[:6]]
+    assert (s1["period"], s1["expected"], s1["actual"]) == (
+        f"{YEAR}S1", sum(m["expected"] for m in months), sum(m["actual"] for m in months))
+    fy = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={YEAR - 1}July").json()
+    # July-December of the year before: six villages and the one closing in March
+    assert fy["expected"] == s1["expected"] + 7 * 6
     # a relative period naming one period is that period (DHIS2's reporting rates take them)
     last = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe=LAST_QUARTER"
                       f"&relativePeriodDate={YEAR}-05-20").json()
@@ -641,6 +655,8 @@ def test_completeness_refuses_bad_parameters_by_name(system, world):
     assert r.status_code == 400 and "NOPE" in r.json()["message"]
     r = system.get(f"/api/completeness?ds=YDS{UID}&ou={t.province}&pe=202501")
     assert r.status_code == 400 and "finer" in r.json()["message"]
+    r = system.get(f"/api/completeness?ds=YDS{UID}&ou={t.province}&pe={YEAR}July")  # a year across it
+    assert r.status_code == 400 and "do not fit" in r.json()["message"], r.text
     r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}")
     assert r.status_code == 400 and "pe" in r.json()["message"]
     r = system.get(f"/api/completeness?ds=MDS{UID}&ou={t.province}&pe=LAST_3_MONTHS")

@@ -79,3 +79,42 @@ def test_no_period_is_in_the_calendars_last_year():
     with pytest.raises(PeriodError, match="after 9998"):
         Period.from_iso("9999-01-01/P1Y")
     assert Period.parse("9998Q4").next().code == "9999Q1"  # (as a next period: a date still)
+
+
+@pytest.mark.parametrize("code, start, end", [
+    ("202601B", "2026-01-01", "2026-02-28"), ("202606B", "2026-11-01", "2026-12-31"),
+    ("2026S1", "2026-01-01", "2026-06-30"), ("2026S2", "2026-07-01", "2026-12-31"),
+    ("2026AprilS1", "2026-04-01", "2026-09-30"), ("2026AprilS2", "2026-10-01", "2027-03-31"),
+    ("2026April", "2026-04-01", "2027-03-31"), ("2026July", "2026-07-01", "2027-06-30"),
+    ("2026Oct", "2026-10-01", "2027-09-30"),
+])
+def test_outputs_take_dhis2s_coarser_periods(code, start, end):
+    """As DHIS2 names them (a financial year by the year it begins in); each is its own
+    type's period of its days, and follows on from the one before."""
+    p = Period.parse_output(code)
+    assert (p.start.isoformat(), p.end.isoformat()) == (start, end)
+    assert Period.containing(p.type, p.end) == p == Period.of(p.type, p.start)
+    assert p.next().previous() == p and p.next().start == p.end_exclusive
+    with pytest.raises(PeriodError):  # never a data set's: returns are refused them
+        Period.parse(code)
+
+
+def test_a_coarser_period_holds_the_months_and_quarters_that_fit_in_it():
+    from shared.periods import fits
+
+    s1 = Period.parse_output("2026AprilS2")
+    assert {p.code for p in s1.and_finer()} == {"2026AprilS2", "202610", "202611", "202612", "202701",
+                                                "202702", "202703", "2026Q4", "2027Q1"}
+    assert fits("Quarterly", "FinancialJuly") and fits("Monthly", "BiMonthly")
+    assert not fits("Quarterly", "BiMonthly") and not fits("Yearly", "FinancialApril")
+    assert Period.parse_output("2026S2").sdmx() == "2026-S2"
+    assert Period.parse_output("2026July").sdmx() == "2026-07-01/P1Y"
+    assert Period.parse_output("202603B").sdmx() == "2026-05-01/P2M"
+
+
+def test_weeks_and_days_are_named_finer_than_any_data():
+    for code in ("2026W05", "20260105", "2026BiW1", "2026q1", "202607B"):
+        with pytest.raises(PeriodError, match="finer than any data set"):
+            Period.parse_output(code)
+    with pytest.raises(PeriodError, match="outside"):
+        Period.parse_output("1899S1")
