@@ -479,7 +479,7 @@ def any_pending_year_totals(conn: sa.Connection) -> bool:
     """Whether a history load left yearly rows for the rebuilder (none, but during and just
     after a load)."""
     return conn.execute(_ANY_PENDING).first() is not None
-_ANALYZE_VALUES = sa.text("ANALYZE aggregation.data_value")
+_ANALYZE_VALUES = sa.text("ANALYZE aggregation.data_value, aggregation.completeness")
 _VACUUM_YEARS = sa.text("VACUUM (ANALYZE) aggregation.year_total")
 _VACUUM_PENDING = sa.text("VACUUM aggregation.year_total_pending")
 
@@ -585,7 +585,8 @@ class YearTotalsRebuilder(Pump):
         benchmark's server, where polling the emptied queue took 34 ms), done now: the
         queue vacuumed, the yearly rows vacuumed and analysed too (the planner's statistics
         for the subtree index, and the new rows' hint bits set here once rather than by the
-        first questions to read them), a sample of the stored values analysed; a second or
+        first questions to read them), a sample of the stored values and of completeness
+        (a load adds a row a place) analysed; a second or
         two at national scale. (The stored values themselves are left to autovacuum: 3.5 s
         there, for less.)"""
         started = time.perf_counter()

@@ -355,14 +355,25 @@ SELECT count(*) FROM gone JOIN old o USING (data_element, combo, org_unit, perio
 
 # a place history made reported (received_at unknown) and a later load emptied of every
 # value of the data set is reported no more (a return's place stays: it was sent)
+# Each of the chunk's places looked up by key, the document read once: as a join, with the
+# table's statistics stale (autovacuum off, or just after a load had grown it by 70,000
+# rows) the planner read the 24,000 places' document again for every completeness row, and
+# a corrected file's chunk held its locks for minutes while every return waited (a probe's
+# finding). ``LIMIT 1`` keeps the value check a per-place index probe, never an anti-join.
 _UNREPORTED = sa.text("""
 DELETE FROM aggregation.completeness c
-USING json_to_recordset(CAST(:places AS json)) AS k(ou text, period text)
-WHERE c.data_set = :ds AND c.org_unit = k.ou AND c.period = k.period
-  AND c.received_at IS NULL AND c.return_id LIKE 'history:%'
-  AND NOT EXISTS (SELECT 1 FROM aggregation.data_value f
-                  WHERE f.org_unit = k.ou AND f.period = k.period
-                    AND f.data_element = ANY(CAST(:elements AS text[])) AND NOT f.deleted)
+WHERE c.ctid = ANY (ARRAY(
+    SELECT x.ctid
+    FROM json_to_recordset(CAST(:places AS json)) AS k(ou text, period text)
+    CROSS JOIN LATERAL (
+        SELECT c2.ctid FROM aggregation.completeness c2
+        WHERE c2.data_set = :ds AND c2.org_unit = k.ou AND c2.period = k.period
+          AND c2.received_at IS NULL AND c2.return_id LIKE 'history:%'
+          AND NOT EXISTS (SELECT 1 FROM aggregation.data_value f
+                          WHERE f.org_unit = k.ou AND f.period = k.period
+                            AND f.data_element = ANY(CAST(:elements AS text[])) AND NOT f.deleted
+                          LIMIT 1)
+        OFFSET 0) x))
 RETURNING c.org_unit, c.period
 """)
 

@@ -698,3 +698,37 @@ def test_a_chunk_read_by_a_snapshot_from_before_a_move_lands_under_the_new_paren
     n = f"N{UID}"
     assert system.analytics(n, new_district, "201903") == {(n, new_district, "201903"): 7}
     assert system.analytics(n, old_district, "201903") == {}
+
+
+def test_a_chunk_that_unreports_places_reads_its_places_once_whatever_the_planner_knows(system, world, settings):
+    """A corrected file's chunk with a blank value, or one meeting a return's value, asks
+    which of its places history no longer reports. As a join on the places' document, with
+    completeness's statistics stale (autovacuum off, or just after a load grew it) the
+    planner read the whole document again for every completeness row: minutes for a
+    24,000-place chunk, its locks held while every return waited. The document is read
+    once, each place looked up by key, whatever join the planner would choose."""
+    import json as json_
+
+    import sqlalchemy as sa
+
+    from services.aggregation.history import _UNREPORTED
+    from shared.db import engine_for
+
+    t = world
+    rows = [(f"P{UID}", f"2006{m:02d}", v, "M", str(m)) for v in t.all_villages for m in range(1, 13)]
+    assert load(system, csv_text(rows)).status_code == 200
+    places = [{"ou": v, "period": f"2006{m:02d}"} for v in t.all_villages for m in range(1, 13)]
+    with engine_for(settings.database_url).connect() as conn, conn.begin() as tx:
+        for knob in ("enable_hashjoin", "enable_mergejoin", "enable_material", "enable_indexscan"):
+            conn.execute(sa.text(f"SET LOCAL {knob} = off"))  # the plans stale statistics lead to
+        [[plan]] = conn.execute(sa.text("EXPLAIN (ANALYZE, FORMAT JSON) " + _UNREPORTED.text), {
+            "ds": f"MDS{UID}", "elements": [f"X{UID}"], "places": json_.dumps(places)}).all()
+        tx.rollback()
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    scans = [n for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "Function Scan"]
+    assert scans and all(n["Actual Loops"] == 1 for n in scans), json_.dumps(plan, indent=1)[:3000]
