@@ -85,6 +85,14 @@ def main(argv=None) -> int:
     sub.add_parser("topology", help="print RabbitMQ definitions of the topology")
     sub.add_parser("asyncapi", help="print the AsyncAPI document of the events")
 
+    # a token led by "-" (tokens issued before they never were) is the value of --token,
+    # not an option argparse does not know
+    given, argv = list(sys.argv[1:] if argv is None else argv), []
+    while given:
+        word = given.pop(0)
+        if word == "--token" and given and given[0].startswith("-") and not given[0].startswith("--"):
+            word = f"--token={given.pop(0)}"
+        argv.append(word)
     args = parser.parse_args(argv)
     # wrong usage is one line and exit 2, as argparse says it, never a traceback later
     if args.command == "migrate" and set(args.services) - set(SCHEMAS):

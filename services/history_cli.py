@@ -18,6 +18,13 @@ import urllib.parse
 import urllib.request
 
 CHUNK_BYTES = 4 * 1024 * 1024  # under the gateway's 5 MB
+# a chunk answered 503 (the database busy, a deadlock with another load, a restart) is sent
+# again after these pauses: all or nothing, a chunk sent twice is loaded once
+RETRY_SECONDS = (1, 3, 9)
+
+
+class NotUtf8(ValueError):
+    """A line of the file that is not UTF-8, named by its number."""
 _LINE = re.compile(r"(?<!['\"])\bline (\d+)")  # (not in a value the message quotes)
 
 
@@ -40,11 +47,20 @@ def chunks(path: str):
         header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
         record: list[str] = []  # the lines of the record being read, each decoded once
         size = [0]              # and their bytes
+        read = [1]              # the file's lines read (the header is line 1)
+
+        def decoded(raw: bytes) -> str:
+            read[0] += 1
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise NotUtf8(f"line {read[0]:,} is not UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                              f"{exc.start + 1} of the line)") from None
 
         def lines():
             for raw in f:
                 size[0] += len(raw)
-                record.append(raw.decode("utf-8"))
+                record.append(decoded(raw))
                 yield record[-1]
 
         def records():
@@ -59,7 +75,7 @@ def chunks(path: str):
             if record:  # what the reader could not make a record of, and the rest: line by line
                 yield record, size[0]
             for raw in f:
-                yield [raw.decode("utf-8")], len(raw)
+                yield [decoded(raw)], len(raw)
 
         lines_in, chunk_size, first, line_no = [], 0, 2, 1
         for texts, n in records():
@@ -128,6 +144,20 @@ def post_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, order: di
                    "maybe_loaded": not isinstance(reason, ConnectionRefusedError)}
 
 
+def send_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, order: dict) -> tuple[int, dict]:
+    """``post_chunk``, again after a pause while the server answers 503 (two loads of
+    overlapping files, a database restarting), but not after one that timed out: that chunk
+    may still be running, and would only be waited for again."""
+    for pause in (*RETRY_SECONDS, None):
+        status, answer = post_chunk(base_url, token, data_set, chunk, order)
+        if status != 503 or pause is None or "did not answer within" in str(answer.get("message")):
+            return status, answer
+        print(f"  lines {chunk.first:,}-{chunk.last:,}: {answer.get('message')}; sending them again in "
+              f"{pause} s", file=sys.stderr)
+        time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 def _ranges(chunks: list[Chunk]) -> str:
     """"lines 2-9,000 and 18,001-20,000" for chunks, neighbours joined."""
     spans: list[list[int]] = []
@@ -185,6 +215,7 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
     in_flight: collections.deque = collections.deque()
     loaded: list[Chunk] = []
     refused: tuple[Chunk, int, dict] | None = None
+    unanswered: list[Chunk] = []  # sent, and no answer came: loaded or not
     unread: Exception | None = None
     last_sent = 1
 
@@ -193,6 +224,8 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
         status, answer = thread.wait()
         if status != 200:
             refused = refused or (chunk, status, answer)
+            if answer.get("maybe_loaded"):
+                unanswered.append(chunk)
             return
         loaded.append(chunk)
         total["rows"] += answer["rows"]
@@ -217,9 +250,9 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
                 else:  # nothing sent: said as the first chunk's refusal
                     refused = (chunk, status, {"message": f"the load could not begin: {answer.get('message')}"})
                     break
-            in_flight.append((chunk, eventlet.spawn(post_chunk, base_url, token, data_set, chunk, order)))
+            in_flight.append((chunk, eventlet.spawn(send_chunk, base_url, token, data_set, chunk, order)))
             last_sent = chunk.last
-    except (OSError, UnicodeDecodeError) as exc:  # a bad byte half-way: what was sent stays
+    except (OSError, NotUtf8) as exc:  # a bad byte half-way: what was sent stays
         unread = exc
     while in_flight:
         settle(*in_flight.popleft())
@@ -227,12 +260,13 @@ def load(base_url: str, token: str, path: str, data_set: str, parallel: int = 2)
         if refused:
             cure = _refusal(*refused)
         else:
-            print(f"cannot read {path} after line {last_sent:,}: {unread}", file=sys.stderr)
+            print(f"cannot read {path}: {unread}" if isinstance(unread, NotUtf8) else
+                  f"cannot read {path} after line {last_sent:,}: {unread}", file=sys.stderr)
             cure = "Fix the file and load it again"
         kept = f"lines {_ranges(loaded)} ({total['rows']:,} rows) were loaded and stay" if loaded \
             else "nothing of the file was loaded"
-        if refused and refused[2].get("maybe_loaded"):
-            kept += ", besides the lines without an answer"
+        if unanswered:
+            kept += f", besides lines {_ranges(unanswered)}, which had no answer"
         print(f"  {kept}; each chunk is all or nothing. {cure}: values loaded already are "
               "updated, never counted twice.", file=sys.stderr)
         if loaded:

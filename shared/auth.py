@@ -88,7 +88,10 @@ class Principal:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    # never led by "-": given to a command line as `--token TOKEN` it read as an option
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def token_hash(token: str) -> str:

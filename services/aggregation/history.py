@@ -81,6 +81,7 @@ _BEGIN = sa.text("""
 UPDATE aggregation.history_clock SET last_load = greatest(last_load + 1, :now) RETURNING last_load
 """)
 _LAST_LOAD = sa.text("SELECT last_load FROM aggregation.history_clock")
+_SEEN = sa.text("UPDATE aggregation.history_clock SET last_load = greatest(last_load, :n)")
 
 
 def _seconds(at: dt.datetime) -> int:
@@ -91,6 +92,13 @@ def begin(conn: sa.Connection) -> int:
     """A new load's number. The caller commits at once (a chunk's transaction holding the
     clock's row until its own commit would let one load run at a time)."""
     return conn.execute(_BEGIN, {"now": _seconds(dt.datetime.now(dt.timezone.utc))}).scalar()
+
+
+def seen(conn: sa.Connection, number: int) -> None:
+    """An older loader's number (its ``loadStarted``, up to five minutes ahead of this
+    clock): a load begun after it is numbered after it (begun in those minutes, a
+    correction lost to the load it corrected). Committed at once, as ``begin``."""
+    conn.execute(_SEEN, {"n": number})
 
 
 def check_begun(conn: sa.Connection, load: int) -> None:
@@ -296,7 +304,10 @@ _TOMBSTONE = "NULL, NULL, true"
 
 
 def _stored(deleting: bool) -> str:
-    """The chunk's values (or its deletions) as stored rows, with their history seq."""
+    """The chunk's values (or its deletions) as stored rows, with their history seq, in
+    the key's order: two loads of overlapping files, each chunk locking its keys as it
+    inserts them, deadlocked when their chunks met the keys in different orders (and a
+    key's index entries are then written in the index's order)."""
     return f"""
 INSERT INTO aggregation.data_value AS f
     (data_element, combo, org_unit, period, period_type, start_date, end_date, path,
@@ -305,6 +316,7 @@ SELECT r.de, r.combo, r.ou, r.period, r.ptype, r.start_date, r.end_date, r.path,
        {_TOMBSTONE if deleting else _VALUE},
        :seq + r.n, :batch, now(), r.comment, coalesce(r.stored_by, :loaded_by), r.followup_word = 'true'
 FROM history_rows r WHERE r.raw {"=" if deleting else "<>"} ''
+ORDER BY r.ou, r.period, r.de, r.combo
 """
 
 

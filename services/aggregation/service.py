@@ -136,6 +136,9 @@ class AggregationService(KeepsMetadataReplica):
                 history.check_begun(conn, number)
         elif number is None:  # a chunk sent alone is a load of its own, begun as it arrives
             number = self._begin_load()
+        else:  # an older loader's start: loads begun from now on come after it
+            with self.db.engine.begin() as conn:
+                history.seen(conn, number)
         md = self.replica.current()
         with self.db.transaction() as tx:
             facts.hold_off_moves(tx.conn)  # the chunk's paths are derived from the replica

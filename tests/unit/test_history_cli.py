@@ -97,9 +97,10 @@ def test_a_file_unreadable_half_way_or_a_server_away_ends_the_load(tmp_path, mon
     assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
     err = capsys.readouterr().err
     assert "cannot reach" in err and "load the file again" in err and "nothing of the file was loaded" in err
-    path.write_bytes(b"header\n\xff\xfe\n")
+    path.write_bytes(b"header\nE1,202001,V1,,,1,,,,\nE1,202002,V1,,,caf\xe9,,,,\n")
     assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
-    assert f"cannot read {path} after line 1" in capsys.readouterr().err
+    # the line the byte is on, not the last line sent (it said "after line 1")
+    assert f"cannot read {path}: line 3 is not UTF-8 (byte 0xe9 at byte 19 of the line)" in capsys.readouterr().err
 
 
 def test_an_empty_file_is_no_load(tmp_path, capsys):
@@ -139,7 +140,7 @@ def test_a_chunk_whose_answer_is_lost_may_have_been_loaded(tmp_path, capsys):
         server.close()
     err = capsys.readouterr().err
     assert "lines 2-2: no answer" in err and "may have been loaded or not" in err, err
-    assert "besides the lines without an answer" in err and "refused" not in err, err
+    assert "besides lines 2-2, which had no answer" in err and "refused" not in err, err
 
 
 def test_a_refusal_of_the_token_says_to_use_an_admins_not_to_wait_for_the_server(capsys):
@@ -149,3 +150,74 @@ def test_a_refusal_of_the_token_says_to_use_an_admins_not_to_wait_for_the_server
     assert advice == "Load it with an admin's token (--token, or STATNET_ADMIN_TOKEN)"
     assert "may not load history" in capsys.readouterr().err
     assert history_cli._refusal(chunk, 503, {"message": "down"}) == "Once the server answers, load the file again"
+
+
+class _Server:
+    """An HTTP server on a thread answering POSTs from a script: (status, body) each."""
+
+    def __init__(self, answers):
+        import http.server
+        import json
+        import threading
+
+        self.answers, self.posts = list(answers), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.posts.append(self.path)
+                status, body = (200, {"load": 7}) if "/begin" in self.path or "/done" in self.path \
+                    else server.answers.pop(0)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+
+
+def test_a_chunk_answered_503_is_sent_again_but_not_one_that_timed_out(tmp_path, monkeypatch, capsys):
+    """Two loads of overlapping files, or a database restarting: a 503 that says "retry"
+    ended the load, with the advice to wait for a server that had answered."""
+    monkeypatch.setattr(history_cli, "RETRY_SECONDS", (0, 0, 0))
+    monkeypatch.setattr(history_cli, "wait_for_year_totals", lambda *a: None)
+    ok = {"rows": 1, "importCount": {"imported": 1, "updated": 0, "ignored": 0, "deleted": 0}}
+    busy = {"message": "temporarily unavailable (OperationalError); retry"}
+    server = _Server([(503, busy), (503, busy), (200, ok)])
+    path = tmp_path / "h.csv"
+    path.write_text("header\nE1,202001,V1,,,1,,,,\n", encoding="utf-8")
+    try:
+        assert history_cli.load(server.url, "token", str(path), "DS") == 0
+        assert sum("/api/history?" in p for p in server.posts) == 3
+        slow = _Server([(503, {"message": "the aggregation service did not answer within 30s"})])
+        assert history_cli.load(slow.url, "token", str(path), "DS") == 1
+        assert sum("/api/history?" in p for p in slow.posts) == 1  # it may still be running: not again
+    finally:
+        server.httpd.shutdown()
+    assert "sending them again" in capsys.readouterr().err
+
+
+def test_a_token_led_by_a_dash_is_the_tokens_value():
+    """Tokens are URL-safe base64: one issued led by "-" was taken by argparse for an option."""
+    from services import cli
+    from shared.auth import new_token
+
+    seen = {}
+    real = history_cli.load
+    history_cli.load = lambda base, token, path, ds: seen.update(token=token) or 0
+    try:
+        assert cli.main(["history", "load", "--data-set", "DS", "--token", "-5SPhynX", "f.csv"]) == 0
+    finally:
+        history_cli.load = real
+    assert seen["token"] == "-5SPhynX"
+    assert not any(new_token().startswith("-") for _ in range(2000))
