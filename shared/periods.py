@@ -109,8 +109,8 @@ class Period:
             if not m:
                 continue
             year = int(m["y"])
-            if not FIRST_YEAR <= year < LAST_YEAR:
-                raise PeriodError(f"period {code!r} is outside {FIRST_YEAR}-{LAST_YEAR - 1}")
+            if not FIRST_YEAR <= year <= LAST_YEAR:  # (9998Oct ends in 9999: still a date)
+                raise PeriodError(f"period {code!r} is outside {FIRST_YEAR}-{LAST_YEAR}")
             ptype = ptype or _FINANCIAL[m["f"]]
             months, first = _SHAPE[ptype]
             month = first - 1 + (int(m.groupdict().get("n") or 1) - 1) * months  # since January of the year

@@ -568,5 +568,8 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
             "ds": ds.code, "elements": list(ds.data_elements), "places": serialization.dumps(
                 [{"ou": ou, "period": period} for ou, period in {*reported.places, *reported.cleared}])})}
     return {"batch": batch, "rows": rows, "places": [p for p in reported.places if p not in unreported],
+            # the places whose stored values it changed, and which report nothing now: a
+            # deletion changes what validation judges later returns on, too
+            "cleared": sorted({*reported.cleared, *unreported}),
             "importCount": {"imported": imported, "updated": updated, "deleted": deleted,
                             "ignored": rows - imported - updated - deleted}}

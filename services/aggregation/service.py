@@ -144,13 +144,15 @@ class AggregationService(KeepsMetadataReplica):
             facts.hold_off_moves(tx.conn)  # the chunk's paths are derived from the replica
             loaded = history.load(tx.conn, md, params.get("dataSet"), body, principal.username,
                                   number, line_offset)
-            places = loaded.pop("places")
-            if places:
+            places, cleared = loaded.pop("places"), loaded.pop("cleared")
+            if places or cleared:
                 # reported, as completeness already counts them: the deadline check must not
-                # chase a unit for a month its history brought (notify keeps its own record)
+                # chase a unit for a month its history brought (notify keeps its own record);
+                # and for validation, every place whose values changed, deletions included
                 tx.emit("history_loaded", {
                     "batch": loaded["batch"], "data_set": params.get("dataSet"),
                     "places": [{"org_unit": ou, "period": pe} for ou, pe in places],
+                    "cleared": [{"org_unit": ou, "period": pe} for ou, pe in cleared],
                     "loaded_at": dt.datetime.now(dt.timezone.utc)}, correlation_id=loaded["batch"])
         self.year_totals.chunk_loaded()
         for result, n in loaded["importCount"].items():

@@ -232,7 +232,7 @@ class ValidationService(KeepsMetadataReplica):
         before a return about one of their units is judged (``_take_history``)."""
         with self.db.consume(event) as tx:
             if not tx.duplicate:
-                tx.execute(_MARK, {"places": serialization.dumps(event.data["places"])})
+                tx.execute(_MARK, {"places": serialization.dumps(event.data["places"] + event.data["cleared"])})
 
     def _take_history(self, units: set[str], share: float = 1.0) -> None:
         """Into ``accepted_value``, what history loads gave the units' marked places (every

@@ -203,10 +203,13 @@ class PlaceSchema(EventSchema):
 
 class HistoryLoadedSchema(EventSchema):
     """A chunk of past values is in the aggregates: each place it gave a value counts as
-    reported (completeness already; notify's deadline check stops chasing it)."""
+    reported (completeness already; notify's deadline check stops chasing it). ``cleared``:
+    the places it deleted values at, or which report nothing any more (validation takes
+    every changed place in again; absent from a producer before it: none)."""
     batch = fields.Str(required=True)
     data_set = fields.Str(required=True)
     places = FlatItems(PlaceSchema, required=True)
+    cleared = FlatItems(PlaceSchema, load_default=list)
     loaded_at = fields.AwareDateTime(required=True)
 
 

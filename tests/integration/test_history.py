@@ -611,6 +611,27 @@ def test_a_return_after_history_is_judged_with_the_loaded_values(system, world, 
     assert later["status"] == "AGGREGATED", later  # boys 90 (the return's), not 1000 (history's)
 
 
+def test_a_value_history_deletes_is_gone_for_validation_too(system, world, settings, kids):
+    """Blanked by a later load after validation had taken it in, a loaded value kept
+    deciding: girls 98 deleted, boys 500 was still rejected by "boys <= girls" (the
+    deleting chunk's places were not told to validation)."""
+    v = world.all_villages[2]
+    assert load(system, csv_text([(kids, "201205", v, "F", "98")])).status_code == 200
+    _marked_for_validation(settings, v)
+    taken = system.wait_status(system.submit({"dataSet": f"MDS{UID}", "period": "201204", "orgUnit": v, "dataValues": [
+        {"dataElement": kids, "categoryOptionCombo": "M", "value": "1"}]}).json()["id"])
+    assert taken["status"] == "AGGREGATED", taken  # the village's history is validation's now
+    blank = load(system, csv_text([(kids, "201205", v, "F", "")]))
+    assert blank.json()["importCount"]["deleted"] == 1, blank.text
+    _marked_for_validation(settings, v)
+    sent = {"dataSet": f"MDS{UID}", "period": "201205", "orgUnit": v,
+            "dataValues": [{"dataElement": kids, "categoryOptionCombo": "M", "value": "500"}]}
+    dry = system.post("/api/dataValueSets?dryRun=true", json=sent)
+    assert dry.json()["status"] != "REJECTED", dry.text
+    sub = system.wait_status(system.submit(sent).json()["id"])
+    assert sub["status"] == "AGGREGATED" and sub["violations"] == [], sub  # no girls: the rule is skipped
+
+
 def test_outliers_are_judged_against_the_loaded_past(system, world, settings, kids):
     """Eleven loaded months of about 100 make a month of 5,000 an outlier: the past a
     province loads is the past outliers are judged against (validation saw none of it, and

@@ -118,3 +118,6 @@ def test_weeks_and_days_are_named_finer_than_any_data():
             Period.parse_output(code)
     with pytest.raises(PeriodError, match="outside"):
         Period.parse_output("1899S1")
+    # the last year a data type's period may be in, an output's too (relative ones reach it)
+    assert Period.parse_output("9998S2").end == dt.date(9998, 12, 31)
+    assert Period.parse_output("9998Oct").end == dt.date(9999, 9, 30)
