@@ -27,7 +27,7 @@ from services.validation import checks
 from services.validation import tables as t
 from shared import local, metrics, serialization
 from shared.api import ApiError, api_rpc, error, flag, reply
-from shared.batches import disjoint_runs
+from shared.batches import InOrder, disjoint_runs
 from shared.schemas.api import OUTLIER, violations_out
 from shared.db import lock_in_order
 from shared.delivery import Database
@@ -225,6 +225,7 @@ class ValidationService(KeepsMetadataReplica):
     replica = Replica(t.replica)
     # what history loads brought to a unit, asked when a return about it comes
     aggregation_rpc = RpcProxy("aggregation")
+    in_order = InOrder()
 
     @subscribe("aggregation", "history_loaded")
     def mark_history(self, event):
@@ -257,12 +258,19 @@ class ValidationService(KeepsMetadataReplica):
     @subscribe("submission", "return_received", batch=RETURNS_PER_BATCH)
     def validate_return(self, events):
         """Judge a batch of returns in one transaction, each exactly as if alone."""
+        with self.in_order.turn() as turn:
+            self._validate_returns(events, turn)
+
+    def _validate_returns(self, events, turn) -> None:
         md = self.replica_knowing([e.data for e in events])
         try:
             self._take_history(_units_of([e.data for e in events]))
         except local.Unavailable as exc:
             # judged without the history it would see once aggregation answers: wait for it
             raise Transient(str(exc)) from None
+        # the batch delivered before this one locks its places first (InOrder); waited for
+        # before this one's transaction begins, so that it never waits on this one's rows
+        turn.wait()
         with self.db.consume_many(events) as tx:
             returns = _not_judged(tx, tx.fresh)
             # returns in submission order, each with its checked values by place
@@ -270,6 +278,7 @@ class ValidationService(KeepsMetadataReplica):
             # one judgement at a time per place, across batches and instances; every lock
             # up front in one order, so two batches cannot deadlock
             lock_in_order(tx.conn, _PLACES, (f"{ou}|{pe}" for _, (_, places) in work for ou, pe in places))
+            turn.locked()
             results, decisions = [], []
             # one read of what is stored serves a run of returns about different units; a
             # return about a unit already in the run is judged after it, on what it left

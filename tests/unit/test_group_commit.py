@@ -151,3 +151,29 @@ def test_the_handler_time_of_a_batch_is_shared_among_its_events(n):
     from prometheus_client import REGISTRY
     labels = {"service": f"share{n}", "event": "return_validated"}
     assert REGISTRY.get_sample_value("statnet_event_handler_seconds_count", labels) == n
+
+
+def test_batches_take_their_locks_in_the_order_they_were_delivered():
+    """The batch delivered first locks first, however long it works before its locks (a
+    chaos probe: validation asking aggregation for history let the next batch judge a
+    later return first); a batch that fails before its locks lets the next go."""
+    import eventlet
+
+    from shared.batches import Turnstile
+
+    turns, order = Turnstile(), []
+
+    def batch(name, work_before, fail=False):
+        with turns.turn() as turn:
+            eventlet.sleep(work_before)
+            if fail:
+                raise RuntimeError(name)
+            turn.wait()
+            order.append(name)
+            turn.locked()
+
+    pool = eventlet.GreenPool()
+    for name, work, fail in (("first", 0.05, False), ("failing", 0.02, True), ("third", 0.0, False)):
+        pool.spawn(batch, name, work, fail)
+    pool.waitall()
+    assert order == ["first", "third"]
