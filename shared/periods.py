@@ -28,7 +28,7 @@ ORDER = {MONTHLY: 0, QUARTERLY: 1, YEARLY: 2}
 # every type: (months long, the month the year's first period of the type begins)
 _SHAPE = {MONTHLY: (1, 1), BIMONTHLY: (2, 1), QUARTERLY: (3, 1), SIXMONTHLY: (6, 1), SIXMONTHLY_APRIL: (6, 4),
           YEARLY: (12, 1), FINANCIAL_APRIL: (12, 4), FINANCIAL_JULY: (12, 7), FINANCIAL_OCT: (12, 10)}
-MONTHS_LONG = _MONTHS = {ptype: months for ptype, (months, _) in _SHAPE.items()}
+MONTHS_LONG = {ptype: months for ptype, (months, _) in _SHAPE.items()}
 _FINANCIAL = {"April": FINANCIAL_APRIL, "July": FINANCIAL_JULY, "Oct": FINANCIAL_OCT}
 _ISO_DURATION = {"P1M": MONTHLY, "P3M": QUARTERLY, "P1Y": YEARLY, "P12M": YEARLY}
 
@@ -68,7 +68,7 @@ class Period:
     @property
     def end(self) -> dt.date:
         """Last day of the period (inclusive)."""
-        year, month = self.start.year, self.start.month + _MONTHS[self.type] - 1
+        year, month = self.start.year, self.start.month + MONTHS_LONG[self.type] - 1
         year += (month - 1) // 12
         month = (month - 1) % 12 + 1
         return dt.date(year, month, calendar.monthrange(year, month)[1])
@@ -187,7 +187,7 @@ class Period:
             return f"{self.start.year}"
         if self.type == SIXMONTHLY:
             return f"{self.start.year}-S{(self.start.month - 1) // 6 + 1}"
-        months = _MONTHS[self.type]
+        months = MONTHS_LONG[self.type]
         return f"{self.start.isoformat()}/{'P1Y' if months == 12 else f'P{months}M'}"
 
     def and_finer(self) -> list["Period"]:
@@ -262,7 +262,7 @@ def relative(keyword: str, day: dt.date) -> list[Period]:
         raise PeriodError(f"period {keyword!r} is not a relative period (one of "
                           f"{', '.join(RELATIVE_PERIODS)})")
     ptype, first, count = _RELATIVE[keyword]
-    months = _MONTHS[ptype]
+    months = MONTHS_LONG[ptype]
     here = Period.containing(ptype, day).start
     out = []
     for n in range(first, first + count):

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from services.aggregation.analytics import anchor_day
 from shared.api import error
-from shared.periods import LOCAL_TZ, MONTHS_LONG as _MONTHS_LONG, Period, PeriodError, fits, periods_named
+from shared.periods import LOCAL_TZ, MONTHS_LONG, Period, PeriodError, fits, periods_named
 from shared.replica import Metadata
 
 _COUNTS = sa.text("""
@@ -107,7 +107,7 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict, depth: int = 1
                 pe = named[0]
     if pe is not None and ds is not None and not fits(ds.period_type, pe.type):
         problems.append(f"pe: {pe.code} is {pe.type}, finer than data set {ds.code!r} ({ds.period_type})"
-                        if _MONTHS_LONG[pe.type] < _MONTHS_LONG[ds.period_type] else
+                        if MONTHS_LONG[pe.type] < MONTHS_LONG[ds.period_type] else
                         f"pe: {pe.code} is {pe.type}: data set {ds.code!r}'s {ds.period_type} periods do not "
                         "fit in it")
     if problems:  # every one at once, as analytics and dataValueSets tell them

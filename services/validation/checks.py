@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -279,10 +278,3 @@ def numbers_to_store(places: dict[Place, dict]) -> list[tuple[Place, str, str, s
     accepted return, None for a deletion."""
     return [(place, de, combo, None if v is None else str(v))
             for place, sent in places.items() for (de, combo), v in sent.items()]
-
-
-def group_history(rows) -> dict[tuple[str, str, str], list[Decimal]]:
-    out = defaultdict(list)
-    for r in rows:
-        out[(r.org_unit, r.data_element, r.combo)].append(Decimal(r.value))
-    return dict(out)

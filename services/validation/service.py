@@ -54,7 +54,8 @@ _STORED = sa.text(f"""
         SELECT p.org_unit, p.period, p.period_type, s.data_element, s.combo
         FROM json_to_recordset(CAST(:sent AS json)) AS s(place int, data_element text, combo text)
         JOIN p USING (place))
-    SELECT 'place' AS kind, v.org_unit, v.period, v.data_element, v.combo, v.value, v.seq
+    SELECT 'place' AS kind, v.org_unit, v.period, v.data_element, v.combo, v.value, v.seq,
+           CAST(NULL AS numeric[]) AS past
     FROM p
     -- one index range per place, whatever the table's size: LATERAL, kept apart by
     -- OFFSET 0 (as a join, the planner took a hash join over a sequential scan of every
@@ -62,13 +63,17 @@ _STORED = sa.text(f"""
     CROSS JOIN LATERAL (
         SELECT * FROM {V.fullname} v WHERE v.org_unit = p.org_unit AND v.period = p.period OFFSET 0) v
     UNION ALL
-    SELECT 'history', h.org_unit, h.period, h.data_element, h.combo, h.value, h.seq
+    -- a series a row, newest first: a unit's year of history is 100 rows, not 1,200 (each
+    -- a row object to build: most of the pipeline's CPU a return once outliers had a past)
+    SELECT 'history', s.org_unit, NULL, s.data_element, s.combo, NULL, NULL, h.past
     FROM sent s
     CROSS JOIN LATERAL (
-        SELECT * FROM {V.fullname} v
-        WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
-          AND v.period_type = s.period_type AND v.period < s.period AND v.value IS NOT NULL
-        ORDER BY v.period DESC LIMIT {checks.HISTORY_PERIODS}) h
+        SELECT array_agg(v.value ORDER BY v.period DESC) AS past FROM (
+            SELECT v.value, v.period FROM {V.fullname} v
+            WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
+              AND v.period_type = s.period_type AND v.period < s.period AND v.value IS NOT NULL
+            ORDER BY v.period DESC LIMIT {checks.HISTORY_PERIODS}) v) h
+    WHERE h.past IS NOT NULL
 """)
 
 # Accepted values stored: under the places' locks the group's read of what is stored is
@@ -169,14 +174,12 @@ def _stored(conn, places: dict) -> checks.Stored:
     sent = [{"place": number[place], "data_element": de, "combo": coc}
             for place, values in places.items() for (de, coc) in values]
     stored = checks.Stored({}, {})
-    history = []
-    for r in conn.execute(_STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):
-        if r.kind == "place":
-            stored.values.setdefault((r.org_unit, r.period), {})[(r.data_element, r.combo)] = (
-                r.value, r.seq)
-        else:
-            history.append(r)
-    stored.history = checks.group_history(history)
+    for kind, org_unit, period, de, combo, value, seq, past in conn.execute(
+            _STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):
+        if kind == "place":
+            stored.values.setdefault((org_unit, period), {})[(de, combo)] = (value, seq)
+        else:  # (one unit's element sent for several periods: their pasts together, as before)
+            stored.history.setdefault((org_unit, de, combo), []).extend(past)
     return stored
 
 
