@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     given, argv = list(sys.argv[1:] if argv is None else argv), []
     while given:
         word = given.pop(0)
-        if word == "--token" and given and given[0].startswith("-") and not given[0].startswith("--"):
+        if word == "--token" and given and given[0].startswith("-"):  # (--token always takes a value)
             word = f"--token={given.pop(0)}"
         argv.append(word)
     args = parser.parse_args(argv)

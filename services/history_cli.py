@@ -44,7 +44,11 @@ def chunks(path: str):
     took a bare one in an unquoted comment, `5"`, for the start of a quoted field); where
     the reader gives up, the server names the fault, and records are lines from there."""
     with open(path, "rb") as f:
-        header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        try:
+            header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        except UnicodeDecodeError as exc:  # (a UTF-16 or Latin-1 export)
+            raise NotUtf8(f"line 1 is not UTF-8 (byte at {exc.start + 1} of the line; save the file "
+                          "as UTF-8)") from None
         record: list[str] = []  # the lines of the record being read, each decoded once
         size = [0]              # and their bytes
         read = [1]              # the file's lines read (the header is line 1)

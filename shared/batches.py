@@ -67,9 +67,11 @@ class Turnstile:
         finally:
             # (one that failed before its locks lets the next go once its own turn came:
             # the order holds through it)
-            turn.wait()
-            turn.locked()
-            self._locked.pop(mine, None)  # (the next holds it already, if it came)
+            try:
+                turn.wait()
+            finally:  # (killed while waiting here, it still lets the next go)
+                turn.locked()
+                self._locked.pop(mine, None)  # (the next holds it already, if it came)
 
 
 class InOrder(DependencyProvider):

@@ -104,13 +104,16 @@ H = t.history_place
 _MARK = sa.text(f"""
     INSERT INTO {H.fullname} (org_unit, period)
     SELECT DISTINCT org_unit, period FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
+    ORDER BY org_unit, period  -- (two chunks' marks of shared places lock them in one order)
     ON CONFLICT (org_unit, period) DO UPDATE SET marked = nextval('{t.history_marked.schema}.{t.history_marked.name}')
 """)
 _MARKED = sa.text(f"SELECT org_unit, period, marked FROM {H.fullname} "
                   "WHERE org_unit = ANY(CAST(:units AS text[])) ORDER BY org_unit, period")
 # What aggregation holds for a marked place is history's last word on it: it replaces
-# what a load stored before (seq <= 0; among loads aggregation has already chosen), never
-# a value validation accepted from a return (seq > 0)
+# what a load stored before (seq <= 0), never a value validation accepted from a return
+# (seq > 0); among loads by aggregation's own order (a later load, a later line; 0, before
+# loads had one, loses to any), so that two takes of one place committing in either order
+# leave the later load's value (the earlier read committed last brought a corrected value back)
 _TAKE = sa.text(f"""
     INSERT INTO {V.fullname} AS v (org_unit, period, period_type, data_element, combo, value, seq)
     SELECT org_unit, period, period_type, data_element, combo, value, seq
@@ -118,7 +121,7 @@ _TAKE = sa.text(f"""
          AS x(org_unit text, period text, period_type text, data_element text, combo text, value numeric,
               seq bigint)
     ON CONFLICT (org_unit, data_element, combo, period) DO UPDATE
-       SET value = excluded.value, seq = excluded.seq WHERE v.seq <= 0
+       SET value = excluded.value, seq = excluded.seq WHERE v.seq <= 0 AND (v.seq = 0 OR v.seq <= excluded.seq)
 """)
 # a place marked again while its values were on their way keeps the new mark
 _UNMARK = sa.text(f"""

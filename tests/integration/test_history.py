@@ -785,3 +785,27 @@ def test_two_loads_of_the_same_keys_in_opposite_orders_both_load(system, world):
         for th in threads:
             th.join()
         assert [r.status_code for r in answers] == [200, 200], [r.text[:300] for r in answers]
+
+
+def test_two_takes_of_one_place_leave_the_later_loads_value_in_either_order(system, world, settings):
+    """Two batches (or a dry run beside a batch) each read a place's history from
+    aggregation, one before a correction load and one after; the one that read first
+    committing last brought the corrected value back."""
+    import json as json_
+
+    import sqlalchemy as sa
+
+    from services.validation.service import _TAKE
+    from shared.db import engine_for
+
+    def take(value, seq):
+        with engine_for(settings.database_url).begin() as conn:
+            conn.execute(_TAKE, {"rows": json_.dumps([{
+                "org_unit": "TAKEOU", "period": "201101", "period_type": "Monthly", "data_element": "TAKEDE",
+                "combo": "F", "value": value, "seq": seq}])})
+            return conn.execute(sa.text("SELECT value, seq FROM validation.accepted_value "
+                                        "WHERE org_unit = 'TAKEOU' AND data_element = 'TAKEDE'")).one()
+
+    assert tuple(take(980, -5)) == (980, -5)    # the correction's, taken first
+    assert tuple(take(98, -10)) == (980, -5)    # the earlier load's, committed after: not over it
+    assert tuple(take(990, -3)) == (990, -3)    # a load later still

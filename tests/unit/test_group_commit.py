@@ -177,3 +177,39 @@ def test_batches_take_their_locks_in_the_order_they_were_delivered():
         pool.spawn(batch, name, work, fail)
     pool.waitall()
     assert order == ["first", "third"]
+
+
+def test_a_batch_killed_while_waiting_for_its_turn_lets_the_next_go():
+    """(Killed inside the turn's own cleanup, a failed batch held every later one for ever.)"""
+    import eventlet
+
+    from shared.batches import Turnstile
+
+    turns, order = Turnstile(), []
+
+    def slow():
+        with turns.turn() as turn:
+            eventlet.sleep(0.05)
+            turn.wait()
+            order.append("slow")
+            turn.locked()
+
+    def failing():
+        with turns.turn():
+            raise RuntimeError("before its locks")
+
+    def next_one():
+        with turns.turn() as turn:
+            turn.wait()
+            order.append("next")
+            turn.locked()
+
+    pool = eventlet.GreenPool()
+    pool.spawn(slow)
+    doomed = pool.spawn(failing)
+    pool.spawn(next_one)
+    eventlet.sleep(0.01)
+    doomed.kill()  # waiting for "slow" in its cleanup
+    with eventlet.Timeout(5):  # (a kill ends the order's promise, not the next batch)
+        pool.waitall()
+    assert sorted(order) == ["next", "slow"]

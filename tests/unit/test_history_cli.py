@@ -221,3 +221,23 @@ def test_a_token_led_by_a_dash_is_the_tokens_value():
         history_cli.load = real
     assert seen["token"] == "-5SPhynX"
     assert not any(new_token().startswith("-") for _ in range(2000))
+
+
+def test_a_header_that_is_not_utf8_is_named_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "h.csv"
+    path.write_bytes("dataelement,period,orgunit,catégorie\n".encode("latin-1"))
+    assert history_cli.load(_nowhere(), "token", str(path), "DS") == 1
+    assert f"cannot read {path}: line 1 is not UTF-8" in capsys.readouterr().err
+
+
+def test_a_token_led_by_two_dashes_is_the_tokens_value_too():
+    from services import cli
+
+    seen = {}
+    real = history_cli.load
+    history_cli.load = lambda base, token, path, ds: seen.update(token=token) or 0
+    try:
+        assert cli.main(["history", "load", "--token", "--5SPhynX", "--data-set", "DS", "f.csv"]) == 0
+    finally:
+        history_cli.load = real
+    assert seen["token"] == "--5SPhynX"
