@@ -34,6 +34,17 @@ def _positive(raw: str) -> int:
     return value
 
 
+def _option_words(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option of the parser and of its subcommands, theirs too."""
+    words = set()
+    for action in parser._actions:
+        words |= set(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                words |= _option_words(child)
+    return words
+
+
 def main(argv=None) -> int:
     green.patch()  # before anything opens a socket
     from shared import logs
@@ -87,11 +98,12 @@ def main(argv=None) -> int:
 
     # a token led by "-" (tokens issued before they never were) is the value of --token,
     # not an option argparse does not know
+    options = _option_words(parser)
     given, argv = list(sys.argv[1:] if argv is None else argv), []
     while given:
         word = given.pop(0)
-        if word == "--token" and given and given[0].startswith("-"):  # (--token always takes a value)
-            word = f"--token={given.pop(0)}"
+        if word == "--token" and given and given[0].startswith("-") and given[0].split("=")[0] not in options:
+            word = f"--token={given.pop(0)}"  # (a missing token before another option stays argparse's error)
         argv.append(word)
     args = parser.parse_args(argv)
     # wrong usage is one line and exit 2, as argparse says it, never a traceback later

@@ -121,7 +121,8 @@ _TAKE = sa.text(f"""
          AS x(org_unit text, period text, period_type text, data_element text, combo text, value numeric,
               seq bigint)
     ON CONFLICT (org_unit, data_element, combo, period) DO UPDATE
-       SET value = excluded.value, seq = excluded.seq WHERE v.seq <= 0 AND (v.seq = 0 OR v.seq <= excluded.seq)
+       SET value = excluded.value, seq = excluded.seq
+     WHERE v.seq = 0 OR (v.seq < 0 AND excluded.seq < 0 AND v.seq <= excluded.seq)
 """)
 # a place marked again while its values were on their way keeps the new mark
 _UNMARK = sa.text(f"""

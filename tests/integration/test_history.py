@@ -809,3 +809,4 @@ def test_two_takes_of_one_place_leave_the_later_loads_value_in_either_order(syst
     assert tuple(take(980, -5)) == (980, -5)    # the correction's, taken first
     assert tuple(take(98, -10)) == (980, -5)    # the earlier load's, committed after: not over it
     assert tuple(take(990, -3)) == (990, -3)    # a load later still
+    assert tuple(take(5, 0)) == (990, -3)       # one from before loads were numbered, read before them

@@ -241,3 +241,13 @@ def test_a_token_led_by_two_dashes_is_the_tokens_value_too():
     finally:
         history_cli.load = real
     assert seen["token"] == "--5SPhynX"
+
+
+def test_a_missing_token_before_another_option_is_argparses_error(capsys):
+    import pytest
+
+    from services import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["history", "load", "--data-set", "DS", "--token", "--url=http://elsewhere:8000", "f.csv"])
+    assert exit_.value.code == 2 and "--token" in capsys.readouterr().err
