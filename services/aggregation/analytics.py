@@ -36,7 +36,7 @@ from decimal import Context, Decimal
 import sqlalchemy as sa
 
 from services.aggregation.facts import any_pending_year_totals
-from shared.api import error
+from shared.api import error, flag
 from shared.periods import Period, PeriodError, parse_day, periods_named, today
 from shared.replica import Metadata
 
@@ -271,6 +271,23 @@ _RATE_ITEMS = ("REPORTING_RATE", "REPORTING_RATE_ON_TIME", "ACTUAL_REPORTS", "AC
                "EXPECTED_REPORTS")
 
 
+MAX_LIMIT = 10000  # DHIS2's own bound on analytics' limit
+
+
+def ordered(rows: list[dict], params: dict) -> list[dict]:
+    """DHIS2's ``order`` (the rows by value, ASC or DESC), ``limit`` (the first n of them:
+    a dashboard's top five) and ``skipData`` (metaData alone); checked in ``dhis2_params``.
+    (Ignored, a top-five chart got every row in code order.)"""
+    if flag(params, "skipData"):
+        return []
+    order = str(params.get("order") or "").strip().upper()
+    if order:
+        rows = sorted(rows, key=lambda r: r["value"], reverse=order == "DESC")
+    if params.get("limit"):
+        rows = rows[:int(str(params["limit"]))]
+    return rows
+
+
 def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
     """The query's parameters as one text each, and the dimensions asked as filters, from any
     of DHIS2's spellings: ``dx=A;B``, repeated ``dx=A&dx=B``, ``dimension=dx:A;B``, and
@@ -286,6 +303,16 @@ def dhis2_params(raw: dict) -> tuple[dict, frozenset[str]]:
     problems += [f"{name}: {params[name]!r} is not supported: rows name everything by code (names, in "
                  "English and Lao, are in metaData.items)" for name in _OUTPUT_ID_SCHEMES
                  if params.get(name) and str(params[name]).strip().upper() not in ("CODE", "UID")]
+    # DHIS2's dates instead of periods: refused by name (answered as if absent, pe=2026 with
+    # October's dates gave the year); every period a data set rolls into has a code for pe
+    problems += [f"{name}: {params[name]!r} is not supported: name the periods in pe (202610, 2026Q4, "
+                 "2026S2, 2026July, LAST_12_MONTHS)" for name in ("startDate", "endDate") if params.get(name)]
+    order, limit = params.get("order"), params.get("limit")
+    if order is not None and str(order).strip().upper() not in ("ASC", "DESC"):
+        problems.append(f"order: {order!r} is not ASC or DESC (the rows by value)")
+    if limit is not None and not (str(limit).isascii() and str(limit).isdigit() and len(str(limit)) <= 5
+                                  and 1 <= int(str(limit)) <= MAX_LIMIT):
+        problems.append(f"limit: {limit!r} is not a number from 1 to {MAX_LIMIT}")
     filters, as_dimension = set(), {d for d in DIMENSIONS if items[d]}
     for kind in ("dimension", "filter"):
         for spec in lists.get(kind, []):

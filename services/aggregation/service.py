@@ -256,6 +256,7 @@ class AggregationService(KeepsMetadataReplica):
         self._in_scope(principal, md, query.scoped, [(p.start, p.end) for p in query.pe])
         with self.db.connect() as conn:
             rows = analytics.totals(conn.execution_options(isolation_level="REPEATABLE READ"), query, md)
+        rows = analytics.ordered(rows, params)
         if fmt == "csv":
             return reply(exports.analytics_csv(rows, md, query.filters), content_type=exports.CSV)
         if fmt == "sdmx":

@@ -699,3 +699,22 @@ def test_a_village_moved_to_a_district_opening_later_takes_its_months_along(syst
     check_every_cell(system, t, model, [closing, opening, new_district])
     # (check_every_cell compared them; some month before the district opened has data)
     assert any(system.analytics(code("S"), new_district, m) for m in MONTHS[4:9])
+
+
+def test_dhis2s_order_limit_and_skip_data_are_answered_and_dates_refused(system, world):
+    """A dashboard's top villages: order and limit were ignored (every row, in code order);
+    startDate/endDate beside pe were ignored too (October's dates answered with the year)."""
+    t, model, *_ = world
+    base = f"/api/analytics?dx={code('S')}&ou={';'.join(t.all_villages)}&pe={MONTHS[0]}"
+    every = system.get(base).json()["rows"]
+    values = sorted(r["value"] for r in every)
+    assert len(values) > 2
+    top = system.get(base + "&order=DESC&limit=2").json()["rows"]
+    assert [r["value"] for r in top] == values[::-1][:2]
+    assert [r["value"] for r in system.get(base + "&order=asc").json()["rows"]] == values
+    assert system.get(base + "&skipData=true").json()["rows"] == []
+    assert "metaData" in system.get(base + "&skipData=true").json()
+    for bad, name in (("&order=UP", "order"), ("&limit=0", "limit"), ("&limit=10001", "limit"),
+                      (f"&startDate={YEAR}-10-01&endDate={YEAR}-10-31", "startDate")):
+        r = system.get(base + bad)
+        assert r.status_code == 400 and name in r.json()["message"], (bad, r.text)
