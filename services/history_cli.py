@@ -21,11 +21,11 @@ CHUNK_BYTES = 4 * 1024 * 1024  # under the gateway's 5 MB
 # a chunk answered 503 (the database busy, a deadlock with another load, a restart) is sent
 # again after these pauses: all or nothing, a chunk sent twice is loaded once
 RETRY_SECONDS = (1, 3, 9)
+_LINE = re.compile(r"(?<!['\"])\bline (\d+)")  # (not in a value the message quotes)
 
 
 class NotUtf8(ValueError):
     """A line of the file that is not UTF-8, named by its number."""
-_LINE = re.compile(r"(?<!['\"])\bline (\d+)")  # (not in a value the message quotes)
 
 
 @dataclasses.dataclass
@@ -44,22 +44,19 @@ def chunks(path: str):
     took a bare one in an unquoted comment, `5"`, for the start of a quoted field); where
     the reader gives up, the server names the fault, and records are lines from there."""
     with open(path, "rb") as f:
-        try:
-            header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8")
-        except UnicodeDecodeError as exc:  # (a UTF-16 or Latin-1 export)
-            raise NotUtf8(f"line 1 is not UTF-8 (byte at {exc.start + 1} of the line; save the file "
-                          "as UTF-8)") from None
         record: list[str] = []  # the lines of the record being read, each decoded once
         size = [0]              # and their bytes
-        read = [1]              # the file's lines read (the header is line 1)
+        read = [0]              # the file's lines read (the header is line 1)
 
         def decoded(raw: bytes) -> str:
             read[0] += 1
             try:
                 return raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
+            except UnicodeDecodeError as exc:  # (a UTF-16 or Latin-1 export, a stray byte)
                 raise NotUtf8(f"line {read[0]:,} is not UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
-                              f"{exc.start + 1} of the line)") from None
+                              f"{exc.start + 1} of the line): save the file as UTF-8") from None
+
+        header = decoded(f.readline().removeprefix(codecs.BOM_UTF8))
 
         def lines():
             for raw in f:
@@ -152,14 +149,14 @@ def send_chunk(base_url: str, token: str, data_set: str, chunk: Chunk, order: di
     """``post_chunk``, again after a pause while the server answers 503 (two loads of
     overlapping files, a database restarting), but not after one that timed out: that chunk
     may still be running, and would only be waited for again."""
-    for pause in (*RETRY_SECONDS, None):
+    for pause in RETRY_SECONDS:
         status, answer = post_chunk(base_url, token, data_set, chunk, order)
-        if status != 503 or pause is None or "did not answer within" in str(answer.get("message")):
+        if status != 503 or "did not answer within" in str(answer.get("message")):
             return status, answer
         print(f"  lines {chunk.first:,}-{chunk.last:,}: {answer.get('message')}; sending them again in "
               f"{pause} s", file=sys.stderr)
         time.sleep(pause)
-    raise AssertionError("unreachable")
+    return post_chunk(base_url, token, data_set, chunk, order)
 
 
 def _ranges(chunks: list[Chunk]) -> str:

@@ -30,6 +30,7 @@ _SHAPE = {MONTHLY: (1, 1), BIMONTHLY: (2, 1), QUARTERLY: (3, 1), SIXMONTHLY: (6,
           YEARLY: (12, 1), FINANCIAL_APRIL: (12, 4), FINANCIAL_JULY: (12, 7), FINANCIAL_OCT: (12, 10)}
 MONTHS_LONG = {ptype: months for ptype, (months, _) in _SHAPE.items()}
 _FINANCIAL = {"April": FINANCIAL_APRIL, "July": FINANCIAL_JULY, "Oct": FINANCIAL_OCT}
+_FINANCIAL_MONTH = {ptype: month for month, ptype in _FINANCIAL.items()}
 _ISO_DURATION = {"P1M": MONTHLY, "P3M": QUARTERLY, "P1Y": YEARLY, "P12M": YEARLY}
 
 # ASCII digits only, and the whole text (``$`` alone lets a trailing newline through): Python's
@@ -115,15 +116,12 @@ class Period:
             months, first = _SHAPE[ptype]
             month = first - 1 + (int(m.groupdict().get("n") or 1) - 1) * months  # since January of the year
             return cls(dt.date(year + month // 12, month % 12 + 1, 1), ptype, code)
-        try:
-            return cls.parse(code)
-        except PeriodError as exc:
-            if "is not a Monthly" not in str(exc):
-                raise
+        if isinstance(code, str) and not any(pattern.fullmatch(code) for pattern, _ in _PATTERNS):
             raise PeriodError(f"period {code!r} is not a Monthly (YYYYMM), BiMonthly (YYYYnnB), Quarterly "
                               "(YYYYQn), SixMonthly (YYYYSn, YYYYAprilSn), Yearly (YYYY) or financial year "
                               "(YYYYApril, YYYYJuly, YYYYOct) period (weeks and days are finer than any data "
-                              "set's)") from None
+                              "set's)")
+        return cls.parse(code)  # (a data type's code: its own errors, of the years it may be in)
 
     @classmethod
     def of(cls, ptype: str, start: dt.date) -> "Period":
@@ -140,7 +138,7 @@ class Period:
         year = start.year - (start.month < first)
         n = since // months + 1
         code = {BIMONTHLY: f"{year}{n:02d}B", SIXMONTHLY: f"{year}S{n}", SIXMONTHLY_APRIL: f"{year}AprilS{n}"}.get(
-            ptype) or f"{year}{next(k for k, v in _FINANCIAL.items() if v == ptype)}"
+            ptype) or f"{year}{_FINANCIAL_MONTH[ptype]}"
         return cls(start, ptype, code)
 
     @classmethod

@@ -269,9 +269,10 @@ class ValidationService(KeepsMetadataReplica):
             self._validate_returns(events, turn)
 
     def _validate_returns(self, events, turn) -> None:
-        md = self.replica_knowing([e.data for e in events])
+        received = [e.data for e in events]
+        md = self.replica_knowing(received)
         try:
-            self._take_history(_units_of([e.data for e in events]))
+            self._take_history(_units_of(received))
         except local.Unavailable as exc:
             # judged without the history it would see once aggregation answers: wait for it
             raise Transient(str(exc)) from None

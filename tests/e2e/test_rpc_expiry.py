@@ -23,16 +23,21 @@ def stored_returns(settings) -> int:
         return conn.execute(sa.text("SELECT count(*) FROM submission.return")).scalar()
 
 
+def a_village(api, uid: str):
+    """A village and its yearly data set, posted: (codes, village)."""
+    t, units = tree(uid)
+    codes, doc = village_data_set(uid)
+    doc["orgUnits"] = units
+    api.import_metadata(doc)
+    return codes, t.villages[t.districts[0]][0]
+
+
 def test_a_request_the_gateway_gave_up_on_is_not_done_later(settings):
     edge = StatnetProcess(settings, services=("gateway", "registry", "validation", "aggregation", "notify"),
                           name="edge", STATNET_RPC_TIMEOUT="3").start()
     submission = StatnetProcess(settings, services=("submission",), name="submission").start()
     try:
-        t, units = tree(UID)
-        codes, doc = village_data_set(UID)
-        doc["orgUnits"] = units
-        edge.api.import_metadata(doc)
-        village = t.villages[t.districts[0]][0]
+        codes, village = a_village(edge.api, UID)
         ok = edge.api.submit(village_return(codes, village, "2024", 1, 2))
         assert ok.status_code == 202, ok.text
 
@@ -71,11 +76,7 @@ def test_a_return_held_past_the_gateways_timeout_is_not_stored_after_its_503(set
     submission = StatnetProcess(settings, services=("submission",), name=f"submission-{uid}",
                                 STATNET_RPC_TIMEOUT="3").start() if apart else None
     try:
-        t, units = tree(uid)
-        codes, doc = village_data_set(uid)
-        doc["orgUnits"] = units
-        edge.api.import_metadata(doc)
-        village = t.villages[t.districts[0]][0]
+        codes, village = a_village(edge.api, uid)
         before = stored_returns(settings)
         engine = engine_for(settings.database_url)
         with engine.begin() as held:  # the place's intake lock, as a slow first intake holds it

@@ -13,15 +13,21 @@ YEAR = dt.date.today().year - 1
 HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
 
 
-def test_a_return_of_several_villages_and_months_counts_for_each(system):
-    t, units = tree(UID, districts=1, villages=3)
-    codes, doc = village_data_set(UID, period_type="Monthly", timely_days=10, rules=False)
+def _monthly_district(system, uid: str, villages: int):
+    """One district's villages reporting a monthly data set, a supervisor at the province:
+    (codes, district, villages)."""
+    t, units = tree(uid, districts=1, villages=villages)
+    codes, doc = village_data_set(uid, period_type="Monthly", timely_days=10, rules=False)
     doc["orgUnits"] = units
-    doc["focalPoints"] = [{"code": f"SUP{UID}", "name": "Supervisor", "orgUnit": t.province,
-                           "role": "supervisor", "email": "sup.mpr@example.la", "language": "en"}]
+    doc["focalPoints"] = [{"code": f"SUP{uid}", "name": "Supervisor", "orgUnit": t.province,
+                           "role": "supervisor", "email": f"sup.{uid.lower()}@example.la", "language": "en"}]
     system.import_metadata(doc)
     (district,) = t.districts
-    v1, v2, v3 = t.villages[district]
+    return codes, district, t.villages[district]
+
+
+def test_a_return_of_several_villages_and_months_counts_for_each(system):
+    codes, district, (v1, v2, v3) = _monthly_district(system, UID, 3)
     jan, feb = f"{YEAR}01", f"{YEAR}02"
     body = HEADER + "".join(f"{codes['hh']},{pe},{ou},,,{n},,,,\n"
                             for n, (ou, pe) in enumerate([(v1, jan), (v2, jan), (v2, feb)], start=4))
@@ -136,14 +142,7 @@ def test_a_return_that_only_deletes_reports_nothing(system):
     of nothing stored made the village count as reported, its last submission, and
     stopped its late alert."""
     uid = "MPD"
-    t, units = tree(uid, districts=1, villages=2)
-    codes, doc = village_data_set(uid, period_type="Monthly", timely_days=10, rules=False)
-    doc["orgUnits"] = units
-    doc["focalPoints"] = [{"code": f"SUP{uid}", "name": "Supervisor", "orgUnit": t.province,
-                           "role": "supervisor", "email": "sup.mpd@example.la", "language": "en"}]
-    system.import_metadata(doc)
-    (district,) = t.districts
-    v1, v2 = t.villages[district]
+    codes, district, (v1, v2) = _monthly_district(system, uid, 2)
     jan = f"{YEAR}01"
     sent = {"dataSet": codes["ds"], "period": jan, "orgUnit": v1,
             "dataValues": [{"dataElement": codes["hh"], "value": "4"}]}

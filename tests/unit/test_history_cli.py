@@ -207,19 +207,22 @@ def test_a_chunk_answered_503_is_sent_again_but_not_one_that_timed_out(tmp_path,
     assert "sending them again" in capsys.readouterr().err
 
 
-def test_a_token_led_by_a_dash_is_the_tokens_value():
-    """Tokens are URL-safe base64: one issued led by "-" was taken by argparse for an option."""
+def _token_read(monkeypatch, argv: list[str]) -> str:
+    """The token ``statnet`` hands the loader for these arguments."""
     from services import cli
-    from shared.auth import new_token
 
     seen = {}
-    real = history_cli.load
-    history_cli.load = lambda base, token, path, ds: seen.update(token=token) or 0
-    try:
-        assert cli.main(["history", "load", "--data-set", "DS", "--token", "-5SPhynX", "f.csv"]) == 0
-    finally:
-        history_cli.load = real
-    assert seen["token"] == "-5SPhynX"
+    monkeypatch.setattr(history_cli, "load", lambda base, token, path, ds: seen.update(token=token) or 0)
+    assert cli.main(argv) == 0
+    return seen["token"]
+
+
+def test_a_token_led_by_a_dash_is_the_tokens_value(monkeypatch):
+    """Tokens are URL-safe base64: one issued led by "-" was taken by argparse for an option."""
+    from shared.auth import new_token
+
+    assert _token_read(monkeypatch, ["history", "load", "--data-set", "DS", "--token", "-5SPhynX", "f.csv"]) \
+        == "-5SPhynX"
     assert not any(new_token().startswith("-") for _ in range(2000))
 
 
@@ -230,17 +233,9 @@ def test_a_header_that_is_not_utf8_is_named_not_a_traceback(tmp_path, capsys):
     assert f"cannot read {path}: line 1 is not UTF-8" in capsys.readouterr().err
 
 
-def test_a_token_led_by_two_dashes_is_the_tokens_value_too():
-    from services import cli
-
-    seen = {}
-    real = history_cli.load
-    history_cli.load = lambda base, token, path, ds: seen.update(token=token) or 0
-    try:
-        assert cli.main(["history", "load", "--token", "--5SPhynX", "--data-set", "DS", "f.csv"]) == 0
-    finally:
-        history_cli.load = real
-    assert seen["token"] == "--5SPhynX"
+def test_a_token_led_by_two_dashes_is_the_tokens_value_too(monkeypatch):
+    assert _token_read(monkeypatch, ["history", "load", "--token", "--5SPhynX", "--data-set", "DS", "f.csv"]) \
+        == "--5SPhynX"
 
 
 def test_a_missing_token_before_another_option_is_argparses_error(capsys):
