@@ -31,7 +31,7 @@ from shared.local import RpcProxy
 from shared.logs import set_correlation
 from shared.periods import LOCAL_TZ, Period, local_date, on_time, show
 from shared.replica import KeepsMetadataReplica, Replica
-from shared.returns import named_places
+from shared.returns import reported_places
 from shared.schemas.api import violations_out
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,6 @@ FROM unnest(CAST(:ds AS text[]), CAST(:ou AS text[]), CAST(:pe AS text[]), CAST(
      WITH ORDINALITY AS k(ds, ou, pe, last_day, n)
 JOIN {R.fullname} r ON r.data_set = k.ds AND r.org_unit = k.ou AND r.period = k.pe
 WHERE r.status <> 'REJECTED' AND CAST(r.received_at AT TIME ZONE CAST(:tz AS text) AS date) <= k.last_day
-  -- (a return that only deletes reports nothing: shared.returns.reported_places)
-  AND (json_array_length(r.data_values) = 0
-       OR EXISTS (SELECT 1 FROM json_array_elements(r.data_values) AS v WHERE v ->> 'value' <> ''))
 """)
 
 
@@ -346,7 +343,7 @@ class SubmissionService(KeepsMetadataReplica):
         if not principal.unscoped:
             # the header's place too: whose return it is, whatever its values are for
             places = {(row.org_unit, row.period),
-                      *named_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})}
+                      *reported_places({"org_unit": row.org_unit, "period": row.period, "values": row.data_values})}
             if not any(_place_in_scope(principal, md, ou, pe) for ou, pe in places):
                 raise error(403, f"submission {return_id!r} is for org unit {row.org_unit!r} in period {row.period}, "
                                  f"outside the scope of user {principal.username!r} "

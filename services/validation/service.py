@@ -35,7 +35,7 @@ from shared.events import Transient, subscribe
 from shared.periods import Period, PeriodError, show
 from shared.local import RpcProxy
 from shared.replica import KeepsMetadataReplica, Replica
-from shared.returns import named_places
+from shared.returns import reported_places
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ _UNMARK = sa.text(f"""
 
 
 def _units_of(returns: list[dict]) -> set[str]:
-    return {ou for data in returns for ou, _ in named_places(data)} | {data["org_unit"] for data in returns}
+    return {ou for data in returns for ou, _ in reported_places(data)} | {data["org_unit"] for data in returns}
 
 
 def _places_document(places) -> tuple[list[dict], dict]:
