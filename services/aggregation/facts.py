@@ -690,24 +690,30 @@ def data_sets_with_returns(conn: sa.Connection, asked: list[str]) -> list[str]:
     return list(conn.execute(_WITH_RETURNS, {"asked": list(asked)}).scalars())
 
 
-_HISTORY_OF_PLACES = sa.text("""
-SELECT count(*), coalesce(json_agg(json_build_object(
-           'org_unit', v.org_unit, 'period', v.period, 'period_type', v.period_type,
-           'data_element', v.data_element, 'combo', v.combo,
-           'value', CASE WHEN v.deleted THEN NULL ELSE v.value END, 'seq', v.seq)), '[]')::text
-FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
-CROSS JOIN LATERAL (
-    SELECT * FROM aggregation.data_value d
-    WHERE d.org_unit = p.org_unit AND d.period = p.period AND d.seq <= 0
-      AND (d.deleted OR d.value IS NOT NULL)) v
+_HISTORY_SERIES = sa.text("""
+SELECT coalesce(sum(s.n), 0), coalesce(json_agg(json_build_object(
+           'org_unit', s.org_unit, 'data_element', s.data_element, 'combo', s.combo,
+           'period_type', s.period_type, 'periods', s.periods, 'figures', s.figures, 'seqs', s.seqs)), '[]')::text
+FROM (
+    SELECT v.org_unit, v.data_element, v.combo, v.period_type, count(*) AS n,
+           array_agg(v.period ORDER BY v.period) AS periods,
+           array_agg(CASE WHEN v.deleted THEN NULL ELSE v.value END ORDER BY v.period) AS figures,
+           array_agg(v.seq ORDER BY v.period) AS seqs
+    FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
+    CROSS JOIN LATERAL (
+        SELECT * FROM aggregation.data_value d
+        WHERE d.org_unit = p.org_unit AND d.period = p.period AND d.seq <= 0
+          AND (d.deleted OR d.value IS NOT NULL)) v
+    GROUP BY v.org_unit, v.data_element, v.combo, v.period_type) s
 """)
 
 
-def history_of_places(conn: sa.Connection, places: list[list[str]]) -> tuple[int, str]:
-    """What history loads left at these (unit, period) places, as validation keeps values:
-    each number (seq <= 0: a load's), and each deletion as null; text is not a number.
-    (How many, and a JSON document of them built by PostgreSQL: a village's year is a
-    thousand values, passed on as text rather than made objects on both sides.)"""
-    n, doc = conn.execute(_HISTORY_OF_PLACES, {"places": serialization.dumps(
+def history_series(conn: sa.Connection, places: list[list[str]]) -> tuple[int, str]:
+    """What history loads left at these (unit, period) places, as validation keeps them: a
+    series (unit, element, combo, period type) a row, its places' periods in order beside
+    each number (seq <= 0: a load's) or deletion (null) and its seq; text is not a number.
+    (How many values, and a JSON document of them built by PostgreSQL: a village's year is
+    a thousand values, passed on as text rather than made objects on both sides.)"""
+    n, doc = conn.execute(_HISTORY_SERIES, {"places": serialization.dumps(
         [{"org_unit": ou, "period": pe} for ou, pe in places])}).one()
-    return n, doc
+    return int(n), doc

@@ -208,12 +208,12 @@ class AggregationService(KeepsMetadataReplica):
             return facts.import_count(conn, values)
 
     @rpc
-    def history_of_places(self, places: list[list[str]]) -> tuple[int, str]:
+    def history_series(self, places: list[list[str]]) -> tuple[int, str]:
         """For validation, which judges later returns on what history loads brought too:
         how many numbers (or deletions) loads left at these places, and the JSON list of
-        them (``{org_unit, period, period_type, data_element, combo, value, seq}``)."""
+        their series (``{org_unit, data_element, combo, period_type, periods, figures, seqs}``)."""
         with self.db.connect() as conn:
-            return facts.history_of_places(conn, places)
+            return facts.history_series(conn, places)
 
     @rpc
     def data_sets_with_returns(self, asked: list[str]) -> list[str]:

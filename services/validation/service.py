@@ -10,8 +10,8 @@ Event flow::
 The decision is taken once per return: a redelivered ``return_received``
 finds the return in the inbox and changes nothing. Rules see the merged view
 of each place (what was accepted before, overlaid with this return) and
-outliers the unit's own past, both from ``accepted_value``, which only this
-service writes: one return's validation makes no RPC round trip, but the first one
+outliers the unit's own past, both from ``accepted_value`` (returns' values) over
+``history_series`` (what history loads brought), which only this service writes: one return's validation makes no RPC round trip, but the first one
 about a unit after a history load, which asks aggregation for what the load brought.
 """
 from __future__ import annotations
@@ -46,8 +46,11 @@ V = t.accepted_value
 _PLACES_DOC = ("json_to_recordset(CAST(:places AS json)) "
                "AS p(place int, org_unit text, period text, period_type text, seq bigint)")
 
+HS = t.history_series
+
 # The stored values of the places a return touches, and the previous periods of its
-# elements at its units (the HISTORY_PERIODS newest of the same period type), in one query.
+# elements at its units (the HISTORY_PERIODS newest of the same period type), in one query;
+# each from the returns' values, and, where no return's is, from what history loads brought.
 _STORED = sa.text(f"""
     WITH p AS (SELECT * FROM {_PLACES_DOC}),
     sent AS (
@@ -63,16 +66,33 @@ _STORED = sa.text(f"""
     CROSS JOIN LATERAL (
         SELECT * FROM {V.fullname} v WHERE v.org_unit = p.org_unit AND v.period = p.period OFFSET 0) v
     UNION ALL
+    -- what loads brought to the place (a return's value for the same key wins: _stored)
+    SELECT 'loaded', p.org_unit, p.period, h.data_element, h.combo, h.figures[h.i], h.seqs[h.i], NULL
+    FROM p
+    CROSS JOIN LATERAL (
+        SELECT h.*, array_position(h.periods, p.period) AS i FROM {HS.fullname} h
+        WHERE h.org_unit = p.org_unit AND h.period_type = p.period_type OFFSET 0) h
+    WHERE h.i IS NOT NULL
+    UNION ALL
     -- a series a row, newest first: a unit's year of history is 100 rows, not 1,200 (each
     -- a row object to build: most of the pipeline's CPU a return once outliers had a past)
     SELECT 'history', s.org_unit, NULL, s.data_element, s.combo, NULL, NULL, h.past
     FROM sent s
     CROSS JOIN LATERAL (
-        SELECT array_agg(v.value ORDER BY v.period DESC) AS past FROM (
-            SELECT v.value, v.period FROM {V.fullname} v
-            WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
-              AND v.period_type = s.period_type AND v.period < s.period AND v.value IS NOT NULL
-            ORDER BY v.period DESC LIMIT {checks.HISTORY_PERIODS}) v) h
+        SELECT array_agg(x.value ORDER BY x.period DESC) AS past FROM (
+            SELECT x.value, x.period FROM (
+                -- each period once: a return's value (or deletion) over a load's
+                SELECT DISTINCT ON (u.period) u.value, u.period FROM (
+                    SELECT v.value, v.period, 0 AS loaded FROM {V.fullname} v
+                    WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
+                      AND v.period_type = s.period_type AND v.period < s.period
+                    UNION ALL
+                    SELECT l.figure, l.period, 1 FROM {HS.fullname} h, unnest(h.periods, h.figures) AS l(period, figure)
+                    WHERE h.org_unit = s.org_unit AND h.data_element = s.data_element AND h.combo = s.combo
+                      AND h.period_type = s.period_type AND l.period < s.period) u
+                ORDER BY u.period DESC, u.loaded) x
+            WHERE x.value IS NOT NULL
+            ORDER BY x.period DESC LIMIT {checks.HISTORY_PERIODS}) x) h
     WHERE h.past IS NOT NULL
 """)
 
@@ -109,20 +129,29 @@ _MARK = sa.text(f"""
 """)
 _MARKED = sa.text(f"SELECT org_unit, period, marked FROM {H.fullname} "
                   "WHERE org_unit = ANY(CAST(:units AS text[])) ORDER BY org_unit, period")
-# What aggregation holds for a marked place is history's last word on it: it replaces
-# what a load stored before (seq <= 0), never a value validation accepted from a return
-# (seq > 0); among loads by aggregation's own order (a later load, a later line; 0, before
-# loads had one, loses to any), so that two takes of one place committing in either order
-# leave the later load's value (the earlier read committed last brought a corrected value back)
+# What aggregation holds for a marked place is history's last word on it, merged into the
+# series period by period: it replaces what a load brought before, among loads by
+# aggregation's own order (a later load, a later line; 0, before loads had one, loses to
+# any; a tie to what is taken now), so that two takes of one place committing in either
+# order leave the later load's value (the earlier read committed last brought a corrected
+# value back). Rows in key order: two takes of shared series lock them in one order.
 _TAKE = sa.text(f"""
-    INSERT INTO {V.fullname} AS v (org_unit, period, period_type, data_element, combo, value, seq)
-    SELECT org_unit, period, period_type, data_element, combo, value, seq
+    INSERT INTO {HS.fullname} AS h (org_unit, data_element, combo, period_type, periods, figures, seqs)
+    SELECT org_unit, data_element, combo, period_type, periods, figures, seqs
     FROM json_to_recordset(CAST(:rows AS json))
-         AS x(org_unit text, period text, period_type text, data_element text, combo text, value numeric,
-              seq bigint)
-    ON CONFLICT (org_unit, data_element, combo, period) DO UPDATE
-       SET value = excluded.value, seq = excluded.seq
-     WHERE v.seq = 0 OR (v.seq < 0 AND excluded.seq < 0 AND v.seq <= excluded.seq)
+         AS x(org_unit text, data_element text, combo text, period_type text, periods text[],
+              figures numeric[], seqs bigint[])
+    ORDER BY org_unit, data_element, combo, period_type
+    ON CONFLICT (org_unit, data_element, combo, period_type) DO UPDATE
+       SET (periods, figures, seqs) = (
+           SELECT array_agg(m.period ORDER BY m.period), array_agg(m.figure ORDER BY m.period),
+                  array_agg(m.seq ORDER BY m.period)
+           FROM (SELECT DISTINCT ON (u.period) u.period, u.figure, u.seq FROM (
+                     SELECT o.*, 0 AS now FROM unnest(h.periods, h.figures, h.seqs) AS o(period, figure, seq)
+                     UNION ALL
+                     SELECT n.*, 1 FROM unnest(excluded.periods, excluded.figures, excluded.seqs)
+                                        AS n(period, figure, seq)) u
+                 ORDER BY u.period, u.seq <> 0 DESC, u.seq DESC, u.now DESC) m)
 """)
 # a place marked again while its values were on their way keeps the new mark
 _UNMARK = sa.text(f"""
@@ -177,13 +206,17 @@ def _stored(conn, places: dict) -> checks.Stored:
     doc, number = _places_document((ou, pe, None) for ou, pe in places)
     sent = [{"place": number[place], "data_element": de, "combo": coc}
             for place, values in places.items() for (de, coc) in values]
-    stored = checks.Stored({}, {})
+    stored, loaded = checks.Stored({}, {}), {}
     for kind, org_unit, period, de, combo, value, seq, past in conn.execute(
             _STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):
         if kind == "place":
             stored.values.setdefault((org_unit, period), {})[(de, combo)] = (value, seq)
+        elif kind == "loaded":
+            loaded.setdefault((org_unit, period), {})[(de, combo)] = (value, seq)
         else:  # (one unit's element sent for several periods: their pasts together, as before)
             stored.history.setdefault((org_unit, de, combo), []).extend(past)
+    for place, values in loaded.items():  # a return's value (seq > 0) over a load's (seq <= 0)
+        stored.values[place] = {**values, **stored.values.get(place, {})}
     return stored
 
 
@@ -194,7 +227,8 @@ def _store_accepted(tx, accepted: list[tuple[dict, int]], stored: checks.Stored)
     new, newer = [], []
     for places, _ in accepted:
         for place, de, combo, value in checks.numbers_to_store(places):
-            there = (de, combo) in stored.values.get(place, ())
+            # a return's value there (a load's is not in accepted_value: seq <= 0)
+            there = stored.values.get(place, {}).get((de, combo), (None, 0))[1] > 0
             (newer if there else new).append({"place": number[place], "data_element": de, "combo": combo,
                                               "value": value})
     places_doc = serialization.dumps(doc)  # one document for both statements
@@ -243,7 +277,7 @@ class ValidationService(KeepsMetadataReplica):
                 tx.execute(_MARK, {"places": serialization.dumps(event.data["places"] + event.data["cleared"])})
 
     def _take_history(self, units: set[str], share: float = 1.0) -> None:
-        """Into ``accepted_value``, what history loads gave the units' marked places (every
+        """Into ``history_series``, what history loads gave the units' marked places (every
         period: a rule reads the return's own, outliers the earlier ones), asked of
         aggregation, which holds it; then the marks are gone. One query when nothing is
         marked, as after the first return about each unit."""
@@ -251,7 +285,7 @@ class ValidationService(KeepsMetadataReplica):
             marked = conn.execute(_MARKED, {"units": sorted(units)}).all()
         if not marked:
             return
-        n, rows = local.ask(self.aggregation_rpc, "aggregation", "history_of_places",
+        n, rows = local.ask(self.aggregation_rpc, "aggregation", "history_series",
                             [[m.org_unit, m.period] for m in marked], share=share)
         with self.db.transaction() as tx:
             # under the places' locks, as a return's values are stored: a batch judging one

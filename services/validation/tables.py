@@ -29,7 +29,7 @@ validation_result = sa.Table(
 )
 
 # The latest accepted numeric value of each (unit, element, combo, period), by submission
-# seq (value NULL: deleted). Rules are judged on these merged with a new return, and
+# seq (value NULL: deleted), from returns (loads' values are in ``history_series``). Rules are judged on these merged with a new return, and
 # outliers against a unit's previous periods; validation reads no other service's tables.
 accepted_value = sa.Table(
     "accepted_value", metadata,
@@ -40,6 +40,23 @@ accepted_value = sa.Table(
     sa.Column("period_type", sa.Text, nullable=False),
     sa.Column("value", sa.Numeric),
     sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+# What history loads brought, taken in from aggregation (``_take_history``): one row per
+# series (unit, element, combo, period type), its periods in order beside their values
+# (null: deleted by a load) and the loads' seqs (<= 0; the later load's value is kept).
+# A village's loaded year is a hundred rows, not 1,200: taken in on the first return about
+# the unit after a load, a row per value was half the cost of that return (national
+# benchmark). A return's value for the same place, in ``accepted_value``, always wins.
+history_series = sa.Table(
+    "history_series", metadata,
+    sa.Column("org_unit", sa.Text, primary_key=True),
+    sa.Column("data_element", sa.Text, primary_key=True),
+    sa.Column("combo", sa.Text, primary_key=True),
+    sa.Column("period_type", sa.Text, primary_key=True),
+    sa.Column("periods", ARRAY(sa.Text), nullable=False),
+    sa.Column("figures", ARRAY(sa.Numeric), nullable=False),
+    sa.Column("seqs", ARRAY(sa.BigInteger), nullable=False),
 )
 
 # Places (unit, period) a history load gave values since validation last took them: the

@@ -798,15 +798,28 @@ def test_two_takes_of_one_place_leave_the_later_loads_value_in_either_order(syst
     from services.validation.service import _TAKE
     from shared.db import engine_for
 
-    def take(value, seq):
+    def take(value, seq, periods=("201101",)):
         with engine_for(settings.database_url).begin() as conn:
             conn.execute(_TAKE, {"rows": json_.dumps([{
-                "org_unit": "TAKEOU", "period": "201101", "period_type": "Monthly", "data_element": "TAKEDE",
-                "combo": "F", "value": value, "seq": seq}])})
-            return conn.execute(sa.text("SELECT value, seq FROM validation.accepted_value "
-                                        "WHERE org_unit = 'TAKEOU' AND data_element = 'TAKEDE'")).one()
+                "org_unit": "TAKEOU", "data_element": "TAKEDE", "combo": "F", "period_type": "Monthly",
+                "periods": list(periods), "figures": [value] * len(periods), "seqs": [seq] * len(periods)}])})
+        return series()
+
+    def series():
+        with engine_for(settings.database_url).connect() as conn:
+            periods, figures, seqs = conn.execute(sa.text(
+                "SELECT periods, figures, seqs FROM validation.history_series "
+                "WHERE org_unit = 'TAKEOU' AND data_element = 'TAKEDE'")).one()
+        return dict(zip(periods, zip(figures, seqs)))["201101"]
 
     assert tuple(take(980, -5)) == (980, -5)    # the correction's, taken first
     assert tuple(take(98, -10)) == (980, -5)    # the earlier load's, committed after: not over it
     assert tuple(take(990, -3)) == (990, -3)    # a load later still
     assert tuple(take(5, 0)) == (990, -3)       # one from before loads were numbered, read before them
+    # other periods of the series merge in beside it, in period order; a deletion is null
+    take(None, -4, ("201012", "201102"))
+    with engine_for(settings.database_url).connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT periods, figures, seqs FROM validation.history_series "
+            "WHERE org_unit = 'TAKEOU' AND data_element = 'TAKEDE'")).one() == (
+            ["201012", "201101", "201102"], [None, 990, None], [-4, -3, -4])

@@ -158,3 +158,38 @@ def test_completeness_keeps_on_time_for_instances_of_the_version_before(settings
                                     "WHERE data_set = 'DSMIG' ORDER BY return_id")).all()
         assert [tuple(r) for r in rows] == [("ບ້ານ", True), ("V2", False)]
         conn.execute(sa.text("DELETE FROM aggregation.completeness WHERE data_set = 'DSMIG'"))
+
+
+def test_loaded_values_taken_in_move_to_one_row_per_series_and_back(settings):
+    """0007: what history loads brought, taken into ``accepted_value`` a row per value
+    (seq <= 0), moves to ``history_series``; the returns' values (seq > 0) stay."""
+    migrations.upgrade(settings, "validation")
+    migrations.downgrade(settings, "validation", "0006")
+    engine = engine_for(settings.database_url)
+    rows = [("ບ້ານ-MIG", "POP", "F", "202602", None, -3), ("ບ້ານ-MIG", "POP", "F", "202601", 12, -7),
+            ("ບ້ານ-MIG", "POP", "F", "202603", 40, 9), ("ບ້ານ-MIG", "POP", "M", "202601", 5, 0)]
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO validation.accepted_value (org_unit, data_element, combo, period, period_type, value, seq) "
+            "VALUES (:ou, :de, :coc, :pe, 'Monthly', :v, :seq)"),
+            [dict(zip(("ou", "de", "coc", "pe", "v", "seq"), r)) for r in rows])
+
+    def stored():
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT combo, period, value, seq FROM validation.accepted_value WHERE org_unit = 'ບ້ານ-MIG' "
+                "ORDER BY 1, 2")).all()
+
+    migrations.upgrade(settings, "validation")
+    with engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(sa.text(
+            "SELECT combo, period_type, periods, figures, seqs FROM validation.history_series "
+            "WHERE org_unit = 'ບ້ານ-MIG' ORDER BY combo"))] == [
+            ("F", "Monthly", ["202601", "202602"], [12, None], [-7, -3]),
+            ("M", "Monthly", ["202601"], [5], [0])]
+    assert [tuple(r) for r in stored()] == [("F", "202603", 40, 9)]
+    migrations.downgrade(settings, "validation", "0006")
+    assert sorted(tuple(r) for r in stored()) == sorted((coc, pe, v, seq) for _, _, coc, pe, v, seq in rows)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE org_unit = 'ບ້ານ-MIG'"))
+    migrations.upgrade(settings, "validation")

@@ -116,6 +116,40 @@ def test_an_older_return_never_overwrites_what_a_newer_one_stored(settings, syst
     assert store(20, "3") == {"F": (None, 20), "M": (Decimal(3), 20)}    # newer: stored
 
 
+def test_a_returns_values_are_read_over_what_history_loads_brought(settings, system):
+    """Loaded values live a series a row (``history_series``), returns' in
+    ``accepted_value``: at a place, and in the past outliers read, a return's value or
+    deletion wins over a load's, and a load's deletion is no value."""
+    import json
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from services.validation import service
+    from shared.db import engine_for
+
+    ou, de = "ບ້ານ-MERGE", "MERGE_DE"
+    months = [f"2018{m:02d}" for m in range(1, 13)]
+    with engine_for(settings.database_url).begin() as conn:
+        conn.execute(service._TAKE, {"rows": json.dumps([
+            {"org_unit": ou, "data_element": de, "combo": "F", "period_type": "Monthly", "periods": months,
+             "figures": [100 + i for i in range(11)] + [None], "seqs": [-2] * 12},
+            {"org_unit": ou, "data_element": de, "combo": "M", "period_type": "Monthly", "periods": months[-1:],
+             "figures": [7], "seqs": [-2]}])})
+        # returns: March corrected, May deleted, December's girls sent
+        for pe, value in (("201803", "3"), ("201805", None), ("201812", "50")):
+            sent = {(ou, pe): {(de, "F"): None if value is None else Decimal(value)}}
+            service._store_accepted(conn, [(sent, 10)], service._stored(conn, sent))
+        stored = service._stored(conn, {(ou, "201812"): {(de, "F"): Decimal(1), (de, "M"): Decimal(1)}})
+        conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE org_unit = :ou"), {"ou": ou})
+        conn.execute(sa.text("DELETE FROM validation.history_series WHERE org_unit = :ou"), {"ou": ou})
+    assert stored.values[(ou, "201812")] == {(de, "F"): (Decimal(50), 10), (de, "M"): (Decimal(7), -2)}
+    # November back to January, newest first: May deleted by a return, March corrected by one
+    past = [110, 109, 108, 107, 106, 105, 103, 3, 101, 100]
+    assert stored.history[(ou, de, "F")] == [Decimal(x) for x in past]
+    assert stored.history.get((ou, de, "M"), []) == []
+
+
 def test_outliers_against_the_units_own_past_are_low_warnings(system, world):
     t, codes, tokens = world
     d = t.districts[1]
