@@ -57,9 +57,10 @@ def _within_scope(tx, user: dict, org_unit: str) -> bool:
     """Whether a scoped user's subtree (today) holds ``org_unit``; unscoped users hold all."""
     if user.get("orgUnit") is None or user["role"] not in ("supervisor", "reporter"):
         return True
-    p = t.org_unit_path
+    p, day = t.org_unit_path, today()
+    # (where it sits today: a move scheduled for next year is not where it is)
     return tx.execute(sa.select(p.c.code).where(
-        p.c.code == org_unit, p.c.valid_to.is_(None),
+        p.c.code == org_unit, p.c.valid_from <= day, sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day),
         p.c.path.contains(f"/{user['orgUnit']}/", autoescape=True))).first() is not None
 
 
@@ -345,7 +346,7 @@ class RegistryService:
                      "accepted_at": e.occurred_at, "submitted_by": e.data["submitted_by"]}
                     for e, named in places for org_unit, period in named]
             if rows:
-                tx.execute(_NOTE_SUBMISSIONS, {"rows": serialization.dumps(rows)})
+                tx.execute(_NOTE_SUBMISSIONS, {"rows": serialization.dumps(rows), "today": today()})
         for e, named in places:
             log.info("return %s: last submission of %s for %s noted", e.data["return_id"],
                      ", ".join(sorted({ou for ou, _ in named})), e.data["data_set"])
@@ -380,7 +381,8 @@ FROM (SELECT coalesce(u.focal_point, named.code, sole.code) AS focal_point, max(
       -- responsible there: CONTRACT 3)
       LEFT JOIN LATERAL (
           SELECT fp.code FROM {t.focal_point.fullname} fp
-          JOIN {t.org_unit_path.fullname} p ON p.code = fp.org_unit AND p.valid_to IS NULL
+          JOIN {t.org_unit_path.fullname} p ON p.code = fp.org_unit AND p.valid_from <= CAST(:today AS date)
+                                              AND (p.valid_to IS NULL OR p.valid_to > CAST(:today AS date))
           WHERE fp.code = u.username
             AND (u.org_unit IS NULL OR u.role NOT IN ('supervisor', 'reporter')
                  OR strpos(p.path, '/' || u.org_unit || '/') > 0)) named ON true

@@ -533,6 +533,29 @@ def test_a_users_focal_point_holds_through_rotation_and_whichever_came_first(sys
     assert last_active()["FPREGLATE"] is not None and last_active()["FPREGPICK"] is not None
 
 
+def test_a_focal_points_scope_is_where_its_unit_sits_today_not_where_it_is_moving(system, world):
+    """A village moving to the other district next year is in its own district today: its
+    supervisor may act for the village's focal point, the other district's not yet (the
+    last placement was read: refused today's, allowed next year's)."""
+    t, *_ = world
+    here, there = t.districts
+    next_year = dt.date.today().year + 1
+    system.import_metadata({
+        "orgUnits": [{"code": "REGMOVING", "name": "Moving village", "nameLo": "ບ້ານຍ້າຍ", "parent": here,
+                      "openingDate": "2000-01-01"}],
+        "focalPoints": [{"code": "FPREGMOVE", "name": "ຜູ້ລາຍງານ", "orgUnit": "REGMOVING", "role": "reporter",
+                         "language": "lo"}]})
+    system.import_metadata({"orgUnits": [{"code": "REGMOVING", "name": "Moving village", "nameLo": "ບ້ານຍ້າຍ",
+                                          "parent": there, "parentFrom": f"{next_year}-01-01",
+                                          "openingDate": "2000-01-01"}]})
+    ahead = system.post("/api/users", json={"username": "reg-sup-there", "role": "supervisor", "orgUnit": there,
+                                            "focalPoint": "FPREGMOVE"})
+    assert ahead.status_code == 400 and "outside the user's scope" in ahead.text, ahead.text
+    today_ = system.post("/api/users", json={"username": "reg-sup-here", "role": "supervisor", "orgUnit": here,
+                                             "focalPoint": "FPREGMOVE"})
+    assert today_.status_code == 201 and today_.json()["focalPoint"] == "FPREGMOVE", today_.text
+
+
 def test_a_user_moved_elsewhere_no_longer_reads_what_it_sent(system, world):
     t, codes, *_ = world
     village, elsewhere = t.villages[t.districts[0]][1], t.villages[t.districts[1]][0]
