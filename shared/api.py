@@ -58,6 +58,22 @@ def json_whole_number(text: str):
     return int(text) if len(text) <= 4000 else text
 
 
+class DuplicateField(ValueError):
+    """A JSON object naming one field twice."""
+
+
+def json_object(pairs: list[tuple[str, object]]) -> dict:
+    """How a JSON document's objects are read (``json.loads(object_pairs_hook=...)``): a field
+    named twice is refused, not settled by the last one silently (``"dataValues"`` twice,
+    the second empty, stored a return of nothing; RFC 8259 leaves the reading open)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise DuplicateField(f"field {twice!r} appears twice in one object: which one is meant is unclear")
+    return obj
+
+
 # How JSON text decodes to such text: a NUL or a surrogate written as an escape (a raw
 # control character is no JSON, and the text itself is decoded already). An escaped
 # backslash before "u0000" (the six characters, not a NUL) matches too: the walk decides.

@@ -38,7 +38,12 @@ def read(body: str) -> list[tuple[int, list[str]]]:
     deleted is a deletion, its value read as empty. Empty fields past the header's last
     column (a spreadsheet's trailing comma) are no fields. Quotes are read strictly: a
     quoted field never closed would otherwise swallow every line after it into itself."""
-    reader = csv.reader(io.StringIO(body.lstrip("\ufeff")), strict=True)
+    body = body.lstrip("\ufeff")
+    if "\n" not in body:
+        # lines ended by CR alone (a spreadsheet saved for an old Mac): DHIS2's reader takes
+        # them, and Python's csv asked for "universal-newline mode"
+        body = body.replace("\r", "\n")
+    reader = csv.reader(io.StringIO(body), strict=True)
     start = 1
     try:
         header = next(reader, None)

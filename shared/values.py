@@ -5,6 +5,7 @@ the same functions, so the two can never disagree about what a value is.
 """
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from decimal import Decimal
@@ -72,7 +73,9 @@ def normalise(value_type: str, raw) -> str:
     elif isinstance(raw, (int, float, Decimal)):
         raw = str(raw)
     if not isinstance(raw, str):
-        raise ValueTypeError(f"value {shown(repr(raw))} is not text or a number")
+        # (shown as it was sent: JSON's {"a": 1}, true, null; not Python's)
+        raise ValueTypeError(f"value {shown(json.dumps(raw, ensure_ascii=False, default=str))} "
+                             "is not text or a number")
     text = raw.strip()
     if text == "":
         # blank is no value, as "" (DHIS2 reads a value trimmed to null): it deletes

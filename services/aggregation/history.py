@@ -192,7 +192,7 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
        e.code IS NOT NULL AS de_known, e.value_type, e.combos,
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
        w.path, w.level, d.raw, d.value AS original,
-       nullif(d.comment, '') AS comment, nullif(btrim(d.storedby), '') AS stored_by,
+       CASE WHEN btrim(d.comment, E' \t\r\n') <> '' THEN d.comment END AS comment, nullif(btrim(d.storedby), '') AS stored_by,
        d.followup, lower(btrim(coalesce(d.followup, ''))) AS followup_word,
        coalesce(d.attributeoptioncombo, '') AS aoc
 FROM dated d

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response
 from services.gateway.auth import Authenticator
 from services.gateway.http import ROUTING_ERROR, UNMATCHED, HttpError, json_response, route, routing_error
 from shared import collectors, health, local, topology
-from shared.api import MAX_BODY, json_whole_number, unstorable_fields
+from shared.api import MAX_BODY, DuplicateField, json_object, json_whole_number, unstorable_fields
 from shared.auth import Forbidden
 from shared.local import RpcProxy
 from shared.config import Settings
@@ -307,7 +307,9 @@ class GatewayService:
         """The body as a JSON object: every document the API takes as JSON is one."""
         text = self.body_text(request)
         try:
-            body = json.loads(text, parse_int=json_whole_number)
+            body = json.loads(text, parse_int=json_whole_number, object_pairs_hook=json_object)
+        except DuplicateField as exc:
+            raise _bad_body(f"body is ambiguous: {exc}") from None
         except ValueError as exc:
             raise HttpError(400, f"body is not valid JSON: {exc}") from None
         except RecursionError:

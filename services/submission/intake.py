@@ -205,7 +205,10 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
             continue
         seen[key] = v.where
         value = {"data_element": de.code, "category_option_combo": combo, "org_unit": value_unit,
-                 "period": value_period.code, "value": text, "comment": v.comment}
+                 "period": value_period.code, "value": text,
+                 # a comment of spaces alone says nothing: none, as an empty one is (DHIS2 trims
+                 # a comment to null); any other is kept as sent, spaces and all
+                 "comment": v.comment if v.comment is None or v.comment.strip(" \t\r\n") else None}
         # who the value is from, as DHIS2 keeps it (an export sent back keeps its storedBy);
         # absent, the sender, as before: most values have none, and carry no key for it
         stored_by = v.stored_by.strip() if isinstance(v.stored_by, str) else None

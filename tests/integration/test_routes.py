@@ -118,6 +118,27 @@ def test_a_json_document_that_is_not_an_object_is_a_400_naming_the_body(system, 
     assert "must be a JSON object" in r.json()["message"]
 
 
+@pytest.mark.parametrize("path,method", [("/api/users", "POST"), ("/api/metadata", "POST"),
+                                         ("/api/focalPoints/FPRT", "PUT"), ("/api/dataValueSets", "POST")])
+def test_a_field_named_twice_is_a_400_naming_it_not_the_last_one_silently(system, world, settings, path, method):
+    before = _stored_rows(settings)
+    r = system.request(method, path, data=b'{"name": "a", "role": "reporter", "name": "b"}',
+                       headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["conflicts"][0]["object"] == "body", r.text
+    assert "field 'name' appears twice" in r.json()["conflicts"][0]["message"], r.text
+    assert _stored_rows(settings) == before
+
+
+def _stored_rows(settings) -> tuple:
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+
+    with engine_for(settings.database_url).connect() as conn:
+        return tuple(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
+                     for table in ("registry.user_account", "registry.focal_point", "submission.return"))
+
+
 def test_a_nul_character_anywhere_is_a_400_never_a_500(system, world):
     """PostgreSQL stores no NUL in text: the request is refused before anything is asked."""
     t, codes, village, _ = world

@@ -292,3 +292,19 @@ def test_reading_the_json_text_for_unstorable_characters_finds_what_walking_the_
         assert unstorable_fields(doc, text=text) == walked, text
         found += bool(walked)
     assert 100 < found < len(texts) - 100  # both kinds well represented
+
+
+def test_a_json_field_named_twice_is_refused_by_name_not_settled_by_the_last():
+    """{"dataValues": [...], "dataValues": []} was a return of nothing, silently."""
+    body = ('{"dataSet": "DS", "period": "202601", "orgUnit": "O", '
+            '"dataValues": [{"dataElement": "E", "value": "1", "value": "2"}]}')
+    with pytest.raises(formats.ParseError) as exc:
+        formats.parse("application/json", body, {})
+    assert [c["object"] for c in exc.value.conflicts] == ["body"]
+    assert "field 'value' appears twice" in exc.value.conflicts[0]["message"]
+
+
+def test_csv_lines_ended_by_cr_alone_are_lines():
+    header = ",".join(dhis2_csv.COLUMNS)
+    assert dhis2_csv.read(f"{header}\rE,2026,O,,,7\rE,2025,O,,,8,,,ບັນທຶກ\r") == [
+        (2, ["E", "2026", "O", "", "", "7", "", "", "", ""]), (3, ["E", "2025", "O", "", "", "8", "", "", "ບັນທຶກ", ""])]

@@ -229,3 +229,9 @@ def test_a_long_refused_value_is_echoed_cut_in_its_message_too_and_never_inside_
     value, message = found[0]["value"], found[0]["message"]
     assert value == "ກ" + "ກີ" * 99 + "..."   # 199 characters: ກີ is not split at 200
     assert len(message) < 400 and value in message
+
+
+def test_a_comment_of_spaces_alone_is_none_and_any_other_is_kept_as_sent():
+    """DHIS2 trims a comment to null: "   " was kept while "" was none."""
+    ok = check(raw([("POP", "M", "1", "   "), ("POP", "F", "2", " ຂໍ້ມູນ "), ("HH", None, "3", "")]), MD, REPORTER, NOW)
+    assert [v["comment"] for v in ok.values] == [None, " ຂໍ້ມູນ ", None]

@@ -69,3 +69,9 @@ def test_an_integer_past_the_digits_python_converts_is_too_large_not_a_crash():
                 continue
             with pytest.raises(ValueTypeError, match="too large"):
                 normalise(value_type, raw)
+
+
+def test_a_value_of_no_type_is_shown_as_it_was_sent():
+    with pytest.raises(ValueTypeError) as err:
+        normalise("TEXT", {"a": "ບ"})
+    assert '{"a": "ບ"}' in str(err.value)

@@ -5,7 +5,7 @@ import json
 
 from services.submission.formats import (ParseError, RawReturn, RawValue, attribute_combo_problem, conflict,
                                          id_scheme_problem)
-from shared.api import json_whole_number, unstorable_fields
+from shared.api import DuplicateField, json_object, json_whole_number, unstorable_fields
 
 HEADER_FIELDS = {"dataSet", "period", "orgUnit", "completeDate", "dataValues",
                  # DHIS2 exports carry these; accepted so a DHIS2 payload imports unchanged
@@ -26,7 +26,10 @@ def parse(body: str) -> RawReturn:
     try:
         # a number's own digits, as DHIS2 reads a value: text. As a float, 123456789012345.678
         # was stored as ...45.67 and 0.1234567890123456789 refused as 0.12345678901234568
-        doc = json.loads(body, parse_float=str, parse_constant=str, parse_int=json_whole_number)
+        doc = json.loads(body, parse_float=str, parse_constant=str, parse_int=json_whole_number,
+                         object_pairs_hook=json_object)
+    except DuplicateField as exc:
+        raise ParseError([conflict("body", None, f"body is ambiguous: {exc}")]) from None
     except ValueError as exc:
         raise ParseError([conflict("body", None, f"body is not valid JSON: {exc}")]) from None
     except RecursionError:
