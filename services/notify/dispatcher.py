@@ -111,16 +111,14 @@ def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
 _CONTACT = sa.text(f"SELECT name, email, language FROM {t.replica.focal_point.fullname} WHERE code = :code")
 
 
-def as_addressed_now(conn: sa.Connection, row):
+def as_addressed_now(conn: sa.Connection, row: types.SimpleNamespace) -> types.SimpleNamespace:
     """The notification with its recipient's current name, address and language in its
     details (a focal point since removed keeps those it was recorded with)."""
     contact = conn.execute(_CONTACT, {"code": row.recipient}).first()
     if contact is None:
         return row
-    fields = dict(row._mapping)
-    fields["details"] = {**row.details, "recipient_name": contact.name, "email": contact.email,
-                         "language": contact.language}
-    return types.SimpleNamespace(**fields)
+    return types.SimpleNamespace(**{**vars(row), "details": {
+        **row.details, "recipient_name": contact.name, "email": contact.email, "language": contact.language}})
 
 
 def backoff(attempts: int, first_seconds: int = 5) -> dt.timedelta:
@@ -393,6 +391,62 @@ WHERE n.type = 'LATE_RETURN' AND n.recipient = :recipient AND n.channel = :chann
 """)
 
 
+# Places (data set, unit, period) an accepted return (or a history load) has answered
+_ANSWERED = sa.text(f"""
+SELECT x.data_set, x.org_unit, x.period
+FROM jsonb_to_recordset(CAST(:places AS jsonb)) AS x(data_set text, org_unit text, period text)
+WHERE EXISTS (SELECT 1 FROM {t.received.fullname} r
+              WHERE r.data_set = x.data_set AND r.org_unit = x.org_unit AND r.period = x.period)
+""")
+# a digest's lines answered before it went out: the alerts it would have carried are
+# withdrawn with them (one a deadline check holds is left to that check, which withdraws it)
+_WITHDRAW_CARRIED = sa.text("""
+DELETE FROM notify.notification n WHERE n.id IN (
+    SELECT a.id FROM notify.notification a
+    JOIN jsonb_to_recordset(CAST(:late AS jsonb)) AS l(data_set text, period text, org_unit text)
+      ON a.data_set = l.data_set AND a.period = l.period AND a.org_unit = l.org_unit
+    WHERE a.type = 'LATE_RETURN' AND a.recipient = :recipient AND a.channel = :channel AND a.status = 'PENDING'
+      AND a.details->>'delivered_by' = 'LATE_DIGEST'
+    FOR UPDATE SKIP LOCKED)
+""")
+
+
+def still_true(conn: sa.Connection, row: types.SimpleNamespace) -> types.SimpleNamespace | None:
+    """The notification as it is still worth sending, or None once withdrawn: a late return
+    or a reminder whose return has been accepted while it waited (the relay down, a retry's
+    backoff) told a supervisor "no accepted return" after it came; a digest drops its lines
+    answered since it was made, and is withdrawn when none is left. Withdrawn is deleted,
+    never sent, as the deadline check withdraws a digest reader's answered alert."""
+    if row.type in ("LATE_RETURN", "REMINDER"):
+        lines = [{"data_set": row.data_set, "org_unit": row.org_unit, "period": row.period}]
+    elif row.type == "LATE_DIGEST":
+        lines = row.details.get("late", [])
+    else:
+        return row
+    answered = {tuple(a) for a in conn.execute(_ANSWERED, {"places": json.dumps(lines)})}
+    if not answered:
+        return row
+    n = t.notification
+    if row.type != "LATE_DIGEST":
+        conn.execute(n.delete().where(n.c.id == row.id))
+        log.info("notification %d (%s to %s) withdrawn: %s %s %s has been received since", row.id, row.type,
+                 row.recipient, row.data_set, row.org_unit, row.period)
+        return None
+    late = [line for line in lines if (line["data_set"], line["org_unit"], line["period"]) not in answered]
+    conn.execute(_WITHDRAW_CARRIED, {"recipient": row.recipient, "channel": row.channel, "late": json.dumps(
+        [line for line in lines if (line["data_set"], line["org_unit"], line["period"]) in answered])})
+    if not late:
+        conn.execute(n.delete().where(n.c.id == row.id))
+        log.info("digest %d to %s withdrawn: its %d late return(s) have been received since", row.id,
+                 row.recipient, len(lines))
+        return None
+    details = {**row.details, "late": late, "count": len(late)}
+    conn.execute(n.update().where(n.c.id == row.id).values(details=details))
+    log.info("digest %d to %s: %d of its late returns received since, not listed", row.id, row.recipient,
+             len(lines) - len(late))
+    return types.SimpleNamespace(**{**vars(row), "details": details})
+
+
 class Dispatcher(Pump):
     """Sends due notifications of one channel. Each channel has its own, two lanes of them
     (``Outgoing``; rows are taken ``SKIP LOCKED``): a webhook that hangs for its timeout
@@ -479,6 +533,9 @@ class Dispatcher(Pump):
                 .with_for_update(skip_locked=True)).first()
             if row is None:
                 return False
+            row = still_true(conn, types.SimpleNamespace(**row._mapping))
+            if row is None:
+                return True
             row = as_addressed_now(conn, row)
             attempts = row.attempts + 1
             try:

@@ -64,11 +64,16 @@ OUTCOMES = {
 
 
 # "ລາຍງານ {data_set}" ("the return {data_set}") said twice when the data set's own Lao name
-# begins with the word, as most do ("ລາຍງານປະຈຳເດືອນ", the monthly return)
-_DOUBLED = {"lo": ("ລາຍງານ ລາຍງານ", "ລາຍງານ"), "en": ("return Return", "return")}
+# holds the word: "ລາຍງານປະຈຳເດືອນ" (the monthly return), and as often "ບົດລາຍງານ..." (the
+# report of ...), which a check for the doubled word alone let through ("ລາຍງານ ບົດລາຍງານ");
+# the template's word is left out then ("ຍັງບໍ່ທັນໄດ້ຮັບບົດລາຍງານ...", written together as Lao
+# is). In English a name that begins with the word is read on from it: "The return of prices".
+_RETURN_WORD = "ລາຍງານ"
 
 
 def render(kind: str, language: str, **fields) -> tuple[str, str]:
     language = language if language in ("lo", "en") else "en"
-    twice, once = _DOUBLED[language]
-    return tuple(text[kind][language].format(**fields).replace(twice, once) for text in (SUBJECTS, BODIES))
+    named = language == "lo" and _RETURN_WORD in str(fields.get("data_set", ""))
+    return tuple((text[kind][language].replace(f"{_RETURN_WORD} {{data_set}}", "{data_set}") if named
+                  else text[kind][language]).format(**fields).replace("return Return", "return")
+                 for text in (SUBJECTS, BODIES))

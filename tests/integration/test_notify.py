@@ -520,3 +520,54 @@ def test_pending_alerts_are_a_zero_series_of_every_type_and_channel_in_use(syste
             if s.name == "statnet_notifications_pending":
                 zeros.add((s.labels["type"], s.labels["channel"]))
     assert {(kind, "email") for kind in SUBJECTS} <= zeros
+
+
+def test_an_alert_whose_return_came_while_it_waited_is_withdrawn_not_sent(system, world, smtp, settings):
+    """The relay down, a late alert, a reminder and the province's digest wait; the returns
+    they are about are accepted meanwhile: the alert and the reminder never go out (the
+    supervisor was told "no accepted return" after it came) and the digest no longer lists
+    the unit. The other village's alert, still true, goes."""
+    import sqlalchemy as sa
+
+    from shared.db import engine_for
+
+    t, tokens = world
+    d1 = t.districts[0]
+    village, other = t.villages[d1]  # R11's village: reminded of November, late with October
+    stock = f"ST{UID}"
+    system.import_metadata({"dataSets": [{"code": stock, "name": "Monthly stock return", "nameLo": "ລາຍງານສາງ",
+                                          "periodType": "Monthly", "dataElements": [f"OPD{UID}"],
+                                          "orgUnitLevel": 4, "timelyDays": 10, "expiryDays": 0}]})
+    smtp.stop()
+    before = len(smtp.mails())
+    assert system.post("/api/deadlines/check?asOf=2026-11-28").json()["notifications"] > 0
+
+    def by_email(recipient):
+        return {(n["type"], n["orgUnit"], n["period"]): n for n in system.get(
+            f"/api/notifications?recipient={recipient}&dataSet={stock}").json()["notifications"]
+            if n["channel"] == "email"}
+
+    answered, unanswered = ("LATE_RETURN", village, "202610"), ("LATE_RETURN", other, "202610")
+    assert {answered, unanswered} <= set(by_email(f"S1{UID}"))
+    assert set(by_email(f"R11{UID}")) == {("REMINDER", village, "202611")}
+    for period in ("202610", "202611"):
+        r = system.submit({"dataSet": stock, "period": period, "orgUnit": village,
+                           "dataValues": [{"dataElement": f"OPD{UID}", "value": "3"}]}, token=tokens[d1])
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    with engine_for(settings.database_url).connect() as conn:
+        wait_until(lambda: conn.execute(sa.text("SELECT count(*) FROM notify.received WHERE data_set = :ds"),
+                                        {"ds": stock}).scalar() == 2, message="notify told of both returns")
+    smtp.start()
+    wait_until(lambda: all(n["status"] == "SENT" for n in by_email(f"S1{UID}").values()), timeout=60,
+               message="the still-late villages' alerts sent")
+    assert unanswered in by_email(f"S1{UID}") and answered not in by_email(f"S1{UID}")
+    assert by_email(f"R11{UID}") == {}
+    [digest] = wait_until(lambda: [m for m in smtp.mails()[before:] if m["X-Statnet-Type"] == "LATE_DIGEST"
+                                   and f"({stock})" in m.get_content()], timeout=60, message="the day's digest")
+    lines = [line for line in digest.get_content().splitlines() if f"({stock}) 202610" in line]
+    assert any(f"({other})" in line for line in lines) and not any(f"({village})" in line for line in lines), lines
+    time.sleep(1)
+    about_village = [m for m in smtp.mails()[before:] if m["X-Statnet-Type"] in ("LATE_RETURN", "REMINDER")
+                     and f"({village})" in m["Subject"] and f"({stock})" in m["Subject"]
+                     and ("202610" in m["Subject"] or "202611" in m["Subject"])]
+    assert about_village == []

@@ -12,6 +12,14 @@ def test_a_data_set_named_as_a_return_is_not_called_a_return_twice():
     for kind in ("INVALID_RETURN", "LATE_RETURN", "REMINDER"):
         subject, body = render(kind, "lo", **fields)
         assert "ລາຍງານ ລາຍງານ" not in subject + body and "ລາຍງານປະຈຳເດືອນ (MONTHLY)" in subject + body
+    # the reference data sets' names: "ບົດລາຍງານ..." (the report of ...) holds the word too
+    for kind in ("INVALID_RETURN", "LATE_RETURN", "REMINDER"):
+        subject, body = render(kind, "lo", **{**fields, "data_set": "ບົດລາຍງານສາທາລະນະສຸກ (HEALTH_M)"})
+        assert "ລາຍງານ ບົດລາຍງານ" not in subject + body and "ບົດລາຍງານສາທາລະນະສຸກ (HEALTH_M)" in subject + body
+    assert "ຍັງບໍ່ທັນໄດ້ຮັບບົດລາຍງານສາທາລະນະສຸກ (HEALTH_M) ສຳລັບໄລຍະ" in render(
+        "LATE_RETURN", "lo", **{**fields, "data_set": "ບົດລາຍງານສາທາລະນະສຸກ (HEALTH_M)"})[1]
+    # a name without the word keeps it: "ລາຍງານ Village monthly"
+    assert "ແຈ້ງເຕືອນ: ລາຍງານ Village monthly (VM)" in render("REMINDER", "lo", **{**fields, "data_set": "Village monthly (VM)"})[0]
     subject, body = render("REMINDER", "en", **{**fields, "data_set": "Return of prices (PRICES)"})
     assert "The return of prices (PRICES)" in body
 
