@@ -96,6 +96,7 @@ def replica_tables(metadata: sa.MetaData) -> "ReplicaTables":
         sa.Column("timely_days", sa.Integer, nullable=False),
         sa.Column("expiry_days", sa.Integer, nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("assignment_ends", JSONB, nullable=False, server_default="{}"),
     )
     t.validation_rule = sa.Table(
         "md_validation_rule", metadata,
@@ -210,6 +211,9 @@ class DataSet:
     org_units: frozenset[str]
     timely_days: int
     expiry_days: int
+    # units taken out of org_units, and the day each was: assigned for the periods that
+    # begin before it (the registry's data_set.assignment_ends)
+    assignment_ends: dict[str, dt.date] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -317,8 +321,12 @@ class Metadata:
         return where.path if where else None
 
     def assigned(self, data_set: DataSet, org_unit: str, day: dt.date | None = None) -> bool:
-        """Is the data set assigned to the unit (explicitly, or by the unit's level on ``day``)?"""
+        """Is the data set assigned to the unit (explicitly, or by the unit's level on ``day``)?
+        A unit taken out of the data set's list is, for the periods begun before that day."""
         if org_unit in data_set.org_units:
+            return True
+        ended = data_set.assignment_ends.get(org_unit)
+        if ended is not None and day is not None and day < ended:
             return True
         if data_set.org_unit_level is None:
             return False
@@ -360,7 +368,8 @@ def _load(conn: sa.Connection, t: ReplicaTables, version: int) -> Metadata:
                                          tuple(r.combos), dict(r.outliers or {}))
                      for r in conn.execute(sa.select(t.data_element))}
     data_sets = {r.code: DataSet(r.code, r.name, r.name_lo, r.period_type, tuple(r.data_elements),
-                                 r.org_unit_level, frozenset(r.org_units), r.timely_days, r.expiry_days)
+                                 r.org_unit_level, frozenset(r.org_units), r.timely_days, r.expiry_days,
+                                 {ou: dt.date.fromisoformat(day) for ou, day in (r.assignment_ends or {}).items()})
                  for r in conn.execute(sa.select(t.data_set))}
     rules = {r.code: ValidationRule(r.code, r.name, r.name_lo, r.importance, r.left, r.operator,
                                     r.right, r.missing_value_strategy, r.data_set)
@@ -386,7 +395,7 @@ def _rows(key: str, objects: list[dict]) -> list[dict]:
     if key == "data_sets":
         return [{k: o[k] for k in ("code", "name", "name_lo", "period_type", "data_elements",
                                    "org_unit_level", "org_units", "timely_days", "expiry_days",
-                                   "version")} for o in objects]
+                                   "assignment_ends", "version")} for o in objects]
     if key == "validation_rules":
         return [{k: o[k] for k in ("code", "name", "name_lo", "importance", "left", "operator",
                                    "right", "missing_value_strategy", "data_set", "version")}

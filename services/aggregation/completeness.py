@@ -3,7 +3,8 @@
 Computed from facts, not from a "complete" button (DHIS2's weak spot):
 
 * expected: units in the subtree of ``ou`` as of each period, assigned the data
-  set (explicitly, or by their level as of that period) and open during it;
+  set (explicitly, or by their level as of that period; a unit taken out of the
+  list, for the periods begun before it was) and open during it;
 * actual: those of them with an accepted return (the first accepted return
   of each data set, unit and period is registered as it is aggregated);
 * on time: accepted returns received within ``timelyDays`` after the period's
@@ -16,6 +17,7 @@ as a tree: each child has the same shape, its own children included.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import sqlalchemy as sa
 
@@ -45,6 +47,8 @@ expected AS (
      AND (p.valid_to IS NULL OR p.valid_to > greatest(per.start_date, u.opening_date))
     JOIN ou_paths o ON starts_with(p.path, o.path)
     WHERE p.code = ANY(CAST(:explicit AS text[])) OR p.level = CAST(:level AS int)
+       -- taken out of the list since: still for the periods begun before that day
+       OR CAST(CAST(:ends AS jsonb)->>p.code AS date) > greatest(per.start_date, u.opening_date)
 )
 SELECT n.node, count(*) AS expected, count(c.org_unit) AS actual,
        -- on time by the data set's timelyDays as it is now (DHIS2's timeliness, too); a
@@ -117,6 +121,7 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict, depth: int = 1
         "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],
         "pend": [p.end for p in periods], "ou_paths": sorted({p.path for p in md.org_units[ou].paths}),
         "explicit": sorted(ds.org_units), "level": ds.org_unit_level, "ds": ds.code,
+        "ends": json.dumps({ou: day.isoformat() for ou, day in ds.assignment_ends.items()}),
         "timely_days": ds.timely_days, "tz": LOCAL_TZ.key, "depth": depth}).all()
     # every unit with its children, the same shape all the way down (a child's empty
     # "children" read as "no units under it" when they were only not listed)

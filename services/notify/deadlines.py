@@ -100,7 +100,9 @@ expected AS (
     JOIN notify.md_org_unit_path p
       ON p.code = u.code AND p.valid_from <= greatest(c.start_date, u.opening_date)
      AND (p.valid_to IS NULL OR p.valid_to > greatest(c.start_date, u.opening_date))
-    WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level)
+    WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level
+           -- taken out of the list since: still for the periods begun before that day
+           OR CAST(d.assignment_ends->>p.code AS date) > greatest(c.start_date, u.opening_date))
 ),
 missing AS (
     -- of those, nothing accepted

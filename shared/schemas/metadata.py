@@ -73,6 +73,10 @@ class DataSetStateSchema(EventSchema):
     timely_days = fields.Int(load_default=0)
     expiry_days = fields.Int(load_default=0)
     version = fields.Int(required=True)
+    # a unit taken out of org_units -> the day it was (YYYY-MM-DD): assigned for the periods
+    # begun before it (absent in a payload of the version before: none)
+    assignment_ends = fields.Dict(keys=fields.Str(), values=fields.Str(validate=validate.Regexp(r"^\d{4}-\d{2}-\d{2}$")),
+                                  load_default=dict)
 
 
 class ValidationRuleStateSchema(EventSchema):

@@ -17,6 +17,7 @@ from shared import replica
 from shared.auth import token_hash
 from shared.db import engine_for
 from tests.support.builders import tree, village_data_set, village_return
+from tests.support.client import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -842,3 +843,50 @@ def test_workers_of_a_process_just_started_all_asking_for_the_replica_never_wait
             assert access.current(conn) is got[0]
     finally:
         engine.dispose()
+
+
+def test_a_unit_taken_out_of_a_data_sets_list_keeps_its_past_periods(system, world):
+    """Taken out of a data set's orgUnits, a village was taken out of its past too:
+    completeness of January no longer expected it nor counted its return (analytics still
+    summed its values), and it could not correct January. Now it is assigned for the periods
+    begun before the day it was taken out (the month under way too, as a unit closing during
+    a period is expected in it); put back, it is assigned again."""
+    t, *_ = world
+    kept, dropped = t.villages[t.districts[0]]
+    ds, de = "REGXDS", "REGXDE"
+    system.import_metadata({
+        "dataElements": [{"code": de, "name": "Taken-out test", "valueType": "INTEGER", "aggregationType": "SUM"}],
+        "dataSets": [{"code": ds, "name": "Explicit monthly", "periodType": "Monthly", "dataElements": [de],
+                      "orgUnits": [kept, dropped], "timelyDays": 10, "expiryDays": 0}]})
+    for unit in (kept, dropped):
+        r = system.submit({"dataSet": ds, "period": "202501", "orgUnit": unit,
+                           "dataValues": [{"dataElement": de, "value": "5"}]})
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    now = dt.date.today().strftime("%Y%m")
+    month_end = dt.date.today().replace(day=28) + dt.timedelta(days=4)
+    following = (month_end - dt.timedelta(days=month_end.day - 1)).strftime("%Y%m")
+
+    def completeness(pe):
+        c = system.get(f"/api/completeness?ds={ds}&ou={t.province}&pe={pe}").json()
+        return c["expected"], c["actual"]
+
+    def checked(as_of):
+        report = system.post(f"/api/deadlines/check?asOf={as_of}&dryRun=true").json()
+        return next(d["expected"] for d in report["dataSets"] if d["dataSet"] == ds)
+
+    assert completeness("202501") == (2, 2) and completeness(following) == (2, 0)
+    due = checked("2025-02-20")  # the months of the look-back before then, of both villages
+    assert due > 0 and due % 2 == 0
+    assert system.import_metadata({"dataSets": [{"code": ds, "orgUnits": [kept]}]})["stats"]["updated"] == 1
+    wait_until(lambda: completeness(following) == (1, 0), message="next month without the unit taken out")
+    assert completeness("202501") == (2, 2) and completeness(now) == (2, 0)
+    assert checked("2025-02-20") == due   # the deadline check expects those months of both still
+    # January is still its to correct
+    r = system.submit({"dataSet": ds, "period": "202501", "orgUnit": dropped,
+                       "dataValues": [{"dataElement": de, "value": "6"}]})
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    # the export posted back changes nothing; put back, the unit is assigned again
+    again = system.import_metadata({"dataSets": [{"code": ds, "orgUnits": [kept]}]})
+    assert again["stats"]["updated"] == 0
+    system.import_metadata({"dataSets": [{"code": ds, "orgUnits": [kept, dropped]}]})
+    wait_until(lambda: completeness(following) == (2, 0), message="the unit put back")
