@@ -87,26 +87,14 @@ _INTAKE_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))")
 # Idempotency-Key, the user's latest return for the same data set, unit and period (a
 # byte-identical body answers its receipt), and for an intake (``seq``) the sequence number
 # a new one gets (taken now so that the return and its event, which carries it, are one
-# statement). A byte-identical latest return is overtaken when a later one of the user's
-# wrote any of its places through a value's own unit or period (D headed March sent April's
-# value, or a district's second CSV its village's): the body sent again is then a return
-# restoring what it says, stored (answered with the old receipt, it changed nothing and said
-# AGGREGATED). Asked only of an identical body (a retry: few returns since).
+# statement)
 def _earlier(seq: str) -> sa.TextClause:
     return sa.text(f"""
     SELECT (SELECT r.id FROM {R.fullname} r
             WHERE r.submitted_by = :user AND r.idempotency_key = :key) AS by_key,
-           latest.id AS latest_id, latest.body_sha256 AS latest_sha256, latest.overtaken{seq}
+           latest.id AS latest_id, latest.body_sha256 AS latest_sha256{seq}
     FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-        SELECT r.id, r.body_sha256, CASE WHEN r.body_sha256 = :digest THEN EXISTS (
-                   SELECT 1 FROM {R.fullname} l
-                   CROSS JOIN json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
-                   WHERE l.seq > r.seq AND l.submitted_by = :user AND l.data_set = :ds
-                     AND ((l.org_unit = p.org_unit AND l.period = p.period)
-                          OR EXISTS (SELECT 1 FROM json_array_elements(l.data_values) v
-                                     WHERE v->>'org_unit' = p.org_unit AND v->>'period' = p.period)))
-               END AS overtaken
-        FROM {R.fullname} r
+        SELECT r.id, r.body_sha256 FROM {R.fullname} r
         WHERE r.submitted_by = :user AND r.data_set = :ds AND r.org_unit = :ou AND r.period = :pe
         ORDER BY r.seq DESC LIMIT 1) AS latest ON true""")
 
@@ -120,8 +108,7 @@ _BY_KEY = sa.text(f"SELECT id FROM {R.fullname} WHERE submitted_by = :user AND i
 def _answered_before(earlier, digest: str) -> str | None:
     """The earlier receipt a request is answered with: the one its Idempotency-Key names,
     else the user's latest return for the place if its body is byte-identical."""
-    return earlier.by_key or (earlier.latest_id if earlier.latest_sha256 == digest and not earlier.overtaken
-                              else None)
+    return earlier.by_key or (earlier.latest_id if earlier.latest_sha256 == digest else None)
 
 
 # an Idempotency-Key sent with a body identical to the user's latest return: kept on that
@@ -212,16 +199,12 @@ class SubmissionService(KeepsMetadataReplica):
         digest = hashlib.sha256((body + strategy).encode("utf-8")).hexdigest()
         here = {"user": principal.username, "ds": checked.data_set.code, "ou": checked.org_unit,
                 "pe": checked.period.code}
-        # what an earlier receipt is looked for by (_earlier)
-        asked = {**here, "digest": digest, "places": serialization.dumps(
-            [{"org_unit": ou, "period": pe} for ou, pe in reported_places(
-                {"org_unit": checked.org_unit, "period": checked.period.code, "values": checked.values})])}
         if dry_run:
             # sent for real, a request an earlier receipt answers gets that receipt's id: its
             # final status is that return's, not a new return's (which would count the
             # values again as updated)
             with self.db.connect() as conn:
-                earlier = _answered_before(conn.execute(_EARLIER_SEEN, {**asked, "key": idempotency_key}).one(),
+                earlier = _answered_before(conn.execute(_EARLIER_SEEN, {**here, "key": idempotency_key}).one(),
                                            digest)
             if earlier is not None:
                 return reply({**self._status_of(principal, earlier), "dryRun": True})
@@ -241,7 +224,7 @@ class SubmissionService(KeepsMetadataReplica):
             # the order their requests arrived before one waited for the other's lock
             received_at = dt.datetime.now(dt.timezone.utc)
             in_time = on_time(checked.period, received_at, checked.data_set.timely_days)
-            earlier = tx.execute(_EARLIER_RECEIPT, {**asked, "key": idempotency_key}).one()
+            earlier = tx.execute(_EARLIER_RECEIPT, {**here, "key": idempotency_key}).one()
             answered = _answered_before(earlier, digest)
             if answered is not None:
                 if not earlier.by_key and idempotency_key is not None:

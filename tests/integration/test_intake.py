@@ -357,29 +357,6 @@ def test_same_idempotency_key_or_same_body_is_one_return_counted_once(system, wo
     assert stored(settings)[0] == rows[0] + 1  # the one return, whatever else its events did
 
 
-def test_a_body_sent_again_after_a_later_return_wrote_its_place_is_stored_again(system, world):
-    """A return headed March that sends April's beds (a value's own period) is the user's
-    latest word on April: April's first body sent again restores it (it was answered with
-    its old receipt, AGGREGATED, and nothing changed)."""
-    april = with_period(JSON_BODY, 4).replace('"2014', '"2013')
-    first = system.wait_status(system.submit(april, token=world["bo"], content_type="application/json").json()["id"])
-    assert values_at(system, "NGELEHUN", "201304")["BEDS"] == 40
-    march = json.dumps({"dataSet": "MORT5", "period": "201303", "orgUnit": "NGELEHUN",
-                        "dataValues": [{"dataElement": "BEDS", "period": "201304", "value": "55"}]})
-    system.wait_status(system.submit(march, token=world["bo"], content_type="application/json").json()["id"])
-    assert values_at(system, "NGELEHUN", "201304")["BEDS"] == 55
-    dry = system.post("/api/dataValueSets?dryRun=true", data=april.encode(), token=world["bo"],
-                      headers={"Content-Type": "application/json"})
-    assert dry.json().get("id") != first["id"] and dry.json()["importCount"]["updated"] == 4, dry.text
-    again = system.submit(april, token=world["bo"], content_type="application/json")
-    assert again.status_code == 202 and again.json()["id"] != first["id"], again.text
-    assert system.wait_status(again.json()["id"])["status"] == "AGGREGATED"
-    assert values_at(system, "NGELEHUN", "201304")["BEDS"] == 40
-    # the same body once more, nothing written since: the one receipt
-    assert system.submit(april, token=world["bo"], content_type="application/json").json()["id"] == \
-        again.json()["id"]
-
-
 def test_a_later_return_replaces_updates_deletes_and_keeps_omitted_values(system, world):
     body = json.loads(with_period(JSON_BODY, 12))
     r = system.submit(body, token=world["bo"])
