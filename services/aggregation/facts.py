@@ -690,7 +690,30 @@ def data_sets_with_returns(conn: sa.Connection, asked: list[str]) -> list[str]:
     return list(conn.execute(_WITH_RETURNS, {"asked": list(asked)}).scalars())
 
 
-_HISTORY_SERIES = sa.text("""
+_LOADED_AT_PLACES = """
+    FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
+    CROSS JOIN LATERAL (
+        SELECT * FROM aggregation.data_value d
+        WHERE d.org_unit = p.org_unit AND d.period = p.period AND d.seq <= 0
+          AND (d.deleted OR d.value IS NOT NULL)) v"""
+
+# a row per value (``history_of_places``: validation before its 0007)
+_HISTORY_OF_PLACES = sa.text(f"""
+SELECT count(*), coalesce(json_agg(json_build_object(
+           'org_unit', v.org_unit, 'period', v.period, 'period_type', v.period_type,
+           'data_element', v.data_element, 'combo', v.combo,
+           'value', CASE WHEN v.deleted THEN NULL ELSE v.value END, 'seq', v.seq)), '[]')::text
+{_LOADED_AT_PLACES}
+""")
+
+
+def history_of_places(conn: sa.Connection, places: list[list[str]]) -> tuple[int, str]:
+    """``history_series``'s values a row each (see the RPC)."""
+    return conn.execute(_HISTORY_OF_PLACES, {"places": serialization.dumps(
+        [{"org_unit": ou, "period": pe} for ou, pe in places])}).one()
+
+
+_HISTORY_SERIES = sa.text(f"""
 SELECT coalesce(sum(s.n), 0), coalesce(json_agg(json_build_object(
            'org_unit', s.org_unit, 'data_element', s.data_element, 'combo', s.combo,
            'period_type', s.period_type, 'periods', s.periods, 'figures', s.figures, 'seqs', s.seqs)), '[]')::text
@@ -699,11 +722,7 @@ FROM (
            array_agg(v.period ORDER BY v.period) AS periods,
            array_agg(CASE WHEN v.deleted THEN NULL ELSE v.value END ORDER BY v.period) AS figures,
            array_agg(v.seq ORDER BY v.period) AS seqs
-    FROM json_to_recordset(CAST(:places AS json)) AS p(org_unit text, period text)
-    CROSS JOIN LATERAL (
-        SELECT * FROM aggregation.data_value d
-        WHERE d.org_unit = p.org_unit AND d.period = p.period AND d.seq <= 0
-          AND (d.deleted OR d.value IS NOT NULL)) v
+    {_LOADED_AT_PLACES}
     GROUP BY v.org_unit, v.data_element, v.combo, v.period_type) s
 """)
 

@@ -208,6 +208,14 @@ class AggregationService(KeepsMetadataReplica):
             return facts.import_count(conn, values)
 
     @rpc
+    def history_of_places(self, places: list[list[str]]) -> tuple[int, str]:
+        """For a validation instance of the version before its migration 0007 (a rolling
+        upgrade: refused, it dead-lettered returns): what ``history_series`` answers, a row
+        per value. To go once no such instance runs."""
+        with self.db.connect() as conn:
+            return facts.history_of_places(conn, places)
+
+    @rpc
     def history_series(self, places: list[list[str]]) -> tuple[int, str]:
         """For validation, which judges later returns on what history loads brought too:
         how many numbers (or deletions) loads left at these places, and the JSON list of

@@ -65,7 +65,7 @@ Key = tuple[str, str]                          # (data element, combo)
 @dataclass
 class Stored:
     """What validation already holds for the places and elements of one return."""
-    values: dict[Place, dict[Key, tuple[Decimal | None, int]]]  # (value or None if deleted, seq)
+    values: dict[Place, dict[Key, tuple[Decimal | None, int | None]]]  # (value or None if deleted, seq; None: loaded)
     history: dict[tuple[str, str, str], list[Decimal]]          # (unit, de, combo) -> previous periods, newest first
 
     @classmethod

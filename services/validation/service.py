@@ -21,6 +21,7 @@ import logging
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from nameko.exceptions import RemoteError
 from nameko.rpc import rpc
 
 from services.validation import checks
@@ -78,6 +79,14 @@ _STORED = sa.text(f"""
     -- a row object to build: most of the pipeline's CPU a return once outliers had a past)
     SELECT 'history', s.org_unit, NULL, s.data_element, s.combo, NULL, NULL, h.past
     FROM sent s
+    -- no period older than the returns' own HISTORY_PERIODS-th newest number can be among
+    -- the newest: both halves start there (read whole, a series of five years of returns
+    -- was sixty rows sorted for twelve)
+    CROSS JOIN LATERAL (
+        SELECT coalesce((SELECT v.period FROM {V.fullname} v
+                         WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
+                           AND v.period_type = s.period_type AND v.period < s.period AND v.value IS NOT NULL
+                         ORDER BY v.period DESC OFFSET {checks.HISTORY_PERIODS - 1} LIMIT 1), '') AS since) c
     CROSS JOIN LATERAL (
         SELECT array_agg(x.value ORDER BY x.period DESC) AS past FROM (
             SELECT x.value, x.period FROM (
@@ -85,11 +94,11 @@ _STORED = sa.text(f"""
                 SELECT DISTINCT ON (u.period) u.value, u.period FROM (
                     SELECT v.value, v.period, 0 AS loaded FROM {V.fullname} v
                     WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
-                      AND v.period_type = s.period_type AND v.period < s.period
+                      AND v.period_type = s.period_type AND v.period < s.period AND v.period >= c.since
                     UNION ALL
                     SELECT l.figure, l.period, 1 FROM {HS.fullname} h, unnest(h.periods, h.figures) AS l(period, figure)
                     WHERE h.org_unit = s.org_unit AND h.data_element = s.data_element AND h.combo = s.combo
-                      AND h.period_type = s.period_type AND l.period < s.period) u
+                      AND h.period_type = s.period_type AND l.period < s.period AND l.period >= c.since) u
                 ORDER BY u.period DESC, u.loaded) x
             WHERE x.value IS NOT NULL
             ORDER BY x.period DESC LIMIT {checks.HISTORY_PERIODS}) x) h
@@ -211,11 +220,11 @@ def _stored(conn, places: dict) -> checks.Stored:
             _STORED, {"places": serialization.dumps(doc), "sent": serialization.dumps(sent)}):
         if kind == "place":
             stored.values.setdefault((org_unit, period), {})[(de, combo)] = (value, seq)
-        elif kind == "loaded":
-            loaded.setdefault((org_unit, period), {})[(de, combo)] = (value, seq)
+        elif kind == "loaded":  # (no seq: not a row of accepted_value, see _store_accepted)
+            loaded.setdefault((org_unit, period), {})[(de, combo)] = (value, None)
         else:  # (one unit's element sent for several periods: their pasts together, as before)
             stored.history.setdefault((org_unit, de, combo), []).extend(past)
-    for place, values in loaded.items():  # a return's value (seq > 0) over a load's (seq <= 0)
+    for place, values in loaded.items():  # a return's value over a load's
         stored.values[place] = {**values, **stored.values.get(place, {})}
     return stored
 
@@ -227,8 +236,9 @@ def _store_accepted(tx, accepted: list[tuple[dict, int]], stored: checks.Stored)
     new, newer = [], []
     for places, _ in accepted:
         for place, de, combo, value in checks.numbers_to_store(places):
-            # a return's value there (a load's is not in accepted_value: seq <= 0)
-            there = stored.values.get(place, {}).get((de, combo), (None, 0))[1] > 0
+            # a row of accepted_value there (a load's value read from history_series has no
+            # seq; one an instance of the version before 0007 took in has its own, <= 0)
+            there = stored.values.get(place, {}).get((de, combo), (None, None))[1] is not None
             (newer if there else new).append({"place": number[place], "data_element": de, "combo": combo,
                                               "value": value})
     places_doc = serialization.dumps(doc)  # one document for both statements
@@ -285,8 +295,16 @@ class ValidationService(KeepsMetadataReplica):
             marked = conn.execute(_MARKED, {"units": sorted(units)}).all()
         if not marked:
             return
-        n, rows = local.ask(self.aggregation_rpc, "aggregation", "history_series",
-                            [[m.org_unit, m.period] for m in marked], share=share)
+        try:
+            n, rows = local.ask(self.aggregation_rpc, "aggregation", "history_series",
+                                [[m.org_unit, m.period] for m in marked], share=share)
+        except RemoteError as exc:
+            if exc.exc_type != "MethodNotFound":
+                raise
+            # an aggregation of the version before (a rolling upgrade): asked again once it
+            # is upgraded, as when it is down
+            raise local.Unavailable("aggregation does not answer history_series yet (an instance of the "
+                                    "version before validation 0007)") from None
         with self.db.transaction() as tx:
             # under the places' locks, as a return's values are stored: a batch judging one
             # of them meanwhile has read what it will insert beside

@@ -143,11 +143,36 @@ def test_a_returns_values_are_read_over_what_history_loads_brought(settings, sys
         stored = service._stored(conn, {(ou, "201812"): {(de, "F"): Decimal(1), (de, "M"): Decimal(1)}})
         conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE org_unit = :ou"), {"ou": ou})
         conn.execute(sa.text("DELETE FROM validation.history_series WHERE org_unit = :ou"), {"ou": ou})
-    assert stored.values[(ou, "201812")] == {(de, "F"): (Decimal(50), 10), (de, "M"): (Decimal(7), -2)}
+    assert stored.values[(ou, "201812")] == {(de, "F"): (Decimal(50), 10), (de, "M"): (Decimal(7), None)}
     # November back to January, newest first: May deleted by a return, March corrected by one
     past = [110, 109, 108, 107, 106, 105, 103, 3, 101, 100]
     assert stored.history[(ou, de, "F")] == [Decimal(x) for x in past]
     assert stored.history.get((ou, de, "M"), []) == []
+
+
+def test_the_outlier_past_is_the_newest_periods_of_returns_and_loads_together(settings, system):
+    """Twelve months of returns and a loaded month after them: the past is that month and the
+    eleven newest returns (read from the twelfth newest return on, not every period)."""
+    import json
+    from decimal import Decimal
+
+    import sqlalchemy as sa
+
+    from services.validation import service
+    from shared.db import engine_for
+
+    ou, de = "ບ້ານ-PAST", "PAST_DE"
+    with engine_for(settings.database_url).begin() as conn:
+        conn.execute(service._TAKE, {"rows": json.dumps([
+            {"org_unit": ou, "data_element": de, "combo": "default", "period_type": "Monthly",
+             "periods": ["201612", "201801"], "figures": [99, 100], "seqs": [-1, -1]}])})
+        for m in range(1, 13):
+            sent = {(ou, f"2017{m:02d}"): {(de, "default"): Decimal(m)}}
+            service._store_accepted(conn, [(sent, m)], service._stored(conn, sent))
+        stored = service._stored(conn, {(ou, "201802"): {(de, "default"): Decimal(1)}})
+        conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE org_unit = :ou"), {"ou": ou})
+        conn.execute(sa.text("DELETE FROM validation.history_series WHERE org_unit = :ou"), {"ou": ou})
+    assert stored.history[(ou, de, "default")] == [Decimal(x) for x in [100, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2]]
 
 
 def test_outliers_against_the_units_own_past_are_low_warnings(system, world):

@@ -8,6 +8,12 @@ type) with its periods, values and loads' seqs as arrays; ``accepted_value`` kee
 returns' values only (seq > 0), which win over a load's at the same place, as before.
 The loaded values already taken in move over.
 
+Rolling upgrade: aggregation keeps answering ``history_of_places`` (a row per value) for a
+validation instance of the version before, which goes on taking loads' values into
+``accepted_value``; the new instances read such a row as a return's would be (over the
+series), and update it in place. A new validation asking an aggregation of the version
+before holds the batch for a retry, as when aggregation is down.
+
 Revision ID: 0007
 """
 from alembic import op
