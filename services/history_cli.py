@@ -7,6 +7,7 @@ import codecs
 import collections
 import csv
 import dataclasses
+import io
 import datetime as dt
 import json
 import os
@@ -44,6 +45,12 @@ def chunks(path: str):
     took a bare one in an unquoted comment, `5"`, for the start of a quoted field); where
     the reader gives up, the server names the fault, and records are lines from there."""
     with open(path, "rb") as f:
+        head = f.read(65536)
+        f.seek(0)
+        if b"\r" in head and b"\n" not in head:
+            # lines ended by CR alone (a spreadsheet saved for an old Mac), as the server reads
+            # them: read as one line, the file went as a single chunk, refused as too large
+            f = io.BytesIO(f.read().replace(b"\r", b"\n"))
         record: list[str] = []  # the lines of the record being read, each decoded once
         size = [0]              # and their bytes
         read = [0]              # the file's lines read (the header is line 1)

@@ -31,6 +31,19 @@ def test_chunks_are_whole_lines_each_with_the_header(tmp_path, monkeypatch):
     assert all(c.last - c.first + 1 == c.text.count("\n") - 1 for c in chunks)
 
 
+def test_a_file_of_lines_ended_by_cr_alone_is_chunked_by_those_lines(tmp_path, monkeypatch):
+    """Read as one line, it went as a single chunk (refused as too large, saying nothing of
+    its line ends); the server reads such lines since."""
+    monkeypatch.setattr(history_cli, "CHUNK_BYTES", 30)
+    path = tmp_path / "mac.csv"
+    lines = [f"E1,2020{m:02d},V1,,,{m},,,,ບັນທຶກ" for m in range(1, 7)]
+    path.write_bytes(("header\r" + "\r".join(lines) + "\r").encode("utf-8"))
+    chunks = list(history_cli.chunks(str(path)))
+    assert len(chunks) > 1 and all(c.text.startswith("header\n") for c in chunks)
+    assert "".join(c.text[len("header\n"):] for c in chunks) == "".join(line + "\n" for line in lines)
+    assert chunks[0].first == 2 and chunks[-1].last == 7
+
+
 def test_a_chunk_never_ends_inside_a_quoted_field(tmp_path, monkeypatch):
     """A DHIS2 comment with a line break, where a chunk's size ran out, was cut in two: a
     good file refused as "a quoted field is never closed"."""
