@@ -122,6 +122,7 @@ def replica_tables(metadata: sa.MetaData) -> "ReplicaTables":
         sa.Column("language", sa.Text, nullable=False),
         sa.Column("digest", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("retired_on", sa.Date),
     )
     t.state = sa.Table(
         "md_state", metadata,
@@ -239,6 +240,18 @@ class FocalPoint:
     phone: str | None
     language: str
     digest: bool
+    retired_on: dt.date | None = None  # left: addressed no more
+
+
+def assigned_sql(unit: str, level: str, day: str, explicit: str, ds_level: str, ends: str) -> str:
+    """``Metadata.assigned`` as an SQL condition, for the statements that judge it over many
+    units at once (completeness, the deadline check, a history chunk): each argument an SQL
+    expression for the unit's code, its level on ``day``, the day the period begins for it
+    (at its opening if that is later), and the data set's listed units (text[]), level and
+    ``assignment_ends`` (jsonb). Never null (a unit never taken out compared null, and
+    ``NOT`` of it let a history chunk's unassigned district through)."""
+    return (f"({unit} = ANY({explicit}) OR {level} IS NOT DISTINCT FROM {ds_level}"
+            f" OR coalesce(CAST({ends}->>{unit} AS date) > {day}, false))")
 
 
 class Metadata:
@@ -256,7 +269,8 @@ class Metadata:
             self.rules_by_data_set.setdefault(rule.data_set, []).append(rule)
         self.focal_points_by_unit: dict[str, list[FocalPoint]] = {}
         for fp in focal_points.values():
-            self.focal_points_by_unit.setdefault(fp.org_unit, []).append(fp)
+            if fp.retired_on is None:  # (the people alerts go to; focal_points keeps them all)
+                self.focal_points_by_unit.setdefault(fp.org_unit, []).append(fp)
         self._placed: tuple[dt.date, dict[str, UnitPath]] | None = None
         # what services work out from the snapshot once (validation: a data set's rules)
         self.derived: dict = {}
@@ -375,7 +389,7 @@ def _load(conn: sa.Connection, t: ReplicaTables, version: int) -> Metadata:
                                     r.right, r.missing_value_strategy, r.data_set)
              for r in conn.execute(sa.select(t.validation_rule))}
     focal_points = {r.code: FocalPoint(r.code, r.name, r.org_unit, r.role, r.email, r.phone,
-                                       r.language, r.digest)
+                                       r.language, r.digest, r.retired_on)
                     for r in conn.execute(sa.select(t.focal_point))}
     return Metadata(version, org_units, data_elements, data_sets, rules, focal_points)
 
@@ -401,8 +415,9 @@ def _rows(key: str, objects: list[dict]) -> list[dict]:
                                    "right", "missing_value_strategy", "data_set", "version")}
                 for o in objects]
     if key == "focal_points":
-        return [{k: o[k] for k in ("code", "name", "org_unit", "role", "email", "phone", "language",
-                                   "digest", "version")} for o in objects]
+        return [{**{k: o[k] for k in ("code", "name", "org_unit", "role", "email", "phone", "language",
+                                      "digest", "version")}, "retired_on": o.get("retired_on")}
+                for o in objects]
     raise KeyError(key)
 
 

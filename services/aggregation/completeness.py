@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from services.aggregation.analytics import anchor_day
 from shared.api import error
 from shared.periods import LOCAL_TZ, MONTHS_LONG, Period, PeriodError, fits, periods_named
-from shared.replica import Metadata
+from shared.replica import Metadata, assigned_sql
 
 _COUNTS = sa.text("""
 WITH periods AS (
@@ -46,9 +46,8 @@ expected AS (
       ON p.code = u.code AND p.valid_from <= greatest(per.start_date, u.opening_date)
      AND (p.valid_to IS NULL OR p.valid_to > greatest(per.start_date, u.opening_date))
     JOIN ou_paths o ON starts_with(p.path, o.path)
-    WHERE p.code = ANY(CAST(:explicit AS text[])) OR p.level = CAST(:level AS int)
-       -- taken out of the list since: still for the periods begun before that day
-       OR CAST(CAST(:ends AS jsonb)->>p.code AS date) > greatest(per.start_date, u.opening_date)
+    WHERE """ + assigned_sql("p.code", "p.level", "greatest(per.start_date, u.opening_date)",
+                             "CAST(:explicit AS text[])", "CAST(:level AS int)", "CAST(:ends AS jsonb)") + """
 )
 SELECT n.node, count(*) AS expected, count(c.org_unit) AS actual,
        -- on time by the data set's timelyDays as it is now (DHIS2's timeliness, too); a

@@ -41,6 +41,7 @@ import csv
 import dataclasses
 import datetime as dt
 import io
+import json
 import re
 import uuid
 
@@ -53,7 +54,7 @@ from services.aggregation.facts import refresh_year_totals
 from shared import dhis2_csv, serialization
 from shared.api import DEFAULT_ATTRIBUTE_COMBOS, DEFAULT_COMBO_UID, error
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
-from shared.replica import Metadata
+from shared.replica import Metadata, assigned_sql
 from shared.values import MAX_DIGITS, MAX_TEXT, WHITESPACE
 
 COLUMNS = dhis2_csv.COLUMNS
@@ -247,7 +248,8 @@ _CHECKS = [
      "r.de_known AND (r.combo IS NULL OR NOT r.combo = ANY(r.combos))"),
     ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not assigned data set ' || quote_literal(:ds)",
      "r.ou_known AND r.start_date IS NOT NULL"
-     " AND NOT (r.ou = ANY(CAST(:explicit AS text[])) OR r.level IS NOT DISTINCT FROM CAST(:level AS int))"),
+     " AND NOT " + assigned_sql("r.ou", "r.level", "greatest(r.start_date, r.opening_date)",
+                                "CAST(:explicit AS text[])", "CAST(:level AS int)", "CAST(:ends AS jsonb)")),
     ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not open in period ' || r.period",
      "r.ou_known AND r.start_date IS NOT NULL AND (r.opening_date > r.end_date OR r.closed_date < r.start_date)"),
     # as intake: statnet keeps no attribute option combos, and a partner's values taken as
@@ -533,6 +535,8 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level,
+                                        "ends": json.dumps({ou: day.isoformat()
+                                                            for ou, day in ds.assignment_ends.items()}),
                                         "default_aocs": list(DEFAULT_ATTRIBUTE_COMBOS)}).all()
     faults = [p for p in problems if p.object != "duplicate"]
     if faults:

@@ -398,7 +398,16 @@ class GatewayService:
 
     @route("GET", "/api/focalPoints")
     def list_focal_points(self, request):
-        return self.api(request, "registry", "list_focal_points", self.query(request).get("orgUnit"))
+        query = self.query(request)
+        return self.api(request, "registry", "list_focal_points", query.get("orgUnit"),
+                        query.get("includeRetired"))
+
+    @route("DELETE", "/api/focalPoints/<code>")
+    def retire_focal_point(self, request, code):
+        principal = self.principal(request, "focal_points.write")
+        reply = self.call("registry", "retire_focal_point", principal.to_dict(), code)
+        self.await_replicas(reply.get("metadata_version"))
+        return self.relay(reply)
 
     @route("PUT", "/api/focalPoints/<code>")
     def put_focal_point(self, request, code):

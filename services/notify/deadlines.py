@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from shared.periods import Period
-from shared.replica import Metadata
+from shared.replica import Metadata, assigned_sql
 
 LATE, REMINDER, DIGEST = "LATE_RETURN", "REMINDER", "LATE_DIGEST"
 ALL_DATA_SETS = "*"
@@ -100,9 +100,8 @@ expected AS (
     JOIN notify.md_org_unit_path p
       ON p.code = u.code AND p.valid_from <= greatest(c.start_date, u.opening_date)
      AND (p.valid_to IS NULL OR p.valid_to > greatest(c.start_date, u.opening_date))
-    WHERE (p.code = ANY(d.org_units) OR p.level = d.org_unit_level
-           -- taken out of the list since: still for the periods begun before that day
-           OR CAST(d.assignment_ends->>p.code AS date) > greatest(c.start_date, u.opening_date))
+    WHERE """ + assigned_sql("p.code", "p.level", "greatest(c.start_date, u.opening_date)",
+                             "d.org_units", "d.org_unit_level", "d.assignment_ends") + """
 ),
 missing AS (
     -- of those, nothing accepted
@@ -123,8 +122,9 @@ recipients AS (
     SELECT m.*, f.code AS recipient, f.name AS recipient_name, f.language, f.email, f.digest
     FROM missing m
     JOIN notify.md_focal_point f
-      ON (m.kind = 'LATE_RETURN' AND f.role = 'supervisor' AND strpos(m.path, '/' || f.org_unit || '/') > 0)
-      OR (m.kind = 'REMINDER' AND f.role = 'reporter' AND f.org_unit = m.org_unit)
+      ON f.retired_on IS NULL
+     AND ((m.kind = 'LATE_RETURN' AND f.role = 'supervisor' AND strpos(m.path, '/' || f.org_unit || '/') > 0)
+          OR (m.kind = 'REMINDER' AND f.role = 'reporter' AND f.org_unit = m.org_unit))
 ),
 channels AS (SELECT unnest(CAST(:channels AS text[])) AS channel),
 -- one alert per unit and recipient; a digest reader's is recorded all the same, never due
@@ -180,7 +180,11 @@ digest_lines AS (
 -- late: withdrawn, never sent (the next day's digest listed the unit as late, its count
 -- above the check's own). (A data-modifying CTE runs whether or not it is read.)
 withdrawn AS (
-    DELETE FROM notify.notification n WHERE n.id IN (SELECT id FROM waiting WHERE answered)
+    -- (one the dispatcher holds, withdrawing a digest's answered lines as it sends it, is
+    -- skipped: waiting on it while holding another it will mark deadlocked; the next check)
+    DELETE FROM notify.notification n WHERE n.id IN (
+        SELECT a.id FROM notify.notification a WHERE a.id IN (SELECT id FROM waiting WHERE answered)
+        FOR UPDATE SKIP LOCKED)
     RETURNING id
 ),
 digest AS (
@@ -199,7 +203,7 @@ digest AS (
                        'org_unit', jsonb_build_object('en', l.unit_en, 'lo', l.unit_lo)))
                    ORDER BY l.data_set, l.period, l.org_unit))
     FROM digest_lines l
-    JOIN notify.md_focal_point f ON f.code = l.recipient
+    JOIN notify.md_focal_point f ON f.code = l.recipient AND f.retired_on IS NULL
     JOIN notify.md_org_unit fu ON fu.code = f.org_unit
     GROUP BY l.recipient, f.org_unit, l.channel
     ON CONFLICT ON CONSTRAINT notification_once DO NOTHING

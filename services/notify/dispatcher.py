@@ -96,6 +96,27 @@ def retry_failed(conn: sa.Connection, recipient: str | None, type_: str | None, 
     return conn.execute(_RETRY, {"recipient": recipient, "type": type_, "channel": channel}).rowcount
 
 
+# A focal point retired (the person left): what still waits for them is given up, FAILED
+# with the reason (visible, and an operator's retry can resend it after a correction), never
+# sent to a mailbox nobody reads; a digest reader's alerts that wait for a digest with them.
+_RETIRED = sa.text(f"""
+UPDATE {t.notification.fullname} n
+SET status = 'FAILED', last_error = format('focal point %s retired on %s', n.recipient, f.retired_on)
+FROM {t.replica.focal_point.fullname} f
+WHERE n.status = 'PENDING' AND n.recipient = ANY(CAST(:codes AS text[]))
+  AND f.code = n.recipient AND f.retired_on IS NOT NULL
+""")
+
+
+def on_focal_points_changed(conn: sa.Connection, changes: dict) -> None:
+    """Run where the replica takes a metadata change, in its transaction."""
+    requeue_for_new_addresses(conn, changes)
+    retired = sorted({fp["code"] for fp in changes.get("focal_points") or [] if fp.get("retired_on")})
+    if retired:
+        gone = conn.execute(_RETIRED, {"codes": retired}).rowcount
+        log.info("%d pending alert(s) given up: their focal point retired (%s)", gone, ", ".join(retired))
+
+
 def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
     codes = sorted({fp["code"] for fp in changes.get("focal_points") or [] if fp.get("email")})
     if not codes:
@@ -411,12 +432,14 @@ DELETE FROM notify.notification n WHERE n.id IN (
 """)
 
 
-def still_true(conn: sa.Connection, row: types.SimpleNamespace) -> types.SimpleNamespace | None:
+def still_true(conn: sa.Connection, row: types.SimpleNamespace,
+               withdrawn: list[tuple[str, str, int]]) -> types.SimpleNamespace | None:
     """The notification as it is still worth sending, or None once withdrawn: a late return
     or a reminder whose return has been accepted while it waited (the relay down, a retry's
     backoff) told a supervisor "no accepted return" after it came; a digest drops its lines
     answered since it was made, and is withdrawn when none is left. Withdrawn is deleted,
-    never sent, as the deadline check withdraws a digest reader's answered alert."""
+    never sent, as the deadline check withdraws a digest reader's answered alert. What was
+    withdrawn goes to ``withdrawn`` ((type, channel, how many): counted once committed)."""
     if row.type in ("LATE_RETURN", "REMINDER"):
         lines = [{"data_set": row.data_set, "org_unit": row.org_unit, "period": row.period}]
     elif row.type == "LATE_DIGEST":
@@ -429,14 +452,19 @@ def still_true(conn: sa.Connection, row: types.SimpleNamespace) -> types.SimpleN
     n = t.notification
     if row.type != "LATE_DIGEST":
         conn.execute(n.delete().where(n.c.id == row.id))
+        withdrawn.append((row.type, row.channel, 1))
         log.info("notification %d (%s to %s) withdrawn: %s %s %s has been received since", row.id, row.type,
                  row.recipient, row.data_set, row.org_unit, row.period)
         return None
-    late = [line for line in lines if (line["data_set"], line["org_unit"], line["period"]) not in answered]
-    conn.execute(_WITHDRAW_CARRIED, {"recipient": row.recipient, "channel": row.channel, "late": json.dumps(
-        [line for line in lines if (line["data_set"], line["org_unit"], line["period"]) in answered])})
+    late, gone = [], []
+    for line in lines:
+        (gone if (line["data_set"], line["org_unit"], line["period"]) in answered else late).append(line)
+    carried = conn.execute(_WITHDRAW_CARRIED, {"recipient": row.recipient, "channel": row.channel,
+                                               "late": json.dumps(gone)}).rowcount
+    withdrawn.append(("LATE_RETURN", row.channel, carried))
     if not late:
         conn.execute(n.delete().where(n.c.id == row.id))
+        withdrawn.append((row.type, row.channel, 1))
         log.info("digest %d to %s withdrawn: its %d late return(s) have been received since", row.id,
                  row.recipient, len(lines))
         return None
@@ -523,6 +551,13 @@ class Dispatcher(Pump):
         log.info("notification %d (%s to %s by %s) sent", row.id, row.type, row.recipient, row.channel)
 
     def _deliver_one(self, channel: str, delivered: list) -> bool:
+        withdrawn: list[tuple[str, str, int]] = []
+        found = self._deliver_or_withdraw(channel, delivered, withdrawn)
+        for kind, its_channel, count in withdrawn:  # (counted once committed: a rollback raised)
+            metrics.notifications_total.labels(type=kind, channel=its_channel, status="WITHDRAWN").inc(count)
+        return found
+
+    def _deliver_or_withdraw(self, channel: str, delivered: list, withdrawn: list) -> bool:
         n = t.notification
         carried = None  # the alerts a digest carried, once this one is recorded SENT
         with self.engine.begin() as conn:
@@ -533,7 +568,7 @@ class Dispatcher(Pump):
                 .with_for_update(skip_locked=True)).first()
             if row is None:
                 return False
-            row = still_true(conn, types.SimpleNamespace(**row._mapping))
+            row = still_true(conn, types.SimpleNamespace(**row._mapping), withdrawn)
             if row is None:
                 return True
             row = as_addressed_now(conn, row)

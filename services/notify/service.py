@@ -22,7 +22,7 @@ from nameko.timer import Timer
 
 from services.notify import alerts, deadlines
 from services.notify import tables as t
-from services.notify.dispatcher import CHANNELS, Dispatcher, requeue_for_new_addresses, retry_failed
+from services.notify.dispatcher import CHANNELS, Dispatcher, on_focal_points_changed, retry_failed
 from services.notify.templates import SUBJECTS
 from shared import collectors, local, metrics, serialization
 from shared.api import api_rpc, error, flag, not_found, reply
@@ -59,7 +59,7 @@ class Outgoing(DependencyProvider):
         # of a kind is then an increase() an alert rule can see
         for channel in self.channels:
             for kind in SUBJECTS:
-                for status in ("SENT", "FAILED", "RETRY"):
+                for status in ("SENT", "FAILED", "RETRY", "WITHDRAWN"):
                     metrics.notifications_total.labels(type=kind, channel=channel, status=status)
 
     def get_dependency(self, worker_ctx):
@@ -197,7 +197,7 @@ class NotifyService(KeepsMetadataReplica):
 
     db = Database(t.metadata)
     # a focal point given an address: its e-mail alerts that failed for want of one go out
-    replica = Replica(t.replica, on_apply=requeue_for_new_addresses)
+    replica = Replica(t.replica, on_apply=on_focal_points_changed)
     outgoing = Outgoing()
     # the deadline check asks which places it found missing have a return on its way
     submission_rpc = RpcProxy("submission")

@@ -103,5 +103,7 @@ def document(conn: sa.Connection, principal, params: dict) -> dict:
         doc["focalPoints"] = [
             {"code": code, "name": fp["name"], "orgUnit": fp["org_unit"], "role": fp["role"],
              "email": fp["email"], "phone": fp["phone"], "language": fp["language"], "digest": fp["digest"]}
-            for code, fp in sorted(reg.focal_points.items()) if fp["org_unit"] in visible]
+            for code, fp in sorted(reg.focal_points.items())
+            # (one retired is no part of the metadata: posted back, the export leaves it retired)
+            if fp["org_unit"] in visible and fp.get("retired_on") is None]
     return doc

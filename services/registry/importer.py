@@ -495,6 +495,7 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
                                         "email": "email", "phone": "phone", "language": "language",
                                         "digest": "digest"})
         state["code"] = code
+        state["retired_on"] = None  # named in a document: active (again)
         for key, default in (("email", None), ("phone", None), ("language", "lo"), ("digest", False)):
             state.setdefault(key, default)
         missing = _missing(state, {"name": "name", "orgUnit": "org_unit", "role": "role"})

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from services.registry import exporter, importer
 from services.registry import tables as t
 from shared import auth, local, serialization
-from shared.api import api_rpc, error, not_found, reply
+from shared.api import api_rpc, error, flag, not_found, reply
 from shared.delivery import Database
 from shared.events import subscribe
 from shared.local import RpcProxy
@@ -53,6 +53,11 @@ def import_document(tx, document, stored: importer.StoredCombos | None = None,
     return plan, version
 
 
+def _in_force(dated: sa.Table, day) -> sa.ColumnElement[bool]:
+    """A dated row (a unit's path or parent link) in force on ``day``."""
+    return sa.and_(dated.c.valid_from <= day, sa.or_(dated.c.valid_to.is_(None), dated.c.valid_to > day))
+
+
 def _within_scope(tx, user: dict, org_unit: str) -> bool:
     """Whether a scoped user's subtree (today) holds ``org_unit``; unscoped users hold all."""
     if user.get("orgUnit") is None or user["role"] not in ("supervisor", "reporter"):
@@ -60,7 +65,7 @@ def _within_scope(tx, user: dict, org_unit: str) -> bool:
     p, day = t.org_unit_path, today()
     # (where it sits today: a move scheduled for next year is not where it is)
     return tx.execute(sa.select(p.c.code).where(
-        p.c.code == org_unit, p.c.valid_from <= day, sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day),
+        p.c.code == org_unit, _in_force(p, day),
         p.c.path.contains(f"/{user['orgUnit']}/", autoescape=True))).first() is not None
 
 
@@ -73,9 +78,12 @@ def upsert_user(tx, body: dict) -> dict:
             raise ValidationError({"orgUnit": [f"unknown org unit {data['orgUnit']!r}"]})
     focal_point = data.get("focalPoint")
     if focal_point is not None:
-        fp_unit = tx.execute(sa.select(t.focal_point.c.org_unit).where(t.focal_point.c.code == focal_point)).first()
+        fp_unit = tx.execute(sa.select(t.focal_point.c.org_unit, t.focal_point.c.retired_on)
+                             .where(t.focal_point.c.code == focal_point)).first()
         if not fp_unit:
             raise ValidationError({"focalPoint": [f"unknown focal point {focal_point!r}"]})
+        if fp_unit.retired_on is not None:
+            raise ValidationError({"focalPoint": [f"focal point {focal_point!r} retired on {fp_unit.retired_on}"]})
         if not _within_scope(tx, data, fp_unit.org_unit):
             raise ValidationError({"focalPoint": [
                 f"focal point {focal_point!r} is at org unit {fp_unit.org_unit!r}, outside the user's "
@@ -175,8 +183,7 @@ class RegistryService:
         day = today()
         p = t.org_unit_path
         return conn.execute(sa.select(p.c.path).where(
-            p.c.code == code, p.c.valid_from <= day,
-            sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day))).scalar()
+            p.c.code == code, _in_force(p, day))).scalar()
 
     def _visible(self, conn, principal, code: str) -> str:
         """The unit's current path, after checking it exists and is in scope."""
@@ -197,7 +204,7 @@ class RegistryService:
             now = today()
             day = max(now, unit.opening_date)
             link = t.org_unit_link
-            current = sa.and_(link.c.valid_from <= day, sa.or_(link.c.valid_to.is_(None), link.c.valid_to > day))
+            current = _in_force(link, day)
             parent = conn.execute(sa.select(link.c.parent).where(link.c.code == code, current)).scalar()
             # and those not open yet that will open under it, as they are shown themselves
             # (and as its subtree's metadata export lists them)
@@ -209,7 +216,8 @@ class RegistryService:
                         "to": r.valid_to.isoformat() if r.valid_to else None}
                        for r in conn.execute(sa.select(link).where(link.c.code == code)
                                              .order_by(link.c.valid_from))]
-            fps = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.org_unit == code)
+            fps = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.org_unit == code,
+                                                              t.focal_point.c.retired_on.is_(None))
                                .order_by(t.focal_point.c.code)).all()
             last = conn.execute(sa.select(t.last_submission).where(t.last_submission.c.org_unit == code)
                                 .order_by(t.last_submission.c.data_set)).all()
@@ -236,20 +244,18 @@ class RegistryService:
                 sa.select(p.c.code, p.c.path, p.c.level, t.org_unit.c.name, t.org_unit.c.name_lo,
                           t.org_unit.c.generated)
                 .join(t.org_unit, t.org_unit.c.code == p.c.code)
-                .where(p.c.path.startswith(root_path, autoescape=True), p.c.valid_from <= day,
-                       sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day),
+                .where(p.c.path.startswith(root_path, autoescape=True), _in_force(p, day),
                        t.org_unit.c.opening_date <= day,  # (a unit opening later has a place already)
                        sa.or_(t.org_unit.c.closed_date.is_(None), t.org_unit.c.closed_date >= day))
                 .order_by(p.c.path)).all()
             roles = {}
             for r in conn.execute(sa.select(fp.c.org_unit, fp.c.role, sa.func.count())
+                                  .where(fp.c.retired_on.is_(None))  # (one who left covers nothing)
                                   .group_by(fp.c.org_unit, fp.c.role)):
                 roles[(r.org_unit, r.role)] = r[2]
             last: dict[str, list] = {}
             for r in conn.execute(sa.select(ls).join(p, p.c.code == ls.c.org_unit)
-                                  .where(p.c.path.startswith(root_path, autoescape=True),
-                                         p.c.valid_from <= day,
-                                         sa.or_(p.c.valid_to.is_(None), p.c.valid_to > day))
+                                  .where(p.c.path.startswith(root_path, autoescape=True), _in_force(p, day))
                                   .order_by(ls.c.data_set)):
                 last.setdefault(r.org_unit, []).append(_last_submission_out(r))
             data_sets = conn.execute(sa.select(t.data_set.c.org_units, t.data_set.c.org_unit_level)).all()
@@ -281,10 +287,14 @@ class RegistryService:
     # ---------------------------------------------------------------- focal points
 
     @api_rpc
-    def list_focal_points(self, principal, org_unit: str | None = None):
+    def list_focal_points(self, principal, org_unit: str | None = None, include_retired: str | None = None):
+        """The focal points (of a unit), those retired only when asked (``includeRetired``)."""
         principal.require("read")
+        retired = flag({"includeRetired": include_retired}, "includeRetired")
         with self.db.connect() as conn:
             query = sa.select(t.focal_point).order_by(t.focal_point.c.code)
+            if not retired:
+                query = query.where(t.focal_point.c.retired_on.is_(None))
             if org_unit:
                 self._visible(conn, principal, org_unit)
                 query = query.where(t.focal_point.c.org_unit == org_unit)
@@ -313,6 +323,29 @@ class RegistryService:
         with self.db.connect() as conn:
             row = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.code == code)).one()
         return {**reply(_focal_point_out(row), 201 if plan.created else 200), "metadata_version": version}
+
+    @api_rpc
+    def retire_focal_point(self, principal, code: str):
+        """``DELETE /api/focalPoints/{code}``: the person left. Retired from today: no alert is
+        addressed to them any more, what waits for them is given up (notify), and they are
+        listed nowhere but by ``includeRetired``; kept, with what was sent to them. A PUT
+        or an import naming the code makes them active again. Retiring twice is the first."""
+        principal.require("focal_points.write")
+        with self.db.transaction() as tx:
+            tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
+            reg = importer.load_registry(tx.conn)
+            existing = reg.focal_points.get(code)
+            if existing is None:
+                raise not_found(f"focal point {code!r}")
+            version = reg.version
+            if existing.get("retired_on") is None:
+                plan = importer.Plan(since=reg.version, updated=1)
+                plan.focal_points[code] = {**existing, "retired_on": today()}
+                version = importer.write(tx.conn, plan)
+                tx.emit("metadata_changed", importer.changes_payload(plan, version, {}))
+            row = tx.execute(sa.select(t.focal_point).where(t.focal_point.c.code == code)).one()
+        log.info("focal point %s retired on %s", code, row.retired_on)
+        return {**reply(_focal_point_out(row)), "metadata_version": version}
 
     # ---------------------------------------------------------------- users
 
@@ -398,7 +431,8 @@ WHERE f.code = a.focal_point
 def _focal_point_out(r) -> dict:
     return {"code": r.code, "name": r.name, "orgUnit": r.org_unit, "role": r.role, "email": r.email,
             "phone": r.phone, "language": r.language, "digest": r.digest,
-            "lastActiveAt": show(r.last_active_at)}
+            "lastActiveAt": show(r.last_active_at),
+            "retiredOn": r.retired_on.isoformat() if r.retired_on else None}
 
 
 def _last_submission_out(r) -> dict:

@@ -100,6 +100,10 @@ focal_point = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
     # learned from traffic, not part of the metadata version
     sa.Column("last_active_at", sa.DateTime(timezone=True)),
+    # the day the person left (DELETE /api/focalPoints/{code}): no alert is addressed to a
+    # retired focal point, nor listed; kept, as what was sent to it is (named again in an
+    # import or a PUT, it is active again)
+    sa.Column("retired_on", sa.Date),
 )
 
 user_account = sa.Table(

@@ -102,6 +102,7 @@ class FocalPointStateSchema(EventSchema):
     language = fields.Str(load_default="lo", validate=validate.OneOf(LANGUAGES))
     digest = fields.Bool(load_default=False)
     version = fields.Int(required=True)
+    retired_on = fields.Date(allow_none=True, load_default=None)  # (absent before retirement was)
 
 
 class MetadataChangesSchema(EventSchema):

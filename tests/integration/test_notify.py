@@ -557,11 +557,19 @@ def test_an_alert_whose_return_came_while_it_waited_is_withdrawn_not_sent(system
     with engine_for(settings.database_url).connect() as conn:
         wait_until(lambda: conn.execute(sa.text("SELECT count(*) FROM notify.received WHERE data_set = :ds"),
                                         {"ds": stock}).scalar() == 2, message="notify told of both returns")
+    def withdrawn(kind):
+        return REGISTRY.get_sample_value("statnet_notifications_total",
+                                         {"type": kind, "channel": "email", "status": "WITHDRAWN"}) or 0
+
+    before_withdrawn = {kind: withdrawn(kind) for kind in ("LATE_RETURN", "REMINDER")}
     smtp.start()
     wait_until(lambda: all(n["status"] == "SENT" for n in by_email(f"S1{UID}").values()), timeout=60,
                message="the still-late villages' alerts sent")
     assert unanswered in by_email(f"S1{UID}") and answered not in by_email(f"S1{UID}")
     assert by_email(f"R11{UID}") == {}
+    # counted: the district's alert and the province's carried one; the reminder
+    assert withdrawn("LATE_RETURN") - before_withdrawn["LATE_RETURN"] == 2
+    assert withdrawn("REMINDER") - before_withdrawn["REMINDER"] == 1
     [digest] = wait_until(lambda: [m for m in smtp.mails()[before:] if m["X-Statnet-Type"] == "LATE_DIGEST"
                                    and f"({stock})" in m.get_content()], timeout=60, message="the day's digest")
     lines = [line for line in digest.get_content().splitlines() if f"({stock}) 202610" in line]

@@ -881,12 +881,66 @@ def test_a_unit_taken_out_of_a_data_sets_list_keeps_its_past_periods(system, wor
     wait_until(lambda: completeness(following) == (1, 0), message="next month without the unit taken out")
     assert completeness("202501") == (2, 2) and completeness(now) == (2, 0)
     assert checked("2025-02-20") == due   # the deadline check expects those months of both still
-    # January is still its to correct
+    # January is still its to correct, and its past to load (the chunk was refused: not assigned)
     r = system.submit({"dataSet": ds, "period": "202501", "orgUnit": dropped,
                        "dataValues": [{"dataElement": de, "value": "6"}]})
+    assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    past = ("dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,"
+            f"comment,followup\n{de},202412,{dropped},,,4,,,,\n")
+    r = system.post(f"/api/history?dataSet={ds}", data=past.encode(), headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200, r.text
+    # and a CSV without ?dataSet= finds the data set by the period's day (it found none)
+    csv_return = ("dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,"
+                  f"comment,followup\n{de},202501,{dropped},,,7,,,,\n")
+    r = system.post("/api/dataValueSets", data=csv_return.encode(), headers={"Content-Type": "text/csv"})
+    assert r.status_code == 202, r.text
     assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
     # the export posted back changes nothing; put back, the unit is assigned again
     again = system.import_metadata({"dataSets": [{"code": ds, "orgUnits": [kept]}]})
     assert again["stats"]["updated"] == 0
     system.import_metadata({"dataSets": [{"code": ds, "orgUnits": [kept, dropped]}]})
     wait_until(lambda: completeness(following) == (2, 0), message="the unit put back")
+
+
+def test_a_focal_point_who_left_is_retired_addressed_no_more_and_kept(system, world, settings):
+    """There was no way to take out a supervisor who left: PUT could only empty the address,
+    and every deadline check then recorded alerts to them that FAILED for want of one, while
+    coverage still counted them. DELETE retires them from today."""
+    t, *_ = world
+    district = t.districts[1]
+    system.import_metadata({"focalPoints": [{"code": "FPREGLEFT", "name": "ຜູ້ກວດກາເກົ່າ", "orgUnit": district,
+                                             "role": "supervisor", "email": "left@example.la", "language": "lo"}]})
+    assert system.post("/api/deadlines/check?asOf=2026-03-01").status_code == 200
+    with engine_for(settings.database_url).begin() as conn:
+        # waiting for a retry (a relay down), as alerts to them may be when they leave
+        waiting = conn.execute(sa.text(
+            "UPDATE notify.notification SET status = 'PENDING', next_attempt_at = now() + interval '1 hour' "
+            "WHERE recipient = 'FPREGLEFT'")).rowcount
+    assert waiting > 0
+    reporter = system.create_user("reg-left-rep", "reporter", t.villages[district][0])
+    assert system.delete("/api/focalPoints/FPREGLEFT", token=reporter).status_code == 403
+    assert system.delete("/api/focalPoints/NOSUCHFP").status_code == 404
+    gone = system.delete("/api/focalPoints/FPREGLEFT")
+    assert gone.status_code == 200 and gone.json()["retiredOn"] == dt.date.today().isoformat(), gone.text
+    again = system.delete("/api/focalPoints/FPREGLEFT")  # retired once, on the first day
+    assert again.status_code == 200 and again.json()["retiredOn"] == gone.json()["retiredOn"]
+    # listed nowhere but when asked for
+    assert "FPREGLEFT" not in {f["code"] for f in system.get(f"/api/focalPoints?orgUnit={district}").json()["focalPoints"]}
+    kept = system.get(f"/api/focalPoints?orgUnit={district}&includeRetired=true").json()["focalPoints"]
+    assert [(f["code"], f["name"]) for f in kept if f["retiredOn"]] == [("FPREGLEFT", "ຜູ້ກວດກາເກົ່າ")]
+    assert system.get("/api/focalPoints?includeRetired=maybe").status_code == 400
+    assert unit(system, district)["focalPoints"] == []
+    assert "FPREGLEFT" not in json.dumps(system.get("/api/metadata?focalPoints=true").json())
+    assert system.post("/api/users", json={"username": "reg-left-user", "role": "supervisor", "orgUnit": district,
+                                           "focalPoint": "FPREGLEFT"}).status_code == 400
+    # what waited for them is given up, saying why; nothing new is addressed to them
+    listed = lambda: system.get("/api/notifications?recipient=FPREGLEFT").json()["notifications"]  # noqa: E731
+    wait_until(lambda: {n["status"] for n in listed()} == {"FAILED"}, message="waiting alerts given up")
+    assert all("retired on" in n["lastError"] for n in listed())
+    before = len(listed())
+    assert system.post("/api/deadlines/check?asOf=2026-03-02").status_code == 200
+    assert len(listed()) == before
+    # named again, active again
+    back = system.put("/api/focalPoints/FPREGLEFT", json={"email": "back@example.la"})
+    assert back.status_code == 200 and back.json()["retiredOn"] is None, back.text
+    assert [f["code"] for f in unit(system, district)["focalPoints"]] == ["FPREGLEFT"]

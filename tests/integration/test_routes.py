@@ -46,6 +46,7 @@ def routes(t, codes, village, return_id):
         ("GET", f"/api/focalPoints?orgUnit={t.province}", None, 200),
         ("PUT", "/api/focalPoints/FPRT", {"name": "Supervisor", "orgUnit": t.province, "role": "supervisor",
                                           "email": "s@example.la"}, 200),
+        ("DELETE", "/api/focalPoints/FPRT", None, 200),   # retired (the PUT above makes it active again)
         ("POST", "/api/dataValueSets", village_return(codes, village, "2024", 10, 11), 202),
         ("GET", f"/api/dataValueSets?dataSet={codes['ds']}&period=2024&orgUnit={village}", None, 200),
         ("GET", f"/api/dataValueSets.json?dataSet={codes['ds']}&period=2024&orgUnit={village}", None, 200),

@@ -31,6 +31,9 @@ class Api:
     def put(self, path, **kw):
         return self.request("PUT", path, **kw)
 
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
     # --- conveniences -------------------------------------------------------------
 
     def import_metadata(self, doc: dict) -> dict:

@@ -173,18 +173,22 @@ def infer_data_set(raw: RawReturn, md, today) -> None:
     # by the codes it knows: a code it does not is named as unknown, and was also answered
     # with "no data set holds every data element", which sent the sender to the wrong fix
     elements = {v.data_element for v in raw.values} & md.data_elements.keys()
-    units = {v.org_unit for v in raw.values} & md.org_units.keys()
-    periods = set()
+    periods, places = set(), set()
     for v in raw.values:
         try:
-            periods.add(Period.parse(v.period))
+            period = Period.parse(v.period)
         except (PeriodError, TypeError):
-            pass  # intake names a bad period; it says nothing about the data set
+            continue  # intake names a bad period; it says nothing about the data set
+        periods.add(period)
+        if v.org_unit in md.org_units:
+            # where the period begins for the unit, as intake judges it (a unit taken out of
+            # a data set's list is still its for the periods begun before)
+            places.add((v.org_unit, max(period.start, md.org_units[v.org_unit].opening_date)))
     types = {p.type for p in periods}
     candidates = sorted((any(is_closed(p, ds.expiry_days, today) for p in periods), len(ds.data_elements), ds.code)
                         for ds in md.data_sets.values()
                         if elements <= set(ds.data_elements) and types <= {ds.period_type}
-                        and all(md.assigned(ds, u) for u in units))
+                        and all(md.assigned(ds, u, day) for u, day in places))
     if candidates:
         raw.data_set = candidates[0][2]
         return
