@@ -66,7 +66,7 @@ Key = tuple[str, str]                          # (data element, combo)
 class Stored:
     """What validation already holds for the places and elements of one return."""
     values: dict[Place, dict[Key, tuple[Decimal | None, int | None]]]  # (value or None if deleted, seq; None: loaded)
-    history: dict[tuple[str, str, str], list[Decimal]]          # (unit, de, combo) -> previous periods, newest first
+    history: dict[tuple[str, str, str, str], list[Decimal]]     # (unit, de, combo, period) -> its previous periods, newest first
 
     @classmethod
     def empty(cls) -> Stored:
@@ -224,7 +224,7 @@ def outliers(ds: DataSet, places: dict[Place, dict], md: Metadata, stored: Store
             lo = None if lo is None else Decimal(str(lo))
             hi = None if hi is None else Decimal(str(hi))
             if lo is None and hi is None:
-                rng = expected_range(stored.history.get((org_unit, de_code, combo), []))
+                rng = expected_range(stored.history.get((org_unit, de_code, combo, period), []))
                 if rng is None:
                     continue
                 (lo, hi), source = rng, "history"

@@ -77,7 +77,7 @@ _STORED = sa.text(f"""
     UNION ALL
     -- a series a row, newest first: a unit's year of history is 100 rows, not 1,200 (each
     -- a row object to build: most of the pipeline's CPU a return once outliers had a past)
-    SELECT 'history', s.org_unit, NULL, s.data_element, s.combo, NULL, NULL, h.past
+    SELECT 'history', s.org_unit, s.period, s.data_element, s.combo, NULL, NULL, h.past
     FROM sent s
     -- no period older than the returns' own HISTORY_PERIODS-th newest number can be among
     -- the newest: both halves start there (read whole, a series of five years of returns
@@ -222,8 +222,9 @@ def _stored(conn, places: dict) -> checks.Stored:
             stored.values.setdefault((org_unit, period), {})[(de, combo)] = (value, seq)
         elif kind == "loaded":  # (no seq: not a row of accepted_value, see _store_accepted)
             loaded.setdefault((org_unit, period), {})[(de, combo)] = (value, None)
-        else:  # (one unit's element sent for several periods: their pasts together, as before)
-            stored.history.setdefault((org_unit, de, combo), []).extend(past)
+        else:  # (each period its own past: one unit's element sent for two months had both
+            # pasts joined, the later month's periods in the earlier one's)
+            stored.history[(org_unit, de, combo, period)] = past
     for place, values in loaded.items():  # a return's value over a load's
         stored.values[place] = {**values, **stored.values.get(place, {})}
     return stored

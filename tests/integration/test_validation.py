@@ -146,8 +146,8 @@ def test_a_returns_values_are_read_over_what_history_loads_brought(settings, sys
     assert stored.values[(ou, "201812")] == {(de, "F"): (Decimal(50), 10), (de, "M"): (Decimal(7), None)}
     # November back to January, newest first: May deleted by a return, March corrected by one
     past = [110, 109, 108, 107, 106, 105, 103, 3, 101, 100]
-    assert stored.history[(ou, de, "F")] == [Decimal(x) for x in past]
-    assert stored.history.get((ou, de, "M"), []) == []
+    assert stored.history[(ou, de, "F", "201812")] == [Decimal(x) for x in past]
+    assert stored.history.get((ou, de, "M", "201812"), []) == []
 
 
 def test_the_outlier_past_is_the_newest_periods_of_returns_and_loads_together(settings, system):
@@ -169,10 +169,14 @@ def test_the_outlier_past_is_the_newest_periods_of_returns_and_loads_together(se
         for m in range(1, 13):
             sent = {(ou, f"2017{m:02d}"): {(de, "default"): Decimal(m)}}
             service._store_accepted(conn, [(sent, m)], service._stored(conn, sent))
-        stored = service._stored(conn, {(ou, "201802"): {(de, "default"): Decimal(1)}})
+        # (and one return sending two months: each its own past; they were joined, so that
+        # June was judged against periods after it)
+        stored = service._stored(conn, {(ou, "201802"): {(de, "default"): Decimal(1)},
+                                        (ou, "201706"): {(de, "default"): Decimal(1)}})
         conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE org_unit = :ou"), {"ou": ou})
         conn.execute(sa.text("DELETE FROM validation.history_series WHERE org_unit = :ou"), {"ou": ou})
-    assert stored.history[(ou, de, "default")] == [Decimal(x) for x in [100, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2]]
+    assert stored.history[(ou, de, "default", "201802")] == [Decimal(x) for x in [100, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2]]
+    assert stored.history[(ou, de, "default", "201706")] == [Decimal(x) for x in [5, 4, 3, 2, 1, 99]]
 
 
 def test_outliers_against_the_units_own_past_are_low_warnings(system, world):

@@ -203,7 +203,7 @@ def test_expected_range_is_median_plus_minus_robust_deviations():
 
 
 def test_outliers_are_low_warnings_with_the_expected_range():
-    stored = Stored({}, {("V", "CASES", "default"): HISTORY, ("V", "OFF", "default"): HISTORY})
+    stored = Stored({}, {("V", "CASES", "default", "202611"): HISTORY, ("V", "OFF", "default", "202611"): HISTORY})
     found = check_return("M", values("202611", CASES=95, PRICE=60000, OFF=95), OUT_MD, stored)
     by = {v["data_element"]: v for v in found}
     assert set(by) == {"CASES", "PRICE"}                 # OFF has outlier checks switched off
