@@ -243,15 +243,19 @@ class FocalPoint:
     retired_on: dt.date | None = None  # left: addressed no more
 
 
-def assigned_sql(unit: str, level: str, day: str, explicit: str, ds_level: str, ends: str) -> str:
-    """``Metadata.assigned`` as an SQL condition, for the statements that judge it over many
-    units at once (completeness, the deadline check, a history chunk): each argument an SQL
-    expression for the unit's code, its level on ``day``, the day the period begins for it
-    (at its opening if that is later), and the data set's listed units (text[]), level and
-    ``assignment_ends`` (jsonb). Never null (a unit never taken out compared null, and
-    ``NOT`` of it let a history chunk's unassigned district through)."""
-    return (f"({unit} = ANY({explicit}) OR {level} IS NOT DISTINCT FROM {ds_level}"
-            f" OR coalesce(CAST({ends}->>{unit} AS date) > {day}, false))")
+def assigned_sql(unit: str, level: str, explicit: str, ds_level: str) -> str:
+    """Whether a unit is assigned a data set now, as an SQL condition for the statements that
+    judge it over many units at once (completeness, the deadline check, a history chunk): each
+    argument an SQL expression for the unit's code, its level as the period begins, and the
+    data set's listed units (text[]) and level."""
+    return f"({unit} = ANY({explicit}) OR {level} IS NOT DISTINCT FROM {ds_level})"
+
+
+def taken_out_sql(unit: str, day: str, ends: str) -> str:
+    """Whether a unit taken out of the data set's list was in it when the period began
+    (``day``: at its opening if that is later), ``ends`` the data set's assignment_ends
+    (jsonb); never null (``NOT`` of a null let a history chunk's unassigned district in)."""
+    return f"coalesce(CAST({ends}->>{unit} AS date) > {day}, false)"
 
 
 class Metadata:

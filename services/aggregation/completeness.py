@@ -4,7 +4,7 @@ Computed from facts, not from a "complete" button (DHIS2's weak spot):
 
 * expected: units in the subtree of ``ou`` as of each period, assigned the data
   set (explicitly, or by their level as of that period; a unit taken out of the
-  list, for the periods begun before it was) and open during it;
+  list, for the periods begun before it was where it reported) and open during it;
 * actual: those of them with an accepted return (the first accepted return
   of each data set, unit and period is registered as it is aggregated);
 * on time: accepted returns received within ``timelyDays`` after the period's
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from services.aggregation.analytics import anchor_day
 from shared.api import error
 from shared.periods import LOCAL_TZ, MONTHS_LONG, Period, PeriodError, fits, periods_named
-from shared.replica import Metadata, assigned_sql
+from shared.replica import Metadata, assigned_sql, taken_out_sql
 
 _COUNTS = sa.text("""
 WITH periods AS (
@@ -46,8 +46,13 @@ expected AS (
       ON p.code = u.code AND p.valid_from <= greatest(per.start_date, u.opening_date)
      AND (p.valid_to IS NULL OR p.valid_to > greatest(per.start_date, u.opening_date))
     JOIN ou_paths o ON starts_with(p.path, o.path)
-    WHERE """ + assigned_sql("p.code", "p.level", "greatest(per.start_date, u.opening_date)",
-                             "CAST(:explicit AS text[])", "CAST(:level AS int)", "CAST(:ends AS jsonb)") + """
+    WHERE """ + assigned_sql("p.code", "p.level", "CAST(:explicit AS text[])", "CAST(:level AS int)") + """
+       -- taken out of the list since: expected where it reported (its return stays counted,
+       -- and the rate with it), not where it did not (added by mistake and taken out, it
+       -- was expected, and late, for every period before)
+       OR (""" + taken_out_sql("p.code", "greatest(per.start_date, u.opening_date)", "CAST(:ends AS jsonb)") + """
+           AND EXISTS (SELECT 1 FROM aggregation.completeness c
+                       WHERE c.data_set = :ds AND c.org_unit = p.code AND c.period = per.period))
 )
 SELECT n.node, count(*) AS expected, count(c.org_unit) AS actual,
        -- on time by the data set's timelyDays as it is now (DHIS2's timeliness, too); a

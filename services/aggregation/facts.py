@@ -709,8 +709,9 @@ SELECT count(*), coalesce(json_agg(json_build_object(
 
 def history_of_places(conn: sa.Connection, places: list[list[str]]) -> tuple[int, str]:
     """``history_series``'s values a row each (see the RPC)."""
-    return conn.execute(_HISTORY_OF_PLACES, {"places": serialization.dumps(
+    n, doc = conn.execute(_HISTORY_OF_PLACES, {"places": serialization.dumps(
         [{"org_unit": ou, "period": pe} for ou, pe in places])}).one()
+    return n, doc  # (a Row is no RPC answer: every such call was dead-lettered)
 
 
 _HISTORY_SERIES = sa.text(f"""

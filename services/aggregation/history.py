@@ -54,7 +54,7 @@ from services.aggregation.facts import refresh_year_totals
 from shared import dhis2_csv, serialization
 from shared.api import DEFAULT_ATTRIBUTE_COMBOS, DEFAULT_COMBO_UID, error
 from shared.periods import FIRST_YEAR, YEARLY, Period, today
-from shared.replica import Metadata, assigned_sql
+from shared.replica import Metadata, assigned_sql, taken_out_sql
 from shared.values import MAX_DIGITS, MAX_TEXT, WHITESPACE
 
 COLUMNS = dhis2_csv.COLUMNS
@@ -193,7 +193,7 @@ SELECT d.n, d.dataelement AS de, d.orgunit AS ou, d.period, d.ptype, d.start_dat
        e.code IS NOT NULL AS de_known, e.value_type, e.combos,
        u.code IS NOT NULL AS ou_known, u.opening_date, u.closed_date,
        w.path, w.level, d.raw, d.value AS original,
-       CASE WHEN btrim(d.comment, E' \t\r\n') <> '' THEN d.comment END AS comment, nullif(btrim(d.storedby), '') AS stored_by,
+       CASE WHEN btrim(d.comment, :ws) <> '' THEN d.comment END AS comment, nullif(btrim(d.storedby), '') AS stored_by,
        d.followup, lower(btrim(coalesce(d.followup, ''))) AS followup_word,
        coalesce(d.attributeoptioncombo, '') AS aoc
 FROM dated d
@@ -248,8 +248,8 @@ _CHECKS = [
      "r.de_known AND (r.combo IS NULL OR NOT r.combo = ANY(r.combos))"),
     ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not assigned data set ' || quote_literal(:ds)",
      "r.ou_known AND r.start_date IS NOT NULL"
-     " AND NOT " + assigned_sql("r.ou", "r.level", "greatest(r.start_date, r.opening_date)",
-                                "CAST(:explicit AS text[])", "CAST(:level AS int)", "CAST(:ends AS jsonb)")),
+     " AND NOT (" + assigned_sql("r.ou", "r.level", "CAST(:explicit AS text[])", "CAST(:level AS int)")
+     + " OR " + taken_out_sql("r.ou", "greatest(r.start_date, r.opening_date)", "CAST(:ends AS jsonb)") + ")"),
     ("orgunit", "r.ou", "'org unit ' || quote_literal(r.ou) || ' is not open in period ' || r.period",
      "r.ou_known AND r.start_date IS NOT NULL AND (r.opening_date > r.end_date OR r.closed_date < r.start_date)"),
     # as intake: statnet keeps no attribute option combos, and a partner's values taken as

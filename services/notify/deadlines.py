@@ -100,8 +100,9 @@ expected AS (
     JOIN notify.md_org_unit_path p
       ON p.code = u.code AND p.valid_from <= greatest(c.start_date, u.opening_date)
      AND (p.valid_to IS NULL OR p.valid_to > greatest(c.start_date, u.opening_date))
-    WHERE """ + assigned_sql("p.code", "p.level", "greatest(c.start_date, u.opening_date)",
-                             "d.org_units", "d.org_unit_level", "d.assignment_ends") + """
+    -- (a unit taken out of the list is chased no more, for no period: where it reported it
+    -- is not missing, and where it did not, nobody expects it now)
+    WHERE """ + assigned_sql("p.code", "p.level", "d.org_units", "d.org_unit_level") + """
 ),
 missing AS (
     -- of those, nothing accepted

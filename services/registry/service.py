@@ -92,15 +92,17 @@ def upsert_user(tx, body: dict) -> dict:
         # a re-post that does not name it keeps the user's link (the contract's rotation
         # sends username, role and orgUnit only: it cut the link, and the focal point's
         # lastActiveAt stopped), while the focal point is still in the user's scope
+        # (one retired is kept no more, nor found by its name: the person left)
+        active = t.focal_point.c.retired_on.is_(None)
         kept = None if "focalPoint" in data else tx.execute(
             sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
             .join(t.user_account, t.user_account.c.focal_point == t.focal_point.c.code)
-            .where(t.user_account.c.username == data["username"])).first()
+            .where(t.user_account.c.username == data["username"], active)).first()
         # else a user named like a focal point's code acts for that focal point (if it is the
         # user's to act for: a name alike in another district is a coincidence, not a link;
         # a focal point made after the user is found when its returns are accepted)
         named = kept or tx.execute(sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
-                                   .where(t.focal_point.c.code == data["username"])).first()
+                                   .where(t.focal_point.c.code == data["username"], active)).first()
         focal_point = named.code if named and _within_scope(tx, data, named.org_unit) else None
     token = auth.new_token()
     row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
@@ -416,15 +418,15 @@ FROM (SELECT coalesce(u.focal_point, named.code, sole.code) AS focal_point, max(
           SELECT fp.code FROM {t.focal_point.fullname} fp
           JOIN {t.org_unit_path.fullname} p ON p.code = fp.org_unit AND p.valid_from <= CAST(:today AS date)
                                               AND (p.valid_to IS NULL OR p.valid_to > CAST(:today AS date))
-          WHERE fp.code = u.username
+          WHERE fp.code = u.username AND fp.retired_on IS NULL
             AND (u.org_unit IS NULL OR u.role NOT IN ('supervisor', 'reporter')
                  OR strpos(p.path, '/' || u.org_unit || '/') > 0)) named ON true
       LEFT JOIN LATERAL (
           SELECT min(fp.code) AS code FROM {t.focal_point.fullname} fp
-          WHERE fp.org_unit = u.org_unit AND fp.role = u.role
+          WHERE fp.org_unit = u.org_unit AND fp.role = u.role AND fp.retired_on IS NULL
           HAVING count(*) = 1) sole ON true
       GROUP BY 1) a
-WHERE f.code = a.focal_point
+WHERE f.code = a.focal_point AND f.retired_on IS NULL  -- (one who left is active no more)
 """)
 
 

@@ -208,7 +208,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
                  "period": value_period.code, "value": text,
                  # a comment of spaces alone says nothing: none, as an empty one is (DHIS2 trims
                  # a comment to null); any other is kept as sent, spaces and all
-                 "comment": v.comment if v.comment is None or v.comment.strip(" \t\r\n") else None}
+                 "comment": v.comment if v.comment is None or v.comment.strip() else None}
         # who the value is from, as DHIS2 keeps it (an export sent back keeps its storedBy);
         # absent, the sender, as before: most values have none, and carry no key for it
         stored_by = v.stored_by.strip() if isinstance(v.stored_by, str) else None

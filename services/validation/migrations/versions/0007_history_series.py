@@ -8,11 +8,13 @@ type) with its periods, values and loads' seqs as arrays; ``accepted_value`` kee
 returns' values only (seq > 0), which win over a load's at the same place, as before.
 The loaded values already taken in move over.
 
-Rolling upgrade: aggregation keeps answering ``history_of_places`` (a row per value) for a
-validation instance of the version before, which goes on taking loads' values into
-``accepted_value``; the new instances read such a row as a return's would be (over the
-series), and update it in place. A new validation asking an aggregation of the version
-before holds the batch for a retry, as when aggregation is down.
+Old code cannot live with this: stop every validation instance before the new one starts.
+An old instance still running judges with the loaded values it took in gone from
+``accepted_value`` (an upgrade probe saw it accept returns a HIGH rule against the loaded
+past rejects). Upgrade aggregation first: it answers both ``history_series`` and the old
+``history_of_places`` (a row per value, for validation instances of the version before);
+a new validation asking an aggregation of the version before holds the batch for a retry,
+as when aggregation is down.
 
 Revision ID: 0007
 """
