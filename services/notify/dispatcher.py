@@ -83,6 +83,9 @@ UPDATE {t.notification.fullname} n
 SET status = 'PENDING', next_attempt_at = {_AGAIN_AT},
     details = n.details || jsonb_build_object('requeued_at', now())  -- waiting again from now (statnet status)
 WHERE n.status = 'FAILED'
+  -- (never to one who left: their alerts were given up for it)
+  AND NOT EXISTS (SELECT 1 FROM {t.replica.focal_point.fullname} f
+                  WHERE f.code = n.recipient AND f.retired_on IS NOT NULL)
   AND (CAST(:recipient AS text) IS NULL OR n.recipient = :recipient)
   AND (CAST(:type AS text) IS NULL OR n.type = :type)
   AND (CAST(:channel AS text) IS NULL OR n.channel = :channel)
@@ -99,12 +102,19 @@ def retry_failed(conn: sa.Connection, recipient: str | None, type_: str | None, 
 # A focal point retired (the person left): what still waits for them is given up, FAILED
 # with the reason (visible, and an operator's retry can resend it after a correction), never
 # sent to a mailbox nobody reads; a digest reader's alerts that wait for a digest with them.
+# One the dispatcher holds (sending it, or a digest carrying it) is skipped: waiting on it
+# while holding others it will mark deadlocked; the dispatcher gives it up as it sends
+# (``_deliver_or_withdraw``), as it does one recorded by a check that read the focal point
+# before it retired.
 _RETIRED = sa.text(f"""
 UPDATE {t.notification.fullname} n
 SET status = 'FAILED', last_error = format('focal point %s retired on %s', n.recipient, f.retired_on)
 FROM {t.replica.focal_point.fullname} f
-WHERE n.status = 'PENDING' AND n.recipient = ANY(CAST(:codes AS text[]))
+WHERE n.id IN (SELECT a.id FROM {t.notification.fullname} a
+               WHERE a.status = 'PENDING' AND a.recipient = ANY(CAST(:codes AS text[]))
+               FOR UPDATE SKIP LOCKED)
   AND f.code = n.recipient AND f.retired_on IS NOT NULL
+RETURNING n.type, n.channel
 """)
 
 
@@ -113,8 +123,10 @@ def on_focal_points_changed(conn: sa.Connection, changes: dict) -> None:
     requeue_for_new_addresses(conn, changes)
     retired = sorted({fp["code"] for fp in changes.get("focal_points") or [] if fp.get("retired_on")})
     if retired:
-        gone = conn.execute(_RETIRED, {"codes": retired}).rowcount
-        log.info("%d pending alert(s) given up: their focal point retired (%s)", gone, ", ".join(retired))
+        gone = conn.execute(_RETIRED, {"codes": retired}).all()
+        for kind, channel in gone:  # (as the replica takes the change)
+            metrics.notifications_total.labels(type=kind, channel=channel, status="FAILED").inc()
+        log.info("%d pending alert(s) given up: their focal point retired (%s)", len(gone), ", ".join(retired))
 
 
 def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
@@ -129,7 +141,8 @@ def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
 
 # Who a notification goes to, as the focal point is now: an address (or language) corrected
 # after the alert was recorded is the one its next attempt uses
-_CONTACT = sa.text(f"SELECT name, email, language FROM {t.replica.focal_point.fullname} WHERE code = :code")
+_CONTACT = sa.text(f"SELECT name, email, language, retired_on FROM {t.replica.focal_point.fullname} "
+                   "WHERE code = :code")
 
 
 def as_addressed_now(conn: sa.Connection, row: types.SimpleNamespace) -> types.SimpleNamespace:
@@ -137,8 +150,8 @@ def as_addressed_now(conn: sa.Connection, row: types.SimpleNamespace) -> types.S
     details (a focal point since removed keeps those it was recorded with)."""
     contact = conn.execute(_CONTACT, {"code": row.recipient}).first()
     if contact is None:
-        return row
-    return types.SimpleNamespace(**{**vars(row), "details": {
+        return types.SimpleNamespace(**{**vars(row), "retired_on": None})
+    return types.SimpleNamespace(**{**vars(row), "retired_on": contact.retired_on, "details": {
         **row.details, "recipient_name": contact.name, "email": contact.email, "language": contact.language}})
 
 
@@ -573,6 +586,9 @@ class Dispatcher(Pump):
                 return True
             row = as_addressed_now(conn, row)
             attempts = row.attempts + 1
+            if row.retired_on is not None:  # (recorded before notify heard of it)
+                self._mark(conn, row, "FAILED", attempts, f"focal point {row.recipient} retired on {row.retired_on}")
+                return True
             try:
                 CHANNELS[row.channel](row, self.settings)
             except PermanentFailure as exc:

@@ -408,12 +408,14 @@ noted AS (
 )
 UPDATE {t.focal_point.fullname} f
 SET last_active_at = greatest(coalesce(f.last_active_at, a.at), a.at)
-FROM (SELECT coalesce(u.focal_point, named.code, sole.code) AS focal_point, max(x.accepted_at) AS at
+FROM (SELECT coalesce(linked.code, named.code, sole.code) AS focal_point, max(x.accepted_at) AS at
       FROM x JOIN {t.user_account.fullname} u ON u.username = x.submitted_by
       -- a user linked to no focal point acts for the one named like it in its scope (made
       -- after the user: the link made at the user's creation found none), else for the
       -- one of its role at its org unit, when there is exactly one (the person
       -- responsible there: CONTRACT 3)
+      -- (the linked one while active: one who left credits the sole one of the unit, a successor)
+      LEFT JOIN {t.focal_point.fullname} linked ON linked.code = u.focal_point AND linked.retired_on IS NULL
       LEFT JOIN LATERAL (
           SELECT fp.code FROM {t.focal_point.fullname} fp
           JOIN {t.org_unit_path.fullname} p ON p.code = fp.org_unit AND p.valid_from <= CAST(:today AS date)

@@ -949,6 +949,18 @@ def test_a_focal_point_who_left_is_retired_addressed_no_more_and_kept(system, wo
     listed = lambda: system.get("/api/notifications?recipient=FPREGLEFT").json()["notifications"]  # noqa: E731
     wait_until(lambda: {n["status"] for n in listed()} == {"FAILED"}, message="waiting alerts given up")
     assert all("retired on" in n["lastError"] for n in listed())
+    # an operator's retry sends them nothing; one recorded before notify heard of it (a
+    # check that read the focal point before) is given up as it would be sent
+    r = system.post("/api/notifications/retry?recipient=FPREGLEFT")
+    assert r.status_code == 200 and r.json() == {"retried": 0}, r.text
+    one = listed()[0]
+    with engine_for(settings.database_url).begin() as conn:
+        conn.execute(sa.text("UPDATE notify.notification SET status = 'PENDING', next_attempt_at = now(), "
+                             "last_error = NULL WHERE id = :id"), {"id": one["id"]})
+    wait_until(lambda: next(n for n in listed() if n["id"] == one["id"])["status"] == "FAILED",
+               message="given up as it would be sent")
+    again_one = next(n for n in listed() if n["id"] == one["id"])
+    assert again_one["attempts"] == one["attempts"] + 1 and "retired on" in again_one["lastError"]
     before = len(listed())
     assert system.post("/api/deadlines/check?asOf=2026-03-02").status_code == 200
     assert len(listed()) == before
