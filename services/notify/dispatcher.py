@@ -100,7 +100,7 @@ def retry_failed(conn: sa.Connection, recipient: str | None, type_: str | None, 
 
 
 # A focal point retired (the person left): what still waits for them is given up, FAILED
-# with the reason (visible, and an operator's retry can resend it after a correction), never
+# with the reason (visible; an operator's retry resends it once they are active again), never
 # sent to a mailbox nobody reads; a digest reader's alerts that wait for a digest with them.
 # One the dispatcher holds (sending it, or a digest carrying it) is skipped: waiting on it
 # while holding others it will mark deadlocked; the dispatcher gives it up as it sends
