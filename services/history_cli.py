@@ -7,8 +7,8 @@ import codecs
 import collections
 import csv
 import dataclasses
-import io
 import datetime as dt
+import io
 import json
 import os
 import re

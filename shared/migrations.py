@@ -187,3 +187,32 @@ def create_replica_tables_v1(op, schema: str) -> None:
         _ts("updated_at"),
         schema=schema)
     op.execute(f'INSERT INTO "{schema}".md_state (id, version) VALUES (1, 0)')
+
+
+def replica_assignment_ends_v1(op, schema: str) -> None:
+    """The replica keeps a data set's units taken out of its list, each with the day it was
+    (registry 0003, ``data_set.assignment_ends``). Existing data sets have taken none out."""
+    op.execute(f"ALTER TABLE {schema}.md_data_set ADD COLUMN assignment_ends jsonb NOT NULL DEFAULT '{{}}'")
+
+
+def drop_replica_assignment_ends_v1(op, schema: str) -> None:
+    """Downgrade of ``replica_assignment_ends_v1``."""
+    op.execute(f"ALTER TABLE {schema}.md_data_set DROP COLUMN assignment_ends")
+
+
+def replica_focal_point_retired_v1(op, schema: str) -> None:
+    """The replica keeps a focal point's retirement day (registry 0004, ``retired_on``).
+
+    A retirement (or a data set's units taken out, the revision before) that an instance
+    of the version before took while the registry was already new was dropped by its
+    schema, yet moved its version on: the next catch-up starts from nothing and rewrites
+    the focal points and data sets (their versions set back; the rest, unchanged, stays)."""
+    op.execute(f"ALTER TABLE {schema}.md_focal_point ADD COLUMN retired_on date")
+    op.execute(f"UPDATE {schema}.md_focal_point SET version = 0")
+    op.execute(f"UPDATE {schema}.md_data_set SET version = 0")
+    op.execute(f"UPDATE {schema}.md_state SET version = 0")
+
+
+def drop_replica_focal_point_retired_v1(op, schema: str) -> None:
+    """Downgrade of ``replica_focal_point_retired_v1``."""
+    op.execute(f"ALTER TABLE {schema}.md_focal_point DROP COLUMN retired_on")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import logging
 import threading
 import time
@@ -212,9 +213,13 @@ class DataSet:
     org_units: frozenset[str]
     timely_days: int
     expiry_days: int
-    # units taken out of org_units, and the day each was: assigned for the periods that
-    # begin before it (the registry's data_set.assignment_ends)
+    # units taken out of org_units, and the day each was: theirs to correct for the periods
+    # that begin before it, counted where they reported (the registry's assignment_ends)
     assignment_ends: dict[str, dt.date] = field(default_factory=dict, compare=False)
+
+    def assignment_ends_json(self) -> str:
+        """``assignment_ends`` as the JSON document ``taken_out_sql``'s ``ends`` reads."""
+        return json.dumps({ou: day.isoformat() for ou, day in self.assignment_ends.items()})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ as a tree: each child has the same shape, its own children included.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import sqlalchemy as sa
 
@@ -125,7 +124,7 @@ def completeness(conn: sa.Connection, md: Metadata, params: dict, depth: int = 1
         "pcode": [p.code for p in periods], "pstart": [p.start for p in periods],
         "pend": [p.end for p in periods], "ou_paths": sorted({p.path for p in md.org_units[ou].paths}),
         "explicit": sorted(ds.org_units), "level": ds.org_unit_level, "ds": ds.code,
-        "ends": json.dumps({ou: day.isoformat() for ou, day in ds.assignment_ends.items()}),
+        "ends": ds.assignment_ends_json(),
         "timely_days": ds.timely_days, "tz": LOCAL_TZ.key, "depth": depth}).all()
     # every unit with its children, the same shape all the way down (a child's empty
     # "children" read as "no units under it" when they were only not listed)

@@ -697,6 +697,11 @@ _LOADED_AT_PLACES = """
         WHERE d.org_unit = p.org_unit AND d.period = p.period AND d.seq <= 0
           AND (d.deleted OR d.value IS NOT NULL)) v"""
 
+def _places_param(places: list[list[str]]) -> dict:
+    """``_LOADED_AT_PLACES``'s :places for (unit, period) pairs."""
+    return {"places": serialization.dumps([{"org_unit": ou, "period": pe} for ou, pe in places])}
+
+
 # a row per value (``history_of_places``: validation before its 0007)
 _HISTORY_OF_PLACES = sa.text(f"""
 SELECT count(*), coalesce(json_agg(json_build_object(
@@ -709,8 +714,7 @@ SELECT count(*), coalesce(json_agg(json_build_object(
 
 def history_of_places(conn: sa.Connection, places: list[list[str]]) -> tuple[int, str]:
     """``history_series``'s values a row each (see the RPC)."""
-    n, doc = conn.execute(_HISTORY_OF_PLACES, {"places": serialization.dumps(
-        [{"org_unit": ou, "period": pe} for ou, pe in places])}).one()
+    n, doc = conn.execute(_HISTORY_OF_PLACES, _places_param(places)).one()
     return n, doc  # (a Row is no RPC answer: every such call was dead-lettered)
 
 
@@ -734,6 +738,5 @@ def history_series(conn: sa.Connection, places: list[list[str]]) -> tuple[int, s
     each number (seq <= 0: a load's) or deletion (null) and its seq; text is not a number.
     (How many values, and a JSON document of them built by PostgreSQL: a village's year is
     a thousand values, passed on as text rather than made objects on both sides.)"""
-    n, doc = conn.execute(_HISTORY_SERIES, {"places": serialization.dumps(
-        [{"org_unit": ou, "period": pe} for ou, pe in places])}).one()
+    n, doc = conn.execute(_HISTORY_SERIES, _places_param(places)).one()
     return int(n), doc

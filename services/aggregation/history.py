@@ -41,7 +41,6 @@ import csv
 import dataclasses
 import datetime as dt
 import io
-import json
 import re
 import uuid
 
@@ -535,8 +534,7 @@ def load(conn: sa.Connection, md: Metadata, data_set: str | None, body: str, loa
     problems = conn.execute(_PROBLEMS, {"ds": ds.code, "elements": list(ds.data_elements),
                                         "ptype": ds.period_type, "today": today(), "first_year": FIRST_YEAR,
                                         "explicit": sorted(ds.org_units), "level": ds.org_unit_level,
-                                        "ends": json.dumps({ou: day.isoformat()
-                                                            for ou, day in ds.assignment_ends.items()}),
+                                        "ends": ds.assignment_ends_json(),
                                         "default_aocs": list(DEFAULT_ATTRIBUTE_COMBOS)}).all()
     faults = [p for p in problems if p.object != "duplicate"]
     if faults:

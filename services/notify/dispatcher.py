@@ -415,13 +415,15 @@ CHANNELS = {"email": send_email, "webhook": send_webhook}
 # A digest reader's LATE_RETURN alerts go out inside their LATE_DIGEST (deadlines.py): when
 # the digest is sent, or given up, so are the alerts of that recipient and channel that it
 # lists, those and no others (one recorded after it was made is listed in the next)
-DIGESTED = sa.text("""
-UPDATE notify.notification n SET status = :status, attempts = :attempts, sent_at = :sent_at,
-                                 last_error = :last_error
-FROM jsonb_to_recordset(CAST(:late AS jsonb)) AS l(data_set text, period text, org_unit text)
+# (the alerts of a digest's lines, :late, that wait for it: alias n, the lines l)
+_CARRIED = """jsonb_to_recordset(CAST(:late AS jsonb)) AS l(data_set text, period text, org_unit text)
 WHERE n.type = 'LATE_RETURN' AND n.recipient = :recipient AND n.channel = :channel AND n.status = 'PENDING'
   AND n.details->>'delivered_by' = 'LATE_DIGEST'
-  AND n.data_set = l.data_set AND n.period = l.period AND n.org_unit = l.org_unit
+  AND n.data_set = l.data_set AND n.period = l.period AND n.org_unit = l.org_unit"""
+DIGESTED = sa.text(f"""
+UPDATE notify.notification n SET status = :status, attempts = :attempts, sent_at = :sent_at,
+                                 last_error = :last_error
+FROM {_CARRIED}
 """)
 
 
@@ -434,14 +436,10 @@ WHERE EXISTS (SELECT 1 FROM {t.received.fullname} r
 """)
 # a digest's lines answered before it went out: the alerts it would have carried are
 # withdrawn with them (one a deadline check holds is left to that check, which withdraws it)
-_WITHDRAW_CARRIED = sa.text("""
-DELETE FROM notify.notification n WHERE n.id IN (
-    SELECT a.id FROM notify.notification a
-    JOIN jsonb_to_recordset(CAST(:late AS jsonb)) AS l(data_set text, period text, org_unit text)
-      ON a.data_set = l.data_set AND a.period = l.period AND a.org_unit = l.org_unit
-    WHERE a.type = 'LATE_RETURN' AND a.recipient = :recipient AND a.channel = :channel AND a.status = 'PENDING'
-      AND a.details->>'delivered_by' = 'LATE_DIGEST'
-    FOR UPDATE SKIP LOCKED)
+_WITHDRAW_CARRIED = sa.text(f"""
+DELETE FROM notify.notification d WHERE d.id IN (
+    SELECT n.id FROM notify.notification n, {_CARRIED}
+    FOR UPDATE OF n SKIP LOCKED)
 """)
 
 

@@ -412,9 +412,9 @@ def plan(doc, reg: Registry, old_paths: dict[str, list[Path]], today: dt.date,
         # sets, whatever order a document lists them in: the export (sorted) posted back, or a
         # data set's elements reordered, was an update sent to every replica
         state["data_elements"], state["org_units"] = sorted(state["data_elements"]), sorted(state["org_units"])
-        # a unit taken out of the list stays assigned for the periods begun before today
-        # (its past is still expected, and its to correct: completeness of 2025 lost the
-        # unit and its return when it was taken out in 2026); put back, it is assigned again
+        # a unit taken out of the list keeps the periods begun before today (its to correct,
+        # counted where it reported: completeness of 2025 lost the unit and its return when
+        # it was taken out in 2026); put back, it is assigned again
         ends = dict((existing or {}).get("assignment_ends") or {})
         ends.update({ou: today.isoformat() for ou in (existing or {}).get("org_units", [])
                      if ou not in state["org_units"] and ou not in ends})

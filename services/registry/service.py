@@ -41,16 +41,29 @@ def _conflicts(exc: ValidationError, body) -> list[dict]:
 def import_document(tx, document, stored: importer.StoredCombos | None = None,
                     with_returns: importer.DataSetsWithReturns | None = None) -> tuple[importer.Plan, int]:
     """Plan and write an import in ``tx`` (serialised with every other import)."""
-    tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
-    reg = importer.load_registry(tx.conn)
+    reg = _registry_alone(tx)
     old_paths = importer.load_paths(tx.conn)
     plan = importer.plan(document, reg, old_paths, today(), stored, with_returns)
     if not plan.changed:
         return plan, reg.version
+    return plan, _write(tx, plan, {**old_paths, **plan.paths})
+
+
+def _registry_alone(tx) -> importer.Registry:
+    """The registry as it is, read under the lock every metadata change takes in ``tx``."""
+    tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
+    return importer.load_registry(tx.conn)
+
+
+def _write(tx, plan: importer.Plan, all_paths: dict) -> int:
+    """A plan written as the next metadata version, and told to every replica; that version."""
     version = importer.write(tx.conn, plan)
-    all_paths = {**old_paths, **plan.paths}
     tx.emit("metadata_changed", importer.changes_payload(plan, version, all_paths))
-    return plan, version
+    return version
+
+
+# a focal point not retired (one who left is listed, counted, credited and linked no more)
+_ACTIVE = t.focal_point.c.retired_on.is_(None)
 
 
 def _in_force(dated: sa.Table, day) -> sa.ColumnElement[bool]:
@@ -93,16 +106,15 @@ def upsert_user(tx, body: dict) -> dict:
         # sends username, role and orgUnit only: it cut the link, and the focal point's
         # lastActiveAt stopped), while the focal point is still in the user's scope
         # (one retired is kept no more, nor found by its name: the person left)
-        active = t.focal_point.c.retired_on.is_(None)
         kept = None if "focalPoint" in data else tx.execute(
             sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
             .join(t.user_account, t.user_account.c.focal_point == t.focal_point.c.code)
-            .where(t.user_account.c.username == data["username"], active)).first()
+            .where(t.user_account.c.username == data["username"], _ACTIVE)).first()
         # else a user named like a focal point's code acts for that focal point (if it is the
         # user's to act for: a name alike in another district is a coincidence, not a link;
         # a focal point made after the user is found when its returns are accepted)
         named = kept or tx.execute(sa.select(t.focal_point.c.code, t.focal_point.c.org_unit)
-                                   .where(t.focal_point.c.code == data["username"], active)).first()
+                                   .where(t.focal_point.c.code == data["username"], _ACTIVE)).first()
         focal_point = named.code if named and _within_scope(tx, data, named.org_unit) else None
     token = auth.new_token()
     row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
@@ -218,8 +230,7 @@ class RegistryService:
                         "to": r.valid_to.isoformat() if r.valid_to else None}
                        for r in conn.execute(sa.select(link).where(link.c.code == code)
                                              .order_by(link.c.valid_from))]
-            fps = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.org_unit == code,
-                                                              t.focal_point.c.retired_on.is_(None))
+            fps = conn.execute(sa.select(t.focal_point).where(t.focal_point.c.org_unit == code, _ACTIVE)
                                .order_by(t.focal_point.c.code)).all()
             last = conn.execute(sa.select(t.last_submission).where(t.last_submission.c.org_unit == code)
                                 .order_by(t.last_submission.c.data_set)).all()
@@ -252,7 +263,7 @@ class RegistryService:
                 .order_by(p.c.path)).all()
             roles = {}
             for r in conn.execute(sa.select(fp.c.org_unit, fp.c.role, sa.func.count())
-                                  .where(fp.c.retired_on.is_(None))  # (one who left covers nothing)
+                                  .where(_ACTIVE)  # (one who left covers nothing)
                                   .group_by(fp.c.org_unit, fp.c.role)):
                 roles[(r.org_unit, r.role)] = r[2]
             last: dict[str, list] = {}
@@ -296,7 +307,7 @@ class RegistryService:
         with self.db.connect() as conn:
             query = sa.select(t.focal_point).order_by(t.focal_point.c.code)
             if not retired:
-                query = query.where(t.focal_point.c.retired_on.is_(None))
+                query = query.where(_ACTIVE)
             if org_unit:
                 self._visible(conn, principal, org_unit)
                 query = query.where(t.focal_point.c.org_unit == org_unit)
@@ -334,8 +345,7 @@ class RegistryService:
         or an import naming the code makes them active again. Retiring twice is the first."""
         principal.require("focal_points.write")
         with self.db.transaction() as tx:
-            tx.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('statnet.registry.metadata'))"))
-            reg = importer.load_registry(tx.conn)
+            reg = _registry_alone(tx)
             existing = reg.focal_points.get(code)
             if existing is None:
                 raise not_found(f"focal point {code!r}")
@@ -343,8 +353,7 @@ class RegistryService:
             if existing.get("retired_on") is None:
                 plan = importer.Plan(since=reg.version, updated=1)
                 plan.focal_points[code] = {**existing, "retired_on": today()}
-                version = importer.write(tx.conn, plan)
-                tx.emit("metadata_changed", importer.changes_payload(plan, version, {}))
+                version = _write(tx, plan, {})
             row = tx.execute(sa.select(t.focal_point).where(t.focal_point.c.code == code)).one()
         log.info("focal point %s retired on %s", code, row.retired_on)
         return {**reply(_focal_point_out(row)), "metadata_version": version}

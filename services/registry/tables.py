@@ -68,8 +68,8 @@ data_set = sa.Table(
     sa.Column("timely_days", sa.Integer, nullable=False),
     sa.Column("expiry_days", sa.Integer, nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
-    # units taken out of ``org_units``, each with the day it was (YYYY-MM-DD): assigned
-    # until then, so the periods before stay theirs (expected, theirs to correct)
+    # units taken out of ``org_units``, each with the day it was (YYYY-MM-DD): the periods
+    # begun before stay theirs to correct and load, and count where they reported
     sa.Column("assignment_ends", JSONB, nullable=False, server_default="{}"),
 )
 

@@ -11,7 +11,8 @@ The decision is taken once per return: a redelivered ``return_received``
 finds the return in the inbox and changes nothing. Rules see the merged view
 of each place (what was accepted before, overlaid with this return) and
 outliers the unit's own past, both from ``accepted_value`` (returns' values) over
-``history_series`` (what history loads brought), which only this service writes: one return's validation makes no RPC round trip, but the first one
+``history_series`` (what history loads brought), which only this service writes: one
+return's validation makes no RPC round trip, but the first one
 about a unit after a history load, which asks aggregation for what the load brought.
 """
 from __future__ import annotations
@@ -49,6 +50,13 @@ _PLACES_DOC = ("json_to_recordset(CAST(:places AS json)) "
 
 HS = t.history_series
 
+
+def _of_series(alias: str) -> str:
+    """SQL: the row ``alias`` is of the sent series ``s`` (unit, element, combo, period type)."""
+    return (f"{alias}.org_unit = s.org_unit AND {alias}.data_element = s.data_element "
+            f"AND {alias}.combo = s.combo AND {alias}.period_type = s.period_type")
+
+
 # The stored values of the places a return touches, and the previous periods of its
 # elements at its units (the HISTORY_PERIODS newest of the same period type), in one query;
 # each from the returns' values, and, where no return's is, from what history loads brought.
@@ -84,8 +92,7 @@ _STORED = sa.text(f"""
     -- was sixty rows sorted for twelve)
     CROSS JOIN LATERAL (
         SELECT coalesce((SELECT v.period FROM {V.fullname} v
-                         WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
-                           AND v.period_type = s.period_type AND v.period < s.period AND v.value IS NOT NULL
+                         WHERE {_of_series("v")} AND v.period < s.period AND v.value IS NOT NULL
                          ORDER BY v.period DESC OFFSET {checks.HISTORY_PERIODS - 1} LIMIT 1), '') AS since) c
     CROSS JOIN LATERAL (
         SELECT array_agg(x.value ORDER BY x.period DESC) AS past FROM (
@@ -93,12 +100,10 @@ _STORED = sa.text(f"""
                 -- each period once: a return's value (or deletion) over a load's
                 SELECT DISTINCT ON (u.period) u.value, u.period FROM (
                     SELECT v.value, v.period, 0 AS loaded FROM {V.fullname} v
-                    WHERE v.org_unit = s.org_unit AND v.data_element = s.data_element AND v.combo = s.combo
-                      AND v.period_type = s.period_type AND v.period < s.period AND v.period >= c.since
+                    WHERE {_of_series("v")} AND v.period < s.period AND v.period >= c.since
                     UNION ALL
                     SELECT l.figure, l.period, 1 FROM {HS.fullname} h, unnest(h.periods, h.figures) AS l(period, figure)
-                    WHERE h.org_unit = s.org_unit AND h.data_element = s.data_element AND h.combo = s.combo
-                      AND h.period_type = s.period_type AND l.period < s.period AND l.period >= c.since) u
+                    WHERE {_of_series("h")} AND l.period < s.period AND l.period >= c.since) u
                 ORDER BY u.period DESC, u.loaded) x
             WHERE x.value IS NOT NULL
             ORDER BY x.period DESC LIMIT {checks.HISTORY_PERIODS}) x) h

@@ -29,8 +29,9 @@ validation_result = sa.Table(
 )
 
 # The latest accepted numeric value of each (unit, element, combo, period), by submission
-# seq (value NULL: deleted), from returns (loads' values are in ``history_series``). Rules are judged on these merged with a new return, and
-# outliers against a unit's previous periods; validation reads no other service's tables.
+# seq (value NULL: deleted), from returns (loads' values are in ``history_series``).
+# Rules are judged on these merged with a new return, and outliers against a unit's
+# previous periods; validation reads no other service's tables.
 accepted_value = sa.Table(
     "accepted_value", metadata,
     sa.Column("org_unit", sa.Text, primary_key=True),

@@ -2,8 +2,8 @@
 
 A data set's ``orgUnits`` was its assignment for every period: a unit taken out lost its
 past too (completeness of last year no longer expected it, nor counted its return, while
-analytics still summed its values). Each unit taken out is kept with the day it was, and
-stays assigned for the periods begun before then.
+analytics still summed its values). Each unit taken out is kept with the day it was: for
+the periods begun before then it still counts where it reported, and may correct them.
 
 Revision ID: 0003
 """

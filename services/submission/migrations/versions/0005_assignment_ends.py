@@ -1,22 +1,22 @@
 """submission: the replica keeps a data set's units taken out of its list (registry 0003)
 
-A unit taken out of a data set's orgUnits stays assigned for the periods begun before
-the day it was (registry data_set.assignment_ends); the replica keeps the same.
-Existing data sets have taken none out: nothing to fill.
-
 Revision ID: 0005
 """
 from alembic import op
+
+from shared.migrations import drop_replica_assignment_ends_v1, replica_assignment_ends_v1
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+S = "submission"
+
 
 def upgrade():
-    op.execute("ALTER TABLE submission.md_data_set ADD COLUMN assignment_ends jsonb NOT NULL DEFAULT '{}'")
+    replica_assignment_ends_v1(op, S)
 
 
 def downgrade():
-    op.execute("ALTER TABLE submission.md_data_set DROP COLUMN assignment_ends")
+    drop_replica_assignment_ends_v1(op, S)

@@ -1,32 +1,22 @@
-"""validation: a focal point's retirement day (DELETE /api/focalPoints/{code})
-
-A supervisor who left could not be taken out: PUT could only empty the address, and each
-deadline check then recorded alerts to them that FAILED for want of one, while coverage
-still counted them. A retired focal point is kept (what was sent to them stays listed)
-and addressed no more. None is retired yet.
-
-Rolling upgrade: see upgrade() (what an old replica dropped is fetched again).
+"""validation: the replica keeps a focal point's retirement day (registry 0004)
 
 Revision ID: 0009
 """
 from alembic import op
+
+from shared.migrations import drop_replica_focal_point_retired_v1, replica_focal_point_retired_v1
 
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
 
+S = "validation"
+
 
 def upgrade():
-    op.execute("ALTER TABLE validation.md_focal_point ADD COLUMN retired_on date")
-    # A retirement (or a data set's units taken out, revision before) that an instance of the
-    # version before took while the registry was already new was dropped by its schema, yet
-    # moved its version on: the next catch-up starts from nothing, and rewrites the focal
-    # points and data sets (their versions set back; the rest is unchanged, left as it is)
-    op.execute("UPDATE validation.md_focal_point SET version = 0")
-    op.execute("UPDATE validation.md_data_set SET version = 0")
-    op.execute("UPDATE validation.md_state SET version = 0")
+    replica_focal_point_retired_v1(op, S)
 
 
 def downgrade():
-    op.execute("ALTER TABLE validation.md_focal_point DROP COLUMN retired_on")
+    drop_replica_focal_point_retired_v1(op, S)
