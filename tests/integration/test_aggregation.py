@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from shared import topology
 from shared.events import envelope
-from shared.periods import Period
+from shared.periods import Period, today
 from tests.support.builders import tree
 from tests.support.client import wait_until
 
@@ -566,7 +566,7 @@ def test_completeness_counts_expected_actual_and_on_time(system, world):
     d1, d2 = t.districts
     ds = f"MDS{UID}"
     # the current month: these returns are on time (due at month end + 10 days)
-    current = Period.containing("Monthly", dt.date.today())
+    current = Period.containing("Monthly", today())
     sent = t.villages[d1][:2]
     for unit in sent:
         r = system.submit({"dataSet": ds, "period": current.code, "orgUnit": unit,

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from shared import metrics
 from shared.db import engine_for
+from shared.periods import today
 from tests.support.client import wait_until
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "dhis2"
@@ -268,7 +269,7 @@ def test_every_json_problem_is_listed_by_field_and_value(system, world, settings
 
 
 def test_a_future_period_is_400(system, world, settings):
-    future = (dt.date.today() + dt.timedelta(days=70)).strftime("%Y%m")
+    future = (today() + dt.timedelta(days=70)).strftime("%Y%m")
     before = stored(settings)
     r = system.submit({"dataSet": "MORT5", "period": future, "orgUnit": "NGELEHUN",
                        "dataValues": [{"dataElement": "BEDS", "value": "1"}]}, token=world["bo"])
@@ -423,7 +424,7 @@ def test_dry_run_answers_the_final_shape_and_stores_nothing(system, world, setti
 
 
 def test_the_lifecycle_is_visible_with_on_time(system, world):
-    this_month = dt.date.today().strftime("%Y%m")
+    this_month = today().strftime("%Y%m")
     r = system.submit({"dataSet": "MORT5", "period": this_month, "orgUnit": "NGELEHUN",
                        "dataValues": [{"dataElement": "BEDS", "value": "12"}]}, token=world["bo"])
     assert r.status_code == 202 and r.json() == {"id": r.json()["id"], "status": "RECEIVED"}

@@ -19,7 +19,7 @@ from tests.support.client import wait_until
 from tests.support.processes import StatnetProcess, cli
 
 UID = "MET"
-YEAR = str(dt.date.today().year - 1)  # the yearly data set's reporting period
+YEAR = str(today().year - 1)  # the yearly data set's reporting period
 # whether its deadline (end + the builders' 15 timelyDays) has passed: from 16 January
 DEADLINE = "passed" if today() > dt.date(int(YEAR), 12, 31) + dt.timedelta(days=15) else "ahead"
 

@@ -4,12 +4,12 @@ timeliness, the deadline check and each unit's lastSubmission, not only the plac
 first line (CONTRACT 4: a value's own period/orgUnit override the header's)."""
 from __future__ import annotations
 
-import datetime as dt
 
+from shared.periods import today
 from tests.support.builders import tree, village_data_set
 
 UID = "MPR"
-YEAR = dt.date.today().year - 1
+YEAR = today().year - 1
 HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
 
 

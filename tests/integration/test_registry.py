@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from shared import replica
 from shared.auth import token_hash
 from shared.db import engine_for
+from shared.periods import today
 from tests.support.builders import tree, village_data_set, village_return
 from tests.support.client import wait_until
 
@@ -540,7 +541,7 @@ def test_a_focal_points_scope_is_where_its_unit_sits_today_not_where_it_is_movin
     last placement was read: refused today's, allowed next year's)."""
     t, *_ = world
     here, there = t.districts
-    next_year = dt.date.today().year + 1
+    next_year = today().year + 1
     system.import_metadata({
         "orgUnits": [{"code": "REGMOVING", "name": "Moving village", "nameLo": "ບ້ານຍ້າຍ", "parent": here,
                       "openingDate": "2000-01-01"}],
@@ -586,7 +587,7 @@ def test_coverage_lists_units_without_focal_points(system, world):
     # nobody is missing from it yet
     future = f"FUT{t.province}"
     system.import_metadata({"orgUnits": [{"code": future, "name": "Opens next year", "parent": t.province,
-                                          "openingDate": f"{dt.date.today().year + 1}-01-01"}]})
+                                          "openingDate": f"{today().year + 1}-01-01"}]})
     body = system.get(f"/api/orgUnits/{t.province}/coverage").json()
     assert future not in {u["code"] for u in body["units"]} and future not in body["withoutReporter"]
 
@@ -864,8 +865,8 @@ def test_a_unit_taken_out_of_a_data_sets_list_keeps_its_past_periods(system, wor
         r = system.submit({"dataSet": ds, "period": "202501", "orgUnit": unit,
                            "dataValues": [{"dataElement": de, "value": "5"}]})
         assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
-    now = dt.date.today().strftime("%Y%m")
-    month_end = dt.date.today().replace(day=28) + dt.timedelta(days=4)
+    now = today().strftime("%Y%m")
+    month_end = today().replace(day=28) + dt.timedelta(days=4)
     following = (month_end - dt.timedelta(days=month_end.day - 1)).strftime("%Y%m")
 
     def completeness(pe):
@@ -930,7 +931,7 @@ def test_a_focal_point_who_left_is_retired_addressed_no_more_and_kept(system, wo
     assert system.delete("/api/focalPoints/FPREGLEFT", token=reporter).status_code == 403
     assert system.delete("/api/focalPoints/NOSUCHFP").status_code == 404
     gone = system.delete("/api/focalPoints/FPREGLEFT")
-    assert gone.status_code == 200 and gone.json()["retiredOn"] == dt.date.today().isoformat(), gone.text
+    assert gone.status_code == 200 and gone.json()["retiredOn"] == today().isoformat(), gone.text
     again = system.delete("/api/focalPoints/FPREGLEFT")  # retired once, on the first day
     assert again.status_code == 200 and again.json()["retiredOn"] == gone.json()["retiredOn"]
     # listed nowhere but when asked for

@@ -3,14 +3,14 @@ on the same day and are still two periods in the year's figures (the yearly rebu
 took them as one: AVERAGE counted a period too few, LAST added the two)."""
 from __future__ import annotations
 
-import datetime as dt
 
 import pytest
 
+from shared.periods import today
 from tests.support.builders import tree
 
 UID = "SSD"
-YEAR = dt.date.today().year - 1
+YEAR = today().year - 1
 AVG, ASO, LST = f"AVG{UID}", f"ASO{UID}", f"LST{UID}"
 
 

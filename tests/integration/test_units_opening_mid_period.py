@@ -3,12 +3,12 @@ completeness expects it and the deadline check chases it, where it sat at its op
 (it has no place at the period's start)."""
 from __future__ import annotations
 
-import datetime as dt
 
+from shared.periods import today
 from tests.support.builders import tree, village_data_set
 
 UID = "MID"
-YEAR = dt.date.today().year - 1
+YEAR = today().year - 1
 
 
 def test_a_unit_opening_mid_month_is_expected_that_month(system):
