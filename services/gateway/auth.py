@@ -3,12 +3,14 @@
 The bootstrap admin token comes from ``STATNET_ADMIN_TOKEN``; every other
 token is looked up by its SHA-256 in the registry. Lookups are cached for a
 few seconds: a token rotated through this gateway is dropped at once, and
-``registry.user_changed`` drops it in every gateway; the TTL bounds what a
-lost event could leave behind. While the registry is down, a token it confirmed
+``registry.user_changed`` drops it in every gateway (what the registry confirmed
+before the change: a token of the change itself, confirmed while its event was on
+the way, stays); the TTL bounds what a lost event could leave behind. While the registry is down, a token it confirmed
 within the hour still stands: intake goes on through a registry restart.
 """
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 from nameko.extensions import DependencyProvider
@@ -27,11 +29,15 @@ STALE_SECONDS = 3600.0
 class Authenticator(DependencyProvider):
     def setup(self):
         self.settings = Settings.of(self.container)
-        self.cache: dict[str, tuple[float, Principal]] = {}
+        # token hash -> (fresh until, principal, the user's change the registry answered as of)
+        self.cache: dict[str, tuple[float, Principal, dt.datetime | None]] = {}
 
-    def forget_user(self, username: str) -> None:
-        for key, (_, principal) in list(self.cache.items()):
-            if principal.username == username:
+    def forget_user(self, username: str, changed_at: dt.datetime | None = None) -> None:
+        """Drop the user's tokens confirmed before ``changed_at`` (all without it). A token
+        the change made, confirmed while its event was on the way, is kept: dropped, a
+        user created just before the registry stopped was refused until it came back."""
+        for key, (_, principal, as_of) in list(self.cache.items()):
+            if principal.username == username and (changed_at is None or as_of is None or as_of < changed_at):
                 self.cache.pop(key, None)
 
     def get_dependency(self, worker_ctx):
@@ -66,8 +72,9 @@ class _Auth:
             REFUSED_TOKENS.remember(key)  # its next upload is refused unread
             raise HttpError(401, UNKNOWN_TOKEN)
         principal = Principal.from_dict(found)
-        self.provider.cache[key] = (now + CACHE_SECONDS, principal)
+        as_of = found.get("changed_at")  # absent from a registry before it
+        self.provider.cache[key] = (now + CACHE_SECONDS, principal, as_of and dt.datetime.fromisoformat(as_of))
         return principal
 
-    def forget_user(self, username: str) -> None:
-        self.provider.forget_user(username)
+    def forget_user(self, username: str, changed_at: dt.datetime | None = None) -> None:
+        self.provider.forget_user(username, changed_at)

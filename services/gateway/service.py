@@ -375,7 +375,7 @@ class GatewayService:
 
     @subscribe("registry", "user_changed")
     def forget_changed_user(self, event):
-        self.auth.forget_user(event.data["username"])
+        self.auth.forget_user(event.data["username"], event.data["changed_at"])
 
     @route("POST", "/api/metadata")
     def import_metadata(self, request):

@@ -120,12 +120,13 @@ def upsert_user(tx, body: dict) -> dict:
     row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
            "focal_point": focal_point, "token_hash": auth.token_hash(token)}
     stmt = insert(t.user_account).values(**row)
-    tx.execute(stmt.on_conflict_do_update(
+    changed_at = tx.execute(stmt.on_conflict_do_update(
         index_elements=[t.user_account.c.username],
         set_={"role": stmt.excluded.role, "org_unit": stmt.excluded.org_unit,
               "focal_point": stmt.excluded.focal_point, "token_hash": stmt.excluded.token_hash,
-              "token_rotated_at": sa.func.now()}))
-    tx.emit("user_changed", {"username": row["username"], "role": row["role"], "org_unit": row["org_unit"]})
+              "token_rotated_at": sa.func.now()}).returning(t.user_account.c.token_rotated_at)).scalar_one()
+    tx.emit("user_changed", {"username": row["username"], "role": row["role"], "org_unit": row["org_unit"],
+                             "changed_at": changed_at})
     return {"username": row["username"], "role": row["role"], "orgUnit": row["org_unit"],
             "focalPoint": focal_point, "token": token}
 
@@ -376,7 +377,9 @@ class RegistryService:
             row = conn.execute(sa.select(t.user_account).where(t.user_account.c.token_hash == token_hash)).first()
         if row is None:
             return None
-        return auth.Principal(row.username, row.role, row.org_unit, row.focal_point).to_dict()
+        # as of which change: a gateway told of that very change later keeps this answer
+        return {**auth.Principal(row.username, row.role, row.org_unit, row.focal_point).to_dict(),
+                "changed_at": row.token_rotated_at.isoformat()}
 
     # ---------------------------------------------------------------- learning from traffic
 

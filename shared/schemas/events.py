@@ -214,10 +214,13 @@ class HistoryLoadedSchema(EventSchema):
 
 
 class UserChangedSchema(EventSchema):
-    """A user was created or its token rotated: caches of tokens drop it."""
+    """A user was created or its token rotated: caches of tokens drop what the registry
+    confirmed before ``changed_at`` (the registry's own time of the change; absent from a
+    producer before it: everything of the user's)."""
     username = fields.Str(required=True)
     role = fields.Str(required=True)
     org_unit = fields.Str(allow_none=True, load_default=None)
+    changed_at = fields.AwareDateTime(allow_none=True, load_default=None)
 
 
 MetadataChangedSchema = MetadataChangesSchema
