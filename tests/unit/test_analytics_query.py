@@ -30,9 +30,10 @@ def test_an_item_asked_twice_is_asked_once():
 
 def _tree() -> Metadata:
     """LA > 03 > 0301 (V1, V2), 0302 (V3); V2 moved from 0301 to 0302 ten days ago, and
-    V9 will move under 0301 in a year: keywords read the hierarchy of the periods asked."""
+    V9 will move under 0301 in over a year (400 days: 365 from 1 January of a leap year is
+    31 December of it): keywords read the hierarchy of the periods asked."""
     day, opened = today(), dt.date(1990, 1, 1)
-    moved, later = day - dt.timedelta(days=10), day + dt.timedelta(days=365)
+    moved, later = day - dt.timedelta(days=10), day + dt.timedelta(days=400)
 
     def unit(code, *paths):
         return code, OrgUnit(code, f"Unit {code}", None, opened, None, False, tuple(paths))
@@ -97,8 +98,9 @@ def test_user_org_unit_keywords_follow_the_users_scope_in_the_periods_hierarchy(
 
 
 def test_a_level_is_answered_inside_the_units_named_beside_it_or_the_users_root():
-    # this year V2 was in 0301 until ten days ago (its values of then are 0301's); V9 comes next year
-    q = _ask("0301;LEVEL-4", pe=str(today().year))
+    # the year of the day before V2's move (ten days ago) had V2 in 0301 (its values of then
+    # are 0301's); not always this year: from 1 to 11 January it moved on or before the 1st
+    q = _ask("0301;LEVEL-4", pe=str((today() - dt.timedelta(days=11)).year))
     assert (q.ou, q.boundaries) == (["V1", "V2"], ["0301"])
     assert _counted(q) == {"V1": ["/LA/03/0301/V1/"], "V2": ["/LA/03/0301/V2/"]}
     q = _ask("0301;LEVEL-4", pe=str(today().year + 2))
