@@ -4,16 +4,13 @@ digest keeps only its other lines, and the late-returns gauge is judged by the n
 once, not at the next hourly check. Alerts already sent stay, as what was sent."""
 from __future__ import annotations
 
-import datetime as dt
 
 import pytest
 import sqlalchemy as sa
 
 from shared.db import engine_for
-from shared.periods import today
 from tests.support.builders import tree, village_data_set
-from tests.support.client import wait_until
-from tests.support.processes import StatnetProcess
+from tests.support.processes import StatnetProcess, restarted_live_from
 
 pytestmark = pytest.mark.e2e
 
@@ -26,21 +23,6 @@ def pending(settings) -> list[tuple]:
         return [tuple(r) for r in conn.execute(sa.text(
             "SELECT type, recipient, period, details->'late' FROM notify.notification "
             "WHERE status = 'PENDING' ORDER BY type, recipient, period, org_unit"))]
-
-
-def judged_by(settings) -> set[tuple]:
-    """(as of, reporting start) of the latest deadline check, as the late gauge's table says."""
-    with engine_for(settings.database_url).connect() as conn:
-        return {tuple(r) for r in conn.execute(sa.text("SELECT as_of, reporting_start FROM notify.late_count"))}
-
-
-def restarted_live_from(statnet: StatnetProcess, start: str) -> None:
-    statnet.kill()
-    statnet.env["STATNET_REPORTING_START"] = start
-    statnet.start()
-    # checked at start, the deadline timer's interval (a day here) notwithstanding
-    wait_until(lambda: judged_by(statnet.settings) == {(today(), dt.date.fromisoformat(start))},
-               timeout=30, message=f"a deadline check judged by the start {start}")
 
 
 def test_go_live_set_late_withdraws_the_alerts_about_paper_months(settings):

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.builders import tree, village_data_set
-from tests.support.processes import StatnetProcess
+from tests.support.processes import StatnetProcess, restarted_live_from
 
 pytestmark = pytest.mark.e2e
 
@@ -42,9 +42,7 @@ def test_the_late_returns_gauge_survives_a_restart_and_starts_at_go_live(setting
         assert gauges(statnet.api, codes["ds"]) == (2 * villages, 2 * villages)
 
         # live from 15 February: February (under way that day) is chased, January is not
-        statnet.kill()
-        statnet.env["STATNET_REPORTING_START"] = "2026-02-15"
-        statnet.start()
+        restarted_live_from(statnet, "2026-02-15")
         r = statnet.api.post("/api/deadlines/check?asOf=2026-03-21")
         assert r.status_code == 200, r.text
         assert (r.json()["late"], r.json()["expected"]) == (villages, villages)

@@ -9,6 +9,7 @@ container), so ``stop_app``/``start_app`` disturb nobody else.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import json
 import os
 import pathlib
@@ -18,6 +19,10 @@ import subprocess
 import sys
 import tempfile
 
+import sqlalchemy as sa
+
+from shared.db import engine_for
+from shared.periods import today
 from tests.support.client import Api, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -184,3 +189,19 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+def judged_by(settings) -> set[tuple]:
+    """(as of, reporting start) of the latest deadline check, as the late gauge's table says."""
+    with engine_for(settings.database_url).connect() as conn:
+        return {tuple(r) for r in conn.execute(sa.text("SELECT as_of, reporting_start FROM notify.late_count"))}
+
+
+def restarted_live_from(statnet: StatnetProcess, start: str) -> None:
+    """Restarted with STATNET_REPORTING_START=``start``, once the check it makes at start has
+    run: a check the test asks for next would race it for the late gauge."""
+    statnet.kill()
+    statnet.env["STATNET_REPORTING_START"] = start
+    statnet.start()
+    # checked at start, the deadline timer's interval (a day here) notwithstanding
+    wait_until(lambda: judged_by(statnet.settings) == {(today(), dt.date.fromisoformat(start))},
+               timeout=30, message=f"a deadline check judged by the start {start}")
