@@ -48,8 +48,12 @@ def sqlalchemy_url(url: str) -> str:
 # No JIT compilation: statnet's statements are short, and on a large table the planner's
 # cost estimate crosses jit_above_cost, so PostgreSQL spent ~290 ms compiling a statement
 # that runs in 40 (yearly totals at national scale, EXPLAIN ANALYZE; tests/bench/RESULTS.md).
-# The standard advice for OLTP.
-_CONNECT_ARGS = {"options": "-c jit=off"}
+# The standard advice for OLTP. The session's time zone is set, not taken from the server's
+# configuration (a server set to Asia/Vientiane): the few times SQL writes as text (an
+# alert's requeued_at, shown by webhooks) read the same everywhere; every day is taken AT
+# TIME ZONE 'Asia/Vientiane' explicitly. (psycopg2 sets the ISO date style itself; libpq's
+# PGTZ, if an operator sets it, still wins over the time zone here.)
+_CONNECT_ARGS = {"options": "-c jit=off -c TimeZone=UTC"}
 
 
 def engine_for(url: str, pool_size: int | None = None, max_overflow: int | None = None) -> Engine:
