@@ -121,18 +121,27 @@ _KEY_EARLIER = sa.text(f"""
 _STORE_RETURN = f"""
     INSERT INTO {R.fullname} (id, seq, data_set, org_unit, period, submitted_by, received_at, on_time,
                               status, status_rank, content_type, body_sha256, idempotency_key, body,
-                              data_values, value_count)
+                              data_values, value_count, place_org_units, place_periods)
     VALUES (:id, :seq, :ds, :ou, :pe, :user, :received_at, :on_time, 'RECEIVED', 0, :content_type,
-            :sha256, :key, :body, CAST(:values AS json), :n)"""
+            :sha256, :key, :body, CAST(:values AS json), :n, :place_ous, :place_pes)"""
 
 
-# (by return_place, migration 0004; a place's returns are few)
+# A return of its header's place alone by that place (return_place, migration 0004; a
+# place's returns are few); one of several places by each of them (return_of_places, 0007:
+# a district's returns of its villages, few beside the villages' own)
+_IN_TIME = "r.status <> 'REJECTED' AND CAST(r.received_at AT TIME ZONE CAST(:tz AS text) AS date) <= k.last_day"
 _RECEIVED_IN_TIME = sa.text(f"""
-SELECT DISTINCT CAST(k.n AS int) - 1
-FROM unnest(CAST(:ds AS text[]), CAST(:ou AS text[]), CAST(:pe AS text[]), CAST(:last AS date[]))
-     WITH ORDINALITY AS k(ds, ou, pe, last_day, n)
-JOIN {R.fullname} r ON r.data_set = k.ds AND r.org_unit = k.ou AND r.period = k.pe
-WHERE r.status <> 'REJECTED' AND CAST(r.received_at AT TIME ZONE CAST(:tz AS text) AS date) <= k.last_day
+WITH k AS (
+    SELECT * FROM unnest(CAST(:ds AS text[]), CAST(:ou AS text[]), CAST(:pe AS text[]), CAST(:last AS date[]))
+                  WITH ORDINALITY AS k(ds, ou, pe, last_day, n))
+SELECT CAST(k.n AS int) - 1
+FROM k JOIN {R.fullname} r ON r.data_set = k.ds AND r.org_unit = k.ou AND r.period = k.pe
+WHERE r.place_org_units IS NULL AND {_IN_TIME}
+UNION
+SELECT CAST(k.n AS int) - 1
+FROM {R.fullname} r CROSS JOIN LATERAL unnest(r.place_org_units, r.place_periods) AS p(ou, pe)
+JOIN k ON k.ds = r.data_set AND k.ou = p.ou AND k.pe = p.pe
+WHERE r.place_org_units IS NOT NULL AND r.data_set = ANY(CAST(:ds AS text[])) AND {_IN_TIME}
 """)
 
 
@@ -146,6 +155,16 @@ WHERE {_IN_FLIGHT} AND v ->> 'data_element' = ANY(CAST(:elements AS text[]))
 _DATA_SETS_IN_FLIGHT = sa.text(f"""
 SELECT DISTINCT r.data_set FROM {R.fullname} r WHERE {_IN_FLIGHT} AND r.data_set = ANY(CAST(:asked AS text[]))
 """)
+
+
+def _places_of(checked) -> dict:
+    """The places the return reports for, side by side (``reported_places``), or NULL for
+    the header's alone: notify's deadline check asks by each of them."""
+    places = reported_places({"values": checked.values, "org_unit": checked.org_unit,
+                              "period": checked.period.code})
+    if places == [(checked.org_unit, checked.period.code)]:
+        return {"place_ous": None, "place_pes": None}
+    return {"place_ous": [ou for ou, _ in places], "place_pes": [pe for _, pe in places]}
 
 
 def _receipt(return_id: str) -> dict:
@@ -238,7 +257,8 @@ class SubmissionService(KeepsMetadataReplica):
             stored = {**here, "id": return_id, "seq": earlier.seq, "received_at": received_at,
                       "on_time": in_time, "content_type": formats.media_type(content_type),
                       "sha256": digest, "key": idempotency_key, "body": body,
-                      "values": serialization.dumps(checked.values), "n": len(checked.values)}
+                      "values": serialization.dumps(checked.values), "n": len(checked.values),
+                      **_places_of(checked)}
             # the return and its event in one statement: one round trip fewer per return
             tx.emit("return_received", {
                 "return_id": return_id, "seq": earlier.seq, "data_set": checked.data_set.code,

@@ -1,6 +1,6 @@
 """Tables of the submission service (schema ``submission``)."""
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSON, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 
 from shared.delivery import delivery_tables
 from shared.replica import replica_tables
@@ -30,6 +30,10 @@ submission_return = sa.Table(
     # what went downstream, as the JSON text written: nothing queries inside it (migration 0003)
     sa.Column("data_values", JSON, nullable=False),
     sa.Column("value_count", sa.Integer, nullable=False),
+    # the (org unit, period) of each place it reports for, side by side, when not the
+    # header's alone (a district's CSV of its villages); NULL: the header's (migration 0007)
+    sa.Column("place_org_units", ARRAY(sa.Text)),
+    sa.Column("place_periods", ARRAY(sa.Text)),
     sa.Column("import_count", JSONB),
     sa.Column("violations", JSONB, nullable=False, server_default="[]"),
     sa.Column("validated_at", sa.DateTime(timezone=True)),

@@ -11,7 +11,7 @@ import pytest
 
 from shared.periods import Period, today
 from tests.conftest import free_port
-from tests.support.builders import tree, village_data_set, village_return
+from tests.support.builders import CSV_HEADER, tree, village_data_set, village_return
 from tests.support.processes import StatnetProcess
 
 pytestmark = pytest.mark.e2e
@@ -26,12 +26,14 @@ def late_units(api, recipient: str, period: str) -> set[str]:
 
 
 def test_a_return_waiting_for_validation_is_not_late_and_a_rejected_one_is(settings):
-    t, units = tree(UID, districts=1, villages=3, opening="2020-01-01")
+    """... and each place of a district's return of its villages, not only its first line's
+    (the return is named by it: the other villages were alerted as late while it waited)."""
+    t, units = tree(UID, districts=1, villages=5, opening="2020-01-01")
     codes, doc = village_data_set(UID, period_type="Monthly", timely_days=60)
     supervisor = f"SUP{UID}"
     doc.update(orgUnits=units, focalPoints=[{"code": supervisor, "name": "Supervisor", "orgUnit": t.province,
                                              "role": "supervisor", "email": "sup@example.la", "language": "en"}])
-    accepted, rejected, silent = t.all_villages
+    accepted, rejected, first, second, silent = t.all_villages
     period = Period.containing("Monthly", today()).previous()
     after_deadline = (period.end + dt.timedelta(days=61)).isoformat()
     front = StatnetProcess(settings, services=("gateway", "registry", "submission", "aggregation", "notify"),
@@ -42,7 +44,10 @@ def test_a_return_waiting_for_validation_is_not_late_and_a_rejected_one_is(setti
         api.import_metadata(doc)
         sent = {unit: api.submit(village_return(codes, unit, period.code, males, 5))
                 for unit, males in ((accepted, 5), (rejected, -5))}  # -5 + 5 > 0 fails (HIGH)
-        assert all(r.status_code == 202 for r in sent.values())
+        sent["district"] = api.submit(CSV_HEADER + "".join(
+            f"{codes['pop']},{period.code},{unit},{sex},,{n},,,,\n"
+            for unit in (first, second) for sex, n in (("M", 3), ("F", 4))), content_type="text/csv")
+        assert all(r.status_code == 202 for r in sent.values()), [r.text for r in sent.values()]
         r = api.post(f"/api/deadlines/check?asOf={after_deadline}")
         assert r.status_code == 200, r.text
         assert late_units(api, supervisor, period.code) == {silent}  # both returns are on their way
@@ -50,6 +55,7 @@ def test_a_return_waiting_for_validation_is_not_late_and_a_rejected_one_is(setti
         validation.start()
         assert api.wait_status(sent[accepted].json()["id"], timeout=120)["status"] == "AGGREGATED"
         assert api.wait_status(sent[rejected].json()["id"], timeout=120)["status"] == "REJECTED"
+        assert api.wait_status(sent["district"].json()["id"], timeout=120)["status"] == "AGGREGATED"
         r = api.post(f"/api/deadlines/check?asOf={after_deadline}")
         assert r.status_code == 200, r.text
         # judged now: the rejected one is no return, and its unit is late after all

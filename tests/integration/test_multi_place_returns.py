@@ -4,13 +4,11 @@ timeliness, the deadline check and each unit's lastSubmission, not only the plac
 first line (CONTRACT 4: a value's own period/orgUnit override the header's)."""
 from __future__ import annotations
 
-
 from shared.periods import today
-from tests.support.builders import tree, village_data_set
+from tests.support.builders import CSV_HEADER, tree, village_data_set
 
 UID = "MPR"
 YEAR = today().year - 1
-HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
 
 
 def _monthly_district(system, uid: str, villages: int):
@@ -29,7 +27,7 @@ def _monthly_district(system, uid: str, villages: int):
 def test_a_return_of_several_villages_and_months_counts_for_each(system):
     codes, district, (v1, v2, v3) = _monthly_district(system, UID, 3)
     jan, feb = f"{YEAR}01", f"{YEAR}02"
-    body = HEADER + "".join(f"{codes['hh']},{pe},{ou},,,{n},,,,\n"
+    body = CSV_HEADER + "".join(f"{codes['hh']},{pe},{ou},,,{n},,,,\n"
                             for n, (ou, pe) in enumerate([(v1, jan), (v2, jan), (v2, feb)], start=4))
     r = system.submit(body, content_type="text/csv")
     assert r.status_code == 202, r.text

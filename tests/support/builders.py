@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared import dhis2_csv
+
+# the first line of a DHIS2 data value set CSV, every column named
+CSV_HEADER = ",".join(dhis2_csv.COLUMNS) + "\n"
+
 
 @dataclass
 class Tree:

@@ -1,11 +1,10 @@
 """What a history chunk reports, read off its lines (completeness and the yearly queue)."""
 from services.aggregation.history import Reported, _rows
-
-HEADER = "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value,storedby,lastupdated,comment,followup\n"
+from tests.support.builders import CSV_HEADER
 
 
 def test_a_unit_and_period_is_reported_where_some_value_is_given():
-    body = HEADER + "".join([
+    body = CSV_HEADER + "".join([
         "POP,202401,ບ້ານນ້ຳທາ,M,,12,,,,\n",
         "POP,202401,ບ້ານນ້ຳທາ,F,,  ,,,,\n",      # blank: a deletion
         "HH,202402,V2,,,,,,,\n",                 # empty: a deletion
