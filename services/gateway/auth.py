@@ -31,11 +31,16 @@ class Authenticator(DependencyProvider):
         self.settings = Settings.of(self.container)
         # token hash -> (fresh until, principal, the user's change the registry answered as of)
         self.cache: dict[str, tuple[float, Principal, dt.datetime | None]] = {}
+        # each user's latest change heard of: an answer as of an earlier one is not kept (a
+        # lookup of the old token that was under way when the rotation's event came)
+        self.changed: dict[str, dt.datetime] = {}
 
     def forget_user(self, username: str, changed_at: dt.datetime | None = None) -> None:
         """Drop the user's tokens confirmed before ``changed_at`` (all without it). A token
         the change made, confirmed while its event was on the way, is kept: dropped, a
         user created just before the registry stopped was refused until it came back."""
+        if changed_at is not None:
+            self.changed[username] = max(changed_at, self.changed.get(username, changed_at))
         for key, (_, principal, as_of) in list(self.cache.items()):
             if principal.username == username and (changed_at is None or as_of is None or as_of < changed_at):
                 self.cache.pop(key, None)
@@ -73,7 +78,9 @@ class _Auth:
             raise HttpError(401, UNKNOWN_TOKEN)
         principal = Principal.from_dict(found)
         as_of = found.get("changed_at")  # absent from a registry before it
-        self.provider.cache[key] = (now + CACHE_SECONDS, principal, as_of and dt.datetime.fromisoformat(as_of))
+        as_of = as_of and dt.datetime.fromisoformat(as_of)
+        if as_of is None or as_of >= self.provider.changed.get(principal.username, as_of):
+            self.provider.cache[key] = (now + CACHE_SECONDS, principal, as_of)
         return principal
 
     def forget_user(self, username: str, changed_at: dt.datetime | None = None) -> None:

@@ -119,12 +119,15 @@ def upsert_user(tx, body: dict) -> dict:
     token = auth.new_token()
     row = {"username": data["username"], "role": data["role"], "org_unit": data.get("orgUnit"),
            "focal_point": focal_point, "token_hash": auth.token_hash(token)}
-    stmt = insert(t.user_account).values(**row)
+    # the change's time read once the user's row is locked (clock_timestamp, not the
+    # transaction's start): two rotations at once get their times in the order they commit,
+    # which gateways compare (user_changed's changed_at)
+    stmt = insert(t.user_account).values(**row, token_rotated_at=sa.func.clock_timestamp())
     changed_at = tx.execute(stmt.on_conflict_do_update(
         index_elements=[t.user_account.c.username],
         set_={"role": stmt.excluded.role, "org_unit": stmt.excluded.org_unit,
               "focal_point": stmt.excluded.focal_point, "token_hash": stmt.excluded.token_hash,
-              "token_rotated_at": sa.func.now()}).returning(t.user_account.c.token_rotated_at)).scalar_one()
+              "token_rotated_at": sa.func.clock_timestamp()}).returning(t.user_account.c.token_rotated_at)).scalar_one()
     tx.emit("user_changed", {"username": row["username"], "role": row["role"], "org_unit": row["org_unit"],
                              "changed_at": changed_at})
     return {"username": row["username"], "role": row["role"], "orgUnit": row["org_unit"],

@@ -14,7 +14,7 @@ class _Request:
 
 
 def _auth():
-    provider = SimpleNamespace(settings=SimpleNamespace(admin_token="boot"), cache={})
+    provider = SimpleNamespace(settings=SimpleNamespace(admin_token="boot"), cache={}, changed={})
     return auth._Auth(provider)
 
 
@@ -78,6 +78,12 @@ def test_a_users_change_drops_what_was_confirmed_before_it_not_the_token_it_made
     assert a.principal(_Request(), registry_up).username == "namtha"
     forget("namtha", None)
     assert a.provider.cache == {}
+    # a lookup of the old token under way when the rotation's event came: answered, not kept
+    a.principal(_Request(), registry_up)
+    assert a.provider.cache == {}
+    clock[0] += auth.CACHE_SECONDS + 1
+    with pytest.raises(HttpError):
+        a.principal(_Request(), registry_down)
 
 
 def test_the_tokens_refused_are_kept_for_a_while_and_never_without_bound(monkeypatch):
