@@ -301,7 +301,7 @@ def _create_user(settings, args) -> int:
 
     from services.registry import tables
     from services.registry.service import upsert_user
-    from shared import migrations
+    from shared import local, migrations
     from shared.db import engine_for
     from shared.delivery import Tx
 
@@ -319,6 +319,11 @@ def _create_user(settings, args) -> int:
                 print(f"statnet: {flag}: {message}", file=sys.stderr)
         return 2
     print(json.dumps(user, ensure_ascii=False))
+    if not local.running(settings, "registry"):
+        # its outbox relay sends user_changed: until it does, a gateway that confirmed the
+        # user's previous token may still take it while the registry can't be asked
+        print("statnet: the registry service is not running: the gateways hear of this user when it "
+              "starts (a token this replaced may be taken until then)", file=sys.stderr)
     return 0
 
 

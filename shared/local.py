@@ -116,7 +116,7 @@ _RUNNING_SECONDS = 2.0   # how long an answer to "does anything consume its requ
 _running: dict[str, tuple[float, bool]] = {}
 
 
-def _consumed(settings, service: str) -> bool:
+def running(settings, service: str) -> bool:
     """Does any instance of ``service`` consume its RPC queue? Asked of the broker (a passive
     declare) at most every two seconds per service; True when the broker can't say (the
     request then meets the broker's own answer). Without it a request to a stopped service
@@ -166,7 +166,7 @@ def _ask(proxy, settings, timeout: float, service: str, method: str, args: tuple
             try:
                 return call(service, method, args, kwargs, proxy.worker_ctx.context_data)
             except NotLocal:
-                if not _consumed(settings, service):
+                if not running(settings, service):
                     raise Unavailable(f"the {service} service is not running (no instance takes its requests)")
                 try:
                     return getattr(proxy, method).call_async(*args, **kwargs).result()

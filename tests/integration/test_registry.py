@@ -436,7 +436,7 @@ def test_a_supervisor_sees_only_its_subtree(system, world):
     assert r.status_code == 403 and "edit focal points" in r.json()["message"]
 
 
-def test_statnet_user_create_on_the_command_line(system, world, settings):
+def test_statnet_user_create_on_the_command_line(system, world, settings, backend):
     t, *_ = world
     env = {**os.environ, "DATABASE_URL": settings.database_url, "AMQP_URI": settings.amqp_uri,
            "STATNET_LOG_FORMAT": "text"}
@@ -444,8 +444,20 @@ def test_statnet_user_create_on_the_command_line(system, world, settings):
                            "--role", "reporter", "--org-unit", t.districts[0]],
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    assert "not running" not in done.stderr, done.stderr
     token = json.loads(done.stdout)["token"]
     assert system.get(f"/api/orgUnits/{t.districts[0]}", token=token).status_code == 200
+    # a rotation with the registry stopped (here: a broker where none runs) says what it means
+    vhost = backend.new_vhost()
+    try:
+        alone = subprocess.run([sys.executable, "-m", "services.cli", "user", "create", "--username", "cli-rep",
+                                "--role", "reporter", "--org-unit", t.districts[0]],
+                               env={**env, "AMQP_URI": backend.amqp_uri(vhost)}, capture_output=True, text=True,
+                               timeout=60)
+    finally:
+        backend.drop_vhost(vhost)
+    assert alone.returncode == 0 and "registry service is not running" in alone.stderr, alone.stderr
+    assert json.loads(alone.stdout)["token"] != token
     bad = subprocess.run([sys.executable, "-m", "services.cli", "user", "create", "--username", "cli-rep2",
                           "--role", "reporter", "--org-unit", "NOWHERE"],
                          env=env, capture_output=True, text=True, timeout=60)
