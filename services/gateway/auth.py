@@ -5,8 +5,9 @@ token is looked up by its SHA-256 in the registry. Lookups are cached for a
 few seconds: a token rotated through this gateway is dropped at once, and
 ``registry.user_changed`` drops it in every gateway (what the registry confirmed
 before the change: a token of the change itself, confirmed while its event was on
-the way, stays); the TTL bounds what a lost event could leave behind. While the registry is down, a token it confirmed
-within the hour still stands: intake goes on through a registry restart.
+the way, stays); the TTL bounds what a lost event could leave behind. While the
+registry is down, a token it confirmed within the hour still stands: intake goes
+on through a registry restart.
 """
 from __future__ import annotations
 
