@@ -172,9 +172,18 @@ def one_each(args) -> dict[str, str]:
     return args.to_dict()
 
 
-def _bad_body(message: str) -> HttpError:
+def _bad_body(message: str, value: str | None = None) -> HttpError:
     """A 400 about the body as a whole, its one conflict naming it."""
-    return HttpError(400, message, conflicts=[{"object": "body", "value": None, "message": message}])
+    return HttpError(400, message, conflicts=[{"object": "body", "value": value, "message": message}])
+
+
+def _line_of(text: str, at: int) -> tuple[int, str]:
+    """(number, text) of the line holding ``text[at]``, counted as a CSV reader counts them
+    (lines ended by LF, CRLF or CR alone)."""
+    breaks = "\n" if "\n" in text else "\r"
+    start = text.rfind(breaks, 0, at) + 1
+    end = text.find(breaks, at)
+    return text.count(breaks, 0, at) + 1, text[start:end if end >= 0 else len(text)].rstrip("\r")
 
 
 class GatewayService:
@@ -294,11 +303,14 @@ class GatewayService:
             raise _bad_body(f"body is labelled {charset} but is UTF-8 text (read as {charset}, its "
                             "letters beyond ASCII would be stored garbled): send it with charset=utf-8")
         if "\x00" in text:
-            # most often UTF-16 without its byte-order mark (every other byte of Latin text is 0)
-            raise _bad_body("body holds a NUL character, which no text can be stored with"
+            # most often UTF-16 without its byte-order mark (every other byte of Latin text is 0);
+            # else one stray character, named by its line (shown with the NUL as \u0000)
+            line, said = _line_of(text, text.index("\x00"))
+            raise _bad_body(f"body holds a NUL character (line {line}), which no text can be stored with"
                             + ("" if "charset" in request.mimetype_params else
                                " (UTF-16 without a byte-order mark? name the charset: Content-Type: "
-                               f"{request.mimetype or 'text/csv'}; charset=UTF-16LE)"))
+                               f"{request.mimetype or 'text/csv'}; charset=UTF-16LE)"),
+                            said[:200].replace("\x00", "\\u0000"))
         # a byte-order mark (Windows editors write one) is no part of the document, as
         # DHIS2's readers skip it too
         return text.removeprefix("\ufeff")

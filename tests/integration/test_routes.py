@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.support.builders import tree, village_data_set, village_return
+from tests.support.builders import CSV_HEADER, tree, village_data_set, village_return
 
 CALLS = 40
 
@@ -164,6 +164,13 @@ def test_a_nul_character_anywhere_is_a_400_never_a_500(system, world):
         assert r.status_code == 400, (path, r.status_code, r.text)
         assert "NUL" in r.text, r.text
     assert system.get("/api/orgUnits/RTNUL").status_code == 404  # nothing stored
+    # in a file, the line it is on (a probe's CSV was told "body holds a NUL" and no more)
+    for ends in ("\n", "\r\n", "\r"):
+        body = ends.join([CSV_HEADER.rstrip("\n"), f"{codes['pop']},2024,{village},M,,1,,,,",
+                          f"{codes['pop']},2024,{village},F,,a\x00b,,,,", ""])
+        r = system.post("/api/dataValueSets", data=body.encode(), headers={"Content-Type": "text/csv"})
+        assert r.status_code == 400 and "(line 3)" in r.json()["message"], r.text
+        assert r.json()["conflicts"][0]["value"] == f"{codes['pop']},2024,{village},F,,a\\u0000b,,,,", r.text
 
 
 def test_a_trailing_slash_names_the_same_route(system, world):
