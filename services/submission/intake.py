@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from services.submission.formats import RawReturn, conflict
+from services.submission.formats import RawReturn, complete_date_problem, conflict
 from shared.api import DEFAULT_COMBO_UID
 from shared.auth import Principal
 from shared.periods import Period, PeriodError, is_closed, local_date, on_time
@@ -63,7 +63,7 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
     today = local_date(received_at)
 
     # the header's fields by the names the sender's format gives them (ADX: group[1].orgUnit)
-    named_as = {key: raw.header_names.get(key, key) for key in ("dataSet", "period", "orgUnit")}
+    named_as = {key: raw.header_names.get(key, key) for key in ("dataSet", "period", "orgUnit", "completeDate")}
     ds = None
     if _text(raw.data_set) is None:
         conflicts.append(raw.data_set_conflict or conflict(named_as["dataSet"], raw.data_set,
@@ -113,14 +113,9 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         del conflicts[header_checked:]  # the first line's own: said below by its line, once
         if not raw.values:
             conflicts.append(conflict("body", None, "the file has a header row and no data lines"))
-    if raw.complete_date not in (None, ""):
-        # DHIS2's completeDate: a date, or a whole ISO 8601 timestamp (not "2026-11-28junk")
-        text = str(raw.complete_date)
-        try:
-            dt.date.fromisoformat(text) if len(text) <= 10 else dt.datetime.fromisoformat(text)
-        except ValueError:
-            conflicts.append(conflict("completeDate", raw.complete_date,
-                                      f"completeDate {raw.complete_date!r} is not a date (YYYY-MM-DD)"))
+    problem = complete_date_problem(named_as["completeDate"], raw.complete_date)
+    if problem:
+        conflicts.append(problem)
 
     values: list[dict] = []
     seen: dict[tuple, int] = {}
@@ -169,12 +164,14 @@ def check(raw: RawReturn, md: Metadata, principal: Principal, received_at: dt.da
         else:
             value_period = period if v.period in (None, "") else read_period(f"{at}.period", v.period,
                                                                                  v.period_sent)
-            value_unit = org_unit if v.org_unit in (None, "") else read_unit(f"{at}.orgUnit", v.org_unit)
+            # an ADX group's unit is told once, where it was written (group[2].orgUnit)
+            value_unit = org_unit if v.org_unit in (None, "") else read_unit(v.org_unit_sent or f"{at}.orgUnit",
+                                                                             v.org_unit)
         if value_period is not None and value_unit is not None:
             # the place is checked below (assigned, open, in scope) whatever else is wrong
             # with the value: every problem at once (a bad value hid "not assigned" until fixed)
-            places.setdefault((value_unit, value_period),
-                              named_as["orgUnit"] if v.org_unit in (None, "") else f"{at}.orgUnit")
+            places.setdefault((value_unit, value_period), named_as["orgUnit"] if v.org_unit in (None, "")
+                              else v.org_unit_sent or f"{at}.orgUnit")
         else:
             ok = False
         text = None

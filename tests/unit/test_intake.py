@@ -219,6 +219,26 @@ def test_an_adx_return_is_told_its_first_groups_fields_by_their_adx_names():
     assert "period" not in by_object and "orgUnit" not in by_object
 
 
+def test_an_adx_groups_unit_and_complete_date_are_told_once_where_the_group_names_them():
+    """A probe's three groups: the second's unknown unit was told once per value, as
+    group[2].dataValue[n].orgUnit (ADX has no such attribute), the third's unassigned one as
+    its first value's; the first group's bad completeDate was "completeDate", a later
+    group's not read at all."""
+    from services.submission import formats
+
+    ret = formats.parse("application/adx+xml", '<adx xmlns="urn:ihe:qrph:adx:2015">'
+                        '<group dataSet="DS" orgUnit="V1" period="2025-01-01/P1Y" completeDate="junk">'
+                        '<dataValue dataElement="HH" value="1"/></group>'
+                        '<group dataSet="DS" orgUnit="NOWHERE" period="2025-01-01/P1Y" completeDate="2026-13-01">'
+                        '<dataValue dataElement="HH" value="1"/><dataValue dataElement="POP" SEX="M" value="2"/>'
+                        '</group><group dataSet="DS" orgUnit="D1" period="2025-01-01/P1Y">'
+                        '<dataValue dataElement="HH" value="1"/></group></adx>', {})
+    found = conflicts(ret, Principal("a", "admin", None))
+    assert sorted((c["object"], c["value"]) for c in found) == [
+        ("group[1].completeDate", "junk"), ("group[2].completeDate", "2026-13-01"),
+        ("group[2].orgUnit", "NOWHERE"), ("group[3].orgUnit", "D1")], found
+
+
 def test_a_long_refused_value_is_echoed_cut_in_its_message_too_and_never_inside_a_letter():
     """A 60,000-character value sent for a number: the conflict's value was cut to 200
     characters, but its message repeated all of it (a 180 KB answer); and the cut fell

@@ -7,6 +7,7 @@ sender may send them is decided afterwards, once for all formats, by
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ class RawValue:
     # ADX: where its period was written and how (group[2].period, "2026-10-01/P3M"): a
     # problem with the period is told there, as sent, not as the code it was read as
     period_sent: tuple[str, str] | None = None
+    org_unit_sent: str | None = None  # ADX: where its org unit was written (group[2].orgUnit)
     stored_by: object = None       # DHIS2's storedBy (JSON, CSV): who the value is from; else the sender
     followup: object = None        # DHIS2's followup (JSON, CSV): marked for a data-quality follow-up
 
@@ -113,6 +115,18 @@ def import_options(params: dict) -> bool:
     if problems:
         raise ParseError(problems)
     return STRATEGIES[strategy]
+
+
+def complete_date_problem(obj: str, value) -> dict | None:
+    """DHIS2's completeDate: a date, or a whole ISO 8601 timestamp (not "2026-11-28junk")."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    try:
+        dt.date.fromisoformat(text) if len(text) <= 10 else dt.datetime.fromisoformat(text)
+    except ValueError:
+        return conflict(obj, value, f"completeDate {value!r} is not a date (YYYY-MM-DD)")
+    return None
 
 
 def attribute_combo_problem(obj: str, value) -> dict | None:

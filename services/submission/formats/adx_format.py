@@ -17,7 +17,8 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from defusedxml.ElementTree import ParseError as XmlParseError
 from defusedxml.ElementTree import fromstring
 
-from services.submission.formats import ParseError, RawReturn, RawValue, attribute_combo_problem, conflict
+from services.submission.formats import (ParseError, RawReturn, RawValue, attribute_combo_problem,
+                                         complete_date_problem, conflict)
 from shared.periods import Period, PeriodError
 
 NS = "urn:ihe:qrph:adx:2015"
@@ -89,10 +90,15 @@ def parse(body: str) -> RawReturn:
             raw.complete_date = group.get("completeDate")
             raw.period_said = bool(iso) and period is None  # reported above, in ADX's own terms
             raw.period_sent = (f"{where}.period", iso) if iso else None
-            raw.header_names = {key: f"{where}.{key}" for key in ("dataSet", "period", "orgUnit")}
-        elif data_set != raw.data_set and raw.data_set is not None:  # (group[1]'s missing one: said as the return's)
-            problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for data "
-                                                                   f"set {raw.data_set!r}"))
+            raw.header_names = {key: f"{where}.{key}" for key in ("dataSet", "period", "orgUnit", "completeDate")}
+        else:
+            if data_set != raw.data_set and raw.data_set is not None:  # (group[1]'s missing one: said as the return's)
+                problems.append(conflict(f"{where}.dataSet", data_set, f"every group of one return must be for "
+                                                                       f"data set {raw.data_set!r}"))
+            # group[1]'s is the return's, checked with its header; another group's was not read at all
+            problem = complete_date_problem(f"{where}.completeDate", group.get("completeDate"))
+            if problem:
+                problems.append(problem)
         problem = attribute_combo_problem(f"{where}.attributeOptionCombo", group.get("attributeOptionCombo"))
         if problem:
             problems.append(problem)
@@ -131,7 +137,8 @@ def parse(body: str) -> RawReturn:
             comment = next((a.text for a in dv if _local(a.tag)[1] == "annotation"), None)
             raw.values.append(RawValue(index, dv.get("dataElement"), combo, dv.get("value"), comment,
                                        period if gi > 1 else None, org_unit if gi > 1 else None, label=at,
-                                       period_sent=(f"{where}.period", iso) if gi > 1 else None))
+                                       period_sent=(f"{where}.period", iso) if gi > 1 else None,
+                                       org_unit_sent=f"{where}.orgUnit" if gi > 1 else None))
             index += 1
     raw.problems = problems
     return raw
