@@ -32,6 +32,11 @@ share of one transaction instead of one of its own; the per-return handlers
 are where the time of a return went (tests/bench/RESULTS.md). A batch that
 fails is not retried as a whole: each of its events is run again alone, so one
 bad event is retried or dead-lettered by itself and holds back nothing else.
+
+``@subscribe(..., broadcast=True)`` delivers every event to every instance of the
+service, each through a queue of its own that goes with it (nameko's BROADCAST):
+for what each process keeps to itself, the gateway's token cache. What is
+published while an instance is away is not kept for it.
 """
 from __future__ import annotations
 
@@ -217,9 +222,11 @@ class Subscription(EventHandler):
     bouncer = topology.Bouncer()
     queue_consumer = topology.EventConsumer()
 
-    def __init__(self, source_service: str, event_type_name: str, batch: int | None = None, **kwargs):
+    def __init__(self, source_service: str, event_type_name: str, batch: int | None = None,
+                 broadcast: bool = False, **kwargs):
         self.kind = event_type(source_service, event_type_name)
         self.batch = batch
+        self.broadcast = broadcast
         super().__init__(source_service, event_type_name, handler_type=SERVICE_POOL,
                          reliable_delivery=True, requeue_on_error=False, **kwargs)
 
@@ -231,9 +238,9 @@ class Subscription(EventHandler):
 
     def setup(self):
         self.settings = Settings.of(self.container)
-        self.queue = topology.event_queue(self.source_service, self.event_type,
-                                          self.container.service_name, self.method_name,
-                                          self.settings)
+        queue = topology.broadcast_queue if self.broadcast else topology.event_queue
+        self.queue = queue(self.source_service, self.event_type, self.container.service_name,
+                           self.method_name, self.settings)
         self.histogram = metrics.event_handler_seconds.labels(
             service=self.container.service_name, event=self.event_type)
         self.batch_sizes = metrics.event_batch_size.labels(

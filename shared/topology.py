@@ -87,6 +87,14 @@ def event_queue(source: str, event: str, service: str, handler: str, settings: S
                  queue_arguments=_queue_arguments(settings, service))
 
 
+def broadcast_queue(source: str, event: str, service: str, handler: str, settings: Settings) -> Queue:
+    """One instance's own queue of the event (``subscribe(broadcast=True)``): named for the
+    instance, deleted when it goes (its connection closes); not declared with the topology."""
+    return Queue(f"{event_queue_name(source, event, service, handler)}-{uuid.uuid4().hex}",
+                 exchange=events_exchange(source), routing_key=event, durable=False,
+                 auto_delete=True, exclusive=True)
+
+
 def delay_exchange(delay_ms: int) -> Exchange:
     return Exchange(f"statnet.delay.{delay_ms}ms", type="fanout", durable=True, delivery_mode=2)
 
@@ -112,12 +120,14 @@ def dlq(service: str, settings: Settings) -> Queue:
                  queue_arguments=args)
 
 
-def subscriptions(service_cls) -> Iterable[tuple[str, str, str]]:
-    """(source, event type, handler method) of every event entrypoint of a service class."""
+def subscriptions(service_cls, broadcast: bool | None = None) -> Iterable[tuple[str, str, str]]:
+    """(source, event type, handler method) of every event entrypoint of a service class;
+    with ``broadcast``, only those that are (True) or are not (False) broadcast."""
     for attr in sorted(dir(service_cls)):  # dir, not vars: handlers may come from a mixin
         method = getattr(service_cls, attr)
         for entrypoint in getattr(method, "nameko_entrypoints", ()):
-            if isinstance(entrypoint, EventHandler):
+            if isinstance(entrypoint, EventHandler) and (
+                    broadcast is None or getattr(entrypoint, "broadcast", False) == broadcast):
                 yield entrypoint.source_service, entrypoint.event_type, attr
 
 
@@ -131,9 +141,15 @@ def entities(service_classes, settings: Settings) -> list:
     out.append(dlq_exchange())
     for cls in service_classes:
         out.append(dlq(cls.name, settings))
-        for source, event, handler in subscriptions(cls):
+        for source, event, handler in subscriptions(cls, broadcast=False):
             out.append(event_queue(source, event, cls.name, handler, settings))
     return out
+
+
+# queues an earlier version declared that nothing consumes any more: deleted at start, or
+# each would keep every event bound to it for ever (the gateways' shared user_changed queue,
+# before each gateway had its own)
+RETIRED_QUEUES = ("evt-registry-user_changed--gateway.forget_changed_user",)
 
 
 def declare_all(settings: Settings, service_classes) -> None:
@@ -146,6 +162,8 @@ def declare_all(settings: Settings, service_classes) -> None:
                     entity(channel).declare()
                 except PreconditionFailed as exc:
                     raise ConfigError(_inequivalent(entity, settings, exc)) from None
+            for name in RETIRED_QUEUES:
+                channel.queue_delete(name)  # none there: nothing happens (RabbitMQ 3.2 on)
         finally:
             channel.close()
 

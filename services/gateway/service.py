@@ -385,7 +385,9 @@ class GatewayService:
             self.auth.forget_user(reply["body"]["username"])
         return self.relay(reply)
 
-    @subscribe("registry", "user_changed")
+    # every gateway's cache, not one of them (a queue each): a token rotated through another
+    # gateway, then the registry stopping within the cache's seconds, stood here for the hour
+    @subscribe("registry", "user_changed", broadcast=True)
     def forget_changed_user(self, event):
         self.auth.forget_user(event.data["username"], event.data["changed_at"])
 

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from shared import topology
 from tests.support.builders import tree, village_data_set, village_return
 
 
@@ -23,11 +24,16 @@ def test_quorum_queues_carry_the_whole_flow(system, settings, backend):
     assert system.analytics(codes["pop"], t.province, "2024") == {(codes["pop"], t.province, "2024"): 9}
 
     vhost = settings.amqp_uri.rsplit("/", 1)[1]
-    listed = subprocess.run(backend.rabbitmqctl + ["list_queues", "-p", vhost, "name", "type", "arguments"],
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(backend.rabbitmqctl + ["list_queues", "-p", vhost, "name", "type", "arguments",
+                                                   "durable"], capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.splitlines() if line.startswith(("evt-", "statnet.dlq"))]
-    assert rows and all(row[1] == "quorum" for row in rows), rows
+    # each gateway's own queue of user_changed goes with it: classic (a quorum queue is
+    # durable, never exclusive), and the only queue not declared with the topology
+    own = topology.event_queue_name("registry", "user_changed", "gateway", "forget_changed_user") + "-"
+    assert [(row[1], row[3]) for row in rows if row[0].startswith(own)] == [("classic", "false")], rows
+    rows = [row for row in rows if not row[0].startswith(own)]
+    assert rows and all(row[1] == "quorum" and row[3] == "true" for row in rows), rows
     event_queues = [row for row in rows if row[0].startswith("evt-")]
     assert all("x-delivery-limit" in row[2] and "statnet.dlq" in row[2] for row in event_queues)
 
