@@ -48,9 +48,20 @@ class CycleError(ValueError):
 
 
 def set_parent(links: list[Link], parent: str | None, start: dt.date) -> list[Link]:
-    """The timeline with ``parent`` from ``start`` on (earlier links kept, later ones replaced)."""
+    """The timeline with ``parent`` from ``start`` on (earlier links kept, later ones replaced).
+
+    A move to ``parent`` already made, dated before ``start``, is re-dated to it: the parent
+    before keeps the unit until then (CONTRACT 3: the periods before ``parentFrom`` stay with
+    the old parent). A later date posted to correct a move was "no change", and the months
+    between stayed with the new district."""
+    ordered = sorted(links, key=lambda l: l.valid_from)
+    at = next((i for i, link in enumerate(ordered)
+               if link.valid_from < start and (link.valid_to is None or start < link.valid_to)), None)
+    if at and ordered[at].parent == parent and ordered[at - 1].valid_to == ordered[at].valid_from:
+        before = ordered[at - 1]
+        ordered[at - 1:] = [Link(before.parent, before.valid_from, start)]
     kept = []
-    for link in sorted(links, key=lambda l: l.valid_from):
+    for link in ordered:
         if link.valid_from >= start:
             continue
         if link.valid_to is None or link.valid_to > start:

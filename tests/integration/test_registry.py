@@ -249,6 +249,28 @@ def test_a_replaced_metadata_snapshot_is_freed_though_it_was_frozen(system, worl
 
 # ------------------------------------------------------------------ hierarchy over time
 
+def test_a_move_re_dated_later_gives_the_years_between_back_to_the_old_district(system, world):
+    """The same parent posted with a later parentFrom was "no change" (200, ignored), and the
+    years between stayed with the new district in every total (a probe's MEDIUM)."""
+    t, codes, doc, _ = world
+    d1, d2, village = "REGRED1", "REGRED2", "REGREDATE"
+    system.import_metadata({"orgUnits": [
+        {"code": d, "name": f"District {d}", "parent": t.province, "openingDate": "2000-01-01"} for d in (d1, d2)] + [
+        {"code": village, "name": "Re-dated", "parent": d1, "openingDate": "2000-01-01"}],
+        "dataSets": [{**doc["dataSets"][0], "orgUnits": [village]}]})
+    for period, males in (("2011", 10), ("2012", 20)):
+        r = system.submit(village_return(codes, village, period, males, 0))
+        assert system.wait_status(r.json()["id"])["status"] == "AGGREGATED"
+    pop = codes["pop"]
+    system.import_metadata({"orgUnits": [{"code": village, "parent": d2, "parentFrom": "2011-01-01"}]})
+    assert system.analytics(pop, d2, "2011;2012") == {(pop, d2, "2011"): 10, (pop, d2, "2012"): 20}
+    r = system.import_metadata({"orgUnits": [{"code": village, "parent": d2, "parentFrom": "2012-01-01"}]})
+    assert r["stats"]["updated"] == 1, r
+    assert unit(system, village)["hierarchy"] == [{"parent": d1, "from": "2000-01-01", "to": "2012-01-01"},
+                                                  {"parent": d2, "from": "2012-01-01", "to": None}]
+    assert system.analytics(pop, f"{d1};{d2}", "2011;2012") == {(pop, d1, "2011"): 10, (pop, d2, "2012"): 20}
+
+
 def test_a_moved_village_keeps_its_history_with_the_old_district(system, world):
     t, codes, doc, _ = world
     d1, d2 = t.districts

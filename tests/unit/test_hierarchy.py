@@ -23,6 +23,20 @@ def test_moving_back_and_correcting_a_move_date():
     assert back == [Link("D1", D(2000, 1, 1))]  # merged again
 
 
+def test_a_move_re_dated_later_leaves_the_months_between_with_the_old_parent():
+    """A probe moved a village from 15 July, then posted the same parent from 1 October: it was
+    "no change", and August and September stayed with the new district."""
+    moved = set_parent([Link("D1", D(2000, 1, 1))], "D2", D(2026, 7, 15))
+    later = set_parent(moved, "D2", D(2026, 10, 1))
+    assert later == [Link("D1", D(2000, 1, 1), D(2026, 10, 1)), Link("D2", D(2026, 10, 1))]
+    assert parent_on(later, D(2026, 9, 30)) == "D1"
+    # a move scheduled after it goes, as any link after the date posted does
+    scheduled = set_parent(moved, "D3", D(2027, 1, 1))
+    assert set_parent(scheduled, "D2", D(2026, 10, 1)) == later
+    # a unit under the same parent from its first link has no parent before to keep it
+    assert set_parent([Link("D1", D(2000, 1, 1))], "D1", D(2026, 10, 1)) == [Link("D1", D(2000, 1, 1))]
+
+
 def test_merge_joins_adjacent_links_with_the_same_parent():
     assert merge([Link("A", D(2000, 1, 1), D(2001, 1, 1)), Link("A", D(2001, 1, 1))]) == [Link("A", D(2000, 1, 1))]
 
