@@ -49,3 +49,11 @@ def test_nothing_that_ended_before_go_live_is_followed():
     assert _periods("Monthly", 15, "2026-11-16", start="2026-10-15") == [("202610", "passed")]
     # live from December: nothing yet, November's returns go on paper
     assert _periods("Monthly", 15, "2026-11-20", start="2026-12-01") == []
+
+
+def test_a_rate_rounds_a_half_up_as_people_do():
+    from services.aggregation.completeness import _rate
+
+    assert _rate(26, 64) == 40.63  # 40.625: round() halved to even, 40.62
+    assert (_rate(1, 3), _rate(2, 3), _rate(1, 8), _rate(0, 5), _rate(5, 5), _rate(1, 0)) == \
+        (33.33, 66.67, 12.5, 0.0, 100.0, None)
