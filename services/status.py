@@ -2,8 +2,7 @@
 
 It asks the two things that are true even when statnet itself is down: RabbitMQ
 (queue depths and consumers, by passive declaration: a service is up when its
-queues have consumers; the gateway, which shares none, when its HTTP address
-answers) and PostgreSQL (each service's outbox, read-only, and
+queues have consumers) and PostgreSQL (each service's outbox, read-only, and
 the completeness of every data set's reporting period from aggregation's own
 tables). Exit status 0 when every service is up and nothing is parked or stuck,
 1 otherwise, so it can also serve a cron job or a health probe.
@@ -11,8 +10,6 @@ tables). Exit status 0 when every service is up and nothing is parked or stuck,
 from __future__ import annotations
 
 import datetime as dt
-import urllib.error
-import urllib.request
 
 import sqlalchemy as sa
 from kombu import Queue
@@ -83,9 +80,9 @@ def collect(settings: Settings) -> dict:
         consumers = [depths[q][1] for q in queues[name]] if depths is not None else []
         backlog, age = (outboxes or {}).get(name, (None, 0))
         services[name] = {
-            # the gateway has no queue shared by its instances (user_changed comes to each
-            # through its own): up when it answers at its address, whatever the broker says
-            "up": _answers(settings) if not queues[name] else None if depths is None else min(consumers) > 0,
+            # the gateway has no queues of its own but user_changed's shared one (each
+            # instance's own is not declared with the topology): same rule
+            "up": None if depths is None else bool(consumers) and min(consumers) > 0,
             "queued": None if depths is None else sum(depths[q][0] for q in queues[name]),
             "dead_letters": None if depths is None else depths[dlqs[name]][0],
             "outbox": backlog, "outbox_age": float(age or 0),
@@ -95,18 +92,6 @@ def collect(settings: Settings) -> dict:
                                                    "given_up": alerts[2]},
             "retrying": None if depths is None else sum(depths[q][0] for q in delays),
             "problems": problems}
-
-
-def _answers(settings: Settings) -> bool:
-    """Whether anything answers HTTP at ``STATNET_HTTP`` (a 503 from /health is an answer:
-    the gateway runs, and the broker or database it needs is what the rest of the screen names)."""
-    try:
-        urllib.request.urlopen(f"http://{settings.http_address}/health", timeout=3).close()
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def render(report: dict) -> tuple[str, bool]:

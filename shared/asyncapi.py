@@ -57,8 +57,10 @@ def _schema(schema: Schema) -> dict:
 def document(service_classes) -> str:
     subscribers: dict[tuple[str, str], list[str]] = {}
     for cls in service_classes:
-        for source, event, handler in topology.subscriptions(cls):
+        for source, event, handler in topology.subscriptions(cls, broadcast=False):
             subscribers.setdefault((source, event), []).append(f"{cls.name}.{handler}")
+        for source, event, handler in topology.subscriptions(cls, broadcast=True):
+            subscribers.setdefault((source, event), []).append(f"{cls.name}.{handler} (every instance)")
     channels, messages = {}, {}
     envelope = _schema(EnvelopeSchema())
     for (source, name), kind in sorted(CATALOGUE.items()):

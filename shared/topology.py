@@ -146,12 +146,6 @@ def entities(service_classes, settings: Settings) -> list:
     return out
 
 
-# queues an earlier version declared that nothing consumes any more: deleted at start, or
-# each would keep every event bound to it for ever (the gateways' shared user_changed queue,
-# before each gateway had its own)
-RETIRED_QUEUES = ("evt-registry-user_changed--gateway.forget_changed_user",)
-
-
 def declare_all(settings: Settings, service_classes) -> None:
     """Declare the whole topology (idempotent; run by every service at start)."""
     with Connection(settings.amqp_uri, connect_timeout=10) as conn:
@@ -162,8 +156,6 @@ def declare_all(settings: Settings, service_classes) -> None:
                     entity(channel).declare()
                 except PreconditionFailed as exc:
                     raise ConfigError(_inequivalent(entity, settings, exc)) from None
-            for name in RETIRED_QUEUES:
-                channel.queue_delete(name)  # none there: nothing happens (RabbitMQ 3.2 on)
         finally:
             channel.close()
 

@@ -177,13 +177,16 @@ def _bad_body(message: str, value: str | None = None) -> HttpError:
     return HttpError(400, message, conflicts=[{"object": "body", "value": value, "message": message}])
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _line_of(text: str, at: int) -> tuple[int, str]:
     """(number, text) of the line holding ``text[at]``, counted as a CSV reader counts them
-    (lines ended by LF, CRLF or CR alone)."""
-    breaks = "\n" if "\n" in text else "\r"
-    start = text.rfind(breaks, 0, at) + 1
-    end = text.find(breaks, at)
-    return text.count(breaks, 0, at) + 1, text[start:end if end >= 0 else len(text)].rstrip("\r")
+    (lines ended by LF, CRLF or CR alone, mixed in one file too)."""
+    head = text[:at]
+    start = max(head.rfind("\n"), head.rfind("\r")) + 1
+    end = _LINE_END.search(text, at)
+    return len(_LINE_END.findall(head)) + 1, text[start:end.start() if end else len(text)]
 
 
 class GatewayService:
@@ -385,9 +388,13 @@ class GatewayService:
             self.auth.forget_user(reply["body"]["username"])
         return self.relay(reply)
 
-    # every gateway's cache, not one of them (a queue each): a token rotated through another
-    # gateway, then the registry stopping within the cache's seconds, stood here for the hour
+    # Each gateway's cache by a queue of its own (broadcast): the shared queue reaches one
+    # gateway of several, and a token rotated through another stood here for the hour if the
+    # registry stopped within the cache's seconds. The shared one stays: it keeps the event
+    # routable while no gateway runs (mandatory publishing: the registry's outbox stalled on
+    # an unroutable event) and shows the gateways to `statnet status`, which asks the broker.
     @subscribe("registry", "user_changed", broadcast=True)
+    @subscribe("registry", "user_changed")
     def forget_changed_user(self, event):
         self.auth.forget_user(event.data["username"], event.data["changed_at"])
 
