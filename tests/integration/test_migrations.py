@@ -193,3 +193,42 @@ def test_loaded_values_taken_in_move_to_one_row_per_series_and_back(settings):
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE org_unit = 'ບ້ານ-MIG'"))
     migrations.upgrade(settings, "validation")
+
+
+def test_returns_on_their_way_learn_the_places_they_report_for(settings):
+    """Submission 0007: a district's CSV waiting for validation across the upgrade is found by
+    every place it reports for at the next deadline check, not by its first line's alone."""
+    migrations.upgrade(settings, "submission")  # wherever an earlier test left it, then back
+    migrations.downgrade(settings, "submission", "0006")
+    engine = engine_for(settings.database_url)
+
+    def values(*places):
+        return json.dumps([{"data_element": "POP", "category_option_combo": "F", "org_unit": ou, "period": pe,
+                            "value": "1", "comment": None} for ou, pe in places])
+
+    sent = {  # id: (status, rank, header, the places of its values)
+        "m-received": ("RECEIVED", 0, ("V1", "202609"), [("V2", "202609"), ("V1", "202609"), ("V1", "202610")]),
+        "m-validated": ("VALIDATED", 1, ("V1", "202609"), [("ບ້ານ", "202609"), ("V1", "202609")]),
+        "m-aggregated": ("AGGREGATED", 2, ("V1", "202609"), [("V2", "202609"), ("V1", "202609")]),
+        "m-rejected": ("REJECTED", 1, ("V1", "202609"), [("V2", "202609"), ("V1", "202609")]),
+        "m-header": ("RECEIVED", 0, ("V3", "202609"), [("V3", "202609"), ("V3", "202609")]),
+        "m-elsewhere": ("RECEIVED", 0, ("V3", "202609"), [("V4", "202609")]),
+    }
+    with engine.begin() as conn:
+        for rid, (status, rank, (ou, pe), places) in sent.items():
+            conn.execute(sa.text(
+                "INSERT INTO submission.return (id, data_set, org_unit, period, submitted_by, received_at, "
+                "on_time, status, status_rank, content_type, body_sha256, body, data_values, value_count) "
+                "VALUES (:id, 'DS', :ou, :pe, 'u', now(), true, :status, :rank, 'text/csv', 'x', '', "
+                "CAST(:v AS json), 1)"), {"id": rid, "ou": ou, "pe": pe, "status": status, "rank": rank,
+                                           "v": values(*places)})
+    migrations.upgrade(settings, "submission")
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text(
+            "SELECT id, CASE WHEN place_org_units IS NULL THEN NULL ELSE "
+            "array(SELECT ou || ' ' || pe FROM unnest(place_org_units, place_periods) AS p(ou, pe)) END "
+            "FROM submission.return WHERE id LIKE 'm-%'")).all())
+    rows = {rid: places and sorted(places) for rid, places in rows.items()}  # (the database's collation)
+    assert rows == {"m-received": ["V1 202609", "V1 202610", "V2 202609"],
+                    "m-validated": ["V1 202609", "ບ້ານ 202609"],
+                    "m-aggregated": None, "m-rejected": None, "m-header": None, "m-elsewhere": ["V4 202609"]}

@@ -165,9 +165,9 @@ def test_a_nul_character_anywhere_is_a_400_never_a_500(system, world):
         assert "NUL" in r.text, r.text
     assert system.get("/api/orgUnits/RTNUL").status_code == 404  # nothing stored
     # in a file, the line it is on (a probe's CSV was told "body holds a NUL" and no more)
-    for ends in ("\n", "\r\n", "\r"):
-        body = ends.join([CSV_HEADER.rstrip("\n"), f"{codes['pop']},2024,{village},M,,1,,,,",
-                          f"{codes['pop']},2024,{village},F,,a\x00b,,,,", ""])
+    for first, ends in (("\n", "\n"), ("\r\n", "\r\n"), ("\r", "\r"), ("\n", "\r")):  # (mixed too)
+        body = CSV_HEADER.rstrip("\n") + first + ends.join([f"{codes['pop']},2024,{village},M,,1,,,,",
+                                                            f"{codes['pop']},2024,{village},F,,a\x00b,,,,", ""])
         r = system.post("/api/dataValueSets", data=body.encode(), headers={"Content-Type": "text/csv"})
         assert r.status_code == 400 and "(line 3)" in r.json()["message"], r.text
         assert r.json()["conflicts"][0]["value"] == f"{codes['pop']},2024,{village},F,,a\\u0000b,,,,", r.text
