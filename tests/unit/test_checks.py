@@ -35,6 +35,19 @@ def test_value_type_is_checked_again():
     assert found[0]["rule"] == "VALUE_TYPE" and rejected(found)
 
 
+def test_a_combo_removed_or_a_period_type_changed_since_intake_rejects_the_return():
+    """A return received in the moment an import removed a combo or changed the data set's
+    period type: intake checked it against the metadata before, and its value was stored where
+    no return could correct or delete it (a probe's HIGH, 4 races of 4)."""
+    found = check_return("DS", values(POP_X=1, POP_M=1, HH=1), MD)
+    assert [(v["rule"], v["category_option_combo"]) for v in found] == [("CATEGORY_OPTION_COMBO", "X")]
+    assert rejected(found) and "one of M, F" in found[0]["message"]
+    monthly = snapshot({"LA": None, "V": "LA"}, elements=[element("POP", combos=("M", "F"))],
+                       data_sets=[data_set("DS", ["POP"], period_type="Monthly", level=2)])
+    found = check_return("DS", values(POP_M=1), monthly)
+    assert [(v["rule"], v["period"]) for v in found] == [("PERIOD_TYPE", "2025")] and rejected(found)
+
+
 def test_division_by_zero_skips_the_rule():
     r = rule("DIV", "#{HH} / #{POP}", "less_than", "1", strategy="NEVER_SKIP")
     assert evaluate_rule(r, {("HH", "default"): D(5), ("POP", "M"): D(0)}) is None
