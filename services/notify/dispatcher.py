@@ -141,8 +141,11 @@ def requeue_for_new_addresses(conn: sa.Connection, changes: dict) -> int:
 
 # Who a notification goes to, as the focal point is now: an address (or language) corrected
 # after the alert was recorded is the one its next attempt uses
-_CONTACT = sa.text(f"SELECT name, email, language, retired_on FROM {t.replica.focal_point.fullname} "
+_CONTACT = sa.text(f"SELECT name, email, language, retired_on, role FROM {t.replica.focal_point.fullname} "
                    "WHERE code = :code")
+# the role an alert was addressed to its recipient in (CONTRACT 7: supervisors are told of
+# invalid and late returns, a unit's reporters reminded)
+ADDRESSED_AS = {"REMINDER": "reporter"}
 
 
 def as_addressed_now(conn: sa.Connection, row: types.SimpleNamespace) -> types.SimpleNamespace:
@@ -150,8 +153,8 @@ def as_addressed_now(conn: sa.Connection, row: types.SimpleNamespace) -> types.S
     details (a focal point since removed keeps those it was recorded with)."""
     contact = conn.execute(_CONTACT, {"code": row.recipient}).first()
     if contact is None:
-        return types.SimpleNamespace(**{**vars(row), "retired_on": None})
-    return types.SimpleNamespace(**{**vars(row), "retired_on": contact.retired_on, "details": {
+        return types.SimpleNamespace(**{**vars(row), "retired_on": None, "role": None})
+    return types.SimpleNamespace(**{**vars(row), "retired_on": contact.retired_on, "role": contact.role, "details": {
         **row.details, "recipient_name": contact.name, "email": contact.email, "language": contact.language}})
 
 
@@ -586,6 +589,11 @@ class Dispatcher(Pump):
             attempts = row.attempts + 1
             if row.retired_on is not None:  # (recorded before notify heard of it)
                 self._mark(conn, row, "FAILED", attempts, f"focal point {row.recipient} retired on {row.retired_on}")
+                return True
+            addressed_as = ADDRESSED_AS.get(row.type, "supervisor")
+            if row.role not in (None, addressed_as):  # a supervisor made a reporter while it waited
+                self._mark(conn, row, "FAILED", attempts, f"focal point {row.recipient} is a {row.role} now, "
+                                                          f"not the {addressed_as} this {row.type} was for")
                 return True
             try:
                 CHANNELS[row.channel](row, self.settings)

@@ -1004,3 +1004,42 @@ def test_a_focal_point_who_left_is_retired_addressed_no_more_and_kept(system, wo
     back = system.put("/api/focalPoints/FPREGLEFT", json={"email": "back@example.la"})
     assert back.status_code == 200 and back.json()["retiredOn"] is None, back.text
     assert [f["code"] for f in unit(system, district)["focalPoints"]] == ["FPREGLEFT"]
+
+
+def test_a_supervisor_made_a_reporter_is_sent_no_alert_that_waited_for_them(system, world, settings):
+    """A supervisor's role changed to reporter while their alerts waited (a relay down): the
+    e-mails still went out to them (a probe), as only a retirement was asked about at send
+    time. New alerts already left them out."""
+    t, *_ = world
+    district = t.districts[1]
+    system.import_metadata({"focalPoints": [{"code": "FPREGROLE", "name": "Role", "orgUnit": district,
+                                             "role": "supervisor", "email": "role@example.la", "language": "en"}]})
+    assert system.post("/api/deadlines/check?asOf=2026-03-03").status_code == 200
+    with engine_for(settings.database_url).begin() as conn:
+        waiting = conn.execute(sa.text(
+            "UPDATE notify.notification SET status = 'PENDING', next_attempt_at = now() + interval '1 hour' "
+            "WHERE recipient = 'FPREGROLE'")).rowcount
+    assert waiting > 0
+    r = system.put("/api/focalPoints/FPREGROLE", json={"role": "reporter"})
+    assert r.status_code == 200, r.text
+    with engine_for(settings.database_url).begin() as conn:
+        # (due before every other alert waiting: the whole suite's are in the queue before them)
+        conn.execute(sa.text("UPDATE notify.notification SET next_attempt_at = now() - interval '1 day' "
+                             "WHERE recipient = 'FPREGROLE'"))
+    listed = lambda: system.get("/api/notifications?recipient=FPREGROLE").json()["notifications"]  # noqa: E731
+    wait_until(lambda: {n["status"] for n in listed()} == {"FAILED"}, timeout=60, message="given up as sent")
+    assert all("is a reporter now" in n["lastError"] for n in listed()), listed()
+
+
+def test_a_focal_point_fetched_edited_and_put_back_is_taken(system, world):
+    """GET adds lastActiveAt and retiredOn, which no one sets: put back, they were a 400
+    "Unknown field" (a probe); DHIS2 ignores read-only properties."""
+    t, *_ = world
+    system.import_metadata({"focalPoints": [{"code": "FPREGPUT", "name": "ຜູ້ລາຍງານ", "orgUnit": t.districts[0],
+                                             "role": "reporter", "email": "put@example.la", "language": "lo"}]})
+    fp = next(f for f in system.get(f"/api/focalPoints?orgUnit={t.districts[0]}").json()["focalPoints"]
+              if f["code"] == "FPREGPUT")
+    assert {"lastActiveAt", "retiredOn"} <= set(fp)
+    r = system.put("/api/focalPoints/FPREGPUT", json={**fp, "email": "put.again@example.la"})
+    assert r.status_code == 200 and r.json()["email"] == "put.again@example.la", r.text
+    assert r.json()["retiredOn"] is None and r.json()["name"] == "ຜູ້ລາຍງານ"
