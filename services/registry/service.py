@@ -331,7 +331,8 @@ class RegistryService:
             raise error(400, f"code {item['code']!r} in the body differs from {code!r} in the path")
         # (the writer is an admin, whose scope is everything; an unknown org unit is refused
         # by the import, in metadata's 409 shape, as POST /api/metadata refuses it)
-        document = {"focalPoints": [{**{k: v for k, v in body.items()}, "code": code}]}
+        document = {"focalPoints": [{**{k: v for k, v in body.items() if k not in FocalPointUpdateSchema.READ_ONLY},
+                                     "code": code}]}
         try:
             with self.db.transaction() as tx:
                 plan, version = import_document(tx, document)

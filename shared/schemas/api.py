@@ -6,7 +6,7 @@ it; unknown fields are refused, and every error names the field and value.
 import re
 import unicodedata
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from shared.auth import BOOTSTRAP_ADMIN
 from shared.schemas.common import CODE, StrictSchema
@@ -181,8 +181,18 @@ METADATA_LISTS = {
 
 
 class FocalPointUpdateSchema(FocalPointImportSchema):
-    """``PUT /api/focalPoints/{code}``: the code comes from the path."""
+    """``PUT /api/focalPoints/{code}``: the code comes from the path. What GET adds and no
+    one sets (``lastActiveAt``, learned from returns; ``retiredOn``, set by DELETE) is taken
+    and ignored, as DHIS2 ignores read-only properties: a focal point fetched, edited and put
+    back was a 400 "Unknown field"."""
+    READ_ONLY = ("lastActiveAt", "retiredOn")
     code = fields.Str(validate=CODE)
+    lastActiveAt = fields.Raw(allow_none=True)
+    retiredOn = fields.Raw(allow_none=True)
+
+    @post_load
+    def _without_read_only(self, data: dict, **_) -> dict:
+        return {k: v for k, v in data.items() if k not in self.READ_ONLY}
 
 
 # --- users (CONTRACT 2) ----------------------------------------------------------
