@@ -946,21 +946,27 @@ def test_a_unit_taken_out_of_a_data_sets_list_keeps_its_past_periods(system, wor
     wait_until(lambda: completeness(following) == (2, 0), message="the unit put back")
 
 
+def _supervisor_with_alerts_waiting(system, settings, code: str, name: str, district: str, language: str,
+                                    as_of: str) -> None:
+    """A supervisor at ``district`` whose late alerts of the check ``as_of`` wait for a retry
+    (a relay down), due in an hour: as alerts to someone may be when they leave or change role."""
+    system.import_metadata({"focalPoints": [{"code": code, "name": name, "orgUnit": district, "role": "supervisor",
+                                             "email": f"{code.lower()}@example.la", "language": language}]})
+    assert system.post(f"/api/deadlines/check?asOf={as_of}").status_code == 200
+    with engine_for(settings.database_url).begin() as conn:
+        waiting = conn.execute(sa.text(
+            "UPDATE notify.notification SET status = 'PENDING', next_attempt_at = now() + interval '1 hour' "
+            "WHERE recipient = :code"), {"code": code}).rowcount
+    assert waiting > 0
+
+
 def test_a_focal_point_who_left_is_retired_addressed_no_more_and_kept(system, world, settings):
     """There was no way to take out a supervisor who left: PUT could only empty the address,
     and every deadline check then recorded alerts to them that FAILED for want of one, while
     coverage still counted them. DELETE retires them from today."""
     t, *_ = world
     district = t.districts[1]
-    system.import_metadata({"focalPoints": [{"code": "FPREGLEFT", "name": "ຜູ້ກວດກາເກົ່າ", "orgUnit": district,
-                                             "role": "supervisor", "email": "left@example.la", "language": "lo"}]})
-    assert system.post("/api/deadlines/check?asOf=2026-03-01").status_code == 200
-    with engine_for(settings.database_url).begin() as conn:
-        # waiting for a retry (a relay down), as alerts to them may be when they leave
-        waiting = conn.execute(sa.text(
-            "UPDATE notify.notification SET status = 'PENDING', next_attempt_at = now() + interval '1 hour' "
-            "WHERE recipient = 'FPREGLEFT'")).rowcount
-    assert waiting > 0
+    _supervisor_with_alerts_waiting(system, settings, "FPREGLEFT", "ຜູ້ກວດກາເກົ່າ", district, "lo", "2026-03-01")
     reporter = system.create_user("reg-left-rep", "reporter", t.villages[district][0])
     assert system.delete("/api/focalPoints/FPREGLEFT", token=reporter).status_code == 403
     assert system.delete("/api/focalPoints/NOSUCHFP").status_code == 404
@@ -1011,15 +1017,7 @@ def test_a_supervisor_made_a_reporter_is_sent_no_alert_that_waited_for_them(syst
     e-mails still went out to them (a probe), as only a retirement was asked about at send
     time. New alerts already left them out."""
     t, *_ = world
-    district = t.districts[1]
-    system.import_metadata({"focalPoints": [{"code": "FPREGROLE", "name": "Role", "orgUnit": district,
-                                             "role": "supervisor", "email": "role@example.la", "language": "en"}]})
-    assert system.post("/api/deadlines/check?asOf=2026-03-03").status_code == 200
-    with engine_for(settings.database_url).begin() as conn:
-        waiting = conn.execute(sa.text(
-            "UPDATE notify.notification SET status = 'PENDING', next_attempt_at = now() + interval '1 hour' "
-            "WHERE recipient = 'FPREGROLE'")).rowcount
-    assert waiting > 0
+    _supervisor_with_alerts_waiting(system, settings, "FPREGROLE", "Role", t.districts[1], "en", "2026-03-03")
     r = system.put("/api/focalPoints/FPREGROLE", json={"role": "reporter"})
     assert r.status_code == 200, r.text
     with engine_for(settings.database_url).begin() as conn:
