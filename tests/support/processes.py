@@ -103,9 +103,8 @@ class StatnetProcess:
 
 
 def cli(settings, *args, timeout: float = 120) -> subprocess.CompletedProcess:
-    # the operator's settings are the services' (statnet status asks the gateway at STATNET_HTTP)
     env = {**os.environ, "AMQP_URI": settings.amqp_uri, "DATABASE_URL": settings.database_url,
-           "STATNET_HTTP": settings.http_address, "STATNET_LOG_FORMAT": "text"}
+           "STATNET_LOG_FORMAT": "text"}
     return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
 
