@@ -65,6 +65,9 @@ class Settings:
     smtp_from: str = "statnet@localhost"
     alert_webhook: str | None = None
     # operational knobs beyond the contract (documented in README)
+    smtp_security: str = "none"          # none | starttls (then AUTH, on 587) | tls (implicit, 465)
+    smtp_username: str | None = None     # AUTH LOGIN/PLAIN to the relay when set
+    smtp_password: str | None = field(default=None, repr=False)
     queue_type: str = "classic"          # classic (one node) | quorum (cluster)
     delivery_limit: int = 10             # quorum queues: redeliveries before dead-lettering
     metrics_port: int | None = None      # own /metrics port when a service runs alone
@@ -90,6 +93,9 @@ class Settings:
         "smtp_port": "SMTP_PORT",
         "smtp_from": "SMTP_FROM",
         "alert_webhook": "STATNET_ALERT_WEBHOOK",
+        "smtp_security": "SMTP_SECURITY",
+        "smtp_username": "SMTP_USERNAME",
+        "smtp_password": "SMTP_PASSWORD",
         "queue_type": "STATNET_QUEUE_TYPE",
         "delivery_limit": "STATNET_DELIVERY_LIMIT",
         "metrics_port": "STATNET_METRICS_PORT",
@@ -140,6 +146,11 @@ class Settings:
             raise ConfigError(f"STATNET_HTTP={self.http_address!r} must be host:port, the port 1-{MAX_PORT}")
         if self.alert_webhook is not None and not re.match(r"https?://[^/\s]+", self.alert_webhook):
             raise ConfigError(f"STATNET_ALERT_WEBHOOK={self.alert_webhook!r} must be an http:// or https:// URL")
+        if self.smtp_security not in ("none", "starttls", "tls"):
+            raise ConfigError(f"SMTP_SECURITY={self.smtp_security!r} must be none, starttls or tls")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ConfigError("SMTP_USERNAME and SMTP_PASSWORD go together: set both to log in to the "
+                              "relay, or neither")
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigError(f"STATNET_QUEUE_TYPE={self.queue_type!r} must be classic or quorum")
         if self.log_format not in ("json", "text"):

@@ -38,13 +38,41 @@ class _Keep:
         return "250 OK"
 
 
-def serve(host: str, port: int, maildir: str, delay: float = 0.0) -> None:
+def _authenticator(login: str):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    username, _, password = login.partition(":")
+
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == username.encode()
+              and auth_data.password == password.encode())
+        return AuthResult(success=ok, handled=False)
+    return check
+
+
+def serve(host: str, port: int, maildir: str, delay: float = 0.0, *, security: str = "none",
+          cert: str | None = None, key: str | None = None, login: str | None = None) -> None:
+    """``security``: ``starttls`` (required before MAIL) or ``tls`` (implicit) with ``cert`` and
+    ``key``; ``login`` ("user:password"): AUTH required, as a province's relay may."""
+    import ssl
+
     from aiosmtpd.controller import Controller
 
     path = pathlib.Path(maildir)
     path.mkdir(parents=True, exist_ok=True)
+    options: dict = {}
+    if security != "none":
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        options.update({"tls_context": context, "require_starttls": True} if security == "starttls"
+                       else {"ssl_context": context})
+    if login:
+        # (a session over implicit TLS is TLS from its first byte, which aiosmtpd's
+        # auth_require_tls knows not of: it would never offer AUTH)
+        options.update(authenticator=_authenticator(login), auth_required=True,
+                       auth_require_tls=security == "starttls")
     # SMTPUTF8: a focal point's address may be in Lao script (RFC 6531), as a relay may take
-    controller = Controller(_Keep(path, delay), hostname=host, port=port, enable_SMTPUTF8=True)
+    controller = Controller(_Keep(path, delay), hostname=host, port=port, enable_SMTPUTF8=True, **options)
     controller.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -70,11 +98,15 @@ def listening(host: str, port: int) -> bool:
         return False
 
 
-def start(host: str, port: int, maildir: str, delay: float = 0.0) -> subprocess.Popen:
+def start(host: str, port: int, maildir: str, delay: float = 0.0, *, security: str = "none",
+          cert: str | None = None, key: str | None = None, login: str | None = None) -> subprocess.Popen:
     """Start a sink process and wait until it accepts connections; ``delay``: seconds it
-    takes over each message before it answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "shared.mailsink", "--listen", f"{host}:{port}",
-                             "--maildir", maildir, "--delay", str(delay)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    takes over each message before it answers; the rest as ``serve`` takes them."""
+    args = [sys.executable, "-m", "shared.mailsink", "--listen", f"{host}:{port}",
+            "--maildir", maildir, "--delay", str(delay), "--security", security]
+    args += ["--cert", cert, "--key", key] if security != "none" else []
+    args += ["--login", login] if login else []
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -92,9 +124,14 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:8025")
     parser.add_argument("--maildir", required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds taken over each message")
+    parser.add_argument("--security", choices=("none", "starttls", "tls"), default="none")
+    parser.add_argument("--cert", help="PEM certificate (with --security)")
+    parser.add_argument("--key", help="PEM private key (with --security)")
+    parser.add_argument("--login", help="user:password the client must log in with")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
-    serve(host or "127.0.0.1", int(port), args.maildir, args.delay)
+    serve(host or "127.0.0.1", int(port), args.maildir, args.delay, security=args.security,
+          cert=args.cert, key=args.key, login=args.login)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import smtplib
+import ssl
 import time
 import types
 import urllib.error
@@ -307,6 +308,45 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def log_in(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH as the relay offers it; a login or password in Lao script by PLAIN in UTF-8 (RFC
+    4616), which smtplib's ``login`` cannot send (it encodes them as ASCII)."""
+    if (username + password).isascii():
+        smtp.login(username, password)
+        return
+    if "plain" not in smtp.esmtp_features.get("auth", "").lower().split():
+        raise smtplib.SMTPNotSupportedError("the relay offers no AUTH PLAIN, the one mechanism that "
+                                            "carries a login or password beyond ASCII")
+    token = base64.b64encode(f"\0{username}\0{password}".encode("utf-8")).decode("ascii")
+    code, text = smtp.docmd("AUTH", f"PLAIN {token}")
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, text)
+
+
+def relay(settings: Settings) -> smtplib.SMTP:
+    """A session with the province's relay, greeted, secured and logged in as its settings say.
+    A relay that refuses the login or the certificate is retried like one that is down: the
+    operator's fix of the settings or the relay lets every alert waiting go."""
+    if settings.smtp_security == "tls":  # implicit TLS (port 465)
+        smtp = smtplib.SMTP_SSL(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT,
+                                context=ssl.create_default_context())
+    else:
+        smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT)
+    try:
+        smtp.ehlo_or_helo_if_needed()
+        if settings.smtp_security == "starttls":
+            # the certificate is checked against the system's CAs (SSL_CERT_FILE names others):
+            # credentials and supervisors' addresses are not sent to whoever answers
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo_or_helo_if_needed()  # the extensions again, as said over TLS
+        if settings.smtp_username is not None:
+            log_in(smtp, settings.smtp_username, settings.smtp_password)
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
 def send_email(row, settings: Settings) -> None:
     address = row.details.get("email")
     if not address:
@@ -315,9 +355,8 @@ def send_email(row, settings: Settings) -> None:
     # an address in Lao script (RFC 6531) travels only through a relay that says SMTPUTF8
     international = not address.isascii()
     try:
-        smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SEND_TIMEOUT)
+        smtp = relay(settings)
         try:
-            smtp.ehlo_or_helo_if_needed()
             if international and not smtp.has_extn("smtputf8"):
                 raise PermanentFailure(f"the SMTP relay does not take international addresses (SMTPUTF8): "
                                        f"{address}")

@@ -37,12 +37,25 @@ def test_environment_overrides():
     ({"STATNET_METRICS_PORT": "99999"}, ["STATNET_METRICS_PORT", "99999", "at most 65535"]),
     ({"SMTP_PORT": "70000"}, ["SMTP_PORT", "70000", "at most 65535"]),
     ({"STATNET_ALERT_WEBHOOK": "notaurl"}, ["STATNET_ALERT_WEBHOOK", "notaurl", "http://"]),
+    ({"SMTP_SECURITY": "ssl"}, ["SMTP_SECURITY", "ssl", "starttls"]),
+    # a login half given would fail every alert at the relay, found only when one is due
+    ({"SMTP_USERNAME": "statnet"}, ["SMTP_USERNAME", "SMTP_PASSWORD"]),
+    ({"SMTP_PASSWORD": "secret"}, ["SMTP_USERNAME", "SMTP_PASSWORD"]),
 ])
 def test_a_bad_setting_is_named_with_its_value(env, names):
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     for name in names:
         assert name in str(err.value)
+
+
+def test_the_relays_login_is_read_and_its_password_never_shown():
+    s = Settings.from_env({"SMTP_SECURITY": "starttls", "SMTP_USERNAME": "statnet@luangnamtha.la",
+                           "SMTP_PASSWORD": "ລະຫັດ-secret"})
+    assert (s.smtp_security, s.smtp_username, s.smtp_password) == ("starttls", "statnet@luangnamtha.la",
+                                                                   "ລະຫັດ-secret")
+    assert "secret" not in repr(s)
+    assert Settings.from_env({}).smtp_security == "none"  # the contract's plain relay on 8025
 
 
 def test_a_process_keeps_the_database_connections_it_is_given(monkeypatch):
