@@ -164,8 +164,10 @@ def main(argv=None) -> int:
         from shared import migrations
 
         for name in args.services or migrations.SERVICES_WITH_SCHEMA:
-            migrations.upgrade(settings, name)
-            print(f"{name}: up to date")
+            before, after = migrations.upgrade(settings, name)
+            # what an upgrade did, for the operator's record (it said "up to date" either way)
+            print(f"{name}: up to date at {after}" if before == after
+                  else f"{name}: {before or 'new schema'} -> {after}")
         return 0
     if args.command == "user":
         return _create_user(settings, args)

@@ -34,10 +34,20 @@ def _script_location(service: str) -> str:
     return os.path.join(os.path.dirname(services.__file__), service, "migrations")
 
 
-def upgrade(settings: Settings, service: str, revision: str = "head") -> None:
-    """Bring ``service``'s schema to ``revision``, the newest by default (creating the database if missing)."""
+def upgrade(settings: Settings, service: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring ``service``'s schema to ``revision``, the newest by default (creating the database
+    if missing); the revisions it was at and is at (None: no schema yet)."""
     with _alembic(settings, service) as cfg:
+        before = _revision(cfg)
         command.upgrade(cfg, revision)
+        return before, _revision(cfg)
+
+
+def _revision(cfg) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(cfg.attributes["connection"], opts={
+        "version_table_schema": cfg.attributes["schema"]}).get_current_revision()
 
 
 def downgrade(settings: Settings, service: str, revision: str) -> None:

@@ -646,6 +646,44 @@ def test_outliers_are_judged_against_the_loaded_past(system, world, settings, ki
     assert [(o["dataElement"], o["categoryOptionCombo"]) for o in sub["outliers"]] == [(kids, "M")], sub
 
 
+def test_history_loaded_before_validation_and_notify_heard_of_loads_is_announced_at_the_upgrade(
+        system, world, settings, kids):
+    """An upgrade probe: history a version before the history_loaded event (or before
+    validation marked its places) had loaded stayed unknown to both; a return the loaded
+    values make break a HIGH rule was accepted, and the deadline check chased the loaded
+    months. Aggregation 0016 announces every load again from what it holds."""
+    import sqlalchemy as sa
+
+    from shared import migrations
+    from shared.db import engine_for
+
+    v = world.all_villages[3]
+    r = load(system, csv_text([(kids, "201106", v, "F", "98")]))
+    assert r.status_code == 200, r.text
+    batch = r.json()["batch"]
+    _marked_for_validation(settings, v)
+    engine = engine_for(settings.database_url)
+
+    def received() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM notify.received WHERE return_id = :b"),
+                                {"b": batch}).scalar()
+    wait_until(lambda: received() == 1, message="notify told of the load")
+    # as a version before them left it: neither validation nor notify knows of the load
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM validation.history_place WHERE org_unit = :v"), {"v": v})
+        conn.execute(sa.text("DELETE FROM validation.history_series WHERE org_unit = :v"), {"v": v})
+        conn.execute(sa.text("DELETE FROM notify.received WHERE return_id = :b"), {"b": batch})
+
+    migrations.downgrade(settings, "aggregation", "0015")
+    migrations.upgrade(settings, "aggregation")  # 0016, with aggregation running: its relay sends
+    _marked_for_validation(settings, v)
+    wait_until(lambda: received() == 1, message="notify told of the load again")
+    sub = system.wait_status(system.submit({"dataSet": f"MDS{UID}", "period": "201106", "orgUnit": v, "dataValues": [
+        {"dataElement": kids, "categoryOptionCombo": "M", "value": "500"}]}).json()["id"])
+    assert sub["status"] == "REJECTED", sub  # boys 500 > girls 98, as history loaded them
+
+
 def test_statnet_history_load_says_exactly_which_lines_are_in_after_a_refusal(system, world, settings,
                                                                               monkeypatch, tmp_path, capsys):
     """The chunk sent beside a refused one, and every chunk after it, went on loading while

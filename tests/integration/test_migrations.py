@@ -232,3 +232,26 @@ def test_returns_on_their_way_learn_the_places_they_report_for(settings):
     assert rows == {"m-received": ["V1 202609", "V1 202610", "V2 202609"],
                     "m-validated": ["V1 202609", "ບ້ານ 202609"],
                     "m-aggregated": None, "m-rejected": None, "m-header": None, "m-elsewhere": ["V4 202609"]}
+
+
+def test_statnet_migrate_says_what_it_did(settings):
+    """An operator's record of an upgrade: from which revision to which (it said "up to
+    date" whether it had applied five revisions or none)."""
+    import os
+    import subprocess
+    import sys
+
+    migrations.upgrade(settings, "notify")
+    migrations.downgrade(settings, "notify", "0006")
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "AMQP_URI": settings.amqp_uri}
+
+    def migrate() -> str:
+        done = subprocess.run([sys.executable, "-m", "services.cli", "migrate", "notify"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    said = migrate()
+    head = said.rpartition(" -> ")[2]
+    assert said == f"notify: 0006 -> {head}" and head > "0006", said
+    assert migrate() == f"notify: up to date at {head}"
