@@ -20,9 +20,9 @@ pytestmark = pytest.mark.e2e
 MONTH, YEAR = "202609", "2025"
 
 
-def demo(settings, tmp_path, smtp_port: int) -> subprocess.CompletedProcess:
+def demo(settings, tmp_path, smtp_port: int, http: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "AMQP_URI": settings.amqp_uri, "DATABASE_URL": settings.database_url,
-           "STATNET_HTTP": settings.http_address, "SMTP_PORT": str(smtp_port), "TMPDIR": str(tmp_path)}
+           "STATNET_HTTP": http or settings.http_address, "SMTP_PORT": str(smtp_port), "TMPDIR": str(tmp_path)}
     env.pop("STATNET_ADMIN_TOKEN", None)  # the demo makes one for itself
     return subprocess.run([sys.executable, "-m", "services.cli", "demo", "--month", MONTH], env=env,
                           capture_output=True, text=True, timeout=400)
@@ -79,3 +79,18 @@ def test_the_demo_reports_what_was_stored_and_a_second_run_counts_nothing_twice(
     with engine_for(settings.database_url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM submission.return")).scalar() == stored
     assert total(again, YEAR, "Population") == population
+
+
+def test_the_demo_leaves_a_database_with_units_of_its_own_alone(settings, system, tmp_path):
+    """Run on a province's database, the demo's deadline check alerted the supervisors of
+    every unit it held (56,367 alerts in a probe's); it says so and stops, sending nothing."""
+    assert system.import_metadata({"orgUnits": [
+        {"code": "XDEMO1", "name": "A province's own unit", "nameLo": "ບ້ານ", "parent": "LA",
+         "openingDate": "2000-01-01"}]})["stats"]["created"] == 1
+    with engine_for(settings.database_url).connect() as conn:
+        alerts = conn.execute(sa.text("SELECT count(*) FROM notify.notification")).scalar()
+    run = demo(settings, tmp_path, free_port(), http=f"127.0.0.1:{free_port()}")
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "holds 1 org unit(s) the demo did not load (XDEMO1)" in run.stdout
+    with engine_for(settings.database_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM notify.notification")).scalar() == alerts
