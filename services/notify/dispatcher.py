@@ -29,7 +29,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 import sqlalchemy as sa
 
 from services.notify import tables as t
-from services.notify.templates import OUTCOMES, render
+from services.notify.templates import ANSWERED_SINCE, OUTCOMES, render
 from shared.expressions import SYMBOLS
 from shared import metrics
 from shared.background import Pump
@@ -260,6 +260,8 @@ def compose(row, settings: Settings) -> MIMEText:
               "outcome": OUTCOMES.get(d.get("outcome", ""), {}).get(lang, d.get("outcome", "")),
               "count": d.get("count", 0), "lines": _late_lines(d.get("late", []), lang)}
     subject, body = render(row.type, lang, **fields)
+    if d.get("answered_since"):
+        body = body.replace("\n\n-- statnet", ANSWERED_SINCE[row.type][lang] + "\n\n-- statnet")
     msg = MIMEText(body, "plain", "utf-8")
     msg["Subject"] = encoded_words(subject)
     msg["From"] = settings.smtp_from
@@ -487,12 +489,15 @@ DELETE FROM notify.notification d WHERE d.id IN (
 
 def still_true(conn: sa.Connection, row: types.SimpleNamespace,
                withdrawn: list[tuple[str, str, int]]) -> types.SimpleNamespace | None:
-    """The notification as it is still worth sending, or None once withdrawn: a late return
-    or a reminder whose return has been accepted while it waited (the relay down, a retry's
-    backoff) told a supervisor "no accepted return" after it came; a digest drops its lines
-    answered since it was made, and is withdrawn when none is left. Withdrawn is deleted,
-    never sent, as the deadline check withdraws a digest reader's answered alert. What was
-    withdrawn goes to ``withdrawn`` ((type, channel, how many): counted once committed)."""
+    """The notification as it is to be sent now, or None once withdrawn. A late return or a
+    reminder whose return has been accepted while it waited (the relay down, a retry's
+    backoff) goes all the same, saying so (``answered_since``): recorded, it is the
+    recipient's (CONTRACT 7: nothing is dropped; deleted, it vanished from their list, and
+    the webhook had told them what the e-mail never did). A digest, a reader's own summary
+    of the day, drops its lines answered since it was made, and is withdrawn when none is
+    left (deleted, never sent, as the deadline check withdraws a digest reader's answered
+    alert). What was withdrawn goes to ``withdrawn`` ((type, channel, how many): counted
+    once committed)."""
     if row.type in ("LATE_RETURN", "REMINDER"):
         lines = [{"data_set": row.data_set, "org_unit": row.org_unit, "period": row.period}]
     elif row.type == "LATE_DIGEST":
@@ -504,11 +509,11 @@ def still_true(conn: sa.Connection, row: types.SimpleNamespace,
         return row
     n = t.notification
     if row.type != "LATE_DIGEST":
-        conn.execute(n.delete().where(n.c.id == row.id))
-        withdrawn.append((row.type, row.channel, 1))
-        log.info("notification %d (%s to %s) withdrawn: %s %s %s has been received since", row.id, row.type,
-                 row.recipient, row.data_set, row.org_unit, row.period)
-        return None
+        # still sent, saying so: an alert recorded is never dropped (CONTRACT 7), and the
+        # webhook, which took it while the relay was down, and the e-mail tell the same
+        log.info("notification %d (%s to %s): %s %s %s has been received since; sent saying so", row.id,
+                 row.type, row.recipient, row.data_set, row.org_unit, row.period)
+        return types.SimpleNamespace(**{**vars(row), "details": {**row.details, "answered_since": True}})
     late, gone = [], []
     for line in lines:
         (gone if (line["data_set"], line["org_unit"], line["period"]) in answered else late).append(line)

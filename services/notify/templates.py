@@ -57,6 +57,16 @@ BODIES = {
     },
 }
 
+# Appended to a LATE_RETURN or REMINDER whose return was accepted while it waited for the
+# relay: it still goes (recorded is never dropped, CONTRACT 7), saying so, so that its
+# "no accepted return has arrived" is not read as the state of today
+ANSWERED_SINCE = {
+    "LATE_RETURN": {"en": "\nA return for this period has been accepted since this alert was recorded.",
+                    "lo": "\nລາຍງານສຳລັບໄລຍະນີ້ ໄດ້ຮັບການຍອມຮັບແລ້ວ ຫຼັງຈາກບັນທຶກແຈ້ງເຕືອນນີ້."},
+    "REMINDER": {"en": "\nThis return has been received since: nothing more is needed.",
+                 "lo": "\nໄດ້ຮັບລາຍງານນີ້ແລ້ວ: ບໍ່ຕ້ອງເຮັດຫຍັງຕື່ມອີກ."},
+}
+
 OUTCOMES = {
     "REJECTED": {"en": "rejected", "lo": "ຖືກປະຕິເສດ"},
     "ACCEPTED_WITH_WARNINGS": {"en": "accepted with warnings", "lo": "ຖືກຮັບເອົາ ແຕ່ມີຄຳເຕືອນ"},
