@@ -187,18 +187,14 @@ def main(settings: Settings, month: str | None = None) -> int:
 def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
     print(f"statnet demo: Luang Namtha (ຫຼວງນ້ຳທາ), returns for {month.code} and village returns for {year.code}\n")
     doc = reference.load()
-    # the deadline check the demo runs chases every unit of the database: on one holding a
-    # province's own units it alerted their supervisors (tens of thousands of e-mails)
+    # the deadline check chases every unit of the database: on one holding units of its own
+    # (a province's, or another run's) it alerted all their supervisors (56,367 alerts in an
+    # acceptance probe's run); the demo then leaves the check out and says why
     status, stored = api.call("GET", "/api/metadata")
     if status != 200:
         print(f"could not read the stored metadata ({status}): {json.dumps(stored, ensure_ascii=False)[:500]}")
         return 1
     others = sorted({u["code"] for u in stored.get("orgUnits", [])} - {u["code"] for u in doc["orgUnits"]})
-    if others:
-        print(f"statnet demo: the database holds {len(others)} org unit(s) the demo did not load "
-              f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}): its deadline check would "
-              "alert their supervisors. Run it on a database of its own (DATABASE_URL=.../statnet_demo).")
-        return 2
     status, body = api.call("POST", "/api/metadata", doc)
     if status != 200:
         print(f"metadata import failed ({status}): {json.dumps(body, ensure_ascii=False)[:2000]}")
@@ -284,7 +280,13 @@ def _run(api: Client, month: Period, year: Period, maildir: str | None) -> int:
             label = labels[de] + (f" ({coc})" if coc else "")
             print(f"  {pe:<7} {label:<44} {_fmt(row['value']):>12}")
 
-    status, report = api.call("POST", f"/api/deadlines/check?asOf={today().isoformat()}")
+    if others:
+        status, report = None, None
+        print(f"\nDeadline check left out: the database holds {len(others)} org unit(s) the demo did not load "
+              f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}), whose supervisors it would "
+              "alert. Run the demo on a database of its own (DATABASE_URL=.../statnet_demo) to see it.")
+    else:
+        status, report = api.call("POST", f"/api/deadlines/check?asOf={today().isoformat()}")
     if status == 200:
         print(f"\nDeadline check as of {today()}: {report.get('late', 0)} late return(s), "
               f"{report.get('due', 0)} reminder(s) due")
