@@ -161,8 +161,12 @@ def main(argv=None) -> int:
 
         return demo.main(settings, month=args.month)
     if args.command == "migrate":
-        from shared import migrations
+        from services.runner import service_classes
+        from shared import migrations, topology
 
+        # the queues first, as at a service's start: the events a revision emits (aggregation
+        # 0016) must find every consumer's queue, new consumers' too
+        topology.declare_all(settings, service_classes().values())
         for name in args.services or migrations.SERVICES_WITH_SCHEMA:
             before, after = migrations.upgrade(settings, name)
             # what an upgrade did, for the operator's record (it said "up to date" either way)

@@ -60,13 +60,15 @@ def _exit_now() -> None:
 
 
 def prepare(settings: Settings, names=ALL) -> None:
-    """Everything a service needs before its first message: its schema and the broker topology."""
+    """Everything a service needs before its first message: the broker topology and its schema."""
+    # the whole topology, not just these services': an event published by a service that
+    # starts first must already have its consumers' queues to go to. Before the migrations:
+    # a revision may emit events (aggregation 0016), which old instances' relays publish at
+    # once, and to a consumer the version before did not have they were routed to nobody
+    topology.declare_all(settings, service_classes().values())
     for name in names:
         if name in migrations.SERVICES_WITH_SCHEMA:
             migrations.upgrade(settings, name)
-    # the whole topology, not just these services': an event published by a
-    # service that starts first must already have its consumers' queues to go to
-    topology.declare_all(settings, service_classes().values())
 
 
 def build(settings: Settings, names=ALL) -> ServiceRunner:

@@ -82,6 +82,7 @@ class Settings:
     inbox_days: int = 30                 # how long a consumed event's id is kept against redelivery
     log_format: str = "json"             # json | text
     timezone: str = "Asia/Vientiane"     # where times are shown; storage is always UTC
+    deadline_timer: bool = True          # notify's timed check (off in statnet demo: it checks by hand)
     extra: dict = field(default_factory=dict, compare=False)
 
     ENV = {

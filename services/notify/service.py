@@ -80,6 +80,7 @@ class DeadlineTimer(Timer):
         self.interval = settings.deadline_check_seconds
         self.database_url = settings.database_url
         self.reporting_start = settings.reporting_start_date
+        self.enabled = settings.deadline_timer
 
     def first_wait(self) -> float:
         """At once, too, when the reporting start is not the one the last check judged by: the
@@ -99,6 +100,9 @@ class DeadlineTimer(Timer):
     def _run(self):
         """nameko's loop, but for the first wait: each tick an interval after the one before
         (or after the worker, if that took longer), until the container stops."""
+        if not self.enabled:  # (statnet demo, which runs its one check by hand)
+            self.should_stop.wait()
+            return
         wait = self.first_wait()
         while True:
             with Timeout(wait, exception=False):

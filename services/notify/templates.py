@@ -61,8 +61,8 @@ BODIES = {
 # relay: it still goes (recorded is never dropped, CONTRACT 7), saying so, so that its
 # "no accepted return has arrived" is not read as the state of today
 ANSWERED_SINCE = {
-    "LATE_RETURN": {"en": "\nA return for this period has been accepted since this alert was recorded.",
-                    "lo": "\nລາຍງານສຳລັບໄລຍະນີ້ ໄດ້ຮັບການຍອມຮັບແລ້ວ ຫຼັງຈາກບັນທຶກແຈ້ງເຕືອນນີ້."},
+    "LATE_RETURN": {"en": "\nThe period's data have been received since this alert was recorded.",
+                    "lo": "\nໄດ້ຮັບຂໍ້ມູນຂອງໄລຍະນີ້ແລ້ວ ຫຼັງຈາກບັນທຶກແຈ້ງເຕືອນນີ້."},
     "REMINDER": {"en": "\nThis return has been received since: nothing more is needed.",
                  "lo": "\nໄດ້ຮັບລາຍງານນີ້ແລ້ວ: ບໍ່ຕ້ອງເຮັດຫຍັງຕື່ມອີກ."},
 }

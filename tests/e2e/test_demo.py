@@ -20,9 +20,10 @@ pytestmark = pytest.mark.e2e
 MONTH, YEAR = "202609", "2025"
 
 
-def demo(settings, tmp_path, smtp_port: int, http: str | None = None) -> subprocess.CompletedProcess:
+def demo(settings, tmp_path, smtp_port: int, http: str | None = None, **extra_env) -> subprocess.CompletedProcess:
     env = {**os.environ, "AMQP_URI": settings.amqp_uri, "DATABASE_URL": settings.database_url,
-           "STATNET_HTTP": http or settings.http_address, "SMTP_PORT": str(smtp_port), "TMPDIR": str(tmp_path)}
+           "STATNET_HTTP": http or settings.http_address, "SMTP_PORT": str(smtp_port), "TMPDIR": str(tmp_path),
+           **extra_env}
     env.pop("STATNET_ADMIN_TOKEN", None)  # the demo makes one for itself
     return subprocess.run([sys.executable, "-m", "services.cli", "demo", "--month", MONTH], env=env,
                           capture_output=True, text=True, timeout=400)
@@ -84,17 +85,27 @@ def test_the_demo_reports_what_was_stored_and_a_second_run_counts_nothing_twice(
 def test_the_demo_leaves_the_deadline_check_out_on_a_database_with_units_of_its_own(settings, system, tmp_path):
     """Run on a database holding other units (a province's, a test's), the demo's deadline
     check alerted the supervisors of every one of them (56,367 alerts in a probe's run): it
-    runs the rest and says why it leaves the check out."""
-    assert system.import_metadata({"orgUnits": [
-        {"code": "XDEMO1", "name": "A province's own unit", "nameLo": "ບ້ານ", "parent": "LA",
-         "openingDate": "2000-01-01"}]})["stats"]["created"] == 1
+    runs the rest and says why it leaves the check out. Nor does its notify's timer check:
+    a check due at once (here: another go-live day than the last check's) did the same."""
+    assert system.import_metadata({
+        "orgUnits": [{"code": "XDEMO1", "name": "A province's own unit", "nameLo": "ບ້ານ",
+                      "openingDate": "2000-01-01"}],
+        "dataElements": [{"code": "XDE", "name": "Its own element", "valueType": "INTEGER",
+                          "aggregationType": "SUM"}],
+        "dataSets": [{"code": "XDS", "name": "Its own return", "periodType": "Monthly", "dataElements": ["XDE"],
+                      "orgUnits": ["XDEMO1"], "timelyDays": 5, "expiryDays": 0}],
+        "focalPoints": [{"code": "XSUP", "name": "Its supervisor", "orgUnit": "XDEMO1", "role": "supervisor",
+                         "email": "xsup@example.la", "language": "en"}]})["stats"]["created"] == 4
+    # the province's own check, months ago
+    assert system.post("/api/deadlines/check?asOf=2026-03-15").status_code == 200
 
     def chased() -> int:
         with engine_for(settings.database_url).connect() as conn:
             return conn.execute(sa.text("SELECT count(*) FROM notify.notification "
                                         "WHERE type IN ('LATE_RETURN', 'REMINDER', 'LATE_DIGEST')")).scalar()
     before = chased()
-    run = demo(settings, tmp_path, free_port(), http=f"127.0.0.1:{free_port()}")
+    run = demo(settings, tmp_path, free_port(), http=f"127.0.0.1:{free_port()}",
+               STATNET_REPORTING_START="2025-06-01")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Deadline check left out: the database holds 1 org unit(s) the demo did not load (XDEMO1)" in run.stdout
     assert "Province totals, Luang Namtha (03):" in run.stdout

@@ -658,7 +658,7 @@ def test_history_loaded_before_validation_and_notify_heard_of_loads_is_announced
     from shared.db import engine_for
 
     v = world.all_villages[3]
-    r = load(system, csv_text([(kids, "201106", v, "F", "98")]))
+    r = load(system, csv_text([(kids, "200506", v, "F", "98")]))
     assert r.status_code == 200, r.text
     batch = r.json()["batch"]
     _marked_for_validation(settings, v)
@@ -679,7 +679,7 @@ def test_history_loaded_before_validation_and_notify_heard_of_loads_is_announced
     migrations.upgrade(settings, "aggregation")  # 0016, with aggregation running: its relay sends
     _marked_for_validation(settings, v)
     wait_until(lambda: received() == 1, message="notify told of the load again")
-    sub = system.wait_status(system.submit({"dataSet": f"MDS{UID}", "period": "201106", "orgUnit": v, "dataValues": [
+    sub = system.wait_status(system.submit({"dataSet": f"MDS{UID}", "period": "200506", "orgUnit": v, "dataValues": [
         {"dataElement": kids, "categoryOptionCombo": "M", "value": "500"}]}).json()["id"])
     assert sub["status"] == "REJECTED", sub  # boys 500 > girls 98, as history loaded them
 

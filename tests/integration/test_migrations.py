@@ -255,3 +255,32 @@ def test_statnet_migrate_says_what_it_did(settings):
     head = said.rpartition(" -> ")[2]
     assert said == f"notify: 0006 -> {head}" and head > "0006", said
     assert migrate() == f"notify: up to date at {head}"
+
+
+def test_statnet_migrate_declares_the_queues_before_a_revision_emits(backend):
+    """Aggregation 0016 puts events in its outbox, which the relays of instances still
+    running publish at once: migrated by `statnet migrate` on a broker without the queue of
+    a consumer the version before lacked (validation's mark_history), they went to notify
+    alone, and validation never learnt of the history (a reviewer's finding)."""
+    import os
+    import subprocess
+    import sys
+
+    import kombu
+
+    vhost, database = backend.new_vhost(), backend.new_database()
+    try:
+        env = {**os.environ, "DATABASE_URL": database, "AMQP_URI": backend.amqp_uri(vhost)}
+        done = subprocess.run([sys.executable, "-m", "services.cli", "migrate", "aggregation"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        with kombu.Connection(backend.amqp_uri(vhost)) as conn:
+            # passive: an error if the queue is not there
+            conn.default_channel.queue_declare("evt-aggregation-history_loaded--validation.mark_history",
+                                               passive=True)
+    finally:
+        from shared.db import dispose_all
+
+        dispose_all()
+        backend.drop_database(database)
+        backend.drop_vhost(vhost)

@@ -584,7 +584,7 @@ def test_an_alert_whose_return_came_while_it_waited_goes_saying_so(system, world
     assert sorted(m["X-Statnet-Type"] for m in about_village) == ["LATE_RETURN", "REMINDER"], about_village
     # (both readers' language is Lao)
     late, reminder = sorted(about_village, key=lambda m: m["X-Statnet-Type"])
-    assert "ໄດ້ຮັບການຍອມຮັບແລ້ວ ຫຼັງຈາກບັນທຶກແຈ້ງເຕືອນນີ້" in late.get_content()
+    assert "ໄດ້ຮັບຂໍ້ມູນຂອງໄລຍະນີ້ແລ້ວ ຫຼັງຈາກບັນທຶກແຈ້ງເຕືອນນີ້" in late.get_content()
     assert "ໄດ້ຮັບລາຍງານນີ້ແລ້ວ: ບໍ່ຕ້ອງເຮັດຫຍັງຕື່ມອີກ" in reminder.get_content()
     assert "ຫຼັງຈາກບັນທຶກແຈ້ງເຕືອນນີ້" not in [m for m in smtp.mails()[before:] if m["X-Statnet-Type"] == "LATE_RETURN"
                            and f"({other})" in m["Subject"] and f"({stock})" in m["Subject"]][0].get_content()

@@ -14,7 +14,11 @@ validation, which takes every place named in again; notify reads ``places`` only
 consumers are idempotent, so loads already announced are announced again harmlessly: a
 place marked again is taken in again, an existing record of receipt stays. The message is
 written here as the relay sends it (schema version 1), frozen: this revision does not
-change with the event's schema.
+change with the event's schema. The queues are declared before any migration runs
+(``runner.prepare``, ``statnet migrate``), so a consumer the version before lacked has its
+queue when the relays, old instances' included, publish these. It reads every loaded value
+once (no index serves ``return_id``): seconds for a national database of ten million, under
+the migration lock, while aggregation waits to start.
 
 Revision ID: 0016
 """
@@ -51,14 +55,20 @@ def upgrade():
             WHERE NOT EXISTS (SELECT 1 FROM reported r WHERE r.batch = v.return_id
                               AND r.org_unit = v.org_unit AND r.period = v.period)
             GROUP BY v.return_id),
+        -- a load whose every place a return was counted at first has no completeness row of
+        -- its own: its event names no places (notify has nothing to record) and no data set
+        -- (what it was loaded for is kept nowhere else; notify reads it only with places)
         events AS (
-            SELECT gen_random_uuid()::text AS event_id, l.batch, l.part, l.loaded_at,
+            SELECT gen_random_uuid()::text AS event_id, batch, coalesce(l.part, 0) AS part,
+                   coalesce(l.loaded_at, now()) AS loaded_at,
                    json_build_object(
-                       'batch', l.batch, 'data_set', l.data_set, 'places', l.places,
-                       'cleared', CASE WHEN l.part = 0 THEN coalesce(u.cleared, '[]'::json) ELSE '[]'::json END,
-                       'loaded_at', to_char(l.loaded_at AT TIME ZONE 'UTC',
+                       'batch', batch, 'data_set', coalesce(l.data_set, ''),
+                       'places', coalesce(l.places, '[]'::json),
+                       'cleared', CASE WHEN coalesce(l.part, 0) = 0 THEN coalesce(u.cleared, '[]'::json)
+                                  ELSE '[]'::json END,
+                       'loaded_at', to_char(coalesce(l.loaded_at, now()) AT TIME ZONE 'UTC',
                                             'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')) AS data
-            FROM loads l LEFT JOIN unreported u USING (batch))
+            FROM loads l FULL JOIN unreported u USING (batch))
         INSERT INTO {S}.outbox (event_id, event_type, message, correlation_id)
         SELECT event_id, 'history_loaded', json_build_object(
                    'event_id', event_id, 'event_type', 'history_loaded', 'source', 'aggregation',
