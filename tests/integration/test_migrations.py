@@ -110,6 +110,34 @@ def test_results_learn_the_places_of_their_returns_from_header_and_violations(se
         conn.execute(sa.text("DELETE FROM validation.result WHERE return_id IN ('m1', 'm2')"))
 
 
+def test_accepted_results_learn_the_places_their_values_hold(settings):
+    """An accepted district CSV of several villages, with no violation, was filed under its
+    first line's village by 0005; 0010 adds the places still holding its values."""
+    migrations.upgrade(settings, "validation")  # wherever an earlier test left it, then back
+    migrations.downgrade(settings, "validation", "0009")
+    engine = engine_for(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO validation.result (return_id, seq, data_set, org_unit, period, accepted, violations, "
+            "places, org_units, periods) VALUES "
+            "('d1', 71, 'DS', 'V1', '202601', true, '[]', '[[\"V1\", \"202601\"]]', '{V1}', '{202601}'), "
+            "('d2', 72, 'DS', 'V1', '202602', false, '[]', '[[\"V1\", \"202602\"]]', '{V1}', '{202602}')"))
+        conn.execute(sa.text(
+            "INSERT INTO validation.accepted_value (org_unit, data_element, combo, period, period_type, value, seq) "
+            "VALUES ('V1', 'E', 'default', '202601', 'Monthly', 1, 71), ('ບ້ານ2', 'E', 'default', '202601', "
+            "'Monthly', 2, 71), ('V3', 'E', 'default', '202601', 'Monthly', 3, 99)"))
+    migrations.upgrade(settings, "validation")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT return_id, places, org_units FROM validation.result "
+                                    "WHERE return_id IN ('d1', 'd2') ORDER BY 1")).all()
+    assert [(r.return_id, sorted(r.places), sorted(r.org_units)) for r in rows] == [
+        ("d1", [["V1", "202601"], ["ບ້ານ2", "202601"]], ["V1", "ບ້ານ2"]),
+        ("d2", [["V1", "202602"]], ["V1"])]  # (rejected: nothing of it stored)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM validation.result WHERE return_id IN ('d1', 'd2')"))
+        conn.execute(sa.text("DELETE FROM validation.accepted_value WHERE seq IN (71, 99)"))
+
+
 def test_stored_values_key_by_unit_and_period_and_back(settings):
     migrations.upgrade(settings, "aggregation")
     migrations.downgrade(settings, "aggregation", "0009")
