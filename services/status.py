@@ -58,9 +58,10 @@ def collect(settings: Settings) -> dict:
     except Exception as exc:  # an operator's screen: say what failed, go on
         depths = None
         problems.append(f"the broker cannot be read (AMQP_URI): {type(exc).__name__}: {exc}")
-    outboxes, rates, alerts = {}, [], None
+    outboxes, rates, alerts, autovacuum = {}, [], None, None
     try:
         with engine_for(settings.database_url).connect() as conn:
+            autovacuum = conn.execute(sa.text("SHOW autovacuum")).scalar() == "on"
             for name in classes:
                 if name != "gateway":
                     outboxes[name] = conn.execute(sa.text(
@@ -91,7 +92,7 @@ def collect(settings: Settings) -> dict:
             "alerts": None if alerts is None else {"waiting": alerts[0], "oldest": float(alerts[1]),
                                                    "given_up": alerts[2]},
             "retrying": None if depths is None else sum(depths[q][0] for q in delays),
-            "problems": problems}
+            "autovacuum": autovacuum, "problems": problems}
 
 
 def render(report: dict) -> tuple[str, bool]:
@@ -127,6 +128,12 @@ def render(report: dict) -> tuple[str, bool]:
         lines.append(f"{ds:<14} {ou:<10} {pe:<8} {deadline:<8} {rate:>9.0%} {on_time:>8.0%}")
     if not report["completeness"]:
         lines.append("(no data set is expected anywhere yet)" if not report["problems"] else "(unknown)")
+    if report.get("autovacuum") is False:
+        # not a verdict (nothing fails today), a warning: every return updates and deletes
+        # rows (its status, the outboxes), and without autovacuum their dead space grows for
+        # ever (1.3 KB an event in the outboxes alone, a soak probe measured)
+        lines.append("WARNING: PostgreSQL's autovacuum is off: the tables statnet updates with every return "
+                     "grow without bound (turn it on in postgresql.conf, or VACUUM on a schedule)")
     lines += [f"UNREADABLE: {problem}" for problem in report["problems"]]
     # the verdict the exit status gives, in words (an exit status of 1 alone said nothing)
     unwell += ["not everything could be read (UNREADABLE above)"] if report["problems"] else []

@@ -300,10 +300,17 @@ class InboxPruner(Pump):
     def ready(self) -> bool:
         return self.inbox is not None
 
+    def start(self):
+        super().start()
+        # the first prune at start, then hourly: waiting an hour first, a process restarted
+        # more often than that (deploys, a crash loop) never pruned (a soak probe)
+        self.wake()
+
     def work(self) -> int:
         pruned = prune_inbox(self.engine, self.inbox, self.days)
         if pruned:
-            log.info("forgot %d consumed event id(s) older than %d days", pruned, self.days)
+            log.info("%s forgot %d consumed event id(s) older than %d days", self.container.service_name,
+                     pruned, self.days)
         return 0  # (all of them at once: no next batch)
 
 

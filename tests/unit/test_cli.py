@@ -129,6 +129,17 @@ def test_status_counts_alerts_waiting_and_given_up_and_an_hour_waiting_is_unwell
     assert healthy and "alerts:" not in text
 
 
+def test_status_warns_of_autovacuum_off_without_calling_it_unwell():
+    """Every return updates and deletes rows; without autovacuum their dead space grows for
+    ever (a soak probe: 12 MB of an empty outbox after 9,400 returns)."""
+    from services import status
+
+    text, healthy = status.render({**_report(), "autovacuum": False})
+    assert healthy and "WARNING: PostgreSQL's autovacuum is off" in text
+    for known in (True, None):  # on; or the database unreadable (said as such)
+        assert "autovacuum" not in status.render({**_report(), "autovacuum": known})[0]
+
+
 def test_dlq_drop_says_what_it_needs(capsys):
     """Giving up on dead letters names which ones (or all) and where they are kept, or is
     refused before anything is touched; the other actions take none of it."""
