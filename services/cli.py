@@ -161,14 +161,13 @@ def main(argv=None) -> int:
 
         return demo.main(settings, month=args.month)
     if args.command == "migrate":
-        from services.runner import service_classes
-        from shared import migrations, topology
+        from services.runner import prepare
+        from shared import migrations
 
-        # the queues first, as at a service's start: the events a revision emits (aggregation
-        # 0016) must find every consumer's queue, new consumers' too
-        topology.declare_all(settings, service_classes().values())
-        for name in args.services or migrations.SERVICES_WITH_SCHEMA:
-            before, after = migrations.upgrade(settings, name)
+        # as at a service's start: the queues first (the events a revision emits, aggregation
+        # 0016's, must find every consumer's queue), then the schemas
+        done = prepare(settings, args.services or migrations.SERVICES_WITH_SCHEMA)
+        for name, (before, after) in done.items():
             # what an upgrade did, for the operator's record (it said "up to date" either way)
             print(f"{name}: up to date at {after}" if before == after
                   else f"{name}: {before or 'new schema'} -> {after}")

@@ -59,16 +59,16 @@ def _exit_now() -> None:
     os._exit(1)
 
 
-def prepare(settings: Settings, names=ALL) -> None:
-    """Everything a service needs before its first message: the broker topology and its schema."""
+def prepare(settings: Settings, names=ALL) -> dict[str, tuple[str | None, str | None]]:
+    """Everything a service needs before its first message: the broker topology and its
+    schema (also all `statnet migrate` does); the revisions each schema was at and is at."""
     # the whole topology, not just these services': an event published by a service that
     # starts first must already have its consumers' queues to go to. Before the migrations:
     # a revision may emit events (aggregation 0016), which old instances' relays publish at
     # once, and to a consumer the version before did not have they were routed to nobody
     topology.declare_all(settings, service_classes().values())
-    for name in names:
-        if name in migrations.SERVICES_WITH_SCHEMA:
-            migrations.upgrade(settings, name)
+    return {name: migrations.upgrade(settings, name) for name in names
+            if name in migrations.SERVICES_WITH_SCHEMA}
 
 
 def build(settings: Settings, names=ALL) -> ServiceRunner:

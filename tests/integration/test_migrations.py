@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from shared import migrations
 from shared.db import engine_for
+from tests.support.processes import cli
 
 
 def test_pending_yearly_totals_move_to_one_row_per_unit_year_and_back(settings):
@@ -265,17 +266,11 @@ def test_returns_on_their_way_learn_the_places_they_report_for(settings):
 def test_statnet_migrate_says_what_it_did(settings):
     """An operator's record of an upgrade: from which revision to which (it said "up to
     date" whether it had applied five revisions or none)."""
-    import os
-    import subprocess
-    import sys
-
     migrations.upgrade(settings, "notify")
     migrations.downgrade(settings, "notify", "0006")
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "AMQP_URI": settings.amqp_uri}
 
     def migrate() -> str:
-        done = subprocess.run([sys.executable, "-m", "services.cli", "migrate", "notify"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = cli(settings, "migrate", "notify")
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -290,17 +285,13 @@ def test_statnet_migrate_declares_the_queues_before_a_revision_emits(backend):
     running publish at once: migrated by `statnet migrate` on a broker without the queue of
     a consumer the version before lacked (validation's mark_history), they went to notify
     alone, and validation never learnt of the history (a reviewer's finding)."""
-    import os
-    import subprocess
-    import sys
-
     import kombu
+
+    from shared.config import Settings
 
     vhost, database = backend.new_vhost(), backend.new_database()
     try:
-        env = {**os.environ, "DATABASE_URL": database, "AMQP_URI": backend.amqp_uri(vhost)}
-        done = subprocess.run([sys.executable, "-m", "services.cli", "migrate", "aggregation"], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = cli(Settings(amqp_uri=backend.amqp_uri(vhost), database_url=database), "migrate", "aggregation")
         assert done.returncode == 0, done.stderr
         with kombu.Connection(backend.amqp_uri(vhost)) as conn:
             # passive: an error if the queue is not there

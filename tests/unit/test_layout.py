@@ -150,7 +150,7 @@ def test_prometheus_scrapes_every_replica_of_every_statnet_service_and_alerts_re
     # the rules' alerts go to an Alertmanager compose runs, with the config beside this one
     (manager,) = [t for am in prom["alerting"]["alertmanagers"] for sc in am["static_configs"] for t in sc["targets"]]
     host, port = manager.split(":")
-    assert host in SERVICES
+    assert f"127.0.0.1:{port}:{port}" in SERVICES[host]["ports"]  # (its pages: the server's operators')
     assert any(v.startswith("./deploy/alertmanager.yml:") for v in SERVICES[host]["volumes"])
     smarthost = yaml.safe_load((ROOT / "deploy" / "alertmanager.yml").read_text(encoding="utf-8"))["global"]["smtp_smarthost"]
     assert smarthost.split(":")[0] in SERVICES, smarthost

@@ -31,6 +31,8 @@ depends_on = None
 
 S = "aggregation"
 PLACES_PER_EVENT = 5000
+# a UTC time as the Python producer writes it (datetime.isoformat)
+ISO_UTC = """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'"""
 
 
 def upgrade():
@@ -66,15 +68,13 @@ def upgrade():
                        'places', coalesce(l.places, '[]'::json),
                        'cleared', CASE WHEN coalesce(l.part, 0) = 0 THEN coalesce(u.cleared, '[]'::json)
                                   ELSE '[]'::json END,
-                       'loaded_at', to_char(coalesce(l.loaded_at, now()) AT TIME ZONE 'UTC',
-                                            'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')) AS data
+                       'loaded_at', to_char(coalesce(l.loaded_at, now()) AT TIME ZONE 'UTC', {ISO_UTC})) AS data
             FROM loads l FULL JOIN unreported u USING (batch))
         INSERT INTO {S}.outbox (event_id, event_type, message, correlation_id)
         SELECT event_id, 'history_loaded', json_build_object(
                    'event_id', event_id, 'event_type', 'history_loaded', 'source', 'aggregation',
                    'schema_version', 1,
-                   'occurred_at', to_char(clock_timestamp() AT TIME ZONE 'UTC',
-                                          'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+                   'occurred_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', {ISO_UTC}),
                    'correlation_id', batch, 'data', data),
                batch
         FROM events ORDER BY loaded_at, batch, part
